@@ -1,0 +1,33 @@
+"""neurofm: decode EEG/MEG with foundation models in leak-free cross-validated experiments."""
+
+from .exceptions import (
+    AdaptationError,
+    ConfigError,
+    CVSplitError,
+    DataValidationError,
+    MissingDependencyError,
+    NeuroFMError,
+    UnknownModelError,
+    WeightsError,
+)
+from .experiment import Experiment
+from .models.registry import create_backbone, get_model_spec, list_foundation_models
+from .results import ExperimentResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptationError",
+    "ConfigError",
+    "CVSplitError",
+    "DataValidationError",
+    "Experiment",
+    "ExperimentResult",
+    "MissingDependencyError",
+    "NeuroFMError",
+    "UnknownModelError",
+    "WeightsError",
+    "create_backbone",
+    "get_model_spec",
+    "list_foundation_models",
+]

@@ -1,0 +1,387 @@
+"""Input adaptation: bring any window to what a backbone was trained on.
+
+An :class:`AdaptationPlan` is computed from a model's spec and the signal
+info of the input before any compute, so an impossible adaptation is an error
+at once. It records every step it takes; :meth:`AdaptationPlan.apply` then
+runs the same steps on each batch. Channel selection, reordering, bipolar
+derivation, interpolation and unit conversion are all linear maps over
+channels, so they compose into one matrix applied first (which also makes the
+later steps cheaper on fewer channels). Then come resampling, cropping or
+padding to the patch multiple, the model's amplitude normalisation, and
+derived channels computed from the normalised window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .data import UNIT_TO_SI, SignalInfo
+from .exceptions import AdaptationError
+from .montage import canonical_name, interpolation_matrix, match_channels, standard_positions
+
+if TYPE_CHECKING:
+    from .models.specs import ModelSpec
+
+__all__ = ["AdaptationPlan", "AdaptedSignal", "plan_adaptation"]
+
+# Input units become these working units before the model's own scaling:
+# microvolts for electric channels, femtotesla (per cm for gradiometers) for magnetic ones.
+_WORKING_UNIT = {"V": ("uV", 1e6), "T": ("fT", 1e15), "T/m": ("fT/cm", 1e13)}
+
+
+def _si_base(unit: str) -> str:
+    return "V" if unit.endswith("V") else ("T/m" if unit in ("T/m", "fT/cm") else "T")
+
+
+@dataclass(frozen=True)
+class AdaptedSignal:
+    """The signal as the backbone sees it after adaptation."""
+
+    sfreq: float
+    ch_names: tuple[str, ...]
+    n_times: int
+    positions: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    @property
+    def n_chans(self) -> int:
+        return len(self.ch_names)
+
+    def chs_info(self) -> list[dict[str, Any]]:
+        """braindecode-style channel descriptions with template positions."""
+        out = []
+        for name in self.ch_names:
+            loc = np.zeros(12)
+            if name in self.positions:
+                loc[:3] = self.positions[name]
+            out.append({"ch_name": name, "loc": loc, "kind": "eeg"})
+        return out
+
+
+@dataclass
+class AdaptationPlan:
+    """Steps that take input windows to a backbone's expected input.
+
+    Attributes
+    ----------
+    model_key : str
+        The registry key the plan was made for.
+    source : SignalInfo
+        What the input windows are.
+    n_times_in : int
+        Samples per input window.
+    target : AdaptedSignal
+        What the backbone receives.
+    steps : list of dict
+        One record per adaptation taken: ``{"step": ..., "detail": ...}``.
+    """
+
+    model_key: str
+    source: SignalInfo
+    n_times_in: int
+    target: AdaptedSignal
+    steps: list[dict[str, Any]]
+    channel_matrix: np.ndarray
+    resample_ratio: tuple[int, int] | None
+    n_times_resampled: int
+    normalization: str
+    scale_channel_reference: float | None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable description; part of the cache key."""
+        return {
+            "model_key": self.model_key,
+            "source": self.source.to_dict(),
+            "n_times_in": self.n_times_in,
+            "target": {"sfreq": self.target.sfreq, "ch_names": list(self.target.ch_names), "n_times": self.target.n_times},
+            "steps": self.steps,
+            "channel_matrix_sha": _array_digest(self.channel_matrix),
+        }
+
+    def apply(self, X: np.ndarray) -> np.ndarray:
+        """Adapt a batch of windows ``(n, n_channels_in, n_times_in)`` to float32 model input."""
+        if X.shape[1:] != (len(self.source.ch_names), self.n_times_in):
+            raise AdaptationError(
+                f"windows of shape {X.shape[1:]} do not match the plan's ({len(self.source.ch_names)}, {self.n_times_in})."
+            )
+        out = np.einsum("oc,nct->not", self.channel_matrix, X.astype(np.float64, copy=False), optimize=True)
+        if self.resample_ratio is not None:
+            from scipy.signal import resample_poly
+
+            up, down = self.resample_ratio
+            out = resample_poly(out, up, down, axis=-1)
+        out = _fit_length(out, self.target.n_times)
+        relative_amplitude = None
+        if self.scale_channel_reference is not None:
+            # Normalisation erases the window's amplitude; keep it as a derived channel.
+            ptp = out.max(axis=(1, 2)) - out.min(axis=(1, 2))
+            relative_amplitude = 2.0 * np.minimum(ptp / self.scale_channel_reference, 1.0) - 1.0
+        out = _normalize(out, self.normalization)
+        if relative_amplitude is not None:
+            constant = np.broadcast_to(relative_amplitude[:, None, None], (out.shape[0], 1, out.shape[2]))
+            out = np.concatenate([out, constant], axis=1)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _array_digest(arr: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.blake2b(np.round(arr, 10).astype(np.float64).tobytes(), digest_size=12).hexdigest()
+
+
+def _fit_length(X: np.ndarray, n_times: int) -> np.ndarray:
+    have = X.shape[-1]
+    if have == n_times:
+        return X
+    if have > n_times:
+        return X[..., :n_times]
+    pad = np.zeros(X.shape[:-1] + (n_times - have,), dtype=X.dtype)
+    return np.concatenate([X, pad], axis=-1)
+
+
+def _normalize(X: np.ndarray, how: str) -> np.ndarray:
+    eps = 1e-8
+    if how == "none":
+        return X
+    if how == "minmax_window":
+        lo = X.min(axis=(1, 2), keepdims=True)
+        hi = X.max(axis=(1, 2), keepdims=True)
+        return 2.0 * (X - lo) / np.maximum(hi - lo, eps) - 1.0
+    if how == "zscore_channel":
+        return (X - X.mean(axis=-1, keepdims=True)) / np.maximum(X.std(axis=-1, keepdims=True), eps)
+    if how == "zscore_channel_clip15":
+        z = (X - X.mean(axis=-1, keepdims=True)) / np.maximum(X.std(axis=-1, keepdims=True), eps)
+        return np.clip(z, -15.0, 15.0)
+    if how == "p95_channel":
+        q = np.quantile(np.abs(X), 0.95, axis=-1, keepdims=True)
+        return X / np.maximum(q, eps)
+    raise AssertionError(how)  # pragma: no cover - specs use the names above
+
+
+_NORMALIZATION_DESCRIPTIONS = {
+    "none": None,
+    "minmax_window": "min-max scaling of each window to [-1, 1]",
+    "zscore_channel": "per-channel z-score over each window",
+    "zscore_channel_clip15": "per-channel z-score over each window, clipped to +/-15",
+    "p95_channel": "each channel divided by the 95th percentile of its absolute amplitude",
+}
+
+
+def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> AdaptationPlan:
+    """Plan how windows described by ``info`` reach the backbone of ``spec``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The registry entry of the backbone.
+    info : SignalInfo
+        Sampling rate, channel names and units of the input windows.
+    n_times : int
+        Samples per input window.
+
+    Returns
+    -------
+    plan : AdaptationPlan
+
+    Raises
+    ------
+    AdaptationError
+        When no valid adaptation exists (too few known channels, window too
+        short or too long); the message names the fix.
+    """
+    steps: list[dict[str, Any]] = []
+    out_names, matrix = _plan_channels(spec, info, steps)
+
+    # Units: input -> working unit (uV / fT) -> the model's own scaling, folded into the matrix.
+    unit_scale = np.array([UNIT_TO_SI[u] * _WORKING_UNIT[_si_base(u)][1] for u in info.units])
+    matrix = matrix * unit_scale[None, :] * spec.amplitude_scale
+    working = sorted({_WORKING_UNIT[_si_base(u)][0] for u in info.units})
+    unit_detail = f"{'/'.join(sorted(set(info.units)))} -> {'/'.join(working)}"
+    if spec.amplitude_scale != 1.0:
+        unit_detail += f", multiplied by {spec.amplitude_scale:g}"
+    steps.append({"step": "units", "detail": unit_detail})
+
+    ratio = None
+    n_res = n_times
+    if not np.isclose(info.sfreq, spec.sfreq):
+        frac = Fraction(spec.sfreq / info.sfreq).limit_denominator(1000)
+        ratio = (frac.numerator, frac.denominator)
+        n_res = int(np.ceil(n_times * frac.numerator / frac.denominator))
+        steps.append({"step": "resample", "detail": f"{info.sfreq:g} Hz -> {spec.sfreq:g} Hz (polyphase, up {ratio[0]}, down {ratio[1]})"})
+
+    n_target = _plan_length(spec, n_res, len(out_names), steps)
+
+    if spec.normalization != "none":
+        steps.append({"step": "normalize", "detail": _NORMALIZATION_DESCRIPTIONS[spec.normalization]})
+    if spec.passband is not None:
+        steps.append(
+            {
+                "step": "passband_note",
+                "detail": f"the model was pretrained on {spec.passband[0]:g}-{spec.passband[1]:g} Hz band-passed data; "
+                "windows are not filtered here (filter continuous recordings before epoching)",
+            }
+        )
+    scale_ref = None
+    if spec.scale_channel_reference_uv is not None:
+        scale_ref = spec.scale_channel_reference_uv * spec.amplitude_scale
+        steps.append(
+            {
+                "step": "derived_channel",
+                "detail": f"appended the relative-amplitude channel: peak-to-peak / {spec.scale_channel_reference_uv:g} uV, "
+                "clipped to 1, mapped to [-1, 1]",
+            }
+        )
+        out_names = out_names + ["SCALE"]
+
+    positions = {n: tuple(map(float, p)) for n, p in standard_positions(out_names).items()}
+    target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target, positions=positions)
+    plan = AdaptationPlan(
+        model_key=spec.key,
+        source=info,
+        n_times_in=n_times,
+        target=target,
+        steps=steps,
+        channel_matrix=matrix,
+        resample_ratio=ratio,
+        n_times_resampled=n_res,
+        normalization=spec.normalization,
+        scale_channel_reference=scale_ref,
+    )
+    return plan
+
+
+def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list[str], np.ndarray]:
+    names = list(info.ch_names)
+    n_in = len(names)
+    mode = spec.channel_mode
+
+    if mode == "any":
+        keep = list(range(n_in))
+        if spec.needs_positions:
+            known = standard_positions(names)
+            keep = [i for i, n in enumerate(names) if n in known]
+            dropped = [names[i] for i in range(n_in) if i not in keep]
+            if not keep:
+                raise AdaptationError(
+                    f"{spec.key!r} needs electrode positions, and none of the channels {names[:8]} has a position in "
+                    "MNE's 10-05 template; rename channels to standard 10-20/10-05 names."
+                )
+            if dropped:
+                steps.append({"step": "drop_channels", "detail": f"no template position for {dropped}"})
+        out = [names[i] for i in keep]
+        matrix = np.zeros((len(keep), n_in))
+        matrix[np.arange(len(keep)), keep] = 1.0
+        if len(keep) > spec.max_channels:
+            raise AdaptationError(
+                f"{spec.key!r} accepts at most {spec.max_channels} channels, got {len(keep)}; pick fewer channels."
+            )
+        return out, matrix
+
+    if mode == "vocabulary":
+        mapping = match_channels(names, spec.channel_names)  # vocab index -> input index
+        if not mapping:
+            raise AdaptationError(
+                f"None of the input channels {names[:8]}{'...' if n_in > 8 else ''} is in {spec.key!r}'s channel "
+                f"vocabulary ({len(spec.channel_names)} names such as {list(spec.channel_names[:6])}); "
+                "rename the channels to standard 10-20 names."
+            )
+        order = sorted(mapping)  # the model's vocabulary order
+        out = [spec.channel_names[t] for t in order]
+        matrix = np.zeros((len(order), n_in))
+        matrix[np.arange(len(order)), [mapping[t] for t in order]] = 1.0
+        used = set(mapping.values())
+        dropped = [names[i] for i in range(n_in) if i not in used]
+        steps.append({"step": "select_channels", "detail": f"{len(out)} channels matched {spec.key!r}'s vocabulary (case-insensitive), in its order"})
+        if dropped:
+            steps.append({"step": "drop_channels", "detail": f"not in the vocabulary: {dropped}"})
+        if len(order) < spec.min_channels:
+            raise AdaptationError(
+                f"{spec.key!r} needs at least {spec.min_channels} channels of its vocabulary, found {len(order)}."
+            )
+        return out, matrix
+
+    # fixed layouts (fixed channel list) and bipolar montages (pairs of electrodes)
+    electrodes = list(spec.channel_names)
+    mapping = match_channels(names, electrodes)
+    missing = [electrodes[t] for t in range(len(electrodes)) if t not in mapping]
+    n_present = len(mapping)
+    electrode_matrix = np.zeros((len(electrodes), n_in))
+    for t, i in mapping.items():
+        electrode_matrix[t, i] = 1.0
+    if missing:
+        fraction = n_present / len(electrodes)
+        if not spec.interpolation or fraction < spec.min_channel_fraction:
+            why = (
+                f"only {n_present} of its {len(electrodes)} electrodes are present"
+                if spec.interpolation
+                else "the model cannot interpolate missing channels"
+            )
+            raise AdaptationError(
+                f"{spec.key!r} expects the electrodes {electrodes}; {why}, missing {missing}. "
+                "Record or rename these channels (old names T3/T4/T5/T6 are understood), or choose a model that "
+                "accepts any montage (cbramod, codebrain, luna, reve)."
+            )
+        present_idx = sorted(mapping)
+        source_names = [names[mapping[t]] for t in present_idx]
+        weights = interpolation_matrix(source_names, missing)
+        for row, name in enumerate(missing):
+            t = electrodes.index(name)
+            for col, tp in enumerate(present_idx):
+                electrode_matrix[t, mapping[tp]] = weights[row, col]
+        steps.append({"step": "interpolate_channels", "detail": f"spherical-spline interpolation of {missing} from {n_present} electrodes (MNE template positions)"})
+    used = set(mapping.values())
+    dropped = [names[i] for i in range(n_in) if i not in used]
+    if dropped:
+        steps.append({"step": "drop_channels", "detail": f"not used by {spec.key!r}: {dropped}"})
+
+    if mode == "fixed":
+        steps.append({"step": "reorder_channels", "detail": f"{len(electrodes)} channels in {spec.key!r}'s fixed order"})
+        return electrodes, electrode_matrix
+    # bipolar
+    index = {canonical_name(e): k for k, e in enumerate(electrodes)}
+    rows, out = [], []
+    for a, b in spec.bipolar_pairs:
+        rows.append(electrode_matrix[index[canonical_name(a)]] - electrode_matrix[index[canonical_name(b)]])
+        out.append(f"{a}-{b}")
+    steps.append({"step": "bipolar_derivations", "detail": f"{len(out)} bipolar channels: {out}"})
+    return out, np.vstack(rows)
+
+
+def _plan_length(spec: ModelSpec, n_res: int, n_chans: int, steps: list) -> int:
+    patch = spec.patch_size
+    if patch is None:
+        if n_res < spec.min_times:
+            raise AdaptationError(
+                f"{spec.key!r} needs windows of at least {spec.min_times / spec.sfreq:g} s "
+                f"({spec.min_times} samples at {spec.sfreq:g} Hz), got {n_res} samples after resampling; use longer windows."
+            )
+        return n_res
+    n_patches, remainder = divmod(n_res, patch)
+    if n_patches == 0:
+        raise AdaptationError(
+            f"{spec.key!r} works on patches of {patch} samples ({patch / spec.sfreq:g} s at {spec.sfreq:g} Hz) but the "
+            f"window has {n_res} samples after resampling; use windows of at least {patch / spec.sfreq:g} s."
+        )
+    target = n_patches * patch
+    if remainder:
+        if remainder >= patch / 2:
+            target += patch
+            steps.append({"step": "pad", "detail": f"zero-padded {n_res} -> {target} samples (multiple of the {patch}-sample patch)"})
+        else:
+            steps.append({"step": "crop", "detail": f"cropped {n_res} -> {target} samples (multiple of the {patch}-sample patch)"})
+    n_patches = target // patch
+    if spec.max_patches is not None and n_patches > spec.max_patches:
+        raise AdaptationError(
+            f"{spec.key!r} accepts at most {spec.max_patches} patches per channel "
+            f"({spec.max_patches * patch / spec.sfreq:g} s at {spec.sfreq:g} Hz); the window has {n_patches}. "
+            "Cut the recording into shorter windows."
+        )
+    if spec.max_tokens is not None and n_patches * n_chans > spec.max_tokens:
+        raise AdaptationError(
+            f"{spec.key!r} accepts at most {spec.max_tokens} tokens (channels x patches); "
+            f"{n_chans} channels x {n_patches} patches = {n_chans * n_patches}. Use shorter windows or fewer channels."
+        )
+    return target

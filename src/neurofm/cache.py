@@ -1,0 +1,143 @@
+"""Content-addressed, append-only embedding cache on disk.
+
+A frozen backbone is a deterministic, label-free function of a window, so its
+embedding can be stored under a key made of the window's bytes and the
+backbone's fingerprint (architecture, weight hash, pooling, input adaptation)
+and reused across folds, heads, models and runs without leakage. Labels and
+folds never enter a key.
+
+Layout::
+
+    <cache_dir>/embeddings/v1/<fingerprint>/manifest.json
+    <cache_dir>/embeddings/v1/<fingerprint>/pack-<uuid>.npz   # keys + embeddings
+
+A pack holds the window keys (fixed-width bytes) and their float32
+embeddings. Packs are written to a temporary file and renamed into place, so a
+reader never sees a partial pack and two runs writing at once simply add two
+packs; no file is ever rewritten. Nothing is pickled: packs load with
+``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EmbeddingCache", "hash_windows", "stable_hash"]
+
+_FORMAT_VERSION = "v1"
+_KEY_BYTES = 16
+
+
+def stable_hash(obj: Any) -> str:
+    """Hex digest of a JSON-serialisable object, independent of key order."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=_KEY_BYTES).hexdigest()
+
+
+def hash_windows(X: np.ndarray) -> np.ndarray:
+    """One key per window: a hash of its float32 bytes and its shape.
+
+    Returns
+    -------
+    keys : ndarray of dtype ``S32``
+        Hex digests, one per window.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    shape_tag = repr(X.shape[1:]).encode()
+    keys = np.empty(len(X), dtype=f"S{2 * _KEY_BYTES}")
+    for i, window in enumerate(X):
+        digest = hashlib.blake2b(window.tobytes(), digest_size=_KEY_BYTES, person=b"neurofm-win")
+        digest.update(shape_tag)
+        keys[i] = digest.hexdigest().encode()
+    return keys
+
+
+class EmbeddingCache:
+    """Embeddings of one backbone fingerprint, stored under ``root``.
+
+    Parameters
+    ----------
+    root : str | Path
+        The cache directory (``~`` is expanded).
+    fingerprint : str
+        Hex digest identifying backbone, weights, pooling and input adaptation.
+    manifest : dict | None
+        Human-readable description stored beside the packs.
+    """
+
+    def __init__(self, root: str | Path, fingerprint: str, manifest: dict | None = None):
+        self.root = Path(root).expanduser()
+        self.fingerprint = fingerprint
+        self.directory = self.root / "embeddings" / _FORMAT_VERSION / fingerprint
+        self.manifest = manifest
+
+    def _index(self) -> dict[bytes, tuple[Path, int]]:
+        index: dict[bytes, tuple[Path, int]] = {}
+        if not self.directory.is_dir():
+            return index
+        for pack in sorted(self.directory.glob("pack-*.npz")):
+            with np.load(pack, allow_pickle=False) as data:
+                for row, key in enumerate(data["keys"]):
+                    index.setdefault(bytes(key), (pack, row))
+        return index
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Embeddings already stored for ``keys``.
+
+        Returns
+        -------
+        embeddings : ndarray, shape (n_keys, dim) | None
+            Rows of found keys are filled; ``None`` when nothing is found.
+        found : ndarray of bool, shape (n_keys,)
+        """
+        index = self._index()
+        found = np.array([bytes(k) in index for k in keys], dtype=bool)
+        if not found.any():
+            return None, found
+        by_pack: dict[Path, list[tuple[int, int]]] = {}
+        for i in np.flatnonzero(found):
+            pack, row = index[bytes(keys[i])]
+            by_pack.setdefault(pack, []).append((i, row))
+        out = None
+        for pack, pairs in by_pack.items():
+            with np.load(pack, allow_pickle=False) as data:
+                emb = data["embeddings"]
+                if out is None:
+                    out = np.zeros((len(keys), emb.shape[1]), dtype=np.float32)
+                targets, rows = zip(*pairs, strict=True)
+                out[list(targets)] = emb[list(rows)]
+        return out, found
+
+    def store(self, keys: np.ndarray, embeddings: np.ndarray) -> Path | None:
+        """Add a pack of embeddings atomically; returns its path."""
+        if len(keys) == 0:
+            return None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+        target = self.directory / f"pack-{uuid.uuid4().hex}.npz"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, keys=np.asarray(keys, dtype=f"S{2 * _KEY_BYTES}"), embeddings=np.asarray(embeddings, np.float32))
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def _write_manifest(self) -> None:
+        path = self.directory / "manifest.json"
+        if self.manifest is None or path.exists():
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.manifest, fh, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)

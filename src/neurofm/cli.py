@@ -1,0 +1,54 @@
+"""The ``neurofm`` command: a thin layer over the public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Decode EEG/MEG with foundation models.")
+
+
+@app.command()
+def models() -> None:
+    """List the registered foundation models."""
+    import pandas as pd
+
+    from .models.registry import list_foundation_models
+
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
+        typer.echo(list_foundation_models().to_string(index=False))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(None, help="Directory to save the results in."),
+    cache_dir: str = typer.Option("~/.cache/neurofm", help="Embedding cache directory."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Run the built-in demo on simulated multi-subject EEG (offline, a few minutes on a CPU)."""
+    from .demo import DEMO_BACKBONES, run_demo
+
+    typer.echo(
+        "neurofm demo: simulated motor imagery, 6 subjects x 40 windows (19 channels, 160 Hz, 4 s, volts); "
+        "3-fold cross-subject CV.\n"
+        f"Backbones {', '.join(DEMO_BACKBONES)} are RANDOMLY INITIALISED (no pretrained weights are downloaded), "
+        "so their scores show the workflow, not what pretrained weights achieve.\n"
+    )
+    result = run_demo(out_dir=out, cache_dir=cache_dir, verbose=not quiet)
+    typer.echo(result.summary_table().to_string())
+    cache = result.get_model_artifacts(artifact_type="embedding_cache")
+    for model, rows in cache.groupby("Model", sort=False):
+        stats = dict(zip(rows["ArtifactKey"], rows["ArtifactValue"], strict=True))
+        typer.echo(f"{model}: embedding cache hits={stats.get('hits')} misses={stats.get('misses')}")
+    if out is not None:
+        typer.echo(f"Results saved to {out}")
+
+
+def main() -> None:
+    """Entry point of the ``neurofm`` console script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,162 @@
+"""Outer cross-validation splits that cannot leak, checked before any compute."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn import model_selection as ms
+
+from .configs import GROUP_STRATEGIES, STRATIFIED_STRATEGIES, CVConfig
+from .exceptions import CVSplitError
+from .utils.logging import logger
+
+__all__ = ["make_splits", "SUBJECT_LIKE_COLUMNS"]
+
+# Columns that usually hold the recording's subject; splitting their windows across
+# train and test inflates scores, so a non-group CV over them gets a warning.
+SUBJECT_LIKE_COLUMNS = ("subject", "subject_id", "participant", "participant_id", "patient", "patient_id")
+
+
+def make_splits(
+    cv: CVConfig,
+    y: np.ndarray,
+    metadata: pd.DataFrame,
+    task: str,
+    random_state: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Compute the outer folds and prove they are sound.
+
+    Parameters
+    ----------
+    cv : CVConfig
+        The requested strategy.
+    y : ndarray, shape (n_windows,)
+        Targets (used for stratification only).
+    metadata : DataFrame
+        Sample metadata; holds ``cv.group_key`` for group strategies.
+    task : str
+        ``"classification"`` or ``"regression"``.
+    random_state : int
+        Seed for shuffled strategies.
+
+    Returns
+    -------
+    splits : list of (train_indices, test_indices)
+    """
+    n = len(y)
+    groups = _groups(cv, metadata)
+    stratify = task == "classification"
+    if stratify:
+        _check_classes(cv, y, groups)
+    if groups is None:
+        _warn_if_subject_column(cv, metadata)
+    else:
+        n_groups = len(np.unique(groups))
+        needed = 2 if cv.strategy in ("leave_one_group_out", "train_test_split") else cv.n_splits
+        if n_groups < needed:
+            fix = (
+                f"lower n_splits to at most {n_groups}" if n_groups >= 2 else "collect data from more groups"
+            )
+            raise CVSplitError(
+                f"CV strategy {cv.strategy!r} needs at least {needed} groups in column {cv.group_key!r}, "
+                f"but the data hold {n_groups}; {fix}."
+            )
+
+    splitter = _splitter(cv, stratify, random_state, groups is not None)
+    idx = np.arange(n)
+    try:
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(idx, y if stratify else None, groups)]
+    except ValueError as exc:
+        raise CVSplitError(f"scikit-learn could not split the data with {cv.strategy!r}: {exc}") from exc
+    _check_splits(splits, y if stratify else None, groups, cv)
+    return splits
+
+
+def _groups(cv: CVConfig, metadata: pd.DataFrame) -> np.ndarray | None:
+    if cv.group_key is None:
+        return None
+    if cv.group_key not in metadata.columns:
+        cols = list(metadata.columns)
+        raise CVSplitError(
+            f"group_key {cv.group_key!r} is not a column of sample_metadata (columns: {cols}); "
+            "pass sample_metadata with that column or set group_key to one of the columns."
+        )
+    groups = metadata[cv.group_key].to_numpy()
+    if pd.isna(groups).any():
+        raise CVSplitError(f"Column {cv.group_key!r} has missing values; every window needs a group.")
+    return groups
+
+
+def _check_classes(cv: CVConfig, y: np.ndarray, groups: np.ndarray | None) -> None:
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise CVSplitError(f"y holds a single class ({classes[0]!r}); classification needs at least two.")
+    if cv.strategy not in STRATIFIED_STRATEGIES:
+        return
+    for cls, count in zip(classes, counts, strict=True):
+        if count < cv.n_splits:
+            raise CVSplitError(
+                f"Stratified {cv.n_splits}-fold CV cannot hold: class {cls!r} has only {count} window(s), "
+                f"fewer than the {cv.n_splits} folds. Lower n_splits to {max(2, int(count))} or collect more data."
+            )
+        if groups is not None:
+            n_groups_with_class = len(np.unique(groups[y == cls]))
+            if n_groups_with_class < cv.n_splits:
+                raise CVSplitError(
+                    f"Stratified group CV cannot hold: class {cls!r} occurs in only {n_groups_with_class} group(s) "
+                    f"of {cv.group_key!r}, fewer than the {cv.n_splits} folds, so some test folds would lack it. "
+                    f"Lower n_splits to {max(2, n_groups_with_class)} or use group_kfold."
+                )
+
+
+def _warn_if_subject_column(cv: CVConfig, metadata: pd.DataFrame) -> None:
+    subject_cols = [c for c in metadata.columns if str(c).lower() in SUBJECT_LIKE_COLUMNS]
+    if subject_cols and metadata[subject_cols[0]].nunique() > 1:
+        msg = (
+            f"CV strategy {cv.strategy!r} ignores column {subject_cols[0]!r}: windows of one subject will be "
+            "on both sides of a split, which inflates scores for cross-subject claims. "
+            f"Use strategy='stratified_group_kfold' with group_key={subject_cols[0]!r} for honest cross-subject scores."
+        )
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def _splitter(cv: CVConfig, stratify: bool, random_state: int, grouped: bool):
+    seed = random_state if cv.shuffle else None
+    match cv.strategy:
+        case "kfold":
+            return ms.KFold(cv.n_splits, shuffle=cv.shuffle, random_state=seed)
+        case "stratified_kfold":
+            return ms.StratifiedKFold(cv.n_splits, shuffle=cv.shuffle, random_state=seed)
+        case "group_kfold":
+            if cv.shuffle:
+                return ms.GroupKFold(cv.n_splits, shuffle=True, random_state=random_state)
+            return ms.GroupKFold(cv.n_splits)
+        case "stratified_group_kfold":
+            return ms.StratifiedGroupKFold(cv.n_splits, shuffle=cv.shuffle, random_state=seed)
+        case "leave_one_group_out":
+            return ms.LeaveOneGroupOut()
+        case "train_test_split":
+            if grouped:
+                return ms.GroupShuffleSplit(n_splits=1, test_size=cv.test_size, random_state=random_state)
+            if stratify:
+                return ms.StratifiedShuffleSplit(n_splits=1, test_size=cv.test_size, random_state=random_state)
+            return ms.ShuffleSplit(n_splits=1, test_size=cv.test_size, random_state=random_state)
+    raise AssertionError(cv.strategy)  # pragma: no cover - CVConfig restricts the strategy
+
+
+def _check_splits(splits, y, groups, cv: CVConfig) -> None:
+    for fold, (train, test) in enumerate(splits):
+        if len(np.intersect1d(train, test)):
+            raise AssertionError(f"fold {fold}: a window is on both sides of the split")  # pragma: no cover
+        if groups is not None and cv.strategy in GROUP_STRATEGIES + ("train_test_split",):
+            shared = np.intersect1d(groups[train], groups[test])
+            if len(shared):
+                raise AssertionError(f"fold {fold}: groups {shared[:5]} on both sides")  # pragma: no cover
+        if y is not None and len(np.unique(y[train])) < 2:
+            raise CVSplitError(
+                f"Fold {fold}'s training partition holds a single class, so no classifier can be fitted; "
+                "use a stratified strategy or fewer folds."
+            )

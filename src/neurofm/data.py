@@ -1,0 +1,293 @@
+"""Validation of what a user hands to :meth:`neurofm.Experiment.run`.
+
+Windows come as ``mne.Epochs`` or as a numpy array ``(n_windows, n_channels,
+n_times)`` with signal metadata (sampling rate, channel names, units). Every
+check here runs before any compute and names the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import DataValidationError
+from .utils.logging import logger
+
+__all__ = ["SignalInfo", "Inputs", "prepare_inputs", "UNIT_TO_SI"]
+
+# Multiplier that takes a value in the named unit to SI (volts, tesla, tesla/metre).
+UNIT_TO_SI = {
+    "V": 1.0,
+    "mV": 1e-3,
+    "uV": 1e-6,
+    "µV": 1e-6,
+    "μV": 1e-6,
+    "nV": 1e-9,
+    "T": 1.0,
+    "fT": 1e-15,
+    "pT": 1e-12,
+    "T/m": 1.0,
+    "fT/cm": 1e-13,
+}
+# Largest standard deviation of a plausible EEG/MEG channel, in SI units. A volt
+# value above this is almost certainly microvolts passed as volts (LaBraM issue 26).
+_PLAUSIBLE_SI_STD = {"V": 1e-2, "T": 1e-8, "T/m": 1e-6}
+
+
+def _si_base(unit: str) -> str:
+    if unit.endswith("V"):
+        return "V"
+    if unit in ("T/m", "fT/cm"):
+        return "T/m"
+    return "T"
+
+
+@dataclass(frozen=True)
+class SignalInfo:
+    """What the windows are: sampling rate, channel names and per-channel units.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate in Hz.
+    ch_names : tuple of str
+        One name per channel, in the order of the array's second axis.
+    units : tuple of str
+        One unit per channel, keys of :data:`UNIT_TO_SI` (``"V"`` for EEG in volts).
+    """
+
+    sfreq: float
+    ch_names: tuple[str, ...]
+    units: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units)}
+
+
+@dataclass
+class Inputs:
+    """Validated inputs: float32 windows, labels, metadata and signal info."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    metadata: pd.DataFrame
+    info: SignalInfo
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _epochs_to_array(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | None]:
+    import mne
+
+    picks = mne.pick_types(epochs.info, eeg=True, meg=True, seeg=True, ecog=True, exclude="bads")
+    if len(picks) == 0:
+        raise DataValidationError(
+            "The epochs hold no EEG/MEG data channel (or all are marked bad); "
+            "set channel types with epochs.set_channel_types(...) or clear info['bads']."
+        )
+    X = epochs.get_data(picks=picks)  # MNE returns SI units: volts, tesla, tesla/metre
+    types = epochs.get_channel_types(picks=picks)
+    unit_by_type = {"eeg": "V", "seeg": "V", "ecog": "V", "mag": "T", "grad": "T/m"}
+    info = SignalInfo(
+        sfreq=float(epochs.info["sfreq"]),
+        ch_names=tuple(epochs.ch_names[i] for i in picks),
+        units=tuple(unit_by_type.get(t, "V") for t in types),
+    )
+    meta = epochs.metadata.reset_index(drop=True) if epochs.metadata is not None else None
+    return X, info, meta
+
+
+def prepare_inputs(
+    X: Any,
+    y: Any = None,
+    sample_metadata: pd.DataFrame | dict | None = None,
+    *,
+    sfreq: float | None = None,
+    ch_names: list[str] | None = None,
+    units: str | list[str] | None = None,
+    task: str = "classification",
+) -> Inputs:
+    """Check windows, labels and metadata and bring them to one form.
+
+    Parameters
+    ----------
+    X : mne.Epochs | array, shape (n_windows, n_channels, n_times)
+        The windows.
+    y : array-like, shape (n_windows,) | None
+        Labels (strings or integers) or regression targets.
+    sample_metadata : DataFrame | dict | None
+        One row per window (e.g. a ``Subject`` column for group CV).
+    sfreq, ch_names, units
+        Signal metadata of a numpy ``X``; read from ``X.info`` for ``mne.Epochs``.
+        ``units`` is one unit for all channels or one per channel (default ``"V"``).
+    task : str
+        ``"classification"`` or ``"regression"``.
+
+    Returns
+    -------
+    inputs : Inputs
+    """
+    epochs_meta = None
+    if hasattr(X, "get_data") and hasattr(X, "info"):
+        if sfreq is not None or ch_names is not None:
+            raise DataValidationError(
+                "sfreq/ch_names were given together with mne.Epochs, which carry their own; drop these arguments."
+            )
+        X, info, epochs_meta = _epochs_to_array(X)
+        if units is not None:
+            info = SignalInfo(info.sfreq, info.ch_names, _expand_units(units, len(info.ch_names)))
+    else:
+        X = _as_window_array(X)
+        info = _signal_info(X, sfreq, ch_names, units)
+
+    n = X.shape[0]
+    _check_finite(X)
+    _check_plausible_units(X, info)
+    metadata = _metadata_frame(sample_metadata, epochs_meta, n)
+    y_arr = _check_targets(y, n, task) if y is not None else None
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    return Inputs(X=X, y=y_arr, metadata=metadata, info=info)
+
+
+def _as_window_array(X: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the fix
+        raise DataValidationError(f"X could not be read as a numpy array ({exc}); pass a float array or mne.Epochs.") from exc
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise DataValidationError(f"X must hold numbers, got dtype {arr.dtype}; pass a float array or mne.Epochs.")
+    if arr.ndim != 3:
+        fix = (
+            "for a single window use X[np.newaxis]"
+            if arr.ndim == 2
+            else "reshape it to (n_windows, n_channels, n_times)"
+        )
+        raise DataValidationError(
+            f"X must have 3 dimensions (n_windows, n_channels, n_times), got {arr.ndim} with shape {arr.shape}; {fix}."
+        )
+    if min(arr.shape) == 0:
+        raise DataValidationError(f"X has an empty axis (shape {arr.shape}); every window needs channels and samples.")
+    return arr
+
+
+def _expand_units(units: str | list[str] | None, n_chans: int) -> tuple[str, ...]:
+    units = "V" if units is None else units
+    unit_list = [units] * n_chans if isinstance(units, str) else list(units)
+    if len(unit_list) != n_chans:
+        raise DataValidationError(f"units has {len(unit_list)} entries but X has {n_chans} channels; give one per channel.")
+    for unit in unit_list:
+        if unit not in UNIT_TO_SI:
+            raise DataValidationError(f"Unknown unit {unit!r}; use one of {', '.join(sorted(UNIT_TO_SI))}.")
+    return tuple(unit_list)
+
+
+def _signal_info(X: np.ndarray, sfreq: Any, ch_names: Any, units: Any) -> SignalInfo:
+    n_chans = X.shape[1]
+    if sfreq is None:
+        raise DataValidationError(
+            "The sampling rate is missing: pass sfreq=<Hz> to Experiment.run with a numpy X (or pass mne.Epochs)."
+        )
+    try:
+        sfreq = float(sfreq)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"sfreq must be a number in Hz, got {sfreq!r}.") from exc
+    if not np.isfinite(sfreq) or sfreq <= 0:
+        raise DataValidationError(f"sfreq must be a positive number of Hz, got {sfreq}.")
+    if ch_names is None:
+        raise DataValidationError(
+            "Channel names are missing: pass ch_names=[...] (one per channel, e.g. 'Fp1', 'Cz') with a numpy X; "
+            "foundation models map channels by name."
+        )
+    ch_names = [str(c) for c in ch_names]
+    if len(ch_names) != n_chans:
+        raise DataValidationError(
+            f"ch_names has {len(ch_names)} names but X has {n_chans} channels (axis 1); give one name per channel."
+        )
+    lowered = [c.strip().lower() for c in ch_names]
+    duplicates = sorted({c for c in ch_names if lowered.count(c.strip().lower()) > 1})
+    if duplicates:
+        raise DataValidationError(f"Channel names must be unique (case-insensitive); duplicated: {duplicates}.")
+    return SignalInfo(sfreq=sfreq, ch_names=tuple(ch_names), units=_expand_units(units, n_chans))
+
+
+def _check_finite(X: np.ndarray) -> None:
+    finite = np.isfinite(X)
+    if finite.all():
+        return
+    bad_windows = np.flatnonzero(~finite.all(axis=(1, 2)))
+    shown = ", ".join(map(str, bad_windows[:10])) + (" ..." if len(bad_windows) > 10 else "")
+    raise DataValidationError(
+        f"X contains NaN or Inf in {len(bad_windows)} window(s) (indices {shown}); "
+        "drop or repair these windows (e.g. interpolate bad channels) before running."
+    )
+
+
+def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
+    units = np.array(info.units)
+    for base, limit in _PLAUSIBLE_SI_STD.items():
+        idx = [i for i, u in enumerate(units) if _si_base(u) == base]
+        if not idx:
+            continue
+        scale = np.array([UNIT_TO_SI[units[i]] for i in idx], dtype=np.float64)
+        sample = X[: min(len(X), 64)][:, idx, :]
+        std_si = float(np.median(sample.std(axis=-1) * scale[None, :]))
+        if std_si > limit:
+            raise DataValidationError(
+                f"The channels declared in {units[idx[0]]!r} have a median standard deviation of {std_si:.3g} {base}, "
+                f"implausible for EEG/MEG. The data are probably in a smaller unit: pass units='uV' (microvolts) "
+                "or the unit they are really in."
+            )
+
+
+def _metadata_frame(sample_metadata: Any, epochs_meta: pd.DataFrame | None, n: int) -> pd.DataFrame:
+    if sample_metadata is None:
+        meta = epochs_meta if epochs_meta is not None else pd.DataFrame(index=range(n))
+    elif isinstance(sample_metadata, pd.DataFrame):
+        meta = sample_metadata.reset_index(drop=True)
+    elif isinstance(sample_metadata, dict):
+        try:
+            meta = pd.DataFrame(sample_metadata)
+        except ValueError as exc:
+            raise DataValidationError(f"sample_metadata could not become a table: {exc}.") from exc
+    else:
+        raise DataValidationError(
+            f"sample_metadata must be a pandas DataFrame or a dict of columns, got {type(sample_metadata).__name__}."
+        )
+    if len(meta) != n:
+        raise DataValidationError(
+            f"sample_metadata has {len(meta)} rows but X has {n} windows; give exactly one row per window."
+        )
+    return meta
+
+
+def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
+    y_arr = np.asarray(y)
+    if y_arr.ndim != 1:
+        y_arr = np.squeeze(y_arr)
+        if y_arr.ndim != 1:
+            raise DataValidationError(f"y must be one-dimensional (one label per window), got shape {np.shape(y)}.")
+    if len(y_arr) != n:
+        raise DataValidationError(f"y has {len(y_arr)} entries but X has {n} windows; give exactly one label per window.")
+    if task == "classification":
+        if y_arr.dtype.kind == "f" and not np.all(np.isfinite(y_arr)):
+            raise DataValidationError("y contains NaN; remove the unlabeled windows before running.")
+        if y_arr.dtype.kind == "O":
+            y_arr = y_arr.astype(str)
+        classes = np.unique(y_arr)
+        if len(classes) < 2:
+            raise DataValidationError(
+                f"y holds a single class ({classes[0]!r}); classification needs at least two classes. "
+                "Check the labels, or use task='regression' for a continuous target."
+            )
+        if y_arr.dtype.kind == "f" and len(classes) > max(20, n // 2):
+            logger.warning("y looks continuous (%d distinct values) but task='classification'.", len(classes))
+    else:
+        try:
+            y_arr = y_arr.astype(np.float64)
+        except ValueError as exc:
+            raise DataValidationError("task='regression' needs numeric y; use task='classification' for labels.") from exc
+        if not np.all(np.isfinite(y_arr)):
+            raise DataValidationError("y contains NaN or Inf; remove those windows before running.")
+    return y_arr

@@ -1,0 +1,188 @@
+"""Classical scikit-learn estimators, by name, and neurofm's named baselines.
+
+``ClassicalModelConfig.estimator`` is resolved here: a scikit-learn class name
+(``"LogisticRegression"``), a named baseline of :data:`NAMED_ESTIMATORS` that
+works on raw windows (``"bandpower_lr"``), or an import path
+(``"package.module.ClassName"``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from ..exceptions import ConfigError
+from ..utils.check import closest_matches, format_choices
+
+__all__ = [
+    "BandPower",
+    "NAMED_ESTIMATORS",
+    "NamedEstimator",
+    "build_estimator",
+    "build_window_estimator",
+    "list_estimators",
+    "resolve_estimator_class",
+]
+
+DEFAULT_BANDS = {"delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0)}
+
+
+class BandPower(TransformerMixin, BaseEstimator):
+    """Log band power per channel from Welch's periodogram.
+
+    A stateless transform of each window, so fitting it learns nothing.
+
+    Parameters
+    ----------
+    sfreq : float
+        Sampling rate of the windows in Hz.
+    bands : dict of str to (float, float) | None
+        Frequency bands in Hz; ``None`` uses delta to gamma (1-45 Hz).
+    log : bool
+        Return ``log10`` of the power.
+    """
+
+    def __init__(self, sfreq: float = 250.0, bands: dict[str, tuple[float, float]] | None = None, log: bool = True):
+        self.sfreq = sfreq
+        self.bands = bands
+        self.log = log
+
+    def fit(self, X, y=None):
+        X = np.asarray(X)
+        if X.ndim != 3:
+            raise ValueError(f"BandPower needs windows shaped (n, channels, times), got {X.shape}.")
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        from scipy.signal import welch
+
+        X = np.asarray(X, dtype=np.float64)
+        bands = self.bands or DEFAULT_BANDS
+        nper = min(X.shape[-1], int(round(self.sfreq * 2)))
+        freqs, psd = welch(X, fs=self.sfreq, nperseg=nper, axis=-1)
+        feats = []
+        for lo, hi in bands.values():
+            mask = (freqs >= lo) & (freqs < hi)
+            if not mask.any():
+                raise ValueError(f"band {lo}-{hi} Hz has no frequency bin at sfreq={self.sfreq} and {X.shape[-1]} samples.")
+            power = psd[..., mask].mean(axis=-1)
+            feats.append(np.log10(power + np.finfo(float).tiny) if self.log else power)
+        return np.concatenate(feats, axis=1)
+
+
+def _flatten_windows(X):
+    X = np.asarray(X)
+    return X.reshape(len(X), -1)
+
+
+@dataclass(frozen=True)
+class NamedEstimator:
+    """A baseline that works on raw windows ``(n, channels, times)``.
+
+    ``factory(sfreq, params, random_state)`` returns an unfitted estimator;
+    ``params`` go to the final estimator.
+    """
+
+    name: str
+    description: str
+    factory: Callable[[float, dict, int | None], Any]
+
+
+def _bandpower_lr(sfreq: float, params: dict, random_state: int | None):
+    from sklearn.linear_model import LogisticRegression
+
+    params = {"max_iter": 1000, "random_state": random_state, **params}
+    return make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), LogisticRegression(**params))
+
+
+NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
+    "bandpower_lr": NamedEstimator(
+        "bandpower_lr",
+        "log band power (delta..gamma) per channel, standardised, logistic regression",
+        _bandpower_lr,
+    ),
+}
+
+
+def list_estimators() -> list[str]:
+    """Names of neurofm's raw-window baselines."""
+    return sorted(NAMED_ESTIMATORS)
+
+
+@functools.cache
+def _sklearn_estimators() -> dict[str, type]:
+    from sklearn.utils import all_estimators
+
+    return dict(all_estimators())
+
+
+def resolve_estimator_class(name: str) -> type | NamedEstimator:
+    """Find the estimator class (or named baseline) that ``name`` refers to.
+
+    Raises
+    ------
+    ConfigError
+        When the name is unknown; the message suggests close names.
+    """
+    if name in NAMED_ESTIMATORS:
+        return NAMED_ESTIMATORS[name]
+    sk = _sklearn_estimators()
+    if name in sk:
+        return sk[name]
+    if "." in name:
+        module_name, _, attr = name.rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"Could not import estimator {name!r}: {exc}. Check the import path.") from exc
+        if not (inspect.isclass(obj) and hasattr(obj, "fit")):
+            raise ConfigError(f"{name!r} is not an estimator class with a fit method.")
+        return obj
+    close = closest_matches(name, list(sk) + list(NAMED_ESTIMATORS))
+    hint = f" Did you mean {format_choices(close)}?" if close else ""
+    raise ConfigError(
+        f"Unknown estimator {name!r}.{hint} Use a scikit-learn estimator class name, one of neurofm's "
+        f"baselines ({format_choices(list_estimators())}), or an import path 'package.module.ClassName'."
+    )
+
+
+def _with_seed(cls: type, params: dict, random_state: int | None) -> dict:
+    if random_state is not None and "random_state" not in params and "random_state" in inspect.signature(cls).parameters:
+        return {**params, "random_state": random_state}
+    return params
+
+
+def build_estimator(name: str, params: dict, random_state: int | None = None):
+    """Build an unfitted estimator on feature vectors (e.g. embeddings)."""
+    target = resolve_estimator_class(name)
+    if isinstance(target, NamedEstimator):
+        raise ConfigError(
+            f"{name!r} works on raw windows and cannot be a head on embeddings; "
+            "use a scikit-learn estimator such as 'LogisticRegression' as the head."
+        )
+    try:
+        return target(**_with_seed(target, params, random_state))
+    except TypeError as exc:
+        raise ConfigError(f"Invalid params for estimator {name!r}: {exc}.") from exc
+
+
+def build_window_estimator(name: str, params: dict, sfreq: float, random_state: int | None = None):
+    """Build an unfitted estimator on raw windows ``(n, channels, times)``.
+
+    Named baselines get the sampling rate; a plain scikit-learn estimator sees
+    each window flattened to one vector.
+    """
+    target = resolve_estimator_class(name)
+    if isinstance(target, NamedEstimator):
+        return target.factory(sfreq, dict(params), random_state)
+    return make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))

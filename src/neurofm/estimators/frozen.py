@@ -1,0 +1,258 @@
+"""A frozen foundation backbone as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..adapt import plan_adaptation
+from ..cache import EmbeddingCache, hash_windows, stable_hash
+from ..data import SignalInfo, prepare_inputs
+from ..embed import embed_windows, resolve_device
+from ..exceptions import ConfigError
+from ..models.registry import create_backbone, get_model_spec
+from ..models.weights import resolve_weights
+from ..utils.logging import logger
+
+__all__ = ["FoundationEmbedder"]
+
+# Bump when the way tokens are read or pooled changes, so old cache entries stop matching.
+EXTRACTION_VERSION = 1
+
+
+class FoundationEmbedder(TransformerMixin, BaseEstimator):
+    """Embed EEG/MEG windows with a frozen foundation backbone.
+
+    The embedding of a window depends only on the window, the input
+    adaptation and the backbone, never on labels, so ``fit`` learns nothing
+    from the data: it plans the adaptation and loads the backbone. Embeddings
+    are served from a content-addressed cache when ``cache_embeddings`` is on.
+
+    Parameters
+    ----------
+    model_key : str
+        Registry key (``neurofm.list_foundation_models()``).
+    weights : str | None
+        ``"random"``, a local file or directory, a hub id, or ``None`` for the
+        registry's published checkpoint.
+    backend : {"braindecode", "hugging_face"}
+        How the backbone is built.
+    pooling : {"mean", "max", "flatten", "cls"}
+        How tokens become one vector per window.
+    sfreq : float
+        Sampling rate of the windows in Hz.
+    ch_names : list of str
+        Channel names of the windows.
+    units : str | list of str
+        Units of the windows (``"V"``, ``"uV"``, ...).
+    cache_embeddings : bool
+        Read and write the embedding cache.
+    cache_dir : str
+        Root of the embedding cache.
+    batch_size : int
+        Windows per forward pass.
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    model_kwargs : dict | None
+        Architecture overrides for the backbone.
+    trust_remote_code : bool
+        Allow hugging_face checkpoints to run their own code.
+    random_state : int
+        Seed of a random initialisation.
+    verbose : bool
+        Show a progress bar while extracting.
+
+    Attributes
+    ----------
+    plan_ : AdaptationPlan
+        The input adaptation taken.
+    backbone_ : LoadedBackbone
+        The loaded backbone.
+    fingerprint_ : str
+        Hash of architecture, weights, pooling and adaptation (the cache namespace).
+    cache_hits_, cache_misses_ : int
+        Windows served from the cache and computed, over all ``transform`` calls.
+    """
+
+    def __init__(
+        self,
+        model_key: str = "cbramod",
+        weights: str | None = None,
+        backend: str = "braindecode",
+        pooling: str = "mean",
+        sfreq: float | None = None,
+        ch_names: list[str] | None = None,
+        units: str | list[str] = "V",
+        cache_embeddings: bool = True,
+        cache_dir: str = "~/.cache/neurofm",
+        batch_size: int = 64,
+        device: str = "cpu",
+        model_kwargs: dict | None = None,
+        trust_remote_code: bool = False,
+        random_state: int = 0,
+        verbose: bool = True,
+    ):
+        self.model_key = model_key
+        self.weights = weights
+        self.backend = backend
+        self.pooling = pooling
+        self.sfreq = sfreq
+        self.ch_names = ch_names
+        self.units = units
+        self.cache_embeddings = cache_embeddings
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.device = device
+        self.model_kwargs = model_kwargs
+        self.trust_remote_code = trust_remote_code
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @classmethod
+    def from_config(cls, config, **kwargs) -> FoundationEmbedder:
+        """Build from a :class:`~neurofm.configs.FoundationEmbeddingModelConfig` plus signal arguments."""
+        return cls(
+            model_key=config.model_key,
+            weights=config.weights,
+            backend=config.backend,
+            pooling=config.pooling,
+            cache_embeddings=config.cache_embeddings,
+            batch_size=config.batch_size,
+            device=config.device,
+            model_kwargs=dict(config.model_kwargs),
+            trust_remote_code=config.trust_remote_code,
+            **kwargs,
+        )
+
+    # -- validation before compute -------------------------------------------------
+
+    def _signal_info(self, X: np.ndarray) -> SignalInfo:
+        return prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Plan the adaptation and resolve the weights for windows of ``shape``, computing nothing.
+
+        Raises
+        ------
+        AdaptationError, WeightsError, ConfigError
+            When the windows cannot reach this backbone.
+        """
+        spec = get_model_spec(self.model_key)
+        if self.pooling not in spec.poolings:
+            raise ConfigError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}.")
+        probe = np.zeros((1, *shape[1:]), dtype=np.float32)
+        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        plan_adaptation(spec, info, shape[-1])
+        resolve_weights(spec, self.weights)
+        resolve_device(self.device)
+
+    # -- estimator API ---------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Plan the input adaptation and load the backbone (nothing is learned)."""
+        X = self._check_X(X)
+        spec = get_model_spec(self.model_key)
+        info = self._signal_info(X)
+        self.plan_ = plan_adaptation(spec, info, X.shape[-1])
+        self.device_ = resolve_device(self.device)
+        self.backbone_ = create_backbone(
+            spec.key,
+            self.plan_.target,
+            self.weights,
+            backend=self.backend,
+            model_kwargs=self.model_kwargs,
+            random_state=self.random_state,
+            trust_remote_code=self.trust_remote_code,
+        )
+        self.manifest_ = {
+            "model_key": spec.key,
+            "backend": self.backend,
+            "architecture": self.backbone_.architecture,
+            "weights": self.backbone_.source.describe(),
+            "weight_hash": self.backbone_.weight_hash,
+            "pooling": self.pooling,
+            "adaptation": self.plan_.describe(),
+            "extraction_version": EXTRACTION_VERSION,
+        }
+        # The location of the weights is not part of the key: identical tensors give identical embeddings.
+        keyed = {k: v for k, v in self.manifest_.items() if k != "weights"}
+        self.fingerprint_ = stable_hash(keyed)
+        self.cache_hits_ = 0
+        self.cache_misses_ = 0
+        self.n_features_out_ = None
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Embeddings of the windows, float32 ``(n_windows, dim)``."""
+        check_is_fitted(self, "backbone_")
+        X = self._check_X(X)
+        if X.shape[1:] != (len(self.plan_.source.ch_names), self.plan_.n_times_in):
+            raise ConfigError(
+                f"transform got windows of shape {X.shape[1:]}, but the embedder was fitted on "
+                f"{(len(self.plan_.source.ch_names), self.plan_.n_times_in)}; fit it again on these windows."
+            )
+        X32 = np.ascontiguousarray(X, dtype=np.float32)
+        embeddings: np.ndarray | None = None
+        missing = np.ones(len(X32), dtype=bool)
+        cache = None
+        if self.cache_embeddings:
+            cache = EmbeddingCache(self.cache_dir, self.fingerprint_, self.manifest_)
+            keys = hash_windows(X32)
+            embeddings, found = cache.lookup(keys)
+            missing = ~found
+        n_missing = int(missing.sum())
+        if n_missing:
+            computed = self._compute(X32[missing])
+            if embeddings is None:
+                embeddings = np.zeros((len(X32), computed.shape[1]), dtype=np.float32)
+            embeddings[missing] = computed
+            if cache is not None:
+                cache.store(keys[missing], computed)
+        self.cache_hits_ += len(X32) - n_missing
+        self.cache_misses_ += n_missing
+        self.n_features_out_ = embeddings.shape[1]
+        if self.pooling != "flatten" and self.backend == "braindecode":
+            expected = get_model_spec(self.model_key).embedding_dim
+            if embeddings.shape[1] != expected and not self.model_kwargs:
+                logger.warning("%s embeddings have %d values, the registry says %d", self.model_key, embeddings.shape[1], expected)
+        return embeddings
+
+    def _compute(self, X: np.ndarray) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(X), desc=f"Embedding with {self.model_key}", unit="win", disable=not self.verbose, leave=False) as bar:
+            return embed_windows(
+                self.backbone_, self.plan_, X, self.pooling, self.batch_size, self.device_, progress=bar.update
+            )
+
+    @staticmethod
+    def _check_X(X) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 3:
+            raise ConfigError(f"FoundationEmbedder needs windows shaped (n, channels, times), got shape {X.shape}.")
+        return X
+
+    def get_artifacts(self) -> list[tuple[int, str, str, Any]]:
+        """Rows ``(fold, type, key, value)`` describing the extraction (fold -1: all windows)."""
+        check_is_fitted(self, "backbone_")
+        report = self.backbone_.report
+        rows: list[tuple[int, str, str, Any]] = [
+            (-1, "embedding_cache", "hits", int(self.cache_hits_)),
+            (-1, "embedding_cache", "misses", int(self.cache_misses_)),
+            (-1, "embedding_cache", "fingerprint", self.fingerprint_),
+            (-1, "embedding_cache", "enabled", bool(self.cache_embeddings)),
+            (-1, "backbone", "model_key", self.model_key),
+            (-1, "backbone", "backend", self.backend),
+            (-1, "backbone", "weights", self.backbone_.source.describe()),
+            (-1, "backbone", "random_init", bool(report.get("random_init", False))),
+            (-1, "backbone", "weight_hash", self.backbone_.weight_hash),
+            (-1, "backbone", "load_report", report),
+            (-1, "backbone", "pooling", self.pooling),
+            (-1, "backbone", "embedding_dim", self.n_features_out_),
+            (-1, "input_adaptation", "target", self.plan_.describe()["target"]),
+        ]
+        rows += [(-1, "input_adaptation", step["step"], step["detail"]) for step in self.plan_.steps]
+        return rows

@@ -1,0 +1,215 @@
+"""The cross-validated experiment: every model on the same leak-free folds.
+
+Order of work in :meth:`Experiment.run`:
+
+1. validate windows, labels and metadata (:func:`neurofm.data.prepare_inputs`);
+2. compute and check the outer folds (:func:`neurofm.cv.make_splits`);
+3. prepare every model: plan input adaptations, resolve weights, build the
+   estimators (all errors about the input surface here, before any compute);
+4. run: a frozen backbone embeds all windows once (a label-free, deterministic
+   function, served from the content-addressed cache when possible); heads
+   and classical estimators are then fitted on each training partition only
+   and scored on its test partition.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from .configs import ClassicalModelConfig, ExperimentConfig, FrozenBackboneDecoderConfig
+from .cv import make_splits
+from .data import Inputs, prepare_inputs
+from .estimators.classical import build_estimator, build_window_estimator
+from .exceptions import ConfigError
+from .metrics import score
+from .results import ExperimentResult
+from .utils.check import validate_type
+from .utils.logging import logger, set_log_level
+
+__all__ = ["Experiment"]
+
+
+@dataclass
+class _PreparedModel:
+    name: str
+    config: Any
+    estimator: Any  # unfitted estimator (head or window estimator)
+    embedder: Any = None  # FoundationEmbedder for frozen backbones
+    artifacts: list[tuple[int, str, str, Any]] = field(default_factory=list)
+
+
+class Experiment:
+    """Evaluate models by cross-validation on the same folds.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        What to run.
+
+    Examples
+    --------
+    >>> result = Experiment(config).run(epochs, y, sample_metadata=meta)  # doctest: +SKIP
+    >>> result.summary()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = validate_type(config, ExperimentConfig, "config")
+
+    def run(
+        self,
+        X: Any,
+        y: Any,
+        sample_metadata: pd.DataFrame | dict | None = None,
+        *,
+        sfreq: float | None = None,
+        ch_names: list[str] | None = None,
+        units: str | list[str] | None = None,
+    ) -> ExperimentResult:
+        """Run every model of the config on the outer folds.
+
+        Parameters
+        ----------
+        X : mne.Epochs | array, shape (n_windows, n_channels, n_times)
+            The windows. A numpy array needs ``sfreq`` and ``ch_names``.
+        y : array-like, shape (n_windows,)
+            Class labels (strings or integers) or regression targets.
+        sample_metadata : DataFrame | dict | None
+            One row per window; must hold ``cv.group_key`` for group strategies.
+        sfreq : float | None
+            Sampling rate of a numpy ``X`` in Hz.
+        ch_names : list of str | None
+            Channel names of a numpy ``X``.
+        units : str | list of str | None
+            Units of a numpy ``X`` (default ``"V"``; e.g. ``"uV"``).
+
+        Returns
+        -------
+        result : ExperimentResult
+        """
+        cfg = self.config
+        set_log_level(cfg.verbose)
+        started = time.perf_counter()
+        inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task)
+        splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
+        prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
+
+        classes = np.unique(inputs.y) if cfg.task == "classification" else None
+        scores, predictions, split_rows, artifacts = [], [], [], []
+        timings = {}
+        for model in prepared:
+            t0 = time.perf_counter()
+            logger.info("Model %r (%d folds)", model.name, len(splits))
+            features = inputs.X
+            if model.embedder is not None:
+                features = model.embedder.fit(inputs.X).transform(inputs.X)
+                model.artifacts.extend(model.embedder.get_artifacts())
+            for fold, (train, test) in enumerate(splits):
+                estimator = clone(model.estimator)
+                estimator.fit(features[train], inputs.y[train])
+                y_pred, proba = self._predict(estimator, features[test], classes)
+                for metric in cfg.resolved_metrics:
+                    value = score(metric, inputs.y[test], y_pred, proba, classes)
+                    scores.append((model.name, fold, metric, value))
+                predictions.append(self._prediction_frame(model.name, fold, test, inputs.y[test], y_pred, proba, classes))
+                split_rows.append(_split_frame(model.name, fold, train, test))
+            timings[model.name] = time.perf_counter() - t0
+            artifacts.extend((model.name, *row) for row in model.artifacts)
+            artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
+
+        tables = ExperimentResult.empty_tables()
+        result = ExperimentResult(
+            scores=pd.DataFrame(scores, columns=tables["scores"].columns) if scores else tables["scores"],
+            predictions=pd.concat(predictions, ignore_index=True),
+            splits=pd.concat(split_rows, ignore_index=True),
+            artifacts=pd.DataFrame(artifacts, columns=tables["artifacts"].columns) if artifacts else tables["artifacts"],
+            config=cfg.model_dump(mode="json"),
+            meta=_meta(inputs, time.perf_counter() - started, timings),
+        )
+        return result
+
+    def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
+        cfg = self.config
+        if isinstance(model_cfg, ClassicalModelConfig):
+            estimator = build_window_estimator(model_cfg.estimator, model_cfg.params, inputs.info.sfreq, cfg.random_state)
+            return _PreparedModel(name, model_cfg, estimator)
+        if isinstance(model_cfg, FrozenBackboneDecoderConfig):
+            from .estimators.frozen import FoundationEmbedder
+
+            head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
+            embedder = FoundationEmbedder.from_config(
+                model_cfg.backbone,
+                sfreq=inputs.info.sfreq,
+                ch_names=list(inputs.info.ch_names),
+                units=list(inputs.info.units),
+                cache_dir=cfg.cache_dir,
+                random_state=cfg.random_state,
+                verbose=cfg.verbose,
+            )
+            embedder.check_input(inputs.X.shape)  # adaptation plan and weights resolved before any compute
+            return _PreparedModel(name, model_cfg, head, embedder=embedder)
+        raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
+
+    @staticmethod
+    def _predict(estimator, X, classes):
+        y_pred = estimator.predict(X)
+        if classes is None:
+            return y_pred, None
+        proba = None
+        est_classes = getattr(estimator, "classes_", None)
+        if hasattr(estimator, "predict_proba"):
+            try:
+                proba_raw = estimator.predict_proba(X)
+            except (AttributeError, NotImplementedError):
+                proba_raw = None
+        else:
+            proba_raw = None
+        if proba_raw is None and hasattr(estimator, "decision_function"):
+            dec = np.asarray(estimator.decision_function(X))
+            proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
+        if proba_raw is not None and est_classes is not None:
+            proba = np.zeros((len(X), len(classes)))
+            cols = np.searchsorted(classes, est_classes)
+            proba[:, cols] = proba_raw
+        return y_pred, proba
+
+    @staticmethod
+    def _prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
+        frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
+        if proba is not None:
+            for k, cls in enumerate(classes):
+                frame[f"proba_{cls}"] = proba[:, k]
+        return frame
+
+
+def _split_frame(name: str, fold: int, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
+    idx = np.concatenate([train, test])
+    sets = np.array(["train"] * len(train) + ["test"] * len(test))
+    order = np.argsort(idx, kind="stable")
+    return pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": idx[order], "Set": sets[order]})
+
+
+def _meta(inputs: Inputs, seconds: float, timings: dict) -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("neurofm", "torch", "braindecode", "mne", "scikit-learn", "numpy", "pandas"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "n_windows": int(inputs.X.shape[0]),
+        "signal": inputs.info.to_dict() | {"n_times": int(inputs.X.shape[-1])},
+        "wall_seconds": round(seconds, 3),
+        "model_seconds": {k: round(v, 3) for k, v in timings.items()},
+    }

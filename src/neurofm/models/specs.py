@@ -1,0 +1,529 @@
+"""Everything neurofm knows about each backbone, one :class:`ModelSpec` per model.
+
+Adding a backbone means adding one entry to :data:`MODEL_SPECS`; the adapter,
+the embedder, the registry table and the parametrised tests read it from here.
+No other module branches on a model key.
+
+Facts come from braindecode 1.8.1's source, the original papers' code and
+``MODEL_NOTES.md``; where a fact could not be checked offline the entry's
+``notes`` say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..adapt import AdaptedSignal
+
+__all__ = ["ModelSpec", "MODEL_SPECS", "TRAIN_MODES"]
+
+TRAIN_MODES = ("frozen", "full", "lora", "qlora", "ia3", "dora", "adalora", "oft")
+
+Features = tuple["torch.Tensor", "torch.Tensor | None"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One backbone: where its weights live, what input it expects, how to run it.
+
+    Parameters
+    ----------
+    key, display_name : str
+        Registry key and human name.
+    braindecode_class : str
+        Class in ``braindecode.models``.
+    hub_repo, hub_revision, hub_filename : str | None
+        Published checkpoint (hub id, pinned revision, file inside the repo).
+    embedding_dim : int
+        Size of one pooled embedding (``mean``/``max``/``cls`` pooling).
+    sfreq : float
+        Sampling rate the checkpoint was trained at.
+    channels : str
+        Human description of the channel contract.
+    channel_mode : {"any", "vocabulary", "fixed", "bipolar"}
+        ``any``: any channels in input order; ``vocabulary``: the input
+        channels found in :attr:`channel_names`; ``fixed``: exactly
+        :attr:`channel_names` in that order; ``bipolar``: the differences
+        :attr:`bipolar_pairs` of the electrodes :attr:`channel_names`.
+    channel_source : callable
+        Returns the channel names (evaluated lazily: some come from braindecode).
+    interpolation : bool
+        Whether missing channels of a fixed layout are filled by spherical-spline
+        interpolation.
+    min_channel_fraction : float
+        Fraction of a fixed layout that must be recorded before interpolating the rest.
+    amplitude_scale : float
+        Factor applied to microvolts (``0.01`` = the "µV / 100" convention).
+    normalization : str
+        Per-window amplitude normalisation (see :mod:`neurofm.adapt`).
+    patch_size : int | None
+        Samples per patch; windows are cropped or padded to a multiple.
+    max_patches : int | None
+        Largest number of patches per channel the checkpoint supports.
+    min_times : int
+        Shortest window in samples at :attr:`sfreq`.
+    passband : (float, float) | None
+        Band-pass of the pretraining data (reported, not applied to windows).
+    scale_channel_reference_uv : float | None
+        When set, a relative-amplitude channel is appended (BENDR).
+    needs_positions : bool
+        The model needs electrode positions (taken from MNE's templates).
+    poolings : tuple of str
+        Pooling modes available.
+    train_modes, backends : tuple of str
+        Supported training modes and backends.
+    lora_targets : tuple of str
+        Submodules adapters target by default (each verified to take effect).
+    head_prefixes : tuple of str
+        State-dict prefixes of classification or pretraining heads, skipped
+        when loading a checkpoint for embedding.
+    build : callable
+        ``build(signal, **model_kwargs) -> nn.Module``.
+    extract : callable
+        ``extract(module, x, signal) -> (tokens (B, N, D), cls (B, D) or None)``.
+    adapt_state_dict : callable | None
+        Fixes a checkpoint's state dict for the module built here (e.g. slices
+        a positional table built for longer windows).
+    notes : str
+        Traps and unverified facts.
+    """
+
+    key: str
+    display_name: str
+    braindecode_class: str
+    hub_repo: str | None
+    embedding_dim: int
+    sfreq: float
+    channels: str
+    channel_mode: str
+    build: Callable[..., Any]
+    extract: Callable[..., Features]
+    channel_source: Callable[[], tuple[str, ...]] = tuple
+    bipolar_pairs: tuple[tuple[str, str], ...] = ()
+    interpolation: bool = False
+    min_channel_fraction: float = 0.6
+    min_channels: int = 1
+    max_channels: int = 1024
+    amplitude_scale: float = 1.0
+    normalization: str = "none"
+    patch_size: int | None = None
+    max_patches: int | None = None
+    max_tokens: int | None = None
+    min_times: int = 1
+    passband: tuple[float, float] | None = None
+    scale_channel_reference_uv: float | None = None
+    needs_positions: bool = False
+    poolings: tuple[str, ...] = ("mean", "max", "flatten")
+    train_modes: tuple[str, ...] = TRAIN_MODES
+    backends: tuple[str, ...] = ("braindecode", "hugging_face")
+    hub_revision: str | None = "main"
+    hub_filename: str | None = None
+    lora_targets: tuple[str, ...] = ()
+    head_prefixes: tuple[str, ...] = ("final_layer.",)
+    adapt_state_dict: Callable[[dict, Any], dict] | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def channel_names(self) -> tuple[str, ...]:
+        """Vocabulary, fixed layout or electrodes of the model (empty for ``any``)."""
+        return tuple(self.channel_source())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _braindecode(name: str):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # MNE montage rename, raised at braindecode import
+        import braindecode.models as bd_models
+    return getattr(bd_models, name)
+
+
+def _quiet_build(cls_name: str, **kwargs):
+    import warnings
+
+    cls = _braindecode(cls_name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nested-tensor and chs_info notices at construction
+        return cls(**kwargs)
+
+
+@contextlib.contextmanager
+def _capture_output(module, submodule: str) -> Iterator[dict]:
+    """Record the output of ``module.<submodule>`` during a forward pass."""
+    store: dict[str, Any] = {}
+    target = module.get_submodule(submodule)
+    handle = target.register_forward_hook(lambda _m, _i, out: store.__setitem__("out", out))
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+def _grid_tokens(features):
+    """(B, C, P, D) channel-by-patch features to (B, C*P, D) tokens."""
+    return features.reshape(features.shape[0], -1, features.shape[-1])
+
+
+def _features_dict(module, x, **kwargs):
+    return module(x, return_features=True, **kwargs)
+
+
+def _slice_temporal_embedding(state: dict, module) -> dict:
+    # braindecode's Labram slices its temporal table by embedding size, not by the real
+    # number of patches (braindecode issue 1153): a checkpoint built for 15 s fails on
+    # 4 s windows unless the table is cut to the patches of the module built here.
+    key = "temporal_embedding"
+    if key in state and state[key].shape[1] > module.temporal_embedding.shape[1]:
+        state = dict(state)
+        state[key] = state[key][:, : module.temporal_embedding.shape[1]].clone()
+    return state
+
+
+def _drop_keys(*names: str) -> Callable[[dict, Any], dict]:
+    def adapt(state: dict, module) -> dict:
+        return {k: v for k, v in state.items() if k not in names}
+
+    return adapt
+
+
+@contextlib.contextmanager
+def _reve_position_bank(signal: AdaptedSignal) -> Iterator[None]:
+    """Give REVE a position bank built from MNE templates instead of its download."""
+    positions = {name: list(pos) for name, pos in signal.positions.items()}
+    with tempfile.TemporaryDirectory(prefix="neurofm-reve-") as folder:
+        with open(os.path.join(folder, "reve_positions.json"), "w") as fh:
+            json.dump(positions, fh)
+        previous = os.environ.get("REVE_POSITIONS_PATH")
+        os.environ["REVE_POSITIONS_PATH"] = folder
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("REVE_POSITIONS_PATH", None)
+            else:
+                os.environ["REVE_POSITIONS_PATH"] = previous
+
+
+def _labram_vocabulary() -> tuple[str, ...]:
+    _braindecode("Labram")
+    from braindecode.models.labram import LABRAM_CHANNEL_ORDER
+
+    return tuple(LABRAM_CHANNEL_ORDER)
+
+
+def _eegpt_vocabulary() -> tuple[str, ...]:
+    _braindecode("EEGPT")
+    from braindecode.models.eegpt import EEGPT_CHANNELS
+
+    return tuple(EEGPT_CHANNELS)
+
+
+def _signaljepa_vocabulary() -> tuple[str, ...]:
+    _braindecode("SignalJEPA")
+    from braindecode.models.signal_jepa import _PRETRAIN_CHS_INFO
+
+    return tuple(ch["ch_name"] for ch in _PRETRAIN_CHS_INFO)
+
+
+_BENDR_ORDER = ("FP1", "FP2", "F7", "F3", "FZ", "F4", "F8", "T7", "C3", "CZ", "C4", "T8", "T5", "P3", "PZ", "P4", "T6", "O1", "O2")
+_TCP_PAIRS = (
+    ("FP1", "F7"), ("F7", "T7"), ("T7", "P7"), ("P7", "O1"),
+    ("FP2", "F8"), ("F8", "T8"), ("T8", "P8"), ("P8", "O2"),
+    ("FP1", "F3"), ("F3", "C3"), ("C3", "P3"), ("P3", "O1"),
+    ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"),
+)  # fmt: skip
+_TCP_ELECTRODES = tuple(dict.fromkeys(e for pair in _TCP_PAIRS for e in pair))
+
+
+# --------------------------------------------------------------------------- builders and extractors
+
+
+def _build_labram(signal: AdaptedSignal, **kw):
+    return _quiet_build("Labram", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_labram(module, x, signal: AdaptedSignal) -> Features:
+    out = _features_dict(module, x, ch_names=list(signal.ch_names))
+    return out["features"], out["cls_token"]
+
+
+def _build_cbramod(signal: AdaptedSignal, **kw):
+    return _quiet_build("CBraMod", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_cbramod(module, x, signal: AdaptedSignal) -> Features:
+    # return_features passes through proj_out, the pretraining reconstruction head;
+    # the encoder's own output is the representation upstream fine-tuning uses.
+    with _capture_output(module, "encoder") as store:
+        _features_dict(module, x)
+    return _grid_tokens(store["out"]), None
+
+
+def _build_codebrain(signal: AdaptedSignal, **kw):
+    return _quiet_build("CodeBrain", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_grid(module, x, signal: AdaptedSignal) -> Features:
+    return _grid_tokens(_features_dict(module, x)["features"]), None
+
+
+def _build_biot(signal: AdaptedSignal, **kw):
+    return _quiet_build("BIOT", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_biot(module, x, signal: AdaptedSignal) -> Features:
+    import warnings
+
+    with _capture_output(module, "encoder.transformer") as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch.stft window notice on every call
+        module(x)
+    return store["out"], None
+
+
+def _build_bendr(signal: AdaptedSignal, **kw):
+    return _quiet_build("BENDR", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_bendr(module, x, signal: AdaptedSignal) -> Features:
+    # The start token (what return_features gives) barely varies across windows; the
+    # context tokens carry the signal, so they are the tokens and the start token is "cls".
+    with _capture_output(module, "contextualizer") as store:
+        module(x)
+    out = store["out"]  # (B, D, T + 1)
+    return out[:, :, 1:].transpose(1, 2), out[:, :, 0]
+
+
+def _build_eegpt(signal: AdaptedSignal, **kw):
+    kw = {"chan_proj_type": "none", **kw}
+    return _quiet_build("EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_tokens(module, x, signal: AdaptedSignal) -> Features:
+    return _features_dict(module, x)["features"], None
+
+
+def _build_luna(signal: AdaptedSignal, **kw):
+    return _quiet_build("LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _extract_luna(module, x, signal: AdaptedSignal) -> Features:
+    with _capture_output(module, "norm") as store:  # LUNA.forward has no return_features
+        module(x)
+    return store["out"], None
+
+
+def _build_reve(signal: AdaptedSignal, **kw):
+    with _reve_position_bank(signal):
+        return _quiet_build("REVE", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+
+
+def _build_signaljepa(signal: AdaptedSignal, **kw):
+    kw = {"channel_embedding": "pretrain_aligned", **kw}
+    return _quiet_build(
+        "SignalJEPA_Contextual", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+    )
+
+
+# --------------------------------------------------------------------------- the registry
+
+_SPECS = [
+    ModelSpec(
+        key="labram",
+        display_name="LaBraM",
+        braindecode_class="Labram",
+        hub_repo="braindecode/labram-pretrained",
+        embedding_dim=200,
+        sfreq=200.0,
+        channels="128 canonical names (any subset)",
+        channel_mode="vocabulary",
+        channel_source=_labram_vocabulary,
+        interpolation=True,
+        amplitude_scale=0.01,
+        patch_size=200,
+        max_patches=15,
+        min_times=200,
+        passband=(0.1, 75.0),
+        poolings=("mean", "max", "flatten", "cls"),
+        lora_targets=("attn.proj", "mlp.0", "mlp.2"),
+        build=_build_labram,
+        extract=_extract_labram,
+        adapt_state_dict=_slice_temporal_embedding,
+        notes="qkv adapters have no effect (forward reads qkv.weight directly). The published checkpoint "
+        "has a 16-slot temporal table (15 patches); shorter windows get the table sliced at load time.",
+    ),
+    ModelSpec(
+        key="cbramod",
+        display_name="CBraMod",
+        braindecode_class="CBraMod",
+        hub_repo="braindecode/cbramod-pretrained",
+        embedding_dim=200,
+        sfreq=200.0,
+        channels="any",
+        channel_mode="any",
+        amplitude_scale=0.01,
+        patch_size=200,
+        min_times=200,
+        passband=(0.3, 75.0),
+        lora_targets=("self_attn_s", "self_attn_t", "linear1", "linear2"),
+        head_prefixes=("final_layer.", "proj_out."),
+        build=_build_cbramod,
+        extract=_extract_cbramod,
+        notes="Embeddings come from the encoder, before proj_out (the pretraining reconstruction head).",
+    ),
+    ModelSpec(
+        key="codebrain",
+        display_name="CodeBrain",
+        braindecode_class="CodeBrain",
+        hub_repo="braindecode/codebrain-pretrained",
+        embedding_dim=200,
+        sfreq=200.0,
+        channels="any",
+        channel_mode="any",
+        amplitude_scale=0.01,
+        patch_size=200,
+        min_times=200,
+        lora_targets=("attention", "output_linear"),
+        head_prefixes=("final_layer.", "lm_head_t.", "lm_head_f."),
+        build=_build_codebrain,
+        extract=_extract_grid,
+        notes="reset_head is not implemented and the head width is tied to n_chans x n_times; the head is "
+        "never used for embeddings. Amplitude convention (µV / 100) follows CBraMod, whose preprocessing "
+        "CodeBrain reuses.",
+    ),
+    ModelSpec(
+        key="biot",
+        display_name="BIOT",
+        braindecode_class="BIOT",
+        hub_repo="braindecode/biot-pretrained-prest-16chs",
+        embedding_dim=256,
+        sfreq=200.0,
+        channels="16 bipolar (double banana)",
+        channel_mode="bipolar",
+        channel_source=lambda: _TCP_ELECTRODES,
+        bipolar_pairs=_TCP_PAIRS,
+        interpolation=True,
+        min_channel_fraction=0.75,
+        normalization="p95_channel",
+        min_times=200,
+        lora_targets=("to_q", "to_k", "to_v", "to_out", "w1", "w2"),
+        build=_build_biot,
+        extract=_extract_biot,
+        notes="Bipolar derivations are computed by position from 16 electrodes (old names T3-T6 accepted).",
+    ),
+    ModelSpec(
+        key="bendr",
+        display_name="BENDR",
+        braindecode_class="BENDR",
+        hub_repo="braindecode/braindecode-bendr",
+        embedding_dim=512,
+        sfreq=256.0,
+        channels="19 10-20 + scale channel",
+        channel_mode="fixed",
+        channel_source=lambda: _BENDR_ORDER,
+        interpolation=True,
+        normalization="minmax_window",
+        scale_channel_reference_uv=2000.0,
+        min_times=512,
+        poolings=("mean", "max", "flatten", "cls"),
+        lora_targets=("self_attn", "linear1", "linear2"),
+        build=_build_bendr,
+        extract=_extract_bendr,
+        notes="The 20th input is a relative-amplitude channel; its reference range (2000 µV peak to peak) is "
+        "neurofm's fixed, label-free choice (the original pipeline used data-set extrema). 'cls' is the start "
+        "token, which barely varies: 'mean' over context tokens is the better embedding.",
+    ),
+    ModelSpec(
+        key="eegpt",
+        display_name="EEGPT",
+        braindecode_class="EEGPT",
+        hub_repo="braindecode/eegpt-pretrained",
+        embedding_dim=2048,
+        sfreq=256.0,
+        channels="62-name vocabulary",
+        channel_mode="vocabulary",
+        channel_source=_eegpt_vocabulary,
+        amplitude_scale=1e-3,
+        patch_size=64,
+        min_times=64,
+        lora_targets=("qkv", "proj", "fc1", "fc2"),
+        build=_build_eegpt,
+        extract=_extract_tokens,
+        adapt_state_dict=_drop_keys("chans_id"),
+        notes="Built with chan_proj_type='none' so channel names select the embeddings; the checkpoint's "
+        "chans_id buffer is dropped so it cannot overwrite them. Sources disagree on 250 vs 256 Hz; 256 Hz "
+        "follows the docstring's 64-sample, 250 ms patches. Input in millivolts (unverified offline).",
+    ),
+    ModelSpec(
+        key="luna",
+        display_name="LUNA",
+        braindecode_class="LUNA",
+        hub_repo="PulpBio/LUNA",
+        hub_filename="LUNA_base.safetensors",
+        embedding_dim=256,
+        sfreq=256.0,
+        channels="any (template positions)",
+        channel_mode="any",
+        needs_positions=True,
+        normalization="zscore_channel",
+        patch_size=40,
+        min_times=40,
+        lora_targets=("qkv_proj", "proj", "fc1", "fc2", "cross_attention"),
+        build=_build_luna,
+        extract=_extract_luna,
+        notes="Without positions LUNA silently lays channels on a line, so channels need template positions. "
+        "Features are read from model.norm (LUNA.forward has no return_features).",
+    ),
+    ModelSpec(
+        key="reve",
+        display_name="REVE",
+        braindecode_class="REVE",
+        hub_repo="brain-bzh/reve-base",
+        embedding_dim=512,
+        sfreq=200.0,
+        channels="any (template positions)",
+        channel_mode="any",
+        needs_positions=True,
+        normalization="zscore_channel_clip15",
+        min_times=200,
+        lora_targets=("to_qkv", "to_out", "net.1", "net.3"),
+        head_prefixes=("final_layer.", "cls_query_token"),
+        build=_build_reve,
+        extract=_extract_grid,
+        notes="Positions come from MNE's colin27 10-05 template (metres), never from the network; REVE's own "
+        "position bank may use another scale. Patches of 200 with overlap 20.",
+    ),
+    ModelSpec(
+        key="signaljepa",
+        display_name="SignalJEPA",
+        braindecode_class="SignalJEPA_Contextual",
+        hub_repo="braindecode/signal-jepa",
+        embedding_dim=64,
+        sfreq=128.0,
+        channels="62-channel layout (any subset)",
+        channel_mode="vocabulary",
+        channel_source=_signaljepa_vocabulary,
+        passband=(0.5, 40.0),
+        min_times=256,
+        lora_targets=("linear1", "linear2", "self_attn"),
+        build=_build_signaljepa,
+        extract=_extract_tokens,
+        notes="In eval mode torch's transformer fast path reads the base weights, so adapters must be merged "
+        "before prediction.",
+    ),
+]
+
+MODEL_SPECS: dict[str, ModelSpec] = {spec.key: spec for spec in _SPECS}

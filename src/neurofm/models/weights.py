@@ -1,0 +1,290 @@
+"""Resolve, read and strictly load backbone weights.
+
+``weights`` may be:
+
+- ``"random"``: explicit random initialisation (seeded; recorded as such);
+- a local checkpoint file: ``.safetensors``, or ``.pt``/``.pth``/``.bin`` read
+  with ``torch.load(weights_only=True)`` (never unpickling code);
+- a local directory in the hub layout that braindecode's ``save_pretrained``
+  writes (``config.json`` + ``model.safetensors``); its architecture
+  arguments are used to build the model;
+- a hub id ``"org/name"`` or ``"org/name@revision"``, resolved through the local
+  hub cache (works offline once cached);
+- ``None``: the spec's published checkpoint, as a hub id.
+
+Loading is strict: every key of the checkpoint must fill a parameter of the
+module and every parameter must be filled, except the heads the spec names.
+braindecode's own ``from_pretrained`` is lenient and once loaded 0 of 99
+tensors without a word (braindecode issue 992); neurofm refuses instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import WeightsError
+from ..utils.logging import logger
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..adapt import AdaptedSignal
+    from .specs import ModelSpec
+
+__all__ = ["LoadedBackbone", "WeightsSource", "load_backbone", "resolve_weights", "state_dict_hash"]
+
+_SIGNAL_ARGS = ("n_chans", "n_times", "sfreq", "chs_info", "n_outputs", "input_window_seconds")
+_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where weights come from, resolved before any compute."""
+
+    kind: str  # random | file | directory | hub
+    location: str | None = None
+    revision: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "location": self.location, "revision": self.revision}
+
+
+@dataclass
+class LoadedBackbone:
+    """A backbone module ready for inference, and what was loaded into it."""
+
+    module: torch.nn.Module
+    spec: ModelSpec
+    source: WeightsSource
+    architecture: dict[str, Any]
+    weight_hash: str
+    backend: str
+    extract: Callable[..., Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    base = text.split("@", 1)[0]
+    parts = base.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def resolve_weights(spec: ModelSpec, weights: str | None) -> WeightsSource:
+    """Find the weights without reading them; errors name the fix.
+
+    Raises
+    ------
+    WeightsError
+        When a path does not exist or a hub id is not in the local cache.
+    """
+    if weights is None:
+        if spec.hub_repo is None:
+            raise WeightsError(
+                f"{spec.key!r} has no published checkpoint; pass weights='random' or a local checkpoint path."
+            )
+        weights = spec.hub_repo if spec.hub_revision in (None, "main") else f"{spec.hub_repo}@{spec.hub_revision}"
+    if weights == "random":
+        return WeightsSource("random")
+    path = Path(weights).expanduser()
+    if path.is_file():
+        if path.suffix not in _FILE_SUFFIXES:
+            raise WeightsError(f"Unsupported checkpoint file {path.name!r}; use one of {', '.join(_FILE_SUFFIXES)}.")
+        return WeightsSource("file", str(path.resolve()))
+    if path.is_dir():
+        return WeightsSource("directory", str(path.resolve()))
+    if _looks_like_hub_id(weights):
+        repo, _, revision = weights.partition("@")
+        return WeightsSource("hub", _cached_hub_snapshot(spec, repo, revision or None), revision or None)
+    raise WeightsError(
+        f"weights={weights!r} is neither 'random', an existing file or directory, nor a hub id 'org/name'. "
+        "Check the path, or pass weights='random' for an explicitly random backbone."
+    )
+
+
+def _cached_hub_snapshot(spec: ModelSpec, repo: str, revision: str | None) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id=repo, revision=revision, local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
+        rev = f"@{revision}" if revision else ""
+        raise WeightsError(
+            f"The hub checkpoint {repo}{rev!s} for {spec.key!r} is not in the local Hugging Face cache and neurofm "
+            f"does not download during a run. With internet, fetch it once with "
+            f"`huggingface-cli download {repo}`{' --revision ' + revision if revision else ''}; or pass a local "
+            "file/directory, or weights='random'."
+        ) from exc
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any read failure gets the same fix
+        raise WeightsError(
+            f"Could not read checkpoint {path}: {exc}. Files are read with weights_only=True (no pickled code); "
+            "re-save the checkpoint as a plain state dict or as .safetensors."
+        ) from exc
+    # Upstream training scripts wrap the state dict ({"model": ...}, {"state_dict": ...}).
+    for wrapper in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    candidates = [spec.hub_filename] if spec.hub_filename else []
+    candidates += ["model.safetensors", "pytorch_model.bin"]
+    weights_file = next((folder / c for c in candidates if c and (folder / c).is_file()), None)
+    if weights_file is None:
+        found = sorted(p.name for p in folder.iterdir())[:10]
+        raise WeightsError(
+            f"{folder} holds no checkpoint ({' or '.join(c for c in candidates if c)}); found {found}. "
+            "Point weights at the checkpoint file itself or at a directory written by save_pretrained."
+        )
+    config: dict[str, Any] = {}
+    if (folder / "config.json").is_file():
+        raw = json.loads((folder / "config.json").read_text())
+        config = {k: v for k, v in raw.items() if k not in _SIGNAL_ARGS and k != "braindecode_version"}
+    return weights_file, config
+
+
+def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
+    """braindecode writes module classes as dotted strings; turn them back into classes."""
+    import importlib
+
+    restored = {}
+    for key, value in config.items():
+        if isinstance(value, str) and value.startswith("torch.nn."):
+            module_name, _, attr = value.rpartition(".")
+            try:
+                value = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError):
+                pass
+        restored[key] = value
+    return restored
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """Hash of every tensor of the module's state dict (names, shapes, bytes)."""
+    import torch
+
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str, Any]:
+    skipped = sorted(k for k in state if k.startswith(spec.head_prefixes))
+    state = {k: v for k, v in state.items() if k not in skipped}
+    if spec.adapt_state_dict is not None:
+        state = spec.adapt_state_dict(state, module)
+    own = module.state_dict()
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        raise WeightsError(
+            f"The checkpoint {origin} does not fit {spec.key!r} as built for this input: "
+            f"{'; '.join(mismatched[:5])}. The architecture arguments (model_kwargs) or the channel count differ "
+            "from the checkpoint's."
+        )
+    result = module.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(spec.head_prefixes)]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise WeightsError(
+            f"The checkpoint {origin} does not match {spec.key!r}: {len(missing)} missing key(s) "
+            f"{missing[:5]} and {len(unexpected)} unexpected key(s) {unexpected[:5]}. Refusing to run with partly "
+            "loaded weights; check that the checkpoint belongs to this model and its model_kwargs."
+        )
+    loaded = len(state)
+    logger.info("Loaded %d tensors into %s from %s (skipped head keys: %d)", loaded, spec.key, origin, len(skipped))
+    return {"loaded_tensors": loaded, "skipped_head_keys": skipped, "missing_keys": missing, "unexpected_keys": unexpected}
+
+
+def load_backbone(
+    spec: ModelSpec,
+    signal: AdaptedSignal,
+    weights: str | None,
+    *,
+    backend: str = "braindecode",
+    model_kwargs: dict[str, Any] | None = None,
+    random_state: int = 0,
+    trust_remote_code: bool = False,
+) -> LoadedBackbone:
+    """Build the backbone for ``signal`` and load ``weights`` strictly.
+
+    See :func:`neurofm.models.create_backbone` for the parameters.
+    """
+    import torch
+
+    source = resolve_weights(spec, weights)
+    if backend == "hugging_face":
+        from .hf import load_hf_backbone
+
+        return load_hf_backbone(spec, source, trust_remote_code=trust_remote_code)
+
+    kwargs = dict(model_kwargs or {})
+    state = None
+    if source.kind in ("directory", "hub"):
+        weights_file, saved_config = _directory_checkpoint(Path(source.location), spec)
+        kwargs = {**_restore_types(saved_config), **kwargs}
+        state = _read_state_dict(weights_file)
+        origin = str(weights_file)
+    elif source.kind == "file":
+        state = _read_state_dict(Path(source.location))
+        origin = source.location
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        try:
+            module = spec.build(signal, **kwargs)
+        except TypeError as exc:
+            raise WeightsError(f"Could not build {spec.key!r} with model_kwargs {sorted(kwargs)}: {exc}.") from exc
+    report: dict[str, Any] = {"random_init": source.kind == "random"}
+    if state is not None:
+        report |= _strict_load(module, state, spec, origin)
+    else:
+        logger.info("%s is randomly initialised (weights='random', seed %d)", spec.key, random_state)
+        report["seed"] = random_state
+    module.eval()
+    for param in module.parameters():
+        param.requires_grad_(False)
+    architecture = _architecture(module, spec, kwargs)
+    return LoadedBackbone(
+        module=module,
+        spec=spec,
+        source=source,
+        architecture=architecture,
+        weight_hash=state_dict_hash(module),
+        backend=backend,
+        extract=spec.extract,
+        report=report,
+    )
+
+
+def _architecture(module, spec: ModelSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    config = module.get_config() if hasattr(module, "get_config") else {}
+    config.pop("chs_info", None)  # positions are part of the adaptation record
+    return {"class": type(module).__name__, "config": json.loads(json.dumps(config, default=str)), "kwargs": json.loads(json.dumps(kwargs, default=str))}

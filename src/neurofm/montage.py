@@ -1,0 +1,85 @@
+"""Channel names and electrode positions.
+
+Names are matched case-insensitively after removing the decorations that
+recording systems add (``"EEG FP1-REF"``, PhysioNet's ``"Fc5."``), and the old
+10-20 temporal names are aliases of the new ones (T3 = T7, T4 = T8, T5 = P7,
+T6 = P8). Positions come from MNE's built-in template montages, never from the
+network.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+
+import numpy as np
+
+__all__ = ["canonical_name", "standard_positions", "interpolation_matrix", "match_channels"]
+
+_OLD_TO_NEW = {"t3": "t7", "t4": "t8", "t5": "p7", "t6": "p8"}
+_DECORATION = re.compile(r"^(eeg|meg)[\s_-]+|[\s_-]+(ref|le|ar|avg|a1|a2|m1|m2)$|\.+$")
+
+
+def canonical_name(name: str) -> str:
+    """Comparable form of a channel name: lower case, undecorated, new 10-20 names."""
+    text = str(name).strip().lower()
+    previous = None
+    while previous != text:
+        previous = text
+        text = _DECORATION.sub("", text).strip()
+    return _OLD_TO_NEW.get(text, text)
+
+
+def match_channels(input_names, target_names) -> dict[int, int]:
+    """Map target channel index -> input channel index for names that match."""
+    lookup = {canonical_name(n): i for i, n in enumerate(input_names)}
+    return {t: lookup[canonical_name(n)] for t, n in enumerate(target_names) if canonical_name(n) in lookup}
+
+
+@functools.cache
+def _template_positions() -> dict[str, np.ndarray]:
+    import mne
+
+    names = ("colin27_1005", "standard_1005")
+    available = mne.channels.get_builtin_montages()
+    name = next(n for n in names if n in available)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        montage = mne.channels.make_standard_montage(name)
+    positions = montage.get_positions()["ch_pos"]
+    return {canonical_name(k): np.asarray(v, dtype=np.float64) for k, v in positions.items()}
+
+
+def standard_positions(names) -> dict[str, np.ndarray]:
+    """Template 3-D positions (metres, head frame) of the names MNE knows."""
+    table = _template_positions()
+    return {n: table[canonical_name(n)] for n in names if canonical_name(n) in table}
+
+
+def interpolation_matrix(source_names, target_names) -> np.ndarray:
+    """Spherical-spline weights that estimate ``target_names`` from ``source_names``.
+
+    Interpolation is linear in the data, so MNE's ``interpolate_bads`` applied
+    to unit impulses, one per source channel, yields the weight matrix.
+
+    Returns
+    -------
+    weights : ndarray, shape (n_targets, n_sources)
+    """
+    import mne
+
+    source_names, target_names = list(source_names), list(target_names)
+    positions = standard_positions(source_names + target_names)
+    all_names = [f"s{i}" for i in range(len(source_names))] + [f"t{i}" for i in range(len(target_names))]
+    info = mne.create_info(all_names, sfreq=1000.0, ch_types="eeg")
+    ch_pos = {alias: positions[orig] for alias, orig in zip(all_names, source_names + target_names, strict=True)}
+    info.set_montage(mne.channels.make_dig_montage(ch_pos=ch_pos, coord_frame="head"), verbose=False)
+    data = np.zeros((len(all_names), len(source_names)))
+    data[: len(source_names)] = np.eye(len(source_names))
+    raw = mne.io.RawArray(data, info, verbose=False)
+    raw.info["bads"] = all_names[len(source_names):]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw.interpolate_bads(reset_bads=True, origin=(0.0, 0.0, 0.04), verbose=False)
+    return raw.get_data()[len(source_names):]
