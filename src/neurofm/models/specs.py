@@ -87,6 +87,9 @@ class ModelSpec:
     head_prefixes : tuple of str
         State-dict prefixes of classification or pretraining heads, skipped
         when loading a checkpoint for embedding.
+    module_owned_keys : tuple of str
+        State-dict entries that describe this input rather than learned
+        weights (e.g. channel ids); the module built here keeps its own.
     build : callable
         ``build(signal, **model_kwargs) -> nn.Module``.
     extract : callable
@@ -94,6 +97,8 @@ class ModelSpec:
     adapt_state_dict : callable | None
         Fixes a checkpoint's state dict for the module built here (e.g. slices
         a positional table built for longer windows).
+    tiny_kwargs : dict
+        A small architecture of the same family, for tests and smoke runs.
     notes : str
         Traps and unverified facts.
     """
@@ -130,9 +135,10 @@ class ModelSpec:
     hub_filename: str | None = None
     lora_targets: tuple[str, ...] = ()
     head_prefixes: tuple[str, ...] = ("final_layer.",)
+    module_owned_keys: tuple[str, ...] = ()
     adapt_state_dict: Callable[[dict, Any], dict] | None = None
+    tiny_kwargs: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @functools.cached_property
     def channel_names(self) -> tuple[str, ...]:
@@ -191,13 +197,6 @@ def _slice_temporal_embedding(state: dict, module) -> dict:
         state = dict(state)
         state[key] = state[key][:, : module.temporal_embedding.shape[1]].clone()
     return state
-
-
-def _drop_keys(*names: str) -> Callable[[dict, Any], dict]:
-    def adapt(state: dict, module) -> dict:
-        return {k: v for k, v in state.items() if k not in names}
-
-    return adapt
 
 
 @contextlib.contextmanager
@@ -343,6 +342,7 @@ def _build_signaljepa(signal: AdaptedSignal, **kw):
 _SPECS = [
     ModelSpec(
         key="labram",
+        tiny_kwargs=dict(num_layers=1, num_heads=2),
         display_name="LaBraM",
         braindecode_class="Labram",
         hub_repo="braindecode/labram-pretrained",
@@ -367,6 +367,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="cbramod",
+        tiny_kwargs=dict(n_layer=1, dim_feedforward=64),
         display_name="CBraMod",
         braindecode_class="CBraMod",
         hub_repo="braindecode/cbramod-pretrained",
@@ -386,6 +387,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="codebrain",
+        tiny_kwargs=dict(num_res_layers=1),
         display_name="CodeBrain",
         braindecode_class="CodeBrain",
         hub_repo="braindecode/codebrain-pretrained",
@@ -406,6 +408,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="biot",
+        tiny_kwargs=dict(embed_dim=32, num_heads=2, num_layers=1),
         display_name="BIOT",
         braindecode_class="BIOT",
         hub_repo="braindecode/biot-pretrained-prest-16chs",
@@ -426,6 +429,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="bendr",
+        tiny_kwargs=dict(encoder_h=32, contextualizer_hidden=64, transformer_layers=1, transformer_heads=2),
         display_name="BENDR",
         braindecode_class="BENDR",
         hub_repo="braindecode/braindecode-bendr",
@@ -448,6 +452,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="eegpt",
+        tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2),
         display_name="EEGPT",
         braindecode_class="EEGPT",
         hub_repo="braindecode/eegpt-pretrained",
@@ -462,13 +467,14 @@ _SPECS = [
         lora_targets=("qkv", "proj", "fc1", "fc2"),
         build=_build_eegpt,
         extract=_extract_tokens,
-        adapt_state_dict=_drop_keys("chans_id"),
+        module_owned_keys=("chans_id",),
         notes="Built with chan_proj_type='none' so channel names select the embeddings; the checkpoint's "
         "chans_id buffer is dropped so it cannot overwrite them. Sources disagree on 250 vs 256 Hz; 256 Hz "
         "follows the docstring's 64-sample, 250 ms patches. Input in millivolts (unverified offline).",
     ),
     ModelSpec(
         key="luna",
+        tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2, num_queries=2),
         display_name="LUNA",
         braindecode_class="LUNA",
         hub_repo="PulpBio/LUNA",
@@ -489,6 +495,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="reve",
+        tiny_kwargs=dict(embed_dim=32, depth=1, heads=2, head_dim=16),
         display_name="REVE",
         braindecode_class="REVE",
         hub_repo="brain-bzh/reve-base",
@@ -508,6 +515,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="signaljepa",
+        tiny_kwargs=dict(transformer__num_encoder_layers=1, transformer__num_decoder_layers=1),
         display_name="SignalJEPA",
         braindecode_class="SignalJEPA_Contextual",
         hub_repo="braindecode/signal-jepa",

@@ -193,7 +193,7 @@ def state_dict_hash(module: torch.nn.Module) -> str:
 
 
 def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str, Any]:
-    skipped = sorted(k for k in state if k.startswith(spec.head_prefixes))
+    skipped = sorted(k for k in state if k.startswith(spec.head_prefixes) or k in spec.module_owned_keys)
     state = {k: v for k, v in state.items() if k not in skipped}
     if spec.adapt_state_dict is not None:
         state = spec.adapt_state_dict(state, module)
@@ -210,7 +210,7 @@ def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str,
             "from the checkpoint's."
         )
     result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(spec.head_prefixes)]
+    missing = [k for k in result.missing_keys if not k.startswith(spec.head_prefixes) and k not in spec.module_owned_keys]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         raise WeightsError(
@@ -219,8 +219,8 @@ def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str,
             "loaded weights; check that the checkpoint belongs to this model and its model_kwargs."
         )
     loaded = len(state)
-    logger.info("Loaded %d tensors into %s from %s (skipped head keys: %d)", loaded, spec.key, origin, len(skipped))
-    return {"loaded_tensors": loaded, "skipped_head_keys": skipped, "missing_keys": missing, "unexpected_keys": unexpected}
+    logger.info("Loaded %d tensors into %s from %s (skipped: %d head/input keys)", loaded, spec.key, origin, len(skipped))
+    return {"loaded_tensors": loaded, "skipped_keys": skipped, "missing_keys": missing, "unexpected_keys": unexpected}
 
 
 def load_backbone(

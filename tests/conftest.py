@@ -1,0 +1,54 @@
+"""Shared fixtures. Tests never reach the network and never use the user's cache."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TQDM_DISABLE", "1")
+warnings.filterwarnings("ignore", message="Montage name", category=FutureWarning)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from neurofm.simulate import STANDARD_1020_19, simulate_eeg_dataset  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_cache(tmp_path_factory, monkeypatch):
+    """An empty hub cache so no test depends on (or writes to) the user's."""
+    hub = tmp_path_factory.getbasetemp() / "hf-home"
+    hub.mkdir(exist_ok=True)
+    monkeypatch.setenv("HF_HOME", str(hub))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub / "hub"))
+    import huggingface_hub.constants as hfc
+
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(hub / "hub"), raising=False)
+
+
+@pytest.fixture(scope="session")
+def small_dataset():
+    """4 subjects x 2 classes x 6 windows of simulated 19-channel 160 Hz 4 s EEG, in volts."""
+    return simulate_eeg_dataset(n_subjects=4, n_windows_per_class=6, random_state=1)
+
+
+@pytest.fixture()
+def windows_19ch():
+    """Three random windows of the reference input: 19 channels, 160 Hz, 4 s, volts."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((3, 19, 640)).astype(np.float32) * 20e-6
+
+
+@pytest.fixture()
+def ch_names_19():
+    return list(STANDARD_1020_19)
+
+
+@pytest.fixture()
+def cache_dir(tmp_path):
+    return str(tmp_path / "cache")
