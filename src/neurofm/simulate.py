@@ -88,6 +88,7 @@ def simulate_eeg_dataset(
         gain = rng.uniform(0.7, 1.4)  # skull thickness / impedance
         alpha_freq = rng.uniform(9.0, 11.5)
         mu_freq = rng.uniform(10.0, 12.5)
+        mu_amplitude = rng.uniform(2e-6, 6e-6)
         exponent = rng.uniform(1.6, 2.2)
         mixing = np.eye(n_ch) + 0.15 * rng.standard_normal((n_ch, n_ch))
         for label in ("left_hand", "right_hand"):
@@ -95,8 +96,8 @@ def simulate_eeg_dataset(
                 background = mixing @ _pink_noise(rng, (n_ch, n_times), sfreq, exponent) * 12e-6
                 phase = rng.uniform(0, 2 * np.pi, size=3)
                 alpha = np.sin(2 * np.pi * alpha_freq * t + phase[0]) * rng.uniform(4e-6, 8e-6)
-                mu_left = np.sin(2 * np.pi * mu_freq * t + phase[1]) * 6e-6
-                mu_right = np.sin(2 * np.pi * mu_freq * t + phase[2]) * 6e-6
+                mu_left = np.sin(2 * np.pi * mu_freq * t + phase[1]) * mu_amplitude
+                mu_right = np.sin(2 * np.pi * mu_freq * t + phase[2]) * mu_amplitude
                 # Imagining one hand desynchronises the mu rhythm over the opposite motor cortex.
                 if label == "left_hand":
                     mu_right = mu_right * (1.0 - effect_size)
