@@ -52,6 +52,11 @@ def make_splits(
         _check_classes(cv, y, groups)
     if groups is None:
         _warn_if_subject_column(cv, metadata)
+    elif cv.strategy not in GROUP_STRATEGIES + ("train_test_split",):
+        _warn(
+            f"CV strategy {cv.strategy!r} ignores group_key={cv.group_key!r}: windows of one group will be on both "
+            f"sides of a split. Use strategy='group_kfold' or 'stratified_group_kfold' to keep groups apart."
+        )
     else:
         n_groups = len(np.unique(groups))
         needed = 2 if cv.strategy in ("leave_one_group_out", "train_test_split") else cv.n_splits
@@ -92,10 +97,10 @@ def _groups(cv: CVConfig, metadata: pd.DataFrame) -> np.ndarray | None:
 def _check_classes(cv: CVConfig, y: np.ndarray, groups: np.ndarray | None) -> None:
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise CVSplitError(f"y holds a single class ({classes[0]!r}); classification needs at least two.")
+        raise CVSplitError(f"y holds a single class ({classes[0].item()!r}); classification needs at least two.")
     if cv.strategy not in STRATIFIED_STRATEGIES:
         return
-    for cls, count in zip(classes, counts, strict=True):
+    for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
         if count < cv.n_splits:
             raise CVSplitError(
                 f"Stratified {cv.n_splits}-fold CV cannot hold: class {cls!r} has only {count} window(s), "
@@ -119,8 +124,12 @@ def _warn_if_subject_column(cv: CVConfig, metadata: pd.DataFrame) -> None:
             "on both sides of a split, which inflates scores for cross-subject claims. "
             f"Use strategy='stratified_group_kfold' with group_key={subject_cols[0]!r} for honest cross-subject scores."
         )
-        logger.warning(msg)
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        _warn(msg)
+
+
+def _warn(msg: str) -> None:
+    logger.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=4)
 
 
 def _splitter(cv: CVConfig, stratify: bool, random_state: int, grouped: bool):

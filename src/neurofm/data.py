@@ -235,7 +235,7 @@ def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
         std_si = float(np.median(sample.std(axis=-1) * scale[None, :]))
         if std_si > limit:
             raise DataValidationError(
-                f"The channels declared in {units[idx[0]]!r} have a median standard deviation of {std_si:.3g} {base}, "
+                f"The channels declared in {str(units[idx[0]])!r} have a median standard deviation of {std_si:.3g} {base}, "
                 f"implausible for EEG/MEG. The data are probably in a smaller unit: pass units='uV' (microvolts) "
                 "or the unit they are really in."
             )
@@ -278,7 +278,7 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
         classes = np.unique(y_arr)
         if len(classes) < 2:
             raise DataValidationError(
-                f"y holds a single class ({classes[0]!r}); classification needs at least two classes. "
+                f"y holds a single class ({classes[0].item()!r}); classification needs at least two classes. "
                 "Check the labels, or use task='regression' for a continuous target."
             )
         if y_arr.dtype.kind == "f" and len(classes) > max(20, n // 2):

@@ -171,9 +171,28 @@ def build_estimator(name: str, params: dict, random_state: int | None = None):
             "use a scikit-learn estimator such as 'LogisticRegression' as the head."
         )
     try:
-        return target(**_with_seed(target, params, random_state))
+        estimator = target(**_with_seed(target, params, random_state))
     except TypeError as exc:
         raise ConfigError(f"Invalid params for estimator {name!r}: {exc}.") from exc
+    return check_estimator_params(estimator, name)
+
+
+def check_estimator_params(estimator, name: str):
+    """Validate constructor parameters now, as ``fit`` would, so bad values fail before any compute.
+
+    scikit-learn checks parameters only when fitting; estimators that declare
+    their constraints are checked here instead (pipelines step by step).
+    """
+    steps = [step for _, step in estimator.steps] if hasattr(estimator, "steps") else [estimator]
+    for step in steps:
+        validate = getattr(step, "_validate_params", None)
+        if validate is None or not hasattr(step, "_parameter_constraints"):
+            continue
+        try:
+            validate()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"Invalid params for estimator {name!r}: {exc}") from exc
+    return estimator
 
 
 def build_window_estimator(name: str, params: dict, sfreq: float, random_state: int | None = None):
@@ -184,5 +203,9 @@ def build_window_estimator(name: str, params: dict, sfreq: float, random_state: 
     """
     target = resolve_estimator_class(name)
     if isinstance(target, NamedEstimator):
-        return target.factory(sfreq, dict(params), random_state)
+        try:
+            estimator = target.factory(sfreq, dict(params), random_state)
+        except TypeError as exc:
+            raise ConfigError(f"Invalid params for estimator {name!r}: {exc}.") from exc
+        return check_estimator_params(estimator, name)
     return make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))

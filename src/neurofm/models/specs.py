@@ -351,7 +351,6 @@ _SPECS = [
         channels="128 canonical names (any subset)",
         channel_mode="vocabulary",
         channel_source=_labram_vocabulary,
-        interpolation=True,
         amplitude_scale=0.01,
         patch_size=200,
         max_patches=15,
