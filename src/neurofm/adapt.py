@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .data import UNIT_TO_SI, SignalInfo
+from .data import UNIT_TO_SI, SignalInfo, si_base
 from .exceptions import AdaptationError
 from .montage import canonical_name, interpolation_matrix, match_channels, standard_positions
 
@@ -31,10 +31,6 @@ __all__ = ["AdaptationPlan", "AdaptedSignal", "plan_adaptation"]
 # Input units become these working units before the model's own scaling:
 # microvolts for electric channels, femtotesla (per cm for gradiometers) for magnetic ones.
 _WORKING_UNIT = {"V": ("uV", 1e6), "T": ("fT", 1e15), "T/m": ("fT/cm", 1e13)}
-
-
-def _si_base(unit: str) -> str:
-    return "V" if unit.endswith("V") else ("T/m" if unit in ("T/m", "fT/cm") else "T")
 
 
 @dataclass(frozen=True)
@@ -196,9 +192,9 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
     out_names, matrix = _plan_channels(spec, info, steps)
 
     # Units: input -> working unit (uV / fT) -> the model's own scaling, folded into the matrix.
-    unit_scale = np.array([UNIT_TO_SI[u] * _WORKING_UNIT[_si_base(u)][1] for u in info.units])
+    unit_scale = np.array([UNIT_TO_SI[u] * _WORKING_UNIT[si_base(u)][1] for u in info.units])
     matrix = matrix * unit_scale[None, :] * spec.amplitude_scale
-    working = sorted({_WORKING_UNIT[_si_base(u)][0] for u in info.units})
+    working = sorted({_WORKING_UNIT[si_base(u)][0] for u in info.units})
     unit_detail = f"{'/'.join(sorted(set(info.units)))} -> {'/'.join(working)}"
     if spec.amplitude_scale != 1.0:
         unit_detail += f", multiplied by {spec.amplitude_scale:g}"

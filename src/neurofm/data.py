@@ -37,7 +37,8 @@ UNIT_TO_SI = {
 _PLAUSIBLE_SI_STD = {"V": 1e-2, "T": 1e-8, "T/m": 1e-6}
 
 
-def _si_base(unit: str) -> str:
+def si_base(unit: str) -> str:
+    """The SI unit a unit name measures in: ``"V"``, ``"T"`` or ``"T/m"``."""
     if unit.endswith("V"):
         return "V"
     if unit in ("T/m", "fT/cm"):
@@ -227,7 +228,7 @@ def _check_finite(X: np.ndarray) -> None:
 def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
     units = np.array(info.units)
     for base, limit in _PLAUSIBLE_SI_STD.items():
-        idx = [i for i, u in enumerate(units) if _si_base(u) == base]
+        idx = [i for i, u in enumerate(units) if si_base(u) == base]
         if not idx:
             continue
         scale = np.array([UNIT_TO_SI[units[i]] for i in idx], dtype=np.float64)

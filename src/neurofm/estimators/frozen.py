@@ -15,7 +15,6 @@ from ..embed import embed_windows, resolve_device
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import resolve_weights
-from ..utils.logging import logger
 
 __all__ = ["FoundationEmbedder"]
 
@@ -214,10 +213,6 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.cache_hits_ += len(X32) - n_missing
         self.cache_misses_ += n_missing
         self.n_features_out_ = embeddings.shape[1]
-        if self.pooling != "flatten" and self.backend == "braindecode":
-            expected = get_model_spec(self.model_key).embedding_dim
-            if embeddings.shape[1] != expected and not self.model_kwargs:
-                logger.warning("%s embeddings have %d values, the registry says %d", self.model_key, embeddings.shape[1], expected)
         return embeddings
 
     def _compute(self, X: np.ndarray) -> np.ndarray:
