@@ -45,6 +45,29 @@ def test_second_identical_run_computes_nothing(cache_dir, windows_19ch, count_fo
     assert (second.cache_hits_, second.cache_misses_) == (3, 0)
     assert count_forwards["windows"] == 3  # no new forward pass
     np.testing.assert_array_equal(E1, E2)
+    # All windows were cached, so the backbone was never even built.
+    artifacts = {(t, k): v for _, t, k, v in second.get_artifacts()}
+    assert artifacts[("backbone", "loaded")] is False
+
+
+def test_checkpoint_bytes_are_part_of_the_key(cache_dir, tmp_path, windows_19ch):
+    import torch
+
+    first = make(cache_dir)
+    module = first.fit(windows_19ch).backbone_.module
+    path = tmp_path / "w.pth"
+    torch.save(module.state_dict(), path)
+    a = make(cache_dir, weights=str(path)).fit(windows_19ch)
+    state = module.state_dict()
+    name = next(k for k in state if k.endswith("weight"))
+    state[name] = state[name] + 1.0
+    torch.save(state, path)
+    b = make(cache_dir, weights=str(path)).fit(windows_19ch)
+    assert a.fingerprint_ != b.fingerprint_
+    # The same bytes elsewhere share the key: the location is not part of it.
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(path.read_bytes())
+    assert make(cache_dir, weights=str(copy)).fit(windows_19ch).fingerprint_ == b.fingerprint_
 
 
 def test_only_new_windows_are_computed(cache_dir, windows_19ch, count_forwards):

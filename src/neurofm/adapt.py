@@ -13,7 +13,8 @@ derived channels computed from the normalised window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +41,15 @@ class AdaptedSignal:
     sfreq: float
     ch_names: tuple[str, ...]
     n_times: int
-    positions: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def n_chans(self) -> int:
         return len(self.ch_names)
+
+    @functools.cached_property
+    def positions(self) -> dict[str, tuple[float, float, float]]:
+        """MNE template positions (metres, head frame) of the channels that have one."""
+        return {n: tuple(map(float, p)) for n, p in standard_positions(self.ch_names).items()}
 
     def chs_info(self) -> list[dict[str, Any]]:
         """braindecode-style channel descriptions with template positions."""
@@ -232,8 +237,7 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         )
         out_names = out_names + ["SCALE"]
 
-    positions = {n: tuple(map(float, p)) for n, p in standard_positions(out_names).items()}
-    target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target, positions=positions)
+    target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target)
     plan = AdaptationPlan(
         model_key=spec.key,
         source=info,

@@ -14,7 +14,7 @@ from ..data import SignalInfo, prepare_inputs
 from ..embed import embed_windows, resolve_device
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import resolve_weights
+from ..models.weights import resolve_weights, weights_identity
 
 __all__ = ["FoundationEmbedder"]
 
@@ -22,13 +22,29 @@ __all__ = ["FoundationEmbedder"]
 EXTRACTION_VERSION = 1
 
 
+def _library_versions(backend: str) -> dict[str, str | None]:
+    """Versions of the code that builds and runs the backbone (architectures and initialisations change)."""
+    import importlib.metadata as md
+
+    names = ("torch", "braindecode") + (("transformers",) if backend == "hugging_face" else ())
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 class FoundationEmbedder(TransformerMixin, BaseEstimator):
     """Embed EEG/MEG windows with a frozen foundation backbone.
 
     The embedding of a window depends only on the window, the input
     adaptation and the backbone, never on labels, so ``fit`` learns nothing
-    from the data: it plans the adaptation and loads the backbone. Embeddings
-    are served from a content-addressed cache when ``cache_embeddings`` is on.
+    from the data: it plans the adaptation and identifies the weights.
+    Embeddings are served from a content-addressed cache when
+    ``cache_embeddings`` is on; the backbone is loaded only when a window
+    misses the cache.
 
     Parameters
     ----------
@@ -68,8 +84,10 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     ----------
     plan_ : AdaptationPlan
         The input adaptation taken.
+    weights_source_ : WeightsSource
+        Where the weights come from.
     backbone_ : LoadedBackbone
-        The loaded backbone.
+        The loaded backbone (loaded on first access).
     fingerprint_ : str
         Hash of architecture, weights, pooling and adaptation (the cache namespace).
     cache_hits_, cache_misses_ : int
@@ -145,48 +163,65 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
         info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
         plan_adaptation(spec, info, shape[-1])
-        resolve_weights(spec, self.weights)
+        self._check_weights(spec)
         resolve_device(self.device)
+
+    def _check_weights(self, spec):
+        source = resolve_weights(spec, self.weights)
+        if self.backend == "hugging_face":
+            from ..models.hf import check_hf_checkpoint
+
+            check_hf_checkpoint(source, self.trust_remote_code)
+        return source
 
     # -- estimator API ---------------------------------------------------------------
 
     def fit(self, X, y=None):
-        """Plan the input adaptation and load the backbone (nothing is learned)."""
+        """Plan the input adaptation and identify the weights (nothing is learned)."""
         X = self._check_X(X)
         spec = get_model_spec(self.model_key)
         info = self._signal_info(X)
         self.plan_ = plan_adaptation(spec, info, X.shape[-1])
         self.device_ = resolve_device(self.device)
-        self.backbone_ = create_backbone(
-            spec.key,
-            self.plan_.target,
-            self.weights,
-            backend=self.backend,
-            model_kwargs=self.model_kwargs,
-            random_state=self.random_state,
-            trust_remote_code=self.trust_remote_code,
-        )
+        self.weights_source_ = self._check_weights(spec)
         self.manifest_ = {
             "model_key": spec.key,
             "backend": self.backend,
-            "architecture": self.backbone_.architecture,
-            "weights": self.backbone_.source.describe(),
-            "weight_hash": self.backbone_.weight_hash,
+            "class": spec.braindecode_class,
+            "model_kwargs": dict(self.model_kwargs or {}),
+            "library_versions": _library_versions(self.backend),
+            "weights": weights_identity(self.weights_source_, self.random_state, self.cache_dir),
             "pooling": self.pooling,
             "adaptation": self.plan_.describe(),
             "extraction_version": EXTRACTION_VERSION,
         }
-        # The location of the weights is not part of the key: identical tensors give identical embeddings.
-        keyed = {k: v for k, v in self.manifest_.items() if k != "weights"}
-        self.fingerprint_ = stable_hash(keyed)
+        # Where the weights live is not part of the key (their bytes are): it is kept for the record only.
+        self.fingerprint_ = stable_hash(self.manifest_)
+        self._backbone = None
         self.cache_hits_ = 0
         self.cache_misses_ = 0
         self.n_features_out_ = None
         return self
 
+    @property
+    def backbone_(self):
+        """The loaded backbone; built and loaded on first use."""
+        check_is_fitted(self, "fingerprint_")
+        if self._backbone is None:
+            self._backbone = create_backbone(
+                self.model_key,
+                self.plan_.target,
+                self.weights,
+                backend=self.backend,
+                model_kwargs=self.model_kwargs,
+                random_state=self.random_state,
+                trust_remote_code=self.trust_remote_code,
+            )
+        return self._backbone
+
     def transform(self, X) -> np.ndarray:
         """Embeddings of the windows, float32 ``(n_windows, dim)``."""
-        check_is_fitted(self, "backbone_")
+        check_is_fitted(self, "fingerprint_")
         X = self._check_X(X)
         if X.shape[1:] != (len(self.plan_.source.ch_names), self.plan_.n_times_in):
             raise ConfigError(
@@ -198,7 +233,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         missing = np.ones(len(X32), dtype=bool)
         cache = None
         if self.cache_embeddings:
-            cache = EmbeddingCache(self.cache_dir, self.fingerprint_, self.manifest_)
+            record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
+            cache = EmbeddingCache(self.cache_dir, self.fingerprint_, record)
             keys = hash_windows(X32)
             embeddings, found = cache.lookup(keys)
             missing = ~found
@@ -232,8 +268,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     def get_artifacts(self) -> list[tuple[int, str, str, Any]]:
         """Rows ``(fold, type, key, value)`` describing the extraction (fold -1: all windows)."""
-        check_is_fitted(self, "backbone_")
-        report = self.backbone_.report
+        check_is_fitted(self, "fingerprint_")
+        loaded = self._backbone
         rows: list[tuple[int, str, str, Any]] = [
             (-1, "embedding_cache", "hits", int(self.cache_hits_)),
             (-1, "embedding_cache", "misses", int(self.cache_misses_)),
@@ -241,13 +277,15 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             (-1, "embedding_cache", "enabled", bool(self.cache_embeddings)),
             (-1, "backbone", "model_key", self.model_key),
             (-1, "backbone", "backend", self.backend),
-            (-1, "backbone", "weights", self.backbone_.source.describe()),
-            (-1, "backbone", "random_init", bool(report.get("random_init", False))),
-            (-1, "backbone", "weight_hash", self.backbone_.weight_hash),
-            (-1, "backbone", "load_report", report),
+            (-1, "backbone", "weights", self.weights_source_.describe()),
+            (-1, "backbone", "weights_identity", self.manifest_["weights"]),
+            (-1, "backbone", "random_init", self.weights_source_.kind == "random"),
+            (-1, "backbone", "loaded", loaded is not None),
             (-1, "backbone", "pooling", self.pooling),
             (-1, "backbone", "embedding_dim", self.n_features_out_),
             (-1, "input_adaptation", "target", self.plan_.describe()["target"]),
         ]
+        if loaded is not None:
+            rows += [(-1, "backbone", "weight_hash", loaded.weight_hash), (-1, "backbone", "load_report", loaded.report)]
         rows += [(-1, "input_adaptation", step["step"], step["detail"]) for step in self.plan_.steps]
         return rows

@@ -18,7 +18,28 @@ if TYPE_CHECKING:
     from .specs import ModelSpec
     from .weights import LoadedBackbone, WeightsSource
 
-__all__ = ["load_hf_backbone", "extract_hf_tokens"]
+__all__ = ["check_hf_checkpoint", "load_hf_backbone", "extract_hf_tokens"]
+
+
+def check_hf_checkpoint(source: WeightsSource, trust_remote_code: bool) -> None:
+    """Refuse, before anything runs, a checkpoint this backend cannot or may not load."""
+    import json
+    from pathlib import Path
+
+    if source.kind not in ("directory", "hub"):
+        raise WeightsError(
+            f"backend='hugging_face' loads a transformers directory or hub id, got weights of kind {source.kind!r}; "
+            "pass the folder written by save_pretrained (config.json + weights) or 'org/name'."
+        )
+    config_file = Path(source.location) / "config.json"
+    if not config_file.is_file():
+        raise WeightsError(f"{source.location} has no config.json; it is not a transformers checkpoint directory.")
+    config = json.loads(config_file.read_text())
+    if config.get("auto_map") and not trust_remote_code:
+        raise WeightsError(
+            f"The checkpoint at {source.location} ships its own model code ({sorted(config['auto_map'])}). Review it, "
+            "then set trust_remote_code=True in FoundationEmbeddingModelConfig to allow running it."
+        )
 
 
 def extract_hf_tokens(module, x, signal) -> tuple[Any, None]:
@@ -39,11 +60,7 @@ def load_hf_backbone(spec: ModelSpec, source: WeightsSource, *, trust_remote_cod
     from .weights import LoadedBackbone, state_dict_hash
 
     transformers = soft_import("transformers", "backend='hugging_face'", extra="hf")
-    if source.kind not in ("directory", "hub"):
-        raise WeightsError(
-            f"backend='hugging_face' loads a transformers directory or hub id, got weights of kind {source.kind!r}; "
-            "pass the folder written by save_pretrained (config.json + weights) or 'org/name'."
-        )
+    check_hf_checkpoint(source, trust_remote_code)
     try:
         module = transformers.AutoModel.from_pretrained(
             source.location, trust_remote_code=trust_remote_code, local_files_only=True

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..adapt import AdaptedSignal
     from .specs import ModelSpec
 
-__all__ = ["LoadedBackbone", "WeightsSource", "load_backbone", "resolve_weights", "state_dict_hash"]
+__all__ = ["LoadedBackbone", "WeightsSource", "load_backbone", "resolve_weights", "state_dict_hash", "weights_identity"]
 
 _SIGNAL_ARGS = ("n_chans", "n_times", "sfreq", "chs_info", "n_outputs", "input_window_seconds")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -120,6 +120,55 @@ def _cached_hub_snapshot(spec: ModelSpec, repo: str, revision: str | None) -> st
             f"`huggingface-cli download {repo}`{' --revision ' + revision if revision else ''}; or pass a local "
             "file/directory, or weights='random'."
         ) from exc
+
+
+def _file_digest(path: Path, memo_dir: Path | None) -> str:
+    """blake2b of a file's bytes, remembered per (path, size, mtime) so large checkpoints are read once."""
+    import time
+
+    stat = path.stat()
+    memo = None
+    # A file rewritten within the file system's timestamp granularity keeps its mtime
+    # ("racy git"): only files left untouched for a while are remembered.
+    if memo_dir is not None and time.time() - stat.st_mtime > 2.0:
+        tag = f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+        tag = hashlib.blake2b(tag.encode(), digest_size=16).hexdigest()
+        memo = memo_dir / f"{tag}.txt"
+        if memo.is_file():
+            return memo.read_text().strip()
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    if memo is not None:
+        import os
+        import tempfile
+
+        memo_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo_dir, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value)
+        os.replace(tmp, memo)
+    return value
+
+
+def weights_identity(source: WeightsSource, random_state: int, memo_dir: str | Path | None = None) -> dict[str, Any]:
+    """What identifies the weights without building the model.
+
+    A checkpoint is identified by the bytes of its files (a directory: every
+    file but its README), a random initialisation by its seed (the library
+    versions enter the fingerprint beside it). Embeddings can then be served
+    from the cache without loading the backbone at all.
+    """
+    memo = Path(memo_dir).expanduser() / "weight-digests" if memo_dir is not None else None
+    if source.kind == "random":
+        return {"kind": "random", "seed": int(random_state)}
+    path = Path(source.location)
+    if source.kind == "file":
+        return {"kind": "checkpoint", "file": _file_digest(path, memo)}
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name != "README.md" and not p.name.startswith("."))
+    return {"kind": "checkpoint", "files": {p.name: _file_digest(p, memo) for p in files}}
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
