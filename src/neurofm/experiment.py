@@ -103,13 +103,14 @@ class Experiment:
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
         scores, predictions, split_rows, artifacts = [], [], [], []
         timings = {}
+        # Models that share a backbone config share one extraction: the embeddings are the same.
+        extracted: dict[str, tuple[str, np.ndarray]] = {}
         for model in prepared:
             t0 = time.perf_counter()
             logger.info("Model %r (%d folds)", model.name, len(splits))
             features = inputs.X
             if model.embedder is not None:
-                features = model.embedder.fit(inputs.X).transform(inputs.X)
-                model.artifacts.extend(model.embedder.get_artifacts())
+                features = self._embed(model, inputs.X, extracted)
             for fold, (train, test) in enumerate(splits):
                 estimator = clone(model.estimator)
                 estimator.fit(features[train], inputs.y[train])
@@ -155,6 +156,22 @@ class Experiment:
             embedder.check_input(inputs.X.shape)  # adaptation plan and weights resolved before any compute
             return _PreparedModel(name, model_cfg, head, embedder=embedder)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
+
+    @staticmethod
+    def _embed(model: _PreparedModel, X: np.ndarray, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
+        key = model.config.backbone.model_dump_json()
+        if key in extracted:
+            owner, features = extracted[key]
+            for fold, kind, name, value in model.embedder.fit(X).get_artifacts():
+                if kind == "embedding_cache" and name in ("hits", "misses"):
+                    value = len(X) if name == "hits" else 0
+                model.artifacts.append((fold, kind, name, value))
+            model.artifacts.append((-1, "embedding_cache", "shared_with", owner))
+            return features
+        features = model.embedder.fit(X).transform(X)
+        model.artifacts.extend(model.embedder.get_artifacts())
+        extracted[key] = (model.name, features)
+        return features
 
     @staticmethod
     def _predict(estimator, X, classes):
