@@ -29,7 +29,7 @@ from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError
 from .metrics import score
-from .results import ExperimentResult
+from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
 from .utils.check import validate_type
 from .utils.logging import logger, set_log_level
 
@@ -124,16 +124,14 @@ class Experiment:
             artifacts.extend((model.name, *row) for row in model.artifacts)
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
 
-        tables = ExperimentResult.empty_tables()
-        result = ExperimentResult(
-            scores=pd.DataFrame(scores, columns=tables["scores"].columns) if scores else tables["scores"],
+        return ExperimentResult(
+            scores=pd.DataFrame(scores, columns=SCORE_COLUMNS),
             predictions=pd.concat(predictions, ignore_index=True),
             splits=pd.concat(split_rows, ignore_index=True),
-            artifacts=pd.DataFrame(artifacts, columns=tables["artifacts"].columns) if artifacts else tables["artifacts"],
+            artifacts=pd.DataFrame(artifacts, columns=ARTIFACT_COLUMNS),
             config=cfg.model_dump(mode="json"),
             meta=_meta(inputs, time.perf_counter() - started, timings),
         )
-        return result
 
     def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
         cfg = self.config

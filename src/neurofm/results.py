@@ -13,9 +13,8 @@ import yaml
 __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
-_SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
-_SPLIT_COLUMNS = ["Model", "Fold", "SampleIndex", "Set"]
-_ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
+SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
+ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
 
 
 def _jsonable(value: Any) -> Any:
@@ -134,11 +133,3 @@ class ExperimentResult:
         config = yaml.safe_load((src / "config.yaml").read_text())
         meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").exists() else {}
         return cls(config=config, meta=meta, **tables)
-
-    @staticmethod
-    def empty_tables() -> dict[str, pd.DataFrame]:
-        return {
-            "scores": pd.DataFrame(columns=_SCORE_COLUMNS),
-            "splits": pd.DataFrame(columns=_SPLIT_COLUMNS),
-            "artifacts": pd.DataFrame(columns=_ARTIFACT_COLUMNS),
-        }
