@@ -166,3 +166,15 @@ def test_meg_channels_are_scaled_to_femtotesla():
     out = plan_adaptation(spec, meg, 800).apply(np.stack([np.full(800, 1e-13), np.full(800, 1e-11)])[None])
     np.testing.assert_allclose(out[0, 0], 100 * 0.01, rtol=1e-5)  # 100 fT, then the model's /100
     np.testing.assert_allclose(out[0, 1], 100 * 0.01, rtol=1e-5)  # 100 fT/cm
+
+
+def test_a_vocabulary_with_old_and_new_names_uses_each_input_once():
+    """LaBraM lists both T3 and T7; an input T7 must not be fed twice."""
+    spec = get_model_spec("labram")
+    names = ["T7", "T8", "P7", "Cz", "Fc5."]
+    plan = plan_adaptation(spec, info(names), 800)
+    assert plan.target.n_chans == 5
+    assert {n.upper() for n in plan.target.ch_names} == {"T7", "T8", "P7", "CZ", "FC5"}
+    old = plan_adaptation(spec, info(["T3", "Cz"]), 800)
+    assert {n.upper() for n in old.target.ch_names} == {"T3", "CZ"}
+    assert ((plan.channel_matrix != 0).sum(axis=0) == 1).all()  # every input used exactly once

@@ -21,20 +21,42 @@ _OLD_TO_NEW = {"t3": "t7", "t4": "t8", "t5": "p7", "t6": "p8"}
 _DECORATION = re.compile(r"^(eeg|meg)[\s_-]+|[\s_-]+(ref|le|ar|avg|a1|a2|m1|m2)$|\.+$")
 
 
-def canonical_name(name: str) -> str:
-    """Comparable form of a channel name: lower case, undecorated, new 10-20 names."""
+def _undecorated(name: str) -> str:
     text = str(name).strip().lower()
     previous = None
     while previous != text:
         previous = text
         text = _DECORATION.sub("", text).strip()
+    return text
+
+
+def canonical_name(name: str) -> str:
+    """Comparable form of a channel name: lower case, undecorated, new 10-20 names."""
+    text = _undecorated(name)
     return _OLD_TO_NEW.get(text, text)
 
 
 def match_channels(input_names, target_names) -> dict[int, int]:
-    """Map target channel index -> input channel index for names that match."""
-    lookup = {canonical_name(n): i for i, n in enumerate(input_names)}
-    return {t: lookup[canonical_name(n)] for t, n in enumerate(target_names) if canonical_name(n) in lookup}
+    """Map target channel index -> input channel index for names that match.
+
+    Each input channel fills at most one target. A vocabulary that lists both
+    an old and a new name of one site (T3 and T7) gets the input under the
+    name it was recorded with; the alias is left unfilled.
+    """
+    by_canonical = {canonical_name(n): i for i, n in enumerate(input_names)}
+    raw = [_undecorated(n) for n in input_names]
+    mapping: dict[int, int] = {}
+    taken: set[int] = set()
+    exact_first = sorted(
+        range(len(target_names)),
+        key=lambda t: _undecorated(target_names[t]) not in raw,
+    )
+    for t in exact_first:
+        i = by_canonical.get(canonical_name(target_names[t]))
+        if i is not None and i not in taken:
+            mapping[t] = i
+            taken.add(i)
+    return dict(sorted(mapping.items()))
 
 
 @functools.cache
