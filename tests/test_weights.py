@@ -88,7 +88,7 @@ def test_hub_id_not_in_cache_names_the_id():
     with pytest.raises(WeightsError, match="someone/missing-model") as err:
         FoundationEmbedder("cbramod", weights="someone/missing-model", sfreq=160.0,
                            ch_names=list(STANDARD_1020_19)).check_input((2, 19, 640))
-    assert "huggingface-cli download" in str(err.value)
+    assert "hf download someone/missing-model" in str(err.value)
 
 
 def test_default_weights_are_the_published_checkpoint_and_fail_clearly_offline():
@@ -169,3 +169,20 @@ def test_random_init_is_recorded(windows_19ch):
     assert artifacts[("backbone", "random_init")] is True
     assert artifacts[("backbone", "weights")]["kind"] == "random"
     json.dumps([list(row) for row in emb.get_artifacts()], default=str)
+
+
+def test_directory_key_covers_only_the_files_loading_reads(tmp_path, windows_19ch):
+    """A hub snapshot may hold other checkpoints (LUNA ships base, large, huge): they are not read or hashed."""
+    module = _random_backbone("cbramod")
+    folder = tmp_path / "snap"
+    module.save_pretrained(str(folder))
+    make = lambda: FoundationEmbedder("cbramod", weights=str(folder), sfreq=160.0,  # noqa: E731
+                                      ch_names=list(STANDARD_1020_19), verbose=False).fit(windows_19ch)
+    before = make().fingerprint_
+    (folder / "other_variant.safetensors").write_bytes(b"\0" * 1024)
+    assert make().fingerprint_ == before
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(WeightsError, match="holds no checkpoint"):
+        FoundationEmbedder("cbramod", weights=str(folder), sfreq=160.0,
+                           ch_names=list(STANDARD_1020_19)).check_input(windows_19ch.shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..data import SignalInfo, prepare_inputs
 from ..embed import embed_windows, resolve_device
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import resolve_weights, weights_identity
+from ..models.weights import directory_weights_file, resolve_weights, weights_identity
 
 __all__ = ["FoundationEmbedder"]
 
@@ -172,6 +173,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             from ..models.hf import check_hf_checkpoint
 
             check_hf_checkpoint(source, self.trust_remote_code)
+        elif source.kind in ("directory", "hub"):
+            directory_weights_file(Path(source.location), spec)
         return source
 
     # -- estimator API ---------------------------------------------------------------
@@ -190,7 +193,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             "class": spec.braindecode_class,
             "model_kwargs": dict(self.model_kwargs or {}),
             "library_versions": _library_versions(self.backend),
-            "weights": weights_identity(self.weights_source_, self.random_state, self.cache_dir),
+            "weights": weights_identity(self.weights_source_, spec, self.backend, self.random_state, self.cache_dir),
             "pooling": self.pooling,
             "adaptation": self.plan_.describe(),
             "extraction_version": EXTRACTION_VERSION,

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..adapt import AdaptedSignal
     from .specs import ModelSpec
 
-__all__ = ["LoadedBackbone", "WeightsSource", "load_backbone", "resolve_weights", "state_dict_hash", "weights_identity"]
+__all__ = ["LoadedBackbone", "WeightsSource", "directory_weights_file", "load_backbone", "resolve_weights", "state_dict_hash", "weights_identity"]
 
 _SIGNAL_ARGS = ("n_chans", "n_times", "sfreq", "chs_info", "n_outputs", "input_window_seconds")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -117,7 +117,7 @@ def _cached_hub_snapshot(spec: ModelSpec, repo: str, revision: str | None) -> st
         raise WeightsError(
             f"The hub checkpoint {repo}{rev!s} for {spec.key!r} is not in the local Hugging Face cache and neurofm "
             f"does not download during a run. With internet, fetch it once with "
-            f"`huggingface-cli download {repo}`{' --revision ' + revision if revision else ''}; or pass a local "
+            f"`hf download {repo}`{' --revision ' + revision if revision else ''}; or pass a local "
             "file/directory, or weights='random'."
         ) from exc
 
@@ -153,13 +153,21 @@ def _file_digest(path: Path, memo_dir: Path | None) -> str:
     return value
 
 
-def weights_identity(source: WeightsSource, random_state: int, memo_dir: str | Path | None = None) -> dict[str, Any]:
+def weights_identity(
+    source: WeightsSource,
+    spec: ModelSpec,
+    backend: str,
+    random_state: int,
+    memo_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """What identifies the weights without building the model.
 
-    A checkpoint is identified by the bytes of its files (a directory: every
-    file but its README), a random initialisation by its seed (the library
-    versions enter the fingerprint beside it). Embeddings can then be served
-    from the cache without loading the backbone at all.
+    A checkpoint is identified by the bytes of the files that loading reads
+    (a braindecode directory: its weights file and ``config.json``; a
+    transformers directory: every file but the README), a random
+    initialisation by its seed (the library versions enter the fingerprint
+    beside it). Embeddings can then be served from the cache without loading
+    the backbone at all.
     """
     memo = Path(memo_dir).expanduser() / "weight-digests" if memo_dir is not None else None
     if source.kind == "random":
@@ -167,8 +175,11 @@ def weights_identity(source: WeightsSource, random_state: int, memo_dir: str | P
     path = Path(source.location)
     if source.kind == "file":
         return {"kind": "checkpoint", "file": _file_digest(path, memo)}
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name != "README.md" and not p.name.startswith("."))
-    return {"kind": "checkpoint", "files": {p.name: _file_digest(p, memo) for p in files}}
+    if backend == "hugging_face":
+        files = [p for p in path.iterdir() if p.is_file() and p.name != "README.md" and not p.name.startswith(".")]
+    else:
+        files = [directory_weights_file(path, spec)] + [p for p in [path / "config.json"] if p.is_file()]
+    return {"kind": "checkpoint", "files": {p.name: _file_digest(p, memo) for p in sorted(files)}}
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -195,16 +206,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
-    candidates = [spec.hub_filename] if spec.hub_filename else []
-    candidates += ["model.safetensors", "pytorch_model.bin"]
-    weights_file = next((folder / c for c in candidates if c and (folder / c).is_file()), None)
+def directory_weights_file(folder: Path, spec: ModelSpec) -> Path:
+    """The weights file a braindecode checkpoint directory is loaded from."""
+    candidates = ([spec.hub_filename] if spec.hub_filename else []) + ["model.safetensors", "pytorch_model.bin"]
+    weights_file = next((folder / c for c in candidates if (folder / c).is_file()), None)
     if weights_file is None:
         found = sorted(p.name for p in folder.iterdir())[:10]
         raise WeightsError(
-            f"{folder} holds no checkpoint ({' or '.join(c for c in candidates if c)}); found {found}. "
+            f"{folder} holds no checkpoint ({' or '.join(candidates)}); found {found}. "
             "Point weights at the checkpoint file itself or at a directory written by save_pretrained."
         )
+    return weights_file
+
+
+def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    weights_file = directory_weights_file(folder, spec)
     config: dict[str, Any] = {}
     if (folder / "config.json").is_file():
         raw = json.loads((folder / "config.json").read_text())
