@@ -23,6 +23,12 @@ __all__ = [
     "ClassicalModelConfig",
     "FoundationEmbeddingModelConfig",
     "FrozenBackboneDecoderConfig",
+    "LoRAConfig",
+    "QuantizationConfig",
+    "DeviceConfig",
+    "CheckpointConfig",
+    "TrainerConfig",
+    "NeuralFineTuneConfig",
     "ExperimentConfig",
     "CV_STRATEGIES",
     "GROUP_STRATEGIES",
@@ -184,7 +190,203 @@ class FrozenBackboneDecoderConfig(BaseConfig):
     )
 
 
-_KIND_BY_KEY = (("backbone", "frozen_backbone"), ("estimator", "classical"), ("model_key", "foundation_embedding"))
+class LoRAConfig(BaseConfig):
+    """Adapter settings shared by the PEFT train modes.
+
+    Parameters
+    ----------
+    r : int
+        Rank of the low-rank update (LoRA, DoRA; the initial rank of AdaLoRA; OFT's rank).
+    alpha : float
+        LoRA scaling numerator (the update is scaled by ``alpha / r``).
+    dropout : float
+        Dropout on the adapter input.
+    target_modules : list of str | str | None
+        Module names (suffix match) or a regular expression; ``None`` uses the
+        registry's default targets for the model.
+    save : {"adapters", "merged"}
+        Checkpoints hold the adapters alone (plus the head) or the backbone
+        with the adapters merged into its weights.
+    """
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str | None = None
+    save: Literal["adapters", "merged"] = "adapters"
+
+
+class QuantizationConfig(BaseConfig):
+    """4-bit quantisation of the backbone's linear layers (``train_mode="qlora"``)."""
+
+    enabled: bool = False
+    load_in_4bit: bool = True
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    double_quant: bool = True
+
+
+class DeviceConfig(BaseConfig):
+    """Where and in which precision training runs.
+
+    ``device="auto"`` picks CUDA when present. ``precision`` ``bf16``/``fp16``
+    runs the forward pass under autocast (fp16 only on CUDA).
+    """
+
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+class CheckpointConfig(BaseConfig):
+    """Which training states are saved, and by what they are judged.
+
+    Parameters
+    ----------
+    save : {"none", "best", "last", "all"}
+        ``best`` keeps the epoch with the best ``monitor`` value.
+    monitor : str
+        Any logged metric: ``val_loss``, ``val_balanced_accuracy``, ``train_loss`` ...
+    mode : {"min", "max"} | None
+        Whether lower or higher is better; ``None`` infers it (losses and
+        errors lower, the rest higher).
+    directory : str | None
+        Where to write; ``None`` uses ``<cache_dir>/checkpoints``.
+    """
+
+    save: Literal["none", "best", "last", "all"] = "best"
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] | None = None
+    directory: str | None = None
+
+    @property
+    def resolved_mode(self) -> str:
+        if self.mode is not None:
+            return self.mode
+        lower_is_better = ("loss", "mae", "rmse")
+        return "min" if any(self.monitor.endswith(s) for s in lower_is_better) else "max"
+
+
+class TrainerConfig(BaseConfig):
+    """The optimisation loop of trainable models.
+
+    Parameters
+    ----------
+    max_epochs : int
+        Upper bound on epochs.
+    batch_size : int
+        Windows per optimiser micro-batch.
+    lr : float
+        Peak learning rate of AdamW.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_epochs : float
+        Linear warm-up length (in epochs) before cosine decay to zero.
+    grad_clip : float | None
+        Clip the global gradient norm to this value.
+    grad_accumulation : int
+        Micro-batches per optimiser step.
+    early_stopping_patience : int | None
+        Stop after this many epochs without improvement of the checkpoint
+        monitor; ``None`` disables early stopping.
+    validation_fraction : float
+        Share of the training partition held out for validation (split by
+        group when the CV has a ``group_key``); 0 disables validation.
+    class_weight : {"balanced"} | None
+        Loss weights inversely proportional to class frequency.
+    head : {"linear", "mlp"}
+        The decoder on pooled backbone features.
+    head_hidden : int
+        Width of the MLP head.
+    head_dropout : float
+        Dropout before the head.
+    probe_epochs : int
+        Two-stage training: train only the head for this many epochs first,
+        then the chosen ``train_mode``.
+    """
+
+    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_accumulation: int = Field(1, ge=1)
+    early_stopping_patience: int | None = Field(5, ge=1)
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    class_weight: Literal["balanced"] | None = "balanced"
+    head: Literal["linear", "mlp"] = "linear"
+    head_hidden: int = Field(128, ge=1)
+    head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    probe_epochs: int = Field(0, ge=0)
+
+
+class NeuralFineTuneConfig(BaseConfig):
+    """A backbone trained with a neural head (modes 2 and 3).
+
+    Parameters
+    ----------
+    backend, model_key, weights, pooling, model_kwargs, trust_remote_code
+        As in :class:`FoundationEmbeddingModelConfig`.
+    input_kind : {"epoched"}
+        Windows cut around events (the only kind so far).
+    train_mode : str
+        ``frozen`` (head only), ``full``, or a PEFT method: ``lora``, ``qlora``,
+        ``ia3``, ``dora``, ``adalora``, ``oft``.
+    n_outputs : int | None
+        Output width; ``None`` infers it from ``y``. A value that disagrees with
+        ``y`` is an error before training.
+    lora, quantization, device, checkpoints, trainer
+        Sub-configs.
+    peft_kwargs : dict
+        Extra arguments for the peft config of the chosen method.
+    """
+
+    kind: Literal["neural_finetune"] = "neural_finetune"
+    backend: Literal["braindecode", "hugging_face"] = "braindecode"
+    model_key: str
+    weights: str | None = None
+    input_kind: Literal["epoched"] = "epoched"
+    train_mode: Literal["frozen", "full", "lora", "qlora", "ia3", "dora", "adalora", "oft"] = "lora"
+    pooling: Literal["mean", "max", "flatten", "cls"] = "mean"
+    n_outputs: int | None = Field(None, ge=1)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    peft_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+
+    @field_validator("model_key")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from .models.registry import get_model_spec
+
+        return get_model_spec(value).key
+
+    @model_validator(mode="after")
+    def _supported(self) -> NeuralFineTuneConfig:
+        from .models.registry import get_model_spec
+
+        spec = get_model_spec(self.model_key)
+        if self.train_mode not in spec.train_modes:
+            raise ValueError(
+                f"train_mode={self.train_mode!r} is not listed for {spec.key!r}; use one of {format_choices(spec.train_modes)}."
+            )
+        if self.pooling not in spec.poolings:
+            raise ValueError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {format_choices(spec.poolings)}.")
+        if self.backend == "hugging_face":
+            raise ValueError("Trainable decoding supports backend='braindecode' so far; hugging_face encoders are frozen-only.")
+        return self
+
+
+_KIND_BY_KEY = (
+    ("backbone", "frozen_backbone"),
+    ("estimator", "classical"),
+    ("train_mode", "neural_finetune"),
+    ("model_key", "foundation_embedding"),
+)
 
 
 def _model_kind(value: Any) -> str | None:
@@ -204,6 +406,7 @@ ModelConfig = Annotated[
     Union[
         Annotated[FrozenBackboneDecoderConfig, Tag("frozen_backbone")],
         Annotated[ClassicalModelConfig, Tag("classical")],
+        Annotated[NeuralFineTuneConfig, Tag("neural_finetune")],
     ],
     Discriminator(_model_kind),
 ]

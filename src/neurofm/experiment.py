@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from .configs import ClassicalModelConfig, ExperimentConfig, FrozenBackboneDecoderConfig
+from .configs import ClassicalModelConfig, ExperimentConfig, FrozenBackboneDecoderConfig, NeuralFineTuneConfig
 from .cv import make_splits
 from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
@@ -101,6 +101,7 @@ class Experiment:
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
 
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
+        groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         scores, predictions, split_rows, artifacts = [], [], [], []
         timings = {}
         # Models that share a backbone config share one extraction: the embeddings are the same.
@@ -113,7 +114,16 @@ class Experiment:
                 features = self._embed(model, inputs.X, extracted)
             for fold, (train, test) in enumerate(splits):
                 estimator = clone(model.estimator)
-                estimator.fit(features[train], inputs.y[train])
+                if isinstance(model.config, NeuralFineTuneConfig):
+                    # The validation split for early stopping comes from this training partition, by group.
+                    estimator.fit(features[train], inputs.y[train], groups=None if groups is None else groups[train])
+                    model.artifacts.extend(_trainable_artifacts(estimator, fold))
+                    if estimator.failed_:
+                        scores.extend((model.name, fold, metric, float("nan")) for metric in cfg.resolved_metrics)
+                        split_rows.append(_split_frame(model.name, fold, train, test))
+                        continue
+                else:
+                    estimator.fit(features[train], inputs.y[train])
                 y_pred, proba = self._predict(estimator, features[test], classes)
                 for metric in cfg.resolved_metrics:
                     value = score(metric, inputs.y[test], y_pred, proba, classes)
@@ -153,6 +163,22 @@ class Experiment:
             )
             embedder.check_input(inputs.X.shape)  # adaptation plan and weights resolved before any compute
             return _PreparedModel(name, model_cfg, head, embedder=embedder)
+        if isinstance(model_cfg, NeuralFineTuneConfig):
+            from .estimators.neural import NeuralFineTuner
+
+            tuner = NeuralFineTuner(
+                config=model_cfg,
+                sfreq=inputs.info.sfreq,
+                ch_names=list(inputs.info.ch_names),
+                units=list(inputs.info.units),
+                task=cfg.task,
+                metrics=cfg.resolved_metrics,
+                cache_dir=cfg.cache_dir,
+                random_state=cfg.random_state,
+                verbose=cfg.verbose,
+            )
+            tuner.check_input(inputs.X.shape, inputs.y)
+            return _PreparedModel(name, model_cfg, tuner)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
 
     @staticmethod
@@ -201,6 +227,17 @@ class Experiment:
             for k, cls in enumerate(classes):
                 frame[f"proba_{cls}"] = proba[:, k]
         return frame
+
+
+def _trainable_artifacts(estimator, fold: int) -> list[tuple[int, str, str, Any]]:
+    """The NeuralTrainable protocol's outputs as artifact rows of one fold."""
+    rows: list[tuple[int, str, str, Any]] = []
+    for kind, content in estimator.get_artifact_metadata().items():
+        if kind == "training_history":
+            rows += [(fold, kind, f"epoch_{record['epoch']:03d}", record) for record in content]
+        else:
+            rows += [(fold, kind, key, value) for key, value in content.items()]
+    return rows
 
 
 def _split_frame(name: str, fold: int, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:

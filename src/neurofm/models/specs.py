@@ -82,14 +82,24 @@ class ModelSpec:
         Pooling modes available.
     train_modes, backends : tuple of str
         Supported training modes and backends.
-    lora_targets : tuple of str
-        Submodules adapters target by default (each verified to take effect).
+    lora_targets : tuple of str | str
+        Submodules LoRA targets by default (names matched by suffix, or one regular expression) (each verified to take effect).
+    linear_targets : tuple of str | None
+        Default targets of the adapter methods peft applies to linear layers
+        only (IA3, DoRA, AdaLoRA, OFT); ``None`` means ``lora_targets``. Models
+        whose attention is ``nn.MultiheadAttention`` list their feed-forward
+        layers here: an adapter on ``out_proj`` alone would never run.
     head_prefixes : tuple of str
         State-dict prefixes of classification or pretraining heads, skipped
         when loading a checkpoint for embedding.
     module_owned_keys : tuple of str
         State-dict entries that describe this input rather than learned
         weights (e.g. channel ids); the module built here keeps its own.
+    mha_fastpath_bypasses_adapters : bool
+        torch's fused transformer path reads the base weights of
+        ``nn.MultiheadAttention`` in eval mode, so adapters on it would change
+        nothing at predict time; the fast path is switched off around this
+        model's adapted forward.
     build : callable
         ``build(signal, **model_kwargs) -> nn.Module``.
     extract : callable
@@ -133,9 +143,11 @@ class ModelSpec:
     backends: tuple[str, ...] = ("braindecode", "hugging_face")
     hub_revision: str | None = "main"
     hub_filename: str | None = None
-    lora_targets: tuple[str, ...] = ()
+    lora_targets: tuple[str, ...] | str = ()
+    linear_targets: tuple[str, ...] | str | None = None
     head_prefixes: tuple[str, ...] = ("final_layer.",)
     module_owned_keys: tuple[str, ...] = ()
+    mha_fastpath_bypasses_adapters: bool = False
     adapt_state_dict: Callable[[dict, Any], dict] | None = None
     tiny_kwargs: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
@@ -379,6 +391,9 @@ _SPECS = [
         min_times=200,
         passband=(0.3, 75.0),
         lora_targets=("self_attn_s", "self_attn_t", "linear1", "linear2"),
+        linear_targets=("linear1", "linear2"),
+        # peft 0.21's OFT layer cannot reshape CBraMod's 4-D (batch, channel, patch, dim) feed-forward input.
+        train_modes=tuple(m for m in TRAIN_MODES if m != "oft"),
         head_prefixes=("final_layer.", "proj_out."),
         build=_build_cbramod,
         extract=_extract_cbramod,
@@ -398,6 +413,7 @@ _SPECS = [
         patch_size=200,
         min_times=200,
         lora_targets=("attention", "output_linear"),
+        linear_targets=("output_linear",),
         head_prefixes=("final_layer.", "lm_head_t.", "lm_head_f."),
         build=_build_codebrain,
         extract=_extract_grid,
@@ -443,6 +459,7 @@ _SPECS = [
         min_times=512,
         poolings=("mean", "max", "flatten", "cls"),
         lora_targets=("self_attn", "linear1", "linear2"),
+        linear_targets=("linear1", "linear2"),
         build=_build_bendr,
         extract=_extract_bendr,
         notes="The 20th input is a relative-amplitude channel; its reference range (2000 µV peak to peak) is "
@@ -525,7 +542,10 @@ _SPECS = [
         channel_source=_signaljepa_vocabulary,
         passband=(0.5, 40.0),
         min_times=256,
-        lora_targets=("linear1", "linear2", "self_attn"),
+        # Only the encoder runs; the unused decoder layers would collect adapters that never get gradients.
+        lora_targets=r"transformer\.encoder\.layers\.\d+\.(linear1|linear2|self_attn)",
+        linear_targets=r"transformer\.encoder\.layers\.\d+\.(linear1|linear2)",
+        mha_fastpath_bypasses_adapters=True,
         build=_build_signaljepa,
         extract=_extract_tokens,
         notes="In eval mode torch's transformer fast path reads the base weights, so adapters must be merged "

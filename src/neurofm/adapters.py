@@ -1,0 +1,144 @@
+"""Train modes as data: which parameters train, and PEFT adapters from the peft library.
+
+The default adapter targets of each backbone live in its ``ModelSpec``
+(``lora_targets``); ``LoRAConfig.target_modules`` overrides them. A target
+list entry matches a module whose full name equals it or ends with
+``"." + entry`` (peft's rule); a string is a regular expression matched
+against the full name. Targets that match nothing are an error before any
+training, with the model's module names to choose from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import ConfigError
+from .utils.check import soft_import
+
+if TYPE_CHECKING:
+    import torch
+
+    from .configs import LoRAConfig
+    from .models.specs import ModelSpec
+
+__all__ = ["PEFT_MODES", "apply_adapters", "match_targets", "mha_fastpath_disabled", "resolve_targets"]
+
+PEFT_MODES = ("lora", "qlora", "ia3", "dora", "adalora", "oft")
+
+
+LORA_FAMILY = ("lora", "qlora")
+
+
+def resolve_targets(spec: ModelSpec, lora: LoRAConfig, mode: str = "lora") -> list[str] | str:
+    """The adapter targets: the user's, else the registry's defaults for ``mode``."""
+    defaults = spec.lora_targets if mode in LORA_FAMILY or spec.linear_targets is None else spec.linear_targets
+    targets = lora.target_modules if lora.target_modules is not None else defaults
+    targets = targets if isinstance(targets, str) else list(targets)
+    if not targets:
+        raise ConfigError(f"{spec.key!r} names no default adapter targets; set LoRAConfig.target_modules.")
+    return targets
+
+
+def _matches(name: str, targets: list[str] | str) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def match_targets(module: torch.nn.Module, targets: list[str] | str, exclude_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Names of the modules that ``targets`` select (heads excluded).
+
+    Raises
+    ------
+    ConfigError
+        When a target entry matches no module; lists module names to choose from.
+    """
+    names = [n for n, _ in module.named_modules() if n and not n.startswith(exclude_prefixes)]
+    entries = [targets] if isinstance(targets, str) else list(targets)
+    as_query = (lambda t: t) if isinstance(targets, str) else (lambda t: [t])
+    unmatched = [t for t in entries if not any(_matches(n, as_query(t)) for n in names)]
+    if unmatched:
+        endings = sorted({n.rsplit(".", 1)[-1] for n in names})[:40]
+        raise ConfigError(
+            f"Adapter target(s) {unmatched} match no module of this model. Module name endings available include: "
+            f"{endings}. Set LoRAConfig.target_modules accordingly."
+        )
+    matched = [n for n in names if _matches(n, targets)]
+    return matched
+
+
+def _oft_block_size(module, matched: list[str], limit: int = 32) -> int:
+    """Largest block size up to ``limit`` dividing every targeted layer's input width (OFT's requirement)."""
+    import math
+
+    widths = [getattr(module.get_submodule(n), "in_features", None) for n in matched]
+    g = 0
+    for w in widths:
+        if w:
+            g = math.gcd(g, int(w))
+    return max((d for d in range(1, min(limit, g or 1) + 1) if g % d == 0), default=1)
+
+
+def _peft_config(mode: str, lora: LoRAConfig, targets, exclude: list[str], total_steps: int, extra: dict[str, Any],
+                 oft_block: int = 1):
+    peft = soft_import("peft", f"train_mode={mode!r}", extra="peft")
+    common = {"target_modules": targets, **({"exclude_modules": exclude} if exclude else {})}
+    if mode in ("lora", "qlora", "dora"):
+        return peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=mode == "dora", **common, **extra)
+    if mode == "ia3":
+        return peft.IA3Config(feedforward_modules=[], **common, **extra)
+    if mode == "adalora":
+        params = {"init_r": lora.r, "target_r": max(1, lora.r // 2), "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
+                  "total_step": max(total_steps, 2), "tinit": 0, "tfinal": 0}
+        return peft.AdaLoraConfig(**params, **common, **extra)
+    if mode == "oft":
+        return peft.OFTConfig(r=0, oft_block_size=oft_block, **common, **extra)
+    raise ConfigError(f"train_mode {mode!r} is not a PEFT method; use one of {PEFT_MODES}.")
+
+
+def apply_adapters(
+    module: torch.nn.Module,
+    spec: ModelSpec,
+    mode: str,
+    lora: LoRAConfig,
+    total_steps: int,
+    peft_kwargs: dict[str, Any] | None = None,
+):
+    """Wrap ``module`` with the PEFT method of ``mode``; the base weights are frozen.
+
+    Returns
+    -------
+    peft_model : peft.PeftModel
+        The wrapper (saving adapters, AdaLoRA's rank allocation, merging).
+    """
+    targets = resolve_targets(spec, lora, mode)
+    matched = match_targets(module, targets, spec.head_prefixes)
+    head_modules = sorted({n for n, _ in module.named_modules() if n and n.startswith(spec.head_prefixes)})
+    exclude = [n for n in head_modules if _matches(n, targets)]
+    config = _peft_config(mode, lora, targets, exclude, total_steps, dict(peft_kwargs or {}),
+                          oft_block=_oft_block_size(module, matched))
+    peft = soft_import("peft", f"train_mode={mode!r}", extra="peft")
+    try:
+        wrapped = peft.get_peft_model(module, config)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise ConfigError(f"peft could not apply {mode!r} to {spec.key!r} on {matched[:6]}...: {exc}") from exc
+    return wrapped
+
+
+@contextlib.contextmanager
+def mha_fastpath_disabled(active: bool = True) -> Iterator[None]:
+    """Switch off torch's fused multi-head-attention path (it reads base weights, bypassing adapters)."""
+    import torch
+
+    if not active:
+        yield
+        return
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)

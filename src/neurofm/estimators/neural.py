@@ -1,0 +1,501 @@
+"""Trainable decoders: a backbone plus a neural head, trained inside the training partition.
+
+:class:`NeuralFineTuner` is a scikit-learn estimator: ``__init__`` stores the
+config and signal arguments, ``fit`` builds the backbone, applies the train
+mode (frozen, full, or a PEFT method), trains, keeps the best epoch and writes
+checkpoints; ``predict``/``predict_proba`` use the restored best state. It
+implements the ``NeuralTrainable`` protocol: ``get_training_history``,
+``get_checkpoint_manifest``, ``get_model_card_info``,
+``get_failure_diagnostics`` and ``get_artifact_metadata``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ..adapt import plan_adaptation
+from ..adapters import PEFT_MODES, apply_adapters, match_targets, mha_fastpath_disabled, resolve_targets
+from ..configs import NeuralFineTuneConfig
+from ..data import prepare_inputs
+from ..embed import pool_tokens, resolve_device
+from ..exceptions import ConfigError, DataValidationError
+from ..models.registry import create_backbone, get_model_spec
+from ..models.weights import resolve_weights
+from ..training import predict_network, train_network
+
+__all__ = ["NeuralFineTuner", "DecoderNet"]
+
+
+def _torch_module():
+    import torch
+
+    return torch.nn.Module
+
+
+class DecoderNet(_torch_module()):
+    """Backbone features, pooled, through a linear or MLP head.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        The backbone (possibly wrapped by peft).
+    extract : callable
+        ``extract(module, x, signal) -> (tokens, cls)`` from the model spec.
+    signal : AdaptedSignal
+        What the backbone sees.
+    pooling : str
+        Pooling of tokens.
+    n_outputs : int
+        Output width.
+    head : {"linear", "mlp"}
+        Head type.
+    hidden, dropout : int, float
+        MLP width and dropout before the head.
+    fastpath_off : bool
+        Run the backbone with torch's fused attention path disabled.
+    """
+
+    def __init__(self, backbone, extract, signal, pooling, n_outputs, head="linear", hidden=128, dropout=0.1, fastpath_off=False):
+        import torch
+
+        super().__init__()
+        self.backbone = backbone
+        self._extract = extract
+        self._signal = signal
+        self._pooling = pooling
+        self._fastpath_off = fastpath_off
+        probe = torch.zeros(2, signal.n_chans, signal.n_times)
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            dim = self.features(probe).shape[1]
+        backbone.train(was_training)
+        layers: list[torch.nn.Module] = [torch.nn.Dropout(dropout)]
+        if head == "mlp":
+            layers += [torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout), torch.nn.Linear(hidden, n_outputs)]
+        else:
+            layers += [torch.nn.Linear(dim, n_outputs)]
+        self.head = torch.nn.Sequential(*layers)
+
+    def _inner(self):
+        # peft wraps custom modules as PeftModel -> tuner -> model; hooks and submodule names live on the model.
+        module = self.backbone
+        if hasattr(module, "base_model") and hasattr(module.base_model, "model"):
+            module = module.base_model.model
+        return module
+
+    def features(self, x):
+        with mha_fastpath_disabled(self._fastpath_off):
+            tokens, cls = self._extract(self._inner(), x, self._signal)
+        return pool_tokens(tokens, cls, self._pooling)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class NeuralFineTuner(BaseEstimator):
+    """Train a foundation backbone with a neural head (frozen, full or PEFT).
+
+    Parameters
+    ----------
+    config : NeuralFineTuneConfig
+        Model, train mode, adapters, trainer, checkpoints and device.
+    sfreq, ch_names, units
+        Signal metadata of the windows.
+    task : {"classification", "regression"}
+        What ``y`` is.
+    metrics : list of str | None
+        Validation metrics logged per epoch.
+    cache_dir : str
+        Default root of checkpoints (``<cache_dir>/checkpoints``).
+    random_state : int
+        Seed of initialisation, splits, shuffling and dropout.
+    verbose : bool
+        Progress bars.
+
+    Attributes
+    ----------
+    net_ : DecoderNet
+        The trained network in its best state.
+    classes_ : ndarray
+        Class labels (classification).
+    history_ : list of dict
+        One record per epoch.
+    """
+
+    def __init__(
+        self,
+        config: NeuralFineTuneConfig | None = None,
+        sfreq: float | None = None,
+        ch_names: list[str] | None = None,
+        units: str | list[str] = "V",
+        task: str = "classification",
+        metrics: list[str] | None = None,
+        cache_dir: str = "~/.cache/neurofm",
+        random_state: int = 0,
+        verbose: bool = True,
+    ):
+        self.config = config
+        self.sfreq = sfreq
+        self.ch_names = ch_names
+        self.units = units
+        self.task = task
+        self.metrics = metrics
+        self.cache_dir = cache_dir
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- checks before any training ----------------------------------------------------
+
+    def check_input(self, shape: tuple[int, ...], y: np.ndarray | None = None) -> None:
+        """Raise the errors training would meet, before any of it runs."""
+        cfg = self._config()
+        spec = get_model_spec(cfg.model_key)
+        probe = np.zeros((1, *shape[1:]), dtype=np.float32)
+        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        plan = plan_adaptation(spec, info, shape[-1])
+        resolve_weights(spec, cfg.weights)
+        resolve_device(cfg.device.device)
+        if cfg.device.precision == "fp16" and not resolve_device(cfg.device.device).startswith("cuda"):
+            raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
+        if cfg.train_mode == "qlora":
+            raise ConfigError(
+                "train_mode='qlora' (4-bit bitsandbytes layers) is not available in this neurofm version yet; "
+                "use train_mode='lora'."
+            )
+        if y is not None:
+            self._check_outputs(cfg, y)
+        self._check_monitor(cfg)
+        if cfg.train_mode in PEFT_MODES:
+            import torch
+
+            try:
+                with torch.device("meta"):  # names only: no memory, no initialisation
+                    module = spec.build(plan.target, **cfg.model_kwargs)
+            except (RuntimeError, NotImplementedError):  # constructors that read tensor values cannot run on meta
+                module = spec.build(plan.target, **cfg.model_kwargs)
+            match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode), spec.head_prefixes)
+
+    def _check_outputs(self, cfg: NeuralFineTuneConfig, y: np.ndarray) -> int:
+        n = len(np.unique(y)) if self.task == "classification" else 1
+        if cfg.n_outputs is not None and cfg.n_outputs != n:
+            what = f"{n} classes" if self.task == "classification" else "a single regression target"
+            raise DataValidationError(
+                f"n_outputs={cfg.n_outputs} does not match y, which holds {what}; set n_outputs={n} or leave it None."
+            )
+        return n
+
+    def _check_monitor(self, cfg: NeuralFineTuneConfig) -> None:
+        monitor = cfg.checkpoints.monitor
+        has_val = cfg.trainer.validation_fraction > 0
+        allowed = ["train_loss", "lr", "grad_norm_mean", "grad_norm_max"]
+        if has_val:
+            allowed += ["val_loss"] + [f"val_{m}" for m in (self.metrics or [])]
+        if monitor not in allowed:
+            hint = " (validation metrics need trainer.validation_fraction > 0)" if monitor.startswith("val_") and not has_val else ""
+            raise ConfigError(f"checkpoint monitor {monitor!r} is not logged; choose one of {allowed}{hint}.")
+
+    def _config(self) -> NeuralFineTuneConfig:
+        if not isinstance(self.config, NeuralFineTuneConfig):
+            raise ConfigError("NeuralFineTuner needs config=NeuralFineTuneConfig(...).")
+        return self.config
+
+    # -- fit -------------------------------------------------------------------------------
+
+    def fit(self, X, y, groups=None):
+        """Train on windows ``X`` (n, channels, times) and targets ``y``."""
+        import torch
+
+        cfg = self._config()
+        X = np.asarray(X)
+        y = np.asarray(y)
+        self.check_input(X.shape, y)
+        spec = get_model_spec(cfg.model_key)
+        info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        self.plan_ = plan_adaptation(spec, info, X.shape[-1])
+        self.device_ = resolve_device(cfg.device.device)
+        n_outputs = self._check_outputs(cfg, y)
+        if self.task == "classification":
+            self.classes_, y_index = np.unique(y, return_inverse=True)
+            counts = np.bincount(y_index, minlength=len(self.classes_))
+            class_weights = len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
+        else:
+            y_index, class_weights = y.astype(np.float32), None
+        train_idx, val_idx = self._validation_split(y_index, groups, cfg)
+        adapted = self._adapt(X)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            loaded = create_backbone(spec.key, self.plan_.target, cfg.weights, model_kwargs=cfg.model_kwargs,
+                                     random_state=self.random_state)
+            backbone = loaded.module
+            steps = cfg.trainer.max_epochs * max(1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation)))
+            peft_model = None
+            self._adapter_names: set[str] = set()
+            self._drifting_base_names: set[str] = set()
+            if cfg.train_mode in PEFT_MODES:
+                peft_model = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, steps, cfg.peft_kwargs)
+                # peft marks exactly its own parameters trainable: remember them for two-stage training and saving.
+                self._adapter_names = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+                self._drifting_base_names = _mha_base_parameters(peft_model)
+                backbone = peft_model
+            self.net_ = DecoderNet(
+                backbone, spec.extract, self.plan_.target, cfg.pooling, n_outputs, cfg.trainer.head,
+                cfg.trainer.head_hidden, cfg.trainer.head_dropout, fastpath_off=spec.mha_fastpath_bypasses_adapters,
+            )
+        self._weights_report = loaded.report | {"source": loaded.source.describe()}
+        self._set_trainable(cfg.trainer.probe_epochs == 0)
+
+        def stage_hook(epoch: int) -> bool:
+            if cfg.trainer.probe_epochs and epoch == cfg.trainer.probe_epochs:
+                self._set_trainable(True)
+                return True
+            return False
+
+        def step_hook(step: int) -> None:
+            if cfg.train_mode == "adalora" and self._backbone_trainable:
+                peft_model.base_model.update_and_allocate(step)
+
+        outcome = train_network(
+            self.net_,
+            adapted[train_idx], y_index[train_idx],
+            adapted[val_idx] if len(val_idx) else None, y_index[val_idx] if len(val_idx) else None,
+            task=self.task, trainer=cfg.trainer, checkpoints=cfg.checkpoints, device=cfg.device,
+            device_name=self.device_, class_weights=class_weights, metrics=list(self.metrics or []),
+            seed=self.random_state, stage_hook=stage_hook, step_hook=step_hook, verbose=self.verbose,
+        )
+        self.history_ = outcome.history
+        self.diagnostics_ = outcome.diagnostics
+        self.best_epoch_ = outcome.best_epoch
+        self.best_value_ = outcome.best_value
+        self.n_train_, self.n_val_ = int(len(train_idx)), int(len(val_idx))
+        self.checkpoint_manifest_ = self._save_checkpoints(outcome, cfg)
+        self.failed_ = outcome.diagnostics.get("non_finite") is not None and outcome.best_epoch is None
+        return self
+
+    def _set_trainable(self, backbone_trains: bool) -> None:
+        cfg = self._config()
+        spec = get_model_spec(cfg.model_key)
+        self._backbone_trainable = backbone_trains and cfg.train_mode != "frozen"
+        for name, param in self.net_.backbone.named_parameters():
+            if cfg.train_mode == "full":
+                inner = name.split("base_model.model.")[-1]
+                param.requires_grad_(self._backbone_trainable and not inner.startswith(spec.head_prefixes))
+            elif cfg.train_mode in PEFT_MODES:
+                param.requires_grad_(self._backbone_trainable and name in self._adapter_names)
+            else:
+                param.requires_grad_(False)
+        for param in self.net_.head.parameters():
+            param.requires_grad_(True)
+
+    def _validation_split(self, y_index, groups, cfg) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+
+        idx = np.arange(len(y_index))
+        fraction = cfg.trainer.validation_fraction
+        if fraction <= 0:
+            return idx, idx[:0]
+        if groups is not None and len(np.unique(groups)) >= 2:
+            splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
+            train, val = next(splitter.split(idx, groups=np.asarray(groups)))
+        elif self.task == "classification" and np.bincount(y_index).min() >= 2:
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
+            train, val = next(splitter.split(idx, y_index))
+        else:
+            train, val = next(ShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state).split(idx))
+        return np.sort(train), np.sort(val)
+
+    def _adapt(self, X: np.ndarray) -> np.ndarray:
+        batch = 256
+        return np.concatenate([self.plan_.apply(X[i : i + batch]) for i in range(0, len(X), batch)])
+
+    # -- predict ---------------------------------------------------------------------------
+
+    def _outputs(self, X) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        cfg = self._config()
+        return predict_network(self.net_, self._adapt(np.asarray(X)), cfg.trainer.batch_size, self.device_, cfg.device.precision)
+
+    def predict(self, X):
+        out = self._outputs(X)
+        if self.task == "classification":
+            return self.classes_[out.argmax(axis=1)]
+        return out[:, 0]
+
+    def predict_proba(self, X):
+        if self.task != "classification":
+            raise AttributeError("predict_proba is only available for classification.")
+        out = self._outputs(X)
+        z = out - out.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _save_checkpoints(self, outcome, cfg: NeuralFineTuneConfig) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        manifest: dict[str, Any] = {"save": cfg.checkpoints.save, "monitor": cfg.checkpoints.monitor,
+                                    "best_epoch": outcome.best_epoch, "best_value": outcome.best_value, "paths": {}}
+        if cfg.checkpoints.save == "none":
+            return manifest
+        root = Path(cfg.checkpoints.directory or Path(self.cache_dir) / "checkpoints").expanduser()
+        folder = root / f"{cfg.model_key}-{cfg.train_mode}-{uuid.uuid4().hex[:12]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        wanted: dict[str, Any] = {}
+        if cfg.checkpoints.save in ("best", "all") and "best" in outcome.states:
+            wanted["best"] = self.net_.state_dict()  # the net holds the restored best state
+        if cfg.checkpoints.save in ("last", "all"):
+            wanted["last"] = {**self.net_.state_dict(), **outcome.states["last"]}
+        if cfg.checkpoints.save == "all":
+            base = self.net_.state_dict()
+            wanted |= {f"epoch-{e:03d}": {**base, **s} for e, s in outcome.states.items() if isinstance(e, int)}
+        adapters_only = cfg.train_mode in PEFT_MODES and cfg.lora.save == "adapters"
+        saved_keys = {f"backbone.{n}" for n in self._adapter_names | self._drifting_base_names}
+        saved_keys |= {k for k in self.net_.state_dict() if k.startswith("head.")}
+        for tag, state in wanted.items():
+            if adapters_only:
+                state = {k: v for k, v in state.items() if k in saved_keys}
+            elif cfg.train_mode in PEFT_MODES:
+                state = self._merged_state(state)
+            path = folder / f"{tag}.safetensors"
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
+            manifest["paths"][tag] = str(path)
+        meta = {
+            "config": cfg.model_dump(mode="json"),
+            "signal": {"sfreq": self.sfreq, "ch_names": list(self.ch_names or []), "units": self.units},
+            "n_times_in": int(self.plan_.n_times_in),
+            "task": self.task,
+            "classes": self.classes_.tolist() if self.task == "classification" else None,
+            "random_state": self.random_state,
+            "contents": "adapters+head" if adapters_only else ("merged" if cfg.train_mode in PEFT_MODES else "full"),
+            "history": outcome.history,
+        }
+        (folder / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        manifest["directory"] = str(folder)
+        return manifest
+
+    def _merged_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        net = copy.deepcopy(self.net_)
+        net.load_state_dict(state, strict=False)
+        net.backbone = net.backbone.merge_and_unload()
+        return {f"merged.{k}": v for k, v in net.state_dict().items()}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, tag: str = "best") -> NeuralFineTuner:
+        """Rebuild a trained decoder from a checkpoint directory written by ``fit``.
+
+        Parameters
+        ----------
+        path : str | Path
+            The checkpoint directory (see ``get_checkpoint_manifest()["directory"]``).
+        tag : str
+            ``"best"``, ``"last"`` or ``"epoch-NNN"``.
+        """
+        import torch
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        meta = json.loads((folder / "config.json").read_text())
+        cfg = NeuralFineTuneConfig.model_validate(meta["config"])
+        est = cls(config=cfg, sfreq=meta["signal"]["sfreq"], ch_names=meta["signal"]["ch_names"], units=meta["signal"]["units"],
+                  task=meta["task"], random_state=meta["random_state"], verbose=False)
+        spec = get_model_spec(cfg.model_key)
+        info = prepare_inputs(np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32), sfreq=est.sfreq,
+                              ch_names=est.ch_names, units=est.units).info
+        est.plan_ = plan_adaptation(spec, info, meta["n_times_in"])
+        est.device_ = resolve_device(cfg.device.device)
+        est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
+        n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
+        state = load_file(str(folder / f"{tag}.safetensors"))
+        merged = meta["contents"] == "merged"
+        weights = "random" if meta["contents"] in ("full", "merged") else cfg.weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(est.random_state)
+            backbone = create_backbone(spec.key, est.plan_.target, weights, model_kwargs=cfg.model_kwargs,
+                                       random_state=est.random_state).module
+            if cfg.train_mode in PEFT_MODES and not merged:
+                backbone = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, 2, cfg.peft_kwargs)
+            est.net_ = DecoderNet(backbone, spec.extract, est.plan_.target, cfg.pooling, n_outputs, cfg.trainer.head,
+                                  cfg.trainer.head_hidden, cfg.trainer.head_dropout,
+                                  fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged)
+        if merged:
+            state = {k.removeprefix("merged."): v for k, v in state.items()}
+        result = est.net_.load_state_dict(state, strict=False)
+        if result.unexpected_keys or (meta["contents"] != "adapters+head" and result.missing_keys):
+            raise ConfigError(
+                f"Checkpoint {folder} does not fit the rebuilt model: missing {result.missing_keys[:5]}, "
+                f"unexpected {result.unexpected_keys[:5]}."
+            )
+        est.net_.eval()
+        est.history_ = meta["history"]
+        return est
+
+    # -- NeuralTrainable protocol -------------------------------------------------------------
+
+    def get_training_history(self) -> list[dict[str, Any]]:
+        """Per epoch: train/val loss and metrics, learning rate, gradient norms, seconds."""
+        check_is_fitted(self, "net_")
+        return [dict(r) for r in self.history_]
+
+    def get_checkpoint_manifest(self) -> dict[str, Any]:
+        """Saved checkpoint paths, best epoch and monitored value."""
+        check_is_fitted(self, "net_")
+        return dict(self.checkpoint_manifest_)
+
+    def get_model_card_info(self) -> dict[str, Any]:
+        """Architecture, parameter counts, weights source, input adaptation and training config."""
+        check_is_fitted(self, "net_")
+        cfg = self._config()
+        params = list(self.net_.parameters())
+        return {
+            "model_key": cfg.model_key,
+            "train_mode": cfg.train_mode,
+            "backbone_class": get_model_spec(cfg.model_key).braindecode_class,
+            "total_parameters": int(sum(p.numel() for p in params)),
+            "trainable_parameters": int(sum(p.numel() for p in params if p.requires_grad)),
+            "weights": self._weights_report,
+            "input_adaptation": self.plan_.steps,
+            "trainer": cfg.trainer.model_dump(mode="json"),
+            "n_train": self.n_train_,
+            "n_validation": self.n_val_,
+        }
+
+    def get_failure_diagnostics(self) -> dict[str, Any]:
+        """Non-finite loss or gradients (with the step), gradient norms per epoch, why training stopped."""
+        check_is_fitted(self, "net_")
+        return json.loads(json.dumps(self.diagnostics_, default=str))
+
+    def get_artifact_metadata(self) -> dict[str, Any]:
+        """All of the above, keyed by artifact type."""
+        return {
+            "training_history": self.get_training_history(),
+            "checkpoints": self.get_checkpoint_manifest(),
+            "model_card": self.get_model_card_info(),
+            "failure_diagnostics": self.get_failure_diagnostics(),
+        }
+
+
+def _mha_base_parameters(peft_model) -> set[str]:
+    """Base weights of adapted ``nn.MultiheadAttention`` layers.
+
+    peft adds the adapter into these weights before each forward and subtracts
+    it after, which leaves floating-point residue: they drift slightly during
+    training, so an adapter checkpoint must carry them to reproduce predictions.
+    """
+    import torch
+
+    names = set()
+    for module_name, module in peft_model.named_modules():
+        base = getattr(module, "base_layer", None)
+        if isinstance(base, torch.nn.MultiheadAttention) and hasattr(module, "lora_A"):
+            names |= {f"{module_name}.base_layer.{n}" for n, _ in base.named_parameters()}
+    return names

@@ -1,0 +1,275 @@
+"""The optimisation loop of trainable decoders: history, diagnostics and checkpoints.
+
+One epoch = one pass over the training windows in shuffled micro-batches;
+the optimiser (AdamW) steps every ``grad_accumulation`` micro-batches under a
+linear warm-up then cosine decay. After each epoch the validation windows are
+scored; the best epoch by the checkpoint monitor is kept in memory and
+restored before prediction, so the reported scores come from the checkpoint
+the user would reload, not from the last epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .configs import CheckpointConfig, DeviceConfig, TrainerConfig
+from .utils.logging import logger
+
+__all__ = ["TrainingOutcome", "train_network", "predict_network"]
+
+
+@dataclass
+class TrainingOutcome:
+    """What a training run produced besides the trained network."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    states: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> trainable state (for "all")
+
+
+def _autocast(device: str, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+def _trainable_state(net) -> dict[str, Any]:
+    """What training can change: trainable parameters and buffers (e.g. normalisation statistics)."""
+    keep = {n for n, p in net.named_parameters() if p.requires_grad} | {n for n, _ in net.named_buffers()}
+    return {k: v.detach().clone() for k, v in net.state_dict().items() if k in keep}
+
+
+def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
+    from .metrics import score
+
+    out = {}
+    if task == "classification":
+        proba = _softmax(logits)
+        classes = np.arange(logits.shape[1])
+        y_pred = proba.argmax(axis=1)
+        for metric in metrics:
+            out[metric] = score(metric, y_true, y_pred, proba, classes)
+    else:
+        for metric in metrics:
+            out[metric] = score(metric, y_true, logits[:, 0])
+    return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision: str = "fp32") -> np.ndarray:
+    """Raw outputs (logits or regression values) of ``net`` on adapted windows."""
+    import torch
+
+    net.eval()
+    out = []
+    with torch.inference_mode(), _autocast(device, precision):
+        for start in range(0, len(X), batch_size):
+            batch = torch.from_numpy(X[start : start + batch_size]).to(device)
+            out.append(net(batch).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def train_network(
+    net,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    task: str,
+    trainer: TrainerConfig,
+    checkpoints: CheckpointConfig,
+    device: DeviceConfig,
+    device_name: str,
+    class_weights: np.ndarray | None,
+    metrics: list[str],
+    seed: int,
+    stage_hook=None,
+    step_hook=None,
+    verbose: bool = True,
+) -> TrainingOutcome:
+    """Train ``net`` in place and restore its best epoch.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The decoder; parameters with ``requires_grad`` are trained.
+    X_train, y_train, X_val, y_val : ndarray
+        Adapted windows (float32) and targets (class indices or floats).
+    task : str
+        ``classification`` or ``regression``.
+    trainer, checkpoints, device : configs
+        Loop, checkpoint and precision settings.
+    device_name : str
+        Resolved torch device.
+    class_weights : ndarray | None
+        Per-class loss weights.
+    metrics : list of str
+        Metrics logged on the validation set each epoch.
+    seed : int
+        Seed of shuffling and dropout.
+    stage_hook : callable | None
+        ``stage_hook(epoch)`` before each epoch (two-stage training switches
+        what trains); returns True when the trainable set changed.
+    step_hook : callable | None
+        ``step_hook(global_step)`` after each optimiser step (AdaLoRA's rank allocation).
+    verbose : bool
+        Progress bar.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net.to(device_name)
+    outcome = TrainingOutcome(diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None})
+    X_t = torch.from_numpy(X_train)
+    y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
+    if task == "classification":
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    else:
+        loss_fn = torch.nn.MSELoss()
+
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(X_t) / trainer.batch_size) / trainer.grad_accumulation))
+    total_steps = steps_per_epoch * trainer.max_epochs
+    warmup = int(round(trainer.warmup_epochs * steps_per_epoch))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def make_optimizer():
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=trainer.lr, weight_decay=trainer.weight_decay)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+    optimizer, scheduler = make_optimizer()
+    scaler = torch.amp.GradScaler("cuda") if device.precision == "fp16" and device_name.startswith("cuda") else None
+    mode = checkpoints.resolved_mode
+    monitor = checkpoints.monitor
+    best = None
+    patience_left = trainer.early_stopping_patience
+    global_step = 0
+    bar = tqdm(total=trainer.max_epochs, desc="Training", unit="epoch", disable=not verbose, leave=False)
+    for epoch in range(trainer.max_epochs):
+        if stage_hook is not None and stage_hook(epoch):
+            optimizer, scheduler = make_optimizer()  # the trainable set changed
+            for _ in range(global_step):
+                scheduler.step()
+        started = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(X_t), generator=generator)
+        losses, norms = [], []
+        optimizer.zero_grad(set_to_none=True)
+        n_micro = math.ceil(len(X_t) / trainer.batch_size)
+        failed = False
+        for micro in range(n_micro):
+            idx = order[micro * trainer.batch_size : (micro + 1) * trainer.batch_size]
+            xb, yb = X_t[idx].to(device_name), y_t[idx].to(device_name)
+            with _autocast(device_name, device.precision):
+                out = net(xb)
+                loss = loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
+            if not torch.isfinite(loss):
+                outcome.diagnostics["non_finite"] = {"what": "loss", "epoch": epoch, "step": global_step, "batch": micro}
+                failed = True
+                break
+            scaled = loss / trainer.grad_accumulation
+            (scaler.scale(scaled) if scaler else scaled).backward()
+            losses.append(float(loss.detach()))
+            if (micro + 1) % trainer.grad_accumulation == 0 or micro == n_micro - 1:
+                if scaler:
+                    scaler.unscale_(optimizer)
+                params = [p for p in net.parameters() if p.requires_grad and p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(params, trainer.grad_clip or float("inf"))
+                if not torch.isfinite(norm):
+                    outcome.diagnostics["non_finite"] = {"what": "gradient", "epoch": epoch, "step": global_step, "batch": micro}
+                    failed = True
+                    break
+                norms.append(float(norm))
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                global_step += 1
+                if step_hook is not None:
+                    step_hook(global_step)  # before zero_grad: AdaLoRA scores ranks from the gradients
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+        if failed:
+            what = outcome.diagnostics["non_finite"]
+            msg = f"Non-finite {what['what']} at epoch {epoch}, optimiser step {what['step']}: training of this fold stopped"
+            logger.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            outcome.diagnostics["stopped_early"] = f"non-finite {what['what']}"
+            break
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
+            "grad_norm_max": float(np.max(norms)) if norms else float("nan"),
+        }
+        outcome.diagnostics["grad_norms"].append({"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]})
+        if X_val is not None and len(X_val):
+            val_out = predict_network(net, X_val, trainer.batch_size, device_name, device.precision)
+            val_target = torch.from_numpy(y_val.astype(np.int64 if task == "classification" else np.float32))
+            with torch.no_grad():
+                val_logits = torch.from_numpy(val_out)
+                if task == "classification":
+                    record["val_loss"] = float(loss_fn.cpu()(val_logits, val_target))
+                    loss_fn.to(device_name)
+                else:
+                    record["val_loss"] = float(torch.nn.functional.mse_loss(val_logits[:, 0], val_target))
+            record.update({f"val_{k}": v for k, v in _scores(task, y_val, val_out, metrics).items()})
+        record["seconds"] = time.perf_counter() - started
+        outcome.history.append(record)
+        bar.update(1)
+
+        if monitor not in record:
+            available = sorted(k for k in record if k not in ("epoch", "seconds"))
+            raise ValueError(
+                f"checkpoint monitor {monitor!r} is not logged; logged values are {available}"
+                + (" (validation metrics need validation_fraction > 0)" if monitor.startswith("val_") else "")
+            )
+        value = record[monitor]
+        improved = best is None or (value < best if mode == "min" else value > best)
+        if checkpoints.save == "all":
+            outcome.states[epoch] = _trainable_state(net)
+        if improved and np.isfinite(value):
+            best = value
+            outcome.best_epoch, outcome.best_value = epoch, float(value)
+            outcome.states["best"] = _trainable_state(net)
+            patience_left = trainer.early_stopping_patience
+        elif trainer.early_stopping_patience is not None:
+            patience_left -= 1
+            if patience_left <= 0:
+                outcome.diagnostics["stopped_early"] = (
+                    f"early stopping: {monitor} did not improve for {trainer.early_stopping_patience} epochs"
+                )
+                break
+    bar.close()
+    outcome.states["last"] = _trainable_state(net)
+    if "best" in outcome.states:
+        net.load_state_dict(outcome.states["best"], strict=False)
+    return outcome
