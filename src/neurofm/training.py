@@ -79,10 +79,20 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
 
     net.eval()
     out = []
-    with torch.inference_mode(), _autocast(device, precision):
-        for start in range(0, len(X), batch_size):
-            batch = torch.from_numpy(X[start : start + batch_size]).to(device)
-            out.append(net(batch).float().cpu().numpy())
+    # torch picks its fused attention kernels by the parameters' requires_grad flags even
+    # without autograd; predicting with all flags off makes the outputs independent of
+    # which parameters were being trained, so a reloaded checkpoint predicts bit for bit alike.
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with torch.inference_mode(), _autocast(device, precision):
+            for start in range(0, len(X), batch_size):
+                batch = torch.from_numpy(X[start : start + batch_size]).to(device)
+                out.append(net(batch).float().cpu().numpy())
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 

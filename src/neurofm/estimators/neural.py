@@ -277,6 +277,7 @@ class NeuralFineTuner(BaseEstimator):
         self.best_epoch_ = outcome.best_epoch
         self.best_value_ = outcome.best_value
         self.n_train_, self.n_val_ = int(len(train_idx)), int(len(val_idx))
+        self.validation_indices_ = val_idx
         self.checkpoint_manifest_ = self._save_checkpoints(outcome, cfg)
         self.failed_ = outcome.diagnostics.get("non_finite") is not None and outcome.best_epoch is None
         return self

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["ModelSpec", "MODEL_SPECS", "TRAIN_MODES"]
 
 TRAIN_MODES = ("frozen", "full", "lora", "qlora", "ia3", "dora", "adalora", "oft")
+# peft 0.21's OFT layer reshapes inputs assuming one block size for every targeted layer and
+# at most 3-D activations; on these models it fails or degenerates to 1x1 blocks (no effect).
+_WITHOUT_OFT = tuple(m for m in TRAIN_MODES if m != "oft")
 
 Features = tuple["torch.Tensor", "torch.Tensor | None"]
 
@@ -392,8 +395,7 @@ _SPECS = [
         passband=(0.3, 75.0),
         lora_targets=("self_attn_s", "self_attn_t", "linear1", "linear2"),
         linear_targets=("linear1", "linear2"),
-        # peft 0.21's OFT layer cannot reshape CBraMod's 4-D (batch, channel, patch, dim) feed-forward input.
-        train_modes=tuple(m for m in TRAIN_MODES if m != "oft"),
+        train_modes=_WITHOUT_OFT,
         head_prefixes=("final_layer.", "proj_out."),
         build=_build_cbramod,
         extract=_extract_cbramod,
@@ -468,6 +470,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="eegpt",
+        train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2),
         display_name="EEGPT",
         braindecode_class="EEGPT",
@@ -490,6 +493,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="luna",
+        train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2, num_queries=2),
         display_name="LUNA",
         braindecode_class="LUNA",
@@ -504,6 +508,7 @@ _SPECS = [
         patch_size=40,
         min_times=40,
         lora_targets=("qkv_proj", "proj", "fc1", "fc2", "cross_attention"),
+        linear_targets=("qkv_proj", "proj", "fc1", "fc2"),
         build=_build_luna,
         extract=_extract_luna,
         notes="Without positions LUNA silently lays channels on a line, so channels need template positions. "
@@ -511,6 +516,7 @@ _SPECS = [
     ),
     ModelSpec(
         key="reve",
+        train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, heads=2, head_dim=16),
         display_name="REVE",
         braindecode_class="REVE",
