@@ -126,8 +126,6 @@ def test_bad_inputs_fail_before_training(data, monkeypatch, tmp_path):
     monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: calls.append(1))
     with pytest.raises(DataValidationError, match="n_outputs=3"):
         tuner(config(n_outputs=3), info).fit(X, y)
-    with pytest.raises(ConfigError, match="qlora"):
-        tuner(config(mode="qlora"), info).fit(X, y)
     with pytest.raises(ValueError, match="not listed for 'cbramod'"):
         config("cbramod", "oft")
     with pytest.raises(ConfigError, match="monitor"):
@@ -231,3 +229,38 @@ def test_non_finite_loss_stops_one_fold_and_the_rest_runs(data, tmp_path, monkey
     diag = result.get_model_artifacts(artifact_type="failure_diagnostics")
     fold0 = dict(zip(diag.query("Fold == 0")["ArtifactKey"], diag.query("Fold == 0")["ArtifactValue"], strict=True))
     assert fold0["non_finite"]["what"] == "loss" and "non-finite" in fold0["stopped_early"]
+
+
+@pytest.mark.parametrize("key", ["labram", "cbramod", "biot"])
+def test_qlora_quantises_linear_layers_and_trains_adapters_in_full_precision(key, data, tmp_path):
+    bnb = pytest.importorskip("bitsandbytes")
+    X, y, meta, info = data
+    est = tuner(config(key, "qlora", tmp_path), info).fit(X, y)
+    layers = [m for m in est.net_.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and len(layers) == est.get_model_card_info()["quantized_layers"]
+    assert all(m.weight.dtype == torch.uint8 for m in layers)
+    adapters = [p for n, p in est.net_.named_parameters() if p.requires_grad and "lora_" in n]
+    assert adapters and all(p.dtype == torch.float32 for p in adapters)
+    if key == "labram":  # its attention reads qkv.weight directly: that layer must stay unquantised
+        assert all(type(m.attn.qkv) is torch.nn.Linear for m in est.net_.backbone.base_model.model.blocks)
+    reloaded = NeuralFineTuner.from_checkpoint(est.get_checkpoint_manifest()["directory"])
+    np.testing.assert_array_equal(reloaded.predict_proba(X), est.predict_proba(X))
+
+
+def test_qlora_bad_inputs(data, monkeypatch):
+    X, y, meta, info = data
+    with pytest.raises(ConfigError, match="not on 'mps'"):
+        tuner(config(mode="qlora", device=__import__("neurofm").configs.DeviceConfig(device="mps")), info).check_input(X.shape, y)
+    from neurofm.configs import QuantizationConfig
+
+    with pytest.raises(ConfigError, match="cannot be fully fine-tuned"):
+        tuner(config(mode="full", quantization=QuantizationConfig(enabled=True)), info).check_input(X.shape, y)
+    import neurofm.adapters
+    from neurofm.exceptions import MissingDependencyError
+
+    def missing(name, purpose, extra=None):
+        raise MissingDependencyError(f"{purpose} needs the optional package {name!r}; install it with: pip install 'neurofm[{extra}]'")
+
+    monkeypatch.setattr(neurofm.adapters, "soft_import", missing)
+    with pytest.raises(MissingDependencyError, match=r"neurofm\[quant\]"):
+        tuner(config(mode="qlora"), info).check_input(X.shape, y)

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from .configs import LoRAConfig
     from .models.specs import ModelSpec
 
-__all__ = ["PEFT_MODES", "apply_adapters", "match_targets", "mha_fastpath_disabled", "resolve_targets"]
+__all__ = [
+    "PEFT_MODES",
+    "apply_adapters",
+    "check_quantization",
+    "match_targets",
+    "mha_fastpath_disabled",
+    "quantize_linear_layers",
+    "resolve_targets",
+]
 
 PEFT_MODES = ("lora", "qlora", "ia3", "dora", "adalora", "oft")
 
@@ -126,6 +134,76 @@ def apply_adapters(
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise ConfigError(f"peft could not apply {mode!r} to {spec.key!r} on {matched[:6]}...: {exc}") from exc
     return wrapped
+
+
+_QUANT_DEVICES = ("cpu", "cuda")
+
+
+def check_quantization(device: str) -> Any:
+    """Import bitsandbytes and check the device can run its 4-bit layers; returns the module."""
+    bnb = soft_import("bitsandbytes", "4-bit quantisation (train_mode='qlora')", extra="quant")
+    if device.split(":")[0] not in _QUANT_DEVICES:
+        raise ConfigError(
+            f"bitsandbytes 4-bit layers run on {' and '.join(_QUANT_DEVICES)}, not on {device!r}; "
+            "use device='cpu' or a CUDA device."
+        )
+    return bnb
+
+
+def quantize_linear_layers(
+    module, quantization, exclude_prefixes: tuple[str, ...], device: str, read_directly: tuple[str, ...] = ()
+) -> list[str]:
+    """Replace the backbone's ``nn.Linear`` layers by bitsandbytes 4-bit layers, in place.
+
+    Linear layers owned by ``nn.MultiheadAttention`` stay as they are: the
+    attention reads their weight tensors directly, so a quantised layer would
+    never run. Heads (``exclude_prefixes``) stay in full precision too.
+
+    Returns
+    -------
+    names : list of str
+        The quantised layers.
+    """
+    import torch
+
+    bnb = check_quantization(device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[quantization.compute_dtype]
+    mha_owned = {
+        f"{name}.{child}" if name else child
+        for name, mod in module.named_modules()
+        if isinstance(mod, torch.nn.MultiheadAttention)
+        for child, _ in mod.named_children()
+    }
+    targets = [
+        name
+        for name, mod in module.named_modules()
+        if type(mod) is torch.nn.Linear
+        and name not in mha_owned
+        and not name.startswith(exclude_prefixes)
+        and not _matches(name, list(read_directly))
+    ]
+    for name in targets:
+        linear = module.get_submodule(name)
+        quantized = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=linear.bias is not None,
+            compute_dtype=dtype,
+            compress_statistics=quantization.double_quant,
+            quant_type=quantization.quant_type,
+        )
+        quantized.weight = bnb.nn.Params4bit(
+            linear.weight.data.clone(), requires_grad=False, quant_type=quantization.quant_type,
+            compress_statistics=quantization.double_quant,
+        )
+        if linear.bias is not None:
+            quantized.bias = torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, quantized.to(device))  # moving the layer quantises its weight
+    if not targets:
+        raise ConfigError("The backbone has no nn.Linear layer outside attention modules to quantise.")
+    return targets
 
 
 @contextlib.contextmanager

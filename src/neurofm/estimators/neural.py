@@ -22,7 +22,15 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapt import plan_adaptation
-from ..adapters import PEFT_MODES, apply_adapters, match_targets, mha_fastpath_disabled, resolve_targets
+from ..adapters import (
+    PEFT_MODES,
+    apply_adapters,
+    check_quantization,
+    match_targets,
+    mha_fastpath_disabled,
+    quantize_linear_layers,
+    resolve_targets,
+)
 from ..configs import NeuralFineTuneConfig
 from ..data import prepare_inputs
 from ..embed import pool_tokens, resolve_device
@@ -166,11 +174,10 @@ class NeuralFineTuner(BaseEstimator):
         resolve_device(cfg.device.device)
         if cfg.device.precision == "fp16" and not resolve_device(cfg.device.device).startswith("cuda"):
             raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
-        if cfg.train_mode == "qlora":
-            raise ConfigError(
-                "train_mode='qlora' (4-bit bitsandbytes layers) is not available in this neurofm version yet; "
-                "use train_mode='lora'."
-            )
+        if _quantized(cfg):
+            if cfg.train_mode == "full":
+                raise ConfigError("A 4-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or 'frozen'.")
+            check_quantization(resolve_device(cfg.device.device))
         if y is not None:
             self._check_outputs(cfg, y)
         self._check_monitor(cfg)
@@ -237,6 +244,9 @@ class NeuralFineTuner(BaseEstimator):
             loaded = create_backbone(spec.key, self.plan_.target, cfg.weights, model_kwargs=cfg.model_kwargs,
                                      random_state=self.random_state)
             backbone = loaded.module
+            self.quantized_layers_ = (
+                quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, self.device_, spec.weight_read_directly) if _quantized(cfg) else []
+            )
             steps = cfg.trainer.max_epochs * max(1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation)))
             peft_model = None
             self._adapter_names: set[str] = set()
@@ -359,7 +369,9 @@ class NeuralFineTuner(BaseEstimator):
         if cfg.checkpoints.save == "all":
             base = self.net_.state_dict()
             wanted |= {f"epoch-{e:03d}": {**base, **s} for e, s in outcome.states.items() if isinstance(e, int)}
-        adapters_only = cfg.train_mode in PEFT_MODES and cfg.lora.save == "adapters"
+        # A quantised base is rebuilt from its source weights on reload (quantisation is deterministic),
+        # so only what training changed is stored.
+        adapters_only = (cfg.train_mode in PEFT_MODES and cfg.lora.save == "adapters") or _quantized(cfg)
         saved_keys = {f"backbone.{n}" for n in self._adapter_names | self._drifting_base_names}
         saved_keys |= {k for k in self.net_.state_dict() if k.startswith("head.")}
         for tag, state in wanted.items():
@@ -377,7 +389,7 @@ class NeuralFineTuner(BaseEstimator):
             "task": self.task,
             "classes": self.classes_.tolist() if self.task == "classification" else None,
             "random_state": self.random_state,
-            "contents": "adapters+head" if adapters_only else ("merged" if cfg.train_mode in PEFT_MODES else "full"),
+            "contents": "trainable" if adapters_only else ("merged" if cfg.train_mode in PEFT_MODES else "full"),
             "history": outcome.history,
         }
         (folder / "config.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -423,6 +435,8 @@ class NeuralFineTuner(BaseEstimator):
             torch.manual_seed(est.random_state)
             backbone = create_backbone(spec.key, est.plan_.target, weights, model_kwargs=cfg.model_kwargs,
                                        random_state=est.random_state).module
+            if _quantized(cfg):
+                quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, est.device_, spec.weight_read_directly)
             if cfg.train_mode in PEFT_MODES and not merged:
                 backbone = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, 2, cfg.peft_kwargs)
             est.net_ = DecoderNet(backbone, spec.extract, est.plan_.target, cfg.pooling, n_outputs, cfg.trainer.head,
@@ -431,7 +445,7 @@ class NeuralFineTuner(BaseEstimator):
         if merged:
             state = {k.removeprefix("merged."): v for k, v in state.items()}
         result = est.net_.load_state_dict(state, strict=False)
-        if result.unexpected_keys or (meta["contents"] != "adapters+head" and result.missing_keys):
+        if result.unexpected_keys or (meta["contents"] != "trainable" and result.missing_keys):
             raise ConfigError(
                 f"Checkpoint {folder} does not fit the rebuilt model: missing {result.missing_keys[:5]}, "
                 f"unexpected {result.unexpected_keys[:5]}."
@@ -462,6 +476,7 @@ class NeuralFineTuner(BaseEstimator):
             "train_mode": cfg.train_mode,
             "backbone_class": get_model_spec(cfg.model_key).braindecode_class,
             "total_parameters": int(sum(p.numel() for p in params)),
+            "quantized_layers": len(self.quantized_layers_),
             "trainable_parameters": int(sum(p.numel() for p in params if p.requires_grad)),
             "weights": self._weights_report,
             "input_adaptation": self.plan_.steps,
@@ -500,3 +515,7 @@ def _mha_base_parameters(peft_model) -> set[str]:
         if isinstance(base, torch.nn.MultiheadAttention) and hasattr(module, "lora_A"):
             names |= {f"{module_name}.base_layer.{n}" for n, _ in base.named_parameters()}
     return names
+
+
+def _quantized(cfg: NeuralFineTuneConfig) -> bool:
+    return cfg.train_mode == "qlora" or cfg.quantization.enabled

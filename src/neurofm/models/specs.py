@@ -98,6 +98,10 @@ class ModelSpec:
     module_owned_keys : tuple of str
         State-dict entries that describe this input rather than learned
         weights (e.g. channel ids); the module built here keeps its own.
+    weight_read_directly : tuple of str
+        Linear layers whose parent reads ``.weight`` itself instead of calling
+        the layer (LaBraM's ``qkv``): adapters there have no effect and 4-bit
+        quantisation would break the forward, so both leave them alone.
     mha_fastpath_bypasses_adapters : bool
         torch's fused transformer path reads the base weights of
         ``nn.MultiheadAttention`` in eval mode, so adapters on it would change
@@ -150,6 +154,7 @@ class ModelSpec:
     linear_targets: tuple[str, ...] | str | None = None
     head_prefixes: tuple[str, ...] = ("final_layer.",)
     module_owned_keys: tuple[str, ...] = ()
+    weight_read_directly: tuple[str, ...] = ()
     mha_fastpath_bypasses_adapters: bool = False
     adapt_state_dict: Callable[[dict, Any], dict] | None = None
     tiny_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -373,6 +378,7 @@ _SPECS = [
         passband=(0.1, 75.0),
         poolings=("mean", "max", "flatten", "cls"),
         lora_targets=("attn.proj", "mlp.0", "mlp.2"),
+        weight_read_directly=("attn.qkv",),
         build=_build_labram,
         extract=_extract_labram,
         adapt_state_dict=_slice_temporal_embedding,
