@@ -264,3 +264,17 @@ def test_qlora_bad_inputs(data, monkeypatch):
     monkeypatch.setattr(neurofm.adapters, "soft_import", missing)
     with pytest.raises(MissingDependencyError, match=r"neurofm\[quant\]"):
         tuner(config(mode="qlora"), info).check_input(X.shape, y)
+
+
+def test_bf16_autocast_and_gradient_accumulation_train(data):
+    from neurofm.configs import DeviceConfig
+
+    X, y, meta, info = data
+    trainer = TrainerConfig(max_epochs=2, batch_size=4, grad_accumulation=3, early_stopping_patience=None)
+    est = tuner(config("labram", "lora", trainer=trainer, device=DeviceConfig(device="cpu", precision="bf16")), info).fit(X, y)
+    history = est.get_training_history()
+    assert all(np.isfinite(r["train_loss"]) for r in history)
+    # Warm-up spans one epoch of optimiser steps: the learning rate after epoch 0 is the peak.
+    assert history[0]["lr"] == pytest.approx(1e-3, rel=1e-6)
+    with pytest.raises(ConfigError, match="fp16"):
+        tuner(config(device=DeviceConfig(device="cpu", precision="fp16")), info).check_input(X.shape, y)
