@@ -278,3 +278,21 @@ def test_bf16_autocast_and_gradient_accumulation_train(data):
     assert history[0]["lr"] == pytest.approx(1e-3, rel=1e-6)
     with pytest.raises(ConfigError, match="fp16"):
         tuner(config(device=DeviceConfig(device="cpu", precision="fp16")), info).check_input(X.shape, y)
+
+
+def test_regression_and_multiclass(tmp_path):
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=6, random_state=4)
+    target = X.std(axis=(1, 2)) * 1e6  # a continuous, learnable quantity
+    models = {"reg": config("cbramod", "lora", tmp_path, checkpoints=CheckpointConfig(save="best", monitor="val_rmse"))}
+    cfg = ExperimentConfig(task="regression", models=models, metrics=["r2", "rmse"], cache_dir=str(tmp_path), verbose=False,
+                           cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"))
+    result = Experiment(cfg).run(X, target, sample_metadata=meta, **info)
+    assert result.get_detailed_scores()["Value"].notna().all()
+    preds = result.get_predictions()
+    assert preds["y_pred"].dtype.kind == "f"
+    labels = np.array(["a", "b", "c"])[np.arange(len(X)) % 3]
+    est = tuner(config("labram", "full", tmp_path), info).fit(X, labels)
+    assert est.predict_proba(X).shape == (len(X), 3)
+    assert set(est.predict(X)) <= {"a", "b", "c"}
+    card = est.get_model_card_info()
+    assert card["head"]["n_outputs"] == 3 and card["architecture"]["class"] == "Labram"

@@ -262,6 +262,7 @@ class NeuralFineTuner(BaseEstimator):
                 cfg.trainer.head_hidden, cfg.trainer.head_dropout, fastpath_off=spec.mha_fastpath_bypasses_adapters,
             )
         self._weights_report = loaded.report | {"source": loaded.source.describe()}
+        self._architecture = loaded.architecture
         self._set_trainable(cfg.trainer.probe_epochs == 0)
 
         def stage_hook(epoch: int) -> bool:
@@ -475,6 +476,8 @@ class NeuralFineTuner(BaseEstimator):
             "model_key": cfg.model_key,
             "train_mode": cfg.train_mode,
             "backbone_class": get_model_spec(cfg.model_key).braindecode_class,
+            "architecture": self._architecture,
+            "head": {"kind": cfg.trainer.head, "pooling": cfg.pooling, "n_outputs": int(self.net_.head[-1].out_features)},
             "total_parameters": int(sum(p.numel() for p in params)),
             "quantized_layers": len(self.quantized_layers_),
             "trainable_parameters": int(sum(p.numel() for p in params if p.requires_grad)),
