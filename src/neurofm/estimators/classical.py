@@ -89,27 +89,64 @@ def _flatten_windows(X):
 class NamedEstimator:
     """A baseline that works on raw windows ``(n, channels, times)``.
 
-    ``factory(sfreq, params, random_state)`` returns an unfitted estimator;
-    ``params`` go to the final estimator.
+    ``factory(sfreq, random_state)`` returns an unfitted pipeline. Params
+    named ``step__param`` (scikit-learn's convention, e.g. ``csp__n_components``)
+    set that step; plain names go to the final estimator.
     """
 
     name: str
     description: str
-    factory: Callable[[float, dict, int | None], Any]
+    factory: Callable[[float, int | None], Any]
 
 
-def _bandpower_lr(sfreq: float, params: dict, random_state: int | None):
+def _logistic(random_state):
     from sklearn.linear_model import LogisticRegression
 
-    params = {"max_iter": 1000, "random_state": random_state, **params}
-    return make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), LogisticRegression(**params))
+    return LogisticRegression(max_iter=1000, random_state=random_state)
+
+
+def _bandpower_lr(sfreq: float, random_state: int | None):
+    return make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), _logistic(random_state))
+
+
+def _csp_lda(sfreq: float, random_state: int | None):
+    from mne.decoding import CSP
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return make_pipeline(CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis())
+
+
+def _ts_lr(sfreq: float, random_state: int | None):
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+
+    return make_pipeline(Covariances(estimator="oas"), TangentSpace(metric="riemann"), StandardScaler(), _logistic(random_state))
+
+
+def _xdawn_ts_lr(sfreq: float, random_state: int | None):
+    from pyriemann.estimation import XdawnCovariances
+    from pyriemann.tangentspace import TangentSpace
+
+    return make_pipeline(
+        XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
+        TangentSpace(metric="riemann"),
+        StandardScaler(),
+        _logistic(random_state),
+    )
 
 
 NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
     "bandpower_lr": NamedEstimator(
-        "bandpower_lr",
-        "log band power (delta..gamma) per channel, standardised, logistic regression",
-        _bandpower_lr,
+        "bandpower_lr", "log band power (delta..gamma) per channel, standardised, logistic regression", _bandpower_lr
+    ),
+    "csp_lda": NamedEstimator(
+        "csp_lda", "MNE common spatial patterns (4 log-variance components, Ledoit-Wolf) + LDA; oscillatory tasks", _csp_lda
+    ),
+    "ts_lr": NamedEstimator(
+        "ts_lr", "pyriemann covariances (OAS) + Riemannian tangent space + logistic regression", _ts_lr
+    ),
+    "xdawn_ts_lr": NamedEstimator(
+        "xdawn_ts_lr", "pyriemann Xdawn-augmented covariances + tangent space + logistic regression; for ERPs", _xdawn_ts_lr
     ),
 }
 
@@ -203,9 +240,16 @@ def build_window_estimator(name: str, params: dict, sfreq: float, random_state: 
     """
     target = resolve_estimator_class(name)
     if isinstance(target, NamedEstimator):
+        estimator = target.factory(sfreq, random_state)
+        final = estimator.steps[-1][0]
+        routed = {(key if "__" in key else f"{final}__{key}"): value for key, value in params.items()}
         try:
-            estimator = target.factory(sfreq, dict(params), random_state)
-        except TypeError as exc:
-            raise ConfigError(f"Invalid params for estimator {name!r}: {exc}.") from exc
+            estimator.set_params(**routed)
+        except ValueError as exc:
+            steps = [s for s, _ in estimator.steps]
+            raise ConfigError(
+                f"Invalid params for estimator {name!r}: {exc}. Its steps are {steps}; name a step's parameter as "
+                f"'step__param' (e.g. '{steps[0]}__...'), or give the final estimator's parameters plainly."
+            ) from exc
         return check_estimator_params(estimator, name)
     return make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))
