@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["canonical_name", "standard_positions", "interpolation_matrix", "match_channels"]
+__all__ = ["canonical_name", "standard_positions", "standard_spelling", "interpolation_matrix", "match_channels"]
 
 _OLD_TO_NEW = {"t3": "t7", "t4": "t8", "t5": "p7", "t6": "p8"}
 _DECORATION = re.compile(r"^(eeg|meg)[\s_-]+|[\s_-]+(ref|le|ar|avg|a1|a2|m1|m2)$|\.+$")
@@ -60,7 +60,7 @@ def match_channels(input_names, target_names) -> dict[int, int]:
 
 
 @functools.cache
-def _template_positions() -> dict[str, np.ndarray]:
+def _template_montage():
     import mne
 
     names = ("colin27_1005", "standard_1005")
@@ -68,9 +68,19 @@ def _template_positions() -> dict[str, np.ndarray]:
     name = next(n for n in names if n in available)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        montage = mne.channels.make_standard_montage(name)
-    positions = montage.get_positions()["ch_pos"]
+        return mne.channels.make_standard_montage(name)
+
+
+@functools.cache
+def _template_positions() -> dict[str, np.ndarray]:
+    positions = _template_montage().get_positions()["ch_pos"]
     return {canonical_name(k): np.asarray(v, dtype=np.float64) for k, v in positions.items()}
+
+
+def standard_spelling(names) -> list[str]:
+    """Channel names in MNE's template spelling where the template knows them (FP1 -> Fp1, T3 stays T3)."""
+    lookup = {_undecorated(n): n for n in _template_montage().ch_names}
+    return [lookup.get(_undecorated(n), n) for n in names]
 
 
 def standard_positions(names) -> dict[str, np.ndarray]:

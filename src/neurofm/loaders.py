@@ -1,0 +1,361 @@
+"""Bring recordings to windows: every loader returns ``mne.Epochs``.
+
+Each loader returns epochs in volts with standard channel names and a
+``metadata`` table holding ``label`` (the class of each window, when the
+recording has one) and ``subject``/``session``/``run``, so that
+
+>>> epochs = load_eegmmi("../shared/data/eegmmi")  # doctest: +SKIP
+>>> Experiment(config).run(epochs, epochs.metadata["label"])  # doctest: +SKIP
+
+works the same for every source, and ``group_key="subject"`` keeps subjects
+apart. :func:`windows_from_raw` cuts event-locked or fixed-length windows from
+any ``mne.io.Raw``; :func:`load_recording` reads any file MNE reads first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import DataValidationError
+
+__all__ = [
+    "EEGMMI_RUN_TASKS",
+    "load_eegmmi",
+    "load_muse_csv",
+    "load_recording",
+    "load_uci_smni",
+    "windows_from_raw",
+]
+
+
+def _concat(epochs_list: list) -> Any:
+    import mne
+
+    if not epochs_list:
+        raise DataValidationError("No windows were found in the given recordings; check the paths and event names.")
+    if len(epochs_list) == 1:
+        return epochs_list[0]
+    # Offsets keep event samples of different recordings apart.
+    import warnings
+
+    with mne.utils.use_log_level("warning"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Concatenation of Annotations", category=RuntimeWarning)
+        return mne.concatenate_epochs(epochs_list, add_offset=True, verbose=False)
+
+
+def windows_from_raw(
+    raw: Any,
+    *,
+    events: np.ndarray | None = None,
+    event_id: Mapping[str, int] | None = None,
+    tmin: float = 0.0,
+    tmax: float | None = None,
+    window: float | None = None,
+    stride: float | None = None,
+    reject_peak_to_peak: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """Cut windows from a continuous recording.
+
+    Event-locked windows (``tmin``/``tmax`` around each event, from ``events``
+    or from the recording's annotations) or, with ``window``, fixed-length
+    windows every ``stride`` seconds (default: no overlap).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (loaded into memory as needed).
+    events : array, shape (n, 3) | None
+        MNE events; ``None`` reads them from the annotations.
+    event_id : dict of str to int | None
+        Which events to keep and their names (the ``label``). With annotations,
+        the names are annotation descriptions.
+    tmin, tmax : float
+        Window around each event, in seconds (``tmax`` is inclusive of the
+        last sample's start, so a window has ``(tmax - tmin) * sfreq`` samples).
+    window, stride : float | None
+        Fixed-length windows of ``window`` seconds every ``stride`` seconds.
+    reject_peak_to_peak : float | None
+        Drop windows whose peak-to-peak amplitude on any EEG channel exceeds
+        this value in volts (e.g. ``150e-6``).
+    metadata : dict | None
+        Constant columns added to every window (``subject``, ``session``, ``run``).
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        With ``metadata`` holding ``label`` (event-locked) and the given columns.
+    """
+    import mne
+
+    reject = {"eeg": reject_peak_to_peak} if reject_peak_to_peak is not None else None
+    if window is not None:
+        stride = window if stride is None else stride
+        if stride <= 0 or stride > window:
+            raise DataValidationError(f"stride must be in (0, window]; got stride={stride}, window={window}.")
+        epochs = mne.make_fixed_length_epochs(raw, duration=window, overlap=window - stride, preload=True, verbose=False)
+        if reject is not None:
+            epochs.drop_bad(reject=reject, verbose=False)
+        labels = [None] * len(epochs)
+    else:
+        if tmax is None:
+            raise DataValidationError("Event-locked windows need tmax (seconds after each event); or pass window=.")
+        if events is None:
+            events, found = mne.events_from_annotations(raw, event_id=dict(event_id) if event_id else None, verbose=False)
+            event_id = dict(event_id) if event_id else found
+        if event_id is None:
+            event_id = {str(code): int(code) for code in np.unique(events[:, 2])}
+        missing = [name for name, code in event_id.items() if code not in set(events[:, 2])]
+        if len(missing) == len(event_id):
+            raise DataValidationError(f"None of the events {list(event_id)} occurs in the recording.")
+        present = {name: code for name, code in event_id.items() if name not in missing}
+        # tmax is exclusive of the last sample so windows have a round number of samples.
+        last = tmax - 1.0 / raw.info["sfreq"]
+        epochs = mne.Epochs(raw, events, present, tmin=tmin, tmax=last, baseline=None, reject=reject, preload=True,
+                            verbose=False, event_repeated="drop")
+        by_code = {code: name for name, code in present.items()}
+        labels = [by_code[code] for code in epochs.events[:, 2]]
+    table = pd.DataFrame({"label": labels})
+    for key, value in (metadata or {}).items():
+        table[key] = value
+    with mne.utils.use_log_level("warning"):
+        epochs.metadata = table
+    return epochs
+
+
+def load_recording(path: str | Path, *, picks: str | list[str] | None = "eeg", **window_args: Any) -> Any:
+    """Read any file MNE reads (EDF, BDF, GDF, FIF, BrainVision, EEGLAB ...) and cut windows.
+
+    Parameters
+    ----------
+    path : str | Path
+        The recording.
+    picks : str | list of str | None
+        Channels to keep (``"eeg"`` by default).
+    **window_args
+        Passed to :func:`windows_from_raw`.
+    """
+    import mne
+
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError(f"No recording at {path}.")
+    raw = mne.io.read_raw(path, preload=True, verbose=False)
+    if picks is not None:
+        raw.pick(picks)
+    return windows_from_raw(raw, **window_args)
+
+
+# Runs of PhysioNet's EEG Motor Movement/Imagery data set and what T1/T2 mean in each.
+EEGMMI_RUN_TASKS = {
+    **{run: ("left_fist", "right_fist", "movement") for run in (3, 7, 11)},
+    **{run: ("left_fist", "right_fist", "imagery") for run in (4, 8, 12)},
+    **{run: ("both_fists", "both_feet", "movement") for run in (5, 9, 13)},
+    **{run: ("both_fists", "both_feet", "imagery") for run in (6, 10, 14)},
+}
+
+
+def load_eegmmi(
+    root: str | Path | None = None,
+    subjects: Iterable[int] = (1,),
+    runs: Iterable[int] = (4, 8, 12),
+    *,
+    tmin: float = 0.0,
+    tmax: float = 4.0,
+    include_rest: bool = False,
+    download: bool = False,
+    reject_peak_to_peak: float | None = None,
+) -> Any:
+    """PhysioNet EEG Motor Movement/Imagery, from a local copy in PhysioNet's layout.
+
+    Parameters
+    ----------
+    root : str | Path | None
+        Folder holding ``S001/S001R04.edf`` ...; with ``download=True`` MNE's
+        ``eegbci`` fetcher fills it (internet needed) and ``None`` uses MNE's
+        data folder.
+    subjects, runs : iterable of int
+        Which subjects (1-109) and runs (3-14) to read.
+    tmin, tmax : float
+        Window around each cue, in seconds (the cues last about 4 s).
+    include_rest : bool
+        Keep the T0 rest periods as a ``rest`` class.
+    download : bool
+        Fetch missing files through MNE (never done silently).
+    reject_peak_to_peak : float | None
+        Peak-to-peak rejection threshold in volts.
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        ``label`` is the task (``left_fist``, ``right_fist``, ``both_fists``,
+        ``both_feet``, ``rest``); ``subject``, ``run`` and ``kind``
+        (movement/imagery) are metadata columns. Channel names follow the 10-05
+        system (PhysioNet's trailing dots removed).
+    """
+    import mne
+
+    epochs_list = []
+    for subject in subjects:
+        for run in runs:
+            if run not in EEGMMI_RUN_TASKS:
+                raise DataValidationError(f"EEGMMI run {run} has no cue events; use runs 3-14.")
+            path = None if root is None else Path(root) / f"S{subject:03d}" / f"S{subject:03d}R{run:02d}.edf"
+            if path is None or not path.exists():
+                if not download:
+                    raise DataValidationError(
+                        f"EEGMMI subject {subject} run {run} is not at {path}; point root at a copy in PhysioNet's "
+                        "layout (S001/S001R04.edf ...) or pass download=True to fetch it through MNE (internet needed)."
+                    )
+                path = Path(mne.datasets.eegbci.load_data(subject, [run], path=root, update_path=False, verbose=False)[0])
+            raw = mne.io.read_raw_edf(path, preload=True, verbose=False)
+            mne.datasets.eegbci.standardize(raw)
+            first, second, kind = EEGMMI_RUN_TASKS[run]
+            codes = {"T1": 2, "T2": 3} | ({"T0": 1} if include_rest else {})
+            events, _ = mne.events_from_annotations(raw, event_id=codes, verbose=False)
+            names = {first: 2, second: 3} | ({"rest": 1} if include_rest else {})
+            epochs_list.append(
+                windows_from_raw(raw, events=events, event_id=names, tmin=tmin, tmax=tmax,
+                                 reject_peak_to_peak=reject_peak_to_peak,
+                                 metadata={"subject": f"S{subject:03d}", "run": run, "kind": kind})
+            )
+    return _concat(epochs_list)
+
+
+def load_muse_csv(
+    root: str | Path,
+    *,
+    tmin: float = 0.0,
+    tmax: float = 0.8,
+    markers: Mapping[int, str] | None = None,
+    reject_peak_to_peak: float | None = None,
+) -> Any:
+    """Muse headband CSV recordings (eeg-notebooks layout): an example of bringing your own format.
+
+    Reads every ``subject*/session*/*.csv`` under ``root`` with columns
+    ``timestamps, TP9, AF7, AF8, TP10, Right AUX, Marker0`` (values in µV).
+    The sampling rate is estimated from the timestamps of each file.
+
+    Parameters
+    ----------
+    root : str | Path
+        The folder holding ``subjectN/sessionM/*.csv``.
+    tmin, tmax : float
+        Window after each marker, in seconds.
+    markers : dict of int to str | None
+        Marker codes and class names; default ``{1: "house", 2: "face"}``.
+    reject_peak_to_peak : float | None
+        Peak-to-peak rejection threshold in volts.
+    """
+    import mne
+
+    markers = dict(markers or {1: "house", 2: "face"})
+    files = sorted(Path(root).glob("subject*/session*/*.csv"))
+    if not files:
+        raise DataValidationError(f"No Muse CSV files under {root} (expected subject*/session*/*.csv).")
+    epochs_list = []
+    for run, path in enumerate(files):
+        table = pd.read_csv(path)
+        channels = ["TP9", "AF7", "AF8", "TP10"]
+        missing = [c for c in channels + ["timestamps", "Marker0"] if c not in table.columns]
+        if missing:
+            raise DataValidationError(f"{path} lacks the Muse columns {missing}.")
+        stamps = table["timestamps"].to_numpy(dtype=float)
+        # Timestamps are rounded to milliseconds: the mean rate over the file is the accurate one.
+        sfreq = _round_rate((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        data = table[channels].to_numpy(dtype=float).T * 1e-6  # µV -> V
+        raw = mne.io.RawArray(data, mne.create_info(channels, sfreq, "eeg"), verbose=False)
+        marks = table["Marker0"].to_numpy()
+        onsets = np.flatnonzero(np.isin(marks, list(markers)))
+        events = np.column_stack([onsets, np.zeros_like(onsets), marks[onsets].astype(int)])
+        subject, session = path.parent.parent.name, path.parent.name
+        epochs_list.append(
+            windows_from_raw(raw, events=events, event_id={name: int(code) for code, name in markers.items()},
+                             tmin=tmin, tmax=tmax, reject_peak_to_peak=reject_peak_to_peak,
+                             metadata={"subject": subject, "session": session, "run": run})
+        )
+    sfreqs = {e.info["sfreq"] for e in epochs_list}
+    if len(sfreqs) > 1:
+        epochs_list = [e.resample(min(sfreqs), verbose=False) for e in epochs_list]
+    return _concat(epochs_list)
+
+
+def _round_rate(rate: float) -> float:
+    """A measured or truncated rate (256.016, 255.98) as the nominal one when within 0.1 %."""
+    nominal = float(round(rate))
+    return nominal if abs(rate - nominal) <= 1e-3 * nominal else round(rate, 3)
+
+
+_SMNI_CONDITION = re.compile(r"^#\s*(S1 obj|S2 match|S2 nomatch)", re.IGNORECASE)
+_SMNI_NON_EEG = {"X", "Y", "nd"}
+
+
+def _read_smni_trial(path: Path) -> tuple[str, list[str], np.ndarray, float]:
+    condition, rate = None, 256.0
+    values: dict[str, list[float]] = {}
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            if line.startswith("#"):
+                match = _SMNI_CONDITION.match(line)
+                if match:
+                    condition = match.group(1).lower().replace(" ", "_")
+                rate_match = re.search(r"([\d.]+)\s*msecs", line)
+                if rate_match:
+                    rate = _round_rate(1000.0 / float(rate_match.group(1)))
+                continue
+            parts = line.split()
+            if len(parts) == 4:
+                values.setdefault(parts[1], []).append(float(parts[3]))
+    if condition is None:
+        raise DataValidationError(f"{path} names no stimulus condition (S1 obj / S2 match / S2 nomatch).")
+    names = [n for n in values if n not in _SMNI_NON_EEG]
+    return condition, names, np.array([values[n] for n in names]), rate
+
+
+def load_uci_smni(root: str | Path, *, subjects: Iterable[str] | None = None) -> Any:
+    """The UCI "EEG Database" (SMNI) trials: an example of bringing your own format.
+
+    Reads every ``co2?NNNNNNN/*.rd.NNN.gz`` under ``root``: one gzip text file per
+    1-s trial (``trial channel sample value`` lines, µV, 256 Hz, 64 channels of
+    which ``X``, ``Y`` and ``nd`` are not EEG and are dropped).
+
+    Returns
+    -------
+    epochs : mne.EpochsArray
+        ``label`` is the stimulus condition (``s1_obj``, ``s2_match``,
+        ``s2_nomatch``); ``subject`` and ``group`` (``alcoholic``/``control``,
+        a subject-level label) are metadata columns.
+    """
+    import mne
+
+    from .montage import standard_spelling
+
+    folders = sorted(p for p in Path(root).glob("co2*") if p.is_dir())
+    if subjects is not None:
+        wanted = set(subjects)
+        folders = [f for f in folders if f.name in wanted]
+    if not folders:
+        raise DataValidationError(f"No SMNI subject folders (co2a*/co2c*) under {root}.")
+    rows, trials, ch_names, sfreq = [], [], None, None
+    for folder in folders:
+        for path in sorted(folder.glob("*.rd.*.gz")):
+            condition, names, data, rate = _read_smni_trial(path)
+            if ch_names is None:
+                ch_names, sfreq = names, rate
+            if names != ch_names:
+                order = {n: i for i, n in enumerate(names)}
+                data = data[[order[n] for n in ch_names]]
+            trials.append(data * 1e-6)  # µV -> V
+            group = "alcoholic" if folder.name.startswith("co2a") else "control"
+            rows.append({"label": condition, "subject": folder.name, "group": group, "trial_file": path.name})
+    # Upper-case names (FP1, CZ) take MNE's template spelling (Fp1, Cz) so montages and models match them.
+    info = mne.create_info(standard_spelling(ch_names), sfreq, "eeg")
+    with mne.utils.use_log_level("warning"):
+        return mne.EpochsArray(np.stack(trials), info, metadata=pd.DataFrame(rows), verbose=False)

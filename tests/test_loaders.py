@@ -1,0 +1,88 @@
+"""Loaders: windows from continuous recordings, files MNE reads, and the three real data sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from neurofm.exceptions import DataValidationError
+from neurofm.loaders import load_eegmmi, load_muse_csv, load_recording, load_uci_smni, windows_from_raw
+
+
+@pytest.fixture()
+def raw():
+    import mne
+
+    rng = np.random.default_rng(0)
+    sfreq = 100.0
+    data = rng.standard_normal((3, 6000)) * 10e-6
+    data[0, 3000:3050] += 500e-6  # an artifact inside the 30th second
+    raw = mne.io.RawArray(data, mne.create_info(["C3", "Cz", "C4"], sfreq, "eeg"), verbose=False)
+    raw.set_annotations(mne.Annotations(onset=[5, 15, 29.6, 40], duration=[1] * 4, description=["go", "stop", "go", "stop"]))
+    return raw
+
+
+def test_event_locked_windows_from_annotations(raw):
+    epochs = windows_from_raw(raw, tmin=0.0, tmax=2.0, metadata={"subject": "s1"})
+    assert len(epochs) == 4 and epochs.get_data().shape[-1] == 200
+    assert list(epochs.metadata["label"]) == ["go", "stop", "go", "stop"]
+    assert set(epochs.metadata["subject"]) == {"s1"}
+
+
+def test_peak_to_peak_rejection_drops_the_artifact(raw):
+    epochs = windows_from_raw(raw, tmin=0.0, tmax=2.0, reject_peak_to_peak=200e-6)
+    assert list(epochs.metadata["label"]) == ["go", "stop", "stop"]
+
+
+def test_fixed_length_windows_with_stride(raw):
+    epochs = windows_from_raw(raw, window=4.0, stride=2.0)
+    assert epochs.get_data().shape[-1] == 400
+    assert len(epochs) == 29  # (60 - 4) / 2 + 1
+    assert epochs.metadata["label"].isna().all()
+    with pytest.raises(DataValidationError, match="stride"):
+        windows_from_raw(raw, window=4.0, stride=5.0)
+
+
+def test_any_file_mne_reads(raw, tmp_path):
+    path = tmp_path / "rec_raw.fif"
+    raw.save(path, verbose=False)
+    epochs = load_recording(path, tmin=0.0, tmax=1.0, event_id={"go": 1})
+    assert list(epochs.metadata["label"]) == ["go", "go"]
+    with pytest.raises(DataValidationError, match="No recording"):
+        load_recording(tmp_path / "missing.edf", tmax=1.0)
+
+
+needs_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real recordings not found at {SHARED_DATA}")
+
+
+@needs_data
+def test_physionet_motor_imagery_local_copy():
+    epochs = load_eegmmi(SHARED_DATA / "eegmmi", subjects=[1], runs=[4, 8, 12])
+    assert len(epochs) == 45 and epochs.info["sfreq"] == 160.0
+    assert set(epochs.metadata["label"]) == {"left_fist", "right_fist"}
+    assert "FC5" in epochs.ch_names and not any(n.endswith(".") for n in epochs.ch_names)
+    assert set(epochs.metadata["subject"]) == {"S001"} and set(epochs.metadata["run"]) == {4, 8, 12}
+    assert epochs.get_data().shape[-1] == 640
+    with pytest.raises(DataValidationError, match="download=True"):
+        load_eegmmi(SHARED_DATA / "eegmmi", subjects=[2])
+
+
+@needs_data
+def test_muse_csv_face_vs_house():
+    epochs = load_muse_csv(SHARED_DATA / "muse-n170")
+    assert epochs.ch_names == ["TP9", "AF7", "AF8", "TP10"]
+    assert epochs.info["sfreq"] == 256.0
+    assert set(epochs.metadata["label"]) == {"face", "house"}
+    assert epochs.metadata["subject"].nunique() == 5
+    std = epochs.get_data().std()
+    assert 1e-6 < std < 1e-3  # volts, not microvolts
+
+
+@needs_data
+def test_uci_smni_trials():
+    epochs = load_uci_smni(SHARED_DATA / "uci-eeg-smni", subjects=["co2a0000364", "co2c0000337"])
+    assert epochs.info["sfreq"] == 256.0 and epochs.get_data().shape[1:] == (61, 256)
+    assert {"Fp1", "Cz"} <= set(epochs.ch_names) and not {"X", "Y", "nd"} & set(epochs.ch_names)
+    assert set(epochs.metadata["label"]) <= {"s1_obj", "s2_match", "s2_nomatch"}
+    assert dict(epochs.metadata.groupby("subject")["group"].first()) == {"co2a0000364": "alcoholic", "co2c0000337": "control"}
