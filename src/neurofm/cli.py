@@ -45,6 +45,19 @@ def demo(
         typer.echo(f"Results saved to {out}")
 
 
+@app.command()
+def run(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A YAML run config (see examples/)."),
+    out: Path = typer.Option(None, help="Results directory (overrides output_dir in the config)."),
+) -> None:
+    """Load the data, run every model on the same folds, save and summarise the results."""
+    from .run import run_config
+
+    result, directory = run_config(config, out)
+    typer.echo(result.summary_table().to_string())
+    typer.echo(f"Results saved to {directory}")
+
+
 def main() -> None:
     """Entry point of the ``neurofm`` console script."""
     app()

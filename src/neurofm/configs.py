@@ -29,6 +29,9 @@ __all__ = [
     "CheckpointConfig",
     "TrainerConfig",
     "NeuralFineTuneConfig",
+    "PreprocessingConfig",
+    "DataConfig",
+    "RunConfig",
     "ExperimentConfig",
     "CV_STRATEGIES",
     "GROUP_STRATEGIES",
@@ -493,3 +496,78 @@ def _looks_like_path(source: str | Path) -> bool:
     if isinstance(source, Path):
         return True
     return "\n" not in source and (source.endswith((".yaml", ".yml")) or Path(source).is_file())
+
+
+class PreprocessingConfig(BaseConfig):
+    """Processing of each continuous recording before it is cut into windows.
+
+    Applied identically for every model, per recording; nothing here is fitted
+    on data. Steps run in this order: channel picking, re-referencing, notch,
+    band-pass, resampling.
+
+    Parameters
+    ----------
+    picks : str | list of str | None
+        Channel types or names to keep (``"eeg"``).
+    reference : "average" | list of str | None
+        Re-reference to the average or to the named channels.
+    notch : float | list of float | None
+        Line-noise frequencies to notch out (e.g. 50 or [50, 100]).
+    l_freq, h_freq : float | None
+        Band-pass edges in Hz (FIR, zero phase).
+    resample : float | None
+        New sampling rate in Hz.
+    """
+
+    picks: str | list[str] | None = "eeg"
+    reference: Literal["average"] | list[str] | None = None
+    notch: float | list[float] | None = None
+    l_freq: float | None = Field(None, ge=0)
+    h_freq: float | None = Field(None, gt=0)
+    resample: float | None = Field(None, gt=0)
+
+
+class DataConfig(BaseConfig):
+    """Where ``neurofm run`` reads windows from.
+
+    Parameters
+    ----------
+    source : {"eegmmi", "muse_csv", "uci_smni", "recording"}
+        The loader (see :mod:`neurofm.loaders`).
+    path : str
+        Folder or file; relative paths are relative to the config file.
+    subjects, runs : list | None
+        Selection for loaders that take it.
+    tmin, tmax : float | None
+        Window around each event in seconds.
+    window, stride : float | None
+        Fixed-length windows instead of events (``recording`` only).
+    event_id : dict of str to int | None
+        Events to keep (``recording``).
+    reject_peak_to_peak : float | None
+        Drop windows above this peak-to-peak amplitude (volts).
+    label : str
+        Metadata column holding the class of each window.
+    preprocessing : PreprocessingConfig
+        Applied to each recording before windows are cut.
+    """
+
+    source: Literal["eegmmi", "muse_csv", "uci_smni", "recording"]
+    path: str
+    subjects: list[Any] | None = None
+    runs: list[int] | None = None
+    tmin: float | None = None
+    tmax: float | None = None
+    window: float | None = None
+    stride: float | None = None
+    event_id: dict[str, int] | None = None
+    reject_peak_to_peak: float | None = Field(None, gt=0)
+    label: str = "label"
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
+
+
+class RunConfig(ExperimentConfig):
+    """An experiment plus its data source and output folder: what ``neurofm run`` reads."""
+
+    data: DataConfig
+    output_dir: str = "neurofm-results"

@@ -93,6 +93,12 @@ class Experiment:
         -------
         result : ExperimentResult
         """
+        import mne
+
+        with mne.utils.use_log_level("warning"):  # MNE's estimators (CSP, filters) log every fit at INFO
+            return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units)
+
+    def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units) -> ExperimentResult:
         cfg = self.config
         set_log_level(cfg.verbose)
         started = time.perf_counter()

@@ -23,13 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .configs import DataConfig, PreprocessingConfig
 from .exceptions import DataValidationError
+from .preprocess import preprocess_raw
 
 __all__ = [
     "EEGMMI_RUN_TASKS",
     "load_eegmmi",
     "load_muse_csv",
     "load_recording",
+    "load_data",
     "load_uci_smni",
     "windows_from_raw",
 ]
@@ -130,15 +133,17 @@ def windows_from_raw(
     return epochs
 
 
-def load_recording(path: str | Path, *, picks: str | list[str] | None = "eeg", **window_args: Any) -> Any:
+def load_recording(
+    path: str | Path, *, preprocessing: PreprocessingConfig | None = None, **window_args: Any
+) -> Any:
     """Read any file MNE reads (EDF, BDF, GDF, FIF, BrainVision, EEGLAB ...) and cut windows.
 
     Parameters
     ----------
     path : str | Path
         The recording.
-    picks : str | list of str | None
-        Channels to keep (``"eeg"`` by default).
+    preprocessing : PreprocessingConfig | None
+        Applied to the recording before windows are cut (default: keep EEG channels).
     **window_args
         Passed to :func:`windows_from_raw`.
     """
@@ -148,8 +153,7 @@ def load_recording(path: str | Path, *, picks: str | list[str] | None = "eeg", *
     if not path.exists():
         raise DataValidationError(f"No recording at {path}.")
     raw = mne.io.read_raw(path, preload=True, verbose=False)
-    if picks is not None:
-        raw.pick(picks)
+    preprocess_raw(raw, preprocessing or PreprocessingConfig())
     return windows_from_raw(raw, **window_args)
 
 
@@ -172,6 +176,7 @@ def load_eegmmi(
     include_rest: bool = False,
     download: bool = False,
     reject_peak_to_peak: float | None = None,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> Any:
     """PhysioNet EEG Motor Movement/Imagery, from a local copy in PhysioNet's layout.
 
@@ -191,6 +196,8 @@ def load_eegmmi(
         Fetch missing files through MNE (never done silently).
     reject_peak_to_peak : float | None
         Peak-to-peak rejection threshold in volts.
+    preprocessing : PreprocessingConfig | None
+        Applied to each run before windows are cut.
 
     Returns
     -------
@@ -217,6 +224,7 @@ def load_eegmmi(
                 path = Path(mne.datasets.eegbci.load_data(subject, [run], path=root, update_path=False, verbose=False)[0])
             raw = mne.io.read_raw_edf(path, preload=True, verbose=False)
             mne.datasets.eegbci.standardize(raw)
+            preprocess_raw(raw, preprocessing)
             first, second, kind = EEGMMI_RUN_TASKS[run]
             codes = {"T1": 2, "T2": 3} | ({"T0": 1} if include_rest else {})
             events, _ = mne.events_from_annotations(raw, event_id=codes, verbose=False)
@@ -236,6 +244,7 @@ def load_muse_csv(
     tmax: float = 0.8,
     markers: Mapping[int, str] | None = None,
     reject_peak_to_peak: float | None = None,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> Any:
     """Muse headband CSV recordings (eeg-notebooks layout): an example of bringing your own format.
 
@@ -253,6 +262,8 @@ def load_muse_csv(
         Marker codes and class names; default ``{1: "house", 2: "face"}``.
     reject_peak_to_peak : float | None
         Peak-to-peak rejection threshold in volts.
+    preprocessing : PreprocessingConfig | None
+        Applied to each file's recording before windows are cut.
     """
     import mne
 
@@ -272,6 +283,7 @@ def load_muse_csv(
         sfreq = _round_rate((len(stamps) - 1) / (stamps[-1] - stamps[0]))
         data = table[channels].to_numpy(dtype=float).T * 1e-6  # µV -> V
         raw = mne.io.RawArray(data, mne.create_info(channels, sfreq, "eeg"), verbose=False)
+        preprocess_raw(raw, preprocessing)
         marks = table["Marker0"].to_numpy()
         onsets = np.flatnonzero(np.isin(marks, list(markers)))
         events = np.column_stack([onsets, np.zeros_like(onsets), marks[onsets].astype(int)])
@@ -319,7 +331,9 @@ def _read_smni_trial(path: Path) -> tuple[str, list[str], np.ndarray, float]:
     return condition, names, np.array([values[n] for n in names]), rate
 
 
-def load_uci_smni(root: str | Path, *, subjects: Iterable[str] | None = None) -> Any:
+def load_uci_smni(
+    root: str | Path, *, subjects: Iterable[str] | None = None, preprocessing: PreprocessingConfig | None = None
+) -> Any:
     """The UCI "EEG Database" (SMNI) trials: an example of bringing your own format.
 
     Reads every ``co2?NNNNNNN/*.rd.NNN.gz`` under ``root``: one gzip text file per
@@ -358,4 +372,34 @@ def load_uci_smni(root: str | Path, *, subjects: Iterable[str] | None = None) ->
     # Upper-case names (FP1, CZ) take MNE's template spelling (Fp1, Cz) so montages and models match them.
     info = mne.create_info(standard_spelling(ch_names), sfreq, "eeg")
     with mne.utils.use_log_level("warning"):
-        return mne.EpochsArray(np.stack(trials), info, metadata=pd.DataFrame(rows), verbose=False)
+        epochs = mne.EpochsArray(np.stack(trials), info, metadata=pd.DataFrame(rows), verbose=False)
+    # The recordings come as separate 1-s trials: preprocessing applies to the trials themselves.
+    return preprocess_raw(epochs, preprocessing)
+
+
+def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
+    """Load the windows a :class:`~neurofm.configs.DataConfig` describes.
+
+    Relative paths are taken from ``base_dir`` (the config file's folder).
+    """
+    path = Path(config.path).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
+    common = {"preprocessing": config.preprocessing, "reject_peak_to_peak": config.reject_peak_to_peak}
+    if config.source == "eegmmi":
+        extra = {k: v for k, v in {"subjects": config.subjects, "runs": config.runs}.items() if v is not None}
+        epochs = load_eegmmi(path, **extra, **events, **common)
+    elif config.source == "muse_csv":
+        epochs = load_muse_csv(path, **events, **common)
+    elif config.source == "uci_smni":
+        epochs = load_uci_smni(path, subjects=config.subjects, preprocessing=config.preprocessing)
+    else:
+        window = {k: v for k, v in {"window": config.window, "stride": config.stride, "event_id": config.event_id}.items()
+                  if v is not None}
+        epochs = load_recording(path, **events, **window, **common)
+    if config.label not in epochs.metadata.columns:
+        raise DataValidationError(
+            f"label column {config.label!r} is not in the windows' metadata {list(epochs.metadata.columns)}."
+        )
+    return epochs

@@ -1,0 +1,48 @@
+"""``neurofm run CONFIG.yaml``: data source, preprocessing, models and CV from one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .configs import ExperimentConfig, RunConfig
+from .experiment import Experiment
+from .loaders import load_data
+from .preprocess import describe_preprocessing
+from .results import ExperimentResult
+
+__all__ = ["run_config"]
+
+
+def run_config(path: str | Path, output_dir: str | Path | None = None) -> tuple[ExperimentResult, Path]:
+    """Load the data a :class:`~neurofm.configs.RunConfig` file names, run it, save the results.
+
+    Parameters
+    ----------
+    path : str | Path
+        The YAML file. Relative data paths are relative to its folder.
+    output_dir : str | Path | None
+        Overrides the file's ``output_dir`` (itself relative to the file's folder).
+
+    Returns
+    -------
+    result : ExperimentResult
+    directory : Path
+        Where the results were written.
+    """
+    path = Path(path)
+    config = RunConfig.from_yaml(path)
+    base = path.resolve().parent
+    epochs = load_data(config.data, base_dir=base)
+    experiment_fields = {name: getattr(config, name) for name in ExperimentConfig.model_fields}
+    result = Experiment(ExperimentConfig(**experiment_fields)).run(epochs, epochs.metadata[config.data.label].to_numpy())
+    result.config = config.model_dump(mode="json")
+    result.meta["data"] = {
+        "source": config.data.source,
+        "n_windows": len(epochs),
+        "preprocessing": describe_preprocessing(config.data.preprocessing),
+        "classes": epochs.metadata[config.data.label].value_counts().to_dict(),
+    }
+    out = Path(output_dir) if output_dir is not None else Path(config.output_dir).expanduser()
+    if not out.is_absolute() and output_dir is None:
+        out = base / out
+    return result, result.save(out)
