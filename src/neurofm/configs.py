@@ -436,6 +436,10 @@ class ExperimentConfig(BaseConfig):
         Root of the on-disk embedding cache (``~`` is expanded).
     random_state : int
         Seed for splits, heads and random initialisation of backbones.
+    n_permutations : int
+        Chance level by label permutation: refit every non-trainable model on
+        the same folds this many times with shuffled labels (within groups when
+        the CV has a ``group_key``) and report p-values. 0 skips it.
     verbose : bool
         Progress bars and info logs.
     """
@@ -446,6 +450,7 @@ class ExperimentConfig(BaseConfig):
     cv: CVConfig = Field(default_factory=CVConfig)
     cache_dir: str = "~/.cache/neurofm"
     random_state: int = 0
+    n_permutations: int = Field(0, ge=0)
     verbose: bool = True
 
     @model_validator(mode="after")

@@ -136,6 +136,12 @@ class Experiment:
                     scores.append((model.name, fold, metric, value))
                 predictions.append(self._prediction_frame(model.name, fold, test, inputs.y[test], y_pred, proba, classes))
                 split_rows.append(_split_frame(model.name, fold, train, test))
+            if cfg.n_permutations and not isinstance(model.config, NeuralFineTuneConfig):
+                observed = {m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
+                            for m in cfg.resolved_metrics}
+                model.artifacts.extend(
+                    self._permutation_test(model, features, inputs.y, groups, splits, classes, observed)
+                )
             timings[model.name] = time.perf_counter() - t0
             artifacts.extend((model.name, *row) for row in model.artifacts)
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
@@ -203,6 +209,32 @@ class Experiment:
         extracted[key] = (model.name, features)
         return features
 
+    def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
+        """Chance level: the same folds and estimator, labels shuffled (within groups when grouped)."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.random_state)
+        null = {metric: [] for metric in observed}
+        for _ in range(cfg.n_permutations):
+            y_perm = _permute(y, groups, rng)
+            fold_scores = {metric: [] for metric in observed}
+            for train, test in splits:
+                estimator = clone(model.estimator).fit(features[train], y_perm[train])
+                y_pred, proba = self._predict(estimator, features[test], classes)
+                for metric in observed:
+                    fold_scores[metric].append(score(metric, y_perm[test], y_pred, proba, classes))
+            for metric in observed:
+                null[metric].append(float(np.nanmean(fold_scores[metric])))
+        rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
+        for metric, values in null.items():
+            values = np.asarray(values)
+            better = values <= observed[metric] if metric in ("mae", "rmse") else values >= observed[metric]
+            rows += [
+                (-1, "permutation_test", f"{metric}_observed", observed[metric]),
+                (-1, "permutation_test", f"{metric}_chance_mean", float(np.mean(values))),
+                (-1, "permutation_test", f"{metric}_p_value", float((better.sum() + 1) / (len(values) + 1))),
+            ]
+        return rows
+
     @staticmethod
     def _predict(estimator, X, classes):
         y_pred = estimator.predict(X)
@@ -233,6 +265,17 @@ class Experiment:
             for k, cls in enumerate(classes):
                 frame[f"proba_{cls}"] = proba[:, k]
         return frame
+
+
+def _permute(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Shuffle labels, within each group when groups are given (keeps subject-level structure)."""
+    if groups is None:
+        return rng.permutation(y)
+    out = y.copy()
+    for group in np.unique(groups):
+        idx = np.flatnonzero(groups == group)
+        out[idx] = y[rng.permutation(idx)]
+    return out
 
 
 def _trainable_artifacts(estimator, fold: int) -> list[tuple[int, str, str, Any]]:

@@ -108,6 +108,48 @@ class ExperimentResult:
             table = table[table["Model"] == model]
         return table.reset_index(drop=True).copy()
 
+    def get_statistics(self) -> pd.DataFrame:
+        """Permutation chance levels: ``Model, Metric, observed, chance_mean, p_value``."""
+        perm = self.get_model_artifacts(artifact_type="permutation_test")
+        rows = {}
+        for model, key, value in zip(perm["Model"], perm["ArtifactKey"], perm["ArtifactValue"], strict=True):
+            for field in ("observed", "chance_mean", "p_value"):
+                if key.endswith("_" + field):
+                    rows.setdefault((model, key[: -len(field) - 1]), {})[field] = value
+        table = [{"Model": m, "Metric": metric, **values} for (m, metric), values in rows.items()]
+        return pd.DataFrame(table, columns=["Model", "Metric", "observed", "chance_mean", "p_value"])
+
+    def compare(self, model_a: str, model_b: str, metric: str) -> dict:
+        """Paired comparison of two models on the same folds.
+
+        Returns the per-fold differences (a - b), their mean, a Wilcoxon
+        signed-rank p-value, and the corrected resampled t-test of Nadeau and
+        Bengio (2003), which accounts for overlapping training sets across folds.
+        """
+        from scipy import stats
+
+        table = self.scores[self.scores["Metric"] == metric].pivot(index="Fold", columns="Model", values="Value")
+        missing = [m for m in (model_a, model_b) if m not in table.columns]
+        if missing:
+            raise KeyError(f"No {metric!r} scores for {missing}; models are {list(table.columns)}.")
+        diff = (table[model_a] - table[model_b]).dropna().to_numpy()
+        k = len(diff)
+        out = {"metric": metric, "model_a": model_a, "model_b": model_b, "n_folds": k,
+               "differences": diff.tolist(), "mean_difference": float(np.mean(diff)) if k else float("nan")}
+        out["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue) if k >= 2 and np.any(diff != 0) else float("nan")
+        splits = self.splits[self.splits["Model"] == model_a]
+        n_test = splits[splits["Set"] == "test"].groupby("Fold").size().mean()
+        n_train = splits[splits["Set"] == "train"].groupby("Fold").size().mean()
+        variance = np.var(diff, ddof=1) if k >= 2 else float("nan")
+        corrected = (1.0 / k + n_test / n_train) * variance if k >= 2 else float("nan")
+        if k >= 2 and corrected > 0:
+            t = float(np.mean(diff) / np.sqrt(corrected))
+            out["corrected_t"] = t
+            out["corrected_t_p"] = float(2 * stats.t.sf(abs(t), df=k - 1))
+        else:
+            out["corrected_t"] = out["corrected_t_p"] = float("nan")
+        return out
+
     def save(self, directory: str | Path) -> Path:
         """Write tables as Parquet, the config as YAML and metadata as JSON."""
         out = Path(directory).expanduser()
