@@ -58,6 +58,14 @@ def run(
     typer.echo(f"Results saved to {directory}")
 
 
+@app.command()
+def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A results directory.")) -> None:
+    """Write a self-contained report.html with figures into RESULTS_DIR."""
+    from .report import write_report
+
+    typer.echo(f"Report written to {write_report(results_dir)}")
+
+
 def main() -> None:
     """Entry point of the ``neurofm`` console script."""
     app()

@@ -1,0 +1,191 @@
+"""A self-contained HTML report of a saved result: figures first, tables after."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .results import ExperimentResult
+
+__all__ = ["write_report"]
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _figure(fig_id: str, title: str, fig, caption: str = "") -> str:
+    return (
+        f'<figure id="{fig_id}"><h3>{html.escape(title)}</h3>'
+        f'<img alt="{html.escape(title)}" src="data:image/png;base64,{_png(fig)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _scores_figure(result: ExperimentResult) -> str:
+    import matplotlib.pyplot as plt
+
+    scores = result.scores
+    metrics = list(dict.fromkeys(scores["Metric"]))
+    models = list(dict.fromkeys(scores["Model"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.5 * len(models) + 1.8), squeeze=False,
+                             sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for row, model in enumerate(models):
+            values = scores[(scores["Model"] == model) & (scores["Metric"] == metric)]["Value"].to_numpy(dtype=float)
+            ax.scatter(values, row + rng.uniform(-0.12, 0.12, len(values)), s=22, alpha=0.75, color="tab:blue")
+            if np.isfinite(values).any():
+                ax.plot([np.nanmean(values)] * 2, [row - 0.3, row + 0.3], color="black", lw=2)
+        if metric in ("balanced_accuracy", "roc_auc"):
+            ax.axvline(0.5, color="grey", ls="--", lw=1)
+        ax.set_yticks(range(len(models)), models)
+        ax.set_xlabel(metric)
+    axes[0][0].invert_yaxis()
+    for ax in axes[0]:
+        ax.grid(axis="x", alpha=0.3)
+    return _figure("fig-scores", "Scores per fold", fig, "Dots are folds, bars their mean; the dashed line is chance.")
+
+
+def _confusion_figure(result: ExperimentResult) -> str | None:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    preds = result.predictions
+    if not any(c.startswith("proba_") for c in preds.columns):
+        return None
+    models = list(dict.fromkeys(preds["Model"]))
+    classes = np.unique(preds["y_true"].astype(str))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models, strict=True):
+        part = preds[preds["Model"] == model]
+        cm = confusion_matrix(part["y_true"].astype(str), part["y_pred"].astype(str), labels=classes, normalize="true")
+        ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v > 0.6 else "black", fontsize=8)
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("predicted")
+    axes[0][0].set_ylabel("true")
+    return _figure("fig-confusion", "Confusion matrices", fig, "Test predictions of all folds, rows normalised.")
+
+
+def _roc_figure(result: ExperimentResult) -> str | None:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    preds = result.predictions
+    proba_cols = [c for c in preds.columns if c.startswith("proba_")]
+    if not proba_cols:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for model, part in preds.groupby("Model", sort=False):
+        part = part.dropna(subset=proba_cols)
+        y_true = part["y_true"].astype(str).to_numpy()
+        if len(proba_cols) == 2:
+            positive = proba_cols[1].removeprefix("proba_")
+            fpr, tpr, _ = roc_curve(y_true == positive, part[proba_cols[1]])
+        else:  # micro-average over one-vs-rest
+            truth = np.concatenate([y_true == c.removeprefix("proba_") for c in proba_cols])
+            fpr, tpr, _ = roc_curve(truth, np.concatenate([part[c].to_numpy() for c in proba_cols]))
+        ax.plot(fpr, tpr, label=str(model))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=8)
+    return _figure("fig-roc", "ROC curves", fig, "Test predictions pooled over folds (micro-averaged one-vs-rest for >2 classes).")
+
+
+def _training_figure(result: ExperimentResult) -> str | None:
+    import matplotlib.pyplot as plt
+
+    history = result.get_model_artifacts(artifact_type="training_history")
+    if history.empty:
+        return None
+    models = list(dict.fromkeys(history["Model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        part = history[history["Model"] == model]
+        for fold, rows in part.groupby("Fold"):
+            records = pd.DataFrame(list(rows["ArtifactValue"]))
+            ax.plot(records["epoch"], records["train_loss"], color="tab:blue", alpha=0.7, label="train" if fold == 0 else None)
+            if "val_loss" in records:
+                ax.plot(records["epoch"], records["val_loss"], color="tab:orange", alpha=0.7, label="validation" if fold == 0 else None)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+    return _figure("fig-training", "Training curves", fig, "One line per fold.")
+
+
+def _adaptations(result: ExperimentResult) -> pd.DataFrame:
+    """Adaptation steps of frozen backbones (their own artifacts) and trainable ones (in the model card)."""
+    rows = []
+    frozen = result.get_model_artifacts(artifact_type="input_adaptation")
+    for model, key, value in zip(frozen["Model"], frozen["ArtifactKey"], frozen["ArtifactValue"], strict=True):
+        if key != "target":
+            rows.append((model, key, value))
+    cards = result.get_model_artifacts(artifact_type="model_card")
+    cards = cards[(cards["ArtifactKey"] == "input_adaptation") & (cards["Fold"] == 0)]
+    for model, steps in zip(cards["Model"], cards["ArtifactValue"], strict=True):
+        rows += [(model, step["step"], step["detail"]) for step in steps]
+    return pd.DataFrame(rows, columns=["Model", "Step", "Detail"])
+
+
+def _table(frame: pd.DataFrame, table_id: str) -> str:
+    return frame.to_html(index=False, border=0, classes="table", table_id=table_id, escape=True)
+
+
+def write_report(results_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Write ``report.html`` for a directory saved by :meth:`ExperimentResult.save`.
+
+    Returns
+    -------
+    path : Path
+        The report; every figure is embedded, so the file stands alone.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    results_dir = Path(results_dir)
+    result = ExperimentResult.load(results_dir)
+    figures = [f for f in (_scores_figure(result), _confusion_figure(result), _roc_figure(result), _training_figure(result)) if f]
+    summary = result.summary()
+    adaptations = _adaptations(result)
+    stats = result.get_statistics()
+    sections = [
+        "<h2>Summary</h2>" + _table(summary.round(4), "summary"),
+        "<h2>Figures</h2>" + "".join(figures),
+    ]
+    if not stats.empty:
+        sections.append("<h2>Chance level (label permutation)</h2>" + _table(stats.round(4), "statistics"))
+    if not adaptations.empty:
+        sections.append("<h2>Input adaptations</h2>" + _table(adaptations, "adaptations"))
+    data = result.meta.get("data")
+    if data:
+        sections.append("<h2>Data</h2><pre>" + html.escape(yaml.safe_dump(data, sort_keys=False)) + "</pre>")
+    sections.append("<h2>Config</h2><pre>" + html.escape(yaml.safe_dump(result.config, sort_keys=False)) + "</pre>")
+    versions = result.meta.get("versions", {})
+    sections.append("<h2>Software</h2><pre>" + html.escape(yaml.safe_dump(versions, sort_keys=False)) + "</pre>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>neurofm report</title>
+<script>window.addEventListener("load", () => document.querySelectorAll("img").forEach(
+  img => img.dataset.rendered = String(img.complete && img.naturalWidth > 0)));</script>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
+figure{{margin:1.5em 0}} img{{max-width:100%}} .table{{border-collapse:collapse;font-size:13px}}
+.table td,.table th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
+</head><body><h1>neurofm report</h1><p>{html.escape(str(results_dir))}</p>{''.join(sections)}</body></html>"""
+    path = Path(output) if output else results_dir / "report.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,71 @@
+"""neurofm report: a self-contained HTML page whose figures render in a browser."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from neurofm import Experiment
+from neurofm.cli import app
+from neurofm.configs import (
+    CheckpointConfig,
+    ClassicalModelConfig,
+    CVConfig,
+    ExperimentConfig,
+    NeuralFineTuneConfig,
+    TrainerConfig,
+)
+from neurofm.models import get_model_spec
+from neurofm.simulate import simulate_eeg_dataset
+
+FIGURES = ("fig-scores", "fig-confusion", "fig-roc", "fig-training")
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=5, random_state=1)
+    models = {
+        "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
+        "labram_frozen": NeuralFineTuneConfig(
+            model_key="labram", weights="random", train_mode="frozen", model_kwargs=get_model_spec("labram").tiny_kwargs,
+            trainer=TrainerConfig(max_epochs=3, batch_size=8, early_stopping_patience=None),
+            checkpoints=CheckpointConfig(save="none")),
+    }
+    cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(tmp), verbose=False,
+                           n_permutations=3, cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    return Experiment(cfg).run(X, y, sample_metadata=meta, **info).save(tmp / "results")
+
+
+def test_report_is_self_contained_with_every_figure(results_dir):
+    result = CliRunner().invoke(app, ["report", str(results_dir)])
+    assert result.exit_code == 0, result.output
+    page = (results_dir / "report.html").read_text()
+    for fig_id in FIGURES:
+        block = re.search(rf'<figure id="{fig_id}">.*?src="data:image/png;base64,([^"]+)"', page, re.S)
+        assert block, fig_id
+        assert base64.b64decode(block.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'(src|href)="https?://', page)  # nothing to fetch
+    for section in ("Input adaptations", "Config", "Chance level"):
+        assert section in page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_figures_render_in_headless_chromium(results_dir, tmp_path):
+    from neurofm.report import write_report
+
+    page = write_report(results_dir)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1300,2400"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    rendered = re.findall(r'data-rendered="(\w+)"', dom.stdout)
+    assert len(rendered) == len(FIGURES) and set(rendered) == {"true"}, dom.stdout[:500]
+    shot = tmp_path / "report.png"
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 50_000
