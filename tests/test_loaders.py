@@ -7,7 +7,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from neurofm.exceptions import DataValidationError
-from neurofm.loaders import load_eegmmi, load_muse_csv, load_recording, load_uci_smni, windows_from_raw
+from neurofm.loaders import load_bids, load_eegmmi, load_muse_csv, load_recording, load_uci_smni, windows_from_raw
 
 
 @pytest.fixture()
@@ -86,3 +86,24 @@ def test_uci_smni_trials():
     assert {"Fp1", "Cz"} <= set(epochs.ch_names) and not {"X", "Y", "nd"} & set(epochs.ch_names)
     assert set(epochs.metadata["label"]) <= {"s1_obj", "s2_match", "s2_nomatch"}
     assert dict(epochs.metadata.groupby("subject")["group"].first()) == {"co2a0000364": "alcoholic", "co2c0000337": "control"}
+
+
+def test_bids_root_with_entities_as_metadata(tmp_path):
+    import mne
+    import mne_bids
+
+    rng = np.random.default_rng(1)
+    for subject in ("01", "02"):
+        for run in ("1", "2"):
+            raw = mne.io.RawArray(rng.standard_normal((3, 3000)) * 10e-6,
+                                  mne.create_info(["C3", "Cz", "C4"], 100.0, "eeg"), verbose=False)
+            raw.set_annotations(mne.Annotations([2, 8, 14, 20], [1] * 4, ["left", "right", "left", "right"]))
+            path = mne_bids.BIDSPath(subject=subject, session="a", task="mi", run=run, datatype="eeg", root=tmp_path)
+            mne_bids.write_raw_bids(raw, path, allow_preload=True, format="EDF", overwrite=True, verbose=False)
+    epochs = load_bids(tmp_path, subjects=["01", "02"], runs=["2"], tmin=0.0, tmax=1.0)
+    assert len(epochs) == 8
+    assert set(epochs.metadata["subject"]) == {"01", "02"} and set(epochs.metadata["run"]) == {"2"}
+    assert set(epochs.metadata["label"]) == {"left", "right"}
+    assert set(epochs.metadata["task"]) == {"mi"} and set(epochs.metadata["session"]) == {"a"}
+    with pytest.raises(DataValidationError, match="No eeg recordings"):
+        load_bids(tmp_path, subjects=["03"], tmax=1.0)

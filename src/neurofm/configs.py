@@ -537,12 +537,12 @@ class DataConfig(BaseConfig):
 
     Parameters
     ----------
-    source : {"eegmmi", "muse_csv", "uci_smni", "recording"}
+    source : {"eegmmi", "muse_csv", "uci_smni", "recording", "bids"}
         The loader (see :mod:`neurofm.loaders`).
     path : str
         Folder or file; relative paths are relative to the config file.
-    subjects, runs : list | None
-        Selection for loaders that take it.
+    subjects, sessions, tasks, runs : list | None
+        Selection for loaders that take it (BIDS entities for ``bids``).
     tmin, tmax : float | None
         Window around each event in seconds.
     window, stride : float | None
@@ -557,10 +557,12 @@ class DataConfig(BaseConfig):
         Applied to each recording before windows are cut.
     """
 
-    source: Literal["eegmmi", "muse_csv", "uci_smni", "recording"]
+    source: Literal["eegmmi", "muse_csv", "uci_smni", "recording", "bids"]
     path: str
     subjects: list[Any] | None = None
-    runs: list[int] | None = None
+    sessions: list[str] | None = None
+    tasks: list[str] | None = None
+    runs: list[Any] | None = None
     tmin: float | None = None
     tmax: float | None = None
     window: float | None = None

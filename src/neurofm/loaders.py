@@ -29,6 +29,7 @@ from .preprocess import preprocess_raw
 
 __all__ = [
     "EEGMMI_RUN_TASKS",
+    "load_bids",
     "load_eegmmi",
     "load_muse_csv",
     "load_recording",
@@ -155,6 +156,64 @@ def load_recording(
     raw = mne.io.read_raw(path, preload=True, verbose=False)
     preprocess_raw(raw, preprocessing or PreprocessingConfig())
     return windows_from_raw(raw, **window_args)
+
+
+_BIDS_RAW_EXTENSIONS = (".edf", ".bdf", ".vhdr", ".set", ".fif", ".gdf")
+
+
+def load_bids(
+    root: str | Path,
+    *,
+    subjects: Iterable[str] | None = None,
+    sessions: Iterable[str] | None = None,
+    tasks: Iterable[str] | None = None,
+    runs: Iterable[str] | None = None,
+    datatype: str = "eeg",
+    preprocessing: PreprocessingConfig | None = None,
+    **window_args: Any,
+) -> Any:
+    """Windows from a BIDS data set, read with mne-bids.
+
+    Parameters
+    ----------
+    root : str | Path
+        The BIDS root.
+    subjects, sessions, tasks, runs : iterable of str | None
+        Entities to select (``None``: all).
+    datatype : str
+        ``"eeg"`` or ``"meg"``.
+    preprocessing : PreprocessingConfig | None
+        Applied to each recording before windows are cut.
+    **window_args
+        Passed to :func:`windows_from_raw` (events come from each recording's
+        ``events.tsv`` as annotations).
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        With ``subject``, ``session``, ``task`` and ``run`` metadata columns.
+    """
+    from .utils.check import soft_import
+
+    mne_bids = soft_import("mne_bids", "Reading BIDS data sets")
+    as_list = lambda v: None if v is None else [str(x) for x in v]  # noqa: E731
+    paths = mne_bids.find_matching_paths(
+        root, subjects=as_list(subjects), sessions=as_list(sessions), tasks=as_list(tasks), runs=as_list(runs),
+        datatypes=datatype, suffixes=datatype, extensions=list(_BIDS_RAW_EXTENSIONS),
+    )
+    if not paths:
+        raise DataValidationError(
+            f"No {datatype} recordings match subjects={subjects}, sessions={sessions}, tasks={tasks}, runs={runs} "
+            f"under the BIDS root {root}."
+        )
+    epochs_list = []
+    for bids_path in paths:
+        raw = mne_bids.read_raw_bids(bids_path, verbose=False)
+        raw.load_data(verbose=False)
+        preprocess_raw(raw, preprocessing or PreprocessingConfig(picks=datatype))
+        entities = {"subject": bids_path.subject, "session": bids_path.session, "task": bids_path.task, "run": bids_path.run}
+        epochs_list.append(windows_from_raw(raw, metadata=entities, **window_args))
+    return _concat(epochs_list)
 
 
 # Runs of PhysioNet's EEG Motor Movement/Imagery data set and what T1/T2 mean in each.
@@ -387,6 +446,8 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
         path = Path(base_dir) / path
     events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
     common = {"preprocessing": config.preprocessing, "reject_peak_to_peak": config.reject_peak_to_peak}
+    window = {k: v for k, v in {"window": config.window, "stride": config.stride, "event_id": config.event_id}.items()
+              if v is not None}
     if config.source == "eegmmi":
         extra = {k: v for k, v in {"subjects": config.subjects, "runs": config.runs}.items() if v is not None}
         epochs = load_eegmmi(path, **extra, **events, **common)
@@ -394,9 +455,10 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
         epochs = load_muse_csv(path, **events, **common)
     elif config.source == "uci_smni":
         epochs = load_uci_smni(path, subjects=config.subjects, preprocessing=config.preprocessing)
+    elif config.source == "bids":
+        epochs = load_bids(path, subjects=config.subjects, sessions=config.sessions, tasks=config.tasks, runs=config.runs,
+                           **events, **window, **common)
     else:
-        window = {k: v for k, v in {"window": config.window, "stride": config.stride, "event_id": config.event_id}.items()
-                  if v is not None}
         epochs = load_recording(path, **events, **window, **common)
     if config.label not in epochs.metadata.columns:
         raise DataValidationError(
