@@ -107,3 +107,27 @@ def test_bids_root_with_entities_as_metadata(tmp_path):
     assert set(epochs.metadata["task"]) == {"mi"} and set(epochs.metadata["session"]) == {"a"}
     with pytest.raises(DataValidationError, match="No eeg recordings"):
         load_bids(tmp_path, subjects=["03"], tmax=1.0)
+
+
+def test_braindecode_windows_dataset():
+    import mne
+    import pandas as pd
+    from braindecode.datasets import BaseConcatDataset, RawDataset
+    from braindecode.preprocessing import create_windows_from_events
+
+    from neurofm.loaders import from_braindecode
+
+    rng = np.random.default_rng(0)
+    recordings = []
+    for subject in (1, 2):
+        raw = mne.io.RawArray(rng.standard_normal((3, 3000)) * 1e-5, mne.create_info(["C3", "Cz", "C4"], 100.0, "eeg"),
+                              verbose=False)
+        raw.set_annotations(mne.Annotations([2, 8, 14, 20], [1] * 4, ["left", "right", "left", "right"]))
+        recordings.append(RawDataset(raw, pd.Series({"subject": subject, "session": "0", "run": "0"})))
+    windows = create_windows_from_events(BaseConcatDataset(recordings), trial_start_offset_samples=0,
+                                         trial_stop_offset_samples=0, mapping={"left": 0, "right": 1})
+    epochs = from_braindecode(windows)
+    assert len(epochs) == 8 and epochs.ch_names == ["C3", "Cz", "C4"] and epochs.info["sfreq"] == 100.0
+    assert list(epochs.metadata["label"][:4]) == [0, 1, 0, 1]
+    assert set(epochs.metadata["subject"]) == {1, 2}
+    np.testing.assert_allclose(epochs.get_data()[0], windows[0][0], rtol=1e-6)

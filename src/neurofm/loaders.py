@@ -29,6 +29,7 @@ from .preprocess import preprocess_raw
 
 __all__ = [
     "EEGMMI_RUN_TASKS",
+    "from_braindecode",
     "load_bids",
     "load_eegmmi",
     "load_muse_csv",
@@ -156,6 +157,52 @@ def load_recording(
     raw = mne.io.read_raw(path, preload=True, verbose=False)
     preprocess_raw(raw, preprocessing or PreprocessingConfig())
     return windows_from_raw(raw, **window_args)
+
+
+def from_braindecode(dataset: Any, units: str = "V") -> Any:
+    """Windows of a braindecode windows data set (``create_windows_from_events`` and kin) as ``mne.Epochs``.
+
+    Parameters
+    ----------
+    dataset : braindecode.datasets.BaseConcatDataset
+        Windowed data set; each item is ``(x, y, window_indices)``.
+    units : str
+        Units the windows are in (braindecode keeps MNE's volts unless a
+        preprocessing step rescaled them, e.g. to ``"uV"``).
+
+    Returns
+    -------
+    epochs : mne.EpochsArray
+        ``label`` is each window's target; the columns of each recording's
+        ``description`` (subject, session, run ...) become metadata.
+    """
+    import mne
+
+    from .data import UNIT_TO_SI
+
+    parts, rows, info = [], [], None
+    for recording in getattr(dataset, "datasets", [dataset]):
+        source = getattr(recording, "raw", None)
+        source = getattr(recording, "windows", None) if source is None else source
+        if source is None:
+            raise DataValidationError(
+                "from_braindecode needs a windowed braindecode data set (create_windows_from_events or "
+                "create_fixed_length_windows), got one without windows."
+            )
+        description = getattr(recording, "description", None)
+        description = {} if description is None else dict(description)
+        for i in range(len(recording)):
+            x, y, _ = recording[i]
+            parts.append(np.asarray(x, dtype=np.float64) * UNIT_TO_SI[units])
+            rows.append({"label": y, **description})
+        if info is None:
+            info = source.info
+    if not parts:
+        raise DataValidationError("The braindecode data set holds no windows.")
+    n_chans = parts[0].shape[0]
+    info = mne.pick_info(info, list(range(n_chans))) if len(info["ch_names"]) >= n_chans else info
+    with mne.utils.use_log_level("warning"):
+        return mne.EpochsArray(np.stack(parts), info, metadata=pd.DataFrame(rows), verbose=False)
 
 
 _BIDS_RAW_EXTENSIONS = (".edf", ".bdf", ".vhdr", ".set", ".fif", ".gdf")
