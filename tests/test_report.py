@@ -51,7 +51,7 @@ def test_report_is_self_contained_with_every_figure(results_dir):
         assert block, fig_id
         assert base64.b64decode(block.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
     assert not re.search(r'(src|href)="https?://', page)  # nothing to fetch
-    for section in ("Input adaptations", "Config", "Chance level"):
+    for section in ("Input adaptations", "Config", "Chance level", "Paired comparisons"):
         assert section in page
 
 

@@ -144,6 +144,22 @@ def _adaptations(result: ExperimentResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Model", "Step", "Detail"])
 
 
+def _comparisons(result: ExperimentResult) -> pd.DataFrame:
+    """Every pair of models on the first metric, fold by fold."""
+    from itertools import combinations
+
+    if result.scores.empty:
+        return pd.DataFrame()
+    metric = result.scores["Metric"].iloc[0]
+    models = list(dict.fromkeys(result.scores["Model"]))
+    rows = []
+    for a, b in combinations(models, 2):
+        cmp = result.compare(a, b, metric)
+        rows.append({"Model A": a, "Model B": b, "Metric": metric, "mean A - B": cmp["mean_difference"],
+                     "Wilcoxon p": cmp["wilcoxon_p"], "corrected t p": cmp["corrected_t_p"], "folds": cmp["n_folds"]})
+    return pd.DataFrame(rows)
+
+
 def _table(frame: pd.DataFrame, table_id: str) -> str:
     return frame.to_html(index=False, border=0, classes="table", table_id=table_id, escape=True)
 
@@ -171,6 +187,9 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     ]
     if not stats.empty:
         sections.append("<h2>Chance level (label permutation)</h2>" + _table(stats.round(4), "statistics"))
+    comparisons = _comparisons(result)
+    if not comparisons.empty:
+        sections.append("<h2>Paired comparisons (same folds)</h2>" + _table(comparisons.round(4), "comparisons"))
     if not adaptations.empty:
         sections.append("<h2>Input adaptations</h2>" + _table(adaptations, "adaptations"))
     data = result.meta.get("data")
