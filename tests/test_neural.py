@@ -8,7 +8,7 @@ import torch
 
 from neurofm import Experiment
 from neurofm.adapt import plan_adaptation
-from neurofm.adapters import apply_adapters, mha_fastpath_disabled
+from neurofm.adapters import apply_adapters
 from neurofm.configs import (
     CheckpointConfig,
     CVConfig,
