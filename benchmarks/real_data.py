@@ -87,7 +87,8 @@ def run_task(name: str, epochs, args) -> None:
     stats = result.get_statistics().set_index("Model")
     n_subjects = epochs.metadata["subject"].nunique()
     print(f"\n{name}: {len(epochs)} windows, {len(epochs.ch_names)} channels, {epochs.info['sfreq']:g} Hz, "
-          f"{n_subjects} subjects, classes {dict(epochs.metadata['label'].value_counts())}; {seconds:.0f} s")
+          f"{n_subjects} subjects, classes {({k: int(v) for k, v in epochs.metadata['label'].value_counts().items()})}; "
+          f"{seconds:.0f} s")
     print(f"{'model':<22}{'bal. acc.':>10}{'± sd':>8}{'p (perm.)':>11}")
     for model in models:
         p = stats.loc[model, "p_value"] if model in stats.index else float("nan")
