@@ -155,6 +155,18 @@ class Experiment:
             meta=_meta(inputs, time.perf_counter() - started, timings),
         )
 
+    def _signal_and_run_args(self, inputs: Inputs) -> dict[str, Any]:
+        """What every backbone estimator is told about the windows and the run."""
+        cfg = self.config
+        return {
+            "sfreq": inputs.info.sfreq,
+            "ch_names": list(inputs.info.ch_names),
+            "units": list(inputs.info.units),
+            "cache_dir": cfg.cache_dir,
+            "random_state": cfg.random_state,
+            "verbose": cfg.verbose,
+        }
+
     def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
         cfg = self.config
         if isinstance(model_cfg, ClassicalModelConfig):
@@ -164,30 +176,14 @@ class Experiment:
             from .estimators.frozen import FoundationEmbedder
 
             head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
-            embedder = FoundationEmbedder.from_config(
-                model_cfg.backbone,
-                sfreq=inputs.info.sfreq,
-                ch_names=list(inputs.info.ch_names),
-                units=list(inputs.info.units),
-                cache_dir=cfg.cache_dir,
-                random_state=cfg.random_state,
-                verbose=cfg.verbose,
-            )
+            embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
             embedder.check_input(inputs.X.shape)  # adaptation plan and weights resolved before any compute
             return _PreparedModel(name, model_cfg, head, embedder=embedder)
         if isinstance(model_cfg, NeuralFineTuneConfig):
             from .estimators.neural import NeuralFineTuner
 
             tuner = NeuralFineTuner(
-                config=model_cfg,
-                sfreq=inputs.info.sfreq,
-                ch_names=list(inputs.info.ch_names),
-                units=list(inputs.info.units),
-                task=cfg.task,
-                metrics=cfg.resolved_metrics,
-                cache_dir=cfg.cache_dir,
-                random_state=cfg.random_state,
-                verbose=cfg.verbose,
+                config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
             )
             tuner.check_input(inputs.X.shape, inputs.y)
             return _PreparedModel(name, model_cfg, tuner)
