@@ -131,3 +131,66 @@ def test_braindecode_windows_dataset():
     assert list(epochs.metadata["label"][:4]) == [0, 1, 0, 1]
     assert set(epochs.metadata["subject"]) == {1, 2}
     np.testing.assert_allclose(epochs.get_data()[0], windows[0][0], rtol=1e-6)
+
+
+@pytest.fixture()
+def fake_moabb(tmp_path, monkeypatch):
+    pytest.importorskip("moabb", reason="moabb is not installed (pip install 'neurofm[moabb]')")
+    monkeypatch.setenv("MNE_DATA", str(tmp_path))
+    from moabb.datasets.fake import FakeDataset
+
+    # MOABB's own synthetic data set: built locally, never downloaded.
+    return FakeDataset(n_subjects=3, n_sessions=2, n_runs=2, event_list=("left_hand", "right_hand"), duration=30,
+                       n_events=8, channels=("C3", "Cz", "C4", "Pz"), sfreq=128, seed=3)
+
+
+def test_moabb_dataset_windows_follow_its_events_and_interval(fake_moabb):
+    import mne
+
+    from neurofm.loaders import from_moabb
+
+    epochs = from_moabb(fake_moabb, subjects=[1, 3])
+    assert set(epochs.metadata["subject"]) == {1, 3}
+    assert epochs.metadata.groupby(["subject", "session", "run"]).ngroups == 2 * 2 * 2
+    assert set(epochs.metadata["label"]) == {"left_hand", "right_hand"}
+    start, stop = fake_moabb.interval
+    assert epochs.get_data().shape[1:] == (4, int(round((stop - start) * 128)))
+    # The first window of subject 1's first run is the raw signal from its first event on.
+    first_session = next(iter(fake_moabb.get_data([1])[1].values()))
+    raw = next(iter(first_session.values()))
+    event = mne.find_events(raw, shortest_event=0, verbose=False)[0]
+    onset = event[0] - raw.first_samp + int(round(start * 128))
+    expected = raw.get_data(picks="eeg")[:, onset:onset + epochs.get_data().shape[-1]]
+    np.testing.assert_allclose(epochs.get_data()[0], expected)
+
+
+def test_moabb_paradigm_epochs_and_bad_selection(fake_moabb):
+    from moabb.paradigms import LeftRightImagery
+
+    from neurofm.loaders import from_moabb
+
+    epochs = from_moabb(fake_moabb, paradigm=LeftRightImagery(resample=64), subjects=[2])
+    assert epochs.info["sfreq"] == 64 and set(epochs.metadata["subject"].astype(int)) == {2}
+    assert {"label", "session", "run"} <= set(epochs.metadata.columns)
+    with pytest.raises(DataValidationError, match=r"Subjects \[7\] are not in FakeDataset"):
+        from_moabb(fake_moabb, subjects=[7])
+    with pytest.raises(DataValidationError, match="needs a MOABB data set"):
+        from_moabb(object())
+
+
+def test_moabb_source_in_a_run_config(fake_moabb, tmp_path):
+    from neurofm.configs import DataConfig
+    from neurofm.loaders import load_data
+
+    params = {"n_subjects": 2, "n_sessions": 1, "n_runs": 1, "event_list": ["left_hand", "right_hand"], "duration": 30,
+              "n_events": 8, "channels": ["C3", "Cz", "C4"], "seed": 3}
+    config = DataConfig(source="moabb", moabb={"dataset": "FakeDataset", "dataset_params": params}, tmax=2.0,
+                        preprocessing={"l_freq": 1.0, "h_freq": 30.0})
+    epochs = load_data(config, tmp_path)
+    assert set(epochs.metadata["subject"]) == {1, 2} and epochs.get_data().shape[-1] == 256
+    with pytest.raises(DataValidationError, match="Did you mean 'FakeDataset'"):
+        load_data(DataConfig(source="moabb", moabb={"dataset": "FakeDatset"}), tmp_path)
+    with pytest.raises(ValueError, match="needs a 'moabb' section"):
+        DataConfig(source="moabb")
+    with pytest.raises(ValueError, match="needs a 'path'"):
+        DataConfig(source="recording")

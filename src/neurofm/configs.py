@@ -532,15 +532,40 @@ class PreprocessingConfig(BaseConfig):
     resample: float | None = Field(None, gt=0)
 
 
+class MoabbConfig(BaseConfig):
+    """A MOABB data set (and optional paradigm) named in a config.
+
+    Parameters
+    ----------
+    dataset : str
+        Class name in ``moabb.datasets`` (e.g. ``"BNCI2014_001"``).
+    dataset_params : dict
+        Keyword arguments of that class.
+    paradigm : str | None
+        Class name in ``moabb.paradigms`` (e.g. ``"LeftRightImagery"``); ``None``
+        cuts windows from the continuous runs after neurofm's preprocessing.
+    paradigm_params : dict
+        Keyword arguments of the paradigm.
+    """
+
+    dataset: str
+    dataset_params: dict[str, Any] = Field(default_factory=dict)
+    paradigm: str | None = None
+    paradigm_params: dict[str, Any] = Field(default_factory=dict)
+
+
 class DataConfig(BaseConfig):
     """Where ``neurofm run`` reads windows from.
 
     Parameters
     ----------
-    source : {"eegmmi", "muse_csv", "uci_smni", "recording", "bids"}
+    source : {"eegmmi", "muse_csv", "uci_smni", "recording", "bids", "moabb"}
         The loader (see :mod:`neurofm.loaders`).
-    path : str
-        Folder or file; relative paths are relative to the config file.
+    path : str | None
+        Folder or file; relative paths are relative to the config file. Every
+        source but ``moabb`` needs one.
+    moabb : MoabbConfig | None
+        The MOABB data set and paradigm (``source: moabb`` only).
     subjects, sessions, tasks, runs : list | None
         Selection for loaders that take it (BIDS entities for ``bids``).
     tmin, tmax : float | None
@@ -557,8 +582,9 @@ class DataConfig(BaseConfig):
         Applied to each recording before windows are cut.
     """
 
-    source: Literal["eegmmi", "muse_csv", "uci_smni", "recording", "bids"]
-    path: str
+    source: Literal["eegmmi", "muse_csv", "uci_smni", "recording", "bids", "moabb"]
+    path: str | None = None
+    moabb: MoabbConfig | None = None
     subjects: list[Any] | None = None
     sessions: list[str] | None = None
     tasks: list[str] | None = None
@@ -571,6 +597,16 @@ class DataConfig(BaseConfig):
     reject_peak_to_peak: float | None = Field(None, gt=0)
     label: str = "label"
     preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
+
+    @model_validator(mode="after")
+    def _source_has_what_it_reads(self) -> DataConfig:
+        if self.source == "moabb" and self.moabb is None:
+            raise ValueError("source 'moabb' needs a 'moabb' section naming the data set, e.g. moabb: {dataset: BNCI2014_001}.")
+        if self.source != "moabb" and self.moabb is not None:
+            raise ValueError(f"the 'moabb' section only applies to source 'moabb', not {self.source!r}.")
+        if self.source != "moabb" and self.path is None:
+            raise ValueError(f"source {self.source!r} needs a 'path' to the recordings.")
+        return self
 
 
 class RunConfig(ExperimentConfig):

@@ -30,6 +30,7 @@ from .preprocess import preprocess_raw
 __all__ = [
     "EEGMMI_RUN_TASKS",
     "from_braindecode",
+    "from_moabb",
     "load_bids",
     "load_eegmmi",
     "load_muse_csv",
@@ -203,6 +204,91 @@ def from_braindecode(dataset: Any, units: str = "V") -> Any:
     info = mne.pick_info(info, list(range(n_chans))) if len(info["ch_names"]) >= n_chans else info
     with mne.utils.use_log_level("warning"):
         return mne.EpochsArray(np.stack(parts), info, metadata=pd.DataFrame(rows), verbose=False)
+
+
+def from_moabb(
+    dataset: Any,
+    *,
+    paradigm: Any = None,
+    subjects: Iterable[int] | None = None,
+    preprocessing: PreprocessingConfig | None = None,
+    tmin: float | None = None,
+    tmax: float | None = None,
+    reject_peak_to_peak: float | None = None,
+) -> Any:
+    """Windows of a MOABB data set, with or without a MOABB paradigm.
+
+    With a ``paradigm`` (e.g. ``moabb.paradigms.LeftRightImagery()``), MOABB
+    does the filtering, resampling and epoching it defines and neurofm takes the
+    epochs as they come (``preprocessing`` is then applied to the epochs). Without
+    one, each continuous run is preprocessed by ``preprocessing`` exactly as every
+    other loader does it, and windows are cut around the data set's events over
+    its own ``interval`` unless ``tmin``/``tmax`` say otherwise.
+
+    Parameters
+    ----------
+    dataset : moabb.datasets.base.BaseDataset
+        Any MOABB data set (downloads on first use, as MOABB does).
+    paradigm : moabb.paradigms.base.BaseParadigm | None
+        Optional paradigm that defines the epochs.
+    subjects : iterable of int | None
+        Subjects to load (``None``: all of ``dataset.subject_list``).
+    preprocessing : PreprocessingConfig | None
+        Applied to each run (or to the paradigm's epochs).
+    tmin, tmax : float | None
+        Window around each event in seconds, without a paradigm.
+    reject_peak_to_peak : float | None
+        Drop windows above this peak-to-peak amplitude (volts), without a paradigm.
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        In volts, with ``label``, ``subject``, ``session`` and ``run`` metadata.
+    """
+    import mne
+
+    subject_list = list(getattr(dataset, "subject_list", []))
+    if not hasattr(dataset, "get_data") or not subject_list:
+        raise DataValidationError(
+            f"from_moabb needs a MOABB data set (moabb.datasets.*), got {type(dataset).__name__}."
+        )
+    subjects = subject_list if subjects is None else [int(s) for s in subjects]
+    unknown = sorted(set(subjects) - set(subject_list))
+    if unknown:
+        raise DataValidationError(f"Subjects {unknown} are not in {type(dataset).__name__} (it has {subject_list}).")
+    if paradigm is not None:
+        if not paradigm.is_valid(dataset):
+            raise DataValidationError(
+                f"The paradigm {type(paradigm).__name__} does not apply to {type(dataset).__name__} "
+                f"(its paradigm is {getattr(dataset, 'paradigm', '?')!r}); pick a matching paradigm or pass none."
+            )
+        with mne.utils.use_log_level("warning"):
+            epochs, labels, table = paradigm.get_data(dataset, subjects=subjects, return_epochs=True)
+            table = table.reset_index(drop=True).assign(label=np.asarray(labels))
+            epochs.metadata = table
+        return preprocess_raw(epochs, preprocessing)
+
+    start, stop = getattr(dataset, "interval", (None, None))
+    tmin = start if tmin is None else tmin
+    tmax = stop if tmax is None else tmax
+    epochs_list = []
+    for subject, sessions in dataset.get_data(subjects).items():
+        for session, runs in sessions.items():
+            for run, raw in runs.items():
+                raw = raw.copy().load_data(verbose=False)
+                stim = mne.pick_types(raw.info, stim=True, exclude=[])
+                # MOABB raws carry their events on a stim channel; annotations when there is none.
+                events = mne.find_events(raw, shortest_event=0, verbose=False) if len(stim) else None
+                preprocess_raw(raw, preprocessing or PreprocessingConfig())
+                entities = {"subject": subject, "session": session, "run": run}
+                try:
+                    epochs_list.append(windows_from_raw(
+                        raw, events=events, event_id=dataset.event_id, tmin=tmin, tmax=tmax,
+                        reject_peak_to_peak=reject_peak_to_peak, metadata=entities,
+                    ))
+                except DataValidationError:
+                    continue  # a run without any of the data set's events (e.g. a resting run)
+    return _concat(epochs_list)
 
 
 _BIDS_RAW_EXTENSIONS = (".edf", ".bdf", ".vhdr", ".set", ".fif", ".gdf")
@@ -483,12 +569,40 @@ def load_uci_smni(
     return preprocess_raw(epochs, preprocessing)
 
 
+def _moabb_objects(config: Any) -> tuple[Any, Any]:
+    """The MOABB data set and paradigm a :class:`~neurofm.configs.MoabbConfig` names."""
+    from .utils.check import closest_matches, soft_import
+
+    soft_import("moabb", "Loading MOABB data sets")
+    import moabb.datasets
+    import moabb.paradigms
+
+    def build(module: Any, name: str, params: dict, what: str) -> Any:
+        cls = getattr(module, name, None)
+        if not isinstance(cls, type):
+            known = [n for n in dir(module) if isinstance(getattr(module, n), type)]
+            hint = closest_matches(name, known)
+            raise DataValidationError(
+                f"{name!r} is not a {what} in {module.__name__}." + (f" Did you mean {hint[0]!r}?" if hint else "")
+            )
+        try:
+            return cls(**params)
+        except TypeError as err:
+            raise DataValidationError(f"{what} {name}: {err}") from err
+
+    dataset = build(moabb.datasets, config.dataset, config.dataset_params, "MOABB data set")
+    paradigm = None
+    if config.paradigm is not None:
+        paradigm = build(moabb.paradigms, config.paradigm, config.paradigm_params, "MOABB paradigm")
+    return dataset, paradigm
+
+
 def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
     """Load the windows a :class:`~neurofm.configs.DataConfig` describes.
 
     Relative paths are taken from ``base_dir`` (the config file's folder).
     """
-    path = Path(config.path).expanduser()
+    path = Path(config.path or ".").expanduser()
     if not path.is_absolute():
         path = Path(base_dir) / path
     events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
@@ -502,6 +616,9 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
         epochs = load_muse_csv(path, **events, **common)
     elif config.source == "uci_smni":
         epochs = load_uci_smni(path, subjects=config.subjects, preprocessing=config.preprocessing)
+    elif config.source == "moabb":
+        dataset, paradigm = _moabb_objects(config.moabb)
+        epochs = from_moabb(dataset, paradigm=paradigm, subjects=config.subjects, **events, **common)
     elif config.source == "bids":
         epochs = load_bids(path, subjects=config.subjects, sessions=config.sessions, tasks=config.tasks, runs=config.runs,
                            **events, **window, **common)
