@@ -59,6 +59,27 @@ def run(
 
 
 @app.command()
+def pretrain(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A YAML pretraining config."),
+) -> None:
+    """Pretrain a backbone (stage 'tokenizer' or 'masked') on unlabeled recordings; resumes a killed run.
+
+    Many processes: torchrun --nproc_per_node=2 -m neurofm pretrain CONFIG.yaml
+    """
+    import os
+
+    from .pretrain import pretrain as run_pretraining
+
+    result = run_pretraining(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+        typer.echo(
+            f"{result.stage}: {result.steps} steps in {result.wall_seconds:.1f} s{resumed}; final loss "
+            f"{result.final_loss:.4f}; peak memory {result.peak_memory_mb:.0f} MB. Written to {result.output_dir}"
+        )
+
+
+@app.command()
 def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A results directory.")) -> None:
     """Write a self-contained report.html with figures into RESULTS_DIR."""
     from .report import write_report

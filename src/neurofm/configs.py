@@ -55,6 +55,22 @@ class BaseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """Serialise to YAML; write it to ``path`` when given."""
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> Any:
+        """Load from a YAML file path or a YAML string."""
+        text = Path(source).read_text() if _looks_like_path(source) else str(source)
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ConfigError(f"The YAML config must be a mapping of keys to values, got {type(data).__name__}.")
+        return cls.model_validate(data)
+
 
 class CVConfig(BaseConfig):
     """Outer cross-validation.
@@ -479,22 +495,6 @@ class ExperimentConfig(BaseConfig):
         if self.metrics:
             return list(self.metrics)
         return list(CLASSIFICATION_METRICS[:3] if self.task == "classification" else REGRESSION_METRICS)
-
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        """Serialise to YAML; write it to ``path`` when given."""
-        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, source: str | Path) -> ExperimentConfig:
-        """Load from a YAML file path or a YAML string."""
-        text = Path(source).read_text() if _looks_like_path(source) else str(source)
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict):
-            raise ConfigError(f"The YAML config must be a mapping of keys to values, got {type(data).__name__}.")
-        return cls.model_validate(data)
 
 
 def _looks_like_path(source: str | Path) -> bool:

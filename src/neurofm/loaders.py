@@ -37,6 +37,7 @@ __all__ = [
     "load_recording",
     "load_data",
     "load_uci_smni",
+    "read_muse_csv",
     "windows_from_raw",
 ]
 
@@ -457,26 +458,14 @@ def load_muse_csv(
     preprocessing : PreprocessingConfig | None
         Applied to each file's recording before windows are cut.
     """
-    import mne
-
     markers = dict(markers or {1: "house", 2: "face"})
     files = sorted(Path(root).glob("subject*/session*/*.csv"))
     if not files:
         raise DataValidationError(f"No Muse CSV files under {root} (expected subject*/session*/*.csv).")
     epochs_list = []
     for run, path in enumerate(files):
-        table = pd.read_csv(path)
-        channels = ["TP9", "AF7", "AF8", "TP10"]
-        missing = [c for c in channels + ["timestamps", "Marker0"] if c not in table.columns]
-        if missing:
-            raise DataValidationError(f"{path} lacks the Muse columns {missing}.")
-        stamps = table["timestamps"].to_numpy(dtype=float)
-        # Timestamps are rounded to milliseconds: the mean rate over the file is the accurate one.
-        sfreq = _round_rate((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-        data = table[channels].to_numpy(dtype=float).T * 1e-6  # µV -> V
-        raw = mne.io.RawArray(data, mne.create_info(channels, sfreq, "eeg"), verbose=False)
+        raw, marks = read_muse_csv(path)
         preprocess_raw(raw, preprocessing)
-        marks = table["Marker0"].to_numpy()
         onsets = np.flatnonzero(np.isin(marks, list(markers)))
         events = np.column_stack([onsets, np.zeros_like(onsets), marks[onsets].astype(int)])
         subject, session = path.parent.parent.name, path.parent.name
@@ -489,6 +478,27 @@ def load_muse_csv(
     if len(sfreqs) > 1:
         epochs_list = [e.resample(min(sfreqs), verbose=False) for e in epochs_list]
     return _concat(epochs_list)
+
+
+def read_muse_csv(path: str | Path) -> tuple[Any, np.ndarray]:
+    """One Muse CSV file as a continuous ``mne.io.RawArray`` (volts) and its marker column.
+
+    The sampling rate is estimated from the timestamps; the four EEG columns
+    ``TP9, AF7, AF8, TP10`` are kept (``Right AUX`` is not EEG).
+    """
+    import mne
+
+    table = pd.read_csv(path)
+    channels = ["TP9", "AF7", "AF8", "TP10"]
+    missing = [c for c in channels + ["timestamps", "Marker0"] if c not in table.columns]
+    if missing:
+        raise DataValidationError(f"{path} lacks the Muse columns {missing}.")
+    stamps = table["timestamps"].to_numpy(dtype=float)
+    # Timestamps are rounded to milliseconds: the mean rate over the file is the accurate one.
+    sfreq = _round_rate((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    data = table[channels].to_numpy(dtype=float).T * 1e-6  # µV -> V
+    raw = mne.io.RawArray(data, mne.create_info(channels, sfreq, "eeg"), verbose=False)
+    return raw, table["Marker0"].to_numpy()
 
 
 def _round_rate(rate: float) -> float:

@@ -1,0 +1,498 @@
+"""The pretraining loop: one process or many (``torchrun``), checkpoints, exact resume, export.
+
+A run directory holds
+
+- ``pretrain.yaml``: the resolved config (a rerun with another config refuses to touch it);
+- ``checkpoints/step-NNNNNNN.pt``: model, optimizer and step, read back with
+  ``torch.load(weights_only=True)``;
+- ``history.csv``: loss parts, codebook usage, learning rate and time per step;
+- stage 1: ``tokenizer.safetensors`` + ``tokenizer.json``;
+- stage 2: ``model.safetensors`` + ``config.json``, the braindecode layout, so
+  ``weights="path/to/run"`` loads the backbone in every decoding mode.
+
+Every step draws its masks and dropout from a generator seeded by (seed, rank,
+step), and the data stream is replayed up to the checkpoint's step, so a
+killed run that resumes ends where an uninterrupted one ends (on the CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import ConfigError, WeightsError
+from ..utils.logging import logger
+from .config import PretrainConfig, TokenizerConfig
+from .corpus import Corpus
+
+__all__ = ["PretrainResult", "pretrain", "load_tokenizer", "RECIPES"]
+
+_CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one pretraining recipe needs: its backbone, tokenizer and masked-modelling wrapper."""
+
+    key: str
+    backbone_key: str
+    build_tokenizer: Callable[[TokenizerConfig, int], Any]
+    channel_ids: Callable[[tuple[str, ...]], Any]
+    masked_model: Callable[[Any, tuple[int, ...]], Any]
+    codebook_sizes: Callable[[TokenizerConfig], tuple[int, ...]]
+
+
+def _labram_channel_ids(ch_names: tuple[str, ...]):
+    import torch
+    from braindecode.models.labram import _LABRAM_CANONICAL_INDEX
+
+    # Slot 0 is LaBraM's [CLS]; channel k of the vocabulary is slot k + 1.
+    return torch.tensor([_LABRAM_CANONICAL_INDEX[n.upper()] + 1 for n in ch_names], dtype=torch.long)
+
+
+def _build_vqnsp(config: TokenizerConfig, n_times: int):
+    from .tokenizers import VQNSPTokenizer
+
+    return VQNSPTokenizer(
+        n_times=n_times, patch_size=config.patch_size, codebook_size=config.codebook_size, code_dim=config.code_dim,
+        depth=config.depth, num_heads=config.num_heads, decoder_depth=config.decoder_depth,
+        quantizer_kwargs={"decay": config.ema_decay, "commitment_weight": config.commitment_weight,
+                          "kmeans_init": config.kmeans_init, "dead_after": config.dead_after,
+                          "restart_dead": config.restart_dead},
+    )
+
+
+def _masked_labram(backbone, codebook_sizes):
+    from .masked import MaskedLabram
+
+    return MaskedLabram(backbone, codebook_sizes)
+
+
+RECIPES = {
+    "labram": Recipe(
+        key="labram", backbone_key="labram", build_tokenizer=_build_vqnsp, channel_ids=_labram_channel_ids,
+        masked_model=_masked_labram, codebook_sizes=lambda config: (config.codebook_size,),
+    ),
+}
+
+
+@dataclass
+class PretrainResult:
+    """Where a finished run is and what it measured."""
+
+    output_dir: Path
+    stage: str
+    steps: int
+    wall_seconds: float
+    peak_memory_mb: float
+    final_loss: float
+    resumed_from: int
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass(frozen=True)
+class _World:
+    rank: int
+    size: int
+    device: Any
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_world(config: PretrainConfig) -> _World:
+    import torch
+    import torch.distributed as dist
+
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device; use device='cpu' or 'auto'.")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return _World(rank, size, device)
+
+
+def _mean_over_processes(values: dict[str, float], world: _World) -> dict[str, float]:
+    if world.size == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=world.device)
+    dist.all_reduce(tensor)
+    return {k: float(v) / world.size for k, v in zip(keys, tensor.tolist(), strict=True)}
+
+
+def _replicas_identical(model, world: _World) -> bool:
+    """Whether every process ends with the same weights and buffers (codebooks included)."""
+    if world.size == 1:
+        return True
+    import torch
+    import torch.distributed as dist
+
+    from ..models.weights import state_dict_hash
+
+    digest = bytes.fromhex(state_dict_hash(model))
+    mine = torch.tensor(list(digest), dtype=torch.int64, device=world.device)
+    gathered = [torch.empty_like(mine) for _ in range(world.size)]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def _barrier(world: _World) -> None:
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _latest_checkpoint(run: Path) -> tuple[int, Path] | None:
+    found = sorted((int(p.stem.split("-")[1]), p) for p in (run / _CHECKPOINTS).glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+def _config_identity(config: PretrainConfig) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues."""
+    data = config.model_dump(mode="json")
+    for key in ("progress", "checkpoint_every", "keep_checkpoints", "output_dir"):
+        data.pop(key, None)
+    return data
+
+
+def load_tokenizer(run_dir: str | Path, recipe: str | None = None):
+    """The frozen tokenizer of a finished stage-1 run, with its metadata.
+
+    Raises
+    ------
+    WeightsError
+        When the directory holds no finished tokenizer or one of another recipe.
+    """
+    from safetensors.torch import load_file
+
+    run = Path(run_dir).expanduser()
+    meta_file, weights_file = run / "tokenizer.json", run / "tokenizer.safetensors"
+    if not meta_file.is_file() or not weights_file.is_file():
+        hint = " It holds a stage-2 backbone; pass a stage-1 run." if (run / "model.safetensors").is_file() else ""
+        raise WeightsError(
+            f"{run} holds no finished tokenizer (tokenizer.json + tokenizer.safetensors).{hint} Run stage "
+            "'tokenizer' to the end first."
+        )
+    meta = json.loads(meta_file.read_text())
+    if recipe is not None and meta["recipe"] != recipe:
+        raise WeightsError(f"The tokenizer in {run} belongs to recipe {meta['recipe']!r}, not {recipe!r}.")
+    tokenizer = RECIPES[meta["recipe"]].build_tokenizer(TokenizerConfig(**meta["tokenizer"]), meta["n_times"])
+    state = load_file(str(weights_file), device="cpu")
+    tokenizer.load_state_dict(state, strict=True)
+    tokenizer.eval().requires_grad_(False)
+    return tokenizer, meta
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _lr_at(step: int, config: PretrainConfig) -> float:
+    opt = config.optimizer
+    if step < opt.warmup_steps:
+        return opt.lr * (step + 1) / opt.warmup_steps
+    span = max(opt.max_steps - opt.warmup_steps, 1)
+    progress = min((step - opt.warmup_steps) / span, 1.0)
+    return opt.min_lr + 0.5 * (opt.lr - opt.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _step_generator(seed: int, rank: int, step: int):
+    import torch
+
+    state = np.random.SeedSequence([seed, rank, step]).generate_state(2)
+    torch.manual_seed(int(state[0]))
+    return torch.Generator().manual_seed(int(state[1]))
+
+
+def _peak_memory_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None = None) -> PretrainResult:
+    """Run (or resume) one pretraining stage.
+
+    Parameters
+    ----------
+    config : PretrainConfig | str | Path
+        The config, or a YAML file (relative paths in it are taken from its folder).
+    base_dir : str | Path | None
+        Folder relative paths are taken from (default: the YAML's folder, else the working directory).
+
+    Returns
+    -------
+    result : PretrainResult
+    """
+    import torch
+
+    if not isinstance(config, PretrainConfig):
+        path = Path(config)
+        config = PretrainConfig.from_yaml(path)
+        base_dir = base_dir if base_dir is not None else path.resolve().parent
+    base = Path(base_dir or ".")
+    run = Path(config.output_dir).expanduser()
+    run = run if run.is_absolute() else base / run
+    recipe = RECIPES[config.recipe]
+
+    from ..models.registry import get_model_spec
+
+    spec = get_model_spec(recipe.backbone_key)
+    tokenizer_meta = None
+    frozen_tokenizer = None
+    if config.stage == "masked":
+        tokenizer_run = Path(config.tokenizer_run).expanduser()
+        tokenizer_run = tokenizer_run if tokenizer_run.is_absolute() else base / tokenizer_run
+        frozen_tokenizer, tokenizer_meta = load_tokenizer(tokenizer_run, config.recipe)
+        token_config = TokenizerConfig(**tokenizer_meta["tokenizer"])
+    else:
+        token_config = config.tokenizer
+    spec = dataclasses.replace(spec, patch_size=token_config.patch_size)
+    corpus = Corpus(config.corpus, spec, token_config.patch_size, base_dir=base)
+    if tokenizer_meta is not None:
+        _check_tokenizer_fits(tokenizer_meta, corpus.n_times, config)
+    world = _start_world(config)
+    corpus.shard(world.rank, world.size)  # every process checks its shard before any training
+
+    identity = _config_identity(config)
+    resume = _prepare_run_dir(run, config, identity, world)
+
+    torch.manual_seed(config.seed)
+    if config.stage == "tokenizer":
+        model = recipe.build_tokenizer(token_config, corpus.n_times)
+        ch_example = corpus.check()[0].model_ch_names
+    else:
+        from ..adapt import AdaptedSignal
+
+        ch_example = corpus.check()[0].model_ch_names
+        kwargs = {"patch_size": token_config.patch_size, **config.backbone_kwargs}
+        backbone = spec.build(AdaptedSignal(corpus.sfreq, ch_example, corpus.n_times), **kwargs)
+        model = recipe.masked_model(backbone, recipe.codebook_sizes(token_config))
+        frozen_tokenizer.to(world.device)
+    model.to(world.device)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.optimizer.lr,
+        betas=config.optimizer.betas, weight_decay=config.optimizer.weight_decay,
+    )
+    start_step = 0
+    if resume is not None:
+        start_step, checkpoint = resume
+        state = torch.load(checkpoint, map_location=world.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        logger.info("Resuming %s from step %d (%s)", run, start_step, checkpoint.name)
+    trained = model
+    if world.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, find_unused_parameters=True)
+
+    objective = _Objective(config, recipe, frozen_tokenizer)
+    stream = corpus.batches(config.optimizer.batch_size, config.seed, world.rank, world.size)
+    for _ in range(start_step):
+        next(stream)  # replay the data the checkpoint has already seen
+
+    history_path = run / "history.csv"
+    started = time.perf_counter()
+    progress = _progress(config, world, start_step)
+    loss_value = float("nan")
+    model.train()
+    for step in range(start_step, config.optimizer.max_steps):
+        windows, ch_names = next(stream)
+        x = torch.from_numpy(windows).to(world.device)
+        generator = _step_generator(config.seed, world.rank, step)
+        lr = _lr_at(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        autocast = (torch.autocast(world.device.type, dtype=torch.bfloat16) if config.precision == "bf16"
+                    else contextlib.nullcontext())
+        with autocast:
+            loss, parts = objective(trained, x, ch_names, generator)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"The pretraining loss became {float(loss)} at step {step}. Lower optimizer.lr, keep clip_grad set, "
+                "or check the corpus for flat or huge channels (reject_peak_to_peak)."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.optimizer.clip_grad is not None:
+            parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.clip_grad))
+        optimizer.step()
+        parts = _mean_over_processes({"loss": loss.item(), **parts}, world)
+        loss_value = parts["loss"]
+        if world.main:
+            _append_history(history_path, {"step": step + 1, "lr": lr, **parts,
+                                           "seconds": round(time.perf_counter() - started, 3)})
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.4f}")
+        done = step + 1
+        if done % config.checkpoint_every == 0 or done == config.optimizer.max_steps:
+            if world.main:
+                _save_checkpoint(run, done, model, optimizer, config.keep_checkpoints)
+            _barrier(world)
+    progress.close()
+    replicas_identical = _replicas_identical(model, world)
+    if world.main:
+        processes = {"world_size": world.size, "replicas_identical": replicas_identical,
+                     "shards": [[str(s.path) for s in corpus.shard(r, world.size)] for r in range(world.size)]}
+        _export(run, config, model, corpus, token_config, processes)
+    _barrier(world)
+    return PretrainResult(
+        output_dir=run, stage=config.stage, steps=config.optimizer.max_steps,
+        wall_seconds=time.perf_counter() - started, peak_memory_mb=_peak_memory_mb(),
+        final_loss=loss_value, resumed_from=start_step,
+    )
+
+
+class _Objective:
+    """The loss of one step for either stage."""
+
+    def __init__(self, config: PretrainConfig, recipe: Recipe, frozen_tokenizer) -> None:
+        self.config, self.recipe, self.tokenizer = config, recipe, frozen_tokenizer
+
+    def __call__(self, model, x, ch_names, generator):
+        import torch
+
+        if self.config.stage == "tokenizer":
+            out = model(x, list(ch_names), self.recipe.channel_ids(ch_names).to(x.device))
+            return out.loss, dict(out.parts)
+        from .masked import masked_code_loss, random_token_mask
+
+        with torch.no_grad():
+            targets = [self.tokenizer.get_codebook_indices(x, list(ch_names))]
+        n_tokens = targets[0].shape[1]
+        mask = random_token_mask(x.shape[0], n_tokens, self.config.mask_ratio, generator).to(x.device)
+        return masked_code_loss(model, x, list(ch_names), targets, mask, self.config.symmetric_masking)
+
+
+def _check_tokenizer_fits(meta: dict[str, Any], n_times: int, config: PretrainConfig) -> None:
+    patch = meta["tokenizer"]["patch_size"]
+    if meta["n_times"] != n_times:
+        raise ConfigError(
+            f"The tokenizer in {config.tokenizer_run} was trained on windows of {meta['n_times']} samples, this corpus "
+            f"gives {n_times}. Use the same corpus.window_seconds in both stages."
+        )
+    wanted = config.backbone_kwargs.get("patch_size", patch)
+    if wanted != patch:
+        raise ConfigError(
+            f"backbone_kwargs.patch_size={wanted} does not match the tokenizer's patch size {patch}: the codes "
+            "describe patches of the tokenizer's length. Remove patch_size from backbone_kwargs."
+        )
+
+
+def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _World) -> tuple[int, Path] | None:
+    import yaml
+
+    saved = run / "pretrain.yaml"
+    if saved.is_file():
+        previous = PretrainConfig.model_validate(yaml.safe_load(saved.read_text()))
+        if _config_identity(previous) != identity:
+            changed = sorted(k for k in identity if identity.get(k) != _config_identity(previous).get(k))
+            raise ConfigError(
+                f"{run} holds a pretraining run with another config (differs in {changed}). Use a new output_dir, "
+                "or restore the original config to resume it."
+            )
+    elif world.main:
+        run.mkdir(parents=True, exist_ok=True)
+        _atomic_write(saved, lambda tmp: tmp.write_text(config.to_yaml()))
+    _barrier(world)
+    latest = _latest_checkpoint(run) if run.is_dir() else None
+    if latest is not None and world.main:
+        _truncate_history(run / "history.csv", latest[0])
+    _barrier(world)
+    return latest
+
+
+def _append_history(path: Path, row: dict[str, Any]) -> None:
+    import csv
+
+    new = not path.is_file()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """Drop rows written after the checkpoint a run resumes from (they will be recomputed)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= step]
+    _atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+def _save_checkpoint(run: Path, step: int, model, optimizer, keep: int) -> None:
+    import torch
+
+    folder = run / _CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    _atomic_write(folder / f"step-{step:07d}.pt", lambda tmp: torch.save(state, tmp))
+    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+        old.unlink()
+
+
+def _export(run: Path, config: PretrainConfig, model, corpus: Corpus, token_config: TokenizerConfig,
+            processes: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    def tensors(module) -> dict:
+        return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+    recipe = RECIPES[config.recipe]
+    summary = {"recipe": config.recipe, "stage": config.stage, "steps": config.optimizer.max_steps,
+               "n_times": corpus.n_times, "sfreq": corpus.sfreq, "recordings": len(corpus.check()), **processes}
+    if config.stage == "tokenizer":
+        meta = {**summary, "tokenizer": token_config.model_dump(mode="json")}
+        _atomic_write(run / "tokenizer.safetensors", lambda tmp: save_file(tensors(model), str(tmp)))
+        _atomic_write(run / "tokenizer.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        return
+    backbone = model.backbone
+    architecture = {"patch_size": token_config.patch_size, **config.backbone_kwargs}
+    _atomic_write(run / "model.safetensors", lambda tmp: save_file(tensors(backbone), str(tmp)))
+    _atomic_write(run / "config.json", lambda tmp: tmp.write_text(json.dumps(architecture, indent=2)))
+    meta = {**summary, "backbone_key": recipe.backbone_key, "tokenizer_run": str(config.tokenizer_run)}
+    _atomic_write(run / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+
+
+def _progress(config: PretrainConfig, world: _World, start: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.optimizer.max_steps, initial=start, disable=not (config.progress and world.main),
+                desc=f"pretrain {config.recipe}/{config.stage}", unit="step")

@@ -1,0 +1,375 @@
+"""Self-supervised pretraining: codebook, tokenizer, masked modelling, resume, many processes, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import SHARED_DATA
+
+from neurofm.exceptions import ConfigError, DataValidationError, WeightsError
+from neurofm.pretrain import PretrainConfig, pretrain
+from neurofm.pretrain.corpus import Corpus
+from neurofm.pretrain.masked import MaskedLabram, masked_code_loss, random_token_mask
+from neurofm.pretrain.quantizer import NormEMAQuantizer
+from neurofm.pretrain.tokenizers import spectrum_targets
+
+TINY_TOKENIZER = {"codebook_size": 32, "code_dim": 8, "depth": 1, "num_heads": 2, "decoder_depth": 1}
+TINY_BACKBONE = {"num_layers": 1, "num_heads": 2}
+MONTAGE_A = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "Cz"]
+MONTAGE_B = ["AF7", "AF8", "TP9", "TP10"]
+
+
+def _write_recording(path: Path, names: list[str], sfreq: float, seconds: float, seed: int) -> None:
+    import mne
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sfreq)
+    t = np.arange(n) / sfreq
+    alpha = np.sin(2 * np.pi * rng.uniform(8, 12) * t + rng.uniform(0, 6, (len(names), 1)))
+    data = (20 * alpha + 10 * rng.standard_normal((len(names), n))) * 1e-6
+    mne.io.RawArray(data, mne.create_info(names, sfreq, "eeg"), verbose=False).save(path, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """Four unlabeled recordings, two montages, two sampling rates."""
+    root = tmp_path_factory.mktemp("corpus")
+    for i, (names, sfreq) in enumerate([(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]):
+        folder = root / f"sub-{i + 1:02d}"
+        folder.mkdir()
+        _write_recording(folder / f"sub-{i + 1:02d}_eeg.fif", names, sfreq, 24.0, seed=i)
+    return root
+
+
+def stage_config(tmp, corpus_path, stage="tokenizer", **overrides):
+    data = {
+        "stage": stage,
+        "output_dir": str(tmp / stage),
+        "corpus": {"paths": [str(corpus_path)], "window_seconds": 2.0},
+        "optimizer": {"max_steps": 6, "batch_size": 4, "lr": 1e-3},
+        "checkpoint_every": 2,
+        "progress": False,
+    }
+    if stage == "tokenizer":
+        data["tokenizer"] = dict(TINY_TOKENIZER)
+    else:
+        data["tokenizer_run"] = str(tmp / "tokenizer")
+        data["backbone_kwargs"] = dict(TINY_BACKBONE)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return PretrainConfig.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory, corpus_dir):
+    tmp = tmp_path_factory.mktemp("stage1")
+    pretrain(stage_config(tmp, corpus_dir))
+    return tmp
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def test_quantizer_kmeans_init_ema_updates_and_dead_code_restart():
+    torch.manual_seed(0)
+    centers = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    data = torch.cat([c + 0.01 * torch.randn(50, 8) for c in centers])
+    quantizer = NormEMAQuantizer(4, 8, decay=0.5, kmeans_iters=20)
+    out = quantizer(data)
+    # k-means on the first batch puts one code on each cluster: all four used, perplexity near 4.
+    assert out.used == 4 and out.perplexity > 3.9
+    assert torch.allclose(quantizer.codebook.norm(dim=-1), torch.ones(4), atol=1e-5)
+    # The straight-through output carries gradients to the input.
+    z = data.clone().requires_grad_(True)
+    quantizer(z).quantized.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+    # Eight codes for data that only ever reaches two of them: six die, and restarts revive them.
+    lonely = NormEMAQuantizer(8, 8, kmeans_init=False, dead_after=2, restart_dead=False)
+    lonely.codebook.copy_(torch.nn.functional.normalize(torch.randn(8, 8), dim=-1))
+    two = torch.cat([centers[0] + 0.01 * torch.randn(20, 8), centers[1] + 0.01 * torch.randn(20, 8)])
+    for _ in range(3):
+        stats = lonely(two)
+    assert stats.dead >= 5
+    reviving = NormEMAQuantizer(8, 8, kmeans_init=False, dead_after=2, restart_dead=True)
+    reviving.load_state_dict(lonely.state_dict())
+    before = reviving.codebook.clone()
+    reviving(two)
+    moved = (reviving.codebook - before).norm(dim=-1) > 1e-3
+    assert moved.sum() >= 5 and int((reviving.steps_unused >= 2).sum()) == 0
+
+
+def test_spectrum_targets_find_the_frequency_of_a_patch():
+    t = torch.arange(200) / 200.0
+    patches = torch.stack([torch.sin(2 * np.pi * 10 * t), torch.sin(2 * np.pi * 25 * t)])[None]
+    amplitude, phase = spectrum_targets(patches)
+    assert amplitude.shape == (1, 2, 100) and phase.shape == (1, 2, 100)
+    assert amplitude[0, 0].argmax() == 10 and amplitude[0, 1].argmax() == 25
+    assert abs(float(amplitude.mean())) < 1e-5 and abs(float(amplitude.std()) - 1) < 1e-3
+
+
+def test_mask_token_replaces_exactly_the_hidden_patches():
+    from braindecode.models import Labram
+
+    torch.manual_seed(0)
+    backbone = Labram(n_chans=3, n_times=600, sfreq=200, n_outputs=2, num_layers=1, num_heads=2).eval()
+    model = MaskedLabram(backbone, (16,)).eval()
+    x = torch.randn(2, 3, 600)
+    names = ["C3", "CZ", "C4"]
+    seen = {}
+    backbone.patch_embed.register_forward_hook(lambda m, i, o: seen.__setitem__("tokens", o.detach().clone()))
+    plain = backbone(x, ch_names=names, return_features=True)["features"]
+    # Tokens are channel-major: changing channel 1's second patch changes token 1 * 3 + 1 (the others
+    # only a little, through the group norms of LaBraM's temporal convolution, as in the original).
+    reference = seen["tokens"]
+    x2 = x.clone()
+    x2[:, 1, 200:400] += 1.0
+    backbone(x2, ch_names=names, return_features=True)
+    change = (seen["tokens"] - reference).abs().sum(dim=(0, 2))
+    assert int(change.argmax()) == 4 and change[4] > 5 * change[torch.arange(9) != 4].max()
+
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mask[0, 4] = mask[1, 0] = True
+    logits = model(x, names, mask)
+    assert logits[0].shape == (2, 16)
+    hidden = seen["tokens"]
+    assert torch.allclose(hidden[0, 4], model.mask_token[0, 0]) and torch.allclose(hidden[1, 0], model.mask_token[0, 0])
+    assert torch.allclose(hidden[0, :4], reference[0, :4])
+    # No mask leaves braindecode's forward untouched.
+    assert torch.allclose(backbone(x, ch_names=names, return_features=True)["features"], plain)
+
+
+def test_symmetric_masking_trains_every_token_once_per_step():
+    from braindecode.models import Labram
+
+    backbone = Labram(n_chans=2, n_times=400, sfreq=200, n_outputs=2, num_layers=1, num_heads=2)
+    model = MaskedLabram(backbone, (8,))
+    mask = random_token_mask(3, 4, 0.5, torch.Generator().manual_seed(0))
+    assert mask.sum(dim=1).tolist() == [2, 2, 2]
+    targets = [torch.randint(8, (3, 4))]
+    loss, parts = masked_code_loss(model, torch.randn(3, 2, 400), ["C3", "C4"], targets, mask, symmetric=True)
+    assert loss.requires_grad and {"ce_masked_0", "ce_complement_0", "code_accuracy"} <= set(parts)
+    # Chance cross-entropy over 8 codes is log(8).
+    assert abs(parts["ce_masked_0"] - np.log(8)) < 1.5
+
+
+def test_corpus_streams_montage_homogeneous_batches_at_the_model_rate(corpus_dir):
+    from neurofm.models.registry import get_model_spec
+
+    config = stage_config(corpus_dir, corpus_dir).corpus
+    corpus = Corpus(config, get_model_spec("labram"), 200)
+    summaries = corpus.check()
+    assert len(summaries) == 4 and {len(s.model_ch_names) for s in summaries} == {11, 4}
+    stream = corpus.batches(batch_size=5, seed=0)
+    montages = set()
+    for _ in range(20):
+        windows, names = next(stream)
+        assert windows.shape == (5, len(names), 400) and windows.dtype == np.float32
+        montages.add(names)
+    assert len(montages) == 2
+    # µV / 100 (LaBraM's scaling) of ~20 µV signals: standard deviation near 0.2.
+    assert 0.05 < float(windows.std()) < 1.0
+    # Each process gets its own recordings; together they are the corpus.
+    shards = [{s.path for s in corpus.shard(r, 2)} for r in range(2)]
+    assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == 4
+    # The same seed gives the same stream.
+    again = corpus.batches(batch_size=5, seed=0)
+    first = next(corpus.batches(batch_size=5, seed=0))
+    np.testing.assert_array_equal(next(again)[0], first[0])
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def test_tokenizer_stage_logs_codebook_usage_and_writes_a_tokenizer(tokenizer_run):
+    import pandas as pd
+
+    run = tokenizer_run / "tokenizer"
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["step"]) == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "commitment", "amplitude", "phase", "perplexity", "codes_used", "dead_codes"} <= set(history.columns)
+    assert np.isfinite(history["loss"]).all() and (history["perplexity"] >= 1).all()
+    assert history["amplitude"].iloc[-1] < history["amplitude"].iloc[0]
+    meta = json.loads((run / "tokenizer.json").read_text())
+    assert meta["n_times"] == 400 and meta["tokenizer"]["codebook_size"] == 32
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000004.pt", "step-0000006.pt"]
+
+
+def test_resumed_tokenizer_run_ends_where_an_uninterrupted_one_ends(tmp_path, corpus_dir, tokenizer_run, monkeypatch):
+    import neurofm.pretrain.trainer as trainer
+
+    original = trainer._save_checkpoint
+
+    def crash_after_step_four(run, step, *args, **kwargs):
+        original(run, step, *args, **kwargs)
+        if step == 4:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(trainer, "_save_checkpoint", crash_after_step_four)
+    config = stage_config(tmp_path, corpus_dir)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(config)
+    monkeypatch.setattr(trainer, "_save_checkpoint", original)
+    result = pretrain(config)
+    assert result.resumed_from == 4
+    ours = _tensors(tmp_path / "tokenizer" / "tokenizer.safetensors")
+    reference = _tensors(tokenizer_run / "tokenizer" / "tokenizer.safetensors")
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) for k in ours)
+    a = (tmp_path / "tokenizer" / "history.csv").read_text().splitlines()
+    b = (tokenizer_run / "tokenizer" / "history.csv").read_text().splitlines()
+    assert [row.rsplit(",", 1)[0] for row in a] == [row.rsplit(",", 1)[0] for row in b]  # all but the timing column
+
+
+def test_killed_masked_run_resumes_to_the_uninterrupted_result(tmp_path, corpus_dir, tokenizer_run):
+    steps = {"optimizer": {"max_steps": 30, "batch_size": 4, "lr": 1e-3}, "checkpoint_every": 3}
+    reference = stage_config(tmp_path / "a", corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer"), **steps)
+    pretrain(reference)
+    config = stage_config(tmp_path / "b", corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer"), **steps)
+    (tmp_path / "b").mkdir()
+    path = tmp_path / "b" / "masked.yaml"
+    config.to_yaml(path)
+    # Same thread count as this process: float sums are reproducible only for a fixed number of threads.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    process = subprocess.Popen([sys.executable, "-m", "neurofm", "pretrain", str(path)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    checkpoints = tmp_path / "b" / "masked" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("step-*.pt")):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = sorted(checkpoints.glob("step-*.pt"))
+    assert done, "the run was killed before its first checkpoint"
+    result = pretrain(config)
+    assert 0 < result.resumed_from < 30
+    ours = _tensors(tmp_path / "b" / "masked" / "model.safetensors")
+    theirs = _tensors(tmp_path / "a" / "masked" / "model.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert not list(checkpoints.glob(".*tmp*")), "a half-written checkpoint was left behind"
+
+
+def test_pretrained_backbone_loads_in_all_three_decoding_modes(tmp_path, corpus_dir, tokenizer_run):
+    from neurofm import Experiment
+    from neurofm.configs import (
+        ClassicalModelConfig,
+        CVConfig,
+        ExperimentConfig,
+        FoundationEmbeddingModelConfig,
+        FrozenBackboneDecoderConfig,
+        NeuralFineTuneConfig,
+        TrainerConfig,
+    )
+    from neurofm.simulate import simulate_eeg_dataset
+
+    pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer")))
+    run = str(tmp_path / "masked")
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=2, n_windows_per_class=4, window_seconds=2.0, random_state=0)
+    trainer = TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None)
+    models = {
+        "frozen": FrozenBackboneDecoderConfig(
+            backbone=FoundationEmbeddingModelConfig(model_key="labram", weights=run),
+            head=ClassicalModelConfig(estimator="LogisticRegression"),
+        ),
+        "full": NeuralFineTuneConfig(model_key="labram", weights=run, train_mode="full", trainer=trainer),
+        "lora": NeuralFineTuneConfig(model_key="labram", weights=run, train_mode="lora", trainer=trainer),
+    }
+    cfg = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), metrics=["balanced_accuracy"],
+                           cache_dir=str(tmp_path / "cache"), verbose=False)
+    result = Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+    assert result.get_detailed_scores()["Value"].notna().all()
+    artifacts = result.get_model_artifacts()
+    for name in models:
+        values = artifacts.loc[artifacts["Model"] == name, "ArtifactValue"].astype(str)
+        assert values.str.contains(f"'location': '{run}'", regex=False).any(), f"{name} did not read {run}"
+        assert values.str.contains("'random_init': False", regex=False).any(), f"{name} was not loaded"
+
+
+# --------------------------------------------------------------------------- many processes
+
+
+def test_torchrun_two_processes_keep_one_codebook(tmp_path, corpus_dir):
+    config = stage_config(tmp_path, corpus_dir, optimizer={"max_steps": 3})
+    path = tmp_path / "stage1.yaml"
+    config.to_yaml(path)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "neurofm", "pretrain", str(path)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())
+    assert meta["world_size"] == 2 and meta["replicas_identical"] is True
+    shards = [set(s) for s in meta["shards"]]
+    assert not shards[0] & shards[1] and len(shards[0] | shards[1]) == 4
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, tokenizer_run):
+    with pytest.raises(DataValidationError, match="not a multiple of the patch size 200"):
+        pretrain(stage_config(tmp_path, corpus_dir, corpus={"window_seconds": 1.5}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataValidationError, match="The corpus is empty"):
+        pretrain(stage_config(tmp_path, empty))
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    _write_recording(odd / "odd_eeg.fif", ["foo", "bar"], 200.0, 10.0, seed=0)
+    with pytest.raises(DataValidationError, match="no channel LaBraM can use"):
+        pretrain(stage_config(tmp_path, odd))
+    token = str(tokenizer_run / "tokenizer")
+    with pytest.raises(ConfigError, match="trained on windows of 400 samples"):
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, corpus={"window_seconds": 3.0}))
+    with pytest.raises(ConfigError, match="does not match the tokenizer's patch size"):
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, backbone_kwargs={"patch_size": 100}))
+    with pytest.raises(WeightsError, match="holds no finished tokenizer"):
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=str(tmp_path)))
+    with pytest.raises(ValueError, match="needs tokenizer_run"):
+        PretrainConfig.model_validate({"stage": "masked", "corpus": {"paths": ["x"]}, "output_dir": "o"})
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        PretrainConfig.model_validate({"stage": "tokenizer", "corpus": {"paths": ["x"]}, "output_dir": "o", "lr": 1})
+    # A finished run is never overwritten by another config.
+    with pytest.raises(ConfigError, match="another config"):
+        pretrain(stage_config(tokenizer_run, corpus_dir, tokenizer={"codebook_size": 16}))
+    assert _tensors(tokenizer_run / "tokenizer" / "tokenizer.safetensors")["quantizer.codebook"].shape[0] == 32
+
+
+def test_cli_pretrain_on_real_recordings(tmp_path):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real recordings not found at {SHARED_DATA}")
+    config = {
+        "stage": "tokenizer",
+        "output_dir": "run",
+        "corpus": {"paths": [str(SHARED_DATA / "eegmmi"), str(SHARED_DATA / "muse-n170" / "subject1")],
+                   "window_seconds": 2.0},
+        "tokenizer": TINY_TOKENIZER,
+        "optimizer": {"max_steps": 2, "batch_size": 4},
+        "progress": False,
+    }
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([sys.executable, "-m", "neurofm", "pretrain", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "tokenizer: 2 steps" in done.stdout
+    meta = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
+    assert meta["recordings"] == 3 + 6  # three EEGMMI runs and subject 1's six Muse sessions
