@@ -66,7 +66,7 @@ def stage_config(tmp, corpus_path, stage="tokenizer", **overrides):
         data["tokenizer_run"] = str(tmp / "tokenizer")
         data["backbone_kwargs"] = dict(TINY_BACKBONE)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
+        if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "backbone_kwargs":
             data[key] = {**data[key], **value}
         else:
             data[key] = value
@@ -340,7 +340,10 @@ def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, token
     with pytest.raises(ConfigError, match="trained on windows of 400 samples"):
         pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, corpus={"window_seconds": 3.0}))
     with pytest.raises(ConfigError, match="does not match the tokenizer's patch size"):
-        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, backbone_kwargs={"patch_size": 100}))
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token,
+                              backbone_kwargs={**TINY_BACKBONE, "patch_size": 100}))
+    with pytest.raises(ConfigError, match="Could not build the labram backbone with backbone_kwargs"):
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, backbone_kwargs={"depth": 1}))
     with pytest.raises(WeightsError, match="holds no finished tokenizer"):
         pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=str(tmp_path)))
     with pytest.raises(ValueError, match="needs tokenizer_run"):
@@ -373,3 +376,52 @@ def test_cli_pretrain_on_real_recordings(tmp_path):
     assert "tokenizer: 2 steps" in done.stdout
     meta = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
     assert meta["recordings"] == 3 + 6  # three EEGMMI runs and subject 1's six Muse sessions
+
+
+def test_codebrain_dual_tokenizer_and_masked_stage_load_downstream(tmp_path, corpus_dir):
+    import pandas as pd
+
+    from neurofm import Experiment
+    from neurofm.configs import (
+        ClassicalModelConfig,
+        CVConfig,
+        ExperimentConfig,
+        FoundationEmbeddingModelConfig,
+        FrozenBackboneDecoderConfig,
+        NeuralFineTuneConfig,
+        TrainerConfig,
+    )
+    from neurofm.simulate import simulate_eeg_dataset
+
+    tokenizer = {**TINY_TOKENIZER, "width": 16}
+    pretrain(stage_config(tmp_path, corpus_dir, recipe="codebrain", tokenizer=tokenizer, optimizer={"max_steps": 4}))
+    history = pd.read_csv(tmp_path / "tokenizer" / "history.csv")
+    assert {"waveform", "amplitude", "phase", "perplexity_temporal", "perplexity_frequency", "dead_codes_temporal",
+            "dead_codes_frequency"} <= set(history.columns)
+    token = str(tmp_path / "tokenizer")
+    with pytest.raises(ConfigError, match="do not match the tokenizer's codebooks"):
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", recipe="codebrain", tokenizer_run=token,
+                              backbone_kwargs={"num_res_layers": 1, "codebook_size_t": 64}))
+    with pytest.raises(WeightsError, match="belongs to recipe 'codebrain', not 'labram'"):
+        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token))
+    pretrain(stage_config(tmp_path, corpus_dir, "masked", recipe="codebrain", tokenizer_run=token,
+                          backbone_kwargs={"num_res_layers": 1}, optimizer={"max_steps": 4}))
+    masked = pd.read_csv(tmp_path / "masked" / "history.csv")
+    assert {"ce_masked_0", "ce_masked_1", "ce_complement_1"} <= set(masked.columns)
+    architecture = json.loads((tmp_path / "masked" / "config.json").read_text())
+    assert architecture == {"patch_size": 200, "num_res_layers": 1, "codebook_size_t": 32, "codebook_size_f": 32}
+
+    run = str(tmp_path / "masked")
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=2, n_windows_per_class=4, window_seconds=2.0, random_state=0)
+    trainer = TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None)
+    models = {
+        "frozen": FrozenBackboneDecoderConfig(backbone=FoundationEmbeddingModelConfig(model_key="codebrain", weights=run),
+                                              head=ClassicalModelConfig(estimator="LogisticRegression")),
+        "lora": NeuralFineTuneConfig(model_key="codebrain", weights=run, train_mode="lora", trainer=trainer),
+    }
+    cfg = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), metrics=["balanced_accuracy"],
+                           cache_dir=str(tmp_path / "cache"), verbose=False)
+    result = Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+    assert result.get_detailed_scores()["Value"].notna().all()
+    values = result.get_model_artifacts()["ArtifactValue"].astype(str)
+    assert values.str.contains(f"'location': '{run}'", regex=False).sum() >= 2

@@ -53,8 +53,14 @@ class TokenizerConfig(BaseConfig):
     ----------
     patch_size : int
         Samples per patch at the model's rate (LaBraM: 200 at 200 Hz).
-    codebook_size, code_dim : int
-        Codebook size and code dimension (LaBraM: 8192 x 64).
+    codebook_size : int | None
+        Codes per codebook; ``None`` takes the recipe's (LaBraM: 8192; CodeBrain:
+        4096 in each of its two codebooks, braindecode's head sizes).
+    code_dim : int
+        Code dimension (LaBraM: 64).
+    width : int | None
+        Token width of the CodeBrain tokenizer's branches (default 200). LaBraM's
+        width follows from the patch size (200 for 200 samples) and cannot be set.
     depth, num_heads, decoder_depth : int
         Encoder layers, attention heads, decoder layers (LaBraM: 12, 10, 3).
     ema_decay : float
@@ -70,8 +76,9 @@ class TokenizerConfig(BaseConfig):
     """
 
     patch_size: int = Field(200, ge=16)
-    codebook_size: int = Field(8192, ge=2)
+    codebook_size: int | None = Field(None, ge=2)
     code_dim: int = Field(64, ge=2)
+    width: int | None = Field(None, ge=8)
     depth: int = Field(12, ge=1)
     num_heads: int = Field(10, ge=1)
     decoder_depth: int = Field(3, ge=1)
@@ -118,8 +125,10 @@ class PretrainConfig(BaseConfig):
 
     Parameters
     ----------
-    recipe : {"labram"}
-        Which backbone and tokenizer.
+    recipe : {"labram", "codebrain"}
+        Which backbone and tokenizer: LaBraM (VQ-NSP tokenizer, braindecode
+        ``Labram``) or CodeBrain (dual temporal/frequency tokenizer, braindecode
+        ``CodeBrain``).
     stage : {"tokenizer", "masked"}
         Stage 1 trains the tokenizer; stage 2 trains the backbone to predict
         the frozen tokenizer's codes of masked patches.
@@ -154,7 +163,7 @@ class PretrainConfig(BaseConfig):
         Show a progress bar.
     """
 
-    recipe: Literal["labram"] = "labram"
+    recipe: Literal["labram", "codebrain"] = "labram"
     stage: Literal["tokenizer", "masked"]
     corpus: CorpusConfig
     output_dir: str

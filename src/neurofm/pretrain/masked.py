@@ -5,10 +5,12 @@ must predict the code index the frozen stage-1 tokenizer gives each hidden
 token. LaBraM's recipe also runs the complementary mask (every token hidden
 once per step), which :func:`masked_code_loss` does when ``symmetric``.
 
-The student is the registry's own backbone (braindecode ``Labram``), so what pretraining produces loads like any other checkpoint.
+The student is the registry's own backbone (braindecode ``Labram`` or
+``CodeBrain``), so what pretraining produces loads like any other checkpoint.
 For ``Labram`` the mask is applied by a forward hook on its patch embedding:
 braindecode's forward runs unchanged and a learned mask token replaces the
-hidden tokens before positions are added.
+hidden tokens before positions are added. ``CodeBrain`` takes the mask in its
+own forward (its pretraining mode) and predicts both of its codebooks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MaskedLabram", "random_token_mask", "masked_code_loss"]
+__all__ = ["MaskedCodeBrain", "MaskedLabram", "random_token_mask", "masked_code_loss"]
 
 
 def random_token_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -55,6 +57,27 @@ class MaskedLabram(nn.Module):
             self._mask = None
         hidden = tokens[mask]
         return [head(hidden) for head in self.heads]
+
+
+class MaskedCodeBrain(nn.Module):
+    """braindecode ``CodeBrain`` in its pretraining mode: it takes the mask and has one head per codebook."""
+
+    def __init__(self, backbone: nn.Module, codebook_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        heads = (backbone.lm_head_t.out_features, backbone.lm_head_f.out_features)
+        if tuple(codebook_sizes) != heads:
+            raise ValueError(f"CodeBrain's heads predict {heads} codes, the tokenizer has {tuple(codebook_sizes)}.")
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor, ch_names: list[str], mask: torch.Tensor) -> list[torch.Tensor]:
+        """Logits over the temporal and the frequency codebook for the hidden tokens, in ``mask`` order."""
+        # CodeBrain's mask is (batch, channels, patches), 1 = hidden; flattened it is our channel-major order.
+        grid = mask.reshape(x.shape[0], x.shape[1], -1).long()
+        self.backbone.pretrain_mode = True
+        try:
+            return list(self.backbone(x, mask=grid))
+        finally:
+            self.backbone.pretrain_mode = False
 
 
 def masked_code_loss(

@@ -8,6 +8,14 @@ amplitude and phase from the codes alone. Predicting the spectrum rather than
 the raw samples is what makes the codes carry rhythm rather than noise.
 The encoder is braindecode's own ``Labram`` in its tokenizer layout, so the
 temporal convolution and the channel vocabulary are those the student uses.
+
+:class:`TFDualTokenizer` is CodeBrain's dual tokenizer as neurofm builds it:
+two branches with their own codebooks, one encoding each patch's waveform and
+reconstructing it, one encoding its amplitude spectrum and reconstructing
+amplitude and phase. The temporal and the frequency code of a patch are
+predicted separately in stage 2 (braindecode's ``CodeBrain`` has one head per
+codebook). CodeBrain is montage-free, so these branches know a token's place
+in time but not its channel.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from torch import nn
 
 from .quantizer import NormEMAQuantizer
 
-__all__ = ["TokenizerOutput", "VQNSPTokenizer", "labram_token_width", "spectrum_targets"]
+__all__ = ["TFDualTokenizer", "TokenizerOutput", "VQNSPTokenizer", "labram_token_width", "spectrum_targets"]
 
 
 def labram_token_width(patch_size: int, conv_out_channels: int = 8) -> int:
@@ -42,22 +50,24 @@ def spectrum_targets(patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
         The first half of the spectrum (the signal is real, the rest mirrors it).
     """
     spectrum = torch.fft.fft(patches.float(), dim=-1)[..., : patches.shape[-1] // 2]
-
-    def zscore(values: torch.Tensor) -> torch.Tensor:
-        mean = values.mean(dim=(1, 2), keepdim=True)
-        std = values.std(dim=(1, 2), keepdim=True)
-        return (values - mean) / (std + 1e-5)
-
-    return zscore(spectrum.abs()), zscore(torch.angle(spectrum))
+    return _zscore(spectrum.abs()), _zscore(torch.angle(spectrum))
 
 
-class _TokenDecoder(nn.Module):
-    """Transformer over code vectors with learned channel and time embeddings."""
+def _zscore(values: torch.Tensor) -> torch.Tensor:
+    """Standardise over all tokens and features of each window."""
+    mean = values.mean(dim=(1, 2), keepdim=True)
+    std = values.std(dim=(1, 2), keepdim=True)
+    return (values - mean) / (std + 1e-5)
 
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, n_channel_slots: int, n_patches: int) -> None:
+
+class _TokenTransformer(nn.Module):
+    """Transformer over per-token vectors with learned time (and optionally channel) embeddings."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, n_patches: int,
+                 n_channel_slots: int | None = None) -> None:
         super().__init__()
         self.project = nn.Linear(in_dim, dim)
-        self.channel_embedding = nn.Embedding(n_channel_slots, dim)
+        self.channel_embedding = nn.Embedding(n_channel_slots, dim) if n_channel_slots else None
         self.time_embedding = nn.Embedding(n_patches, dim)
         layer = nn.TransformerEncoderLayer(
             dim, num_heads, dim_feedforward=4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
@@ -65,12 +75,13 @@ class _TokenDecoder(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, codes: torch.Tensor, channel_ids: torch.Tensor, n_patches: int) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, n_patches: int, channel_ids: torch.Tensor | None = None) -> torch.Tensor:
         # Tokens are ordered channel-major: (c0 p0, c0 p1, ..., c1 p0, ...), as LaBraM's patch embedding orders them.
-        n_chans = channel_ids.shape[0]
-        channel = self.channel_embedding(channel_ids).repeat_interleave(n_patches, dim=0)
-        time = self.time_embedding(torch.arange(n_patches, device=codes.device)).repeat(n_chans, 1)
-        return self.norm(self.blocks(self.project(codes) + channel + time))
+        n_chans = tokens.shape[1] // n_patches
+        x = self.project(tokens) + self.time_embedding(torch.arange(n_patches, device=tokens.device)).repeat(n_chans, 1)
+        if self.channel_embedding is not None and channel_ids is not None:
+            x = x + self.channel_embedding(channel_ids).repeat_interleave(n_patches, dim=0)
+        return self.norm(self.blocks(x))
 
 
 def _regression_head(dim: int, out: int) -> nn.Sequential:
@@ -131,7 +142,7 @@ class VQNSPTokenizer(nn.Module):
         )
         self.encode_task = _regression_head(width, code_dim)
         self.quantizer = NormEMAQuantizer(codebook_size, code_dim, **(quantizer_kwargs or {}))
-        self.decoder = _TokenDecoder(code_dim, width, decoder_depth, num_heads, n_channel_slots, self.n_patches)
+        self.decoder = _TokenTransformer(code_dim, width, decoder_depth, num_heads, self.n_patches, n_channel_slots)
         self.amplitude_head = _regression_head(width, patch_size // 2)
         self.phase_head = _regression_head(width, patch_size // 2)
 
@@ -140,14 +151,14 @@ class VQNSPTokenizer(nn.Module):
         return self.encode_task(tokens)
 
     @torch.no_grad()
-    def get_codebook_indices(self, x: torch.Tensor, ch_names: list[str]) -> torch.Tensor:
-        """Code index of every (channel, patch) token, shape ``(batch, n_chans * n_patches)``."""
-        return self.quantizer.lookup(self._encode(x, ch_names))
+    def get_codebook_indices(self, x: torch.Tensor, ch_names: list[str]) -> list[torch.Tensor]:
+        """Code index of every (channel, patch) token: one ``(batch, n_chans * n_patches)`` tensor."""
+        return [self.quantizer.lookup(self._encode(x, ch_names))]
 
     def forward(self, x: torch.Tensor, ch_names: list[str], channel_ids: torch.Tensor) -> TokenizerOutput:
         """Losses of one batch of windows ``(batch, n_chans, n_times)``."""
         quantized = self.quantizer(self._encode(x, ch_names))
-        decoded = self.decoder(quantized.quantized, channel_ids, self.n_patches)
+        decoded = self.decoder(quantized.quantized, self.n_patches, channel_ids)
         patches = x.reshape(x.shape[0], -1, self.patch_size)
         amplitude, phase = spectrum_targets(patches)
         amplitude_loss = F.mse_loss(self.amplitude_head(decoded), amplitude)
@@ -158,3 +169,82 @@ class VQNSPTokenizer(nn.Module):
             "perplexity": quantized.perplexity, "codes_used": quantized.used, "dead_codes": quantized.dead,
         }
         return TokenizerOutput(loss=loss, parts=parts, indices=quantized.indices)
+
+
+class TFDualTokenizer(nn.Module):
+    """CodeBrain's dual tokenizer: a temporal and a frequency codebook per patch.
+
+    Parameters
+    ----------
+    n_times, patch_size : int
+        Samples per window and per patch.
+    codebook_size, code_dim : int
+        Size and dimension of each of the two codebooks.
+    dim, depth, num_heads, decoder_depth : int
+        Width, encoder layers, heads and decoder layers of each branch.
+    quantizer_kwargs : dict
+        Passed to both :class:`NormEMAQuantizer`.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_times: int,
+        patch_size: int = 200,
+        codebook_size: int = 4096,
+        code_dim: int = 64,
+        dim: int = 200,
+        depth: int = 12,
+        num_heads: int = 10,
+        decoder_depth: int = 3,
+        quantizer_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.patch_size, self.n_patches = patch_size, n_times // patch_size
+        n_freqs = patch_size // 2
+        branch = {"dim": dim, "depth": depth, "num_heads": num_heads, "n_patches": self.n_patches}
+        self.temporal_encoder = _TokenTransformer(patch_size, **branch)
+        self.frequency_encoder = _TokenTransformer(n_freqs, **branch)
+        self.temporal_task = _regression_head(dim, code_dim)
+        self.frequency_task = _regression_head(dim, code_dim)
+        self.temporal_quantizer = NormEMAQuantizer(codebook_size, code_dim, **(quantizer_kwargs or {}))
+        self.frequency_quantizer = NormEMAQuantizer(codebook_size, code_dim, **(quantizer_kwargs or {}))
+        decoder = {**branch, "depth": decoder_depth}
+        self.temporal_decoder = _TokenTransformer(code_dim, **decoder)
+        self.frequency_decoder = _TokenTransformer(code_dim, **decoder)
+        self.waveform_head = _regression_head(dim, patch_size)
+        self.amplitude_head = _regression_head(dim, n_freqs)
+        self.phase_head = _regression_head(dim, n_freqs)
+
+    def _branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        patches = x.reshape(x.shape[0], -1, self.patch_size)
+        log_amplitude = torch.log1p(torch.fft.rfft(patches.float(), dim=-1)[..., : self.patch_size // 2].abs())
+        temporal = self.temporal_task(self.temporal_encoder(patches, self.n_patches))
+        frequency = self.frequency_task(self.frequency_encoder(log_amplitude, self.n_patches))
+        return patches, temporal, frequency
+
+    @torch.no_grad()
+    def get_codebook_indices(self, x: torch.Tensor, ch_names: list[str] | None = None) -> list[torch.Tensor]:
+        """Temporal and frequency code of every (channel, patch) token, each ``(batch, n_tokens)``."""
+        _, temporal, frequency = self._branches(x)
+        return [self.temporal_quantizer.lookup(temporal), self.frequency_quantizer.lookup(frequency)]
+
+    def forward(self, x: torch.Tensor, ch_names: list[str] | None = None, channel_ids: torch.Tensor | None = None) -> TokenizerOutput:
+        """Losses of one batch of windows ``(batch, n_chans, n_times)``."""
+        patches, temporal, frequency = self._branches(x)
+        q_time, q_freq = self.temporal_quantizer(temporal), self.frequency_quantizer(frequency)
+        decoded_time = self.temporal_decoder(q_time.quantized, self.n_patches)
+        decoded_freq = self.frequency_decoder(q_freq.quantized, self.n_patches)
+        amplitude, phase = spectrum_targets(patches)
+        waveform_loss = F.mse_loss(self.waveform_head(decoded_time), _zscore(patches.float()))
+        amplitude_loss = F.mse_loss(self.amplitude_head(decoded_freq), amplitude)
+        phase_loss = F.mse_loss(self.phase_head(decoded_freq), phase)
+        loss = q_time.loss + q_freq.loss + waveform_loss + amplitude_loss + phase_loss
+        parts = {
+            "commitment": q_time.loss.item() + q_freq.loss.item(), "waveform": waveform_loss.item(),
+            "amplitude": amplitude_loss.item(), "phase": phase_loss.item(),
+            "perplexity_temporal": q_time.perplexity, "perplexity_frequency": q_freq.perplexity,
+            "codes_used_temporal": q_time.used, "codes_used_frequency": q_freq.used,
+            "dead_codes_temporal": q_time.dead, "dead_codes_frequency": q_freq.dead,
+        }
+        return TokenizerOutput(loss=loss, parts=parts, indices=q_time.indices)

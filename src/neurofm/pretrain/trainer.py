@@ -46,10 +46,19 @@ class Recipe:
 
     key: str
     backbone_key: str
+    default_codebook_size: int
     build_tokenizer: Callable[[TokenizerConfig, int], Any]
     channel_ids: Callable[[tuple[str, ...]], Any]
     masked_model: Callable[[Any, tuple[int, ...]], Any]
-    codebook_sizes: Callable[[TokenizerConfig], tuple[int, ...]]
+    n_codebooks: int
+    # braindecode arguments that make the backbone's pretraining heads match the tokenizer.
+    head_kwargs: Callable[[TokenizerConfig], dict[str, Any]] = lambda config: {}
+
+    def resolve(self, config: TokenizerConfig) -> TokenizerConfig:
+        """The tokenizer config with the recipe's defaults filled in."""
+        if config.codebook_size is None:
+            config = config.model_copy(update={"codebook_size": self.default_codebook_size})
+        return config
 
 
 def _labram_channel_ids(ch_names: tuple[str, ...]):
@@ -60,15 +69,33 @@ def _labram_channel_ids(ch_names: tuple[str, ...]):
     return torch.tensor([_LABRAM_CANONICAL_INDEX[n.upper()] + 1 for n in ch_names], dtype=torch.long)
 
 
-def _build_vqnsp(config: TokenizerConfig, n_times: int):
-    from .tokenizers import VQNSPTokenizer
+def _quantizer_kwargs(config: TokenizerConfig) -> dict[str, Any]:
+    return {"decay": config.ema_decay, "commitment_weight": config.commitment_weight,
+            "kmeans_init": config.kmeans_init, "dead_after": config.dead_after, "restart_dead": config.restart_dead}
 
+
+def _build_vqnsp(config: TokenizerConfig, n_times: int):
+    from .tokenizers import VQNSPTokenizer, labram_token_width
+
+    if config.width is not None and config.width != labram_token_width(config.patch_size):
+        raise ConfigError(
+            f"LaBraM's token width follows from the patch size ({labram_token_width(config.patch_size)} for "
+            f"{config.patch_size} samples); remove tokenizer.width={config.width}."
+        )
     return VQNSPTokenizer(
         n_times=n_times, patch_size=config.patch_size, codebook_size=config.codebook_size, code_dim=config.code_dim,
         depth=config.depth, num_heads=config.num_heads, decoder_depth=config.decoder_depth,
-        quantizer_kwargs={"decay": config.ema_decay, "commitment_weight": config.commitment_weight,
-                          "kmeans_init": config.kmeans_init, "dead_after": config.dead_after,
-                          "restart_dead": config.restart_dead},
+        quantizer_kwargs=_quantizer_kwargs(config),
+    )
+
+
+def _build_tfdual(config: TokenizerConfig, n_times: int):
+    from .tokenizers import TFDualTokenizer
+
+    return TFDualTokenizer(
+        n_times=n_times, patch_size=config.patch_size, codebook_size=config.codebook_size, code_dim=config.code_dim,
+        dim=config.width or 200, depth=config.depth, num_heads=config.num_heads, decoder_depth=config.decoder_depth,
+        quantizer_kwargs=_quantizer_kwargs(config),
     )
 
 
@@ -78,10 +105,21 @@ def _masked_labram(backbone, codebook_sizes):
     return MaskedLabram(backbone, codebook_sizes)
 
 
+def _masked_codebrain(backbone, codebook_sizes):
+    from .masked import MaskedCodeBrain
+
+    return MaskedCodeBrain(backbone, codebook_sizes)
+
+
 RECIPES = {
     "labram": Recipe(
-        key="labram", backbone_key="labram", build_tokenizer=_build_vqnsp, channel_ids=_labram_channel_ids,
-        masked_model=_masked_labram, codebook_sizes=lambda config: (config.codebook_size,),
+        key="labram", backbone_key="labram", default_codebook_size=8192, build_tokenizer=_build_vqnsp,
+        channel_ids=_labram_channel_ids, masked_model=_masked_labram, n_codebooks=1,
+    ),
+    "codebrain": Recipe(
+        key="codebrain", backbone_key="codebrain", default_codebook_size=4096, build_tokenizer=_build_tfdual,
+        channel_ids=lambda ch_names: None, masked_model=_masked_codebrain, n_codebooks=2,
+        head_kwargs=lambda config: {"codebook_size_t": config.codebook_size, "codebook_size_f": config.codebook_size},
     ),
 }
 
@@ -280,7 +318,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         frozen_tokenizer, tokenizer_meta = load_tokenizer(tokenizer_run, config.recipe)
         token_config = TokenizerConfig(**tokenizer_meta["tokenizer"])
     else:
-        token_config = config.tokenizer
+        token_config = recipe.resolve(config.tokenizer)
     spec = dataclasses.replace(spec, patch_size=token_config.patch_size)
     corpus = Corpus(config.corpus, spec, token_config.patch_size, base_dir=base)
     if tokenizer_meta is not None:
@@ -288,22 +326,26 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     world = _start_world(config)
     corpus.shard(world.rank, world.size)  # every process checks its shard before any training
 
-    identity = _config_identity(config)
-    resume = _prepare_run_dir(run, config, identity, world)
-
     torch.manual_seed(config.seed)
     if config.stage == "tokenizer":
         model = recipe.build_tokenizer(token_config, corpus.n_times)
-        ch_example = corpus.check()[0].model_ch_names
     else:
         from ..adapt import AdaptedSignal
 
         ch_example = corpus.check()[0].model_ch_names
-        kwargs = {"patch_size": token_config.patch_size, **config.backbone_kwargs}
-        backbone = spec.build(AdaptedSignal(corpus.sfreq, ch_example, corpus.n_times), **kwargs)
-        model = recipe.masked_model(backbone, recipe.codebook_sizes(token_config))
+        architecture = _backbone_architecture(recipe, token_config, config)
+        try:
+            backbone = spec.build(AdaptedSignal(corpus.sfreq, ch_example, corpus.n_times), **architecture)
+        except TypeError as exc:
+            raise ConfigError(
+                f"Could not build the {spec.key} backbone with backbone_kwargs {config.backbone_kwargs}: {exc}. "
+                f"Use the braindecode {spec.braindecode_class} argument names."
+            ) from exc
+        model = recipe.masked_model(backbone, (token_config.codebook_size,) * recipe.n_codebooks)
         frozen_tokenizer.to(world.device)
     model.to(world.device)
+    # Only now, with the config known to work, is the run directory touched.
+    resume = _prepare_run_dir(run, config, _config_identity(config), world)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.optimizer.lr,
         betas=config.optimizer.betas, weight_decay=config.optimizer.weight_decay,
@@ -388,15 +430,21 @@ class _Objective:
         import torch
 
         if self.config.stage == "tokenizer":
-            out = model(x, list(ch_names), self.recipe.channel_ids(ch_names).to(x.device))
+            channel_ids = self.recipe.channel_ids(ch_names)
+            out = model(x, list(ch_names), None if channel_ids is None else channel_ids.to(x.device))
             return out.loss, dict(out.parts)
         from .masked import masked_code_loss, random_token_mask
 
         with torch.no_grad():
-            targets = [self.tokenizer.get_codebook_indices(x, list(ch_names))]
+            targets = self.tokenizer.get_codebook_indices(x, list(ch_names))
         n_tokens = targets[0].shape[1]
         mask = random_token_mask(x.shape[0], n_tokens, self.config.mask_ratio, generator).to(x.device)
         return masked_code_loss(model, x, list(ch_names), targets, mask, self.config.symmetric_masking)
+
+
+def _backbone_architecture(recipe: Recipe, token_config: TokenizerConfig, config: PretrainConfig) -> dict[str, Any]:
+    """braindecode arguments of the stage-2 backbone: the user's, with the tokenizer's patch and code counts."""
+    return {"patch_size": token_config.patch_size, **config.backbone_kwargs, **recipe.head_kwargs(token_config)}
 
 
 def _check_tokenizer_fits(meta: dict[str, Any], n_times: int, config: PretrainConfig) -> None:
@@ -412,13 +460,20 @@ def _check_tokenizer_fits(meta: dict[str, Any], n_times: int, config: PretrainCo
             f"backbone_kwargs.patch_size={wanted} does not match the tokenizer's patch size {patch}: the codes "
             "describe patches of the tokenizer's length. Remove patch_size from backbone_kwargs."
         )
+    heads = RECIPES[config.recipe].head_kwargs(TokenizerConfig(**meta["tokenizer"]))
+    clash = {k: v for k, v in config.backbone_kwargs.items() if k in heads and heads[k] != v}
+    if clash:
+        raise ConfigError(
+            f"backbone_kwargs {clash} do not match the tokenizer's codebooks {heads}: the backbone's heads must "
+            "predict the tokenizer's codes. Remove them from backbone_kwargs."
+        )
 
 
 def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _World) -> tuple[int, Path] | None:
     import yaml
 
     saved = run / "pretrain.yaml"
-    if saved.is_file():
+    if saved.is_file() and _latest_checkpoint(run) is not None:
         previous = PretrainConfig.model_validate(yaml.safe_load(saved.read_text()))
         if _config_identity(previous) != identity:
             changed = sorted(k for k in identity if identity.get(k) != _config_identity(previous).get(k))
@@ -427,8 +482,10 @@ def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _
                 "or restore the original config to resume it."
             )
     elif world.main:
+        # A directory without a checkpoint holds nothing computed: the new config takes it over.
         run.mkdir(parents=True, exist_ok=True)
         _atomic_write(saved, lambda tmp: tmp.write_text(config.to_yaml()))
+        (run / "history.csv").unlink(missing_ok=True)
     _barrier(world)
     latest = _latest_checkpoint(run) if run.is_dir() else None
     if latest is not None and world.main:
@@ -484,7 +541,7 @@ def _export(run: Path, config: PretrainConfig, model, corpus: Corpus, token_conf
         _atomic_write(run / "tokenizer.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
         return
     backbone = model.backbone
-    architecture = {"patch_size": token_config.patch_size, **config.backbone_kwargs}
+    architecture = _backbone_architecture(recipe, token_config, config)
     _atomic_write(run / "model.safetensors", lambda tmp: save_file(tensors(backbone), str(tmp)))
     _atomic_write(run / "config.json", lambda tmp: tmp.write_text(json.dumps(architecture, indent=2)))
     meta = {**summary, "backbone_key": recipe.backbone_key, "tokenizer_run": str(config.tokenizer_run)}
