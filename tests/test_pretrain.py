@@ -425,3 +425,26 @@ def test_codebrain_dual_tokenizer_and_masked_stage_load_downstream(tmp_path, cor
     assert result.get_detailed_scores()["Value"].notna().all()
     values = result.get_model_artifacts()["ArtifactValue"].astype(str)
     assert values.str.contains(f"'location': '{run}'", regex=False).sum() >= 2
+
+
+def test_report_shows_the_pretraining_curves(tokenizer_run, tmp_path):
+    import re
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from neurofm.cli import app
+
+    run = tokenizer_run / "tokenizer"
+    assert (run / "loss_curves.png").stat().st_size > 10_000
+    outcome = CliRunner().invoke(app, ["report", str(run)])
+    assert outcome.exit_code == 0, outcome.output
+    page = (run / "report.html").read_text()
+    assert 'id="fig-pretraining"' in page and "data:image/png;base64," in page and "codebook_size: 32" in page
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", (run / "report.html").as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert re.findall(r'data-rendered="(\w+)"', dom.stdout) == ["true"], dom.stdout[:500]

@@ -13,7 +13,7 @@ import yaml
 
 from .results import ExperimentResult
 
-__all__ = ["write_report"]
+__all__ = ["pretraining_figure", "write_report"]
 
 
 def _png(fig) -> str:
@@ -164,8 +164,81 @@ def _table(frame: pd.DataFrame, table_id: str) -> str:
     return frame.to_html(index=False, border=0, classes="table", table_id=table_id, escape=True)
 
 
+def _page(subtitle: str, sections: list[str]) -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>neurofm report</title>
+<script>window.addEventListener("load", () => document.querySelectorAll("img").forEach(
+  img => img.dataset.rendered = String(img.complete && img.naturalWidth > 0)));</script>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
+figure{{margin:1.5em 0}} img{{max-width:100%}} .table{{border-collapse:collapse;font-size:13px}}
+.table td,.table th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
+</head><body><h1>neurofm report</h1><p>{html.escape(subtitle)}</p>{''.join(sections)}</body></html>"""
+
+
+# Columns of a pretraining history that are not losses.
+_USAGE_PREFIXES = ("perplexity", "codes_used", "dead_codes")
+_NOT_LOSSES = ("step", "lr", "seconds", "grad_norm", "code_accuracy")
+
+
+def pretraining_figure(history: pd.DataFrame):
+    """Loss parts, codebook usage or code accuracy, and the learning rate against the step (a matplotlib figure)."""
+    import matplotlib.pyplot as plt
+
+    losses = [c for c in history.columns if c not in _NOT_LOSSES and not c.startswith(_USAGE_PREFIXES)]
+    usage = [c for c in history.columns if c.startswith(_USAGE_PREFIXES)]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for column in losses:
+        axes[0].plot(history["step"], history[column], label=column, lw=2 if column == "loss" else 1)
+    axes[0].set_title("losses")
+    if usage:
+        for column in usage:
+            axes[1].plot(history["step"], history[column], label=column)
+        axes[1].set_title("codebook usage")
+    elif "code_accuracy" in history:
+        axes[1].plot(history["step"], history["code_accuracy"], label="code_accuracy")
+        axes[1].set_title("accuracy of the predicted codes")
+    axes[2].plot(history["step"], history["lr"], color="black")
+    axes[2].set_title("learning rate")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _pretraining_report(run_dir: Path) -> list[str]:
+    history_path = run_dir / "history.csv"
+    if not history_path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds a pretraining config but no history.csv yet: nothing ran there.")
+    history = pd.read_csv(history_path)
+    last = history.iloc[-1].to_frame("value").reset_index(names="quantity")
+    sections = [
+        "<h2>Figures</h2>" + _figure(
+            "fig-pretraining", "Pretraining curves", pretraining_figure(history),
+            "Every logged step; losses are means over processes.",
+        ),
+        "<h2>Last step</h2>" + _table(last, "last-step"),
+    ]
+    for name in ("tokenizer.json", "pretrain.json"):
+        if (run_dir / name).is_file():
+            summary = yaml.safe_load((run_dir / name).read_text())
+            sections.append(f"<h2>Result ({name})</h2><pre>" + html.escape(yaml.safe_dump(summary, sort_keys=False)) + "</pre>")
+    sections.append("<h2>Config</h2><pre>" + html.escape((run_dir / "pretrain.yaml").read_text()) + "</pre>")
+    return sections
+
+
 def write_report(results_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Write ``report.html`` for a directory saved by :meth:`ExperimentResult.save`.
+    """Write ``report.html`` for a saved result or a pretraining run directory.
+
+    Parameters
+    ----------
+    results_dir : str | Path
+        A directory saved by :meth:`ExperimentResult.save`, or the
+        ``output_dir`` of :func:`neurofm.pretrain.pretrain` (loss curves,
+        codebook usage, learning rate, config).
+    output : str | Path | None
+        Where to write (default: ``report.html`` inside the directory).
 
     Returns
     -------
@@ -176,6 +249,10 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
 
     matplotlib.use("Agg")
     results_dir = Path(results_dir)
+    if (results_dir / "pretrain.yaml").is_file():
+        path = Path(output) if output else results_dir / "report.html"
+        path.write_text(_page(str(results_dir), _pretraining_report(results_dir)))
+        return path
     result = ExperimentResult.load(results_dir)
     figures = [f for f in (_scores_figure(result), _confusion_figure(result), _roc_figure(result), _training_figure(result)) if f]
     summary = result.summary()
@@ -198,13 +275,7 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     sections.append("<h2>Config</h2><pre>" + html.escape(yaml.safe_dump(result.config, sort_keys=False)) + "</pre>")
     versions = result.meta.get("versions", {})
     sections.append("<h2>Software</h2><pre>" + html.escape(yaml.safe_dump(versions, sort_keys=False)) + "</pre>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>neurofm report</title>
-<script>window.addEventListener("load", () => document.querySelectorAll("img").forEach(
-  img => img.dataset.rendered = String(img.complete && img.naturalWidth > 0)));</script>
-<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
-figure{{margin:1.5em 0}} img{{max-width:100%}} .table{{border-collapse:collapse;font-size:13px}}
-.table td,.table th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
-</head><body><h1>neurofm report</h1><p>{html.escape(str(results_dir))}</p>{''.join(sections)}</body></html>"""
+    page = _page(str(results_dir), sections)
     path = Path(output) if output else results_dir / "report.html"
     path.write_text(page)
     return path

@@ -412,6 +412,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         processes = {"world_size": world.size, "replicas_identical": replicas_identical,
                      "shards": [[str(s.path) for s in corpus.shard(r, world.size)] for r in range(world.size)]}
         _export(run, config, model, corpus, token_config, processes)
+        _write_curves(run)
     _barrier(world)
     return PretrainResult(
         output_dir=run, stage=config.stage, steps=config.optimizer.max_steps,
@@ -546,6 +547,21 @@ def _export(run: Path, config: PretrainConfig, model, corpus: Corpus, token_conf
     _atomic_write(run / "config.json", lambda tmp: tmp.write_text(json.dumps(architecture, indent=2)))
     meta = {**summary, "backbone_key": recipe.backbone_key, "tokenizer_run": str(config.tokenizer_run)}
     _atomic_write(run / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+
+
+def _write_curves(run: Path) -> None:
+    """The loss curves as a figure beside history.csv (``neurofm report RUN_DIR`` shows them too)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ..report import pretraining_figure
+
+    figure = pretraining_figure(pd.read_csv(run / "history.csv"))
+    _atomic_write(run / "loss_curves.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
 
 
 def _progress(config: PretrainConfig, world: _World, start: int):
