@@ -448,3 +448,37 @@ def test_report_shows_the_pretraining_curves(tokenizer_run, tmp_path):
     dom = subprocess.run(["chromium", *flags, "--dump-dom", (run / "report.html").as_uri()], capture_output=True,
                          text=True, timeout=120)
     assert re.findall(r'data-rendered="(\w+)"', dom.stdout) == ["true"], dom.stdout[:500]
+
+
+def test_corpus_takes_sources_of_any_loader(tmp_path, corpus_dir):
+    from neurofm.models.registry import get_model_spec
+
+    recording = str(next(corpus_dir.glob("sub-03/*.fif")))
+    spec = get_model_spec("labram")
+    config = PretrainConfig.model_validate({
+        "stage": "tokenizer", "output_dir": "o",
+        "corpus": {"sources": [{"source": "recording", "path": recording, "window": 2.0,
+                                "preprocessing": {"l_freq": 1.0, "resample": 200.0}}], "window_seconds": 2.0},
+    }).corpus
+    corpus = Corpus(config, spec, 200)
+    (summary,) = corpus.check()
+    assert summary.path == "source:0" and summary.n_windows == 12 and set(summary.model_ch_names) == set(MONTAGE_B)
+    windows, names = next(corpus.batches(batch_size=4, seed=0))
+    assert windows.shape == (4, 4, 400) and set(names) == set(MONTAGE_B)
+    wrong = config.model_copy(update={"window_seconds": 4.0})
+    with pytest.raises(DataValidationError, match="gives windows of 2 s .* the corpus uses 4 s"):
+        Corpus(wrong, spec, 200).check()
+    with pytest.raises(ValueError, match="the corpus needs recordings"):
+        PretrainConfig.model_validate({"stage": "tokenizer", "output_dir": "o", "corpus": {}})
+
+
+@pytest.mark.parametrize("recipe", ["labram", "codebrain"])
+def test_bf16_autocast_path_trains(tmp_path, corpus_dir, recipe):
+    # bf16 is meant for GPUs; on this CPU it only proves the autocast path runs and stays finite.
+    import pandas as pd
+
+    tokenizer = {**TINY_TOKENIZER, "width": 16} if recipe == "codebrain" else TINY_TOKENIZER
+    pretrain(stage_config(tmp_path, corpus_dir, recipe=recipe, precision="bf16", tokenizer=tokenizer,
+                          optimizer={"max_steps": 2}))
+    history = pd.read_csv(tmp_path / "tokenizer" / "history.csv")
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ..configs import BaseConfig, PreprocessingConfig
+from ..configs import BaseConfig, DataConfig, PreprocessingConfig
 
 __all__ = ["CorpusConfig", "TokenizerConfig", "OptimizerConfig", "PretrainConfig", "RECIPE_PREPROCESSING"]
 
@@ -23,6 +23,11 @@ class CorpusConfig(BaseConfig):
     paths : list of str
         Files (any format MNE reads, or Muse CSV) or folders searched
         recursively for them. Relative paths are taken from the config file.
+    sources : list of DataConfig
+        Data sources of any neurofm loader (``eegmmi``, ``bids``, ``moabb``,
+        ``uci_smni`` ...), each loaded on its own when its turn comes; their
+        windows (``tmin``/``tmax`` or ``window``) must last ``window_seconds``.
+        Labels are ignored.
     exclude : list of str
         Glob patterns (matched against each file's path) to leave out, e.g.
         the held-out subjects of a later probe: ``["*subject1/*"]``.
@@ -38,12 +43,19 @@ class CorpusConfig(BaseConfig):
         Drop windows whose peak-to-peak amplitude exceeds this value (volts).
     """
 
-    paths: list[str] = Field(min_length=1)
+    paths: list[str] = Field(default_factory=list)
+    sources: list[DataConfig] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     window_seconds: float = Field(4.0, gt=0)
     stride_seconds: float | None = Field(None, gt=0)
     preprocessing: PreprocessingConfig = Field(default_factory=lambda: RECIPE_PREPROCESSING.model_copy())
     reject_peak_to_peak: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _has_recordings(self) -> CorpusConfig:
+        if not self.paths and not self.sources:
+            raise ValueError("the corpus needs recordings: give paths (files or folders) or sources (loader configs).")
+        return self
 
 
 class TokenizerConfig(BaseConfig):

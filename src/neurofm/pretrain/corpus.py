@@ -1,6 +1,8 @@
 """Unlabeled recordings streamed as montage-homogeneous batches of model-ready windows.
 
-Only one recording is in memory at a time (plus at most one batch of windows
+A corpus is files (any format MNE reads, Muse CSV) found under ``paths``, and
+data sources of any neurofm loader (``sources``). Only one recording (or one
+source) is in memory at a time (plus at most one batch of windows
 per montage waiting to be filled). Each recording is read, preprocessed on its
 continuous signal, resampled to the model's rate and cut into windows; the
 registry's adaptation plan then keeps the channels the model knows and applies
@@ -35,7 +37,7 @@ RECORDING_SUFFIXES = (".edf", ".bdf", ".gdf", ".fif", ".vhdr", ".set", ".cnt", "
 
 
 def find_recordings(config: CorpusConfig, base_dir: str | Path = ".") -> list[Path]:
-    """Every recording the corpus names, sorted, without the excluded ones."""
+    """Every recording file the corpus names, sorted, without the excluded ones."""
     found: list[Path] = []
     for entry in config.paths:
         path = Path(entry).expanduser()
@@ -47,7 +49,7 @@ def find_recordings(config: CorpusConfig, base_dir: str | Path = ".") -> list[Pa
         else:
             raise DataValidationError(f"The corpus path {path} does not exist.")
     kept = sorted({p.resolve() for p in found if not any(fnmatch.fnmatch(str(p), pat) for pat in config.exclude)})
-    if not kept:
+    if not kept and not config.sources:
         raise DataValidationError(
             f"The corpus is empty: no recordings ({', '.join(RECORDING_SUFFIXES)}) under {config.paths}"
             + (f" after excluding {config.exclude}" if config.exclude else "")
@@ -70,9 +72,9 @@ def _read(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class RecordingSummary:
-    """What the pre-training check learned about one recording without loading its samples."""
+    """What the pre-training check learned about one recording (or loader source)."""
 
-    path: Path
+    path: Path | str  # a file, or "source:<k>" for the k-th loader source
     sfreq: float
     n_times: int
     ch_names: tuple[str, ...]
@@ -105,6 +107,7 @@ class Corpus:
                 f"of the patch size {patch_size}. Choose window_seconds as a multiple of "
                 f"{patch_size / self.sfreq:g} s, or another patch_size."
             )
+        self.base_dir = Path(base_dir)
         self.paths = find_recordings(config, base_dir)
         self._summaries: list[RecordingSummary] | None = None
 
@@ -117,33 +120,31 @@ class Corpus:
             A recording with no channel the model knows, or none long enough
             for one window; the message lists them and the fix.
         """
-        from ..adapt import plan_adaptation
-        from ..data import SignalInfo
-
         if self._summaries is not None:
             return self._summaries
         summaries, unusable, short = [], [], []
-        for path in self.paths:
+        for item in [*self.paths, *(f"source:{k}" for k in range(len(self.config.sources)))]:
             try:
-                raw = _read(path)
+                raw = self._load(item, header_only=True)
+            except DataValidationError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any reader failure is reported with its file
-                raise DataValidationError(f"Could not read the corpus recording {path}: {exc}") from exc
+                raise DataValidationError(f"Could not read the corpus recording {item}: {exc}") from exc
+            name = item.name if isinstance(item, Path) else f"{item} ({self.config.sources[int(item[7:])].source})"
             eeg = [raw.ch_names[i] for i in _eeg_picks(raw)]
-            duration = raw.n_times / raw.info["sfreq"]
-            n_model = int(np.floor(duration * self.sfreq))
-            n_windows = 0 if n_model < self.n_times else (n_model - self.n_times) // self.stride + 1
             if not eeg:
-                unusable.append(f"{path.name} (no EEG channels)")
+                unusable.append(f"{name} (no EEG channels)")
                 continue
             try:
-                plan = plan_adaptation(self.spec, SignalInfo(self.sfreq, tuple(eeg), ("V",) * len(eeg)), self.n_times)
+                plan = self._plan(raw, eeg)
             except AdaptationError as exc:
-                unusable.append(f"{path.name} ({exc})")
+                unusable.append(f"{name} ({exc})")
                 continue
+            n_windows = self._count_windows(raw)
             if n_windows == 0:
-                short.append(f"{path.name} ({duration:.1f} s)")
+                short.append(f"{name} ({raw.times[-1] if len(raw.times) else 0:.1f} s)")
                 continue
-            summaries.append(RecordingSummary(path, float(raw.info["sfreq"]), raw.n_times, tuple(eeg),
+            summaries.append(RecordingSummary(item, float(raw.info["sfreq"]), len(raw.times), tuple(eeg),
                                               tuple(plan.target.ch_names), n_windows))
         if unusable:
             raise DataValidationError(
@@ -171,14 +172,64 @@ class Corpus:
             )
         return mine
 
-    def windows(self, summary: RecordingSummary) -> tuple[np.ndarray, tuple[str, ...]]:
-        """All model-ready windows of one recording, float32 ``(n, n_chans, n_times)``, and their channel names."""
+    def _load(self, item: Path | str, header_only: bool = False) -> Any:
+        """A file as ``mne.io.Raw`` (samples not read when ``header_only``), or a loader source as ``mne.Epochs``."""
+        if isinstance(item, Path):
+            raw = _read(item)
+            return raw if header_only else raw.load_data(verbose=False)
+        from ..loaders import load_data
+
+        source = self.config.sources[int(item.split(":", 1)[1])]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            epochs = load_data(source, self.base_dir)
+        if not np.isclose(epochs.info["sfreq"], self.sfreq):
+            # Better done on the continuous signal: set the source's preprocessing.resample to the model's rate.
+            epochs = epochs.copy().resample(self.sfreq, verbose=False)
+        length = len(epochs.times)
+        if abs(length - self.n_times) > 1:
+            raise DataValidationError(
+                f"Corpus source {item} ({source.source}) gives windows of {length / self.sfreq:g} s at {self.sfreq:g} Hz; "
+                f"the corpus uses {self.config.window_seconds:g} s. Set its tmin/tmax (or window) to "
+                f"{self.config.window_seconds:g} s."
+            )
+        return epochs
+
+    def _plan(self, signal: Any, eeg: list[str]) -> Any:
         from ..adapt import plan_adaptation
         from ..data import SignalInfo
+
+        return plan_adaptation(self.spec, SignalInfo(self.sfreq, tuple(eeg), ("V",) * len(eeg)), self.n_times)
+
+    def _count_windows(self, signal: Any) -> int:
+        if not hasattr(signal, "n_times"):  # epochs of a loader source: one window each
+            return len(signal)
+        n_model = int(np.floor(signal.n_times / signal.info["sfreq"] * self.sfreq))
+        return 0 if n_model < self.n_times else (n_model - self.n_times) // self.stride + 1
+
+    def windows(self, summary: RecordingSummary) -> tuple[np.ndarray, tuple[str, ...]]:
+        """All model-ready windows of one recording, float32 ``(n, n_chans, n_times)``, and their channel names."""
+        signal = self._load(summary.path)
+        signal.pick(list(summary.ch_names))
+        if isinstance(summary.path, Path):
+            self._preprocess(signal)
+            data = signal.get_data()
+            starts = np.arange(0, data.shape[1] - self.n_times + 1, self.stride)
+            windows = np.stack([data[:, s:s + self.n_times] for s in starts]) if len(starts) else np.empty((0, data.shape[0], self.n_times))
+        else:
+            # A loader's windows come preprocessed by its own config; only the length is made exact.
+            windows = signal.get_data()[..., : self.n_times]
+            if windows.shape[-1] < self.n_times:
+                windows = np.pad(windows, [(0, 0), (0, 0), (0, self.n_times - windows.shape[-1])])
+        if self.config.reject_peak_to_peak is not None and len(windows):
+            keep = np.ptp(windows, axis=-1).max(axis=-1) <= self.config.reject_peak_to_peak
+            windows = windows[keep]
+        plan = self._plan(signal, list(signal.ch_names))
+        return plan.apply(windows), tuple(plan.target.ch_names)
+
+    def _preprocess(self, raw: Any) -> None:
         from ..preprocess import preprocess_raw
 
-        raw = _read(summary.path).load_data(verbose=False)
-        raw.pick(list(summary.ch_names))
         nyquist = raw.info["sfreq"] / 2
         steps = self.config.preprocessing.model_copy(update={"picks": None})
         # A recording cannot carry frequencies at or above its Nyquist rate: skip what does not apply.
@@ -190,14 +241,6 @@ class Corpus:
         if steps.resample is None and not np.isclose(raw.info["sfreq"], self.sfreq):
             steps = steps.model_copy(update={"resample": self.sfreq})
         preprocess_raw(raw, steps)
-        data = raw.get_data()
-        starts = np.arange(0, data.shape[1] - self.n_times + 1, self.stride)
-        windows = np.stack([data[:, s:s + self.n_times] for s in starts]) if len(starts) else np.empty((0, data.shape[0], self.n_times))
-        if self.config.reject_peak_to_peak is not None and len(windows):
-            keep = np.ptp(windows, axis=-1).max(axis=-1) <= self.config.reject_peak_to_peak
-            windows = windows[keep]
-        plan = plan_adaptation(self.spec, SignalInfo(self.sfreq, tuple(raw.ch_names), ("V",) * len(raw.ch_names)), self.n_times)
-        return plan.apply(windows), tuple(plan.target.ch_names)
 
     def batches(self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[np.ndarray, tuple[str, ...]]]:
         """An endless stream of ``(windows, ch_names)`` batches of one montage each."""
