@@ -482,3 +482,23 @@ def test_bf16_autocast_path_trains(tmp_path, corpus_dir, recipe):
                           optimizer={"max_steps": 2}))
     history = pd.read_csv(tmp_path / "tokenizer" / "history.csv")
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
+
+
+def test_example_pretraining_configs_run_offline(tmp_path):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real recordings not found at {SHARED_DATA}")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    stage1 = PretrainConfig.from_yaml(examples / "pretrain_labram_tokenizer.yaml")
+    stage2 = PretrainConfig.from_yaml(examples / "pretrain_labram_masked.yaml")
+    assert stage2.tokenizer_run == stage1.output_dir and stage1.corpus == stage2.corpus
+    short = {"max_steps": 2, "batch_size": 4}
+    first = stage1.model_copy(update={"output_dir": str(tmp_path / "tok"), "progress": False,
+                                      "optimizer": stage1.optimizer.model_copy(update=short)})
+    second = stage2.model_copy(update={"output_dir": str(tmp_path / "bb"), "tokenizer_run": str(tmp_path / "tok"),
+                                       "progress": False, "optimizer": stage2.optimizer.model_copy(update=short)})
+    pretrain(first, base_dir=examples)
+    result = pretrain(second, base_dir=examples)
+    assert (result.output_dir / "model.safetensors").is_file()
+    meta = json.loads((tmp_path / "bb" / "pretrain.json").read_text())
+    held_out = [p for shard in meta["shards"] for p in shard if "/subject2/" in p or "/subject3/" in p]
+    assert meta["recordings"] == 3 + 11 and not held_out

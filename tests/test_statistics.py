@@ -39,3 +39,22 @@ def test_paired_comparison_on_the_same_folds(tmp_path):
     assert cmp["n_folds"] == 4 and cmp["mean_difference"] > 0.2
     assert 0 < cmp["corrected_t_p"] < 0.05
     assert result.get_statistics().empty
+
+
+def test_trainable_models_are_permuted_only_when_asked(tmp_path):
+    from neurofm.configs import NeuralFineTuneConfig, TrainerConfig
+    from neurofm.models import get_model_spec
+
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=4, random_state=2)
+    tuner = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="frozen",
+                                 model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+                                 trainer=TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None))
+    base = {"models": {"tuned": tuner}, "metrics": ["balanced_accuracy"], "cache_dir": str(tmp_path), "verbose": False,
+            "n_permutations": 2, "cv": CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject")}
+    skipped = Experiment(ExperimentConfig(**base)).run(X, y, sample_metadata=meta, **info)
+    assert skipped.get_statistics().empty
+    note = skipped.get_model_artifacts(artifact_type="permutation_test")
+    assert list(note["ArtifactKey"]) == ["skipped"] and "permute_trainable=True" in note["ArtifactValue"].iloc[0]
+    permuted = Experiment(ExperimentConfig(**base, permute_trainable=True)).run(X, y, sample_metadata=meta, **info)
+    stats = permuted.get_statistics().set_index("Model")
+    assert 1 / 3 <= stats.loc["tuned", "p_value"] <= 1 and np.isfinite(stats.loc["tuned", "chance_mean"])

@@ -453,9 +453,13 @@ class ExperimentConfig(BaseConfig):
     random_state : int
         Seed for splits, heads and random initialisation of backbones.
     n_permutations : int
-        Chance level by label permutation: refit every non-trainable model on
-        the same folds this many times with shuffled labels (within groups when
-        the CV has a ``group_key``) and report p-values. 0 skips it.
+        Chance level by label permutation: refit every model on the same folds
+        this many times with shuffled labels (within groups when the CV has a
+        ``group_key``) and report p-values. 0 skips it.
+    permute_trainable : bool
+        Also permute trainable models (``NeuralFineTuneConfig``): that is
+        ``n_permutations`` x folds trainings, so it is off by default and the
+        result records that their permutation test was skipped.
     verbose : bool
         Progress bars and info logs.
     """
@@ -467,6 +471,7 @@ class ExperimentConfig(BaseConfig):
     cache_dir: str = "~/.cache/neurofm"
     random_state: int = 0
     n_permutations: int = Field(0, ge=0)
+    permute_trainable: bool = False
     verbose: bool = True
 
     @model_validator(mode="after")

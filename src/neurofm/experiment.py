@@ -136,7 +136,12 @@ class Experiment:
                     scores.append((model.name, fold, metric, value))
                 predictions.append(self._prediction_frame(model.name, fold, test, inputs.y[test], y_pred, proba, classes))
                 split_rows.append(_split_frame(model.name, fold, train, test))
-            if cfg.n_permutations and not isinstance(model.config, NeuralFineTuneConfig):
+            trainable = isinstance(model.config, NeuralFineTuneConfig)
+            if cfg.n_permutations and trainable and not cfg.permute_trainable:
+                model.artifacts.append((-1, "permutation_test", "skipped",
+                                        f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
+                                        "permute_trainable=True to run them"))
+            elif cfg.n_permutations:
                 observed = {m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
                             for m in cfg.resolved_metrics}
                 model.artifacts.extend(
@@ -214,7 +219,15 @@ class Experiment:
             y_perm = _permute(y, groups, rng)
             fold_scores = {metric: [] for metric in observed}
             for train, test in splits:
-                estimator = clone(model.estimator).fit(features[train], y_perm[train])
+                estimator = clone(model.estimator)
+                if isinstance(model.config, NeuralFineTuneConfig):
+                    estimator.fit(features[train], y_perm[train], groups=None if groups is None else groups[train])
+                    if estimator.failed_:
+                        for metric in observed:
+                            fold_scores[metric].append(float("nan"))
+                        continue
+                else:
+                    estimator.fit(features[train], y_perm[train])
                 y_pred, proba = self._predict(estimator, features[test], classes)
                 for metric in observed:
                     fold_scores[metric].append(score(metric, y_perm[test], y_pred, proba, classes))

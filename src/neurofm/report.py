@@ -175,7 +175,7 @@ figure{{margin:1.5em 0}} img{{max-width:100%}} .table{{border-collapse:collapse;
 
 
 # Columns of a pretraining history that are not losses.
-_USAGE_PREFIXES = ("perplexity", "codes_used", "dead_codes")
+_USAGE_PREFIXES = ("perplexity", "codes_used", "dead_codes", "restarted_codes")
 _NOT_LOSSES = ("step", "lr", "seconds", "grad_norm", "code_accuracy")
 
 

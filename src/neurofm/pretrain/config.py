@@ -84,7 +84,10 @@ class TokenizerConfig(BaseConfig):
     dead_after : int
         Steps without use after which a code is reported dead.
     restart_dead : bool
-        Move dead codes onto current vectors (not in LaBraM's recipe).
+        Move dead codes onto vectors of the current batch. Not in LaBraM's code,
+        which relies on k-means initialisation and EMA alone; on the small
+        corpus of ../shared/data that codebook collapsed to one code within 25
+        steps, so neurofm restarts by default.
     """
 
     patch_size: int = Field(200, ge=16)
@@ -97,8 +100,8 @@ class TokenizerConfig(BaseConfig):
     ema_decay: float = Field(0.99, gt=0, lt=1)
     commitment_weight: float = Field(1.0, ge=0)
     kmeans_init: bool = True
-    dead_after: int = Field(100, ge=1)
-    restart_dead: bool = False
+    dead_after: int = Field(20, ge=1)
+    restart_dead: bool = True
 
 
 class OptimizerConfig(BaseConfig):

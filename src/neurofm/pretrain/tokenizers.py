@@ -167,6 +167,7 @@ class VQNSPTokenizer(nn.Module):
         parts = {
             "commitment": quantized.loss.item(), "amplitude": amplitude_loss.item(), "phase": phase_loss.item(),
             "perplexity": quantized.perplexity, "codes_used": quantized.used, "dead_codes": quantized.dead,
+            "restarted_codes": quantized.restarted,
         }
         return TokenizerOutput(loss=loss, parts=parts, indices=quantized.indices)
 
@@ -246,5 +247,6 @@ class TFDualTokenizer(nn.Module):
             "perplexity_temporal": q_time.perplexity, "perplexity_frequency": q_freq.perplexity,
             "codes_used_temporal": q_time.used, "codes_used_frequency": q_freq.used,
             "dead_codes_temporal": q_time.dead, "dead_codes_frequency": q_freq.dead,
+            "restarted_codes_temporal": q_time.restarted, "restarted_codes_frequency": q_freq.restarted,
         }
         return TokenizerOutput(loss=loss, parts=parts, indices=q_time.indices)
