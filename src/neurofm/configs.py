@@ -31,6 +31,7 @@ __all__ = [
     "NeuralFineTuneConfig",
     "PreprocessingConfig",
     "DataConfig",
+    "ExecutionConfig",
     "RunConfig",
     "ExperimentConfig",
     "CV_STRATEGIES",
@@ -434,6 +435,42 @@ CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1_macro"
 REGRESSION_METRICS = ("r2", "mae", "rmse", "pearson")
 
 
+class ExecutionConfig(BaseConfig):
+    """Where the (model, fold) fits and the permutation refits run.
+
+    Every backend runs the same units of work with the same seeds, so scores
+    do not depend on it (for scikit-learn estimators exactly; trainable
+    backbones are exact only for the same number of torch threads per worker).
+    Embeddings are extracted before the fan-out, into the shared cache.
+
+    Parameters
+    ----------
+    backend : {"sequential", "joblib", "dask", "ray", "submitit"}
+        ``joblib``: local processes; ``dask``: a Dask cluster (``address``) or
+        a local one; ``ray``: a Ray cluster (``address``) or a local one;
+        ``submitit``: Slurm jobs (or local processes where there is no Slurm).
+    n_jobs : int
+        Processes of the local pools (joblib, local Dask or Ray).
+    address : str | None
+        Scheduler address of a running Dask cluster (``tcp://host:8786``) or
+        Ray cluster (``ray://host:10001`` or ``auto``).
+    submitit_folder : str
+        Where submitit writes job scripts, logs and results.
+    submitit_cluster : {"slurm", "local", "debug"} | None
+        ``None`` picks Slurm when ``sbatch`` is found, local processes otherwise.
+    submitit_parameters : dict
+        Passed to ``executor.update_parameters`` (``slurm_partition``,
+        ``timeout_min``, ``cpus_per_task``, ``gpus_per_node`` ...).
+    """
+
+    backend: Literal["sequential", "joblib", "dask", "ray", "submitit"] = "sequential"
+    n_jobs: int = Field(2, ge=1)
+    address: str | None = None
+    submitit_folder: str = "~/.cache/neurofm/submitit"
+    submitit_cluster: Literal["slurm", "local", "debug"] | None = None
+    submitit_parameters: dict[str, Any] = Field(default_factory=dict)
+
+
 class ExperimentConfig(BaseConfig):
     """A whole cross-validated decoding experiment.
 
@@ -450,6 +487,8 @@ class ExperimentConfig(BaseConfig):
         The outer cross-validation.
     cache_dir : str
         Root of the on-disk embedding cache (``~`` is expanded).
+    execution : ExecutionConfig
+        Where the fits run (default: one after the other in this process).
     random_state : int
         Seed for splits, heads and random initialisation of backbones.
     n_permutations : int
@@ -469,6 +508,7 @@ class ExperimentConfig(BaseConfig):
     metrics: list[str] | None = None
     cv: CVConfig = Field(default_factory=CVConfig)
     cache_dir: str = "~/.cache/neurofm"
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     random_state: int = 0
     n_permutations: int = Field(0, ge=0)
     permute_trainable: bool = False

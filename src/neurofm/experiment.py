@@ -28,6 +28,7 @@ from .cv import make_splits
 from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError
+from .execution import check_backend, map_tasks
 from .metrics import score
 from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
 from .utils.check import validate_type
@@ -101,6 +102,7 @@ class Experiment:
     def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units) -> ExperimentResult:
         cfg = self.config
         set_log_level(cfg.verbose)
+        check_backend(cfg.execution)
         started = time.perf_counter()
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
@@ -109,45 +111,44 @@ class Experiment:
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         scores, predictions, split_rows, artifacts = [], [], [], []
-        timings = {}
-        # Models that share a backbone config share one extraction: the embeddings are the same.
+        timings: dict[str, float] = {}
+        # Embeddings first, in this process and into the shared cache; models that share a
+        # backbone config share one extraction. Then every (model, fold) fit is one task.
         extracted: dict[str, tuple[str, np.ndarray]] = {}
+        features: dict[str, np.ndarray] = {}
         for model in prepared:
             t0 = time.perf_counter()
-            logger.info("Model %r (%d folds)", model.name, len(splits))
-            features = inputs.X
-            if model.embedder is not None:
-                features = self._embed(model, inputs.X, extracted)
-            for fold, (train, test) in enumerate(splits):
-                estimator = clone(model.estimator)
-                if isinstance(model.config, NeuralFineTuneConfig):
-                    # The validation split for early stopping comes from this training partition, by group.
-                    estimator.fit(features[train], inputs.y[train], groups=None if groups is None else groups[train])
-                    model.artifacts.extend(_trainable_artifacts(estimator, fold))
-                    if estimator.failed_:
-                        scores.extend((model.name, fold, metric, float("nan")) for metric in cfg.resolved_metrics)
-                        split_rows.append(_split_frame(model.name, fold, train, test))
-                        continue
-                else:
-                    estimator.fit(features[train], inputs.y[train])
-                y_pred, proba = self._predict(estimator, features[test], classes)
-                for metric in cfg.resolved_metrics:
-                    value = score(metric, inputs.y[test], y_pred, proba, classes)
-                    scores.append((model.name, fold, metric, value))
-                predictions.append(self._prediction_frame(model.name, fold, test, inputs.y[test], y_pred, proba, classes))
-                split_rows.append(_split_frame(model.name, fold, train, test))
+            features[model.name] = self._embed(model, inputs.X, extracted) if model.embedder is not None else inputs.X
+            timings[model.name] = time.perf_counter() - t0
+        tasks = [
+            _FoldTask(model.name, fold, clone(model.estimator), isinstance(model.config, NeuralFineTuneConfig),
+                      features[model.name], inputs.y, groups, train, test, classes, tuple(cfg.resolved_metrics))
+            for model in prepared
+            for fold, (train, test) in enumerate(splits)
+        ]
+        logger.info("%d model(s) x %d folds on %s", len(prepared), len(splits), cfg.execution.backend)
+        for task, outcome in zip(tasks, map_tasks(cfg.execution, _run_fold, tasks), strict=True):
+            model = next(m for m in prepared if m.name == task.model_name)
+            model.artifacts.extend(outcome.artifacts)
+            scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
+            if outcome.predictions is not None:
+                predictions.append(outcome.predictions)
+            split_rows.append(_split_frame(task.model_name, task.fold, task.train, task.test))
+            timings[task.model_name] += outcome.seconds
+        for model in prepared:
             trainable = isinstance(model.config, NeuralFineTuneConfig)
             if cfg.n_permutations and trainable and not cfg.permute_trainable:
                 model.artifacts.append((-1, "permutation_test", "skipped",
                                         f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
                                         "permute_trainable=True to run them"))
             elif cfg.n_permutations:
+                t0 = time.perf_counter()
                 observed = {m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
                             for m in cfg.resolved_metrics}
                 model.artifacts.extend(
-                    self._permutation_test(model, features, inputs.y, groups, splits, classes, observed)
+                    self._permutation_test(model, features[model.name], inputs.y, groups, splits, classes, observed)
                 )
-            timings[model.name] = time.perf_counter() - t0
+                timings[model.name] += time.perf_counter() - t0
             artifacts.extend((model.name, *row) for row in model.artifacts)
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
 
@@ -214,25 +215,16 @@ class Experiment:
         """Chance level: the same folds and estimator, labels shuffled (within groups when grouped)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.random_state)
+        trainable = isinstance(model.config, NeuralFineTuneConfig)
+        tasks = [
+            _PermutationTask(model.estimator, trainable, features, _permute(y, groups, rng), groups, splits, classes,
+                             tuple(observed))
+            for _ in range(cfg.n_permutations)
+        ]
         null = {metric: [] for metric in observed}
-        for _ in range(cfg.n_permutations):
-            y_perm = _permute(y, groups, rng)
-            fold_scores = {metric: [] for metric in observed}
-            for train, test in splits:
-                estimator = clone(model.estimator)
-                if isinstance(model.config, NeuralFineTuneConfig):
-                    estimator.fit(features[train], y_perm[train], groups=None if groups is None else groups[train])
-                    if estimator.failed_:
-                        for metric in observed:
-                            fold_scores[metric].append(float("nan"))
-                        continue
-                else:
-                    estimator.fit(features[train], y_perm[train])
-                y_pred, proba = self._predict(estimator, features[test], classes)
-                for metric in observed:
-                    fold_scores[metric].append(score(metric, y_perm[test], y_pred, proba, classes))
+        for means in map_tasks(cfg.execution, _run_permutation, tasks):
             for metric in observed:
-                null[metric].append(float(np.nanmean(fold_scores[metric])))
+                null[metric].append(means[metric])
         rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
         for metric, values in null.items():
             values = np.asarray(values)
@@ -244,36 +236,113 @@ class Experiment:
             ]
         return rows
 
-    @staticmethod
-    def _predict(estimator, X, classes):
-        y_pred = estimator.predict(X)
-        if classes is None:
-            return y_pred, None
-        proba = None
-        est_classes = getattr(estimator, "classes_", None)
-        if hasattr(estimator, "predict_proba"):
-            try:
-                proba_raw = estimator.predict_proba(X)
-            except (AttributeError, NotImplementedError):
-                proba_raw = None
-        else:
-            proba_raw = None
-        if proba_raw is None and hasattr(estimator, "decision_function"):
-            dec = np.asarray(estimator.decision_function(X))
-            proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
-        if proba_raw is not None and est_classes is not None:
-            proba = np.zeros((len(X), len(classes)))
-            cols = np.searchsorted(classes, est_classes)
-            proba[:, cols] = proba_raw
-        return y_pred, proba
 
-    @staticmethod
-    def _prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
-        frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
-        if proba is not None:
-            for k, cls in enumerate(classes):
-                frame[f"proba_{cls}"] = proba[:, k]
-        return frame
+@dataclass
+class _FoldTask:
+    """One (model, fold): fit on the training partition, score the test partition. Picklable."""
+
+    model_name: str
+    fold: int
+    estimator: Any
+    trainable: bool
+    features: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    train: np.ndarray
+    test: np.ndarray
+    classes: np.ndarray | None
+    metrics: tuple[str, ...]
+
+
+@dataclass
+class _FoldOutcome:
+    scores: dict[str, float]
+    predictions: pd.DataFrame | None
+    artifacts: list[tuple[int, str, str, Any]]
+    seconds: float
+
+
+def _fit(estimator, trainable: bool, X, y, groups):
+    """Fit on one training partition; a trainable model's validation split comes from it, by group."""
+    if trainable:
+        return estimator.fit(X, y, groups=groups)
+    return estimator.fit(X, y)
+
+
+def _run_fold(task: _FoldTask) -> _FoldOutcome:
+    started = time.perf_counter()
+    train, test = task.train, task.test
+    groups = None if task.groups is None else task.groups[train]
+    estimator = _fit(task.estimator, task.trainable, task.features[train], task.y[train], groups)
+    artifacts = _trainable_artifacts(estimator, task.fold) if task.trainable else []
+    if task.trainable and estimator.failed_:
+        nan = dict.fromkeys(task.metrics, float("nan"))
+        return _FoldOutcome(nan, None, artifacts, time.perf_counter() - started)
+    y_pred, proba = _predict(estimator, task.features[test], task.classes)
+    scores = {metric: score(metric, task.y[test], y_pred, proba, task.classes) for metric in task.metrics}
+    frame = _prediction_frame(task.model_name, task.fold, test, task.y[test], y_pred, proba, task.classes)
+    return _FoldOutcome(scores, frame, artifacts, time.perf_counter() - started)
+
+
+@dataclass
+class _PermutationTask:
+    """Every fold of one label permutation. Picklable."""
+
+    estimator: Any
+    trainable: bool
+    features: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    classes: np.ndarray | None
+    metrics: tuple[str, ...]
+
+
+def _run_permutation(task: _PermutationTask) -> dict[str, float]:
+    """Mean score over folds of the estimator refitted on shuffled labels."""
+    fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
+    for train, test in task.splits:
+        groups = None if task.groups is None else task.groups[train]
+        estimator = _fit(clone(task.estimator), task.trainable, task.features[train], task.y[train], groups)
+        if task.trainable and estimator.failed_:
+            for metric in task.metrics:
+                fold_scores[metric].append(float("nan"))
+            continue
+        y_pred, proba = _predict(estimator, task.features[test], task.classes)
+        for metric in task.metrics:
+            fold_scores[metric].append(score(metric, task.y[test], y_pred, proba, task.classes))
+    return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
+
+
+def _predict(estimator, X, classes):
+    y_pred = estimator.predict(X)
+    if classes is None:
+        return y_pred, None
+    proba = None
+    est_classes = getattr(estimator, "classes_", None)
+    if hasattr(estimator, "predict_proba"):
+        try:
+            proba_raw = estimator.predict_proba(X)
+        except (AttributeError, NotImplementedError):
+            proba_raw = None
+    else:
+        proba_raw = None
+    if proba_raw is None and hasattr(estimator, "decision_function"):
+        dec = np.asarray(estimator.decision_function(X))
+        proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
+    if proba_raw is not None and est_classes is not None:
+        proba = np.zeros((len(X), len(classes)))
+        cols = np.searchsorted(classes, est_classes)
+        proba[:, cols] = proba_raw
+    return y_pred, proba
+
+
+def _prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
+    frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
+    if proba is not None:
+        for k, cls in enumerate(classes):
+            frame[f"proba_{cls}"] = proba[:, k]
+    return frame
 
 
 def _permute(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,122 @@
+"""Run independent units of work on an existing engine: joblib, Dask, Ray or Slurm (submitit).
+
+neurofm never schedules work itself. :func:`map_tasks` hands a picklable
+function and a list of picklable tasks to the engine the
+:class:`~neurofm.configs.ExecutionConfig` names and returns the results in
+task order, so that the caller assembles the same result whatever ran them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .configs import ExecutionConfig
+from .utils.check import soft_import
+from .utils.logging import logger
+
+__all__ = ["check_backend", "map_tasks"]
+
+# The package each backend needs, and the neurofm extra that installs it.
+_NEEDS = {"dask": ("distributed", "cluster"), "ray": ("ray", "ray"), "submitit": ("submitit", "cluster")}
+
+
+def check_backend(config: ExecutionConfig) -> None:
+    """Fail before any compute when the configured backend's package is missing."""
+    if config.backend in _NEEDS:
+        module, extra = _NEEDS[config.backend]
+        soft_import(module, f"execution backend {config.backend!r}", extra)
+
+
+def map_tasks(config: ExecutionConfig, function: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
+    """``[function(task) for task in tasks]`` on the configured backend, in task order."""
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    runner = _BACKENDS[config.backend]
+    logger.info("Running %d task(s) on %s", len(tasks), config.backend)
+    with _preserved_environ():
+        return runner(config, function, tasks)
+
+
+@contextlib.contextmanager
+def _preserved_environ():
+    """Undo what an engine writes into this process's environment.
+
+    Dask's local cluster sets ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS) for its
+    workers in the calling process too, and leaves it there: later work of the
+    caller, and every subprocess it starts, would then run with other thread
+    counts, and float sums (hence results) would change.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def _sequential(config: ExecutionConfig, function, tasks: list) -> list:
+    return [function(task) for task in tasks]
+
+
+def _joblib(config: ExecutionConfig, function, tasks: list) -> list:
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=config.n_jobs, backend="loky")(delayed(function)(task) for task in tasks)
+
+
+def _dask(config: ExecutionConfig, function, tasks: list) -> list:
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if config.address is None:
+        cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(config.address or cluster)
+    try:
+        # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
+        return client.gather(client.map(function, tasks, pure=False))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _ray(config: ExecutionConfig, function, tasks: list) -> list:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        kwargs = {"address": config.address} if config.address else {"num_cpus": config.n_jobs}
+        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+    try:
+        remote = ray.remote(function)
+        return ray.get([remote.remote(task) for task in tasks])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _submitit(config: ExecutionConfig, function, tasks: list) -> list:
+    import submitit
+
+    cluster = config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")
+    folder = Path(config.submitit_folder).expanduser() / "%j"
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    executor.update_parameters(**{"timeout_min": 60, **config.submitit_parameters})
+    jobs = executor.map_array(function, tasks)
+    return [job.result() for job in jobs]
+
+
+_BACKENDS: dict[str, Callable[[ExecutionConfig, Callable, list], list]] = {
+    "sequential": _sequential,
+    "joblib": _joblib,
+    "dask": _dask,
+    "ray": _ray,
+    "submitit": _submitit,
+}

@@ -1,0 +1,103 @@
+"""Execution backends: the same config gives the same scores on every engine."""
+
+from __future__ import annotations
+
+import pytest
+from pandas.testing import assert_frame_equal
+
+from neurofm import Experiment
+from neurofm.configs import (
+    ClassicalModelConfig,
+    CVConfig,
+    ExecutionConfig,
+    ExperimentConfig,
+    FoundationEmbeddingModelConfig,
+    FrozenBackboneDecoderConfig,
+)
+from neurofm.exceptions import MissingDependencyError
+from neurofm.models import get_model_spec
+from neurofm.simulate import simulate_eeg_dataset
+
+
+@pytest.fixture(scope="module")
+def data():
+    return simulate_eeg_dataset(n_subjects=3, n_windows_per_class=6, random_state=4)
+
+
+def _config(cache_dir, execution):
+    models = {
+        "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
+        "probe": FrozenBackboneDecoderConfig(
+            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random",
+                                                    model_kwargs=get_model_spec("cbramod").tiny_kwargs),
+            head=ClassicalModelConfig(estimator="LogisticRegression")),
+    }
+    return ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(cache_dir),
+                            n_permutations=2, verbose=False, execution=execution,
+                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    X, y, meta, info = data
+    cache = tmp_path_factory.mktemp("cache")
+    return cache, Experiment(_config(cache, ExecutionConfig())).run(X, y, sample_metadata=meta, **info)
+
+
+def _same(result, reference):
+    assert_frame_equal(result.scores, reference.scores)
+    assert_frame_equal(result.predictions, reference.predictions)
+    assert_frame_equal(result.splits, reference.splits)
+    assert result.get_statistics().equals(reference.get_statistics())
+
+
+@pytest.mark.parametrize("execution", [
+    {"backend": "joblib", "n_jobs": 2},
+    {"backend": "dask", "n_jobs": 2},
+    {"backend": "ray", "n_jobs": 2},
+    {"backend": "submitit", "submitit_cluster": "local", "submitit_parameters": {"timeout_min": 10}},
+], ids=lambda e: e["backend"])
+def test_every_backend_gives_the_sequential_scores(execution, data, reference, tmp_path):
+    if execution["backend"] == "submitit":
+        execution = {**execution, "submitit_folder": str(tmp_path / "submitit")}
+    module = {"dask": "distributed", "ray": "ray", "submitit": "submitit"}.get(execution["backend"])
+    if module:
+        pytest.importorskip(module, reason=f"{module} is not installed (pip install 'neurofm[cluster]')")
+    X, y, meta, info = data
+    cache, expected = reference
+    result = Experiment(_config(cache, ExecutionConfig(**execution))).run(X, y, sample_metadata=meta, **info)
+    _same(result, expected)
+    # The shared cache served the embeddings: the workers only fitted heads.
+    hits = result.get_model_artifacts(artifact_type="embedding_cache").query("ArtifactKey == 'hits'")
+    assert int(hits["ArtifactValue"].iloc[0]) == len(X)
+
+
+def test_a_missing_backend_package_fails_before_any_compute(data, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.delitem(__import__("sys").modules, "ray", raising=False)
+    X, y, meta, info = data
+    with pytest.raises(MissingDependencyError, match="execution backend 'ray'.*neurofm\\[ray\\]"):
+        Experiment(_config(tmp_path, ExecutionConfig(backend="ray"))).run(X, y, sample_metadata=meta, **info)
+    assert not (tmp_path / "embeddings").exists()
+
+
+def test_engines_leave_the_callers_environment_as_it_was(monkeypatch, tmp_path):
+    import os
+
+    from neurofm.configs import ExecutionConfig
+    from neurofm.execution import map_tasks
+
+    pytest.importorskip("distributed", reason="distributed is not installed (pip install 'neurofm[cluster]')")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = dict(os.environ)
+    assert map_tasks(ExecutionConfig(backend="dask", n_jobs=1), abs, [-3, 4]) == [3, 4]
+    assert dict(os.environ) == before
