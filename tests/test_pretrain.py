@@ -229,8 +229,11 @@ def test_resumed_tokenizer_run_ends_where_an_uninterrupted_one_ends(tmp_path, co
     with pytest.raises(KeyboardInterrupt):
         pretrain(config)
     monkeypatch.setattr(trainer, "_save_checkpoint", original)
+    # What a kill in the middle of writing the next checkpoint leaves: its temporary file.
+    leftover = tmp_path / "tokenizer" / "checkpoints" / ".step-0000006.pt.tmp-killed"
+    leftover.write_bytes(b"half a checkpoint")
     result = pretrain(config)
-    assert result.resumed_from == 4
+    assert result.resumed_from == 4 and not leftover.exists()
     ours = _tensors(tmp_path / "tokenizer" / "tokenizer.safetensors")
     reference = _tensors(tokenizer_run / "tokenizer" / "tokenizer.safetensors")
     assert ours.keys() == reference.keys()
@@ -268,7 +271,8 @@ def test_killed_masked_run_resumes_to_the_uninterrupted_result(tmp_path, corpus_
     assert not list(checkpoints.glob(".*tmp*")), "a half-written checkpoint was left behind"
 
 
-def test_pretrained_backbone_loads_in_all_three_decoding_modes(tmp_path, corpus_dir, tokenizer_run):
+def _decode_with_pretrained(run: str, model_key: str, modes: tuple[str, ...], tmp_path: Path):
+    """Run an experiment whose models load ``run`` as weights in the given decoding modes."""
     from neurofm import Experiment
     from neurofm.configs import (
         ClassicalModelConfig,
@@ -281,24 +285,26 @@ def test_pretrained_backbone_loads_in_all_three_decoding_modes(tmp_path, corpus_
     )
     from neurofm.simulate import simulate_eeg_dataset
 
-    pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer")))
-    run = str(tmp_path / "masked")
     X, y, meta, info = simulate_eeg_dataset(n_subjects=2, n_windows_per_class=4, window_seconds=2.0, random_state=0)
     trainer = TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None)
     models = {
-        "frozen": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="labram", weights=run),
-            head=ClassicalModelConfig(estimator="LogisticRegression"),
-        ),
-        "full": NeuralFineTuneConfig(model_key="labram", weights=run, train_mode="full", trainer=trainer),
-        "lora": NeuralFineTuneConfig(model_key="labram", weights=run, train_mode="lora", trainer=trainer),
+        mode: FrozenBackboneDecoderConfig(backbone=FoundationEmbeddingModelConfig(model_key=model_key, weights=run),
+                                          head=ClassicalModelConfig(estimator="LogisticRegression"))
+        if mode == "frozen" else NeuralFineTuneConfig(model_key=model_key, weights=run, train_mode=mode, trainer=trainer)
+        for mode in modes
     }
     cfg = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), metrics=["balanced_accuracy"],
                            cache_dir=str(tmp_path / "cache"), verbose=False)
-    result = Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+    return Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+
+
+def test_pretrained_backbone_loads_in_all_three_decoding_modes(tmp_path, corpus_dir, tokenizer_run):
+    pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer")))
+    run = str(tmp_path / "masked")
+    result = _decode_with_pretrained(run, "labram", ("frozen", "full", "lora"), tmp_path)
     assert result.get_detailed_scores()["Value"].notna().all()
     artifacts = result.get_model_artifacts()
-    for name in models:
+    for name in ("frozen", "full", "lora"):
         values = artifacts.loc[artifacts["Model"] == name, "ArtifactValue"].astype(str)
         assert values.str.contains(f"'location': '{run}'", regex=False).any(), f"{name} did not read {run}"
         assert values.str.contains("'random_init': False", regex=False).any(), f"{name} was not loaded"
@@ -381,18 +387,6 @@ def test_cli_pretrain_on_real_recordings(tmp_path):
 def test_codebrain_dual_tokenizer_and_masked_stage_load_downstream(tmp_path, corpus_dir):
     import pandas as pd
 
-    from neurofm import Experiment
-    from neurofm.configs import (
-        ClassicalModelConfig,
-        CVConfig,
-        ExperimentConfig,
-        FoundationEmbeddingModelConfig,
-        FrozenBackboneDecoderConfig,
-        NeuralFineTuneConfig,
-        TrainerConfig,
-    )
-    from neurofm.simulate import simulate_eeg_dataset
-
     tokenizer = {**TINY_TOKENIZER, "width": 16}
     pretrain(stage_config(tmp_path, corpus_dir, recipe="codebrain", tokenizer=tokenizer, optimizer={"max_steps": 4}))
     history = pd.read_csv(tmp_path / "tokenizer" / "history.csv")
@@ -412,16 +406,7 @@ def test_codebrain_dual_tokenizer_and_masked_stage_load_downstream(tmp_path, cor
     assert architecture == {"patch_size": 200, "num_res_layers": 1, "codebook_size_t": 32, "codebook_size_f": 32}
 
     run = str(tmp_path / "masked")
-    X, y, meta, info = simulate_eeg_dataset(n_subjects=2, n_windows_per_class=4, window_seconds=2.0, random_state=0)
-    trainer = TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None)
-    models = {
-        "frozen": FrozenBackboneDecoderConfig(backbone=FoundationEmbeddingModelConfig(model_key="codebrain", weights=run),
-                                              head=ClassicalModelConfig(estimator="LogisticRegression")),
-        "lora": NeuralFineTuneConfig(model_key="codebrain", weights=run, train_mode="lora", trainer=trainer),
-    }
-    cfg = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), metrics=["balanced_accuracy"],
-                           cache_dir=str(tmp_path / "cache"), verbose=False)
-    result = Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+    result = _decode_with_pretrained(run, "codebrain", ("frozen", "lora"), tmp_path)
     assert result.get_detailed_scores()["Value"].notna().all()
     values = result.get_model_artifacts()["ArtifactValue"].astype(str)
     assert values.str.contains(f"'location': '{run}'", regex=False).sum() >= 2

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .utils.files import atomic_write
 
 __all__ = ["EmbeddingCache", "hash_windows", "stable_hash"]
 
@@ -122,22 +122,17 @@ class EmbeddingCache:
             return None
         self.directory.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
-        target = self.directory / f"pack-{uuid.uuid4().hex}.npz"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, keys=np.asarray(keys, dtype=f"S{2 * _KEY_BYTES}"), embeddings=np.asarray(embeddings, np.float32))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        packed = {"keys": np.asarray(keys, dtype=f"S{2 * _KEY_BYTES}"), "embeddings": np.asarray(embeddings, np.float32)}
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+                np.savez(fh, **packed)
+
+        return atomic_write(self.directory / f"pack-{uuid.uuid4().hex}.npz", write)
 
     def _write_manifest(self) -> None:
         path = self.directory / "manifest.json"
         if self.manifest is None or path.exists():
             return
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.manifest, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
+        text = json.dumps(self.manifest, indent=2, sort_keys=True, default=str)
+        atomic_write(path, lambda tmp: tmp.write_text(text))

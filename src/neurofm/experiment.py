@@ -127,9 +127,9 @@ class Experiment:
             for fold, (train, test) in enumerate(splits)
         ]
         logger.info("%d model(s) x %d folds on %s", len(prepared), len(splits), cfg.execution.backend)
+        by_name = {model.name: model for model in prepared}
         for task, outcome in zip(tasks, map_tasks(cfg.execution, _run_fold, tasks), strict=True):
-            model = next(m for m in prepared if m.name == task.model_name)
-            model.artifacts.extend(outcome.artifacts)
+            by_name[task.model_name].artifacts.extend(outcome.artifacts)
             scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
             if outcome.predictions is not None:
                 predictions.append(outcome.predictions)

@@ -612,9 +612,9 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
 
     Relative paths are taken from ``base_dir`` (the config file's folder).
     """
-    path = Path(config.path or ".").expanduser()
-    if not path.is_absolute():
-        path = Path(base_dir) / path
+    from .utils.files import resolve_path
+
+    path = resolve_path(config.path or ".", base_dir)
     events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
     common = {"preprocessing": config.preprocessing, "reject_peak_to_peak": config.reject_peak_to_peak}
     window = {k: v for k, v in {"window": config.window, "stride": config.stride, "event_id": config.event_id}.items()

@@ -142,14 +142,9 @@ def _file_digest(path: Path, memo_dir: Path | None) -> str:
             digest.update(block)
     value = digest.hexdigest()
     if memo is not None:
-        import os
-        import tempfile
+        from ..utils.files import atomic_write
 
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=memo_dir, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(value)
-        os.replace(tmp, memo)
+        atomic_write(memo, lambda tmp: tmp.write_text(value))
     return value
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import AdaptationError, DataValidationError
+from ..utils.files import resolve_path
 from ..utils.logging import logger
 from .config import CorpusConfig
 
@@ -40,8 +41,7 @@ def find_recordings(config: CorpusConfig, base_dir: str | Path = ".") -> list[Pa
     """Every recording file the corpus names, sorted, without the excluded ones."""
     found: list[Path] = []
     for entry in config.paths:
-        path = Path(entry).expanduser()
-        path = path if path.is_absolute() else Path(base_dir) / path
+        path = resolve_path(entry, base_dir)
         if path.is_file():
             found.append(path)
         elif path.is_dir():

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigError, WeightsError
+from ..utils.files import TMP_MARK, atomic_write, resolve_path
 from ..utils.logging import logger
 from .config import PretrainConfig, TokenizerConfig
 from .corpus import Corpus
@@ -209,12 +210,6 @@ def _barrier(world: _World) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _latest_checkpoint(run: Path) -> tuple[int, Path] | None:
     found = sorted((int(p.stem.split("-")[1]), p) for p in (run / _CHECKPOINTS).glob("step-*.pt"))
     return found[-1] if found else None
@@ -303,8 +298,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         config = PretrainConfig.from_yaml(path)
         base_dir = base_dir if base_dir is not None else path.resolve().parent
     base = Path(base_dir or ".")
-    run = Path(config.output_dir).expanduser()
-    run = run if run.is_absolute() else base / run
+    run = resolve_path(config.output_dir, base)
     recipe = RECIPES[config.recipe]
 
     from ..models.registry import get_model_spec
@@ -313,16 +307,14 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     tokenizer_meta = None
     frozen_tokenizer = None
     if config.stage == "masked":
-        tokenizer_run = Path(config.tokenizer_run).expanduser()
-        tokenizer_run = tokenizer_run if tokenizer_run.is_absolute() else base / tokenizer_run
-        frozen_tokenizer, tokenizer_meta = load_tokenizer(tokenizer_run, config.recipe)
+        frozen_tokenizer, tokenizer_meta = load_tokenizer(resolve_path(config.tokenizer_run, base), config.recipe)
         token_config = TokenizerConfig(**tokenizer_meta["tokenizer"])
     else:
         token_config = recipe.resolve(config.tokenizer)
     spec = dataclasses.replace(spec, patch_size=token_config.patch_size)
     corpus = Corpus(config.corpus, spec, token_config.patch_size, base_dir=base)
     if tokenizer_meta is not None:
-        _check_tokenizer_fits(tokenizer_meta, corpus.n_times, config)
+        _check_tokenizer_fits(tokenizer_meta, token_config, corpus.n_times, config)
     world = _start_world(config)
     corpus.shard(world.rank, world.size)  # every process checks its shard before any training
 
@@ -448,8 +440,9 @@ def _backbone_architecture(recipe: Recipe, token_config: TokenizerConfig, config
     return {"patch_size": token_config.patch_size, **config.backbone_kwargs, **recipe.head_kwargs(token_config)}
 
 
-def _check_tokenizer_fits(meta: dict[str, Any], n_times: int, config: PretrainConfig) -> None:
-    patch = meta["tokenizer"]["patch_size"]
+def _check_tokenizer_fits(meta: dict[str, Any], token_config: TokenizerConfig, n_times: int,
+                          config: PretrainConfig) -> None:
+    patch = token_config.patch_size
     if meta["n_times"] != n_times:
         raise ConfigError(
             f"The tokenizer in {config.tokenizer_run} was trained on windows of {meta['n_times']} samples, this corpus "
@@ -461,7 +454,7 @@ def _check_tokenizer_fits(meta: dict[str, Any], n_times: int, config: PretrainCo
             f"backbone_kwargs.patch_size={wanted} does not match the tokenizer's patch size {patch}: the codes "
             "describe patches of the tokenizer's length. Remove patch_size from backbone_kwargs."
         )
-    heads = RECIPES[config.recipe].head_kwargs(TokenizerConfig(**meta["tokenizer"]))
+    heads = RECIPES[config.recipe].head_kwargs(token_config)
     clash = {k: v for k, v in config.backbone_kwargs.items() if k in heads and heads[k] != v}
     if clash:
         raise ConfigError(
@@ -485,12 +478,16 @@ def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _
     elif world.main:
         # A directory without a checkpoint holds nothing computed: the new config takes it over.
         run.mkdir(parents=True, exist_ok=True)
-        _atomic_write(saved, lambda tmp: tmp.write_text(config.to_yaml()))
+        atomic_write(saved, lambda tmp: tmp.write_text(config.to_yaml()))
         (run / "history.csv").unlink(missing_ok=True)
     _barrier(world)
     latest = _latest_checkpoint(run) if run.is_dir() else None
-    if latest is not None and world.main:
-        _truncate_history(run / "history.csv", latest[0])
+    if world.main:
+        # A run killed while writing leaves its temporary file behind; the file it was for is intact.
+        for leftover in [*run.glob(f".*{TMP_MARK}*"), *(run / _CHECKPOINTS).glob(f".*{TMP_MARK}*")]:
+            leftover.unlink(missing_ok=True)
+        if latest is not None:
+            _truncate_history(run / "history.csv", latest[0])
     _barrier(world)
     return latest
 
@@ -512,7 +509,7 @@ def _truncate_history(path: Path, step: int) -> None:
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= step]
-    _atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
 def _save_checkpoint(run: Path, step: int, model, optimizer, keep: int) -> None:
@@ -521,7 +518,7 @@ def _save_checkpoint(run: Path, step: int, model, optimizer, keep: int) -> None:
     folder = run / _CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    _atomic_write(folder / f"step-{step:07d}.pt", lambda tmp: torch.save(state, tmp))
+    atomic_write(folder / f"step-{step:07d}.pt", lambda tmp: torch.save(state, tmp))
     for old in sorted(folder.glob("step-*.pt"))[:-keep]:
         old.unlink()
 
@@ -538,15 +535,15 @@ def _export(run: Path, config: PretrainConfig, model, corpus: Corpus, token_conf
                "n_times": corpus.n_times, "sfreq": corpus.sfreq, "recordings": len(corpus.check()), **processes}
     if config.stage == "tokenizer":
         meta = {**summary, "tokenizer": token_config.model_dump(mode="json")}
-        _atomic_write(run / "tokenizer.safetensors", lambda tmp: save_file(tensors(model), str(tmp)))
-        _atomic_write(run / "tokenizer.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        atomic_write(run / "tokenizer.safetensors", lambda tmp: save_file(tensors(model), str(tmp)))
+        atomic_write(run / "tokenizer.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
         return
     backbone = model.backbone
     architecture = _backbone_architecture(recipe, token_config, config)
-    _atomic_write(run / "model.safetensors", lambda tmp: save_file(tensors(backbone), str(tmp)))
-    _atomic_write(run / "config.json", lambda tmp: tmp.write_text(json.dumps(architecture, indent=2)))
+    atomic_write(run / "model.safetensors", lambda tmp: save_file(tensors(backbone), str(tmp)))
+    atomic_write(run / "config.json", lambda tmp: tmp.write_text(json.dumps(architecture, indent=2)))
     meta = {**summary, "backbone_key": recipe.backbone_key, "tokenizer_run": str(config.tokenizer_run)}
-    _atomic_write(run / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    atomic_write(run / "pretrain.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
 
 
 def _write_curves(run: Path) -> None:
@@ -560,7 +557,7 @@ def _write_curves(run: Path) -> None:
     from ..report import pretraining_figure
 
     figure = pretraining_figure(pd.read_csv(run / "history.csv"))
-    _atomic_write(run / "loss_curves.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    atomic_write(run / "loss_curves.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     plt.close(figure)
 
 
