@@ -145,3 +145,19 @@ def test_concurrent_writers_stay_consistent(tmp_path):
     found_values, found = cache.lookup(keys)
     assert found.all()
     np.testing.assert_array_equal(found_values, values)
+
+
+def test_a_cache_sees_packs_other_processes_add_after_it_indexed(tmp_path):
+    rng = np.random.default_rng(1)
+    keys = hash_windows(rng.standard_normal((30, 2, 8)).astype(np.float32))
+    values = rng.standard_normal((30, 4)).astype(np.float32)
+    reader = EmbeddingCache(tmp_path, "e" * 32)
+    reader.store(keys[:10], values[:10])
+    assert reader.lookup(keys)[1].sum() == 10
+    EmbeddingCache(tmp_path, "e" * 32).store(keys[10:], values[10:])  # another writer, after the reader indexed
+    found_values, found = reader.lookup(keys)
+    assert found.all()
+    np.testing.assert_array_equal(found_values, values)
+    # A key stored twice resolves to the same pack for an incremental and a fresh index.
+    EmbeddingCache(tmp_path, "e" * 32).store(keys[:5], values[:5] + 1)
+    np.testing.assert_array_equal(reader.lookup(keys)[0], EmbeddingCache(tmp_path, "e" * 32).lookup(keys)[0])

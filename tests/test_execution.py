@@ -28,7 +28,7 @@ def _config(cache_dir, execution):
     models = {
         "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
         "probe": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random",
+            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=8,
                                                     model_kwargs=get_model_spec("cbramod").tiny_kwargs),
             head=ClassicalModelConfig(estimator="LogisticRegression")),
     }
@@ -64,11 +64,19 @@ def test_every_backend_gives_the_sequential_scores(execution, data, reference, t
     if module:
         pytest.importorskip(module, reason=f"{module} is not installed (pip install 'neurofm[cluster]')")
     X, y, meta, info = data
-    cache, expected = reference
-    result = Experiment(_config(cache, ExecutionConfig(**execution))).run(X, y, sample_metadata=meta, **info)
+    _, expected = reference
+    cache = tmp_path / "cache"  # empty: the workers extract, each shard writing its own packs at once
+    config = _config(cache, ExecutionConfig(**execution, extraction_shards=2))
+    result = Experiment(config).run(X, y, sample_metadata=meta, **info)
     _same(result, expected)
-    # The shared cache served the embeddings: the workers only fitted heads.
-    hits = result.get_model_artifacts(artifact_type="embedding_cache").query("ArtifactKey == 'hits'")
+    cached = result.get_model_artifacts(artifact_type="embedding_cache").set_index("ArtifactKey")["ArtifactValue"]
+    assert int(cached["misses"]) == len(X) and int(cached["hits"]) == 0
+    packs = list((cache / "embeddings").rglob("pack-*.npz"))
+    assert len(packs) == 2
+    # What the shards wrote is what a sequential run reads back: every window is a hit.
+    again = Experiment(_config(cache, ExecutionConfig())).run(X, y, sample_metadata=meta, **info)
+    _same(again, expected)
+    hits = again.get_model_artifacts(artifact_type="embedding_cache").query("ArtifactKey == 'hits'")
     assert int(hits["ArtifactValue"].iloc[0]) == len(X)
 
 

@@ -78,16 +78,33 @@ class EmbeddingCache:
         self.fingerprint = fingerprint
         self.directory = self.root / "embeddings" / _FORMAT_VERSION / fingerprint
         self.manifest = manifest
+        self._indexed: set[Path] = set()
+        self._keys: dict[bytes, tuple[Path, int]] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_indexed": set(), "_keys": {}}  # a worker reads the directory itself
 
     def _index(self) -> dict[bytes, tuple[Path, int]]:
-        index: dict[bytes, tuple[Path, int]] = {}
+        """Key -> (pack, row), reading only packs added since the last call.
+
+        Packs are never rewritten, so what was indexed stays valid; packs that
+        other processes add meanwhile are picked up. A key stored twice (two
+        workers embedding the same window) keeps its first pack in name order.
+        """
         if not self.directory.is_dir():
-            return index
-        for pack in sorted(self.directory.glob("pack-*.npz")):
+            return self._keys
+        for pack in sorted(set(self.directory.glob("pack-*.npz")) - self._indexed):
             with np.load(pack, allow_pickle=False) as data:
-                for row, key in enumerate(data["keys"]):
-                    index.setdefault(bytes(key), (pack, row))
-        return index
+                self._remember(pack, data["keys"])
+        return self._keys
+
+    def _remember(self, pack: Path, keys: np.ndarray) -> None:
+        for row, key in enumerate(keys):
+            key = bytes(key)
+            held = self._keys.get(key)
+            if held is None or pack.name < held[0].name:  # the same answer whatever order packs arrived in
+                self._keys[key] = (pack, row)
+        self._indexed.add(pack)
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """Embeddings already stored for ``keys``.
@@ -128,7 +145,9 @@ class EmbeddingCache:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
                 np.savez(fh, **packed)
 
-        return atomic_write(self.directory / f"pack-{uuid.uuid4().hex}.npz", write)
+        path = atomic_write(self.directory / f"pack-{uuid.uuid4().hex}.npz", write)
+        self._remember(path, packed["keys"])
+        return path
 
     def _write_manifest(self) -> None:
         path = self.directory / "manifest.json"

@@ -436,12 +436,14 @@ REGRESSION_METRICS = ("r2", "mae", "rmse", "pearson")
 
 
 class ExecutionConfig(BaseConfig):
-    """Where the (model, fold) fits and the permutation refits run.
+    """Where embedding extraction, the (model, fold) fits and the permutation refits run.
 
-    Every backend runs the same units of work with the same seeds, so scores
-    do not depend on it (for scikit-learn estimators exactly; trainable
-    backbones are exact only for the same number of torch threads per worker).
-    Embeddings are extracted before the fan-out, into the shared cache.
+    Units of work: one extraction shard (a contiguous range of windows,
+    embedded by a frozen backbone and written to the shared cache), one
+    (model, fold) fit, one label permutation. Every backend runs the same
+    units with the same seeds, so scores do not depend on it (for
+    scikit-learn estimators exactly; trainable backbones are exact only for
+    the same number of torch threads per worker).
 
     Parameters
     ----------
@@ -461,6 +463,11 @@ class ExecutionConfig(BaseConfig):
     submitit_parameters : dict
         Passed to ``executor.update_parameters`` (``slurm_partition``,
         ``timeout_min``, ``cpus_per_task``, ``gpus_per_node`` ...).
+    extraction_shards : int | None
+        Extraction shards per frozen backbone on a parallel backend
+        (``None``: ``n_jobs``). Each shard loads the backbone once, so a
+        few large shards beat many small ones. With ``sequential`` the caller
+        extracts.
     """
 
     backend: Literal["sequential", "joblib", "dask", "ray", "submitit"] = "sequential"
@@ -469,6 +476,7 @@ class ExecutionConfig(BaseConfig):
     submitit_folder: str = "~/.cache/neurofm/submitit"
     submitit_cluster: Literal["slurm", "local", "debug"] | None = None
     submitit_parameters: dict[str, Any] = Field(default_factory=dict)
+    extraction_shards: int | None = Field(None, ge=1)
 
 
 class ExperimentConfig(BaseConfig):

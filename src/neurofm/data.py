@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import DataValidationError
+from .sources import WindowSource, as_window_source, is_lazy
 from .utils.logging import logger
 
 __all__ = ["SignalInfo", "Inputs", "prepare_inputs", "UNIT_TO_SI"]
@@ -72,14 +73,15 @@ class SignalInfo:
 class Inputs:
     """Validated inputs: float32 windows, labels, metadata and signal info."""
 
-    X: np.ndarray
+    X: np.ndarray | WindowSource  # a WindowSource when the windows are read from disk in slices
     y: np.ndarray | None
     metadata: pd.DataFrame
     info: SignalInfo
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _epochs_to_array(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | None]:
+def _epochs_signal(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | None]:
+    """Data-channel picks, signal info (SI units) and metadata of ``mne.Epochs``."""
     import mne
 
     picks = mne.pick_types(epochs.info, eeg=True, meg=True, seeg=True, ecog=True, exclude="bads")
@@ -88,7 +90,6 @@ def _epochs_to_array(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame 
             "The epochs hold no EEG/MEG data channel (or all are marked bad); "
             "set channel types with epochs.set_channel_types(...) or clear info['bads']."
         )
-    X = epochs.get_data(picks=picks)  # MNE returns SI units: volts, tesla, tesla/metre
     types = epochs.get_channel_types(picks=picks)
     unit_by_type = {"eeg": "V", "seeg": "V", "ecog": "V", "mag": "T", "grad": "T/m"}
     info = SignalInfo(
@@ -97,7 +98,7 @@ def _epochs_to_array(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame 
         units=tuple(unit_by_type.get(t, "V") for t in types),
     )
     meta = epochs.metadata.reset_index(drop=True) if epochs.metadata is not None else None
-    return X, info, meta
+    return picks, info, meta
 
 
 def prepare_inputs(
@@ -115,7 +116,10 @@ def prepare_inputs(
     Parameters
     ----------
     X : mne.Epochs | array, shape (n_windows, n_channels, n_times)
-        The windows.
+        The windows: ``mne.Epochs``, a numpy array, or data read in slices
+        from disk (``np.memmap``, an h5py dataset, a zarr array, or
+        ``mne.Epochs`` with ``preload=False``), which stays on disk and is
+        returned as a :class:`~neurofm.sources.WindowSource`.
     y : array-like, shape (n_windows,) | None
         Labels (strings or integers) or regression targets.
     sample_metadata : DataFrame | dict | None
@@ -131,25 +135,50 @@ def prepare_inputs(
     inputs : Inputs
     """
     epochs_meta = None
+    lazy = is_lazy(X)
     if hasattr(X, "get_data") and hasattr(X, "info"):
         if sfreq is not None or ch_names is not None:
             raise DataValidationError(
                 "sfreq/ch_names were given together with mne.Epochs, which carry their own; drop these arguments."
             )
-        X, info, epochs_meta = _epochs_to_array(X)
+        if lazy:
+            X.drop_bad(verbose="warning")  # the number of windows of lazy epochs is known only after this pass
+        picks, info, epochs_meta = _epochs_signal(X)
+        # MNE returns SI units (volts, tesla, tesla/metre); lazy epochs are read from disk batch by batch.
+        X = as_window_source(X, picks) if lazy else X.get_data(picks=picks)
         if units is not None:
             info = SignalInfo(info.sfreq, info.ch_names, _expand_units(units, len(info.ch_names)))
     else:
-        X = _as_window_array(X)
+        X = as_window_source(_check_lazy_array(X)) if lazy else _as_window_array(X)
         info = _signal_info(X, sfreq, ch_names, units)
 
     n = X.shape[0]
-    _check_finite(X)
-    _check_plausible_units(X, info)
     metadata = _metadata_frame(sample_metadata, epochs_meta, n)
     y_arr = _check_targets(y, n, task) if y is not None else None
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    if lazy:  # one pass over the file, chunk by chunk, before any model sees a window
+        _check_finite_in_chunks(X)
+        _check_plausible_units(X.read(0, 64), info)
+    else:
+        _check_finite(X)
+        _check_plausible_units(X, info)
+        X = np.ascontiguousarray(X, dtype=np.float32)
     return Inputs(X=X, y=y_arr, metadata=metadata, info=info)
+
+
+def _check_lazy_array(X: Any) -> Any:
+    """Shape and dtype checks of an on-disk array, reading no window."""
+    dtype = np.dtype(getattr(X, "dtype", object))
+    if not np.issubdtype(dtype, np.number):
+        raise DataValidationError(f"X must hold numbers, got dtype {dtype}; store the windows as floats.")
+    shape = tuple(X.shape)
+    if len(shape) != 3:
+        raise DataValidationError(
+            f"X must have 3 dimensions (n_windows, n_channels, n_times), got {len(shape)} with shape {shape}; "
+            "store the windows as one 3-D array."
+        )
+    if min(shape) == 0:
+        raise DataValidationError(f"X has an empty axis (shape {shape}); every window needs channels and samples.")
+    return X
 
 
 def _as_window_array(X: Any) -> np.ndarray:
@@ -217,10 +246,23 @@ def _check_finite(X: np.ndarray) -> None:
     finite = np.isfinite(X)
     if finite.all():
         return
-    bad_windows = np.flatnonzero(~finite.all(axis=(1, 2)))
-    shown = ", ".join(map(str, bad_windows[:10])) + (" ..." if len(bad_windows) > 10 else "")
+    _raise_non_finite(np.flatnonzero(~finite.all(axis=(1, 2))).tolist())
+
+
+def _check_finite_in_chunks(source: WindowSource) -> None:
+    """:func:`_check_finite` over a source read chunk by chunk (it never holds all windows)."""
+    bad: list[int] = []
+    for start, chunk in source.chunks(source.chunk_size()):
+        finite = np.isfinite(chunk).all(axis=(1, 2))
+        bad.extend((start + np.flatnonzero(~finite)).tolist())
+    if bad:
+        _raise_non_finite(bad)
+
+
+def _raise_non_finite(bad: list[int]) -> None:
+    shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
     raise DataValidationError(
-        f"X contains NaN or Inf in {len(bad_windows)} window(s) (indices {shown}); "
+        f"X contains NaN or Inf in {len(bad)} window(s) (indices {shown}); "
         "drop or repair these windows (e.g. interpolate bad channels) before running."
     )
 

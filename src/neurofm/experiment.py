@@ -14,6 +14,7 @@ Order of work in :meth:`Experiment.run`:
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from .exceptions import ConfigError
 from .execution import check_backend, map_tasks
 from .metrics import score
 from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
+from .sources import as_window_source
 from .utils.check import validate_type
 from .utils.logging import logger, set_log_level
 
@@ -112,13 +114,16 @@ class Experiment:
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         scores, predictions, split_rows, artifacts = [], [], [], []
         timings: dict[str, float] = {}
-        # Embeddings first, in this process and into the shared cache; models that share a
+        # Embeddings first, as extraction shards into the shared cache; models that share a
         # backbone config share one extraction. Then every (model, fold) fit is one task.
         extracted: dict[str, tuple[str, np.ndarray]] = {}
         features: dict[str, np.ndarray] = {}
         for model in prepared:
             t0 = time.perf_counter()
-            features[model.name] = self._embed(model, inputs.X, extracted) if model.embedder is not None else inputs.X
+            if model.embedder is not None:
+                features[model.name] = self._embed(model, inputs.X, extracted)
+            else:
+                features[model.name] = _in_memory(inputs, model.name)
             timings[model.name] = time.perf_counter() - t0
         tasks = [
             _FoldTask(model.name, fold, clone(model.estimator), isinstance(model.config, NeuralFineTuneConfig),
@@ -195,8 +200,7 @@ class Experiment:
             return _PreparedModel(name, model_cfg, tuner)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
 
-    @staticmethod
-    def _embed(model: _PreparedModel, X: np.ndarray, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
+    def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
         key = model.config.backbone.model_dump_json()
         if key in extracted:
             owner, features = extracted[key]
@@ -206,9 +210,30 @@ class Experiment:
                 model.artifacts.append((fold, kind, name, value))
             model.artifacts.append((-1, "embedding_cache", "shared_with", owner))
             return features
-        features = model.embedder.fit(X).transform(X)
-        model.artifacts.extend(model.embedder.get_artifacts())
+        embedder = model.embedder.fit(X)
+        features = embedder.transform(X) if self.config.execution.backend == "sequential" else self._extract_in_shards(embedder, X)
+        model.artifacts.extend(embedder.get_artifacts())
         extracted[key] = (model.name, features)
+        return features
+
+    def _extract_in_shards(self, embedder, X) -> np.ndarray:
+        """Embed contiguous ranges of windows on the workers; each writes its own cache packs."""
+        execution = self.config.execution
+        source = as_window_source(X)
+        n_shards = min(execution.extraction_shards or execution.n_jobs, max(1, -(-len(source) // embedder.batch_size)))
+        per_shard = -(-len(source) // n_shards)
+        per_shard = -(-per_shard // embedder.batch_size) * embedder.batch_size  # whole batches per shard
+        bounds = [(start, min(start + per_shard, len(source))) for start in range(0, len(source), per_shard)]
+        worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; the loaded backbone does not
+        worker.verbose, worker._backbone = False, None
+        tasks = [_ExtractionTask(worker, source.block(start, stop)) for start, stop in bounds]
+        logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
+        outcomes = map_tasks(execution, _run_extraction, tasks)
+        n_computed = sum(computed for _, computed in outcomes)
+        embedder.cache_hits_ += len(source) - n_computed
+        embedder.cache_misses_ += n_computed
+        features = np.concatenate([embeddings for embeddings, _ in outcomes], axis=0)
+        embedder.n_features_out_ = features.shape[1]
         return features
 
     def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
@@ -235,6 +260,30 @@ class Experiment:
                 (-1, "permutation_test", f"{metric}_p_value", float((better.sum() + 1) / (len(values) + 1))),
             ]
         return rows
+
+
+@dataclass
+class _ExtractionTask:
+    """One extraction shard: a fitted embedder (without its backbone) and a range of windows. Picklable."""
+
+    embedder: Any
+    source: Any
+
+
+def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int]:
+    return task.embedder.embed_source(task.source)
+
+
+def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
+    """The windows as one array, for models that need them all (raw-window baselines, fine-tuning)."""
+    if isinstance(inputs.X, np.ndarray):
+        return inputs.X
+    if "in_memory" not in inputs.extra:
+        gigabytes = len(inputs.X) * inputs.X.window_bytes / 2**30
+        logger.warning("%s needs every window in memory: loading %s (%.2f GB). Frozen backbones stream instead.",
+                       model_name, inputs.X.describe(), gigabytes)
+        inputs.extra["in_memory"] = inputs.X.to_array()
+    return inputs.extra["in_memory"]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from ..embed import embed_windows, resolve_device
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import directory_weights_file, resolve_weights, weights_identity
+from ..sources import WindowSource, as_window_source
 
 __all__ = ["FoundationEmbedder"]
 
@@ -147,8 +148,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     # -- validation before compute -------------------------------------------------
 
-    def _signal_info(self, X: np.ndarray) -> SignalInfo:
-        return prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+    def _signal_info(self, source: WindowSource) -> SignalInfo:
+        return prepare_inputs(source.read(0, 1), sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """Plan the adaptation and resolve the weights for windows of ``shape``, computing nothing.
@@ -181,10 +182,10 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Plan the input adaptation and identify the weights (nothing is learned)."""
-        X = self._check_X(X)
+        source = self._source(X)
         spec = get_model_spec(self.model_key)
-        info = self._signal_info(X)
-        self.plan_ = plan_adaptation(spec, info, X.shape[-1])
+        info = self._signal_info(source)
+        self.plan_ = plan_adaptation(spec, info, source.shape[-1])
         self.device_ = resolve_device(self.device)
         self.weights_source_ = self._check_weights(spec)
         self.manifest_ = {
@@ -223,51 +224,90 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         return self._backbone
 
     def transform(self, X) -> np.ndarray:
-        """Embeddings of the windows, float32 ``(n_windows, dim)``."""
+        """Embeddings of the windows, float32 ``(n_windows, dim)``.
+
+        ``X`` may live on disk (``np.memmap``, h5py, zarr, lazy ``mne.Epochs``):
+        windows are read, hashed, looked up and embedded one chunk at a time.
+        """
         check_is_fitted(self, "fingerprint_")
-        X = self._check_X(X)
-        if X.shape[1:] != (len(self.plan_.source.ch_names), self.plan_.n_times_in):
+        source = self._source(X)
+        expected = (len(self.plan_.source.ch_names), self.plan_.n_times_in)
+        if source.shape[1:] != expected:
             raise ConfigError(
-                f"transform got windows of shape {X.shape[1:]}, but the embedder was fitted on "
-                f"{(len(self.plan_.source.ch_names), self.plan_.n_times_in)}; fit it again on these windows."
+                f"transform got windows of shape {source.shape[1:]}, but the embedder was fitted on "
+                f"{expected}; fit it again on these windows."
             )
-        X32 = np.ascontiguousarray(X, dtype=np.float32)
-        embeddings: np.ndarray | None = None
-        missing = np.ones(len(X32), dtype=bool)
+        embeddings, n_computed = self.embed_source(source)
+        self.cache_hits_ += len(source) - n_computed
+        self.cache_misses_ += n_computed
+        self.n_features_out_ = embeddings.shape[1]
+        return embeddings
+
+    def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int]:
+        """Embed every window of ``source`` chunk by chunk, through the cache.
+
+        Chunks are a whole number of batches, so a window meets the same
+        batch neighbours whether it is embedded here, in a shard on another
+        worker, or from a memmap. This is what an extraction shard runs.
+
+        Returns
+        -------
+        embeddings : ndarray of float32, shape (n_windows, dim)
+        n_computed : int
+            Windows that missed the cache and went through the backbone.
+        """
+        check_is_fitted(self, "fingerprint_")
         cache = None
         if self.cache_embeddings:
             record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
             cache = EmbeddingCache(self.cache_dir, self.fingerprint_, record)
-            keys = hash_windows(X32)
+        out: np.ndarray | None = None
+        n_computed = 0
+        from tqdm.auto import tqdm
+
+        desc = f"Embedding with {self.model_key}"
+        with tqdm(total=len(source), desc=desc, unit="win", disable=not self.verbose, leave=False) as bar:
+            for start, windows in source.chunks(source.chunk_size(multiple_of=self.batch_size)):
+                embedded, computed = self._embed_chunk(windows, cache, bar.update)
+                if out is None:
+                    out = np.empty((len(source), embedded.shape[1]), dtype=np.float32)
+                out[start : start + len(windows)] = embedded
+                n_computed += computed
+        return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed
+
+    def _embed_chunk(self, windows: np.ndarray, cache: EmbeddingCache | None, progress) -> tuple[np.ndarray, int]:
+        embeddings: np.ndarray | None = None
+        missing = np.ones(len(windows), dtype=bool)
+        if cache is not None:
+            keys = hash_windows(windows)
             embeddings, found = cache.lookup(keys)
             missing = ~found
+            progress(int(found.sum()))
         n_missing = int(missing.sum())
         if n_missing:
-            computed = self._compute(X32[missing])
+            computed = embed_windows(
+                self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size, self.device_, progress
+            )
             if embeddings is None:
-                embeddings = np.zeros((len(X32), computed.shape[1]), dtype=np.float32)
+                embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
             embeddings[missing] = computed
             if cache is not None:
                 cache.store(keys[missing], computed)
-        self.cache_hits_ += len(X32) - n_missing
-        self.cache_misses_ += n_missing
-        self.n_features_out_ = embeddings.shape[1]
-        return embeddings
+        return embeddings, n_missing
 
-    def _compute(self, X: np.ndarray) -> np.ndarray:
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(X), desc=f"Embedding with {self.model_key}", unit="win", disable=not self.verbose, leave=False) as bar:
-            return embed_windows(
-                self.backbone_, self.plan_, X, self.pooling, self.batch_size, self.device_, progress=bar.update
-            )
+    def __getstate__(self):
+        # A loaded backbone never travels: a worker that receives this embedder builds its own.
+        state = super().__getstate__()
+        if "_backbone" in state:
+            state["_backbone"] = None
+        return state
 
     @staticmethod
-    def _check_X(X) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim != 3:
-            raise ConfigError(f"FoundationEmbedder needs windows shaped (n, channels, times), got shape {X.shape}.")
-        return X
+    def _source(X) -> WindowSource:
+        source = X if isinstance(X, WindowSource) else as_window_source(X)
+        if len(source.shape) != 3:
+            raise ConfigError(f"FoundationEmbedder needs windows shaped (n, channels, times), got shape {source.shape}.")
+        return source
 
     def get_artifacts(self) -> list[tuple[int, str, str, Any]]:
         """Rows ``(fold, type, key, value)`` describing the extraction (fold -1: all windows)."""
