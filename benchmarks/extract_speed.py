@@ -15,9 +15,11 @@ from minute to minute.
 
 The limit is the model's FLOPs per window (counted with
 ``torch.utils.flop_counter`` on one forward) divided by the fp32 matrix-multiply
-rate measured here (best of square products of 1024 to 4096). A model cannot
-beat it; the fraction reached says how much of the time goes to anything but
-matrix products.
+rate measured here (best of square products of 1024 to 4096, measured again
+in every round because it drifts too). A model cannot beat it. Two things keep
+a model below it: its own matrix products run slower than large square ones
+(skinny shapes), and the time spent in everything else; the last column (the
+share of time in matrix products, from the torch profiler) separates them.
 
 Usage::
 
@@ -60,10 +62,10 @@ def _plain_model(key: str):
 
     spec = get_model_spec(key)
     torch.manual_seed(0)
-    kwargs = {"ch_names": CHANNELS} if key == "labram" else {}  # what a LaBraM user must pass
     model = getattr(bd, spec.braindecode_class)(n_chans=len(CHANNELS), n_times=int(SFREQ * SECONDS), sfreq=SFREQ,
-                                                n_outputs=2, **kwargs)
-    return model.eval()
+                                                n_outputs=2)
+    forward_kwargs = {"return_features": True} | ({"ch_names": CHANNELS} if key == "labram" else {})  # LaBraM maps names
+    return model.eval(), forward_kwargs
 
 
 def matmul_peak(device: str, precision: str) -> float:
@@ -98,10 +100,10 @@ def gflop_per_window(key: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = _plain_model(key)
+    model, forward_kwargs = _plain_model(key)
     x = torch.from_numpy(_windows(1) * 1e4)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x, return_features=True)
+        model(x, **forward_kwargs)
     return counter.get_total_flops() / 1e9
 
 
@@ -126,13 +128,14 @@ def measure(variant: str, key: str, batch: int, seconds: float, device: str, pre
     autocast = (torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     if variant == "plain":
-        model = _plain_model(key).to(device)
+        model, forward_kwargs = _plain_model(key)
+        model = model.to(device)
         scaled = torch.from_numpy(X * 1e4)  # volts -> the models' 100 µV units
 
         def step():
             with torch.no_grad(), autocast:
                 for start in range(0, N_WINDOWS, batch):
-                    model(scaled[start : start + batch].to(device), return_features=True)
+                    model(scaled[start : start + batch].to(device), **forward_kwargs)
 
         return _rate(step, N_WINDOWS, seconds, device)
     from neurofm.estimators.frozen import FoundationEmbedder
@@ -140,6 +143,27 @@ def measure(variant: str, key: str, batch: int, seconds: float, device: str, pre
     embedder = FoundationEmbedder(key, weights="random", sfreq=SFREQ, ch_names=CHANNELS, cache_embeddings=False,
                                   batch_size=batch, device=device, precision=precision, verbose=False).fit(X)
     return _rate(lambda: embedder.transform(X), N_WINDOWS, seconds, device)
+
+
+_MATMUL_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+               "aten::_scaled_dot_product_flash_attention_for_cpu"}
+
+
+def matmul_share(key: str, batch: int, device: str, precision: str) -> float:
+    """Share of neurofm's extraction time spent in matrix products and convolutions (torch profiler)."""
+    from torch.profiler import profile
+
+    from neurofm.estimators.frozen import FoundationEmbedder
+
+    X = _windows(batch * 2)
+    embedder = FoundationEmbedder(key, weights="random", sfreq=SFREQ, ch_names=CHANNELS, cache_embeddings=False,
+                                  batch_size=batch, device=device, precision=precision, verbose=False).fit(X)
+    embedder.transform(X)
+    with profile() as prof:
+        embedder.transform(X)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in _MATMUL_OPS) / total
 
 
 def _child(args, *command) -> float:
@@ -166,6 +190,8 @@ def main() -> None:
             print(json.dumps(matmul_peak(args.device, args.precision)))
         elif variant == "flops":
             print(json.dumps(gflop_per_window(key)))
+        elif variant == "share":
+            print(json.dumps(matmul_share(key, int(batch), args.device, args.precision)))
         else:
             print(json.dumps(measure(variant, key, int(batch), float(seconds), args.device, args.precision)))
         return
@@ -173,26 +199,31 @@ def main() -> None:
     from neurofm.configs import FoundationEmbeddingModelConfig
 
     batches = args.batch_sizes or [FoundationEmbeddingModelConfig.model_fields["batch_size"].default]
-    peak = _child(args, "peak", "-", 0, 0)
-    print(f"matrix multiply, {args.precision} on {args.device}: {peak:.1f} GFLOP/s (best square product)\n")
+    peaks: list[float] = []
     header = (f"{'model':<10} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "
-              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % limit':>11} {'(b) % limit':>11}")
+              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % limit':>11} {'(b) % limit':>11} {'matmul time':>11}")
     print(header)
     print("-" * len(header))
     for key in args.models:
         gflop = _child(args, "flops", key, 0, 0)
-        limit = peak / gflop
-        plain, ours = [], {b: [] for b in batches}
+        plain, ours, model_peaks = [], {b: [] for b in batches}, []
         for _ in range(args.rounds):
+            model_peaks.append(_child(args, "peak", "-", 0, 0))  # the limit drifts with the machine: measured each round
             plain.append(_child(args, "plain", key, args.plain_batch, args.seconds))
             for b in batches:
                 ours[b].append(_child(args, "neurofm", key, b, args.seconds))
+        peaks += model_peaks
+        limit = statistics.median(model_peaks) / gflop
         a = statistics.median(plain)
         for b in batches:
             rate = statistics.median(ours[b])
+            share = _child(args, "share", key, b, 0)
             print(f"{key:<10} {gflop:>9.3f} {limit:>11.1f} {a:>10.1f} {rate:>12.1f} {b:>5} {rate / a:>7.2f} "
-                  f"{100 * a / limit:>10.0f}% {100 * rate / limit:>10.0f}%", flush=True)
-    print(f"\nmedians of {args.rounds} alternating rounds of {args.seconds:.0f} s, {N_WINDOWS} windows "
+                  f"{100 * a / limit:>10.0f}% {100 * rate / limit:>10.0f}% {100 * share:>10.0f}%", flush=True)
+    print(f"\nmatrix multiply, {args.precision} on {args.device}: median {statistics.median(peaks):.1f} GFLOP/s "
+          f"(range {min(peaks):.1f}-{max(peaks):.1f}; best square product of each round)")
+    print("matmul time: share of (b)'s time in matrix products and convolutions (torch profiler, one pass)")
+    print(f"medians of {args.rounds} alternating rounds of {args.seconds:.0f} s, {N_WINDOWS} windows "
           f"(19 ch, 4 s, 200 Hz), random weights, plain batch {args.plain_batch}")
 
 

@@ -49,3 +49,15 @@ def test_windows_of_another_shape_after_fit_are_refused(small_dataset, cache_dir
     emb = embedder(info, cache_dir).fit(X)
     with pytest.raises(Exception, match="fit it again"):
         emb.transform(X[:, :, :320])
+
+
+def test_bf16_extraction_is_close_to_fp32_and_cached_apart(small_dataset, cache_dir):
+    X, _, _, info = small_dataset
+    fp32 = embedder(info, cache_dir).fit(X[:8])
+    bf16 = embedder(info, cache_dir, precision="bf16").fit(X[:8])
+    assert fp32.fingerprint_ != bf16.fingerprint_  # bf16 embeddings never answer for fp32 ones
+    a, b = fp32.transform(X[:8]), bf16.transform(X[:8])
+    assert bf16.cache_misses_ == 8 and not np.array_equal(a, b)
+    np.testing.assert_allclose(b, a, rtol=0.1, atol=0.05 * np.abs(a).max())
+    with pytest.raises(Exception, match="precision='fp8'"):
+        embedder(info, cache_dir, precision="fp8").check_input(X.shape)

@@ -108,7 +108,11 @@ class AdaptationPlan:
             raise AdaptationError(
                 f"windows of shape {X.shape[1:]} do not match the plan's ({len(self.source.ch_names)}, {self.n_times_in})."
             )
-        out = np.einsum("oc,nct->not", self.channel_matrix, X.astype(np.float64, copy=False), optimize=True)
+        out = X.astype(np.float64, copy=False)
+        matrix = self.channel_matrix
+        if matrix.shape[0] != matrix.shape[1] or not np.array_equal(matrix, np.eye(len(matrix))):
+            # Identity maps (channels already in the model's order) are skipped: the product is exact anyway.
+            out = np.einsum("oc,nct->not", matrix, out, optimize=True)
         if self.resample_ratio is not None:
             from scipy.signal import resample_poly
 

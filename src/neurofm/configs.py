@@ -158,6 +158,10 @@ class FoundationEmbeddingModelConfig(BaseConfig):
         Windows per forward pass.
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... or ``"auto"`` (CUDA when present).
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass. bf16 pays off on GPUs and on
+        CPUs with AVX-512 BF16/AMX; on AVX2-only CPUs it is several times
+        slower than fp32. Part of the cache key (embeddings differ).
     trust_remote_code : bool
         Allow a hugging_face checkpoint to run code shipped with it.
     model_kwargs : dict
@@ -173,6 +177,7 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     cache_embeddings: bool = True
     batch_size: int = Field(64, ge=1)
     device: str = "cpu"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,9 +15,10 @@ if TYPE_CHECKING:
     from .adapt import AdaptationPlan
     from .models.weights import LoadedBackbone
 
-__all__ = ["pool_tokens", "embed_windows", "resolve_device", "keep_freed_memory"]
+__all__ = ["autocast", "pool_tokens", "embed_windows", "resolve_device", "keep_freed_memory"]
 
 _ALLOCATOR_TUNED = False
+_OPENBLAS = None  # threadpoolctl's handle on numpy's OpenBLAS, found once
 
 
 def keep_freed_memory() -> bool:
@@ -68,6 +70,40 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def autocast(device: str, precision: str):
+    """The autocast context of a precision: none for ``fp32``, else bf16 or fp16 on ``device``'s type."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+@contextlib.contextmanager
+def _numpy_blas_in_one_thread():
+    """Run numpy's OpenBLAS in the calling thread while torch computes.
+
+    The input adaptation multiplies by a channel matrix in numpy. OpenBLAS then
+    leaves its worker threads spinning for a while after each call, and they
+    compete with torch's threads for the same cores: on 2 cores that slowed
+    every forward by about 10 % (``benchmarks/extract_speed.py``). One BLAS
+    thread for a 19 x 19 product costs nothing.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # scikit-learn depends on it, but do not fail extraction without it
+        yield
+        return
+    global _OPENBLAS
+    if _OPENBLAS is None:
+        _OPENBLAS = ThreadpoolController().select(internal_api="openblas")
+    with _OPENBLAS.limit(limits=1):
+        yield
+
+
 def pool_tokens(tokens: torch.Tensor, cls: torch.Tensor | None, pooling: str) -> torch.Tensor:
     """Pool token features ``(B, N, D)`` into one vector per window.
 
@@ -101,6 +137,7 @@ def embed_windows(
     batch_size: int = 64,
     device: str = "cpu",
     progress=None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Adapt, forward and pool windows in batches.
 
@@ -120,6 +157,8 @@ def embed_windows(
         Torch device.
     progress : callable | None
         Called with the number of windows done after each batch.
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass (pooled embeddings are float32).
 
     Returns
     -------
@@ -132,7 +171,7 @@ def embed_windows(
     module = backbone.module.to(device)
     module.eval()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision), _numpy_blas_in_one_thread():
         for start in range(0, len(X), batch_size):
             batch = torch.from_numpy(plan.apply(X[start : start + batch_size])).to(device)
             tokens, cls = backbone.extract(module, batch, plan.target)

@@ -10,7 +10,6 @@ the user would reload, not from the last epoch.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .configs import CheckpointConfig, DeviceConfig, TrainerConfig
+from .embed import autocast
 from .utils.logging import logger
 
 __all__ = ["TrainingOutcome", "train_network", "predict_network"]
@@ -34,15 +34,6 @@ class TrainingOutcome:
     best_epoch: int | None = None
     best_value: float | None = None
     states: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> trainable state (for "all")
-
-
-def _autocast(device: str, precision: str):
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
 
 def _trainable_state(net) -> dict[str, Any]:
@@ -86,7 +77,7 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        with torch.inference_mode(), _autocast(device, precision):
+        with torch.inference_mode(), autocast(device, precision):
             for start in range(0, len(X), batch_size):
                 batch = torch.from_numpy(X[start : start + batch_size]).to(device)
                 out.append(net(batch).float().cpu().numpy())
@@ -196,7 +187,7 @@ def train_network(
         for micro in range(n_micro):
             idx = order[micro * trainer.batch_size : (micro + 1) * trainer.batch_size]
             xb, yb = X_t[idx].to(device_name), y_t[idx].to(device_name)
-            with _autocast(device_name, device.precision):
+            with autocast(device_name, device.precision):
                 out = net(xb)
                 loss = loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
             if not torch.isfinite(loss):

@@ -73,6 +73,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         Windows per forward pass.
     device : str
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass.
     model_kwargs : dict | None
         Architecture overrides for the backbone.
     trust_remote_code : bool
@@ -109,6 +111,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         cache_dir: str = "~/.cache/neurofm",
         batch_size: int = 64,
         device: str = "cpu",
+        precision: str = "fp32",
         model_kwargs: dict | None = None,
         trust_remote_code: bool = False,
         random_state: int = 0,
@@ -125,6 +128,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.model_kwargs = model_kwargs
         self.trust_remote_code = trust_remote_code
         self.random_state = random_state
@@ -141,6 +145,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             cache_embeddings=config.cache_embeddings,
             batch_size=config.batch_size,
             device=config.device,
+            precision=config.precision,
             model_kwargs=dict(config.model_kwargs),
             trust_remote_code=config.trust_remote_code,
             **kwargs,
@@ -160,6 +165,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             When the windows cannot reach this backbone.
         """
         spec = get_model_spec(self.model_key)
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision={self.precision!r} is not one of 'fp32', 'bf16', 'fp16'.")
         if self.pooling not in spec.poolings:
             raise ConfigError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}.")
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
@@ -196,6 +203,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             "library_versions": _library_versions(self.backend),
             "weights": weights_identity(self.weights_source_, spec, self.backend, self.random_state, self.cache_dir),
             "pooling": self.pooling,
+            "precision": self.precision,
             "adaptation": self.plan_.describe(),
             "extraction_version": EXTRACTION_VERSION,
         }
@@ -286,7 +294,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         n_missing = int(missing.sum())
         if n_missing:
             computed = embed_windows(
-                self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size, self.device_, progress
+                self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size, self.device_, progress,
+                self.precision,
             )
             if embeddings is None:
                 embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
