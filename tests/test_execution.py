@@ -109,3 +109,23 @@ def test_engines_leave_the_callers_environment_as_it_was(monkeypatch, tmp_path):
     before = dict(os.environ)
     assert map_tasks(ExecutionConfig(backend="dask", n_jobs=1), abs, [-3, 4]) == [3, 4]
     assert dict(os.environ) == before
+
+
+def _pid(_):
+    import os
+
+    return os.getpid()
+
+
+def test_one_local_cluster_serves_every_call_of_a_session():
+    from neurofm.configs import ExecutionConfig
+    from neurofm.execution import _SESSION, engine_session, map_tasks
+
+    pytest.importorskip("distributed", reason="distributed is not installed (pip install 'neurofm[cluster]')")
+    config = ExecutionConfig(backend="dask", n_jobs=1)
+    with engine_session():
+        first = map_tasks(config, _pid, [0, 1])
+        second = map_tasks(config, _pid, [2])
+    assert set(second) == set(first)  # the same worker process: the cluster was not restarted
+    assert not _SESSION  # and it was closed with the session
+    assert map_tasks(config, _pid, [3]) != first  # outside a session every call starts its own

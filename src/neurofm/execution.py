@@ -19,7 +19,7 @@ from .configs import ExecutionConfig
 from .utils.check import soft_import
 from .utils.logging import logger
 
-__all__ = ["check_backend", "map_tasks"]
+__all__ = ["check_backend", "engine_session", "map_tasks"]
 
 # The package each backend needs, and the neurofm extra that installs it.
 _NEEDS = {"dask": ("distributed", "cluster"), "ray": ("ray", "ray"), "submitit": ("submitit", "cluster")}
@@ -30,6 +30,45 @@ def check_backend(config: ExecutionConfig) -> None:
     if config.backend in _NEEDS:
         module, extra = _NEEDS[config.backend]
         soft_import(module, f"execution backend {config.backend!r}", extra)
+
+
+# Engines started inside an open engine_session, reused by every map_tasks call until it closes.
+_SESSION: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def engine_session():
+    """Keep a local Dask cluster or Ray runtime up for every :func:`map_tasks` call inside.
+
+    Without a session each call starts and stops its own engine (10 to 20 s
+    each), and an experiment makes several calls (extraction, folds and
+    permutations of each model). The engine still starts only when the first
+    task is handed over, so bad input fails before anything is started.
+    """
+    if _SESSION.get("open"):
+        yield
+        return
+    _SESSION["open"] = True
+    try:
+        yield
+    finally:
+        closers = _SESSION.get("closers", [])
+        _SESSION.clear()
+        with _preserved_environ():
+            for close in reversed(closers):
+                close()
+
+
+def _reuse_or_start(backend: str, start: Callable[[], tuple[Any, Callable[[], None]]]):
+    """The session's engine for ``backend``, or a new one; returns (engine, close-after-this-call or None)."""
+    if backend in _SESSION:
+        return _SESSION[backend], None
+    engine, close = start()
+    if _SESSION.get("open"):
+        _SESSION[backend] = engine
+        _SESSION.setdefault("closers", []).append(close)
+        return engine, None
+    return engine, close
 
 
 def map_tasks(config: ExecutionConfig, function: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
@@ -72,34 +111,47 @@ def _joblib(config: ExecutionConfig, function, tasks: list) -> list:
 
 
 def _dask(config: ExecutionConfig, function, tasks: list) -> list:
-    from distributed import Client, LocalCluster
+    def start():
+        from distributed import Client, LocalCluster
 
-    cluster = None
-    if config.address is None:
-        cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(config.address or cluster)
+        cluster = None
+        if config.address is None:
+            cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(config.address or cluster)
+
+        def close():
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+        return client, close
+
+    client, close = _reuse_or_start("dask", start)
     try:
         # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
         return client.gather(client.map(function, tasks, pure=False))
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        if close is not None:
+            close()
 
 
 def _ray(config: ExecutionConfig, function, tasks: list) -> list:
     import ray
 
-    started = not ray.is_initialized()
-    if started:
+    def start():
+        if ray.is_initialized():  # the user's own runtime: use it, leave it running
+            return ray, lambda: None
         kwargs = {"address": config.address} if config.address else {"num_cpus": config.n_jobs}
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        return ray, ray.shutdown
+
+    _, close = _reuse_or_start("ray", start)
     try:
         remote = ray.remote(function)
         return ray.get([remote.remote(task) for task in tasks])
     finally:
-        if started:
-            ray.shutdown()
+        if close is not None:
+            close()
 
 
 def _submitit(config: ExecutionConfig, function, tasks: list) -> list:

@@ -29,7 +29,7 @@ from .cv import make_splits
 from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError
-from .execution import check_backend, map_tasks
+from .execution import check_backend, engine_session, map_tasks
 from .metrics import score
 from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
 from .sources import as_window_source
@@ -98,7 +98,8 @@ class Experiment:
         """
         import mne
 
-        with mne.utils.use_log_level("warning"):  # MNE's estimators (CSP, filters) log every fit at INFO
+        # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
+        with mne.utils.use_log_level("warning"), engine_session():
             return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units)
 
     def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units) -> ExperimentResult:
