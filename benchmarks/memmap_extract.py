@@ -54,8 +54,13 @@ def run(path: str, cache_dir: str, full: bool) -> dict:
     import numpy as np
 
     from neurofm import Experiment
-    from neurofm.configs import (ClassicalModelConfig, CVConfig, ExperimentConfig, FoundationEmbeddingModelConfig,
-                                 FrozenBackboneDecoderConfig)
+    from neurofm.configs import (
+        ClassicalModelConfig,
+        CVConfig,
+        ExperimentConfig,
+        FoundationEmbeddingModelConfig,
+        FrozenBackboneDecoderConfig,
+    )
     from neurofm.models import get_model_spec
 
     after_imports = _peak_mb()

@@ -102,7 +102,7 @@ def test_streaming_a_memmap_does_not_keep_its_pages_resident(tmp_path):
     source = as_window_source(np.load(tmp_path / "big.npy", mmap_mode="r"))
     before = resident_file_kb()
     total = 0.0
-    for start, chunk in source.chunks(32):
+    for _, chunk in source.chunks(32):
         total += float(chunk[:, 0, 0].sum())
     assert total == sum(64 * s for s in range(0, n, 64))  # every window was read
     assert resident_file_kb() - before < n * size * 4 / 1024 / 4  # far less than the file stayed mapped
