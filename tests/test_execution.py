@@ -129,3 +129,23 @@ def test_one_local_cluster_serves_every_call_of_a_session():
     assert set(second) == set(first)  # the same worker process: the cluster was not restarted
     assert not _SESSION  # and it was closed with the session
     assert map_tasks(config, _pid, [3]) != first  # outside a session every call starts its own
+
+
+def _shared_identity(task, shared):
+    return task, id(shared), float(shared["x"].sum())
+
+
+@pytest.mark.parametrize("backend", ["sequential", "dask"])
+def test_shared_inputs_reach_every_task_as_one_object(backend):
+    import numpy as np
+
+    from neurofm.configs import ExecutionConfig
+    from neurofm.execution import map_tasks
+
+    if backend == "dask":
+        pytest.importorskip("distributed", reason="distributed is not installed (pip install 'neurofm[cluster]')")
+    shared = {"x": np.arange(1000.0)}
+    out = map_tasks(ExecutionConfig(backend=backend, n_jobs=1), _shared_identity, [0, 1, 2], shared)
+    assert [task for task, _, _ in out] == [0, 1, 2] and {total for _, _, total in out} == {499500.0}
+    # One worker, one copy: Dask scattered it once rather than shipping it inside every task.
+    assert len({identity for _, identity, _ in out}) == 1

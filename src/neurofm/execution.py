@@ -71,15 +71,21 @@ def _reuse_or_start(backend: str, start: Callable[[], tuple[Any, Callable[[], No
     return engine, close
 
 
-def map_tasks(config: ExecutionConfig, function: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
-    """``[function(task) for task in tasks]`` on the configured backend, in task order."""
+def map_tasks(config: ExecutionConfig, function: Callable[..., Any], tasks: Sequence[Any], shared: Any = None) -> list[Any]:
+    """``[function(task, shared) for task in tasks]`` on the configured backend, in task order.
+
+    ``shared`` holds what every task reads (features, labels): Dask scatters it
+    to every worker once and Ray puts it in its object store once, where
+    shipping it inside each task would copy it per task; joblib hands large
+    arrays over as memory maps. Without ``shared``, ``function(task)`` is called.
+    """
     tasks = list(tasks)
     if not tasks:
         return []
     runner = _BACKENDS[config.backend]
     logger.info("Running %d task(s) on %s", len(tasks), config.backend)
     with _preserved_environ():
-        return runner(config, function, tasks)
+        return runner(config, function, tasks, shared)
 
 
 @contextlib.contextmanager
@@ -100,17 +106,21 @@ def _preserved_environ():
         os.environ.update(saved)
 
 
-def _sequential(config: ExecutionConfig, function, tasks: list) -> list:
-    return [function(task) for task in tasks]
+def _arguments(tasks: list, shared: Any) -> list[tuple]:
+    return [(task,) if shared is None else (task, shared) for task in tasks]
 
 
-def _joblib(config: ExecutionConfig, function, tasks: list) -> list:
+def _sequential(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
+    return [function(*args) for args in _arguments(tasks, shared)]
+
+
+def _joblib(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     from joblib import Parallel, delayed
 
-    return Parallel(n_jobs=config.n_jobs, backend="loky")(delayed(function)(task) for task in tasks)
+    return Parallel(n_jobs=config.n_jobs, backend="loky")(delayed(function)(*a) for a in _arguments(tasks, shared))
 
 
-def _dask(config: ExecutionConfig, function, tasks: list) -> list:
+def _dask(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     def start():
         from distributed import Client, LocalCluster
 
@@ -129,13 +139,16 @@ def _dask(config: ExecutionConfig, function, tasks: list) -> list:
     client, close = _reuse_or_start("dask", start)
     try:
         # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
-        return client.gather(client.map(function, tasks, pure=False))
+        if shared is None:
+            return client.gather(client.map(function, tasks, pure=False))
+        [on_workers] = client.scatter([shared], broadcast=True)  # one copy per worker, resolved in each call
+        return client.gather(client.map(function, tasks, shared=on_workers, pure=False))
     finally:
         if close is not None:
             close()
 
 
-def _ray(config: ExecutionConfig, function, tasks: list) -> list:
+def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     import ray
 
     def start():
@@ -148,24 +161,28 @@ def _ray(config: ExecutionConfig, function, tasks: list) -> list:
     _, close = _reuse_or_start("ray", start)
     try:
         remote = ray.remote(function)
-        return ray.get([remote.remote(task) for task in tasks])
+        if shared is None:
+            return ray.get([remote.remote(task) for task in tasks])
+        stored = ray.put(shared)  # one copy in the object store, read by every task
+        return ray.get([remote.remote(task, stored) for task in tasks])
     finally:
         if close is not None:
             close()
 
 
-def _submitit(config: ExecutionConfig, function, tasks: list) -> list:
+def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     import submitit
 
     cluster = config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")
     folder = Path(config.submitit_folder).expanduser() / "%j"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     executor.update_parameters(**{"timeout_min": 60, **config.submitit_parameters})
-    jobs = executor.map_array(function, tasks)
+    # Slurm jobs share no memory: each job's pickle carries the shared part.
+    jobs = executor.map_array(function, tasks) if shared is None else executor.map_array(function, tasks, [shared] * len(tasks))
     return [job.result() for job in jobs]
 
 
-_BACKENDS: dict[str, Callable[[ExecutionConfig, Callable, list], list]] = {
+_BACKENDS: dict[str, Callable[[ExecutionConfig, Callable, list, Any], list]] = {
     "sequential": _sequential,
     "joblib": _joblib,
     "dask": _dask,

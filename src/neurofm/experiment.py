@@ -128,13 +128,15 @@ class Experiment:
             timings[model.name] = time.perf_counter() - t0
         tasks = [
             _FoldTask(model.name, fold, clone(model.estimator), isinstance(model.config, NeuralFineTuneConfig),
-                      features[model.name], inputs.y, groups, train, test, classes, tuple(cfg.resolved_metrics))
+                      train, test, classes, tuple(cfg.resolved_metrics))
             for model in prepared
             for fold, (train, test) in enumerate(splits)
         ]
         logger.info("%d model(s) x %d folds on %s", len(prepared), len(splits), cfg.execution.backend)
         by_name = {model.name: model for model in prepared}
-        for task, outcome in zip(tasks, map_tasks(cfg.execution, _run_fold, tasks), strict=True):
+        # Features, labels and groups go to each worker once; a task names its model and fold.
+        shared = _Shared(features, inputs.y, groups)
+        for task, outcome in zip(tasks, map_tasks(cfg.execution, _run_fold, tasks, shared), strict=True):
             by_name[task.model_name].artifacts.extend(outcome.artifacts)
             scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
             if outcome.predictions is not None:
@@ -243,12 +245,12 @@ class Experiment:
         rng = np.random.default_rng(cfg.random_state)
         trainable = isinstance(model.config, NeuralFineTuneConfig)
         tasks = [
-            _PermutationTask(model.estimator, trainable, features, _permute(y, groups, rng), groups, splits, classes,
-                             tuple(observed))
+            _PermutationTask(model.estimator, trainable, _permute(y, groups, rng), splits, classes, tuple(observed))
             for _ in range(cfg.n_permutations)
         ]
         null = {metric: [] for metric in observed}
-        for means in map_tasks(cfg.execution, _run_permutation, tasks):
+        shared = _Shared({model.name: features}, y, groups)
+        for means in map_tasks(cfg.execution, _run_permutation, tasks, shared):
             for metric in observed:
                 null[metric].append(means[metric])
         rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
@@ -288,6 +290,15 @@ def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
 
 
 @dataclass
+class _Shared:
+    """What every fold and permutation task reads: features by model name, labels, groups. Sent once per worker."""
+
+    features: dict[str, np.ndarray]
+    y: np.ndarray
+    groups: np.ndarray | None
+
+
+@dataclass
 class _FoldTask:
     """One (model, fold): fit on the training partition, score the test partition. Picklable."""
 
@@ -295,9 +306,6 @@ class _FoldTask:
     fold: int
     estimator: Any
     trainable: bool
-    features: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray | None
     train: np.ndarray
     test: np.ndarray
     classes: np.ndarray | None
@@ -319,18 +327,19 @@ def _fit(estimator, trainable: bool, X, y, groups):
     return estimator.fit(X, y)
 
 
-def _run_fold(task: _FoldTask) -> _FoldOutcome:
+def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
     started = time.perf_counter()
     train, test = task.train, task.test
-    groups = None if task.groups is None else task.groups[train]
-    estimator = _fit(task.estimator, task.trainable, task.features[train], task.y[train], groups)
+    features, y = shared.features[task.model_name], shared.y
+    groups = None if shared.groups is None else shared.groups[train]
+    estimator = _fit(task.estimator, task.trainable, features[train], y[train], groups)
     artifacts = _trainable_artifacts(estimator, task.fold) if task.trainable else []
     if task.trainable and estimator.failed_:
         nan = dict.fromkeys(task.metrics, float("nan"))
         return _FoldOutcome(nan, None, artifacts, time.perf_counter() - started)
-    y_pred, proba = _predict(estimator, task.features[test], task.classes)
-    scores = {metric: score(metric, task.y[test], y_pred, proba, task.classes) for metric in task.metrics}
-    frame = _prediction_frame(task.model_name, task.fold, test, task.y[test], y_pred, proba, task.classes)
+    y_pred, proba = _predict(estimator, features[test], task.classes)
+    scores = {metric: score(metric, y[test], y_pred, proba, task.classes) for metric in task.metrics}
+    frame = _prediction_frame(task.model_name, task.fold, test, y[test], y_pred, proba, task.classes)
     return _FoldOutcome(scores, frame, artifacts, time.perf_counter() - started)
 
 
@@ -340,25 +349,24 @@ class _PermutationTask:
 
     estimator: Any
     trainable: bool
-    features: np.ndarray
-    y: np.ndarray
-    groups: np.ndarray | None
+    y: np.ndarray  # the shuffled labels
     splits: list[tuple[np.ndarray, np.ndarray]]
     classes: np.ndarray | None
     metrics: tuple[str, ...]
 
 
-def _run_permutation(task: _PermutationTask) -> dict[str, float]:
+def _run_permutation(task: _PermutationTask, shared: _Shared) -> dict[str, float]:
     """Mean score over folds of the estimator refitted on shuffled labels."""
+    [features] = shared.features.values()
     fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
     for train, test in task.splits:
-        groups = None if task.groups is None else task.groups[train]
-        estimator = _fit(clone(task.estimator), task.trainable, task.features[train], task.y[train], groups)
+        groups = None if shared.groups is None else shared.groups[train]
+        estimator = _fit(clone(task.estimator), task.trainable, features[train], task.y[train], groups)
         if task.trainable and estimator.failed_:
             for metric in task.metrics:
                 fold_scores[metric].append(float("nan"))
             continue
-        y_pred, proba = _predict(estimator, task.features[test], task.classes)
+        y_pred, proba = _predict(estimator, features[test], task.classes)
         for metric in task.metrics:
             fold_scores[metric].append(score(metric, task.y[test], y_pred, proba, task.classes))
     return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
