@@ -81,9 +81,6 @@ class EmbeddingCache:
         self._indexed: set[Path] = set()
         self._keys: dict[bytes, tuple[Path, int]] = {}
 
-    def __getstate__(self):
-        return {**self.__dict__, "_indexed": set(), "_keys": {}}  # a worker reads the directory itself
-
     def _index(self) -> dict[bytes, tuple[Path, int]]:
         """Key -> (pack, row), reading only packs added since the last call.
 

@@ -166,18 +166,8 @@ def prepare_inputs(
 
 
 def _check_lazy_array(X: Any) -> Any:
-    """Shape and dtype checks of an on-disk array, reading no window."""
-    dtype = np.dtype(getattr(X, "dtype", object))
-    if not np.issubdtype(dtype, np.number):
-        raise DataValidationError(f"X must hold numbers, got dtype {dtype}; store the windows as floats.")
-    shape = tuple(X.shape)
-    if len(shape) != 3:
-        raise DataValidationError(
-            f"X must have 3 dimensions (n_windows, n_channels, n_times), got {len(shape)} with shape {shape}; "
-            "store the windows as one 3-D array."
-        )
-    if min(shape) == 0:
-        raise DataValidationError(f"X has an empty axis (shape {shape}); every window needs channels and samples.")
+    """Layout checks of an on-disk array, reading no window."""
+    _check_layout(np.dtype(getattr(X, "dtype", object)), tuple(X.shape), fix="store the windows as one 3-D array")
     return X
 
 
@@ -186,20 +176,21 @@ def _as_window_array(X: Any) -> np.ndarray:
         arr = np.asarray(X)
     except Exception as exc:  # noqa: BLE001 - re-raised with the fix
         raise DataValidationError(f"X could not be read as a numpy array ({exc}); pass a float array or mne.Epochs.") from exc
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise DataValidationError(f"X must hold numbers, got dtype {arr.dtype}; pass a float array or mne.Epochs.")
-    if arr.ndim != 3:
-        fix = (
-            "for a single window use X[np.newaxis]"
-            if arr.ndim == 2
-            else "reshape it to (n_windows, n_channels, n_times)"
-        )
-        raise DataValidationError(
-            f"X must have 3 dimensions (n_windows, n_channels, n_times), got {arr.ndim} with shape {arr.shape}; {fix}."
-        )
-    if min(arr.shape) == 0:
-        raise DataValidationError(f"X has an empty axis (shape {arr.shape}); every window needs channels and samples.")
+    fix = "for a single window use X[np.newaxis]" if arr.ndim == 2 else "reshape it to (n_windows, n_channels, n_times)"
+    _check_layout(arr.dtype, arr.shape, fix=fix)
     return arr
+
+
+def _check_layout(dtype: np.dtype, shape: tuple[int, ...], fix: str) -> None:
+    """Windows hold numbers, in 3 dimensions, none of them empty; ``fix`` says how to reshape."""
+    if dtype == object or not np.issubdtype(dtype, np.number):
+        raise DataValidationError(f"X must hold numbers, got dtype {dtype}; pass a float array or mne.Epochs.")
+    if len(shape) != 3:
+        raise DataValidationError(
+            f"X must have 3 dimensions (n_windows, n_channels, n_times), got {len(shape)} with shape {shape}; {fix}."
+        )
+    if min(shape) == 0:
+        raise DataValidationError(f"X has an empty axis (shape {shape}); every window needs channels and samples.")
 
 
 def _expand_units(units: str | list[str] | None, n_chans: int) -> tuple[str, ...]:

@@ -27,9 +27,9 @@ def keep_freed_memory() -> bool:
     A transformer forward allocates and frees activations of several
     megabytes per layer. glibc serves blocks above its (adaptive) mmap
     threshold with fresh ``mmap`` calls and trims freed heap memory, so each
-    batch pays page faults and kernel zeroing for memory it just released: on
-    a 2-core CPU that is a third of CBraMod's forward time (measured by
-    ``benchmarks/extract_speed.py``). Raising the mmap and trim thresholds
+    batch pays page faults and kernel zeroing for memory it just released (on
+    2 cores, CBraMod went from 64 to 95 windows/s at batch 16 with this
+    setting, in separate processes on a machine whose speed drifts). Raising the mmap and trim thresholds
     (32 MB and 256 MB) keeps that memory in the process: at most 256 MB of
     freed heap is held back. Set ``NEUROFM_KEEP_ALLOCATOR=1`` to leave the
     allocator alone.
@@ -72,8 +72,6 @@ def resolve_device(device: str) -> str:
 
 def autocast(device: str, precision: str):
     """The autocast context of a precision: none for ``fp32``, else bf16 or fp16 on ``device``'s type."""
-    import contextlib
-
     import torch
 
     if precision == "fp32":
@@ -89,7 +87,7 @@ def _numpy_blas_in_one_thread():
     The input adaptation multiplies by a channel matrix in numpy. OpenBLAS then
     leaves its worker threads spinning for a while after each call, and they
     compete with torch's threads for the same cores: on 2 cores that slowed
-    every forward by about 10 % (``benchmarks/extract_speed.py``). One BLAS
+    every forward by about 10 % (paired runs in one process). One BLAS
     thread for a 19 x 19 product costs nothing.
     """
     try:

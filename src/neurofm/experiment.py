@@ -227,16 +227,13 @@ class Experiment:
         per_shard = -(-len(source) // n_shards)
         per_shard = -(-per_shard // embedder.batch_size) * embedder.batch_size  # whole batches per shard
         bounds = [(start, min(start + per_shard, len(source))) for start in range(0, len(source), per_shard)]
-        worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; the loaded backbone does not
-        worker.verbose, worker._backbone = False, None
+        worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; __getstate__ drops the backbone
+        worker.verbose = False
         tasks = [_ExtractionTask(worker, source.block(start, stop)) for start, stop in bounds]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
         outcomes = map_tasks(execution, _run_extraction, tasks)
-        n_computed = sum(computed for _, computed in outcomes)
-        embedder.cache_hits_ += len(source) - n_computed
-        embedder.cache_misses_ += n_computed
         features = np.concatenate([embeddings for embeddings, _ in outcomes], axis=0)
-        embedder.n_features_out_ = features.shape[1]
+        embedder.record_extraction(features, sum(computed for _, computed in outcomes))
         return features
 
     def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
@@ -327,19 +324,25 @@ def _fit(estimator, trainable: bool, X, y, groups):
     return estimator.fit(X, y)
 
 
+def _fit_and_score(estimator, trainable, features, y, groups, train, test, classes, metrics):
+    """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training."""
+    estimator = _fit(estimator, trainable, features[train], y[train], None if groups is None else groups[train])
+    if trainable and estimator.failed_:
+        return estimator, dict.fromkeys(metrics, float("nan")), None, None
+    y_pred, proba = _predict(estimator, features[test], classes)
+    return estimator, {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}, y_pred, proba
+
+
 def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
     started = time.perf_counter()
-    train, test = task.train, task.test
-    features, y = shared.features[task.model_name], shared.y
-    groups = None if shared.groups is None else shared.groups[train]
-    estimator = _fit(task.estimator, task.trainable, features[train], y[train], groups)
+    y = shared.y
+    estimator, scores, y_pred, proba = _fit_and_score(
+        task.estimator, task.trainable, shared.features[task.model_name], y, shared.groups, task.train, task.test,
+        task.classes, task.metrics)
     artifacts = _trainable_artifacts(estimator, task.fold) if task.trainable else []
-    if task.trainable and estimator.failed_:
-        nan = dict.fromkeys(task.metrics, float("nan"))
-        return _FoldOutcome(nan, None, artifacts, time.perf_counter() - started)
-    y_pred, proba = _predict(estimator, features[test], task.classes)
-    scores = {metric: score(metric, y[test], y_pred, proba, task.classes) for metric in task.metrics}
-    frame = _prediction_frame(task.model_name, task.fold, test, y[test], y_pred, proba, task.classes)
+    frame = None
+    if y_pred is not None:
+        frame = _prediction_frame(task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes)
     return _FoldOutcome(scores, frame, artifacts, time.perf_counter() - started)
 
 
@@ -360,15 +363,10 @@ def _run_permutation(task: _PermutationTask, shared: _Shared) -> dict[str, float
     [features] = shared.features.values()
     fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
     for train, test in task.splits:
-        groups = None if shared.groups is None else shared.groups[train]
-        estimator = _fit(clone(task.estimator), task.trainable, features[train], task.y[train], groups)
-        if task.trainable and estimator.failed_:
-            for metric in task.metrics:
-                fold_scores[metric].append(float("nan"))
-            continue
-        y_pred, proba = _predict(estimator, features[test], task.classes)
-        for metric in task.metrics:
-            fold_scores[metric].append(score(metric, task.y[test], y_pred, proba, task.classes))
+        _, scores, _, _ = _fit_and_score(clone(task.estimator), task.trainable, features, task.y, shared.groups,
+                                         train, test, task.classes, task.metrics)
+        for metric, value in scores.items():
+            fold_scores[metric].append(value)
     return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
 
 

@@ -189,7 +189,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Plan the input adaptation and identify the weights (nothing is learned)."""
-        source = self._source(X)
+        source = as_window_source(X)
         spec = get_model_spec(self.model_key)
         info = self._signal_info(source)
         self.plan_ = plan_adaptation(spec, info, source.shape[-1])
@@ -238,7 +238,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         windows are read, hashed, looked up and embedded one chunk at a time.
         """
         check_is_fitted(self, "fingerprint_")
-        source = self._source(X)
+        source = as_window_source(X)
         expected = (len(self.plan_.source.ch_names), self.plan_.n_times_in)
         if source.shape[1:] != expected:
             raise ConfigError(
@@ -246,10 +246,14 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                 f"{expected}; fit it again on these windows."
             )
         embeddings, n_computed = self.embed_source(source)
-        self.cache_hits_ += len(source) - n_computed
+        self.record_extraction(embeddings, n_computed)
+        return embeddings
+
+    def record_extraction(self, embeddings: np.ndarray, n_computed: int) -> None:
+        """Count cache hits and misses of embeddings made here or by extraction shards elsewhere."""
+        self.cache_hits_ += len(embeddings) - n_computed
         self.cache_misses_ += n_computed
         self.n_features_out_ = embeddings.shape[1]
-        return embeddings
 
     def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int]:
         """Embed every window of ``source`` chunk by chunk, through the cache.
@@ -310,13 +314,6 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if "_backbone" in state:
             state["_backbone"] = None
         return state
-
-    @staticmethod
-    def _source(X) -> WindowSource:
-        source = X if isinstance(X, WindowSource) else as_window_source(X)
-        if len(source.shape) != 3:
-            raise ConfigError(f"FoundationEmbedder needs windows shaped (n, channels, times), got shape {source.shape}.")
-        return source
 
     def get_artifacts(self) -> list[tuple[int, str, str, Any]]:
         """Rows ``(fold, type, key, value)`` describing the extraction (fold -1: all windows)."""
