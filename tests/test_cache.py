@@ -161,3 +161,144 @@ def test_a_cache_sees_packs_other_processes_add_after_it_indexed(tmp_path):
     # A key stored twice resolves to the same pack for an incremental and a fresh index.
     EmbeddingCache(tmp_path, "e" * 32).store(keys[:5], values[:5] + 1)
     np.testing.assert_array_equal(reader.lookup(keys)[0], EmbeddingCache(tmp_path, "e" * 32).lookup(keys)[0])
+
+
+def _only_pack(emb) -> "Path":
+    packs = list(EmbeddingCache(emb.cache_dir, emb.fingerprint_).directory.glob("pack-*.npz"))
+    assert len(packs) == 1
+    return packs[0]
+
+
+def _flip_one_embedding_value(pack):
+    with np.load(pack, allow_pickle=False) as data:
+        content = {name: data[name].copy() for name in data.files}
+    content["embeddings"][1, 0] += 1.0  # the stored checksums now disagree with entry 1
+    with open(pack, "wb") as fh:
+        np.savez(fh, **content)
+
+
+def _truncate(pack):
+    raw = pack.read_bytes()
+    pack.write_bytes(raw[: len(raw) // 2])
+
+
+def _overwrite_with_garbage(pack):
+    pack.write_bytes(b"not a pack" * 100)
+
+
+@pytest.mark.parametrize("damage", [_flip_one_embedding_value, _truncate, _overwrite_with_garbage])
+def test_a_damaged_entry_is_reported_set_aside_and_recomputed(cache_dir, windows_19ch, count_forwards, damage, caplog):
+    clean = make(cache_dir).fit(windows_19ch)
+    reference = clean.transform(windows_19ch)
+    pack = _only_pack(clean)
+    damage(pack)
+    again = make(cache_dir).fit(windows_19ch)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        E = again.transform(windows_19ch)
+    np.testing.assert_array_equal(E, reference)  # the damaged value never reaches the caller
+    assert count_forwards["windows"] == 3 + 3  # every window of the damaged pack was embedded again
+    assert "damaged" in caplog.text and pack.name in caplog.text
+    assert not pack.exists() and pack.with_name("corrupt-" + pack.name).exists()  # kept for inspection
+    artifacts = {(t, k): v for _, t, k, v in again.get_artifacts()}
+    assert artifacts[("embedding_cache", "damaged_packs_set_aside")] == 1
+    # The recomputed entries went into a fresh pack that verifies: the next run is all hits.
+    third = make(cache_dir).fit(windows_19ch)
+    np.testing.assert_array_equal(third.transform(windows_19ch), reference)
+    assert (third.cache_hits_, third.cache_misses_, third.cache_damaged_packs_) == (3, 0, 0)
+
+
+def test_every_entry_carries_a_checksum_of_its_key_and_embedding(cache_dir, windows_19ch):
+    from neurofm.cache import entry_checksums
+
+    emb = make(cache_dir).fit(windows_19ch)
+    emb.transform(windows_19ch)
+    with np.load(_only_pack(emb), allow_pickle=False) as data:
+        keys, embeddings, checksums = data["keys"], data["embeddings"], data["checksums"]
+    assert len(checksums) == len(keys) == 3
+    np.testing.assert_array_equal(checksums, entry_checksums(keys, embeddings))
+    swapped = entry_checksums(keys[[1, 0, 2]], embeddings)
+    assert (swapped != checksums)[:2].all()  # an embedding filed under another window's key is caught  # an embedding filed under another window's key is caught
+
+
+def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_stored(cache_dir, windows_19ch, monkeypatch):
+    import errno
+
+    from neurofm.cache import CacheWriteError
+
+    first = make(cache_dir).fit(windows_19ch)
+    kept = first.transform(windows_19ch[:2])
+    pack = _only_pack(first)
+    before = pack.read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", no_space)
+    with pytest.raises(CacheWriteError, match="disk is full.*cache_dir.*intact"):
+        make(cache_dir).fit(windows_19ch).transform(windows_19ch)
+    monkeypatch.undo()
+    folder = pack.parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted([pack.name, "manifest.json"])  # no partial file left
+    assert pack.read_bytes() == before
+    again = make(cache_dir).fit(windows_19ch)
+    np.testing.assert_array_equal(again.transform(windows_19ch[:2]), kept)
+    assert again.cache_hits_ == 2
+
+
+_CONCURRENT_RUN = """
+import sys
+from neurofm import Experiment
+from neurofm.configs import (ClassicalModelConfig, CVConfig, ExperimentConfig, FoundationEmbeddingModelConfig,
+                             FrozenBackboneDecoderConfig)
+from neurofm.models import get_model_spec
+from neurofm.simulate import simulate_eeg_dataset
+
+cache_dir, out = sys.argv[1], sys.argv[2]
+X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=6, random_state=5)
+probe = FrozenBackboneDecoderConfig(
+    backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=4,
+                                            model_kwargs=get_model_spec("cbramod").tiny_kwargs),
+    head=ClassicalModelConfig(estimator="LogisticRegression"))
+config = ExperimentConfig(models={"probe": probe}, cache_dir=cache_dir, verbose=False, metrics=["balanced_accuracy"],
+                          cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+Experiment(config).run(X, y, sample_metadata=meta, **info, output_dir=out)
+"""
+
+
+def test_four_processes_on_one_cache_get_correct_results_and_leave_it_whole(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pandas.testing import assert_frame_equal
+
+    from neurofm.cache import entry_checksums
+    from neurofm.results import ExperimentResult
+
+    def start(cache, out):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+        return subprocess.Popen([sys.executable, "-c", _CONCURRENT_RUN, str(cache), str(out)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    reference = start(tmp_path / "own-cache", tmp_path / "reference")
+    assert reference.wait() == 0, reference.stdout.read()
+    shared = tmp_path / "shared-cache"
+    runs = [start(shared, tmp_path / f"run-{i}") for i in range(4)]  # all four extract into one cache at once
+    for process in runs:
+        assert process.wait() == 0, process.stdout.read()
+    expected = ExperimentResult.load(tmp_path / "reference")
+    for i in range(4):
+        got = ExperimentResult.load(tmp_path / f"run-{i}")
+        assert_frame_equal(got.scores, expected.scores, check_exact=True)
+        assert_frame_equal(got.predictions, expected.predictions, check_exact=True)
+    packs = sorted((shared / "embeddings").rglob("pack-*.npz"))
+    assert 1 <= len(packs) <= 4 and not list((shared / "embeddings").rglob("corrupt-*"))
+    for pack in packs:
+        with np.load(pack, allow_pickle=False) as data:
+            assert (entry_checksums(data["keys"], data["embeddings"]) == data["checksums"]).all()
+    # A fifth run finds every window in that cache.
+    fifth = start(shared, tmp_path / "fifth")
+    assert fifth.wait() == 0
+    cached = ExperimentResult.load(tmp_path / "fifth").get_model_artifacts(artifact_type="embedding_cache")
+    values = dict(zip(cached["ArtifactKey"], cached["ArtifactValue"], strict=True))
+    assert (values["hits"], values["misses"]) == (36, 0)

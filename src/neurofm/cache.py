@@ -8,32 +8,51 @@ folds never enter a key.
 
 Layout::
 
-    <cache_dir>/embeddings/v1/<fingerprint>/manifest.json
-    <cache_dir>/embeddings/v1/<fingerprint>/pack-<uuid>.npz   # keys + embeddings
+    <cache_dir>/embeddings/v2/<fingerprint>/manifest.json
+    <cache_dir>/embeddings/v2/<fingerprint>/pack-<uuid>.npz          # keys, embeddings, checksums
+    <cache_dir>/embeddings/v2/<fingerprint>/corrupt-pack-<uuid>.npz  # set aside, never read again
 
-A pack holds the window keys (fixed-width bytes) and their float32
-embeddings. Packs are written to a temporary file and renamed into place, so a
-reader never sees a partial pack and two runs writing at once simply add two
-packs; no file is ever rewritten. Nothing is pickled: packs load with
-``allow_pickle=False``.
+A pack holds the window keys (fixed-width bytes), their float32 embeddings and
+one checksum per entry (a hash of its key and embedding bytes). Packs are
+written to a temporary file and renamed into place, so a reader never sees a
+partial pack and runs writing at once simply add packs; no file is ever
+rewritten. Nothing is pickled: packs load with ``allow_pickle=False``.
+
+An entry whose checksum does not match, or a pack that cannot be read
+(truncated, overwritten, bit rot), is reported, its pack is renamed
+``corrupt-...`` (kept for inspection, never read again) and its windows are
+embedded again.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .exceptions import NeuroFMError
 from .utils.files import atomic_write
+from .utils.logging import logger
 
-__all__ = ["EmbeddingCache", "hash_windows", "stable_hash"]
+__all__ = ["CacheWriteError", "EmbeddingCache", "entry_checksums", "hash_windows", "stable_hash"]
 
-_FORMAT_VERSION = "v1"
+_FORMAT_VERSION = "v2"  # v2: one checksum per entry
 _KEY_BYTES = 16
+_CHECKSUM_BYTES = 8
+_CORRUPT_PREFIX = "corrupt-"
+# What a damaged pack raises on reading: zip structure or CRC, npy header, missing member, short read.
+_UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class CacheWriteError(NeuroFMError, OSError):
+    """The embedding cache could not be written (full disk, quota, permissions)."""
 
 
 def stable_hash(obj: Any) -> str:
@@ -60,6 +79,22 @@ def hash_windows(X: np.ndarray) -> np.ndarray:
     return keys
 
 
+def entry_checksums(keys: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """One checksum per cache entry: a hash of its key and its embedding's bytes.
+
+    Returns
+    -------
+    checksums : ndarray of dtype ``S16``
+    """
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    out = np.empty(len(keys), dtype=f"S{2 * _CHECKSUM_BYTES}")
+    for i, (key, row) in enumerate(zip(keys, embeddings, strict=True)):
+        digest = hashlib.blake2b(bytes(key), digest_size=_CHECKSUM_BYTES, person=b"neurofm-entry")
+        digest.update(row.tobytes())
+        out[i] = digest.hexdigest().encode()
+    return out
+
+
 class EmbeddingCache:
     """Embeddings of one backbone fingerprint, stored under ``root``.
 
@@ -71,6 +106,12 @@ class EmbeddingCache:
         Hex digest identifying backbone, weights, pooling and input adaptation.
     manifest : dict | None
         Human-readable description stored beside the packs.
+
+    Attributes
+    ----------
+    damaged_packs : int
+        Packs this object found damaged and set aside (their windows were
+        treated as missing, so the caller embeds them again).
     """
 
     def __init__(self, root: str | Path, fingerprint: str, manifest: dict | None = None):
@@ -78,6 +119,7 @@ class EmbeddingCache:
         self.fingerprint = fingerprint
         self.directory = self.root / "embeddings" / _FORMAT_VERSION / fingerprint
         self.manifest = manifest
+        self.damaged_packs = 0
         self._indexed: set[Path] = set()
         self._keys: dict[bytes, tuple[Path, int]] = {}
 
@@ -91,8 +133,15 @@ class EmbeddingCache:
         if not self.directory.is_dir():
             return self._keys
         for pack in sorted(set(self.directory.glob("pack-*.npz")) - self._indexed):
-            with np.load(pack, allow_pickle=False) as data:
-                self._remember(pack, data["keys"])
+            try:
+                with np.load(pack, allow_pickle=False) as data:
+                    keys = data["keys"]
+            except FileNotFoundError:  # set aside by another process between glob and load
+                continue
+            except _UNREADABLE as exc:
+                self._set_aside(pack, f"unreadable ({exc})")
+                continue
+            self._remember(pack, keys)
         return self._keys
 
     def _remember(self, pack: Path, keys: np.ndarray) -> None:
@@ -103,14 +152,43 @@ class EmbeddingCache:
                 self._keys[key] = (pack, row)
         self._indexed.add(pack)
 
+    def _forget(self, pack: Path) -> None:
+        """Drop a damaged pack's keys; a copy of a key in another pack serves from the next lookup on."""
+        self._keys = {key: held for key, held in self._keys.items() if held[0] != pack}
+        for other in self._indexed - {pack}:  # re-offer keys that the damaged pack had shadowed
+            if other.exists():
+                try:
+                    with np.load(other, allow_pickle=False) as data:
+                        keys = data["keys"]
+                except _UNREADABLE:
+                    continue
+                for row, key in enumerate(keys):
+                    held = self._keys.get(bytes(key))
+                    if held is None or other.name < held[0].name:
+                        self._keys[bytes(key)] = (other, row)
+
+    def _set_aside(self, pack: Path, reason: str) -> None:
+        logger.warning(
+            "Embedding cache: %s is damaged (%s); it is renamed %s%s and its windows are embedded again.",
+            pack, reason, _CORRUPT_PREFIX, pack.name,
+        )
+        self.damaged_packs += 1
+        try:
+            pack.rename(pack.with_name(_CORRUPT_PREFIX + pack.name))
+        except FileNotFoundError:  # another process found it first
+            pass
+        self._indexed.add(pack)  # never read again by this object
+        self._forget(pack)
+
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """Embeddings already stored for ``keys``.
+        """Embeddings already stored for ``keys``, each checked against its checksum.
 
         Returns
         -------
         embeddings : ndarray, shape (n_keys, dim) | None
             Rows of found keys are filled; ``None`` when nothing is found.
         found : ndarray of bool, shape (n_keys,)
+            False for keys not stored and for entries found damaged.
         """
         index = self._index()
         found = np.array([bytes(k) in index for k in keys], dtype=bool)
@@ -122,28 +200,55 @@ class EmbeddingCache:
             by_pack.setdefault(pack, []).append((i, row))
         out = None
         for pack, pairs in by_pack.items():
-            with np.load(pack, allow_pickle=False) as data:
-                emb = data["embeddings"]
-                if out is None:
-                    out = np.zeros((len(keys), emb.shape[1]), dtype=np.float32)
-                targets, rows = zip(*pairs, strict=True)
-                out[list(targets)] = emb[list(rows)]
-        return out, found
+            targets, rows = (list(column) for column in zip(*pairs, strict=True))
+            try:
+                with np.load(pack, allow_pickle=False) as data:
+                    stored_keys, emb, checksums = data["keys"][rows], data["embeddings"][rows], data["checksums"][rows]
+                bad = entry_checksums(stored_keys, emb) != checksums
+                bad |= stored_keys != keys[targets]
+            except FileNotFoundError:
+                found[targets] = False  # set aside by another process meanwhile
+                self._forget(pack)
+                continue
+            except _UNREADABLE as exc:
+                found[targets] = False
+                self._set_aside(pack, f"unreadable ({exc})")
+                continue
+            if bad.any():
+                found[targets] = False
+                self._set_aside(pack, f"{int(bad.sum())} entr{'y' if bad.sum() == 1 else 'ies'} fail their checksum")
+                continue
+            if out is None:
+                out = np.zeros((len(keys), emb.shape[1]), dtype=np.float32)
+            out[targets] = emb
+        return (out if found.any() else None), found
 
     def store(self, keys: np.ndarray, embeddings: np.ndarray) -> Path | None:
-        """Add a pack of embeddings atomically; returns its path."""
+        """Add a pack of embeddings atomically; returns its path.
+
+        Raises
+        ------
+        CacheWriteError
+            When the disk is full or the directory cannot be written. Packs
+            stored before are left as they were.
+        """
         if len(keys) == 0:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._write_manifest()
-        packed = {"keys": np.asarray(keys, dtype=f"S{2 * _KEY_BYTES}"), "embeddings": np.asarray(embeddings, np.float32)}
+        keys = np.asarray(keys, dtype=f"S{2 * _KEY_BYTES}")
+        embeddings = np.asarray(embeddings, np.float32)
+        packed = {"keys": keys, "embeddings": embeddings, "checksums": entry_checksums(keys, embeddings)}
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
                 np.savez(fh, **packed)
 
-        path = atomic_write(self.directory / f"pack-{uuid.uuid4().hex}.npz", write)
-        self._remember(path, packed["keys"])
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._write_manifest()
+            path = atomic_write(self.directory / f"pack-{uuid.uuid4().hex}.npz", write)
+        except OSError as exc:
+            raise _write_error(self.directory, exc) from exc
+        self._remember(path, keys)
         return path
 
     def _write_manifest(self) -> None:
@@ -152,3 +257,14 @@ class EmbeddingCache:
             return
         text = json.dumps(self.manifest, indent=2, sort_keys=True, default=str)
         atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _write_error(directory: Path, exc: OSError) -> CacheWriteError:
+    if exc.errno in _DISK_FULL:
+        problem, fix = "the disk is full", "free space there, or set cache_dir to a disk with room"
+    else:
+        problem, fix = f"{exc.strerror or exc}", "check that the folder is writable, or set cache_dir elsewhere"
+    return CacheWriteError(
+        exc.errno, f"Cannot write to the embedding cache {directory}: {problem}. Fix: {fix} (or turn the cache off "
+        "with cache_embeddings: false). Embeddings stored before are intact and are reused on the next run."
+    )

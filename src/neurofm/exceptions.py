@@ -9,6 +9,7 @@ Every error neurofm raises on purpose derives from :class:`NeuroFMError`::
     │   └── CVSplitError         the requested cross-validation cannot be honoured
     ├── AdaptationError          an input cannot be adapted to what a backbone expects
     ├── WeightsError             weights cannot be found or do not fit the architecture
+    ├── ModelFitError            a model failed while fitted or scored on one fold
     └── MissingDependencyError   an optional package is needed (also ImportError)
 
 Each message names the problem and the fix. Errors about the user's input are
@@ -25,6 +26,7 @@ __all__ = [
     "CVSplitError",
     "AdaptationError",
     "WeightsError",
+    "ModelFitError",
     "MissingDependencyError",
 ]
 
@@ -58,6 +60,14 @@ class AdaptationError(NeuroFMError, ValueError):
 
 class WeightsError(NeuroFMError, RuntimeError):
     """Weights cannot be found, read, or do not fit the architecture."""
+
+
+class ModelFitError(NeuroFMError, RuntimeError):
+    """A model failed on one fold; the original error is chained as ``__cause__``.
+
+    Folds that finished before are kept: with an output folder they are
+    recorded, and the next run resumes after them.
+    """
 
 
 class MissingDependencyError(NeuroFMError, ImportError):

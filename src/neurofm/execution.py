@@ -160,20 +160,26 @@ def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
 
     _, close = _reuse_or_start("ray", start)
     try:
-        remote = ray.remote(function)
+        remote = ray.remote(_apply)  # ray.remote takes functions only; ``function`` may be a callable object
         if shared is None:
-            return ray.get([remote.remote(task) for task in tasks])
+            return ray.get([remote.remote(function, task) for task in tasks])
         stored = ray.put(shared)  # one copy in the object store, read by every task
-        return ray.get([remote.remote(task, stored) for task in tasks])
+        return ray.get([remote.remote(function, task, stored) for task in tasks])
     finally:
         if close is not None:
             close()
+
+
+def _apply(function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
 
 
 def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     import submitit
 
     cluster = config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")
+    if config.submitit_folder is None:
+        raise ValueError("submitit_folder is unset; Experiment.run sets it to <cache_dir>/submitit.")
     folder = Path(config.submitit_folder).expanduser() / "%j"
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     executor.update_parameters(**{"timeout_min": 60, **config.submitit_parameters})

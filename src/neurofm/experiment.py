@@ -14,10 +14,12 @@ Order of work in :meth:`Experiment.run`:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +30,10 @@ from .configs import ClassicalModelConfig, ExperimentConfig, FrozenBackboneDecod
 from .cv import make_splits
 from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
-from .exceptions import ConfigError
+from .exceptions import ConfigError, ModelFitError, NeuroFMError
 from .execution import check_backend, engine_session, map_tasks
 from .metrics import score
+from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
 from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
 from .sources import as_window_source
 from .utils.check import validate_type
@@ -74,6 +77,7 @@ class Experiment:
         sfreq: float | None = None,
         ch_names: list[str] | None = None,
         units: str | list[str] | None = None,
+        output_dir: str | Path | None = None,
     ) -> ExperimentResult:
         """Run every model of the config on the outer folds.
 
@@ -91,6 +95,12 @@ class Experiment:
             Channel names of a numpy ``X``.
         units : str | list of str | None
             Units of a numpy ``X`` (default ``"V"``; e.g. ``"uV"``).
+        output_dir : str | Path | None
+            Where to save the results. Every finished (model, fold) and label
+            permutation is also written there the moment it finishes; running
+            the same experiment into the same folder again skips that work
+            and gives the same results, so a run that crashed or was killed
+            resumes where it stopped. One run at a time may write to a folder.
 
         Returns
         -------
@@ -100,12 +110,16 @@ class Experiment:
 
         # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
         with mne.utils.use_log_level("warning"), engine_session():
-            return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units)
+            return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, output_dir=output_dir)
 
-    def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units) -> ExperimentResult:
+    def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, output_dir) -> ExperimentResult:
         cfg = self.config
         set_log_level(cfg.verbose)
         check_backend(cfg.execution)
+        self._execution = cfg.execution
+        if cfg.execution.submitit_folder is None:  # every file a run writes lives in its output or cache folder
+            folder = str(Path(cfg.cache_dir).expanduser() / "submitit")
+            self._execution = cfg.execution.model_copy(update={"submitit_folder": folder})
         started = time.perf_counter()
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
@@ -113,6 +127,48 @@ class Experiment:
 
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
+        with contextlib.ExitStack() as stack:
+            self._records = None
+            if output_dir is not None:
+                progress = stack.enter_context(RunProgress(Path(output_dir).expanduser()).session())
+                data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
+                self._records = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
+            result = self._compute(inputs, splits, prepared, classes, groups, started)
+            if output_dir is not None:
+                result.save(output_dir)
+        return result
+
+    def _decisive(self, model: _PreparedModel, data_hash: str) -> dict[str, Any]:
+        """What decides a model's fold and permutation results (not where or how fast they run)."""
+        cfg = self.config
+        return {"name": model.name, "model": model.config.model_dump(mode="json"), "task": cfg.task,
+                "metrics": list(cfg.resolved_metrics), "cv": cfg.cv.model_dump(mode="json"),
+                "random_state": cfg.random_state, "data": data_hash}
+
+    def _record_path(self, model_name: str, kind: str, index: int) -> Path | None:
+        return None if self._records is None else RunProgress.path(self._records[model_name], kind, index)
+
+    def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
+        """``map_tasks`` that reads finished tasks from their records and records the others as they finish."""
+        results: list[Any] = [None] * len(tasks)
+        todo = []
+        for i, path in enumerate(paths):
+            record = read_record(path) if path is not None else None
+            if record is None:
+                todo.append(i)
+            else:
+                results[i] = decode(record)
+        if len(todo) < len(tasks):
+            logger.info("Resuming: %d of %d task(s) already done in %s", len(tasks) - len(todo), len(tasks),
+                        Path(paths[0]).parent.parent.parent)
+        call = RecordingCall(function, _encode)
+        items = [(tasks[i], paths[i]) for i in todo]
+        for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared), strict=True):
+            results[i] = fresh if paths[i] is None else decode(round_trip(_encode(fresh)))
+        return results
+
+    def _compute(self, inputs, splits, prepared, classes, groups, started) -> ExperimentResult:
+        cfg = self.config
         scores, predictions, split_rows, artifacts = [], [], [], []
         timings: dict[str, float] = {}
         # Embeddings first, as extraction shards into the shared cache; models that share a
@@ -136,7 +192,9 @@ class Experiment:
         by_name = {model.name: model for model in prepared}
         # Features, labels and groups go to each worker once; a task names its model and fold.
         shared = _Shared(features, inputs.y, groups)
-        for task, outcome in zip(tasks, map_tasks(cfg.execution, _run_fold, tasks, shared), strict=True):
+        paths = [self._record_path(task.model_name, "fold", task.fold) for task in tasks]
+        outcomes = self._map_resumable(_run_fold, tasks, shared, paths, _FoldOutcome.from_record)
+        for task, outcome in zip(tasks, outcomes, strict=True):
             by_name[task.model_name].artifacts.extend(outcome.artifacts)
             scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
             if outcome.predictions is not None:
@@ -221,7 +279,7 @@ class Experiment:
 
     def _extract_in_shards(self, embedder, X) -> np.ndarray:
         """Embed contiguous ranges of windows on the workers; each writes its own cache packs."""
-        execution = self.config.execution
+        execution = self._execution
         source = as_window_source(X)
         n_shards = min(execution.extraction_shards or execution.n_jobs, max(1, -(-len(source) // embedder.batch_size)))
         per_shard = -(-len(source) // n_shards)
@@ -232,8 +290,8 @@ class Experiment:
         tasks = [_ExtractionTask(worker, source.block(start, stop)) for start, stop in bounds]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
         outcomes = map_tasks(execution, _run_extraction, tasks)
-        features = np.concatenate([embeddings for embeddings, _ in outcomes], axis=0)
-        embedder.record_extraction(features, sum(computed for _, computed in outcomes))
+        features = np.concatenate([embeddings for embeddings, _, _ in outcomes], axis=0)
+        embedder.record_extraction(features, sum(outcome[1] for outcome in outcomes), sum(outcome[2] for outcome in outcomes))
         return features
 
     def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
@@ -247,7 +305,8 @@ class Experiment:
         ]
         null = {metric: [] for metric in observed}
         shared = _Shared({model.name: features}, y, groups)
-        for means in map_tasks(cfg.execution, _run_permutation, tasks, shared):
+        paths = [self._record_path(model.name, "permutation", i) for i in range(len(tasks))]
+        for means in self._map_resumable(_run_permutation, tasks, shared, paths, _decode_means):
             for metric in observed:
                 null[metric].append(means[metric])
         rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
@@ -270,7 +329,7 @@ class _ExtractionTask:
     source: Any
 
 
-def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int]:
+def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int, int]:
     return task.embedder.embed_source(task.source)
 
 
@@ -316,6 +375,30 @@ class _FoldOutcome:
     artifacts: list[tuple[int, str, str, Any]]
     seconds: float
 
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready: a progress record (floats keep every bit; columns keep their dtype)."""
+        frame = self.predictions
+        columns = None if frame is None else [[name, str(frame[name].dtype), frame[name].tolist()] for name in frame]
+        return {"scores": self.scores, "predictions": columns, "artifacts": [list(a) for a in self.artifacts],
+                "seconds": self.seconds}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> _FoldOutcome:
+        frame = None
+        if record["predictions"] is not None:
+            frame = pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, dtype, values in record["predictions"]})
+        return cls({k: float(v) for k, v in record["scores"].items()}, frame,
+                   [tuple(a) for a in record["artifacts"]], float(record["seconds"]))
+
+
+def _encode(result: Any) -> Any:
+    """A fold outcome or a permutation's mean scores as a JSON-ready record."""
+    return result.to_record() if isinstance(result, _FoldOutcome) else result
+
+
+def _decode_means(record: dict[str, Any]) -> dict[str, float]:
+    return {metric: float(value) for metric, value in record.items()}
+
 
 def _fit(estimator, trainable: bool, X, y, groups):
     """Fit on one training partition; a trainable model's validation split comes from it, by group."""
@@ -336,9 +419,17 @@ def _fit_and_score(estimator, trainable, features, y, groups, train, test, class
 def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
     started = time.perf_counter()
     y = shared.y
-    estimator, scores, y_pred, proba = _fit_and_score(
-        task.estimator, task.trainable, shared.features[task.model_name], y, shared.groups, task.train, task.test,
-        task.classes, task.metrics)
+    try:
+        estimator, scores, y_pred, proba = _fit_and_score(
+            task.estimator, task.trainable, shared.features[task.model_name], y, shared.groups, task.train, task.test,
+            task.classes, task.metrics)
+    except NeuroFMError:
+        raise
+    except Exception as exc:
+        raise ModelFitError(
+            f"Model {task.model_name!r} failed on fold {task.fold}: {type(exc).__name__}: {exc}. Folds that finished "
+            "are kept; with output_dir set, running again resumes after them."
+        ) from exc
     artifacts = _trainable_artifacts(estimator, task.fold) if task.trainable else []
     frame = None
     if y_pred is not None:

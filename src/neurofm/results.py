@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .utils.files import atomic_write
+
 __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
@@ -151,16 +153,23 @@ class ExperimentResult:
         return out
 
     def save(self, directory: str | Path) -> Path:
-        """Write tables as Parquet, the config as YAML and metadata as JSON."""
+        """Write tables as Parquet, the config as YAML and metadata as JSON.
+
+        Each file is written whole to a temporary name and renamed into place:
+        a crash or a full disk leaves the previous file or the new one, never
+        a part.
+        """
         out = Path(directory).expanduser()
         out.mkdir(parents=True, exist_ok=True)
         for name in _TABLES:
             table = getattr(self, name).copy()
             if name == "artifacts":
                 table["ArtifactValue"] = [json.dumps(_jsonable(v)) for v in table["ArtifactValue"]]
-            table.to_parquet(out / f"{name}.parquet", index=False)
-        (out / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-        (out / "meta.json").write_text(json.dumps(_jsonable(self.meta), indent=2))
+            atomic_write(out / f"{name}.parquet", lambda tmp, table=table: table.to_parquet(tmp, index=False))
+        config_text = yaml.safe_dump(self.config, sort_keys=False)
+        atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(config_text))
+        meta_text = json.dumps(_jsonable(self.meta), indent=2)
+        atomic_write(out / "meta.json", lambda tmp: tmp.write_text(meta_text))
         return out
 
     @classmethod

@@ -33,8 +33,14 @@ def run_config(path: str | Path, output_dir: str | Path | None = None) -> tuple[
     config = RunConfig.from_yaml(path)
     base = path.resolve().parent
     epochs = load_data(config.data, base_dir=base)
+    out = Path(output_dir) if output_dir is not None else Path(config.output_dir).expanduser()
+    if not out.is_absolute() and output_dir is None:
+        out = base / out
     experiment_fields = {name: getattr(config, name) for name in ExperimentConfig.model_fields}
-    result = Experiment(ExperimentConfig(**experiment_fields)).run(epochs, epochs.metadata[config.data.label].to_numpy())
+    # Finished folds are recorded in ``out`` as they finish: running the same file again resumes.
+    result = Experiment(ExperimentConfig(**experiment_fields)).run(
+        epochs, epochs.metadata[config.data.label].to_numpy(), output_dir=out
+    )
     result.config = config.model_dump(mode="json")
     result.meta["data"] = {
         "source": config.data.source,
@@ -42,7 +48,4 @@ def run_config(path: str | Path, output_dir: str | Path | None = None) -> tuple[
         "preprocessing": describe_preprocessing(config.data.preprocessing),
         "classes": epochs.metadata[config.data.label].value_counts().to_dict(),
     }
-    out = Path(output_dir) if output_dir is not None else Path(config.output_dir).expanduser()
-    if not out.is_absolute() and output_dir is None:
-        out = base / out
     return result, result.save(out)

@@ -212,6 +212,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self._backbone = None
         self.cache_hits_ = 0
         self.cache_misses_ = 0
+        self.cache_damaged_packs_ = 0
         self.n_features_out_ = None
         return self
 
@@ -245,17 +246,18 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                 f"transform got windows of shape {source.shape[1:]}, but the embedder was fitted on "
                 f"{expected}; fit it again on these windows."
             )
-        embeddings, n_computed = self.embed_source(source)
-        self.record_extraction(embeddings, n_computed)
+        embeddings, n_computed, n_damaged = self.embed_source(source)
+        self.record_extraction(embeddings, n_computed, n_damaged)
         return embeddings
 
-    def record_extraction(self, embeddings: np.ndarray, n_computed: int) -> None:
-        """Count cache hits and misses of embeddings made here or by extraction shards elsewhere."""
+    def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0) -> None:
+        """Count cache hits, misses and damaged packs of an extraction made here or by shards elsewhere."""
         self.cache_hits_ += len(embeddings) - n_computed
         self.cache_misses_ += n_computed
+        self.cache_damaged_packs_ += n_damaged
         self.n_features_out_ = embeddings.shape[1]
 
-    def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int]:
+    def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int, int]:
         """Embed every window of ``source`` chunk by chunk, through the cache.
 
         Chunks are a whole number of batches, so a window meets the same
@@ -267,6 +269,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         embeddings : ndarray of float32, shape (n_windows, dim)
         n_computed : int
             Windows that missed the cache and went through the backbone.
+        n_damaged : int
+            Cache packs found damaged and set aside (their windows were embedded again).
         """
         check_is_fitted(self, "fingerprint_")
         cache = None
@@ -285,7 +289,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                     out = np.empty((len(source), embedded.shape[1]), dtype=np.float32)
                 out[start : start + len(windows)] = embedded
                 n_computed += computed
-        return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed
+        n_damaged = cache.damaged_packs if cache is not None else 0
+        return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed, n_damaged
 
     def _embed_chunk(self, windows: np.ndarray, cache: EmbeddingCache | None, progress) -> tuple[np.ndarray, int]:
         embeddings: np.ndarray | None = None
@@ -322,6 +327,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         rows: list[tuple[int, str, str, Any]] = [
             (-1, "embedding_cache", "hits", int(self.cache_hits_)),
             (-1, "embedding_cache", "misses", int(self.cache_misses_)),
+            (-1, "embedding_cache", "damaged_packs_set_aside", int(self.cache_damaged_packs_)),
             (-1, "embedding_cache", "fingerprint", self.fingerprint_),
             (-1, "embedding_cache", "enabled", bool(self.cache_embeddings)),
             (-1, "backbone", "model_key", self.model_key),

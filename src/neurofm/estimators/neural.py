@@ -38,6 +38,7 @@ from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import resolve_weights
 from ..training import predict_network, train_network
+from ..utils.files import atomic_write
 
 __all__ = ["NeuralFineTuner", "DecoderNet"]
 
@@ -380,8 +381,8 @@ class NeuralFineTuner(BaseEstimator):
                 state = {k: v for k, v in state.items() if k in saved_keys}
             elif cfg.train_mode in PEFT_MODES:
                 state = self._merged_state(state)
-            path = folder / f"{tag}.safetensors"
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            path = atomic_write(folder / f"{tag}.safetensors", lambda tmp, tensors=tensors: save_file(tensors, str(tmp)))
             manifest["paths"][tag] = str(path)
         meta = {
             "config": cfg.model_dump(mode="json"),
@@ -393,7 +394,8 @@ class NeuralFineTuner(BaseEstimator):
             "contents": "trainable" if adapters_only else ("merged" if cfg.train_mode in PEFT_MODES else "full"),
             "history": outcome.history,
         }
-        (folder / "config.json").write_text(json.dumps(meta, indent=2, default=str))
+        text = json.dumps(meta, indent=2, default=str)
+        atomic_write(folder / "config.json", lambda tmp: tmp.write_text(text))
         manifest["directory"] = str(folder)
         return manifest
 

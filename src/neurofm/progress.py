@@ -1,0 +1,180 @@
+"""An experiment's finished work on disk, so that a run that stops resumes where it stopped.
+
+With an output folder, every finished (model, fold) and every finished label
+permutation is written at once, atomically, by whichever process or worker
+ran it. Running the same config on the same data into the same folder again
+reads those records instead of recomputing them; extraction resumes from the
+embedding cache. The final tables are then assembled exactly as an
+uninterrupted run assembles them.
+
+Layout::
+
+    <output_dir>/.neurofm.lock                    held by the one run writing here
+    <output_dir>/progress/model-<hash>/fold-00003.json
+    <output_dir>/progress/model-<hash>/permutation-00012.json
+
+Every record carries a checksum of its content; a record that does not match
+is reported and its work is done again. Folder names are hashes, never names
+from the config, so a model name cannot point a write outside the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import stable_hash
+from .exceptions import ConfigError
+from .sources import as_window_source
+from .utils.files import TMP_MARK, atomic_write
+from .utils.logging import logger
+
+__all__ = ["RecordingCall", "RunProgress", "data_fingerprint", "read_record", "round_trip", "write_record"]
+
+_FORMAT = 1
+_LOCK_NAME = ".neurofm.lock"
+
+
+def data_fingerprint(X, y: np.ndarray, groups: np.ndarray | None, info: dict[str, Any]) -> str:
+    """Hash of the windows' float32 bytes (read chunk by chunk), labels, groups and signal description."""
+    digest = hashlib.blake2b(digest_size=16, person=b"neurofm-data")
+    source = as_window_source(X)
+    digest.update(repr(source.shape).encode())
+    for _, chunk in source.chunks(source.chunk_size()):
+        digest.update(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
+    for part in (y, groups):
+        digest.update(b"|none|" if part is None else json.dumps(_plain(np.asarray(part).tolist())).encode())
+    digest.update(json.dumps(info, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars and arrays become Python values; tuples become lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _checksum(payload_text: str) -> str:
+    return hashlib.blake2b(payload_text.encode(), digest_size=16).hexdigest()
+
+
+def write_record(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` (JSON-ready) with its checksum, atomically: the file is whole or absent."""
+    text = json.dumps(_plain(payload), sort_keys=True, allow_nan=True)
+    record = json.dumps({"format": _FORMAT, "checksum": _checksum(text), "payload": text})
+    atomic_write(path, lambda tmp: tmp.write_text(record))
+
+
+def read_record(path: str | Path) -> Any | None:
+    """The payload written by :func:`write_record`, or ``None`` when absent or damaged (reported)."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        text = record["payload"]
+        intact = record.get("format") == _FORMAT and record.get("checksum") == _checksum(text)
+        payload = json.loads(text) if intact else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("Progress record %s cannot be read (%s); that work is done again.", path, exc)
+        return None
+    if payload is None:
+        logger.warning("Progress record %s fails its checksum; that work is done again.", path)
+    return payload
+
+
+@dataclass
+class RunProgress:
+    """The progress folder of runs writing into ``output_dir``.
+
+    A record's folder is named by a hash of everything that decides its
+    result: the model's name and config, the task, metrics, CV and seed, and
+    the data. Changing one model therefore redoes that model only, adding
+    permutations reuses those already drawn (permutation ``i`` depends on the
+    seed, not on how many are asked for), and no record of other settings or
+    other data is ever mistaken for this run's.
+
+    Parameters
+    ----------
+    output_dir : Path
+        The run's output folder.
+    """
+
+    output_dir: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.output_dir / "progress"
+
+    @contextlib.contextmanager
+    def session(self):
+        """Hold the folder for one run: lock it and clear temporary files of runs that were killed mid-write.
+
+        Raises
+        ------
+        ConfigError
+            When another run holds the folder.
+        """
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / _LOCK_NAME, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"Another neurofm run is writing to {self.output_dir}. Wait for it to finish, or give this run "
+                    "another output folder."
+                ) from None
+            try:
+                # Never complete, never read; safe to remove because this run holds the folder.
+                for stale in self.output_dir.rglob(f"*{TMP_MARK}*"):
+                    stale.unlink(missing_ok=True)
+                yield self
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def model_folder(self, decisive: dict[str, Any]) -> Path:
+        """The folder of one model's records; ``decisive`` holds what decides its results (JSON-ready)."""
+        return self.directory / f"model-{stable_hash(_plain(decisive))}"
+
+    @staticmethod
+    def path(folder: Path, kind: str, index: int) -> Path:
+        """Record of fold (``kind="fold"``) or permutation ``index`` in a model's folder."""
+        return folder / f"{kind}-{index:05d}.json"
+
+
+def round_trip(payload: Any) -> Any:
+    """``payload`` as it reads back from a record: fresh and resumed results then look alike."""
+    return json.loads(json.dumps(_plain(payload), allow_nan=True))
+
+
+@dataclass
+class RecordingCall:
+    """``function(task[, shared])`` that also writes its result as a record, on whichever worker runs it.
+
+    Picklable, so a Dask, Ray or Slurm worker writes the record itself the
+    moment its task finishes; a run killed later keeps that work.
+    """
+
+    function: Any
+    encode: Any
+
+    def __call__(self, item, shared=None):
+        task, record_path = item
+        result = self.function(task) if shared is None else self.function(task, shared)
+        if record_path is not None:
+            write_record(record_path, self.encode(result))
+        return result
