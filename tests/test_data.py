@@ -92,7 +92,7 @@ def test_four_dimensional_x_is_rejected_with_the_fix(data):
 
 
 def test_non_numeric_x_is_rejected():
-    with pytest.raises(DataValidationError, match="must hold numbers"):
+    with pytest.raises(DataValidationError, match="must hold real numbers"):
         prepare_inputs(np.full((2, 2, 4), "a"), sfreq=100, ch_names=["a", "b"])
 
 

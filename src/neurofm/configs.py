@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from .exceptions import ConfigError
 from .utils.check import closest_matches, format_choices
@@ -65,12 +65,29 @@ class BaseConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Any:
-        """Load from a YAML file path or a YAML string."""
-        text = Path(source).read_text() if _looks_like_path(source) else str(source)
-        data = yaml.safe_load(text)
+        """Load from a YAML file path or a YAML string.
+
+        YAML is read with ``yaml.safe_load`` (plain data only: no tag can
+        build a Python object). Whatever is wrong with the file raises a
+        :class:`~neurofm.exceptions.ConfigError` naming each bad field.
+        """
+        where = f" in {source}" if isinstance(source, Path) or _looks_like_path(source) else ""
+        try:
+            text = Path(source).read_text() if where else str(source)
+            data = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read the config{where}: {exc}.") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"The config{where} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"The YAML config must be a mapping of keys to values, got {type(data).__name__}.")
-        return cls.model_validate(data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, error['loc'])) or '(top level)'}: {error['msg']}" for error in exc.errors()
+            )
+            raise ConfigError(f"Invalid {cls.__name__}{where}: {problems}.") from exc
 
 
 class CVConfig(BaseConfig):
@@ -461,8 +478,9 @@ class ExecutionConfig(BaseConfig):
     address : str | None
         Scheduler address of a running Dask cluster (``tcp://host:8786``) or
         Ray cluster (``ray://host:10001`` or ``auto``).
-    submitit_folder : str
-        Where submitit writes job scripts, logs and results.
+    submitit_folder : str | None
+        Where submitit writes job scripts, logs and results (``None``:
+        ``<cache_dir>/submitit`` of the experiment).
     submitit_cluster : {"slurm", "local", "debug"} | None
         ``None`` picks Slurm when ``sbatch`` is found, local processes otherwise.
     submitit_parameters : dict
@@ -478,7 +496,7 @@ class ExecutionConfig(BaseConfig):
     backend: Literal["sequential", "joblib", "dask", "ray", "submitit"] = "sequential"
     n_jobs: int = Field(2, ge=1)
     address: str | None = None
-    submitit_folder: str = "~/.cache/neurofm/submitit"
+    submitit_folder: str | None = None
     submitit_cluster: Literal["slurm", "local", "debug"] | None = None
     submitit_parameters: dict[str, Any] = Field(default_factory=dict)
     extraction_shards: int | None = Field(None, ge=1)

@@ -183,8 +183,8 @@ def _as_window_array(X: Any) -> np.ndarray:
 
 def _check_layout(dtype: np.dtype, shape: tuple[int, ...], fix: str) -> None:
     """Windows hold numbers, in 3 dimensions, none of them empty; ``fix`` says how to reshape."""
-    if dtype == object or not np.issubdtype(dtype, np.number):
-        raise DataValidationError(f"X must hold numbers, got dtype {dtype}; pass a float array or mne.Epochs.")
+    if dtype.kind not in "iuf":  # complex values would lose their imaginary part, booleans are no signal
+        raise DataValidationError(f"X must hold real numbers, got dtype {dtype}; pass a float array or mne.Epochs.")
     if len(shape) != 3:
         raise DataValidationError(
             f"X must have 3 dimensions (n_windows, n_channels, n_times), got {len(shape)} with shape {shape}; {fix}."
@@ -195,11 +195,13 @@ def _check_layout(dtype: np.dtype, shape: tuple[int, ...], fix: str) -> None:
 
 def _expand_units(units: str | list[str] | None, n_chans: int) -> tuple[str, ...]:
     units = "V" if units is None else units
+    if not isinstance(units, (str, list, tuple)):
+        raise DataValidationError(f"units must be a unit name or a list of one per channel, got {type(units).__name__}.")
     unit_list = [units] * n_chans if isinstance(units, str) else list(units)
     if len(unit_list) != n_chans:
         raise DataValidationError(f"units has {len(unit_list)} entries but X has {n_chans} channels; give one per channel.")
     for unit in unit_list:
-        if unit not in UNIT_TO_SI:
+        if not isinstance(unit, str) or unit not in UNIT_TO_SI:
             raise DataValidationError(f"Unknown unit {unit!r}; use one of {', '.join(sorted(UNIT_TO_SI))}.")
     return tuple(unit_list)
 
@@ -221,7 +223,14 @@ def _signal_info(X: np.ndarray, sfreq: Any, ch_names: Any, units: Any) -> Signal
             "Channel names are missing: pass ch_names=[...] (one per channel, e.g. 'Fp1', 'Cz') with a numpy X; "
             "foundation models map channels by name."
         )
-    ch_names = [str(c) for c in ch_names]
+    if isinstance(ch_names, str) or not all(isinstance(c, str) for c in ch_names):
+        raise DataValidationError(
+            f"ch_names must be a list of strings, one per channel; got {ch_names!r:.80}."
+        )
+    ch_names = list(ch_names)
+    blank = [i for i, c in enumerate(ch_names) if not c.strip()]
+    if blank:
+        raise DataValidationError(f"Channel names at positions {blank} are empty; give every channel its name.")
     if len(ch_names) != n_chans:
         raise DataValidationError(
             f"ch_names has {len(ch_names)} names but X has {n_chans} channels (axis 1); give one name per channel."
@@ -297,7 +306,12 @@ def _metadata_frame(sample_metadata: Any, epochs_meta: pd.DataFrame | None, n: i
 
 
 def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
-    y_arr = np.asarray(y)
+    try:
+        y_arr = np.asarray(y)
+    except (ValueError, TypeError) as exc:
+        raise DataValidationError(f"y could not be read as one label per window ({exc}).") from exc
+    if y_arr.dtype.kind == "c":
+        raise DataValidationError("y holds complex numbers; give real targets or class labels.")
     if y_arr.ndim != 1:
         y_arr = np.squeeze(y_arr)
         if y_arr.ndim != 1:
@@ -308,7 +322,7 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
         if y_arr.dtype.kind == "f" and not np.all(np.isfinite(y_arr)):
             raise DataValidationError("y contains NaN; remove the unlabeled windows before running.")
         if y_arr.dtype.kind == "O":
-            y_arr = y_arr.astype(str)
+            y_arr = _object_labels(y_arr)
         classes = np.unique(y_arr)
         if len(classes) < 2:
             raise DataValidationError(
@@ -320,8 +334,27 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
     else:
         try:
             y_arr = y_arr.astype(np.float64)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise DataValidationError("task='regression' needs numeric y; use task='classification' for labels.") from exc
         if not np.all(np.isfinite(y_arr)):
             raise DataValidationError("y contains NaN or Inf; remove those windows before running.")
     return y_arr
+
+
+def _object_labels(y_arr: np.ndarray) -> np.ndarray:
+    """Class labels of mixed Python objects as strings, refusing what would silently merge or invent classes."""
+    missing = [i for i, v in enumerate(y_arr) if v is None or (isinstance(v, float) and not np.isfinite(v))]
+    if missing:
+        raise DataValidationError(
+            f"y has no label for {len(missing)} window(s) (None or NaN at {missing[:10]}); remove them before running."
+        )
+    kinds = {"text" if isinstance(v, str) else "number" if isinstance(v, (int, float, np.number)) else type(v).__name__
+             for v in y_arr}
+    odd = kinds - {"text", "number"}
+    if odd:
+        raise DataValidationError(f"Labels must be strings or numbers; y holds {sorted(odd)}.")
+    if len(kinds) > 1:
+        raise DataValidationError(
+            "y mixes text and numbers (e.g. 1 and '1' would become one class); give every label the same type."
+        )
+    return y_arr.astype(str)
