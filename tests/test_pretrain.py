@@ -487,3 +487,25 @@ def test_example_pretraining_configs_run_offline(tmp_path):
     meta = json.loads((tmp_path / "bb" / "pretrain.json").read_text())
     held_out = [p for shard in meta["shards"] for p in shard if "/subject2/" in p or "/subject3/" in p]
     assert meta["recordings"] == 3 + 11 and not held_out
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_resume_checkpoint_that_would_run_code_is_refused(tmp_path, corpus_dir, tokenizer_run):
+    import shutil
+
+    run = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_run / "tokenizer", run)
+    config = stage_config(tmp_path, corpus_dir)  # the same run in a copy of its folder: it resumes from the latest
+    marker = tmp_path / "pwned"
+    latest = sorted((run / "checkpoints").glob("step-*.pt"))[-1]
+    torch.save({"model": _RunsCode(marker)}, latest)
+    with pytest.raises(WeightsError, match=r"weights_only=True.*Delete that file"):
+        pretrain(config)
+    assert not marker.exists()

@@ -132,10 +132,33 @@ class NotATensor:
     """Stands for arbitrary pickled code in a checkpoint."""
 
 
+class RunsCode:
+    """Unpickling this calls ``os.system``: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
 def test_pickled_code_is_refused(tmp_path, windows_19ch):
     torch.save({"weights": NotATensor()}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError, match="weights_only"):
         _embed("cbramod", str(tmp_path / "evil.pt"), windows_19ch, get_model_spec("cbramod").tiny_kwargs)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_a_checkpoint_that_would_run_code_is_refused_before_running_it(tmp_path, windows_19ch, suffix):
+    marker = tmp_path / "pwned"
+    state = {k: v for k, v in _random_backbone("cbramod").state_dict().items()}
+    state["payload"] = RunsCode(marker)
+    torch.save(state, tmp_path / f"evil{suffix}")
+    with pytest.raises(WeightsError, match="weights_only"):
+        _embed("cbramod", str(tmp_path / f"evil{suffix}"), windows_19ch, get_model_spec("cbramod").tiny_kwargs)
+    assert not marker.exists()  # the payload never ran
 
 
 def test_labram_checkpoint_for_long_windows_accepts_shorter_ones(tmp_path, windows_19ch):

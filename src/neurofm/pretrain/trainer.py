@@ -345,7 +345,14 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     start_step = 0
     if resume is not None:
         start_step, checkpoint = resume
-        state = torch.load(checkpoint, map_location=world.device, weights_only=True)
+        try:
+            state = torch.load(checkpoint, map_location=world.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - weights_only refusals and damaged files alike get the fix
+            raise WeightsError(
+                f"Cannot resume from {checkpoint}: it is not a plain tensor checkpoint ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}). Checkpoints are read with weights_only=True, so no pickled code runs. "
+                "Delete that file to resume from the one before it, or use a new output_dir."
+            ) from exc
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         logger.info("Resuming %s from step %d (%s)", run, start_step, checkpoint.name)
