@@ -92,6 +92,12 @@ def test_a_rerun_skips_finished_work_and_gives_the_same_results(data, tmp_path, 
     _same_results(resumed, first)
     _same_results(ExperimentResult.load(out), first)
 
+    # Everything on record: no window is embedded again, not even from the cache.
+    done = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    _same_results(done, first)
+    cache = done.get_model_artifacts(artifact_type="embedding_cache", model="probe")
+    assert "skipped" in set(cache["ArtifactKey"])
+
     # Without an output folder nothing is recorded or read back.
     plain = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info)
     _same_results(plain, first)
@@ -196,3 +202,33 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     summary = campaign.run_trials(2, seed=3, root=tmp_path, log=lines.append)
     assert summary["kills"] == 2, lines
     assert summary["resumed_equal"] == 2 and summary["files_checked"] > 0
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorded(data, tmp_path, monkeypatch,
+                                                                                     count_work):
+    import errno
+
+    import neurofm.utils.files as files
+    from neurofm.exceptions import StorageError
+
+    X, y, meta, info = data
+    out = tmp_path / "out"
+    reference = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info)
+    real_replace, calls = files.os.replace, {"n": 0}
+
+    def disk_fills_up(src, dst):
+        calls["n"] += 1
+        if calls["n"] > 4:  # room for four files, then none
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", disk_fills_up)
+    with pytest.raises(StorageError, match=r"No room to write .*files written before are intact"):
+        Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    kept = _records(out, "fold")
+    assert len(kept) == 4 and not list(out.rglob(f"*{TMP_MARK}*"))  # four whole records, no partial file
+    count_work["folds"].clear()
+    resumed = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    assert len(count_work["folds"]) == 2  # room again: only the two missing folds run
+    _same_results(resumed, reference)

@@ -8,6 +8,7 @@ from .exceptions import (
     MissingDependencyError,
     ModelFitError,
     NeuroFMError,
+    StorageError,
     UnknownModelError,
     WeightsError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelFitError",
     "NeuroFMError",
+    "StorageError",
     "UnknownModelError",
     "WeightsError",
     "create_backbone",

@@ -26,7 +26,6 @@ embedded again.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import uuid
@@ -36,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import NeuroFMError
-from .utils.files import atomic_write
+from .exceptions import StorageError
+from .utils.files import NO_ROOM_ERRNOS, atomic_write
 from .utils.logging import logger
 
 __all__ = ["CacheWriteError", "EmbeddingCache", "entry_checksums", "hash_windows", "stable_hash"]
@@ -48,10 +47,9 @@ _CHECKSUM_BYTES = 8
 _CORRUPT_PREFIX = "corrupt-"
 # What a damaged pack raises on reading: zip structure or CRC, npy header, missing member, short read.
 _UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-class CacheWriteError(NeuroFMError, OSError):
+class CacheWriteError(StorageError):
     """The embedding cache could not be written (full disk, quota, permissions)."""
 
 
@@ -260,7 +258,7 @@ class EmbeddingCache:
 
 
 def _write_error(directory: Path, exc: OSError) -> CacheWriteError:
-    if exc.errno in _DISK_FULL:
+    if isinstance(exc, StorageError) or exc.errno in NO_ROOM_ERRNOS:
         problem, fix = "the disk is full", "free space there, or set cache_dir to a disk with room"
     else:
         problem, fix = f"{exc.strerror or exc}", "check that the folder is writable, or set cache_dir elsewhere"

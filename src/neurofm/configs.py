@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from .exceptions import ConfigError
 from .utils.check import closest_matches, format_choices
+from .utils.files import atomic_write
 
 __all__ = [
     "BaseConfig",
@@ -60,7 +61,7 @@ class BaseConfig(BaseModel):
         """Serialise to YAML; write it to ``path`` when given."""
         text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write(path, lambda tmp: tmp.write_text(text))
         return text
 
     @classmethod

@@ -10,6 +10,7 @@ Every error neurofm raises on purpose derives from :class:`NeuroFMError`::
     ├── AdaptationError          an input cannot be adapted to what a backbone expects
     ├── WeightsError             weights cannot be found or do not fit the architecture
     ├── ModelFitError            a model failed while fitted or scored on one fold
+    ├── StorageError             a file cannot be written (full disk, quota) (also OSError)
     └── MissingDependencyError   an optional package is needed (also ImportError)
 
 Each message names the problem and the fix. Errors about the user's input are
@@ -27,6 +28,7 @@ __all__ = [
     "AdaptationError",
     "WeightsError",
     "ModelFitError",
+    "StorageError",
     "MissingDependencyError",
 ]
 
@@ -67,6 +69,13 @@ class ModelFitError(NeuroFMError, RuntimeError):
 
     Folds that finished before are kept: with an output folder they are
     recorded, and the next run resumes after them.
+    """
+
+
+class StorageError(NeuroFMError, OSError):
+    """A file could not be written: the disk is full, a quota is reached, or the folder is read-only.
+
+    Files are written whole or not at all, so what was written before is intact.
     """
 
 

@@ -148,6 +148,16 @@ class Experiment:
     def _record_path(self, model_name: str, kind: str, index: int) -> Path | None:
         return None if self._records is None else RunProgress.path(self._records[model_name], kind, index)
 
+    def _all_recorded(self, model: _PreparedModel, n_folds: int) -> bool:
+        """Whether every fold (and permutation, when they run) of ``model`` has an intact record."""
+        if self._records is None:
+            return False
+        cfg = self.config
+        wanted = [self._record_path(model.name, "fold", fold) for fold in range(n_folds)]
+        if cfg.n_permutations and (cfg.permute_trainable or not isinstance(model.config, NeuralFineTuneConfig)):
+            wanted += [self._record_path(model.name, "permutation", i) for i in range(cfg.n_permutations)]
+        return all(path.is_file() for path in wanted) and all(read_record(path) is not None for path in wanted)
+
     def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
         """``map_tasks`` that reads finished tasks from their records and records the others as they finish."""
         results: list[Any] = [None] * len(tasks)
@@ -159,8 +169,7 @@ class Experiment:
             else:
                 results[i] = decode(record)
         if len(todo) < len(tasks):
-            logger.info("Resuming: %d of %d task(s) already done in %s", len(tasks) - len(todo), len(tasks),
-                        Path(paths[0]).parent.parent.parent)
+            logger.info("Resuming: %d of %d task(s) read back from their records", len(tasks) - len(todo), len(tasks))
         call = RecordingCall(function, _encode)
         items = [(tasks[i], paths[i]) for i in todo]
         for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared), strict=True):
@@ -177,7 +186,12 @@ class Experiment:
         features: dict[str, np.ndarray] = {}
         for model in prepared:
             t0 = time.perf_counter()
-            if model.embedder is not None:
+            if self._all_recorded(model, len(splits)):
+                features[model.name] = None  # nothing of this model will run: its windows need no embedding
+                if model.embedder is not None:
+                    model.artifacts.extend(model.embedder.fit(inputs.X).get_artifacts())
+                    model.artifacts.append((-1, "embedding_cache", "skipped", "every fold and permutation was on record"))
+            elif model.embedder is not None:
                 features[model.name] = self._embed(model, inputs.X, extracted)
             else:
                 features[model.name] = _in_memory(inputs, model.name)

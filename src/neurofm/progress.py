@@ -139,9 +139,11 @@ class RunProgress:
                     "another output folder."
                 ) from None
             try:
-                # Never complete, never read; safe to remove because this run holds the folder.
-                for stale in self.output_dir.rglob(f"*{TMP_MARK}*"):
-                    stale.unlink(missing_ok=True)
+                # Never complete, never read; safe to remove because this run holds the folder. Only the
+                # files neurofm writes here are looked at: the folder may hold anything else too.
+                stale = [*self.output_dir.glob(f".*{TMP_MARK}*"), *self.directory.rglob(f".*{TMP_MARK}*")]
+                for path in stale:
+                    path.unlink(missing_ok=True)
                 yield self
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

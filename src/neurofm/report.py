@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from .results import ExperimentResult
+from .utils.files import atomic_write
 
 __all__ = ["pretraining_figure", "write_report"]
 
@@ -251,8 +252,8 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     results_dir = Path(results_dir)
     if (results_dir / "pretrain.yaml").is_file():
         path = Path(output) if output else results_dir / "report.html"
-        path.write_text(_page(str(results_dir), _pretraining_report(results_dir)))
-        return path
+        page = _page(str(results_dir), _pretraining_report(results_dir))
+        return atomic_write(path, lambda tmp: tmp.write_text(page))
     result = ExperimentResult.load(results_dir)
     figures = [f for f in (_scores_figure(result), _confusion_figure(result), _roc_figure(result), _training_figure(result)) if f]
     summary = result.summary()
@@ -277,5 +278,4 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     sections.append("<h2>Software</h2><pre>" + html.escape(yaml.safe_dump(versions, sort_keys=False)) + "</pre>")
     page = _page(str(results_dir), sections)
     path = Path(output) if output else results_dir / "report.html"
-    path.write_text(page)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(page))

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TMP_MARK", "atomic_write", "resolve_path"]
+from ..exceptions import StorageError
+
+__all__ = ["NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "resolve_path"]
 
 # Part of every temporary file's name: a file carrying it was never completed.
 TMP_MARK = ".tmp-"
+# Full disk, quota, file size limit.
+NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
@@ -19,7 +24,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
 
     Readers see the old file or the whole new one, never a part; concurrent
     writers each get their own temporary file. A failed write (full disk,
-    exception) removes the temporary file and leaves ``path`` as it was.
+    exception) removes the temporary file and leaves ``path`` as it was; a
+    full disk raises :class:`~neurofm.exceptions.StorageError`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,8 +34,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM_ERRNOS and not isinstance(exc, StorageError):
+            raise StorageError(
+                exc.errno, f"No room to write {path} ({exc.strerror or exc}). Free space there or choose another "
+                "folder; files written before are intact, and a rerun resumes from them."
+            ) from exc
         raise
     return path
 
