@@ -29,3 +29,15 @@ def test_demo_runs_offline_and_the_second_run_hits_the_cache(tmp_path):
     second = runner.invoke(app, ["demo", "--cache-dir", cache, "--quiet"])
     assert second.exit_code == 0, second.output
     assert "hits=240 misses=0" in second.output
+
+
+def test_a_bad_config_prints_one_clear_message_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  m: {estimator: Nope}\ndata: {source: eegmmi, path: x}\n")
+    done = subprocess.run([sys.executable, "-m", "neurofm", "run", str(bad)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Error (ConfigError)" in done.stderr and "Unknown estimator 'Nope'" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 10

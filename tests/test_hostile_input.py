@@ -26,6 +26,7 @@ from neurofm import Experiment  # noqa: E402
 from neurofm.configs import ClassicalModelConfig, CVConfig, ExperimentConfig, RunConfig  # noqa: E402
 from neurofm.data import prepare_inputs  # noqa: E402
 from neurofm.exceptions import NeuroFMError  # noqa: E402
+from neurofm.pretrain import PretrainConfig  # noqa: E402
 
 # Values that break naive code: NaN, infinities, the float32 edge, subnormals, zero.
 EDGE_FLOATS = st.sampled_from([np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 1e30, 1e-45, 0.0, -0.0, 1e-5, 2e-5])
@@ -166,7 +167,8 @@ YAML_VALUES = st.recursive(YAML_SCALARS, lambda inner: st.one_of(st.lists(inner,
                                                                   st.dictionaries(st.text(max_size=8), inner, max_size=3)),
                            max_leaves=8)
 CONFIG_KEYS = st.sampled_from(["task", "models", "metrics", "cv", "cache_dir", "execution", "random_state",
-                               "n_permutations", "verbose", "data", "output_dir", "estimator", "strategy", "bogus"])
+                               "n_permutations", "verbose", "data", "output_dir", "estimator", "strategy", "bogus",
+                               "stage", "corpus", "optimizer", "tokenizer", "tokenizer_run"])
 
 
 @examples(300)
@@ -175,7 +177,7 @@ CONFIG_KEYS = st.sampled_from(["task", "models", "metrics", "cv", "cache_dir", "
     st.text(max_size=60),  # not even YAML, or YAML that is not a mapping
 ))
 def test_yaml_configs_load_or_raise_config_errors(text):
-    for cls in (ExperimentConfig, RunConfig):
+    for cls in (ExperimentConfig, RunConfig, PretrainConfig):
         try:
             cls.from_yaml(text)
         except NeuroFMError as exc:

@@ -88,8 +88,19 @@ def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False,
 
 
 def main() -> None:
-    """Entry point of the ``neurofm`` console script."""
-    app()
+    """Entry point of the ``neurofm`` console script.
+
+    neurofm's own errors (bad config, bad data, a full disk ...) already name
+    the problem and the fix: they are printed as one message with exit status
+    2, without a traceback. Anything else is a bug and keeps its traceback.
+    """
+    from .exceptions import NeuroFMError
+
+    try:
+        app()
+    except NeuroFMError as exc:
+        typer.echo(f"Error ({type(exc).__name__}): {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
