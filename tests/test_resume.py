@@ -232,3 +232,17 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorde
     resumed = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
     assert len(count_work["folds"]) == 2  # room again: only the two missing folds run
     _same_results(resumed, reference)
+
+
+def test_records_written_by_parallel_workers_are_read_back_by_a_sequential_rerun(data, tmp_path, count_work):
+    from neurofm.configs import ExecutionConfig
+
+    X, y, meta, info = data
+    out = tmp_path / "out"
+    parallel = _config(tmp_path / "cache").model_copy(update={"execution": ExecutionConfig(backend="joblib", n_jobs=2)})
+    first = Experiment(parallel).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    assert count_work["folds"] == []  # the folds ran in worker processes, which wrote their own records
+    assert len(_records(out, "fold")) == 6 and len(_records(out, "permutation")) == 6
+    again = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    assert count_work["folds"] == [] and count_work["permutations"] == 0
+    _same_results(again, first)
