@@ -160,12 +160,19 @@ def test_reve_never_downloads_its_position_bank(monkeypatch, windows_19ch, ch_na
     assert os.environ.get("REVE_POSITIONS_PATH") == before
 
 
-def test_meg_channels_are_scaled_to_femtotesla():
+def test_meg_channels_become_eeg_equivalent_microvolts():
+    from neurofm.adapt import MEG_TYPICAL_STD
+
     spec = get_model_spec("cbramod")
-    meg = SignalInfo(sfreq=200.0, ch_names=("MEG0111", "MEG0112"), units=("T", "T/m"))
-    out = plan_adaptation(spec, meg, 800).apply(np.stack([np.full(800, 1e-13), np.full(800, 1e-11)])[None])
-    np.testing.assert_allclose(out[0, 0], 100 * 0.01, rtol=1e-5)  # 100 fT, then the model's /100
-    np.testing.assert_allclose(out[0, 1], 100 * 0.01, rtol=1e-5)  # 100 fT/cm
+    meg = SignalInfo(sfreq=200.0, ch_names=("MEG0111", "MEG0112", "EEG001"), units=("T", "T/m", "V"))
+    typical = np.stack([np.full(800, MEG_TYPICAL_STD["mag_fT"] * 1e-15),  # a typical magnetometer ...
+                        np.full(800, MEG_TYPICAL_STD["grad_fT_per_cm"] * 1e-13),  # ... gradiometer ...
+                        np.full(800, MEG_TYPICAL_STD["eeg_uV"] * 1e-6)])  # ... and EEG channel
+    plan = plan_adaptation(spec, meg, 800)
+    out = plan.apply(typical[None])
+    np.testing.assert_allclose(out[0], MEG_TYPICAL_STD["eeg_uV"] * 0.01, rtol=1e-5)  # all alike, then the model's /100
+    units = next(step["detail"] for step in plan.steps if step["step"] == "units")
+    assert "EEG-equivalent uV" in units and "1 fT = 0.08611 uV" in units
 
 
 def test_a_vocabulary_with_old_and_new_names_uses_each_input_once():

@@ -17,9 +17,13 @@ SPEC_DIMS = {"bendr": 512, "biot": 256, "cbramod": 200, "eegpt": 2048, "labram":
 def test_table_has_nine_models_and_the_documented_columns():
     table = list_foundation_models()
     assert list(table.columns) == [
-        "key", "display_name", "hub_repo", "embedding_dim", "sfreq", "channels", "interpolation", "train_modes", "backend",
+        "key", "display_name", "hub_repo", "embedding_dim", "sfreq", "channels", "sensors", "interpolation",
+        "train_modes", "backend",
     ]  # fmt: skip
     assert set(table["key"]) == NINE
+    # Only backbones free of electrode names and positions take MEG.
+    takes_meg = {key for key, sensors in zip(table["key"], table["sensors"], strict=True) if "mag" in sensors}
+    assert takes_meg == {"cbramod", "codebrain"}
     assert dict(zip(table["key"], table["embedding_dim"], strict=True)) == SPEC_DIMS
 
 

@@ -29,9 +29,18 @@ if TYPE_CHECKING:
 
 __all__ = ["AdaptationPlan", "AdaptedSignal", "plan_adaptation"]
 
-# Input units become these working units before the model's own scaling:
-# microvolts for electric channels, femtotesla (per cm for gradiometers) for magnetic ones.
-_WORKING_UNIT = {"V": ("uV", 1e6), "T": ("fT", 1e15), "T/m": ("fT/cm", 1e13)}
+# Every backbone here was pretrained on EEG in microvolts, so every input becomes microvolts, or
+# "EEG-equivalent microvolts" for MEG, before the model's own scaling. The MEG rule makes a
+# typical sensor as large as a typical EEG channel of the same brain: in the MNE sample
+# recording (Neuromag Vectorview after SSS, 1 s, band-passed 1-40 Hz) the median standard
+# deviation is 16.24 uV over 60 EEG channels, 188.6 fT over 102 magnetometers and 36.14 fT/cm
+# over 204 gradiometers; so 1 fT counts as 0.0861 uV and 1 fT/cm as 0.449 uV.
+MEG_TYPICAL_STD = {"eeg_uV": 16.24, "mag_fT": 188.6, "grad_fT_per_cm": 36.14}
+_WORKING_UNIT = {
+    "V": ("uV", 1e6),
+    "T": ("EEG-equivalent uV", 1e15 * MEG_TYPICAL_STD["eeg_uV"] / MEG_TYPICAL_STD["mag_fT"]),
+    "T/m": ("EEG-equivalent uV", 1e13 * MEG_TYPICAL_STD["eeg_uV"] / MEG_TYPICAL_STD["grad_fT_per_cm"]),
+}
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,7 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         short or too long); the message names the fix.
     """
     steps: list[dict[str, Any]] = []
+    _check_sensor_types(spec, info)
     out_names, matrix = _plan_channels(spec, info, steps)
 
     # Units: input -> working unit (uV / fT) -> the model's own scaling, folded into the matrix.
@@ -205,6 +215,9 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
     matrix = matrix * unit_scale[None, :] * spec.amplitude_scale
     working = sorted({_WORKING_UNIT[si_base(u)][0] for u in info.units})
     unit_detail = f"{'/'.join(sorted(set(info.units)))} -> {'/'.join(working)}"
+    if {"T", "T/m"} & {si_base(u) for u in info.units}:
+        unit_detail += (f" (1 fT = {_WORKING_UNIT['T'][1] / 1e15:.4g} uV, 1 fT/cm = {_WORKING_UNIT['T/m'][1] / 1e13:.4g} uV: "
+                        "typical MEG and EEG amplitudes of the MNE sample recording made equal)")
     if spec.amplitude_scale != 1.0:
         unit_detail += f", multiplied by {spec.amplitude_scale:g}"
     steps.append({"step": "units", "detail": unit_detail})
@@ -255,6 +268,24 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         scale_channel_reference=scale_ref,
     )
     return plan
+
+
+def _check_sensor_types(spec: ModelSpec, info: SignalInfo) -> None:
+    """Refuse sensors the backbone cannot take, naming the backbones that can."""
+    from .models.specs import MODEL_SPECS
+
+    held = info.sensor_types
+    refused = [kind for kind in dict.fromkeys(held) if kind not in spec.sensor_types]
+    if not refused:
+        return
+    counts = ", ".join(f"{held.count(kind)} {kind}" for kind in dict.fromkeys(held))
+    takers = [other.key for other in MODEL_SPECS.values() if set(held) <= set(other.sensor_types)]
+    keep = sorted(set(held) & set(spec.sensor_types))
+    raise AdaptationError(
+        f"{spec.key!r} takes only {'/'.join(spec.sensor_types)} channels, and these windows hold {counts}. "
+        f"Backbones that take all of them: {takers or 'none'}."
+        + (f" Or keep the channels it takes with sensor_types={keep}." if keep else "")
+    )
 
 
 def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list[str], np.ndarray]:

@@ -533,6 +533,11 @@ class ExperimentConfig(BaseConfig):
         result records that their permutation test was skipped.
     verbose : bool
         Progress bars and info logs.
+    sensor_types : list of {"eeg", "meg", "mag", "grad"} | None
+        Sensors every model sees (``"meg"`` = magnetometers and
+        gradiometers). ``None`` (default) keeps every EEG and MEG channel of
+        the windows; the channels kept per type are recorded in the result's
+        ``meta["signal"]["sensor_types"]``.
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -545,6 +550,7 @@ class ExperimentConfig(BaseConfig):
     n_permutations: int = Field(0, ge=0)
     permute_trainable: bool = False
     verbose: bool = True
+    sensor_types: list[Literal["eeg", "meg", "mag", "grad"]] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

@@ -38,6 +38,12 @@ UNIT_TO_SI = {
 _PLAUSIBLE_SI_STD = {"V": 1e-2, "T": 1e-8, "T/m": 1e-6}
 
 
+# The sensor type each SI unit stands for; EEG includes every electric channel (sEEG, ECoG).
+SENSOR_OF_UNIT = {"V": "eeg", "T": "mag", "T/m": "grad"}
+# What each name of ``sensor_types`` selects.
+SENSOR_GROUPS = {"eeg": ("eeg",), "mag": ("mag",), "grad": ("grad",), "meg": ("mag", "grad")}
+
+
 def si_base(unit: str) -> str:
     """The SI unit a unit name measures in: ``"V"``, ``"T"`` or ``"T/m"``."""
     if unit.endswith("V"):
@@ -65,8 +71,15 @@ class SignalInfo:
     ch_names: tuple[str, ...]
     units: tuple[str, ...]
 
+    @property
+    def sensor_types(self) -> tuple[str, ...]:
+        """Per channel: ``"eeg"`` (electric, volts), ``"mag"`` (tesla) or ``"grad"`` (tesla per metre)."""
+        return tuple(SENSOR_OF_UNIT[si_base(unit)] for unit in self.units)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units)}
+        counts = {kind: self.sensor_types.count(kind) for kind in dict.fromkeys(self.sensor_types)}
+        return {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units),
+                "sensor_types": counts}
 
 
 @dataclass
@@ -110,6 +123,7 @@ def prepare_inputs(
     ch_names: list[str] | None = None,
     units: str | list[str] | None = None,
     task: str = "classification",
+    sensor_types: list[str] | None = None,
 ) -> Inputs:
     """Check windows, labels and metadata and bring them to one form.
 
@@ -129,6 +143,10 @@ def prepare_inputs(
         ``units`` is one unit for all channels or one per channel (default ``"V"``).
     task : str
         ``"classification"`` or ``"regression"``.
+    sensor_types : list of {"eeg", "meg", "mag", "grad"} | None
+        Keep only these sensors (``"meg"`` = magnetometers and gradiometers).
+        ``None`` keeps every EEG and MEG channel. A type the windows do not
+        hold is an error.
 
     Returns
     -------
@@ -152,6 +170,8 @@ def prepare_inputs(
         X = as_window_source(_check_lazy_array(X)) if lazy else _as_window_array(X)
         info = _signal_info(X, sfreq, ch_names, units)
 
+    if sensor_types is not None:
+        X, info = _pick_sensor_types(X, info, sensor_types)
     n = X.shape[0]
     metadata = _metadata_frame(sample_metadata, epochs_meta, n)
     y_arr = _check_targets(y, n, task) if y is not None else None
@@ -358,3 +378,26 @@ def _object_labels(y_arr: np.ndarray) -> np.ndarray:
             "y mixes text and numbers (e.g. 1 and '1' would become one class); give every label the same type."
         )
     return y_arr.astype(str)
+
+
+def _pick_sensor_types(X: Any, info: SignalInfo, sensor_types: list[str]) -> tuple[Any, SignalInfo]:
+    """Keep the channels of the requested sensor types, in their order; reads no window."""
+    unknown = [t for t in sensor_types if t not in SENSOR_GROUPS]
+    if unknown:
+        raise DataValidationError(f"Unknown sensor types {unknown}; use {sorted(SENSOR_GROUPS)}.")
+    wanted = {kind for name in sensor_types for kind in SENSOR_GROUPS[name]}
+    held = info.sensor_types
+    missing = sorted({name for name in sensor_types if not wanted.intersection(SENSOR_GROUPS[name]) & set(held)})
+    if missing:
+        present = {kind: held.count(kind) for kind in dict.fromkeys(held)}
+        raise DataValidationError(
+            f"sensor_types asks for {missing}, but the windows hold none; they hold {present}. "
+            "Choose among those, or check the channel types (epochs.get_channel_types())."
+        )
+    keep = [i for i, kind in enumerate(held) if kind in wanted]
+    if len(keep) == len(held):
+        return X, info
+    picked = SignalInfo(info.sfreq, tuple(info.ch_names[i] for i in keep), tuple(info.units[i] for i in keep))
+    if isinstance(X, WindowSource):
+        return X.pick_channels(keep), picked
+    return X[:, keep, :], picked

@@ -121,7 +121,8 @@ class Experiment:
             folder = str(Path(cfg.cache_dir).expanduser() / "submitit")
             self._execution = cfg.execution.model_copy(update={"submitit_folder": folder})
         started = time.perf_counter()
-        inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task)
+        inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,
+                                sensor_types=cfg.sensor_types)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
 

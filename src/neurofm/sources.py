@@ -83,6 +83,10 @@ class WindowSource:
         """The source of windows ``start:stop`` (cheap to pickle for on-disk data)."""
         return _SlicedSource(self, start, stop)
 
+    def pick_channels(self, keep: list[int]) -> WindowSource:
+        """The same windows with only the channels ``keep``, in that order (read lazily)."""
+        return _ChannelSubset(self, keep)
+
     def to_array(self) -> np.ndarray:
         """All windows in memory, float32."""
         if len(self) == 0:
@@ -106,6 +110,20 @@ class _SlicedSource(WindowSource):
 
     def block(self, start: int, stop: int) -> WindowSource:
         return self.parent.block(self.offset + start, self.offset + min(stop, len(self)))
+
+
+class _ChannelSubset(WindowSource):
+    """Some channels of another source."""
+
+    def __init__(self, parent: WindowSource, keep: list[int]):
+        super().__init__((len(parent), len(keep), parent.shape[2]))
+        self.parent, self.keep = parent, list(keep)
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return self.parent.read(start, stop)[:, self.keep]
+
+    def block(self, start: int, stop: int) -> WindowSource:
+        return _ChannelSubset(self.parent.block(start, stop), self.keep)
 
 
 class ArraySource(WindowSource):

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_backbone", "get_model_spec", "list_foundation_models", "list_model_keys"]
 
-_COLUMNS = ["key", "display_name", "hub_repo", "embedding_dim", "sfreq", "channels", "interpolation", "train_modes", "backend"]
+_COLUMNS = ["key", "display_name", "hub_repo", "embedding_dim", "sfreq", "channels", "sensors", "interpolation", "train_modes", "backend"]
 
 
 def list_model_keys() -> list[str]:
@@ -51,7 +51,7 @@ def list_foundation_models() -> pd.DataFrame:
     -------
     table : DataFrame
         Columns ``key, display_name, hub_repo, embedding_dim, sfreq, channels,
-        interpolation, train_modes, backend``.
+        sensors, interpolation, train_modes, backend``.
     """
     rows = []
     for key in list_model_keys():
@@ -64,6 +64,7 @@ def list_foundation_models() -> pd.DataFrame:
                 "embedding_dim": spec.embedding_dim,
                 "sfreq": spec.sfreq,
                 "channels": spec.channels,
+                "sensors": ", ".join(spec.sensor_types),
                 "interpolation": spec.interpolation,
                 "train_modes": ", ".join(spec.train_modes),
                 "backend": ", ".join(spec.backends),

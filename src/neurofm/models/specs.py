@@ -81,6 +81,11 @@ class ModelSpec:
         When set, a relative-amplitude channel is appended (BENDR).
     needs_positions : bool
         The model needs electrode positions (taken from MNE's templates).
+    sensor_types : tuple of {"eeg", "mag", "grad"}
+        Sensors the backbone takes. Backbones bound to EEG electrode names or
+        positions take ``eeg`` only; channel-agnostic ones also take MEG
+        magnetometers and gradiometers, scaled to EEG-equivalent microvolts
+        (see :data:`neurofm.adapt.MEG_TYPICAL_STD`).
     poolings : tuple of str
         Pooling modes available.
     train_modes, backends : tuple of str
@@ -145,6 +150,7 @@ class ModelSpec:
     passband: tuple[float, float] | None = None
     scale_channel_reference_uv: float | None = None
     needs_positions: bool = False
+    sensor_types: tuple[str, ...] = ("eeg",)
     poolings: tuple[str, ...] = ("mean", "max", "flatten")
     train_modes: tuple[str, ...] = TRAIN_MODES
     backends: tuple[str, ...] = ("braindecode", "hugging_face")
@@ -395,6 +401,7 @@ _SPECS = [
         sfreq=200.0,
         channels="any",
         channel_mode="any",
+        sensor_types=("eeg", "mag", "grad"),  # any channels in any order: no electrode names or positions
         amplitude_scale=0.01,
         patch_size=200,
         min_times=200,
@@ -417,6 +424,7 @@ _SPECS = [
         sfreq=200.0,
         channels="any",
         channel_mode="any",
+        sensor_types=("eeg", "mag", "grad"),  # any channels in any order: no electrode names or positions
         amplitude_scale=0.01,
         patch_size=200,
         min_times=200,

@@ -1,0 +1,127 @@
+"""MEG and MEG+EEG windows on a real Neuromag sensor layout through the same workflow as EEG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from neurofm import Experiment
+from neurofm.configs import (
+    ClassicalModelConfig,
+    CVConfig,
+    ExperimentConfig,
+    FoundationEmbeddingModelConfig,
+    FrozenBackboneDecoderConfig,
+)
+from neurofm.data import prepare_inputs
+from neurofm.exceptions import AdaptationError, DataValidationError
+from neurofm.models import get_model_spec
+
+SAMPLE = SHARED_DATA / "meg" / "sample_audvis_trunc_raw_sss.fif"
+pytestmark = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"the MNE sample MEG recording is not at {SAMPLE}")
+# Typical amplitudes of each sensor type in SI units (see neurofm.adapt.MEG_TYPICAL_STD).
+TYPICAL = {"mag": 190e-15, "grad": 3.6e-12, "eeg": 16e-6}
+
+
+@pytest.fixture(scope="module")
+def meg_epochs():
+    """16 windows of 1 s on the sample recording's info: MEG (mag + grad) and EEG, two classes, two subjects."""
+    import mne
+
+    info = mne.io.read_info(SAMPLE, verbose="error")
+    picks = mne.pick_types(info, meg=True, eeg=True, exclude=[])
+    info = mne.pick_info(info, picks)
+    types = info.get_channel_types()
+    rng = np.random.default_rng(0)
+    n, n_times = 16, int(round(info["sfreq"]))
+    scale = np.array([TYPICAL[t] for t in types])
+    data = rng.standard_normal((n, len(types), n_times)) * scale[None, :, None]
+    y = np.array(["left", "right"] * (n // 2))
+    t = np.arange(n_times) / info["sfreq"]
+    data[y == "right"] += 0.5 * scale[None, :, None] * np.sin(2 * np.pi * 10 * t)[None, None, :]
+    epochs = mne.EpochsArray(data, info, verbose="error")
+    epochs.metadata = __import__("pandas").DataFrame({"Subject": np.repeat([1, 2], n // 2), "label": y})
+    return epochs, y
+
+
+def _counts(epochs, **kinds):
+    import mne
+
+    return len(mne.pick_types(epochs.info, exclude="bads", **kinds))
+
+
+def _probe(key="cbramod"):
+    return FrozenBackboneDecoderConfig(
+        backbone=FoundationEmbeddingModelConfig(model_key=key, weights="random", batch_size=8,
+                                                model_kwargs=get_model_spec(key).tiny_kwargs),
+        head=ClassicalModelConfig(estimator="LogisticRegression"))
+
+
+def _config(tmp_path, models, **kw):
+    return ExperimentConfig(models=models, metrics=["balanced_accuracy"], cache_dir=str(tmp_path / "cache"),
+                            verbose=False, cv=CVConfig(strategy="stratified_group_kfold", n_splits=2, group_key="Subject"), **kw)
+
+
+def test_meg_and_eeg_epochs_go_in_unchanged_and_the_sensors_kept_are_recorded(meg_epochs, tmp_path):
+    epochs, y = meg_epochs
+    result = Experiment(_config(tmp_path, {"probe": _probe()})).run(epochs, y)
+    kept = result.meta["signal"]["sensor_types"]
+    assert kept == {"grad": _counts(epochs, meg="grad"), "mag": _counts(epochs, meg="mag"),
+                    "eeg": _counts(epochs, meg=False, eeg=True)}  # default: every EEG and MEG channel, bads excluded
+    assert np.isfinite(result.scores["Value"]).all()
+    units = result.get_model_artifacts(artifact_type="input_adaptation").query("ArtifactKey == 'units'")
+    assert "EEG-equivalent uV" in units["ArtifactValue"].iloc[0]
+
+
+@pytest.mark.parametrize(("sensor_types", "expected"), [
+    (["grad"], {"grad"}), (["mag"], {"mag"}), (["meg"], {"mag", "grad"}), (["eeg", "mag"], {"eeg", "mag"}),
+])
+def test_sensor_types_pick_channels(meg_epochs, sensor_types, expected):
+    epochs, y = meg_epochs
+    inputs = prepare_inputs(epochs, y, sensor_types=sensor_types)
+    assert set(inputs.info.sensor_types) == expected
+    assert inputs.X.shape[1] == len(inputs.info.ch_names) == sum(
+        _counts(epochs, meg=kind if kind != "eeg" else False, eeg=kind == "eeg") for kind in expected)
+
+
+def test_an_eeg_montage_model_refuses_meg_and_names_the_models_that_take_it(meg_epochs, tmp_path, monkeypatch):
+    import neurofm.embed
+
+    def never(*args, **kwargs):
+        raise AssertionError("no window may be embedded before the refusal")
+
+    monkeypatch.setattr(neurofm.embed, "embed_windows", never)
+    epochs, y = meg_epochs
+    with pytest.raises(AdaptationError, match=r"'labram' takes only eeg.*cbramod.*codebrain.*sensor_types=\['eeg'\]"):
+        Experiment(_config(tmp_path, {"bp": ClassicalModelConfig(estimator="bandpower_lr"),
+                                      "labram": _probe("labram")})).run(epochs, y)
+
+
+def test_asking_for_absent_sensor_types_fails_before_any_compute(meg_epochs, tmp_path):
+    epochs, y = meg_epochs
+    meg_only = epochs.copy().pick("meg")
+    with pytest.raises(DataValidationError, match=r"asks for \['eeg'\].*'mag': 102"):
+        Experiment(_config(tmp_path, {"probe": _probe()}, sensor_types=["eeg"])).run(meg_only, y)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_numpy_windows_with_per_channel_units_are_typed_by_their_units():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((4, 3, 200)) * np.array([1e-13, 1e-12, 1e-5])[None, :, None]
+    inputs = prepare_inputs(X, [0, 1, 0, 1], sfreq=200.0, ch_names=["MEG0111", "MEG0112", "EEG001"],
+                            units=["T", "T/m", "V"], sensor_types=["meg"])
+    assert inputs.info.sensor_types == ("mag", "grad") and inputs.X.shape == (4, 2, 200)
+
+
+def test_a_lazy_source_picks_the_same_channels_as_memory(meg_epochs, tmp_path):
+    epochs, y = meg_epochs
+    data = epochs.get_data().astype(np.float32)
+    np.save(tmp_path / "w.npy", data)
+    names = epochs.ch_names
+    units = ["V" if t == "eeg" else "T" if t == "mag" else "T/m" for t in epochs.get_channel_types()]
+    lazy = prepare_inputs(np.load(tmp_path / "w.npy", mmap_mode="r"), y, sfreq=epochs.info["sfreq"], ch_names=names,
+                          units=units, sensor_types=["grad"])
+    memory = prepare_inputs(data, y, sfreq=epochs.info["sfreq"], ch_names=names, units=units, sensor_types=["grad"])
+    np.testing.assert_array_equal(lazy.X.to_array(), memory.X)
+    assert lazy.X.block(3, 9).read(0, 6).shape == (6, memory.X.shape[1], memory.X.shape[2])
