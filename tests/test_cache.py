@@ -163,7 +163,7 @@ def test_a_cache_sees_packs_other_processes_add_after_it_indexed(tmp_path):
     np.testing.assert_array_equal(reader.lookup(keys)[0], EmbeddingCache(tmp_path, "e" * 32).lookup(keys)[0])
 
 
-def _only_pack(emb) -> "Path":
+def _only_pack(emb):
     packs = list(EmbeddingCache(emb.cache_dir, emb.fingerprint_).directory.glob("pack-*.npz"))
     assert len(packs) == 1
     return packs[0]

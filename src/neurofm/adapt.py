@@ -274,11 +274,10 @@ def _check_sensor_types(spec: ModelSpec, info: SignalInfo) -> None:
     """Refuse sensors the backbone cannot take, naming the backbones that can."""
     from .models.specs import MODEL_SPECS
 
-    held = info.sensor_types
-    refused = [kind for kind in dict.fromkeys(held) if kind not in spec.sensor_types]
-    if not refused:
+    held = info.sensor_counts()
+    if set(held) <= set(spec.sensor_types):
         return
-    counts = ", ".join(f"{held.count(kind)} {kind}" for kind in dict.fromkeys(held))
+    counts = ", ".join(f"{n} {kind}" for kind, n in held.items())
     takers = [other.key for other in MODEL_SPECS.values() if set(held) <= set(other.sensor_types)]
     keep = sorted(set(held) & set(spec.sensor_types))
     raise AdaptationError(

@@ -76,10 +76,14 @@ class SignalInfo:
         """Per channel: ``"eeg"`` (electric, volts), ``"mag"`` (tesla) or ``"grad"`` (tesla per metre)."""
         return tuple(SENSOR_OF_UNIT[si_base(unit)] for unit in self.units)
 
+    def sensor_counts(self) -> dict[str, int]:
+        """Channels per sensor type, in order of first appearance."""
+        types = self.sensor_types
+        return {kind: types.count(kind) for kind in dict.fromkeys(types)}
+
     def to_dict(self) -> dict[str, Any]:
-        counts = {kind: self.sensor_types.count(kind) for kind in dict.fromkeys(self.sensor_types)}
         return {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units),
-                "sensor_types": counts}
+                "sensor_types": self.sensor_counts()}
 
 
 @dataclass
@@ -387,11 +391,10 @@ def _pick_sensor_types(X: Any, info: SignalInfo, sensor_types: list[str]) -> tup
         raise DataValidationError(f"Unknown sensor types {unknown}; use {sorted(SENSOR_GROUPS)}.")
     wanted = {kind for name in sensor_types for kind in SENSOR_GROUPS[name]}
     held = info.sensor_types
-    missing = sorted({name for name in sensor_types if not wanted.intersection(SENSOR_GROUPS[name]) & set(held)})
+    missing = sorted({name for name in sensor_types if not set(SENSOR_GROUPS[name]) & set(held)})
     if missing:
-        present = {kind: held.count(kind) for kind in dict.fromkeys(held)}
         raise DataValidationError(
-            f"sensor_types asks for {missing}, but the windows hold none; they hold {present}. "
+            f"sensor_types asks for {missing}, but the windows hold none; they hold {info.sensor_counts()}. "
             "Choose among those, or check the channel types (epochs.get_channel_types())."
         )
     keep = [i for i, kind in enumerate(held) if kind in wanted]

@@ -33,7 +33,7 @@ import numpy as np
 from .cache import stable_hash
 from .exceptions import ConfigError
 from .sources import as_window_source
-from .utils.files import TMP_MARK, atomic_write
+from .utils.files import TMP_MARK, atomic_write, jsonable
 from .utils.logging import logger
 
 __all__ = ["RecordingCall", "RunProgress", "data_fingerprint", "read_record", "round_trip", "write_record"]
@@ -50,22 +50,9 @@ def data_fingerprint(X, y: np.ndarray, groups: np.ndarray | None, info: dict[str
     for _, chunk in source.chunks(source.chunk_size()):
         digest.update(np.ascontiguousarray(chunk, dtype=np.float32).tobytes())
     for part in (y, groups):
-        digest.update(b"|none|" if part is None else json.dumps(_plain(np.asarray(part).tolist())).encode())
+        digest.update(b"|none|" if part is None else json.dumps(np.asarray(part).tolist()).encode())
     digest.update(json.dumps(info, sort_keys=True, default=str).encode())
     return digest.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars and arrays become Python values; tuples become lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _checksum(payload_text: str) -> str:
@@ -74,7 +61,7 @@ def _checksum(payload_text: str) -> str:
 
 def write_record(path: str | Path, payload: Any) -> None:
     """Write ``payload`` (JSON-ready) with its checksum, atomically: the file is whole or absent."""
-    text = json.dumps(_plain(payload), sort_keys=True, allow_nan=True)
+    text = json.dumps(jsonable(payload), sort_keys=True, allow_nan=True)
     record = json.dumps({"format": _FORMAT, "checksum": _checksum(text), "payload": text})
     atomic_write(path, lambda tmp: tmp.write_text(record))
 
@@ -150,7 +137,7 @@ class RunProgress:
 
     def model_folder(self, decisive: dict[str, Any]) -> Path:
         """The folder of one model's records; ``decisive`` holds what decides its results (JSON-ready)."""
-        return self.directory / f"model-{stable_hash(_plain(decisive))}"
+        return self.directory / f"model-{stable_hash(jsonable(decisive))}"
 
     @staticmethod
     def path(folder: Path, kind: str, index: int) -> Path:
@@ -160,7 +147,7 @@ class RunProgress:
 
 def round_trip(payload: Any) -> Any:
     """``payload`` as it reads back from a record: fresh and resumed results then look alike."""
-    return json.loads(json.dumps(_plain(payload), allow_nan=True))
+    return json.loads(json.dumps(jsonable(payload), allow_nan=True))
 
 
 @dataclass

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from .utils.files import atomic_write
+from .utils.files import atomic_write, jsonable
 
 __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
 SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
 ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 class ExperimentResult:
@@ -164,11 +151,11 @@ class ExperimentResult:
         for name in _TABLES:
             table = getattr(self, name).copy()
             if name == "artifacts":
-                table["ArtifactValue"] = [json.dumps(_jsonable(v)) for v in table["ArtifactValue"]]
+                table["ArtifactValue"] = [json.dumps(jsonable(v)) for v in table["ArtifactValue"]]
             atomic_write(out / f"{name}.parquet", lambda tmp, table=table: table.to_parquet(tmp, index=False))
         config_text = yaml.safe_dump(self.config, sort_keys=False)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(config_text))
-        meta_text = json.dumps(_jsonable(self.meta), indent=2)
+        meta_text = json.dumps(jsonable(self.meta), indent=2)
         atomic_write(out / "meta.json", lambda tmp: tmp.write_text(meta_text))
         return out
 

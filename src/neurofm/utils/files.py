@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..exceptions import StorageError
 
-__all__ = ["NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "resolve_path"]
+__all__ = ["NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "jsonable", "resolve_path"]
 
 # Part of every temporary file's name: a file carrying it was never completed.
 TMP_MARK = ".tmp-"
@@ -49,3 +51,16 @@ def resolve_path(path: str | Path, base_dir: str | Path) -> Path:
     """``path`` with ``~`` expanded, taken from ``base_dir`` when relative (a config file's folder)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy: numpy scalars and arrays become Python values, tuples become lists, keys strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
