@@ -73,10 +73,19 @@ def _records(out, kind):
     return sorted((out / "progress").rglob(f"{kind}-*.json"))
 
 
-def test_a_rerun_skips_finished_work_and_gives_the_same_results(data, tmp_path, count_work):
+def _run(config, data, **kwargs):
     X, y, meta, info = data
+    return Experiment(config).run(X, y, sample_metadata=meta, **info, **kwargs)
+
+
+def _reset(count_work):
+    count_work["folds"].clear()
+    count_work["permutations"] = 0
+
+
+def test_a_rerun_skips_finished_work_and_gives_the_same_results(data, tmp_path, count_work):
     out = tmp_path / "out"
-    first = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    first = _run(_config(tmp_path / "cache"), data, output_dir=out)
     assert len(count_work["folds"]) == 6 and count_work["permutations"] == 6
     assert len(_records(out, "fold")) == 6 and len(_records(out, "permutation")) == 6
     saved = ExperimentResult.load(out)  # run() saved the final tables too
@@ -85,51 +94,44 @@ def test_a_rerun_skips_finished_work_and_gives_the_same_results(data, tmp_path, 
     # A run that stopped after some folds: their records are there, the rest are not.
     for record in _records(out, "fold")[::2] + _records(out, "permutation")[:1]:
         record.unlink()
-    count_work["folds"].clear()
-    count_work["permutations"] = 0
-    resumed = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    _reset(count_work)
+    resumed = _run(_config(tmp_path / "cache"), data, output_dir=out)
     assert len(count_work["folds"]) == 3 and count_work["permutations"] == 1  # only what was missing
     _same_results(resumed, first)
     _same_results(ExperimentResult.load(out), first)
 
     # Everything on record: no window is embedded again, not even from the cache.
-    done = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    done = _run(_config(tmp_path / "cache"), data, output_dir=out)
     _same_results(done, first)
     cache = done.get_model_artifacts(artifact_type="embedding_cache", model="probe")
     assert "skipped" in set(cache["ArtifactKey"])
 
     # Without an output folder nothing is recorded or read back.
-    plain = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info)
+    plain = _run(_config(tmp_path / "cache"), data)
     _same_results(plain, first)
 
 
 def test_a_changed_model_is_redone_alone_and_more_permutations_reuse_the_first(data, tmp_path, count_work):
-    X, y, meta, info = data
     out = tmp_path / "out"
-    Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
-    count_work["folds"].clear()
-    count_work["permutations"] = 0
-    changed = Experiment(_config(tmp_path / "cache", head="LinearDiscriminantAnalysis")).run(X, y, sample_metadata=meta, **info,
-                                                                       output_dir=out)
+    _run(_config(tmp_path / "cache"), data, output_dir=out)
+    _reset(count_work)
+    changed = _run(_config(tmp_path / "cache", head="LinearDiscriminantAnalysis"), data, output_dir=out)
     assert sorted({name for name, _ in count_work["folds"]}) == ["probe"]
     assert count_work["permutations"] == 3  # the probe's three; bandpower's were recorded
-    fresh = Experiment(_config(tmp_path / "cache2", head="LinearDiscriminantAnalysis")).run(X, y, sample_metadata=meta, **info)
+    fresh = _run(_config(tmp_path / "cache2", head="LinearDiscriminantAnalysis"), data)
     _same_results(changed, fresh)
 
-    count_work["folds"].clear()
-    count_work["permutations"] = 0
-    more = Experiment(_config(tmp_path / "cache", head="LinearDiscriminantAnalysis", n_permutations=5)).run(
-        X, y, sample_metadata=meta, **info, output_dir=out)
+    _reset(count_work)
+    more = _run(_config(tmp_path / "cache", head="LinearDiscriminantAnalysis", n_permutations=5), data, output_dir=out)
     assert count_work["folds"] == [] and count_work["permutations"] == 2 * 2
-    reference = Experiment(_config(tmp_path / "cache", head="LinearDiscriminantAnalysis", n_permutations=5)).run(X, y, sample_metadata=meta,
-                                                                                         **info)
+    reference = _run(_config(tmp_path / "cache", head="LinearDiscriminantAnalysis", n_permutations=5), data)
     _same_results(more, reference)
 
 
 def test_other_data_never_reads_these_records(data, tmp_path, count_work):
     X, y, meta, info = data
     out = tmp_path / "out"
-    Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    _run(_config(tmp_path / "cache"), data, output_dir=out)
     count_work["folds"].clear()
     X2 = X.copy()
     X2[0, 0, 0] += 1e-6
@@ -141,10 +143,8 @@ def test_other_data_never_reads_these_records(data, tmp_path, count_work):
 
 
 def test_a_damaged_record_is_reported_and_its_work_redone(data, tmp_path, count_work, caplog):
-    X, y, meta, info = data
     out = tmp_path / "out"
-    first = Experiment(_config(tmp_path / "cache", n_permutations=0)).run(X, y, sample_metadata=meta, **info,
-                                                                          output_dir=out)
+    first = _run(_config(tmp_path / "cache", n_permutations=0), data, output_dir=out)
     record = _records(out, "fold")[0]
     content = json.loads(record.read_text())
     content["payload"] = content["payload"].replace("0.", "1.", 1)  # a flipped digit: the checksum no longer holds
@@ -152,25 +152,23 @@ def test_a_damaged_record_is_reported_and_its_work_redone(data, tmp_path, count_
     _records(out, "fold")[1].write_text('{"format": 1, "chec')  # truncated
     count_work["folds"].clear()
     with caplog.at_level("WARNING", logger="neurofm"):
-        again = Experiment(_config(tmp_path / "cache", n_permutations=0)).run(X, y, sample_metadata=meta, **info,
-                                                                              output_dir=out)
+        again = _run(_config(tmp_path / "cache", n_permutations=0), data, output_dir=out)
     assert len(count_work["folds"]) == 2
     assert "fails its checksum" in caplog.text and "cannot be read" in caplog.text
     _same_results(again, first)
 
 
 def test_one_run_at_a_time_per_folder_and_dead_temporary_files_are_cleared(data, tmp_path):
-    X, y, meta, info = data
     out = tmp_path / "out"
     leftover = out / "progress" / f".fold-00001.json{TMP_MARK}abc"
     leftover.parent.mkdir(parents=True)
     leftover.write_text("half a rec")
     with RunProgress(out).session():
         with pytest.raises(ConfigError, match="Another neurofm run is writing to"):
-            Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+            _run(_config(tmp_path / "cache"), data, output_dir=out)
         assert not (out / "scores.parquet").exists()
     assert not leftover.exists()  # cleared by the session that held the folder
-    Experiment(_config(tmp_path / "cache", n_permutations=0)).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    _run(_config(tmp_path / "cache", n_permutations=0), data, output_dir=out)
     assert not list(out.rglob(f"*{TMP_MARK}*"))
 
 
@@ -211,9 +209,8 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorde
     import neurofm.utils.files as files
     from neurofm.exceptions import StorageError
 
-    X, y, meta, info = data
     out = tmp_path / "out"
-    reference = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info)
+    reference = _run(_config(tmp_path / "cache"), data)
     real_replace, calls = files.os.replace, {"n": 0}
 
     def disk_fills_up(src, dst):
@@ -224,12 +221,12 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorde
 
     monkeypatch.setattr(files.os, "replace", disk_fills_up)
     with pytest.raises(StorageError, match=r"No room to write .*files written before are intact"):
-        Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+        _run(_config(tmp_path / "cache"), data, output_dir=out)
     monkeypatch.setattr(files.os, "replace", real_replace)
     kept = _records(out, "fold")
     assert len(kept) == 4 and not list(out.rglob(f"*{TMP_MARK}*"))  # four whole records, no partial file
     count_work["folds"].clear()
-    resumed = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    resumed = _run(_config(tmp_path / "cache"), data, output_dir=out)
     assert len(count_work["folds"]) == 2  # room again: only the two missing folds run
     _same_results(resumed, reference)
 
@@ -237,12 +234,11 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorde
 def test_records_written_by_parallel_workers_are_read_back_by_a_sequential_rerun(data, tmp_path, count_work):
     from neurofm.configs import ExecutionConfig
 
-    X, y, meta, info = data
     out = tmp_path / "out"
     parallel = _config(tmp_path / "cache").model_copy(update={"execution": ExecutionConfig(backend="joblib", n_jobs=2)})
-    first = Experiment(parallel).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    first = _run(parallel, data, output_dir=out)
     assert count_work["folds"] == []  # the folds ran in worker processes, which wrote their own records
     assert len(_records(out, "fold")) == 6 and len(_records(out, "permutation")) == 6
-    again = Experiment(_config(tmp_path / "cache")).run(X, y, sample_metadata=meta, **info, output_dir=out)
+    again = _run(_config(tmp_path / "cache"), data, output_dir=out)
     assert count_work["folds"] == [] and count_work["permutations"] == 0
     _same_results(again, first)
