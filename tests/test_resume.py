@@ -242,3 +242,18 @@ def test_records_written_by_parallel_workers_are_read_back_by_a_sequential_rerun
     again = _run(_config(tmp_path / "cache"), data, output_dir=out)
     assert count_work["folds"] == [] and count_work["permutations"] == 0
     _same_results(again, first)
+
+
+def test_a_model_failing_on_a_fold_names_it_and_keeps_the_folds_that_finished(data, tmp_path):
+    from neurofm.exceptions import ModelFitError
+
+    # A combination scikit-learn accepts when set and refuses only when fitting.
+    broken = ClassicalModelConfig(estimator="bandpower_lr", params={"logisticregression__penalty": "elasticnet",
+                                                                   "logisticregression__solver": "liblinear"})
+    config = _config(tmp_path / "cache", n_permutations=0).model_copy(
+        update={"models": {"bandpower": ClassicalModelConfig(estimator="bandpower_lr"), "broken": broken}})
+    out = tmp_path / "out"
+    with pytest.raises(ModelFitError, match=r"Model 'broken' failed on fold 0: ValueError: Only 'saga'") as info:
+        _run(config, data, output_dir=out)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert len(_records(out, "fold")) == 3  # bandpower's three folds finished first and are kept

@@ -441,9 +441,10 @@ def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
     except NeuroFMError:
         raise
     except Exception as exc:
+        cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
         raise ModelFitError(
-            f"Model {task.model_name!r} failed on fold {task.fold}: {type(exc).__name__}: {exc}. Folds that finished "
-            "are kept; with output_dir set, running again resumes after them."
+            f"Model {task.model_name!r} failed on fold {task.fold}: {cause}. Folds that finished are kept; with "
+            "output_dir set, running again resumes after them."
         ) from exc
     artifacts = _trainable_artifacts(estimator, task.fold) if task.trainable else []
     frame = None
