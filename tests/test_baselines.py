@@ -104,3 +104,43 @@ def test_baselines_on_physionet_motor_imagery(tmp_path):
     scores = result.get_detailed_scores()
     assert len(scores) == 15 and scores["Value"].between(0, 1).all()
     assert np.isfinite(result.summary()["mean"]).all()
+
+
+def _meg_effect_beside_eeg(seed=0, n=80, n_times=200):
+    """EEG noise in volts beside magnetometers in tesla whose two first channels carry the class in their variance."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    eeg = rng.standard_normal((n, 10, n_times)) * 10e-6
+    mag = rng.standard_normal((n, 10, n_times)) * 100e-15
+    mag[y == 1, :2] *= 1.6
+    return np.concatenate([eeg, mag], axis=1), y, ["V"] * 10 + ["T"] * 10
+
+
+@pytest.mark.parametrize("name", ["ts_lr", "csp_lda"])
+def test_unit_scaling_keeps_meg_visible_to_covariance_baselines(name):
+    """In SI units EEG is 1e8 times larger than MEG: shrinkage and rank estimates erase MEG unless units are scaled."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    X, y, units = _meg_effect_beside_eeg()
+    cv = StratifiedKFold(4, shuffle=True, random_state=0)
+    scaled = cross_val_score(build_window_estimator(name, {}, 200.0, 0, units=units), X, y, cv=cv).mean()
+    unscaled = cross_val_score(build_window_estimator(name, {}, 200.0, 0), X, y, cv=cv).mean()
+    assert scaled > 0.85 and unscaled < 0.65, (scaled, unscaled)
+
+
+def test_rank_projection_keeps_the_signals_and_passes_full_rank_windows_unchanged():
+    from neurofm.estimators.classical import RankProjection
+
+    rng = np.random.default_rng(4)
+    sources = rng.standard_normal((30, 7, 100))
+    X = np.einsum("cs,nst->nct", rng.standard_normal((20, 7)), sources)  # 20 channels, 7 signals (as after SSS)
+    projection = RankProjection().fit(X[:20])  # fitted on training windows only
+    assert projection.rank_ == 7
+    reduced = projection.transform(X[20:])
+    assert reduced.shape == (10, 7, 100)
+    back = np.einsum("rc,nrt->nct", projection.components_, reduced)
+    np.testing.assert_allclose(back, X[20:], atol=1e-9 * np.abs(X).max())  # nothing of the signals is lost
+
+    full = rng.standard_normal((10, 5, 100))
+    identity = RankProjection().fit(full)
+    assert identity.rank_ == 5 and identity.components_ is None and identity.transform(full) is full

@@ -27,7 +27,7 @@ from .montage import canonical_name, interpolation_matrix, match_channels, stand
 if TYPE_CHECKING:
     from .models.specs import ModelSpec
 
-__all__ = ["AdaptationPlan", "AdaptedSignal", "plan_adaptation"]
+__all__ = ["AdaptationPlan", "AdaptedSignal", "plan_adaptation", "working_unit_scale"]
 
 # Every backbone here was pretrained on EEG in microvolts, so every input becomes microvolts, or
 # "EEG-equivalent microvolts" for MEG, before the model's own scaling. The MEG rule makes a
@@ -43,6 +43,15 @@ _WORKING_UNIT = {
 }
 
 
+def working_unit_scale(units: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Per channel, the factor that takes its unit to microvolts (EEG) or EEG-equivalent microvolts (MEG).
+
+    One rule for every model, backbones and classical baselines alike, so
+    that EEG, magnetometers and gradiometers enter with comparable amplitudes.
+    """
+    return np.array([UNIT_TO_SI[u] * _WORKING_UNIT[si_base(u)][1] for u in units])
+
+
 @dataclass(frozen=True)
 class AdaptedSignal:
     """The signal as the backbone sees it after adaptation."""
@@ -50,6 +59,7 @@ class AdaptedSignal:
     sfreq: float
     ch_names: tuple[str, ...]
     n_times: int
+    sensor_positions: tuple[tuple[float, float, float] | None, ...] | None = None
 
     @property
     def n_chans(self) -> int:
@@ -57,8 +67,17 @@ class AdaptedSignal:
 
     @functools.cached_property
     def positions(self) -> dict[str, tuple[float, float, float]]:
-        """MNE template positions (metres, head frame) of the channels that have one."""
-        return {n: tuple(map(float, p)) for n, p in standard_positions(self.ch_names).items()}
+        """Positions (metres, head frame) of the channels that have one.
+
+        A channel's own position (``sensor_positions``, from the recording's
+        ``info``) wins; an electrode without one gets MNE's template position
+        of its name.
+        """
+        out = {n: tuple(map(float, p)) for n, p in standard_positions(self.ch_names).items()}
+        for name, pos in zip(self.ch_names, self.sensor_positions or (), strict=False):
+            if pos is not None:
+                out[name] = tuple(pos)
+        return out
 
     def chs_info(self) -> list[dict[str, Any]]:
         """braindecode-style channel descriptions with template positions."""
@@ -208,11 +227,10 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
     """
     steps: list[dict[str, Any]] = []
     _check_sensor_types(spec, info)
-    out_names, matrix = _plan_channels(spec, info, steps)
+    out_names, matrix, out_positions = _plan_channels(spec, info, steps)
 
     # Units: input -> working unit (uV / fT) -> the model's own scaling, folded into the matrix.
-    unit_scale = np.array([UNIT_TO_SI[u] * _WORKING_UNIT[si_base(u)][1] for u in info.units])
-    matrix = matrix * unit_scale[None, :] * spec.amplitude_scale
+    matrix = matrix * working_unit_scale(info.units)[None, :] * spec.amplitude_scale
     working = sorted({_WORKING_UNIT[si_base(u)][0] for u in info.units})
     unit_detail = f"{'/'.join(sorted(set(info.units)))} -> {'/'.join(working)}"
     if {"T", "T/m"} & {si_base(u) for u in info.units}:
@@ -254,7 +272,8 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         )
         out_names = out_names + ["SCALE"]
 
-    target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target)
+    target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target,
+                           sensor_positions=out_positions)
     plan = AdaptationPlan(
         model_key=spec.key,
         source=info,
@@ -287,24 +306,17 @@ def _check_sensor_types(spec: ModelSpec, info: SignalInfo) -> None:
     )
 
 
-def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list[str], np.ndarray]:
+def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list[str], np.ndarray, tuple | None]:
+    """Output channel names, the channel matrix, and the output channels' own positions (if any)."""
     names = list(info.ch_names)
     n_in = len(names)
     mode = spec.channel_mode
 
     if mode == "any":
         keep = list(range(n_in))
+        positions = None
         if spec.needs_positions:
-            known = standard_positions(names)
-            keep = [i for i, n in enumerate(names) if n in known]
-            dropped = [names[i] for i in range(n_in) if i not in keep]
-            if not keep:
-                raise AdaptationError(
-                    f"{spec.key!r} needs electrode positions, and none of the channels {names[:8]} has a position in "
-                    "MNE's 10-05 template; rename channels to standard 10-20/10-05 names."
-                )
-            if dropped:
-                steps.append({"step": "drop_channels", "detail": f"no template position for {dropped}"})
+            keep, positions = _plan_positions(spec, info, steps)
         out = [names[i] for i in keep]
         matrix = np.zeros((len(keep), n_in))
         matrix[np.arange(len(keep)), keep] = 1.0
@@ -312,7 +324,7 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
             raise AdaptationError(
                 f"{spec.key!r} accepts at most {spec.max_channels} channels, got {len(keep)}; pick fewer channels."
             )
-        return out, matrix
+        return out, matrix, positions
 
     if mode == "vocabulary":
         mapping = match_channels(names, spec.channel_names)  # vocab index -> input index
@@ -335,7 +347,7 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
             raise AdaptationError(
                 f"{spec.key!r} needs at least {spec.min_channels} channels of its vocabulary, found {len(order)}."
             )
-        return out, matrix
+        return out, matrix, None
 
     # fixed layouts (fixed channel list) and bipolar montages (pairs of electrodes)
     electrodes = list(spec.channel_names)
@@ -373,7 +385,7 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
 
     if mode == "fixed":
         steps.append({"step": "reorder_channels", "detail": f"{len(electrodes)} channels in {spec.key!r}'s fixed order"})
-        return electrodes, electrode_matrix
+        return electrodes, electrode_matrix, None
     # bipolar
     index = {canonical_name(e): k for k, e in enumerate(electrodes)}
     rows, out = [], []
@@ -381,7 +393,38 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
         rows.append(electrode_matrix[index[canonical_name(a)]] - electrode_matrix[index[canonical_name(b)]])
         out.append(f"{a}-{b}")
     steps.append({"step": "bipolar_derivations", "detail": f"{len(out)} bipolar channels: {out}"})
-    return out, np.vstack(rows)
+    return out, np.vstack(rows), None
+
+
+def _plan_positions(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list[int], tuple | None]:
+    """Channels that have a position, and their positions: the recording's own, else the template's.
+
+    Positions come only from the input's ``info`` or from MNE's template montage
+    shipped with MNE, never from the network.
+    """
+    names = list(info.ch_names)
+    own = info.positions or (None,) * len(names)
+    template = standard_positions([n for n, p in zip(names, own, strict=True) if p is None])
+    keep = [i for i, (n, p) in enumerate(zip(names, own, strict=True)) if p is not None or n in template]
+    if not keep:
+        meg = [n for n, kind in zip(names, info.sensor_types, strict=True) if kind != "eeg"]
+        fix = ("pass mne.Epochs whose info holds the sensor positions (MEG sensors cannot be placed by name)"
+               if meg else "rename channels to standard 10-20/10-05 names, or pass mne.Epochs with a montage set")
+        raise AdaptationError(
+            f"{spec.key!r} needs sensor positions, and none of the channels {names[:8]} has one, neither in the "
+            f"recording's info nor in MNE's 10-05 template; {fix}."
+        )
+    dropped = [names[i] for i in range(len(names)) if i not in keep]
+    if dropped:
+        steps.append({"step": "drop_channels", "detail": f"no position in the recording's info or MNE's template for {dropped}"})
+    n_own = sum(own[i] is not None for i in keep)
+    where = []
+    if n_own:
+        where.append(f"{n_own} from the recording's info (digitised, head frame)")
+    if len(keep) - n_own:
+        where.append(f"{len(keep) - n_own} from MNE's 10-05 template by name")
+    steps.append({"step": "positions", "detail": "sensor positions: " + ", ".join(where)})
+    return keep, (tuple(own[i] for i in keep) if n_own else None)
 
 
 def _plan_length(spec: ModelSpec, n_res: int, n_chans: int, steps: list) -> int:

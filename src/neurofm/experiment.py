@@ -257,7 +257,8 @@ class Experiment:
     def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
         cfg = self.config
         if isinstance(model_cfg, ClassicalModelConfig):
-            estimator = build_window_estimator(model_cfg.estimator, model_cfg.params, inputs.info.sfreq, cfg.random_state)
+            estimator = build_window_estimator(model_cfg.estimator, model_cfg.params, inputs.info.sfreq, cfg.random_state,
+                                               units=inputs.info.units)
             return _PreparedModel(name, model_cfg, estimator)
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
             from .estimators.frozen import FoundationEmbedder

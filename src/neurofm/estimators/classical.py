@@ -25,6 +25,8 @@ from ..utils.check import closest_matches, format_choices
 
 __all__ = [
     "BandPower",
+    "RankProjection",
+    "SensorScaling",
     "NAMED_ESTIMATORS",
     "NamedEstimator",
     "build_estimator",
@@ -80,6 +82,86 @@ class BandPower(TransformerMixin, BaseEstimator):
         return np.concatenate(feats, axis=1)
 
 
+class SensorScaling(TransformerMixin, BaseEstimator):
+    """Multiply each channel by a fixed factor: windows in SI units to one working unit.
+
+    Windows reach the classical baselines in SI units, where EEG (about 1e-5 V),
+    magnetometers (1e-13 T) and gradiometers (1e-12 T/m) differ by up to eight
+    orders of magnitude; a covariance of such a mix is all EEG, and shrinkage
+    toward its mean eigenvalue erases the MEG part. The factors of
+    :func:`neurofm.adapt.working_unit_scale` make every sensor type about as
+    large as EEG in microvolts, with fixed numbers learned from no data.
+
+    Parameters
+    ----------
+    scale : sequence of float | None
+        One factor per channel; ``None`` leaves the windows as they are.
+    """
+
+    def __init__(self, scale=None):
+        self.scale = scale
+
+    def fit(self, X, y=None):
+        X = np.asarray(X)
+        if self.scale is not None and len(self.scale) != X.shape[1]:
+            raise ValueError(f"SensorScaling has {len(self.scale)} factors but the windows have {X.shape[1]} channels.")
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        if self.scale is None:
+            return X
+        return np.asarray(X, dtype=np.float64) * np.asarray(self.scale, dtype=np.float64)[None, :, None]
+
+
+class RankProjection(TransformerMixin, BaseEstimator):
+    """Project windows onto the channel subspace that the training windows span.
+
+    After Maxwell filtering (SSS), 306 Neuromag channels carry only about 64-72
+    independent signals; an average reference takes one dimension from EEG.
+    Covariances of such windows have as many zero eigenvalues: shrinkage hides
+    them by pulling every eigenvalue toward the mean, and tangent-space features
+    grow with the square of the channel count. Keeping the principal components
+    (of the training windows only, so nothing leaks across folds) whose variance
+    exceeds ``tol`` times the largest gives full-rank covariances with every
+    signal kept. Full-rank windows pass unchanged.
+
+    Parameters
+    ----------
+    tol : float
+        Variance, relative to the largest component's, below which a
+        component counts as absent.
+
+    Attributes
+    ----------
+    rank_ : int
+        Number of components kept.
+    components_ : ndarray, shape (rank_, n_channels) | None
+        The projection; ``None`` when the windows have full rank.
+    """
+
+    def __init__(self, tol: float = 1e-8):
+        self.tol = tol
+
+    def fit(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 3:
+            raise ValueError(f"RankProjection needs windows shaped (n, channels, times), got {X.shape}.")
+        centred = X - X.mean(axis=-1, keepdims=True)
+        covariance = np.einsum("nct,ndt->cd", centred, centred) / (X.shape[0] * X.shape[2])
+        variance, vectors = np.linalg.eigh(covariance)  # ascending
+        kept = variance > self.tol * variance[-1]
+        self.rank_ = int(kept.sum())
+        self.components_ = None if self.rank_ == X.shape[1] else vectors[:, kept][:, ::-1].T
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        if self.components_ is None:
+            return X
+        return np.einsum("rc,nct->nrt", self.components_, np.asarray(X, dtype=np.float64))
+
+
 def _flatten_windows(X):
     X = np.asarray(X)
     return X.reshape(len(X), -1)
@@ -113,14 +195,16 @@ def _csp_lda(sfreq: float, random_state: int | None):
     from mne.decoding import CSP
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    return make_pipeline(CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis())
+    return make_pipeline(RankProjection(), CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis())
 
 
 def _ts_lr(sfreq: float, random_state: int | None):
     from pyriemann.estimation import Covariances
     from pyriemann.tangentspace import TangentSpace
 
-    return make_pipeline(Covariances(estimator="oas"), TangentSpace(metric="riemann"), StandardScaler(), _logistic(random_state))
+    return make_pipeline(
+        RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), StandardScaler(), _logistic(random_state)
+    )
 
 
 def _xdawn_ts_lr(sfreq: float, random_state: int | None):
@@ -128,6 +212,7 @@ def _xdawn_ts_lr(sfreq: float, random_state: int | None):
     from pyriemann.tangentspace import TangentSpace
 
     return make_pipeline(
+        RankProjection(),
         XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
         TangentSpace(metric="riemann"),
         StandardScaler(),
@@ -232,12 +317,19 @@ def check_estimator_params(estimator, name: str):
     return estimator
 
 
-def build_window_estimator(name: str, params: dict, sfreq: float, random_state: int | None = None):
+def build_window_estimator(
+    name: str, params: dict, sfreq: float, random_state: int | None = None, *, units: list[str] | tuple[str, ...] | None = None
+):
     """Build an unfitted estimator on raw windows ``(n, channels, times)``.
 
     Named baselines get the sampling rate; a plain scikit-learn estimator sees
-    each window flattened to one vector.
+    each window flattened to one vector. With ``units`` (one per channel, as
+    :class:`neurofm.data.SignalInfo` holds them), a first ``units`` step brings
+    every channel to (EEG-equivalent) microvolts, so EEG and MEG enter on one
+    scale; covariance baselines then project onto the windows' rank.
     """
+    from ..adapt import working_unit_scale
+
     target = resolve_estimator_class(name)
     if isinstance(target, NamedEstimator):
         estimator = target.factory(sfreq, random_state)
@@ -251,5 +343,10 @@ def build_window_estimator(name: str, params: dict, sfreq: float, random_state: 
                 f"Invalid params for estimator {name!r}: {exc}. Its steps are {steps}; name a step's parameter as "
                 f"'step__param' (e.g. '{steps[0]}__...'), or give the final estimator's parameters plainly."
             ) from exc
-        return check_estimator_params(estimator, name)
-    return make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))
+        estimator = check_estimator_params(estimator, name)
+    else:
+        estimator = make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))
+    if units is not None:
+        scale = tuple(float(v) for v in working_unit_scale(units))
+        estimator.steps.insert(0, ("units", SensorScaling(scale)))
+    return estimator
