@@ -91,8 +91,8 @@ def test_only_new_windows_are_computed(cache_dir, windows_19ch, count_forwards):
     ],
 )
 def test_fingerprint_covers_weights_pooling_and_adaptation(cache_dir, windows_19ch, change):
-    base = make(cache_dir).fit(windows_19ch * (1e-6 if "units" in change else 1))
-    other = make(cache_dir, **change).fit(windows_19ch * (1e6 if "units" in change else 1))
+    base = make(cache_dir).fit(windows_19ch)  # volts
+    other = make(cache_dir, **change).fit(windows_19ch * (1e6 if "units" in change else 1))  # the same in microvolts
     assert base.fingerprint_ != other.fingerprint_
 
 

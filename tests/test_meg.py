@@ -125,3 +125,65 @@ def test_a_lazy_source_picks_the_same_channels_as_memory(meg_epochs, tmp_path):
     memory = prepare_inputs(data, y, sfreq=epochs.info["sfreq"], ch_names=names, units=units, sensor_types=["grad"])
     np.testing.assert_array_equal(lazy.X.to_array(), memory.X)
     assert lazy.X.block(3, 9).read(0, 6).shape == (6, memory.X.shape[1], memory.X.shape[2])
+
+
+def test_position_aware_models_place_sensors_where_the_recording_says(meg_epochs):
+    """REVE and LUNA take MEG with the positions of the recording's info: MEG moved to the head frame, never a download."""
+    import mne
+
+    from neurofm.adapt import plan_adaptation
+
+    epochs, y = meg_epochs
+    inputs = prepare_inputs(epochs, y)
+    plan = plan_adaptation(get_model_spec("reve"), inputs.info, inputs.X.shape[-1])
+    assert plan.target.n_chans == len(inputs.info.ch_names)  # every MEG and EEG sensor has a position
+    assert "366 from the recording's info" in next(s["detail"] for s in plan.steps if s["step"] == "positions")
+    mag = mne.pick_types(epochs.info, meg="mag", exclude="bads")[0]
+    expected = mne.transforms.apply_trans(epochs.info["dev_head_t"], epochs.info["chs"][mag]["loc"][:3])
+    np.testing.assert_allclose(plan.target.positions[epochs.ch_names[mag]], expected, atol=1e-6)
+
+    module = get_model_spec("reve").build(plan.target, **get_model_spec("reve").tiny_kwargs)
+    np.testing.assert_allclose(module.default_pos.numpy(), [plan.target.positions[n] for n in plan.target.ch_names],
+                               atol=1e-6)
+
+    moved = epochs.copy()
+    with moved.info._unlock():
+        moved.info["chs"][mag]["loc"][:3] += 0.01
+    replanned = plan_adaptation(get_model_spec("reve"), prepare_inputs(moved, y).info, inputs.X.shape[-1])
+    assert replanned.describe() != plan.describe()  # positions are part of the cache key
+
+
+def test_meg_without_positions_is_refused_by_a_position_model_before_any_compute():
+    from neurofm.adapt import plan_adaptation
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((4, 2, 400)) * np.array([1e-13, 1e-12])[None, :, None]
+    inputs = prepare_inputs(X, [0, 1, 0, 1], sfreq=200.0, ch_names=["MEG0111", "MEG0112"], units=["T", "T/m"])
+    with pytest.raises(AdaptationError, match="needs sensor positions.*pass mne.Epochs whose info holds"):
+        plan_adaptation(get_model_spec("luna"), inputs.info, 400)
+
+
+def test_a_continuous_recording_is_refused_with_the_way_to_cut_windows():
+    import mne
+
+    raw = mne.io.read_raw_fif(SAMPLE, verbose="error")
+    with pytest.raises(DataValidationError, match=r"continuous recording.*windows_from_raw"):
+        prepare_inputs(raw, None)
+
+
+def test_meg_declared_as_volts_is_refused(meg_epochs):
+    """One unit for a MEG+EEG array would scale the magnetometers as EEG: refused, naming per-channel units."""
+    epochs, y = meg_epochs
+    with pytest.raises(DataValidationError, match=r"less than a nanovolt.*units=\['T', 'T/m', 'V'"):
+        prepare_inputs(epochs.get_data(), y, sfreq=epochs.info["sfreq"], ch_names=epochs.ch_names, units="V")
+
+
+def test_a_run_config_asking_for_meg_keeps_meg_when_reading_files():
+    from neurofm.configs import RunConfig
+
+    base = {"models": {"bp": {"kind": "classical", "estimator": "bandpower_lr"}}, "sensor_types": ["meg"],
+            "data": {"source": "recording", "path": "x.fif", "window": 1.0}}
+    with pytest.raises(ValueError, match=r"picks is 'eeg', which drops MEG.*\[meg, eeg\]"):
+        RunConfig.model_validate(base)
+    ok = RunConfig.model_validate({**base, "data": {**base["data"], "preprocessing": {"picks": ["meg", "eeg"]}}})
+    assert ok.sensor_types == ["meg"]

@@ -21,9 +21,9 @@ def test_table_has_nine_models_and_the_documented_columns():
         "train_modes", "backend",
     ]  # fmt: skip
     assert set(table["key"]) == NINE
-    # Only backbones free of electrode names and positions take MEG.
+    # Backbones free of electrode names take MEG: any channels (CBraMod, CodeBrain) or any positioned sensors (LUNA, REVE).
     takes_meg = {key for key, sensors in zip(table["key"], table["sensors"], strict=True) if "mag" in sensors}
-    assert takes_meg == {"cbramod", "codebrain"}
+    assert takes_meg == {"cbramod", "codebrain", "luna", "reve"}
     assert dict(zip(table["key"], table["embedding_dim"], strict=True)) == SPEC_DIMS
 
 

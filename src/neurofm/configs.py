@@ -697,3 +697,15 @@ class RunConfig(ExperimentConfig):
 
     data: DataConfig
     output_dir: str = "neurofm-results"
+
+    @model_validator(mode="after")
+    def _picks_keep_the_sensor_types(self) -> RunConfig:
+        # The default picks keep EEG only; asking for MEG then would fail only after every file is read.
+        picks = self.data.preprocessing.picks
+        meg = sorted({"meg", "mag", "grad"} & set(self.sensor_types or ()))
+        if meg and picks is not None and not {"meg", "mag", "grad", "data", "all"} & set([picks] if isinstance(picks, str) else picks):
+            raise ValueError(
+                f"sensor_types asks for {meg}, but data.preprocessing.picks is {picks!r}, which drops MEG channels "
+                "before windows are cut; set data.preprocessing.picks to [meg, eeg] (or 'data')."
+            )
+        return self

@@ -7,7 +7,8 @@ check here runs before any compute and names the fix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from .exceptions import DataValidationError
 from .sources import WindowSource, as_window_source, is_lazy
 from .utils.logging import logger
 
-__all__ = ["SignalInfo", "Inputs", "prepare_inputs", "UNIT_TO_SI"]
+__all__ = ["SignalInfo", "Inputs", "prepare_inputs", "sensor_positions", "UNIT_TO_SI"]
 
 # Multiplier that takes a value in the named unit to SI (volts, tesla, tesla/metre).
 UNIT_TO_SI = {
@@ -36,6 +37,8 @@ UNIT_TO_SI = {
 # Largest standard deviation of a plausible EEG/MEG channel, in SI units. A volt
 # value above this is almost certainly microvolts passed as volts (LaBraM issue 26).
 _PLAUSIBLE_SI_STD = {"V": 1e-2, "T": 1e-8, "T/m": 1e-6}
+# Smallest standard deviation of a live EEG channel; flat (exactly constant) channels are left alone.
+_SMALLEST_EEG_STD_V = 1e-9
 
 
 # The sensor type each SI unit stands for; EEG includes every electric channel (sEEG, ECoG).
@@ -65,11 +68,19 @@ class SignalInfo:
         One name per channel, in the order of the array's second axis.
     units : tuple of str
         One unit per channel, keys of :data:`UNIT_TO_SI` (``"V"`` for EEG in volts).
+    positions : tuple of (tuple of 3 float | None) | None
+        Per channel, the sensor's position in metres in MNE's head frame, as the
+        recording's ``info`` gives it (digitised EEG electrodes, MEG sensors
+        moved from the device frame by ``info["dev_head_t"]``); ``None`` for a
+        channel without one. ``None`` as a whole when the input carried no
+        positions (a numpy array), in which case electrode names are looked up
+        in MNE's template montage where a model needs positions.
     """
 
     sfreq: float
     ch_names: tuple[str, ...]
     units: tuple[str, ...]
+    positions: tuple[tuple[float, float, float] | None, ...] | None = None
 
     @property
     def sensor_types(self) -> tuple[str, ...]:
@@ -81,9 +92,19 @@ class SignalInfo:
         types = self.sensor_types
         return {kind: types.count(kind) for kind in dict.fromkeys(types)}
 
+    def subset(self, keep: list[int]) -> SignalInfo:
+        """The same description for the channels at indices ``keep``, in that order."""
+        positions = None if self.positions is None else tuple(self.positions[i] for i in keep)
+        return SignalInfo(self.sfreq, tuple(self.ch_names[i] for i in keep), tuple(self.units[i] for i in keep), positions)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units),
-                "sensor_types": self.sensor_counts()}
+        out = {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units),
+               "sensor_types": self.sensor_counts()}
+        if self.positions is not None:  # positions change what position-aware models compute, so they are keyed
+            known = sum(p is not None for p in self.positions)
+            digest = hashlib.blake2b(repr(self.positions).encode(), digest_size=8).hexdigest()
+            out["positions"] = {"known": known, "sha": digest}
+        return out
 
 
 @dataclass
@@ -101,7 +122,8 @@ def _epochs_signal(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | 
     """Data-channel picks, signal info (SI units) and metadata of ``mne.Epochs``."""
     import mne
 
-    picks = mne.pick_types(epochs.info, eeg=True, meg=True, seeg=True, ecog=True, exclude="bads")
+    # CTF/4D reference magnetometers sit far from the head and only serve noise compensation: never data.
+    picks = mne.pick_types(epochs.info, eeg=True, meg=True, seeg=True, ecog=True, ref_meg=False, exclude="bads")
     if len(picks) == 0:
         raise DataValidationError(
             "The epochs hold no EEG/MEG data channel (or all are marked bad); "
@@ -113,9 +135,36 @@ def _epochs_signal(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | 
         sfreq=float(epochs.info["sfreq"]),
         ch_names=tuple(epochs.ch_names[i] for i in picks),
         units=tuple(unit_by_type.get(t, "V") for t in types),
+        positions=sensor_positions(epochs.info, picks),
     )
     meta = epochs.metadata.reset_index(drop=True) if epochs.metadata is not None else None
     return picks, info, meta
+
+
+def sensor_positions(info: Any, picks: Any) -> tuple[tuple[float, float, float] | None, ...]:
+    """Positions (metres, head frame) of the picked channels of an ``mne.Info``; ``None`` where unknown.
+
+    MNE stores EEG electrodes in the head frame and MEG sensors in the device
+    frame; MEG positions are moved to the head frame with ``info["dev_head_t"]``
+    so that both share one frame (without that transform, e.g. MEG recorded
+    without head digitisation, they stay in the device frame, whose origin is
+    also inside the helmet).
+    """
+    from mne.io.constants import FIFF
+    from mne.transforms import apply_trans
+
+    dev_head = info["dev_head_t"]
+    out = []
+    for i in picks:
+        ch = info["chs"][i]
+        pos = np.asarray(ch["loc"][:3], dtype=np.float64)
+        if not np.isfinite(pos).all() or not pos.any():
+            out.append(None)
+            continue
+        if ch["coord_frame"] == FIFF.FIFFV_COORD_DEVICE and dev_head is not None:
+            pos = apply_trans(dev_head, pos)
+        out.append(tuple(round(float(v), 6) for v in pos))  # micrometres: stable hashes across platforms
+    return tuple(out)
 
 
 def prepare_inputs(
@@ -157,6 +206,7 @@ def prepare_inputs(
     inputs : Inputs
     """
     epochs_meta = None
+    _refuse_continuous(X)
     lazy = is_lazy(X)
     if hasattr(X, "get_data") and hasattr(X, "info"):
         if sfreq is not None or ch_names is not None:
@@ -169,7 +219,7 @@ def prepare_inputs(
         # MNE returns SI units (volts, tesla, tesla/metre); lazy epochs are read from disk batch by batch.
         X = as_window_source(X, picks) if lazy else X.get_data(picks=picks)
         if units is not None:
-            info = SignalInfo(info.sfreq, info.ch_names, _expand_units(units, len(info.ch_names)))
+            info = replace(info, units=_expand_units(units, len(info.ch_names)))
     else:
         X = as_window_source(_check_lazy_array(X)) if lazy else _as_window_array(X)
         info = _signal_info(X, sfreq, ch_names, units)
@@ -187,6 +237,21 @@ def prepare_inputs(
         _check_plausible_units(X, info)
         X = np.ascontiguousarray(X, dtype=np.float32)
     return Inputs(X=X, y=y_arr, metadata=metadata, info=info)
+
+
+def _refuse_continuous(X: Any) -> None:
+    """A continuous recording has no windows or labels yet: say how to cut them."""
+    try:
+        from mne.io import BaseRaw
+    except ImportError:  # pragma: no cover - MNE is a dependency
+        return
+    if isinstance(X, BaseRaw):
+        raise DataValidationError(
+            "X is a continuous recording (mne.io.Raw); decoding needs windows with one label each. Cut them with "
+            "neurofm.loaders.windows_from_raw(raw, tmin=..., tmax=...) (event-locked, labels from the annotations) "
+            "or window=... (fixed length), then pass the epochs and epochs.metadata['label']. MEG and EEG channels "
+            "keep their units (T, T/m, V); nothing needs converting."
+        )
 
 
 def _check_lazy_array(X: Any) -> Any:
@@ -306,6 +371,26 @@ def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
                 f"implausible for EEG/MEG. The data are probably in a smaller unit: pass units='uV' (microvolts) "
                 "or the unit they are really in."
             )
+        if base == "V":
+            _check_no_meg_among_volts(sample, scale, [info.ch_names[i] for i in idx])
+
+
+def _check_no_meg_among_volts(sample: np.ndarray, scale: np.ndarray, names: list[str]) -> None:
+    """Channels declared in volts whose amplitude is that of MEG in tesla: mixed units under one unit name.
+
+    EEG varies by microvolts and even a quiet electrode by tens of nanovolts;
+    below a nanovolt the numbers are magnetometers (1e-13 T) or gradiometers
+    (1e-12 T/m) read as volts, which would then be scaled as EEG.
+    """
+    std_si = sample.std(axis=-1).max(axis=0) * scale
+    tiny = [name for name, value in zip(names, std_si, strict=True) if 0 < value < _SMALLEST_EEG_STD_V]
+    if tiny:
+        shown = ", ".join(tiny[:6]) + (f" and {len(tiny) - 6} more" if len(tiny) > 6 else "")
+        raise DataValidationError(
+            f"{len(tiny)} channel(s) declared in volts vary by less than a nanovolt ({shown}): these look like MEG in "
+            "tesla, which has no scaling rule as EEG. Give one unit per channel, e.g. units=['T', 'T/m', 'V', ...] "
+            "(magnetometers 'T', gradiometers 'T/m', EEG 'V'), or pass mne.Epochs, which carry their channel types."
+        )
 
 
 def _metadata_frame(sample_metadata: Any, epochs_meta: pd.DataFrame | None, n: int) -> pd.DataFrame:
@@ -400,7 +485,7 @@ def _pick_sensor_types(X: Any, info: SignalInfo, sensor_types: list[str]) -> tup
     keep = [i for i, kind in enumerate(held) if kind in wanted]
     if len(keep) == len(held):
         return X, info
-    picked = SignalInfo(info.sfreq, tuple(info.ch_names[i] for i in keep), tuple(info.units[i] for i in keep))
+    picked = info.subset(keep)
     if isinstance(X, WindowSource):
         return X.pick_channels(keep), picked
     return X[:, keep, :], picked

@@ -102,7 +102,9 @@ def windows_from_raw(
     """
     import mne
 
-    reject = {"eeg": reject_peak_to_peak} if reject_peak_to_peak is not None else None
+    # The threshold is in volts, so it applies to EEG channels; MEG-only recordings are not rejected by it.
+    has_eeg = "eeg" in raw.get_channel_types()
+    reject = {"eeg": reject_peak_to_peak} if reject_peak_to_peak is not None and has_eeg else None
     if window is not None:
         stride = window if stride is None else stride
         if stride <= 0 or stride > window:

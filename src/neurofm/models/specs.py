@@ -80,7 +80,8 @@ class ModelSpec:
     scale_channel_reference_uv : float | None
         When set, a relative-amplitude channel is appended (BENDR).
     needs_positions : bool
-        The model needs electrode positions (taken from MNE's templates).
+        The model needs sensor positions: the recording's own (``info``),
+        else MNE's template position of the electrode's name.
     sensor_types : tuple of {"eeg", "mag", "grad"}
         Sensors the backbone takes. Backbones bound to EEG electrode names or
         positions take ``eeg`` only; channel-agnostic ones also take MEG
@@ -515,9 +516,10 @@ _SPECS = [
         hub_filename="LUNA_base.safetensors",
         embedding_dim=256,
         sfreq=256.0,
-        channels="any (template positions)",
+        channels="any (positions from info, else template)",
         channel_mode="any",
         needs_positions=True,
+        sensor_types=("eeg", "mag", "grad"),  # placed by position, so MEG sensors need only their own positions
         normalization="zscore_channel",
         patch_size=40,
         min_times=40,
@@ -525,7 +527,8 @@ _SPECS = [
         linear_targets=("qkv_proj", "proj", "fc1", "fc2"),
         build=_build_luna,
         extract=_extract_luna,
-        notes="Without positions LUNA silently lays channels on a line, so channels need template positions. "
+        notes="Without positions LUNA silently lays channels on a line, so every channel needs a position (the "
+        "recording's own, else the template's); LUNA rescales positions to its own range, so their frame does not matter. "
         "Features are read from model.norm (LUNA.forward has no return_features).",
     ),
     ModelSpec(
@@ -537,17 +540,18 @@ _SPECS = [
         hub_repo="brain-bzh/reve-base",
         embedding_dim=512,
         sfreq=200.0,
-        channels="any (template positions)",
+        channels="any (positions from info, else template)",
         channel_mode="any",
         needs_positions=True,
+        sensor_types=("eeg", "mag", "grad"),  # placed by position, so MEG sensors need only their own positions
         normalization="zscore_channel_clip15",
         min_times=200,
         lora_targets=("to_qkv", "to_out", "net.1", "net.3"),
         head_prefixes=("final_layer.", "cls_query_token"),
         build=_build_reve,
         extract=_extract_grid,
-        notes="Positions come from MNE's colin27 10-05 template (metres), never from the network; REVE's own "
-        "position bank may use another scale. Patches of 200 with overlap 20.",
+        notes="Positions (metres, head frame) come from the recording's info, else from MNE's colin27 10-05 "
+        "template, never from the network; REVE's own position bank may use another scale. Patches of 200 with overlap 20.",
     ),
     ModelSpec(
         key="signaljepa",
