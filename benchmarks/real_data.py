@@ -10,8 +10,8 @@ three frozen backbones with RANDOM weights (no pretrained weights can be
 downloaded here; the rows show the workflow, not what pretrained weights reach)
 probed by logistic regression. Balanced accuracy mean and spread over folds,
 and permutation p-values. Then each classical baseline is rebuilt by hand with
-scikit-learn / MNE / pyriemann and fitted on the same folds: the per-fold scores
-must agree with neurofm's.
+scikit-learn / MNE / pyriemann and fitted on the same folds (in microvolts): the
+per-fold scores must agree with neurofm's.
 
 Usage: python benchmarks/real_data.py [--permutations 50] [--data ../shared/data]
 """
@@ -94,8 +94,8 @@ def run_task(name: str, epochs, args) -> None:
         p = stats.loc[model, "p_value"] if model in stats.index else float("nan")
         print(f"{model:<22}{summary.loc[model, 'mean']:>10.3f}{summary.loc[model, 'std']:>8.3f}{p:>11.3f}")
 
-    # The same baselines by hand on the same folds.
-    X = epochs.get_data()
+    # The same baselines by hand on the same folds, on microvolts (neurofm's working unit for every model).
+    X = epochs.get_data() * 1e6
     splits = result.get_splits()
     scores = result.get_detailed_scores()
     worst = 0.0

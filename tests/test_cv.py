@@ -314,7 +314,8 @@ def test_every_fit_sees_only_its_training_partition(data, cv):
 
     expected = make_splits(cfg.cv, y, meta, cfg.task, cfg.random_state)
     assert len(FITTED_ON) == len(expected)  # one fit per fold, no final refit on all windows
-    flat = X.reshape(len(X), -1).astype(np.float32)
+    # Window estimators see microvolts, the working unit of every model (the windows are in volts).
+    flat = X.reshape(len(X), -1).astype(np.float32).astype(np.float64) * 1e6
     splits = result.get_splits()
     for fold, ((train, test), fitted) in enumerate(zip(expected, FITTED_ON, strict=True)):
         assert fitted.shape[0] == len(train) < len(X)

@@ -138,6 +138,13 @@ class ClassicalModelConfig(BaseConfig):
         or an import path ``"package.module.ClassName"``.
     params : dict
         Keyword arguments for the estimator's constructor.
+
+    Notes
+    -----
+    On raw windows the estimator sees microvolts for EEG and EEG-equivalent
+    microvolts for MEG (a first ``units`` step, the rule every backbone gets),
+    so that sensor types share one scale; a plain scikit-learn estimator sees
+    each window flattened to one vector.
     """
 
     kind: Literal["classical"] = "classical"

@@ -177,6 +177,7 @@ def prepare_inputs(
     units: str | list[str] | None = None,
     task: str = "classification",
     sensor_types: list[str] | None = None,
+    positions: Any = None,
 ) -> Inputs:
     """Check windows, labels and metadata and bring them to one form.
 
@@ -200,6 +201,9 @@ def prepare_inputs(
         Keep only these sensors (``"meg"`` = magnetometers and gradiometers).
         ``None`` keeps every EEG and MEG channel. A type the windows do not
         hold is an error.
+    positions : sequence of (3 floats | None) | None
+        Sensor positions of a numpy ``X`` (metres, head frame), one per
+        channel or ``None`` where unknown; ``mne.Epochs`` carry their own.
 
     Returns
     -------
@@ -223,6 +227,8 @@ def prepare_inputs(
     else:
         X = as_window_source(_check_lazy_array(X)) if lazy else _as_window_array(X)
         info = _signal_info(X, sfreq, ch_names, units)
+        if positions is not None:
+            info = replace(info, positions=_check_positions(positions, len(info.ch_names)))
 
     if sensor_types is not None:
         X, info = _pick_sensor_types(X, info, sensor_types)
@@ -237,6 +243,22 @@ def prepare_inputs(
         _check_plausible_units(X, info)
         X = np.ascontiguousarray(X, dtype=np.float32)
     return Inputs(X=X, y=y_arr, metadata=metadata, info=info)
+
+
+def _check_positions(positions: Any, n_chans: int) -> tuple[tuple[float, float, float] | None, ...]:
+    rows = list(positions)
+    if len(rows) != n_chans:
+        raise DataValidationError(f"positions has {len(rows)} entries but X has {n_chans} channels; give one per channel.")
+    out = []
+    for i, row in enumerate(rows):
+        if row is None:
+            out.append(None)
+            continue
+        pos = np.asarray(row, dtype=np.float64)
+        if pos.shape != (3,) or not np.isfinite(pos).all():
+            raise DataValidationError(f"positions[{i}] must be 3 finite numbers in metres (or None), got {row!r}.")
+        out.append(tuple(float(v) for v in pos))
+    return tuple(out)
 
 
 def _refuse_continuous(X: Any) -> None:

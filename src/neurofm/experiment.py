@@ -249,6 +249,7 @@ class Experiment:
             "sfreq": inputs.info.sfreq,
             "ch_names": list(inputs.info.ch_names),
             "units": list(inputs.info.units),
+            "sensor_positions": None if inputs.info.positions is None else list(inputs.info.positions),
             "cache_dir": cfg.cache_dir,
             "random_state": cfg.random_state,
             "verbose": cfg.verbose,

@@ -65,6 +65,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         Channel names of the windows.
     units : str | list of str
         Units of the windows (``"V"``, ``"uV"``, ...).
+    sensor_positions : list of (3 floats | None) | None
+        Per channel, its position in metres (head frame) or ``None``; models
+        that place sensors (LUNA, REVE) use them before MNE's templates.
     cache_embeddings : bool
         Read and write the embedding cache.
     cache_dir : str
@@ -107,6 +110,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         sfreq: float | None = None,
         ch_names: list[str] | None = None,
         units: str | list[str] = "V",
+        sensor_positions: list | None = None,
         cache_embeddings: bool = True,
         cache_dir: str = "~/.cache/neurofm",
         batch_size: int = 64,
@@ -124,6 +128,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.sfreq = sfreq
         self.ch_names = ch_names
         self.units = units
+        self.sensor_positions = sensor_positions
         self.cache_embeddings = cache_embeddings
         self.cache_dir = cache_dir
         self.batch_size = batch_size
@@ -154,7 +159,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     # -- validation before compute -------------------------------------------------
 
     def _signal_info(self, source: WindowSource) -> SignalInfo:
-        return prepare_inputs(source.read(0, 1), sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        return prepare_inputs(source.read(0, 1), sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
+                              positions=self.sensor_positions).info
 
     def check_input(self, shape: tuple[int, ...]) -> None:
         """Plan the adaptation and resolve the weights for windows of ``shape``, computing nothing.
@@ -170,7 +176,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if self.pooling not in spec.poolings:
             raise ConfigError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}.")
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
-        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
+                              positions=self.sensor_positions).info
         plan_adaptation(spec, info, shape[-1])
         self._check_weights(spec)
         resolve_device(self.device)

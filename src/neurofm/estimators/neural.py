@@ -117,8 +117,9 @@ class NeuralFineTuner(BaseEstimator):
     ----------
     config : NeuralFineTuneConfig
         Model, train mode, adapters, trainer, checkpoints and device.
-    sfreq, ch_names, units
-        Signal metadata of the windows.
+    sfreq, ch_names, units, sensor_positions
+        Signal metadata of the windows (positions: metres, head frame, one
+        per channel or ``None``; used by models that place sensors).
     task : {"classification", "regression"}
         What ``y`` is.
     metrics : list of str | None
@@ -146,6 +147,7 @@ class NeuralFineTuner(BaseEstimator):
         sfreq: float | None = None,
         ch_names: list[str] | None = None,
         units: str | list[str] = "V",
+        sensor_positions: list | None = None,
         task: str = "classification",
         metrics: list[str] | None = None,
         cache_dir: str = "~/.cache/neurofm",
@@ -156,6 +158,7 @@ class NeuralFineTuner(BaseEstimator):
         self.sfreq = sfreq
         self.ch_names = ch_names
         self.units = units
+        self.sensor_positions = sensor_positions
         self.task = task
         self.metrics = metrics
         self.cache_dir = cache_dir
@@ -169,7 +172,8 @@ class NeuralFineTuner(BaseEstimator):
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
-        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
+                              positions=self.sensor_positions).info
         plan = plan_adaptation(spec, info, shape[-1])
         resolve_weights(spec, cfg.weights)
         resolve_device(cfg.device.device)
@@ -227,7 +231,8 @@ class NeuralFineTuner(BaseEstimator):
         y = np.asarray(y)
         self.check_input(X.shape, y)
         spec = get_model_spec(cfg.model_key)
-        info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units).info
+        info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
+                              positions=self.sensor_positions).info
         self.plan_ = plan_adaptation(spec, info, X.shape[-1])
         self.device_ = resolve_device(cfg.device.device)
         n_outputs = self._check_outputs(cfg, y)
@@ -386,7 +391,8 @@ class NeuralFineTuner(BaseEstimator):
             manifest["paths"][tag] = str(path)
         meta = {
             "config": cfg.model_dump(mode="json"),
-            "signal": {"sfreq": self.sfreq, "ch_names": list(self.ch_names or []), "units": self.units},
+            "signal": {"sfreq": self.sfreq, "ch_names": list(self.ch_names or []), "units": self.units,
+                       "sensor_positions": self.sensor_positions},
             "n_times_in": int(self.plan_.n_times_in),
             "task": self.task,
             "classes": self.classes_.tolist() if self.task == "classification" else None,
@@ -423,10 +429,11 @@ class NeuralFineTuner(BaseEstimator):
         meta = json.loads((folder / "config.json").read_text())
         cfg = NeuralFineTuneConfig.model_validate(meta["config"])
         est = cls(config=cfg, sfreq=meta["signal"]["sfreq"], ch_names=meta["signal"]["ch_names"], units=meta["signal"]["units"],
-                  task=meta["task"], random_state=meta["random_state"], verbose=False)
+                  sensor_positions=meta["signal"].get("sensor_positions"), task=meta["task"],
+                  random_state=meta["random_state"], verbose=False)
         spec = get_model_spec(cfg.model_key)
         info = prepare_inputs(np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32), sfreq=est.sfreq,
-                              ch_names=est.ch_names, units=est.units).info
+                              ch_names=est.ch_names, units=est.units, positions=est.sensor_positions).info
         est.plan_ = plan_adaptation(spec, info, meta["n_times_in"])
         est.device_ = resolve_device(cfg.device.device)
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
