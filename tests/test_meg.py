@@ -58,9 +58,14 @@ def _probe(key="cbramod"):
         head=ClassicalModelConfig(estimator="LogisticRegression"))
 
 
+def _by_subject(n_splits=2):
+    return CVConfig(strategy="stratified_group_kfold", n_splits=n_splits, group_key="Subject")
+
+
 def _config(tmp_path, models, **kw):
+    kw.setdefault("cv", _by_subject())
     return ExperimentConfig(models=models, metrics=["balanced_accuracy"], cache_dir=str(tmp_path / "cache"),
-                            verbose=False, cv=CVConfig(strategy="stratified_group_kfold", n_splits=2, group_key="Subject"), **kw)
+                            verbose=False, **kw)
 
 
 def test_meg_and_eeg_epochs_go_in_unchanged_and_the_sensors_kept_are_recorded(meg_epochs, tmp_path):
@@ -187,3 +192,67 @@ def test_a_run_config_asking_for_meg_keeps_meg_when_reading_files():
         RunConfig.model_validate(base)
     ok = RunConfig.model_validate({**base, "data": {**base["data"], "preprocessing": {"picks": ["meg", "eeg"]}}})
     assert ok.sensor_types == ["meg"]
+
+
+@pytest.fixture(scope="module")
+def simulated_meg_eeg():
+    """Four simulated subjects on the sample recording's layout: MEG at its rank after SSS, EEG, two classes."""
+    import mne
+
+    from neurofm.simulate import simulate_meg_eeg_epochs
+
+    epochs = simulate_meg_eeg_epochs(mne.io.read_info(SAMPLE, verbose="error"), n_subjects=4, n_windows_per_class=12,
+                                     random_state=0)
+    return epochs, epochs.metadata["label"].to_numpy(dtype=str)
+
+
+def test_simulated_meg_eeg_is_decoded_above_chance_by_a_probe_lora_and_a_baseline(simulated_meg_eeg, tmp_path):
+    from neurofm.configs import CheckpointConfig, LoRAConfig, NeuralFineTuneConfig, TrainerConfig
+    from neurofm.results import ExperimentResult
+
+    epochs, y = simulated_meg_eeg
+    tiny = get_model_spec("cbramod").tiny_kwargs
+    # The class lives in which hemisphere responds: flattened per-sensor features keep it, a mean over
+    # 366 sensors would average left and right away.
+    probe = FrozenBackboneDecoderConfig(
+        backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=16, pooling="flatten",
+                                                model_kwargs=tiny),
+        head=ClassicalModelConfig(estimator="LogisticRegression"))
+    lora = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="lora", pooling="flatten",
+                                lora=LoRAConfig(r=4), model_kwargs=tiny, checkpoints=CheckpointConfig(save="none"),
+                                trainer=TrainerConfig(max_epochs=3, batch_size=12, lr=1e-3, early_stopping_patience=None))
+    decoders = {"bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"), "probe": probe, "lora": lora}
+    models = {**decoders, "ts_lr": ClassicalModelConfig(estimator="ts_lr")}  # covariances of 366 sensors at rank ~128
+    result = Experiment(_config(tmp_path, models, cv=_by_subject(4))).run(epochs, y, output_dir=tmp_path / "out")
+    scores = result.summary().set_index("Model")["mean"]
+    assert (scores[list(decoders)] > 0.6).all(), scores  # four held-out subjects, 24 windows each, chance 0.5
+    assert np.isfinite(scores["ts_lr"])
+    assert result.meta["signal"]["sensor_types"] == {"grad": 204, "mag": 102, "eeg": 60}
+
+    # The cache and the results behave exactly as for EEG: a rerun reads every embedding back and
+    # gives the same scores, and the results load back from the output folder.
+    again = Experiment(_config(tmp_path, {"probe": probe}, cv=_by_subject(4))).run(epochs, y)
+    hits = again.get_model_artifacts(artifact_type="embedding_cache", model="probe").query("ArtifactKey == 'hits'")
+    assert int(hits["ArtifactValue"].iloc[0]) == len(y)
+    assert again.summary().set_index("Model")["mean"]["probe"] == scores["probe"]
+    loaded = ExperimentResult.load(tmp_path / "out")
+    np.testing.assert_array_equal(loaded.scores["Value"], result.scores["Value"])
+
+
+def test_the_covariance_baseline_projects_meg_onto_its_rank_after_sss(simulated_meg_eeg):
+    """306 MEG channels after SSS carry about 70 signals: ts_lr keeps those and drops the empty directions."""
+    from neurofm.estimators.classical import build_window_estimator
+
+    epochs, y = simulated_meg_eeg
+    inputs = prepare_inputs(epochs, y, sensor_types=["meg"])
+    fitted = build_window_estimator("ts_lr", {}, inputs.info.sfreq, 0, units=inputs.info.units).fit(inputs.X, y)
+    assert 55 <= fitted.named_steps["rankprojection"].rank_ <= 85 < inputs.X.shape[1]
+
+
+def test_positions_reach_the_backbone_estimators_of_an_experiment(meg_epochs, tmp_path):
+    """The experiment hands the recording's positions to LUNA's embedder: MEG is placed, not refused."""
+    epochs, y = meg_epochs
+    result = Experiment(_config(tmp_path, {"luna": _probe("luna")})).run(epochs, y)
+    assert np.isfinite(result.scores["Value"]).all()
+    steps = result.get_model_artifacts(artifact_type="input_adaptation").set_index("ArtifactKey")["ArtifactValue"]
+    assert "366 from the recording's info" in steps["positions"]
