@@ -256,3 +256,14 @@ def test_positions_reach_the_backbone_estimators_of_an_experiment(meg_epochs, tm
     assert np.isfinite(result.scores["Value"]).all()
     steps = result.get_model_artifacts(artifact_type="input_adaptation").set_index("ArtifactKey")["ArtifactValue"]
     assert "366 from the recording's info" in steps["positions"]
+
+
+def test_positions_of_numpy_windows_are_checked_and_kept():
+    X = np.random.default_rng(3).standard_normal((4, 2, 200)) * 1e-5
+    kw = dict(sfreq=200.0, ch_names=["Cz", "X1"], units="V")
+    info = prepare_inputs(X, [0, 1, 0, 1], positions=[(0.0, 0.0, 0.1), None], **kw).info
+    assert info.positions == ((0.0, 0.0, 0.1), None)
+    with pytest.raises(DataValidationError, match="positions has 1 entries but X has 2 channels"):
+        prepare_inputs(X, [0, 1, 0, 1], positions=[(0.0, 0.0, 0.1)], **kw)
+    with pytest.raises(DataValidationError, match=r"positions\[1\] must be 3 finite numbers"):
+        prepare_inputs(X, [0, 1, 0, 1], positions=[None, (0.0, float("nan"), 0.1)], **kw)

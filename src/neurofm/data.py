@@ -385,8 +385,8 @@ def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
         if not idx:
             continue
         scale = np.array([UNIT_TO_SI[units[i]] for i in idx], dtype=np.float64)
-        sample = X[: min(len(X), 64)][:, idx, :]
-        std_si = float(np.median(sample.std(axis=-1) * scale[None, :]))
+        window_std_si = X[: min(len(X), 64)][:, idx, :].std(axis=-1) * scale[None, :]  # (windows, channels)
+        std_si = float(np.median(window_std_si))
         if std_si > limit:
             raise DataValidationError(
                 f"The channels declared in {str(units[idx[0]])!r} have a median standard deviation of {std_si:.3g} {base}, "
@@ -394,17 +394,17 @@ def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
                 "or the unit they are really in."
             )
         if base == "V":
-            _check_no_meg_among_volts(sample, scale, [info.ch_names[i] for i in idx])
+            _check_no_meg_among_volts(window_std_si, [info.ch_names[i] for i in idx])
 
 
-def _check_no_meg_among_volts(sample: np.ndarray, scale: np.ndarray, names: list[str]) -> None:
+def _check_no_meg_among_volts(window_std_si: np.ndarray, names: list[str]) -> None:
     """Channels declared in volts whose amplitude is that of MEG in tesla: mixed units under one unit name.
 
     EEG varies by microvolts and even a quiet electrode by tens of nanovolts;
     below a nanovolt the numbers are magnetometers (1e-13 T) or gradiometers
     (1e-12 T/m) read as volts, which would then be scaled as EEG.
     """
-    std_si = sample.std(axis=-1).max(axis=0) * scale
+    std_si = window_std_si.max(axis=0)
     tiny = [name for name, value in zip(names, std_si, strict=True) if 0 < value < _SMALLEST_EEG_STD_V]
     if tiny:
         shown = ", ".join(tiny[:6]) + (f" and {len(tiny) - 6} more" if len(tiny) > 6 else "")
