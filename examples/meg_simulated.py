@@ -1,10 +1,12 @@
 """MEG+EEG decoding across subjects with the experiment of ``meg_simulated.yaml``.
 
-The windows are simulated on the sensor layout of a real Neuromag recording
-(by default the MNE sample recording in ``../shared/data/meg``; any FIF file
-with MEG and digitised EEG works): dipoles in a spherical head model, 1/f
-background, a class-dependent auditory response, sensor noise, and MEG reduced
-to its rank after SSS (see :func:`neurofm.simulate.simulate_meg_eeg_epochs`).
+One continuous recording per subject is simulated on the sensor layout of a
+real Neuromag recording (by default the MNE sample recording in
+``../shared/data/meg``; any FIF file with MEG and digitised EEG works): dipoles
+in a spherical head model, 1/f background, a class-dependent auditory response
+at each annotated tone, sensor noise, and MEG reduced to its rank after SSS
+(see :func:`neurofm.simulate.simulate_meg_eeg_recordings`). The recordings go
+into ``Experiment.run`` as they are; the config's ``windows`` section cuts them.
 
 Usage::
 
@@ -46,14 +48,14 @@ def main() -> None:
         NeuralFineTuneConfig,
     )
     from neurofm.models import get_model_spec
-    from neurofm.simulate import simulate_meg_eeg_epochs
+    from neurofm.simulate import simulate_meg_eeg_recordings
 
     info = mne.io.read_info(args.info, verbose="error")
     start = time.perf_counter()
-    epochs = simulate_meg_eeg_epochs(info, n_subjects=args.subjects, n_windows_per_class=args.windows_per_class)
-    types = epochs.get_channel_types()
+    recordings = simulate_meg_eeg_recordings(info, n_subjects=args.subjects, n_windows_per_class=args.windows_per_class)
+    types = recordings[0].get_channel_types()
     counts = {kind: types.count(kind) for kind in dict.fromkeys(types)}
-    print(f"simulated {len(epochs)} windows of {len(epochs.times) / epochs.info['sfreq']:.2f} s, {counts}, "
+    print(f"simulated {len(recordings)} recordings of {recordings[0].times[-1]:.0f} s, {counts}, "
           f"in {time.perf_counter() - start:.1f} s")
 
     config = ExperimentConfig.from_yaml(args.config).model_copy(update={"cache_dir": args.cache_dir})
@@ -70,10 +72,13 @@ def main() -> None:
             config.models[name] = model.model_copy(update={"backbone": backbone}) if frozen else backbone
 
     start = time.perf_counter()
-    result = Experiment(config).run(epochs, epochs.metadata["label"].to_numpy())
+    # Labels come from the annotations; the metadata gives each recording's subject.
+    subjects = {"Subject": list(range(1, len(recordings) + 1))}
+    result = Experiment(config).run(recordings, None, sample_metadata=subjects)
     seconds = time.perf_counter() - start
     summary = result.summary()
-    print(f"\nsensors kept: {result.meta['signal']['sensor_types']}; {seconds:.0f} s")
+    print(f"\nwindows per recording: {result.meta['recordings']['windows_per_recording']}; "
+          f"sensors kept: {result.meta['signal']['sensor_types']}; {seconds:.0f} s")
     print(summary.pivot_table(index="Model", columns="Metric", values="mean").round(3).to_string())
 
 

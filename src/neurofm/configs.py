@@ -33,6 +33,7 @@ __all__ = [
     "PreprocessingConfig",
     "DataConfig",
     "ExecutionConfig",
+    "WindowConfig",
     "RunConfig",
     "ExperimentConfig",
     "CV_STRATEGIES",
@@ -510,6 +511,62 @@ class ExecutionConfig(BaseConfig):
     extraction_shards: int | None = Field(None, ge=1)
 
 
+class WindowConfig(BaseConfig):
+    """How windows are cut from continuous recordings given to :meth:`Experiment.run`.
+
+    Either event-locked windows (``tmin`` to ``tmax`` around each event) or
+    fixed-length windows (``window`` seconds every ``stride`` seconds).
+
+    Parameters
+    ----------
+    tmin, tmax : float
+        Start and end of each window relative to its event, in seconds. A
+        window holds ``(tmax - tmin) * sfreq`` samples. Events come from the
+        recording's annotations or, when it has none, from its stim channel.
+        Each window's label is its event's name.
+    window, stride : float | None
+        Fixed-length windows of ``window`` seconds every ``stride`` seconds
+        (default: ``stride = window``, no overlap). Such windows carry no
+        event, so their labels are given per recording.
+    event_id : dict of str to int | None
+        Events to keep and their names: annotation descriptions (the numbers
+        only tell them apart) or stim-channel codes. ``None`` keeps every event.
+    reject_peak_to_peak : float | None
+        Drop windows whose peak-to-peak amplitude on any EEG channel exceeds
+        this many volts (e.g. ``150e-6``).
+    """
+
+    tmin: float = 0.0
+    tmax: float | None = None
+    window: float | None = Field(None, gt=0)
+    stride: float | None = Field(None, gt=0)
+    event_id: dict[str, int] | None = Field(None, min_length=1)
+    reject_peak_to_peak: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_to_cut(self) -> WindowConfig:
+        if (self.tmax is None) == (self.window is None):
+            raise ValueError(
+                "say how to cut windows: tmax (event-locked, with tmin) or window (fixed length, with stride), "
+                "not both and not neither."
+            )
+        if self.tmax is not None and self.tmax <= self.tmin:
+            raise ValueError(f"tmax ({self.tmax}) must be after tmin ({self.tmin}).")
+        if self.window is not None:
+            if self.event_id is not None or self.tmin != 0.0:
+                raise ValueError("event_id and tmin apply to event-locked windows (tmax); fixed-length windows use neither.")
+            if self.stride is not None and self.stride > self.window:
+                raise ValueError(f"stride ({self.stride}) longer than window ({self.window}) would skip data; use stride <= window.")
+        if self.stride is not None and self.window is None:
+            raise ValueError("stride applies to fixed-length windows; set window as well.")
+        return self
+
+    @property
+    def event_locked(self) -> bool:
+        """Whether windows are cut around events (and labelled by them)."""
+        return self.tmax is not None
+
+
 class ExperimentConfig(BaseConfig):
     """A whole cross-validated decoding experiment.
 
@@ -545,6 +602,10 @@ class ExperimentConfig(BaseConfig):
         gradiometers). ``None`` (default) keeps every EEG and MEG channel of
         the windows; the channels kept per type are recorded in the result's
         ``meta["signal"]["sensor_types"]``.
+    windows : WindowConfig | None
+        How to cut windows when :meth:`Experiment.run` receives continuous
+        recordings (``mne.io.Raw`` or a list of them); must be ``None`` when it
+        receives windows.
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -558,6 +619,7 @@ class ExperimentConfig(BaseConfig):
     permute_trainable: bool = False
     verbose: bool = True
     sensor_types: list[Literal["eeg", "meg", "mag", "grad"]] | None = Field(None, min_length=1)
+    windows: WindowConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -704,6 +766,15 @@ class RunConfig(ExperimentConfig):
 
     data: DataConfig
     output_dir: str = "neurofm-results"
+
+    @model_validator(mode="after")
+    def _windows_cut_by_the_data_section(self) -> RunConfig:
+        if self.windows is not None:
+            raise ValueError(
+                "'windows' is for continuous recordings passed to Experiment.run; in a neurofm run config the data "
+                "section cuts the windows: move tmin/tmax/window/stride/event_id under 'data'."
+            )
+        return self
 
     @model_validator(mode="after")
     def _picks_keep_the_sensor_types(self) -> RunConfig:

@@ -261,18 +261,26 @@ def _check_positions(positions: Any, n_chans: int) -> tuple[tuple[float, float, 
     return tuple(out)
 
 
-def _refuse_continuous(X: Any) -> None:
-    """A continuous recording has no windows or labels yet: say how to cut them."""
+def is_continuous(X: Any) -> bool:
+    """Whether ``X`` is a continuous recording (``mne.io.Raw``) or a non-empty list of them."""
     try:
         from mne.io import BaseRaw
     except ImportError:  # pragma: no cover - MNE is a dependency
-        return
+        return False
     if isinstance(X, BaseRaw):
+        return True
+    return isinstance(X, (list, tuple)) and len(X) > 0 and any(isinstance(x, BaseRaw) for x in X)
+
+
+def _refuse_continuous(X: Any) -> None:
+    """A continuous recording has no windows or labels yet: say how to cut them."""
+    if is_continuous(X):
         raise DataValidationError(
-            "X is a continuous recording (mne.io.Raw); decoding needs windows with one label each. Cut them with "
-            "neurofm.loaders.windows_from_raw(raw, tmin=..., tmax=...) (event-locked, labels from the annotations) "
-            "or window=... (fixed length), then pass the epochs and epochs.metadata['label']. MEG and EEG channels "
-            "keep their units (T, T/m, V); nothing needs converting."
+            "X is a continuous recording (mne.io.Raw); an estimator needs windows with one label each. Cut them "
+            "with neurofm.loaders.windows_from_raw(raw, tmin=..., tmax=...) (event-locked, labels from the "
+            "events) or window=... (fixed length), then pass the epochs and epochs.metadata['label']; or give the "
+            "recording to Experiment.run with ExperimentConfig(windows=WindowConfig(...)), which cuts them. MEG "
+            "and EEG channels keep their units (T, T/m, V); nothing needs converting."
         )
 
 

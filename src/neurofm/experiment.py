@@ -2,7 +2,9 @@
 
 Order of work in :meth:`Experiment.run`:
 
-1. validate windows, labels and metadata (:func:`neurofm.data.prepare_inputs`);
+1. cut continuous recordings into windows as ``config.windows`` says
+   (:func:`neurofm.loaders.windows_from_recordings`), then validate windows,
+   labels and metadata (:func:`neurofm.data.prepare_inputs`);
 2. compute and check the outer folds (:func:`neurofm.cv.make_splits`);
 3. prepare every model: plan input adaptations, resolve weights, build the
    estimators (all errors about the input surface here, before any compute);
@@ -28,10 +30,11 @@ from sklearn.base import clone
 
 from .configs import ClassicalModelConfig, ExperimentConfig, FrozenBackboneDecoderConfig, NeuralFineTuneConfig
 from .cv import make_splits
-from .data import Inputs, prepare_inputs
+from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
-from .exceptions import ConfigError, ModelFitError, NeuroFMError
+from .exceptions import ConfigError, DataValidationError, ModelFitError, NeuroFMError
 from .execution import check_backend, engine_session, map_tasks
+from .loaders import windows_from_recordings
 from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
 from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
@@ -83,12 +86,20 @@ class Experiment:
 
         Parameters
         ----------
-        X : mne.Epochs | array, shape (n_windows, n_channels, n_times)
+        X : mne.Epochs | array, shape (n_windows, n_channels, n_times) | mne.io.Raw | list of mne.io.Raw
             The windows. A numpy array needs ``sfreq`` and ``ch_names``.
-        y : array-like, shape (n_windows,)
-            Class labels (strings or integers) or regression targets.
+            Continuous recordings are cut into windows as ``config.windows``
+            says (every window keeps its recording's index in a ``recording``
+            metadata column); MEG and EEG keep their units.
+        y : array-like, shape (n_windows,) | None
+            Class labels (strings or integers) or regression targets. With
+            continuous recordings: ``None`` labels each event-locked window by
+            its event, or one label per recording labels all of its windows
+            (the CV must then keep recordings apart with a ``group_key``).
         sample_metadata : DataFrame | dict | None
             One row per window; must hold ``cv.group_key`` for group strategies.
+            With continuous recordings, one row per recording (e.g. its
+            ``subject``).
         sfreq : float | None
             Sampling rate of a numpy ``X`` in Hz.
         ch_names : list of str | None
@@ -121,6 +132,7 @@ class Experiment:
             folder = str(Path(cfg.cache_dir).expanduser() / "submitit")
             self._execution = cfg.execution.model_copy(update={"submitit_folder": folder})
         started = time.perf_counter()
+        X, y, sample_metadata, recordings = self._windows(X, y, sample_metadata)
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,
                                 sensor_types=cfg.sensor_types)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
@@ -135,9 +147,53 @@ class Experiment:
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
                 self._records = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
             result = self._compute(inputs, splits, prepared, classes, groups, started)
+            if recordings is not None:
+                result.meta["recordings"] = recordings
             if output_dir is not None:
                 result.save(output_dir)
         return result
+
+    def _windows(self, X: Any, y: Any, sample_metadata: Any) -> tuple[Any, Any, Any, dict | None]:
+        """Windows, labels and metadata of ``X``: as given, or cut from continuous recordings."""
+        cfg = self.config
+        if not is_continuous(X):
+            if cfg.windows is not None:
+                raise ConfigError(
+                    "config.windows says how to cut continuous recordings, but X already holds windows; "
+                    "set windows=None, or pass the mne.io.Raw recordings themselves."
+                )
+            return X, y, sample_metadata, None
+        if cfg.windows is None:
+            raise ConfigError(
+                "X is a continuous recording; say how to cut it into windows with ExperimentConfig(windows="
+                "WindowConfig(tmin=-0.1, tmax=0.5)) for windows around its events (labelled by them), or "
+                "WindowConfig(window=4.0) for fixed-length windows with one label per recording in y."
+            )
+        n_recordings = 1 if not isinstance(X, (list, tuple)) else len(X)
+        if y is not None:
+            if np.ndim(y) != 1 or len(y) != n_recordings:
+                raise DataValidationError(
+                    f"With continuous recordings y gives one label per recording ({n_recordings}), got "
+                    f"{np.shape(y)}; or leave y=None to label event-locked windows by their events."
+                )
+            if cfg.cv.group_key is None:
+                # Windows of one recording share far more than its label; split across them and the score leaks.
+                raise ConfigError(
+                    "y labels whole recordings, so the CV must keep each recording's windows together: use "
+                    "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
+                    "the metadata)."
+                )
+        epochs = windows_from_recordings(X, cfg.windows, recording_metadata=sample_metadata,
+                                         recording_labels=None if y is None else list(y))
+        metadata = epochs.metadata.reset_index(drop=True)
+        counts = metadata["recording"].value_counts().sort_index()
+        summary = {
+            "n_recordings": n_recordings,
+            "windows_per_recording": [int(counts.get(i, 0)) for i in range(n_recordings)],
+            "labels_from": "events" if y is None else "one label per recording",
+        }
+        logger.info("Cut %d windows from %d recording(s)", len(metadata), n_recordings)
+        return epochs, metadata["label"].to_numpy(), metadata, summary
 
     def _decisive(self, model: _PreparedModel, data_hash: str) -> dict[str, Any]:
         """What decides a model's fold and permutation results (not where or how fast they run)."""

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .configs import DataConfig, PreprocessingConfig
+from .configs import DataConfig, PreprocessingConfig, WindowConfig
 from .exceptions import DataValidationError
 from .preprocess import preprocess_raw
+from .utils.logging import logger
 
 __all__ = [
     "EEGMMI_RUN_TASKS",
@@ -39,10 +40,11 @@ __all__ = [
     "load_uci_smni",
     "read_muse_csv",
     "windows_from_raw",
+    "windows_from_recordings",
 ]
 
 
-def _concat(epochs_list: list) -> Any:
+def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
     import mne
 
     if not epochs_list:
@@ -54,7 +56,7 @@ def _concat(epochs_list: list) -> Any:
 
     with mne.utils.use_log_level("warning"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Concatenation of Annotations", category=RuntimeWarning)
-        return mne.concatenate_epochs(epochs_list, add_offset=True, verbose=False)
+        return mne.concatenate_epochs(epochs_list, add_offset=True, on_mismatch=on_mismatch, verbose=False)
 
 
 def windows_from_raw(
@@ -117,8 +119,7 @@ def windows_from_raw(
         if tmax is None:
             raise DataValidationError("Event-locked windows need tmax (seconds after each event); or pass window=.")
         if events is None:
-            events, found = mne.events_from_annotations(raw, event_id=dict(event_id) if event_id else None, verbose=False)
-            event_id = dict(event_id) if event_id else found
+            events, event_id = _recorded_events(raw, event_id)
         if event_id is None:
             event_id = {str(code): int(code) for code in np.unique(events[:, 2])}
         missing = [name for name, code in event_id.items() if code not in set(events[:, 2])]
@@ -137,6 +138,165 @@ def windows_from_raw(
     with mne.utils.use_log_level("warning"):
         epochs.metadata = table
     return epochs
+
+
+def _recorded_events(raw: Any, event_id: Mapping[str, int] | None) -> tuple[np.ndarray, dict[str, int] | None]:
+    """Events of a recording: its annotations or, when it has none, its stim channel."""
+    import mne
+
+    if len(raw.annotations):
+        events, found = mne.events_from_annotations(raw, event_id=dict(event_id) if event_id else None, verbose=False)
+        return events, dict(event_id) if event_id else found
+    if len(mne.pick_types(raw.info, stim=True)):
+        # Neuromag and many EDF+ exports mark events on a trigger channel rather than as annotations.
+        events = mne.find_events(raw, shortest_event=1, initial_event=True, verbose=False)
+        return events, dict(event_id) if event_id else None
+    raise DataValidationError(
+        "The recording has neither annotations nor a stim channel, so it has no events to cut windows around. "
+        "Add them with raw.set_annotations(mne.Annotations(onsets, durations, descriptions)), or cut fixed-length "
+        "windows (window=...) with one label per recording."
+    )
+
+
+def windows_from_recordings(
+    recordings: Any,
+    windows: WindowConfig,
+    *,
+    recording_metadata: Any = None,
+    recording_labels: Any = None,
+) -> Any:
+    """Cut the same windows from each of several continuous recordings and join them.
+
+    Every recording must have the same sampling rate and the same good
+    channels; a channel marked bad in any recording is dropped from all of
+    them. Nothing of the recordings themselves is changed.
+
+    Parameters
+    ----------
+    recordings : mne.io.Raw | list of mne.io.Raw
+        The continuous recordings (loaded or not).
+    windows : WindowConfig
+        Event-locked or fixed-length windows.
+    recording_metadata : DataFrame | dict of str to list | list of dict | None
+        One row per recording (e.g. ``subject``, ``session``); every window
+        takes its recording's row.
+    recording_labels : sequence | None
+        One label per recording, given to all of its windows (the event names
+        of event-locked windows then go to an ``event`` column). ``None``
+        labels each event-locked window by its event.
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        Metadata holds ``recording`` (its position in ``recordings``),
+        ``label`` and the columns of ``recording_metadata``.
+    """
+    import mne
+    from mne.io import BaseRaw
+
+    raws = [recordings] if isinstance(recordings, BaseRaw) else list(recordings)
+    if not raws or not all(isinstance(raw, BaseRaw) for raw in raws):
+        kinds = sorted({type(raw).__name__ for raw in raws})
+        raise DataValidationError(f"recordings must be mne.io.Raw objects (or a list of them); got {kinds or 'none'}.")
+    rows = _per_recording_rows(recording_metadata, len(raws))
+    if recording_labels is not None and len(recording_labels) != len(raws):
+        raise DataValidationError(
+            f"{len(recording_labels)} recording label(s) for {len(raws)} recording(s); give exactly one per recording."
+        )
+    if recording_labels is None and not windows.event_locked:
+        raise DataValidationError(
+            "Fixed-length windows carry no event to label them: give one label per recording, or cut event-locked "
+            "windows (tmax=...) around the recordings' events."
+        )
+    bads = _check_recordings_match(raws)
+    cut_args = windows.model_dump(exclude_none=True)
+    parts = []
+    for index, raw in enumerate(raws):
+        epochs = windows_from_raw(raw, **cut_args)
+        if not len(epochs):
+            raise DataValidationError(f"Recording {index} gave no window with {cut_args}; check its events and length.")
+        if bads:
+            epochs.info["bads"] = sorted(bads)
+        epochs.reorder_channels(raws[0].ch_names)
+        table = epochs.metadata
+        if recording_labels is not None:
+            if windows.event_locked:
+                table = table.rename(columns={"label": "event"})
+            table["label"] = [recording_labels[index]] * len(table)
+        table["recording"] = index
+        for key, value in rows[index].items():
+            table[key] = [value] * len(table)
+        with mne.utils.use_log_level("warning"):
+            epochs.metadata = table.reset_index(drop=True)
+        parts.append(epochs)
+    # Head positions were compared above; sensor positions follow the first recording.
+    return _concat(parts, on_mismatch="ignore")
+
+
+def _per_recording_rows(metadata: Any, n: int) -> list[dict[str, Any]]:
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadata, Mapping):
+        metadata = pd.DataFrame(dict(metadata))
+    table = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))
+    if len(table) != n:
+        raise DataValidationError(
+            f"The metadata has {len(table)} row(s) for {n} recording(s); with continuous recordings it gives one row "
+            "per recording (e.g. its subject), copied to each of its windows."
+        )
+    reserved = sorted({"label", "event", "recording"} & set(table.columns))
+    if reserved:
+        raise DataValidationError(
+            f"The recording metadata has column(s) {reserved}, which neurofm fills in (the label, the event and "
+            "the recording's index); rename them."
+        )
+    return table.reset_index(drop=True).to_dict("records")
+
+
+def _check_recordings_match(raws: list) -> set[str]:
+    """Refuse recordings that cannot share windows; return the union of their bad channels."""
+    first = raws[0]
+    for index, raw in enumerate(raws[1:], start=1):
+        if raw.info["sfreq"] != first.info["sfreq"]:
+            raise DataValidationError(
+                f"Recording {index} is sampled at {raw.info['sfreq']} Hz and recording 0 at {first.info['sfreq']} Hz; "
+                "resample them to one rate first (raw.resample(...))."
+            )
+        missing, extra = set(first.ch_names) - set(raw.ch_names), set(raw.ch_names) - set(first.ch_names)
+        if missing or extra:
+            raise DataValidationError(
+                f"Recording {index} lacks channels {sorted(missing)[:10]} and has extra channels {sorted(extra)[:10]} "
+                "compared with recording 0; give every recording the same channels (raw.pick(...), or "
+                "raw.interpolate_bads() for missing EEG electrodes)."
+            )
+    bads = set().union(*(raw.info["bads"] for raw in raws))
+    if any(set(raw.info["bads"]) != bads for raw in raws):
+        logger.warning("Channels bad in some recording are dropped from all of them: %s", sorted(bads))
+    _warn_if_heads_moved(raws)
+    return bads
+
+
+def _warn_if_heads_moved(raws: list) -> None:
+    """MEG sensors sit elsewhere relative to the head in each recording; say so when it matters."""
+    import mne
+
+    from .data import sensor_positions
+
+    meg = mne.pick_types(raws[0].info, meg=True, ref_meg=False, exclude=())
+    if not len(meg) or len(raws) < 2:
+        return
+
+    def head_frame(info: Any) -> np.ndarray:
+        return np.array([(np.nan,) * 3 if p is None else p for p in sensor_positions(info, meg)])
+
+    reference = head_frame(raws[0].info)
+    shift = max(np.nanmax(np.linalg.norm(head_frame(raw.info) - reference, axis=1), initial=0.0) for raw in raws[1:])
+    if shift > 1e-3:
+        logger.warning(
+            "The head sat differently in the MEG helmet across recordings (sensors move up to %.1f mm in head "
+            "coordinates); models given sensor positions (LUNA, REVE) get those of recording 0. To align the "
+            "recordings, run mne.preprocessing.maxwell_filter(raw, destination=...) on each first.", 1000 * shift,
+        )
 
 
 def load_recording(

@@ -17,7 +17,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import mne
 
-__all__ = ["STANDARD_1020_19", "simulate_eeg_dataset", "simulate_meg_eeg_epochs"]
+__all__ = ["STANDARD_1020_19", "simulate_eeg_dataset", "simulate_meg_eeg_epochs", "simulate_meg_eeg_recordings"]
 
 STANDARD_1020_19 = (
     "Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz",
@@ -260,3 +260,43 @@ def simulate_meg_eeg_epochs(
     if sfreq is not None and sfreq != sf:
         epochs.resample(sfreq, verbose=False)
     return epochs
+
+
+def simulate_meg_eeg_recordings(info: mne.Info, n_subjects: int = 4, **kwargs) -> list[mne.io.RawArray]:
+    """Continuous MEG+EEG recordings, one per subject, of the auditory task of :func:`simulate_meg_eeg_epochs`.
+
+    Each recording holds that subject's simulated windows back to back, with
+    an annotation (``"left"`` or ``"right"``) at each tone, so that windows cut
+    from ``tmin=-0.2`` to ``tmax=window_seconds - 0.2`` around the annotations
+    are exactly the simulated epochs.
+
+    Parameters
+    ----------
+    info : mne.Info
+        As for :func:`simulate_meg_eeg_epochs`.
+    n_subjects : int
+        Number of subjects, hence of recordings.
+    **kwargs
+        Passed to :func:`simulate_meg_eeg_epochs`.
+
+    Returns
+    -------
+    recordings : list of mne.io.RawArray
+        In T, T/m and V, subject ``i + 1`` in ``recordings[i]``.
+    """
+    import mne
+
+    epochs = simulate_meg_eeg_epochs(info, n_subjects=n_subjects, **kwargs)
+    sfreq = epochs.info["sfreq"]
+    n_times = len(epochs.times)
+    tone = int(np.argmin(np.abs(epochs.times)))  # the sample of each window at which its tone starts
+    recordings = []
+    for subject in range(1, n_subjects + 1):
+        windows = epochs[epochs.metadata["Subject"].to_numpy() == subject]
+        data = np.concatenate(list(windows.get_data()), axis=-1)
+        raw = mne.io.RawArray(data, windows.info, verbose=False)
+        onsets = (np.arange(len(windows)) * n_times + tone) / sfreq
+        labels = windows.metadata["label"].to_numpy(dtype=str)
+        raw.set_annotations(mne.Annotations(onsets, np.zeros(len(onsets)), labels))
+        recordings.append(raw)
+    return recordings
