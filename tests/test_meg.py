@@ -267,3 +267,21 @@ def test_positions_of_numpy_windows_are_checked_and_kept():
         prepare_inputs(X, [0, 1, 0, 1], positions=[(0.0, 0.0, 0.1)], **kw)
     with pytest.raises(DataValidationError, match=r"positions\[1\] must be 3 finite numbers"):
         prepare_inputs(X, [0, 1, 0, 1], positions=[None, (0.0, float("nan"), 0.1)], **kw)
+
+
+def test_numpy_meg_with_positions_runs_like_the_epochs_it_came_from(meg_epochs, tmp_path):
+    """positions= places numpy MEG for LUNA; rounded like info positions, the signal (and cache key) is the same."""
+    epochs, y = meg_epochs
+    from_epochs = prepare_inputs(epochs, y).info
+    unrounded = [None if p is None else tuple(np.asarray(p) + 1e-9) for p in from_epochs.positions]
+    as_numpy = dict(sfreq=epochs.info["sfreq"], ch_names=list(from_epochs.ch_names), units=list(from_epochs.units))
+    info = prepare_inputs(epochs.get_data(picks=list(from_epochs.ch_names)), y, positions=unrounded, **as_numpy).info
+    assert info.to_dict() == from_epochs.to_dict()
+
+    config = _config(tmp_path, {"luna": _probe("luna")})
+    direct = Experiment(config).run(epochs, y)
+    numpy_run = Experiment(config).run(epochs.get_data(picks=list(from_epochs.ch_names)), y, epochs.metadata,
+                                       positions=unrounded, **as_numpy)
+    assert numpy_run.scores["Value"].tolist() == direct.scores["Value"].tolist()
+    with pytest.raises(DataValidationError, match="positions given together with mne.Epochs"):
+        prepare_inputs(epochs, y, positions=unrounded)

@@ -408,7 +408,8 @@ def _plan_positions(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[lis
     keep = [i for i, (n, p) in enumerate(zip(names, own, strict=True)) if p is not None or n in template]
     if not keep:
         meg = [n for n, kind in zip(names, info.sensor_types, strict=True) if kind != "eeg"]
-        fix = ("pass mne.Epochs whose info holds the sensor positions (MEG sensors cannot be placed by name)"
+        fix = ("pass mne.Epochs whose info holds the sensor positions, or positions= with a numpy array (MEG "
+               "sensors cannot be placed by name)"
                if meg else "rename channels to standard 10-20/10-05 names, or pass mne.Epochs with a montage set")
         raise AdaptationError(
             f"{spec.key!r} needs sensor positions, and none of the channels {names[:8]} has one, neither in the "

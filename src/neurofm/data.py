@@ -163,7 +163,7 @@ def sensor_positions(info: Any, picks: Any) -> tuple[tuple[float, float, float] 
             continue
         if ch["coord_frame"] == FIFF.FIFFV_COORD_DEVICE and dev_head is not None:
             pos = apply_trans(dev_head, pos)
-        out.append(tuple(round(float(v), 6) for v in pos))  # micrometres: stable hashes across platforms
+        out.append(_micrometres(pos))
     return tuple(out)
 
 
@@ -213,9 +213,12 @@ def prepare_inputs(
     _refuse_continuous(X)
     lazy = is_lazy(X)
     if hasattr(X, "get_data") and hasattr(X, "info"):
-        if sfreq is not None or ch_names is not None:
+        given = [name for name, value in (("sfreq", sfreq), ("ch_names", ch_names), ("positions", positions))
+                 if value is not None]
+        if given:
             raise DataValidationError(
-                "sfreq/ch_names were given together with mne.Epochs, which carry their own; drop these arguments."
+                f"{'/'.join(given)} given together with mne.Epochs, which carry their own; drop these arguments "
+                "(positions come from the epochs' info: set a montage there)."
             )
         if lazy:
             X.drop_bad(verbose="warning")  # the number of windows of lazy epochs is known only after this pass
@@ -257,8 +260,13 @@ def _check_positions(positions: Any, n_chans: int) -> tuple[tuple[float, float, 
         pos = np.asarray(row, dtype=np.float64)
         if pos.shape != (3,) or not np.isfinite(pos).all():
             raise DataValidationError(f"positions[{i}] must be 3 finite numbers in metres (or None), got {row!r}.")
-        out.append(tuple(float(v) for v in pos))
+        out.append(_micrometres(pos))
     return tuple(out)
+
+
+def _micrometres(pos: np.ndarray) -> tuple[float, float, float]:
+    """A position rounded to micrometres, so the same sensor hashes alike on every path and platform."""
+    return tuple(round(float(v), 6) for v in pos)
 
 
 def is_continuous(X: Any) -> bool:

@@ -80,6 +80,7 @@ class Experiment:
         sfreq: float | None = None,
         ch_names: list[str] | None = None,
         units: str | list[str] | None = None,
+        positions: Any = None,
         output_dir: str | Path | None = None,
     ) -> ExperimentResult:
         """Run every model of the config on the outer folds.
@@ -106,6 +107,10 @@ class Experiment:
             Channel names of a numpy ``X``.
         units : str | list of str | None
             Units of a numpy ``X`` (default ``"V"``; e.g. ``"uV"``).
+        positions : sequence of (x, y, z) | None
+            Sensor positions of a numpy ``X`` in metres, head frame, one per
+            channel (``None`` for an unknown one), for backbones that place
+            sensors (LUNA, REVE); ``mne.Epochs`` carry theirs in ``info``.
         output_dir : str | Path | None
             Where to save the results. Every finished (model, fold) and label
             permutation is also written there the moment it finishes; running
@@ -121,9 +126,10 @@ class Experiment:
 
         # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
         with mne.utils.use_log_level("warning"), engine_session():
-            return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, output_dir=output_dir)
+            return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, positions=positions,
+                             output_dir=output_dir)
 
-    def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, output_dir) -> ExperimentResult:
+    def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
         cfg = self.config
         set_log_level(cfg.verbose)
         check_backend(cfg.execution)
@@ -134,7 +140,7 @@ class Experiment:
         started = time.perf_counter()
         X, y, sample_metadata, recordings = self._windows(X, y, sample_metadata)
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,
-                                sensor_types=cfg.sensor_types)
+                                sensor_types=cfg.sensor_types, positions=positions)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
 
