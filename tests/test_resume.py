@@ -9,6 +9,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 import neurofm.experiment
+import neurofm.progress
 from neurofm import Experiment
 from neurofm.configs import (
     ClassicalModelConfig,
@@ -140,6 +141,16 @@ def test_other_data_never_reads_these_records(data, tmp_path, count_work):
     count_work["folds"].clear()
     Experiment(_config(tmp_path / "cache")).run(X, y[::-1].copy(), sample_metadata=meta, **info, output_dir=out)
     assert len(count_work["folds"]) == 6
+
+
+def test_records_of_an_older_neurofm_that_computed_differently_are_not_resumed(data, tmp_path, count_work,
+                                                                                   monkeypatch):
+    out = tmp_path / "out"
+    _run(_config(tmp_path / "cache", n_permutations=0), data, output_dir=out)
+    _reset(count_work)
+    monkeypatch.setattr(neurofm.progress, "RECORD_SEMANTICS", neurofm.progress.RECORD_SEMANTICS + 1)
+    _run(_config(tmp_path / "cache", n_permutations=0), data, output_dir=out)
+    assert len(count_work["folds"]) == 6  # same config and data, but results now mean something else
 
 
 def test_a_damaged_record_is_reported_and_its_work_redone(data, tmp_path, count_work, caplog):

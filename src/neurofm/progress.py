@@ -41,6 +41,10 @@ __all__ = ["RecordingCall", "RunProgress", "data_fingerprint", "read_record", "r
 _FORMAT = 1
 _LOCK_NAME = ".neurofm.lock"
 
+# Bumped whenever neurofm starts computing different results from the same config and data (2: window
+# estimators see microvolts, not volts), so an output folder written before never resumes into them.
+RECORD_SEMANTICS = 2
+
 
 def data_fingerprint(X, y: np.ndarray, groups: np.ndarray | None, info: dict[str, Any]) -> str:
     """Hash of the windows' float32 bytes (read chunk by chunk), labels, groups and signal description."""
@@ -137,7 +141,8 @@ class RunProgress:
 
     def model_folder(self, decisive: dict[str, Any]) -> Path:
         """The folder of one model's records; ``decisive`` holds what decides its results (JSON-ready)."""
-        return self.directory / f"model-{stable_hash(jsonable(decisive))}"
+        keyed = {"semantics": RECORD_SEMANTICS, **jsonable(decisive)}
+        return self.directory / f"model-{stable_hash(keyed)}"
 
     @staticmethod
     def path(folder: Path, kind: str, index: int) -> Path:
