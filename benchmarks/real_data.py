@@ -44,7 +44,7 @@ def hand_written(name: str, sfreq: float):
     if name == "csp_lda":
         return make_pipeline(CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis())
     if name == "ts_lr":
-        return make_pipeline(Covariances(estimator="oas"), TangentSpace(metric="riemann"), StandardScaler(), lr)
+        return make_pipeline(Covariances(estimator="oas"), TangentSpace(metric="riemann"), lr)
     if name == "xdawn_ts_lr":
         return make_pipeline(XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
                              TangentSpace(metric="riemann"), StandardScaler(), lr)

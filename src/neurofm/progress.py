@@ -42,8 +42,9 @@ _FORMAT = 1
 _LOCK_NAME = ".neurofm.lock"
 
 # Bumped whenever neurofm starts computing different results from the same config and data (2: window
-# estimators see microvolts, not volts), so an output folder written before never resumes into them.
-RECORD_SEMANTICS = 2
+# estimators see microvolts, not volts; 3: ts_lr without standardising), so an output folder written
+# before never resumes into them.
+RECORD_SEMANTICS = 3
 
 
 def data_fingerprint(X, y: np.ndarray, groups: np.ndarray | None, info: dict[str, Any]) -> str:

@@ -202,8 +202,11 @@ def _ts_lr(sfreq: float, random_state: int | None):
     from pyriemann.estimation import Covariances
     from pyriemann.tangentspace import TangentSpace
 
+    # No standardising of the tangent vectors (MOABB's "Tangent Space LR" has none either): with hundreds
+    # of sensors it lifts thousands of noise features to the size of the informative ones. On simulated
+    # MEG it cost 0.10-0.28 balanced accuracy; on the muse and uci EEG sets it changed nothing beyond noise.
     return make_pipeline(
-        RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), StandardScaler(), _logistic(random_state)
+        RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), _logistic(random_state)
     )
 
 
@@ -228,7 +231,7 @@ NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
         "csp_lda", "MNE common spatial patterns (4 log-variance components, Ledoit-Wolf) + LDA; oscillatory tasks", _csp_lda
     ),
     "ts_lr": NamedEstimator(
-        "ts_lr", "pyriemann covariances (OAS) + Riemannian tangent space + logistic regression", _ts_lr
+        "ts_lr", "pyriemann covariances (OAS) + Riemannian tangent space + logistic regression (MOABB's TS+LR)", _ts_lr
     ),
     "xdawn_ts_lr": NamedEstimator(
         "xdawn_ts_lr", "pyriemann Xdawn-augmented covariances + tangent space + logistic regression; for ERPs", _xdawn_ts_lr
