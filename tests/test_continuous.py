@@ -189,3 +189,16 @@ def test_meg_eeg_recordings_decode_like_their_windows_and_sensor_types_apply(cac
     with caplog.at_level("WARNING", logger="neurofm"):
         windows_from_recordings([raws[0], moved], windows)
     assert "sensors move up to 5.0 mm" in caplog.text and "maxwell_filter" in caplog.text
+
+
+def test_a_recording_whose_windows_are_all_rejected_is_left_out_with_a_warning(small_dataset, caplog):
+    raws, codes = _eeg_recordings(small_dataset)
+    loud = raws[2].copy()
+    loud.apply_function(lambda x: x * 1e3, picks="eeg")  # every window far above the rejection threshold
+    windows = WindowConfig(tmax=1.0, event_id=codes, reject_peak_to_peak=1e-3)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        epochs = windows_from_recordings([raws[0], raws[1], loud], windows)
+    assert "Recording 2 gives no window" in caplog.text
+    assert sorted(set(epochs.metadata["recording"])) == [0, 1] and len(epochs) == 24
+    with pytest.raises(DataValidationError, match="No recording gives a window"):
+        windows_from_recordings([loud], windows)

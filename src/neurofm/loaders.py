@@ -213,8 +213,9 @@ def windows_from_recordings(
     parts = []
     for index, raw in enumerate(raws):
         epochs = windows_from_raw(raw, **cut_args)
-        if not len(epochs):
-            raise DataValidationError(f"Recording {index} gave no window with {cut_args}; check its events and length.")
+        if not len(epochs):  # e.g. every window rejected as an artefact: the other recordings still count
+            logger.warning("Recording %d gives no window with %s; it is left out.", index, cut_args)
+            continue
         if bads:
             epochs.info["bads"] = sorted(bads)
         epochs.reorder_channels(raws[0].ch_names)
@@ -229,6 +230,8 @@ def windows_from_recordings(
         with mne.utils.use_log_level("warning"):
             epochs.metadata = table.reset_index(drop=True)
         parts.append(epochs)
+    if not parts:
+        raise DataValidationError(f"No recording gives a window with {cut_args}; check the events and the lengths.")
     # Head positions were compared above; sensor positions follow the first recording.
     return _concat(parts, on_mismatch="ignore")
 
