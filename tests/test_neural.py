@@ -239,6 +239,8 @@ def test_qlora_quantises_linear_layers_and_trains_adapters_in_full_precision(key
     layers = [m for m in est.net_.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and len(layers) == est.get_model_card_info()["quantized_layers"]
     assert all(m.weight.dtype == torch.uint8 for m in layers)
+    # bitsandbytes' AVX-512 BF16 repacking crashes on widths not divisible by 32 (LaBraM's 200): kept off everywhere
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in layers)
     adapters = [p for n, p in est.net_.named_parameters() if p.requires_grad and "lora_" in n]
     assert adapters and all(p.dtype == torch.float32 for p in adapters)
     if key == "labram":  # its attention reads qkv.weight directly: that layer must stay unquantised

@@ -198,6 +198,11 @@ def quantize_linear_layers(
         )
         if linear.bias is not None:
             quantized.bias = torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+        # On CPUs with AVX-512 BF16, bitsandbytes 0.50 repacks a 4-bit weight for its own kernel at
+        # the first no-grad forward and asserts out_features % 32 == 0 there, so LaBraM's 200-wide
+        # layers crash at predict time. Its portable kernel takes every shape, on every CPU alike.
+        if hasattr(quantized, "support_avx512bf16_for_cpu"):
+            quantized.support_avx512bf16_for_cpu = False
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
         setattr(parent, child, quantized.to(device))  # moving the layer quantises its weight
