@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapt import plan_adaptation
 from ..cache import EmbeddingCache, hash_windows, stable_hash
 from ..data import SignalInfo, prepare_inputs
-from ..embed import embed_windows, resolve_device
+from ..embed import embed_windows, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import directory_weights_file, resolve_weights, weights_identity
@@ -201,6 +201,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         info = self._signal_info(source)
         self.plan_ = plan_adaptation(spec, info, source.shape[-1])
         self.device_ = resolve_device(self.device)
+        warn_slow_precision(self.device_, self.precision)
         self.weights_source_ = self._check_weights(spec)
         self.manifest_ = {
             "model_key": spec.key,

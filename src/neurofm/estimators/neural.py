@@ -33,7 +33,7 @@ from ..adapters import (
 )
 from ..configs import NeuralFineTuneConfig
 from ..data import prepare_inputs
-from ..embed import pool_tokens, resolve_device
+from ..embed import pool_tokens, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import resolve_weights
@@ -235,6 +235,7 @@ class NeuralFineTuner(BaseEstimator):
                               positions=self.sensor_positions).info
         self.plan_ = plan_adaptation(spec, info, X.shape[-1])
         self.device_ = resolve_device(cfg.device.device)
+        warn_slow_precision(self.device_, cfg.device.precision)
         n_outputs = self._check_outputs(cfg, y)
         if self.task == "classification":
             self.classes_, y_index = np.unique(y, return_inverse=True)
