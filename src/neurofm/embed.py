@@ -6,6 +6,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import warnings
+import weakref
 
 import numpy as np
 
@@ -23,6 +24,8 @@ __all__ = ["attention_kernels", "autocast", "cpu_has_fast_bf16", "cpu_streams", 
 
 # Most batches in flight at once on the CPU: each holds its own activations.
 MAX_CPU_STREAMS = 8
+# Modules that have run one forward pass: what they build on their first one is in place.
+_FORWARDED: weakref.WeakSet = weakref.WeakSet()
 _ALLOCATOR_TUNED = False
 _OPENBLAS = None  # threadpoolctl's handle on numpy's OpenBLAS, found once
 
@@ -231,6 +234,28 @@ def _intra_op_threads(n: int):
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def _flagged_for_dispatch(module):
+    """Flag a frozen module's parameters as requiring grad while it embeds under ``no_grad``.
+
+    No graph is built under ``no_grad``, but torch reads the flag to choose
+    kernels: autocast keeps its bf16 copy of a weight for the next batches
+    only when the weight requires grad (else every batch casts every weight
+    again), and ``torch.matmul`` folds a non-contiguous (B, N, K) activation
+    into one product only then (else it multiplies batch by batch with the
+    weight copied B times). CodeBrain in bf16 on 2 cores: 1.7x faster with
+    the flags on. They are put back as they were on exit.
+    """
+    flags = [(p, p.requires_grad) for p in module.parameters() if p.is_floating_point()]
+    for p, _ in flags:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def embed_windows(
     backbone: LoadedBackbone,
     plan: AdaptationPlan,
@@ -282,43 +307,53 @@ def embed_windows(
     if not starts:
         return np.zeros((0, 0), np.float32)
     pooled: dict[int, np.ndarray] = {}
-    progress_lock = threading.Lock()
+    lock = threading.Lock()
     failed = threading.Event()
 
-    def run(my_starts: list[int]) -> None:
-        # inference and autocast modes are per thread: each stream opens its own, once, so the
-        # bf16 copies of the weights are made once per stream rather than once per batch.
-        with torch.inference_mode(), autocast(device, precision):
-            for start in my_starts:
-                if failed.is_set():
+    def run(pending) -> None:
+        """Embed batches taken from ``pending`` until it runs out (several streams may share it)."""
+        # Grad and autocast modes are per thread: each stream opens its own, once, so the bf16
+        # copies of the weights are made once per stream (see _flagged_for_dispatch). no_grad,
+        # not inference_mode: under inference_mode those copies require no grad, and matmul
+        # stops folding (CodeBrain in bf16: 1.45x slower).
+        with torch.no_grad(), autocast(device, precision):
+            while not failed.is_set():
+                with lock:
+                    start = next(pending, None)
+                if start is None:
                     return
                 batch = torch.from_numpy(plan.apply(X[start : start + batch_size])).to(device)
                 tokens, cls = backbone.extract(module, batch, plan.target)
                 vectors = pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)
                 pooled[start] = vectors.cpu().numpy().astype(np.float32, copy=False)
                 if progress is not None:
-                    with progress_lock:
+                    with lock:
                         progress(len(batch))
 
-    streams, threads_each = cpu_streams(len(starts) - 1) if device == "cpu" else (1, 0)
+    streams, threads_each = cpu_streams(len(starts)) if device == "cpu" else (1, 0)
     spec = getattr(backbone, "spec", None)
-    with _numpy_blas_in_one_thread(), attention_kernels(spec, device):
+    with _numpy_blas_in_one_thread(), attention_kernels(spec, device), _flagged_for_dispatch(module):
         if device != "cpu":
-            run(starts)
+            run(iter(starts))
         else:
             from concurrent.futures import ThreadPoolExecutor
 
             # Warning filters are process-wide; whatever a stream's extractor does to them is undone here.
             with warnings.catch_warnings(), _intra_op_threads(threads_each):
-                # The first batch runs alone: some modules build state on their first forward
-                # (SignalJEPA's time encoding), and streams must not see it half-built.
-                run(starts[:1])
-                rest = starts[1:]
-                if streams == 1:
-                    run(rest)
+                rest = starts
+                if module not in _FORWARDED:
+                    # A module's first batch runs alone: some build state on their first forward
+                    # (SignalJEPA's time encoding), and streams must not see it half-built.
+                    run(iter(starts[:1]))
+                    _FORWARDED.add(module)
+                    rest = starts[1:]
+                pending = iter(rest)
+                streams = min(streams, len(rest))
+                if streams <= 1:
+                    run(pending)
                 else:
                     with ThreadPoolExecutor(streams) as pool:
-                        futures = [pool.submit(run, rest[i::streams]) for i in range(streams)]
+                        futures = [pool.submit(run, pending) for _ in range(streams)]
                         try:
                             for future in futures:
                                 future.result()

@@ -1,4 +1,4 @@
-"""CPU extraction in several streams: same embeddings, in order, as one stream; and the settings around it."""
+"""Extraction settings: CPU streams give the embeddings of one stream, in order; kernels, flags and warnings around them."""
 
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ def test_a_failing_batch_stops_the_streams_and_restores_the_threads(small_datase
     with pytest.raises(RuntimeError, match="batch three failed"):
         emb.transform(X[:12])
     assert torch.get_num_threads() == threads
+    assert not any(p.requires_grad for p in backbone.module.parameters())  # frozen again
     assert calls["n"] < 6 + 2  # the other stream stopped at its next batch instead of running to the end
 
 
@@ -134,3 +135,22 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_before_compute(fast, small_data
     slow = [w for w in caught if "slower than fp32" in str(w.message)]
     assert len(slow) == (0 if fast else 1)
     assert emb._backbone is None  # nothing was built or computed to find this out
+
+
+def test_a_frozen_backbone_embeds_with_grad_flags_on_and_comes_back_frozen(small_dataset, monkeypatch):
+    # torch reads requires_grad to choose kernels (autocast's weight cache, matmul folding) even under no_grad
+    X, _, _, info = small_dataset
+    emb = _embedder("codebrain", info, batch_size=4, precision="bf16").fit(X[:8])
+    module = emb.backbone_.module
+    assert not any(p.requires_grad for p in module.parameters())
+    seen = []
+    real_extract = emb.backbone_.extract
+
+    def watching(mod, x, signal):
+        seen.append((torch.is_grad_enabled(), all(p.requires_grad for p in mod.parameters())))
+        return real_extract(mod, x, signal)
+
+    monkeypatch.setattr(emb.backbone_, "extract", watching)
+    emb.transform(X[:8])
+    assert seen and all(flags == (False, True) for flags in seen)  # no graph, flags on
+    assert not any(p.requires_grad for p in module.parameters())
