@@ -1,31 +1,32 @@
 """Embedding extraction speed: a plain braindecode loop vs neurofm, and the hardware's limit.
 
-For each model, on the same windows (19 channels of the 10-20 system, 4 s at
-200 Hz, volts), side by side in one run:
+For each model and precision, on the same windows (19 channels of the 10-20
+system, 4 s at 200 Hz, volts), side by side in one run:
 
 (a) plain: the loop a user writes: ``model(x, return_features=True)`` under
-    ``torch.no_grad()``, batch 64, windows already scaled for the model;
-(b) neurofm: ``FoundationEmbedder(...).transform(X)`` from windows in volts, with
-    its input adaptation and pooling included, cache off.
-
-Each measurement runs in its own process (so nothing one variant sets, such as
-allocator thresholds, helps the other); variants alternate for ``--rounds``
-rounds and the median is reported, because this machine's speed drifts by 20 %
-from minute to minute.
+    ``torch.no_grad()`` (and ``torch.autocast`` for bf16), batch 64, windows
+    already scaled for the model;
+(b) neurofm: ``FoundationEmbedder(...).transform(X)`` from windows in volts,
+    with its input adaptation and pooling included, cache off.
 
 The limit is the model's FLOPs per window (counted with
-``torch.utils.flop_counter`` on one forward) divided by the fp32 matrix-multiply
-rate measured here (best of square products of 1024 to 4096, measured again
-in every round because it drifts too). A model cannot beat it. Two things keep
-a model below it: its own matrix products run slower than large square ones
-(skinny shapes), and the time spent in everything else; the last column (the
-share of time in matrix products, from the torch profiler) separates them.
+``torch.utils.flop_counter`` on one forward) divided by the rate at which this
+machine multiplies matrices (best square product of 1024 to 4096). Both the
+fp32 rate and, where the precision runs, the bf16 rate are measured: a bf16
+row is reported against the fp32 limit and against its own.
+
+Every variant lives in its own process (so nothing one sets, such as allocator
+thresholds or thread counts, helps another), started once; the processes take
+turns for ``--rounds`` rounds of ``--seconds`` each, with the matrix-multiply
+rate measured between them, and each figure is the median over rounds of
+what was measured within one round (this machine's speed drifts by 20 % or
+more from minute to minute, so only figures taken side by side compare).
 
 Usage::
 
-    python benchmarks/extract_speed.py                    # labram, cbramod, codebrain
-    python benchmarks/extract_speed.py --models cbramod --batch-sizes 16 32 64 --rounds 5
-    python benchmarks/extract_speed.py --device cuda --precision bf16 --batch-sizes 256
+    python benchmarks/extract_speed.py                    # labram, cbramod, codebrain; fp32 (+ bf16 on AMX CPUs)
+    python benchmarks/extract_speed.py --models cbramod --batch-sizes 32 64 --rounds 7
+    python benchmarks/extract_speed.py --device cuda --precisions bf16 --batch-sizes 256
 """
 
 from __future__ import annotations
@@ -68,8 +69,15 @@ def _plain_model(key: str):
     return model.eval(), forward_kwargs
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def matmul_peak(device: str, precision: str) -> float:
-    """Best GFLOP/s of square matrix products on this device."""
+    """Best GFLOP/s of square matrix products on this device at this precision."""
     import torch
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
@@ -79,7 +87,7 @@ def matmul_peak(device: str, precision: str) -> float:
         b = torch.randn(n, n, device=device, dtype=dtype)
         a @ b
         reps = 3 if device == "cpu" else 50
-        for _ in range(3):
+        for _ in range(2):
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(reps):
@@ -87,13 +95,6 @@ def matmul_peak(device: str, precision: str) -> float:
             _sync(device)
             best = max(best, reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def gflop_per_window(key: str) -> float:
@@ -108,7 +109,6 @@ def gflop_per_window(key: str) -> float:
 
 
 def _rate(step, n_per_step: int, seconds: float, device: str) -> float:
-    step()  # warm-up: first-call allocations and kernel choices
     _sync(device)
     done, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -118,112 +118,188 @@ def _rate(step, n_per_step: int, seconds: float, device: str) -> float:
     return done / (time.perf_counter() - t0)
 
 
-def measure(variant: str, key: str, batch: int, seconds: float, device: str, precision: str) -> float:
-    """Windows per second of one variant (runs in a child process)."""
-    import contextlib
-
+def _variant_step(variant: str, key: str, batch: int, device: str, precision: str):
+    """The function one measurement repeats: embed all N_WINDOWS windows once."""
     import torch
 
+    from neurofm.embed import autocast
+
     X = _windows(N_WINDOWS)
-    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
     if variant == "plain":
         model, forward_kwargs = _plain_model(key)
         model = model.to(device)
         scaled = torch.from_numpy(X * 1e4)  # volts -> the models' 100 µV units
 
         def step():
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(device, precision):
                 for start in range(0, N_WINDOWS, batch):
                     model(scaled[start : start + batch].to(device), **forward_kwargs)
 
-        return _rate(step, N_WINDOWS, seconds, device)
+        return step
     from neurofm.estimators.frozen import FoundationEmbedder
 
     embedder = FoundationEmbedder(key, weights="random", sfreq=SFREQ, ch_names=CHANNELS, cache_embeddings=False,
                                   batch_size=batch, device=device, precision=precision, verbose=False).fit(X)
-    return _rate(lambda: embedder.transform(X), N_WINDOWS, seconds, device)
+    return lambda: embedder.transform(X)
 
 
 _MATMUL_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
                "aten::_scaled_dot_product_flash_attention_for_cpu"}
 
 
-def matmul_share(key: str, batch: int, device: str, precision: str) -> float:
-    """Share of neurofm's extraction time spent in matrix products and convolutions (torch profiler)."""
+def matmul_share(step) -> float:
+    """Share of one pass's operator time spent in matrix products and convolutions (torch profiler).
+
+    The pass runs in one stream: the profiler records the operators of the
+    thread that starts it, and the streams' operators are the same ones.
+    """
+    import os
+
     from torch.profiler import profile
 
-    from neurofm.estimators.frozen import FoundationEmbedder
-
-    X = _windows(batch * 2)
-    embedder = FoundationEmbedder(key, weights="random", sfreq=SFREQ, ch_names=CHANNELS, cache_embeddings=False,
-                                  batch_size=batch, device=device, precision=precision, verbose=False).fit(X)
-    embedder.transform(X)
-    with profile() as prof:
-        embedder.transform(X)
+    before = os.environ.get("NEUROFM_CPU_STREAMS")
+    os.environ["NEUROFM_CPU_STREAMS"] = "1"
+    try:
+        with profile() as prof:
+            step()
+    finally:
+        if before is None:
+            del os.environ["NEUROFM_CPU_STREAMS"]
+        else:
+            os.environ["NEUROFM_CPU_STREAMS"] = before
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     return sum(e.self_cpu_time_total for e in events if e.key in _MATMUL_OPS) / total
 
 
-def _child(args, *command) -> float:
-    out = subprocess.run([sys.executable, __file__, "--child", *map(str, command), "--device", args.device,
-                          "--precision", args.precision], capture_output=True, text=True, check=True)
+def serve(args) -> None:
+    """Child process: build one variant, then answer ``run SECONDS`` / ``share`` / ``quit`` on stdin."""
+    kind, key, batch = args.serve
+    if kind == "peak":
+        def answer(command: list[str]) -> float:
+            return matmul_peak(args.device, args.precision)
+    else:
+        step = _variant_step(kind, key, int(batch), args.device, args.precision)
+        step()  # warm-up: first-call allocations and kernel choices
+
+        def answer(command: list[str]) -> float:
+            if command[0] == "share":
+                return matmul_share(step)
+            return _rate(step, N_WINDOWS, float(command[1]), args.device)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "quit":
+            return
+        print(json.dumps(answer(command)), flush=True)
+
+
+class _Child:
+    """One variant in its own process, answering one command at a time."""
+
+    def __init__(self, args, kind: str, key: str, batch: int, precision: str):
+        command = [sys.executable, __file__, "--serve", kind, key, str(batch), "--device", args.device,
+                   "--precision", precision]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._read() != "ready":
+            raise RuntimeError(f"{kind} {key} did not start")
+
+    def _read(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a benchmark process ended early (exit {self.process.wait()})")
+        return line.strip()
+
+    def ask(self, *command) -> float:
+        self.process.stdin.write(" ".join(map(str, command)) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self._read())
+
+    def close(self) -> None:
+        self.process.stdin.write("quit\n")
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def _one_shot(args, *command) -> float:
+    out = subprocess.run([sys.executable, __file__, "--once", *map(str, command)], capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["labram", "cbramod", "codebrain"])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
+                        help="default: fp32, plus bf16 where this device multiplies bf16 natively")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=None,
                         help="neurofm batch sizes to compare (default: the config default)")
     parser.add_argument("--plain-batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--child", nargs=4, metavar=("VARIANT", "MODEL", "BATCH", "SECONDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=3, metavar=("KIND", "MODEL", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--once", nargs=1, metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        variant, key, batch, seconds = args.child
-        if variant == "peak":
-            print(json.dumps(matmul_peak(args.device, args.precision)))
-        elif variant == "flops":
-            print(json.dumps(gflop_per_window(key)))
-        elif variant == "share":
-            print(json.dumps(matmul_share(key, int(batch), args.device, args.precision)))
-        else:
-            print(json.dumps(measure(variant, key, int(batch), float(seconds), args.device, args.precision)))
+    if args.serve:
+        serve(args)
+        return
+    if args.once:
+        print(json.dumps(gflop_per_window(args.once[0])))
         return
 
     from neurofm.configs import FoundationEmbeddingModelConfig
+    from neurofm.embed import cpu_has_fast_bf16
 
+    if args.precisions is None:
+        args.precisions = ["fp32"] + (["bf16"] if args.device.startswith("cuda") or cpu_has_fast_bf16() else [])
     batches = args.batch_sizes or [FoundationEmbeddingModelConfig.model_fields["batch_size"].default]
-    peaks: list[float] = []
-    header = (f"{'model':<10} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "
-              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % limit':>11} {'(b) % limit':>11} {'matmul time':>11}")
+    peak_children = {p: _Child(args, "peak", "-", 0, p) for p in {"fp32", *args.precisions}}
+    peaks: dict[str, list[float]] = {p: [] for p in peak_children}
+    header = (f"{'model':<10} {'prec':<5} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "
+              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % lim':>9} {'(b) % lim':>9} {'(b) % own':>9} {'matmul':>6}")
     print(header)
-    print("-" * len(header))
+    print("-" * len(header), flush=True)
     for key in args.models:
-        gflop = _child(args, "flops", key, 0, 0)
-        plain, ours, model_peaks = [], {b: [] for b in batches}, []
-        for _ in range(args.rounds):
-            model_peaks.append(_child(args, "peak", "-", 0, 0))  # the limit drifts with the machine: measured each round
-            plain.append(_child(args, "plain", key, args.plain_batch, args.seconds))
+        gflop = _one_shot(args, key)
+        for precision in args.precisions:
+            children = {("plain", args.plain_batch): _Child(args, "plain", key, args.plain_batch, precision)}
+            children |= {("neurofm", b): _Child(args, "neurofm", key, b, precision) for b in batches}
+            rounds: list[dict] = []
+            for _ in range(args.rounds):
+                measured = {name: child.ask("run", args.seconds) for name, child in children.items()}
+                for p, child in peak_children.items():  # the limit drifts with the machine: measured every round
+                    measured[("peak", p)] = child.ask("run", 0)
+                    peaks[p].append(measured[("peak", p)])
+                rounds.append(measured)
+            plain = [r[("plain", args.plain_batch)] for r in rounds]
             for b in batches:
-                ours[b].append(_child(args, "neurofm", key, b, args.seconds))
-        peaks += model_peaks
-        limit = statistics.median(model_peaks) / gflop
-        a = statistics.median(plain)
-        for b in batches:
-            rate = statistics.median(ours[b])
-            share = _child(args, "share", key, b, 0)
-            print(f"{key:<10} {gflop:>9.3f} {limit:>11.1f} {a:>10.1f} {rate:>12.1f} {b:>5} {rate / a:>7.2f} "
-                  f"{100 * a / limit:>10.0f}% {100 * rate / limit:>10.0f}% {100 * share:>10.0f}%", flush=True)
-    print(f"\nmatrix multiply, {args.precision} on {args.device}: median {statistics.median(peaks):.1f} GFLOP/s "
-          f"(range {min(peaks):.1f}-{max(peaks):.1f}; best square product of each round)")
-    print("matmul time: share of (b)'s time in matrix products and convolutions (torch profiler, one pass)")
-    print(f"medians of {args.rounds} alternating rounds of {args.seconds:.0f} s, {N_WINDOWS} windows "
+                ours = [r[("neurofm", b)] for r in rounds]
+
+                def share_of_limit(rates, p):
+                    return statistics.median(rate * gflop / r[("peak", p)] for rate, r in zip(rates, rounds))
+
+                limit = statistics.median(r[("peak", "fp32")] for r in rounds) / gflop
+                share = children[("neurofm", b)].ask("share")
+                own = f"{100 * share_of_limit(ours, precision):>8.0f}%" if precision != "fp32" else f"{'':>9}"
+                print(f"{key:<10} {precision:<5} {gflop:>9.3f} {limit:>11.1f} {statistics.median(plain):>10.1f} "
+                      f"{statistics.median(ours):>12.1f} {b:>5} "
+                      f"{statistics.median(o / a for o, a in zip(ours, plain)):>7.2f} "
+                      f"{100 * share_of_limit(plain, 'fp32'):>8.0f}% {100 * share_of_limit(ours, 'fp32'):>8.0f}% "
+                      f"{own} {100 * share:>5.0f}%", flush=True)
+            for child in children.values():
+                child.close()
+    for child in peak_children.values():
+        child.close()
+    print()
+    for p, values in peaks.items():
+        print(f"matrix multiply, {p} on {args.device}: median {statistics.median(values):.1f} GFLOP/s "
+              f"(range {min(values):.1f}-{max(values):.1f}; best square product of each round)")
+    print("limit win/s: fp32 rate / GFLOP per window; % lim: share of the fp32 limit (median over rounds of the share "
+          "within each round); % own: share of the limit at the row's own precision; matmul: share of (b)'s operator "
+          "time in matrix products and convolutions (torch profiler, one pass in one stream)")
+    print(f"medians of {args.rounds} rounds of {args.seconds:.0f} s per variant, {N_WINDOWS} windows "
           f"(19 ch, 4 s, 200 Hz), random weights, plain batch {args.plain_batch}")
 
 
