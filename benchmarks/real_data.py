@@ -111,25 +111,35 @@ def run_task(name: str, epochs, args) -> None:
     print(f"hand-written baselines on the same folds: largest per-fold difference {worst:.2e}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--permutations", type=int, default=50)
-    parser.add_argument("--cache-dir", default="~/.cache/neurofm")
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
+def load_tasks(data: Path):
+    """The two tasks, as (name, mne.Epochs) pairs, from a folder laid out like ../shared/data."""
     import mne
 
     from neurofm.configs import PreprocessingConfig
     from neurofm.loaders import load_muse_csv, load_uci_smni
 
     mne.set_log_level("ERROR")
-    data = Path(args.data)
     muse = load_muse_csv(data / "muse-n170", tmin=0.0, tmax=1.0, reject_peak_to_peak=200e-6,
                          preprocessing=PreprocessingConfig(l_freq=1.0, h_freq=30.0))
-    run_task("muse-n170 face vs house", muse, args)
     smni = load_uci_smni(data / "uci-eeg-smni", preprocessing=PreprocessingConfig(l_freq=1.0, h_freq=40.0))
-    run_task("uci-eeg-smni stimulus condition", smni, args)
+    return [("muse-n170 face vs house", muse), ("uci-eeg-smni stimulus condition", smni)]
+
+
+def task_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments every script over these tasks takes: where the data and the cache are."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--cache-dir", default="~/.cache/neurofm")
+    return parser
+
+
+def main() -> None:
+    parser = task_parser(__doc__)
+    parser.add_argument("--permutations", type=int, default=50)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    for name, epochs in load_tasks(Path(args.data)):
+        run_task(name, epochs, args)
 
 
 if __name__ == "__main__":
