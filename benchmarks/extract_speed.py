@@ -10,10 +10,16 @@ system, 4 s at 200 Hz, volts), side by side in one run:
     with its input adaptation and pooling included, cache off.
 
 The limit is the model's FLOPs per window (counted with
-``torch.utils.flop_counter`` on one forward) divided by the rate at which this
+``torch.utils.flop_counter`` on one forward, with attention run as plain
+products so that every one is counted) divided by the rate at which this
 machine multiplies matrices (best square product of 1024 to 4096). Both the
 fp32 rate and, where the precision runs, the bf16 rate are measured: a bf16
 row is reported against the fp32 limit and against its own.
+
+The ceiling column replays the model's own matrix products and convolutions
+alone, at their shapes: the share of the limit that (b) would reach if every
+other operator took no time. Where it is below a goal, no tuning of the rest
+reaches that goal; only faster products at those shapes would.
 
 Every variant lives in its own process (so nothing one sets, such as allocator
 thresholds or thread counts, helps another), started once; the processes take
@@ -32,6 +38,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import statistics
 import subprocess
@@ -97,15 +105,103 @@ def matmul_peak(device: str, precision: str) -> float:
     return best
 
 
+@contextlib.contextmanager
+def _every_product_visible():
+    """Run attention as plain aten products, so the FLOP counter (and the recorder below) see each one.
+
+    PyTorch's fused multi-head attention (its "fast path", taken under
+    ``no_grad``) and the CPU flash kernel are single operators the FLOP
+    counter has no formula for: CBraMod's attention projections and scores,
+    a fifth of its FLOPs, were counted as zero (0.60 instead of 0.75 GFLOP
+    per window), which made its limit look higher than it is.
+    """
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 def gflop_per_window(key: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     model, forward_kwargs = _plain_model(key)
     x = torch.from_numpy(_windows(1) * 1e4)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), _every_product_visible(), FlopCounterMode(display=False) as counter:
         model(x, **forward_kwargs)
     return counter.get_total_flops() / 1e9
+
+
+def _products_step(key: str, batch: int, device: str, precision: str):
+    """The model's own matrix products and convolutions, replayed alone: what a pass would cost if nothing else did.
+
+    One forward of a ``batch`` is recorded below autocast (so bf16 products are
+    recorded as bf16); each product is replayed on fresh tensors of the same
+    shapes, strides and dtypes, in the streams neurofm's extraction uses. The
+    rate of this step is the ceiling of any tuning that leaves the products'
+    kernels as they are.
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from neurofm.embed import _intra_op_threads, autocast, cpu_streams
+
+    aten = torch.ops.aten
+    products = {aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default,
+                aten.convolution.default}
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in products:
+                self.calls.append((func, [(a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a
+                                          for a in args], kwargs))
+            return func(*args, **kwargs)
+
+    model, forward_kwargs = _plain_model(key)
+    model = model.to(device)
+    x = torch.from_numpy(_windows(batch) * 1e4).to(device)
+    with torch.no_grad(), autocast(device, precision), _every_product_visible(), Recorder() as recorder:
+        model(x, **forward_kwargs)
+
+    def fresh(arg):
+        if isinstance(arg, tuple) and len(arg) == 3 and isinstance(arg[0], torch.Size):
+            return torch.empty_strided(arg[0], arg[1], dtype=arg[2], device=device).normal_()
+        return arg
+
+    replay = [(func, [fresh(a) for a in args], kwargs) for func, args, kwargs in recorder.calls]
+    n_batches = -(-N_WINDOWS // batch)
+    streams, threads_each = cpu_streams(n_batches) if device == "cpu" else (1, 0)
+
+    def one_stream(n: int) -> None:
+        with torch.no_grad():
+            for _ in range(n):
+                for func, args, kwargs in replay:
+                    func(*args, **kwargs)
+
+    def step():
+        from concurrent.futures import ThreadPoolExecutor
+
+        shares = [n_batches // streams + (i < n_batches % streams) for i in range(streams)]
+        if device != "cpu":
+            one_stream(n_batches)
+            return
+        with _intra_op_threads(threads_each), ThreadPoolExecutor(streams) as pool:
+            list(pool.map(one_stream, shares))
+
+    step.windows = n_batches * batch  # whole batches only: the replay has no short last batch
+
+    return step
 
 
 def _rate(step, n_per_step: int, seconds: float, device: str) -> float:
@@ -179,13 +275,14 @@ def serve(args) -> None:
         def answer(command: list[str]) -> float:
             return matmul_peak(args.device, args.precision)
     else:
-        step = _variant_step(kind, key, int(batch), args.device, args.precision)
+        make = _products_step if kind == "products" else functools.partial(_variant_step, kind)
+        step = make(key, int(batch), args.device, args.precision)
         step()  # warm-up: first-call allocations and kernel choices
 
         def answer(command: list[str]) -> float:
             if command[0] == "share":
                 return matmul_share(step)
-            return _rate(step, N_WINDOWS, float(command[1]), args.device)
+            return _rate(step, getattr(step, "windows", N_WINDOWS), float(command[1]), args.device)
     print("ready", flush=True)
     for line in sys.stdin:
         command = line.split()
@@ -258,14 +355,15 @@ def main() -> None:
     peak_children = {p: _Child(args, "peak", "-", 0, p) for p in {"fp32", *args.precisions}}
     peaks: dict[str, list[float]] = {p: [] for p in peak_children}
     header = (f"{'model':<10} {'prec':<5} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "
-              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % lim':>9} {'(b) % lim':>9} {'(b) % own':>9} {'matmul':>6}")
+              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % lim':>9} {'(b) % lim':>9} {'(b) % own':>9} {'matmul':>6} {'ceiling':>7}")
     print(header)
     print("-" * len(header), flush=True)
     for key in args.models:
         gflop = _one_shot(args, key)
         for precision in args.precisions:
             children = {("plain", args.plain_batch): _Child(args, "plain", key, args.plain_batch, precision)}
-            children |= {("neurofm", b): _Child(args, "neurofm", key, b, precision) for b in batches}
+            children |= {(kind, b): _Child(args, kind, key, b, precision) for b in batches
+                         for kind in ("neurofm", "products")}
             rounds: list[dict] = []
             for _ in range(args.rounds):
                 measured = {name: child.ask("run", args.seconds) for name, child in children.items()}
@@ -283,11 +381,12 @@ def main() -> None:
                 limit = statistics.median(r[("peak", "fp32")] for r in rounds) / gflop
                 share = children[("neurofm", b)].ask("share")
                 own = f"{100 * share_of_limit(ours, precision):>8.0f}%" if precision != "fp32" else f"{'':>9}"
+                ceiling = share_of_limit([r[("products", b)] for r in rounds], precision)
                 print(f"{key:<10} {precision:<5} {gflop:>9.3f} {limit:>11.1f} {statistics.median(plain):>10.1f} "
                       f"{statistics.median(ours):>12.1f} {b:>5} "
                       f"{statistics.median(o / a for o, a in zip(ours, plain)):>7.2f} "
                       f"{100 * share_of_limit(plain, 'fp32'):>8.0f}% {100 * share_of_limit(ours, 'fp32'):>8.0f}% "
-                      f"{own} {100 * share:>5.0f}%", flush=True)
+                      f"{own} {100 * share:>5.0f}% {100 * ceiling:>6.0f}%", flush=True)
             for child in children.values():
                 child.close()
     for child in peak_children.values():
@@ -298,7 +397,9 @@ def main() -> None:
               f"(range {min(values):.1f}-{max(values):.1f}; best square product of each round)")
     print("limit win/s: fp32 rate / GFLOP per window; % lim: share of the fp32 limit (median over rounds of the share "
           "within each round); % own: share of the limit at the row's own precision; matmul: share of (b)'s operator "
-          "time in matrix products and convolutions (torch profiler, one pass in one stream)")
+          "time in matrix products and convolutions (torch profiler, one pass in one stream); ceiling: the share of the "
+          "limit at the row's own precision reached by the model's own matrix products and convolutions replayed "
+          "alone at their shapes, in (b)'s streams (what (b) would reach if nothing else took time)")
     print(f"medians of {args.rounds} rounds of {args.seconds:.0f} s per variant, {N_WINDOWS} windows "
           f"(19 ch, 4 s, 200 Hz), random weights, plain batch {args.plain_batch}")
 
