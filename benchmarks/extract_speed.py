@@ -330,7 +330,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
                         help="default: fp32, plus bf16 where this device multiplies bf16 natively")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=None,
-                        help="neurofm batch sizes to compare (default: the config default)")
+                        help="neurofm batch sizes to compare (default: what batch_size='auto' gives this device)")
     parser.add_argument("--plain-batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -347,11 +347,12 @@ def main() -> None:
         return
 
     from neurofm.configs import FoundationEmbeddingModelConfig
-    from neurofm.embed import cpu_has_fast_bf16
+    from neurofm.embed import cpu_has_fast_bf16, resolve_batch_size
 
     if args.precisions is None:
         args.precisions = ["fp32"] + (["bf16"] if args.device.startswith("cuda") or cpu_has_fast_bf16() else [])
-    batches = args.batch_sizes or [FoundationEmbeddingModelConfig.model_fields["batch_size"].default]
+    batches = args.batch_sizes or [resolve_batch_size(FoundationEmbeddingModelConfig.model_fields["batch_size"].default,
+                                                      args.device)]
     peak_children = {p: _Child(args, "peak", "-", 0, p) for p in {"fp32", *args.precisions}}
     peaks: dict[str, list[float]] = {p: [] for p in peak_children}
     header = (f"{'model':<10} {'prec':<5} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "

@@ -154,3 +154,37 @@ def test_a_frozen_backbone_embeds_with_grad_flags_on_and_comes_back_frozen(small
     emb.transform(X[:8])
     assert seen and all(flags == (False, True) for flags in seen)  # no graph, flags on
     assert not any(p.requires_grad for p in module.parameters())
+
+
+def test_auto_batch_size_is_32_on_the_cpu_and_64_elsewhere_and_bad_sizes_are_refused():
+    assert embed.resolve_batch_size("auto", "cpu") == 32
+    assert embed.resolve_batch_size("auto", "cuda:1") == 64
+    assert embed.resolve_batch_size(np.int64(7), "cpu") == 7
+    for bad in (0, -3, 2.5, "big", True, None):
+        with pytest.raises(ConfigError, match="batch_size"):
+            embed.resolve_batch_size(bad, "cpu")
+
+
+def test_auto_batch_size_embeds_as_an_explicit_one_and_a_bad_one_fails_before_compute(small_dataset, monkeypatch):
+    from pydantic import ValidationError
+
+    from neurofm.configs import FoundationEmbeddingModelConfig
+
+    X, _, _, info = small_dataset
+    X = X[:40]  # more windows than one automatic batch
+    auto = _embedder("cbramod", info).fit(X)
+    assert auto.batch_size == "auto" and auto.batch_size_ == 32
+    np.testing.assert_allclose(auto.transform(X), _embedder("cbramod", info, batch_size=40).fit(X).transform(X),
+                               rtol=1e-4, atol=1e-5)
+
+    forwards = []
+    monkeypatch.setattr("neurofm.estimators.frozen.embed_windows", lambda *a, **k: forwards.append(a))
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        _embedder("cbramod", info, batch_size=0).fit(X).transform(X)
+    assert forwards == []
+
+    assert FoundationEmbeddingModelConfig(model_key="cbramod").batch_size == "auto"
+    assert FoundationEmbeddingModelConfig(model_key="cbramod", batch_size=16).batch_size == 16
+    for bad in (0, "big"):
+        with pytest.raises(ValidationError, match="batch_size"):
+            FoundationEmbeddingModelConfig(model_key="cbramod", batch_size=bad)

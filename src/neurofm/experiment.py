@@ -360,9 +360,9 @@ class Experiment:
         """Embed contiguous ranges of windows on the workers; each writes its own cache packs."""
         execution = self._execution
         source = as_window_source(X)
-        n_shards = min(execution.extraction_shards or execution.n_jobs, max(1, -(-len(source) // embedder.batch_size)))
+        n_shards = min(execution.extraction_shards or execution.n_jobs, max(1, -(-len(source) // embedder.batch_size_)))
         per_shard = -(-len(source) // n_shards)
-        per_shard = -(-per_shard // embedder.batch_size) * embedder.batch_size  # whole batches per shard
+        per_shard = -(-per_shard // embedder.batch_size_) * embedder.batch_size_  # whole batches per shard
         bounds = [(start, min(start + per_shard, len(source))) for start in range(0, len(source), per_shard)]
         worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; __getstate__ drops the backbone
         worker.verbose = False
