@@ -31,9 +31,10 @@ import numpy as np
 def embeddings(epochs, key: str, precision: str, cache_dir: str) -> np.ndarray:
     from neurofm.estimators.frozen import FoundationEmbedder
 
+    X = epochs.get_data()
     embedder = FoundationEmbedder(key, weights="random", sfreq=epochs.info["sfreq"], ch_names=epochs.ch_names,
                                   precision=precision, cache_dir=cache_dir, verbose=False)
-    return embedder.fit(epochs.get_data()).transform(epochs.get_data())
+    return embedder.fit(X).transform(X)
 
 
 def run_task(name: str, epochs, args) -> None:

@@ -192,10 +192,10 @@ def _products_step(key: str, batch: int, device: str, precision: str):
     def step():
         from concurrent.futures import ThreadPoolExecutor
 
-        shares = [n_batches // streams + (i < n_batches % streams) for i in range(streams)]
         if device != "cpu":
             one_stream(n_batches)
             return
+        shares = [n_batches // streams + (i < n_batches % streams) for i in range(streams)]
         with _intra_op_threads(threads_each), ThreadPoolExecutor(streams) as pool:
             list(pool.map(one_stream, shares))
 
@@ -250,19 +250,12 @@ def matmul_share(step) -> float:
     thread that starts it, and the streams' operators are the same ones.
     """
     import os
+    from unittest import mock
 
     from torch.profiler import profile
 
-    before = os.environ.get("NEUROFM_CPU_STREAMS")
-    os.environ["NEUROFM_CPU_STREAMS"] = "1"
-    try:
-        with profile() as prof:
-            step()
-    finally:
-        if before is None:
-            del os.environ["NEUROFM_CPU_STREAMS"]
-        else:
-            os.environ["NEUROFM_CPU_STREAMS"] = before
+    with mock.patch.dict(os.environ, {"NEUROFM_CPU_STREAMS": "1"}), profile() as prof:
+        step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     return sum(e.self_cpu_time_total for e in events if e.key in _MATMUL_OPS) / total

@@ -27,8 +27,8 @@ MAX_CPU_STREAMS = 8
 # batch_size="auto": on the CPU, 32 windows per stream beat 64 for LaBraM, CBraMod and CodeBrain in
 # fp32 and bf16 alike (benchmarks/extract_speed.py, 1.04 to 1.36x the plain loop against 0.91 to
 # 1.27x); elsewhere the earlier default stands, unmeasured here.
-AUTO_BATCH_SIZE = {"cpu": 32}
-AUTO_BATCH_SIZE_ELSEWHERE = 64
+CPU_AUTO_BATCH_SIZE = 32
+GPU_AUTO_BATCH_SIZE = 64
 # Modules that have run one forward pass: what they build on their first one is in place.
 _FORWARDED: weakref.WeakSet = weakref.WeakSet()
 _ALLOCATOR_TUNED = False
@@ -213,7 +213,7 @@ def resolve_batch_size(batch_size: int | str, device: str) -> int:
 
     ``"auto"`` follows scikit-learn's ``MLPClassifier(batch_size="auto")``:
     32 windows on the CPU, where smaller batches keep each stream's
-    activations in cache (:data:`AUTO_BATCH_SIZE`), and 64 on other devices.
+    activations in cache (:data:`CPU_AUTO_BATCH_SIZE`), and 64 on other devices.
     Embeddings do not depend on the batch size beyond float rounding, and
     the embedding cache does not key on it.
 
@@ -234,10 +234,10 @@ def resolve_batch_size(batch_size: int | str, device: str) -> int:
         When ``batch_size`` is neither a whole number of at least 1 nor ``"auto"``.
     """
     if isinstance(batch_size, str) and batch_size == "auto":
-        return AUTO_BATCH_SIZE.get(device.split(":")[0], AUTO_BATCH_SIZE_ELSEWHERE)
+        return CPU_AUTO_BATCH_SIZE if device == "cpu" else GPU_AUTO_BATCH_SIZE
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1, or 'auto' "
-                          f"({AUTO_BATCH_SIZE['cpu']} on the CPU, {AUTO_BATCH_SIZE_ELSEWHERE} on a GPU).")
+                          f"({CPU_AUTO_BATCH_SIZE} on the CPU, {GPU_AUTO_BATCH_SIZE} on a GPU).")
     return int(batch_size)
 
 

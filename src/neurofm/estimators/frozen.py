@@ -176,7 +176,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         spec = get_model_spec(self.model_key)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"precision={self.precision!r} is not one of 'fp32', 'bf16', 'fp16'.")
-        resolve_batch_size(self.batch_size, "cpu")
+        resolve_batch_size(self.batch_size, "cpu")  # only checks the setting; fit resolves it for the device
         if self.pooling not in spec.poolings:
             raise ConfigError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}.")
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
