@@ -52,6 +52,7 @@ class _PreparedModel:
     estimator: Any  # unfitted estimator (head or window estimator)
     embedder: Any = None  # FoundationEmbedder for frozen backbones
     artifacts: list[tuple[int, str, str, Any]] = field(default_factory=list)
+    weights: dict[str, Any] | None = None  # identity of the loaded weights (content, not path); None: no weights
 
 
 class Experiment:
@@ -204,9 +205,17 @@ class Experiment:
     def _decisive(self, model: _PreparedModel, data_hash: str) -> dict[str, Any]:
         """What decides a model's fold and permutation results (not where or how fast they run)."""
         cfg = self.config
-        return {"name": model.name, "model": model.config.model_dump(mode="json"), "task": cfg.task,
-                "metrics": list(cfg.resolved_metrics), "cv": cfg.cv.model_dump(mode="json"),
-                "random_state": cfg.random_state, "data": data_hash}
+        # pragma: no mutate start - mutation testing: a key renamed or another dump mode renames every folder alike,
+        # in every run, so it cannot change what is resumed (tests/mutation.py)
+        decisive = {"name": model.name, "model": model.config.model_dump(mode="json"), "task": cfg.task,
+                    "metrics": list(cfg.resolved_metrics), "cv": cfg.cv.model_dump(mode="json"),
+                    "random_state": cfg.random_state, "data": data_hash}
+        # pragma: no mutate end
+        # The config names the weights by path or hub id, which new bytes can take over; their content decides.
+        # Models without weights keep the key (and the records) they had.
+        if model.weights is not None:
+            decisive["weights"] = model.weights
+        return decisive
 
     def _record_path(self, model_name: str, kind: str, index: int) -> Path | None:
         return None if self._records is None else RunProgress.path(self._records[model_name], kind, index)
@@ -329,7 +338,7 @@ class Experiment:
             head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
             embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
             embedder.check_input(inputs.X.shape)  # adaptation plan and weights resolved before any compute
-            return _PreparedModel(name, model_cfg, head, embedder=embedder)
+            return _PreparedModel(name, model_cfg, head, embedder=embedder, weights=embedder.identify_weights())
         if isinstance(model_cfg, NeuralFineTuneConfig):
             from .estimators.neural import NeuralFineTuner
 
@@ -337,7 +346,7 @@ class Experiment:
                 config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
             )
             tuner.check_input(inputs.X.shape, inputs.y)
-            return _PreparedModel(name, model_cfg, tuner)
+            return _PreparedModel(name, model_cfg, tuner, weights=tuner.identify_weights())
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:

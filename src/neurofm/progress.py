@@ -43,7 +43,8 @@ _LOCK_NAME = ".neurofm.lock"
 
 # Bumped whenever neurofm starts computing different results from the same config and data (2: window
 # estimators see microvolts, not volts; 3: ts_lr without standardising), so an output folder written
-# before never resumes into them.
+# before never resumes into them. Keying records on the weights' identity needed no bump: it changed the key of
+# every model with weights (their old records are never read again) and of no other.
 RECORD_SEMANTICS = 3
 
 
@@ -94,11 +95,13 @@ class RunProgress:
     """The progress folder of runs writing into ``output_dir``.
 
     A record's folder is named by a hash of everything that decides its
-    result: the model's name and config, the task, metrics, CV and seed, and
-    the data. Changing one model therefore redoes that model only, adding
-    permutations reuses those already drawn (permutation ``i`` depends on the
-    seed, not on how many are asked for), and no record of other settings or
-    other data is ever mistaken for this run's.
+    result: the model's name and config, the identity of its weights (their
+    content, not their path: a checkpoint overwritten in place is another
+    model), the task, metrics, CV and seed, and the data. Changing one model
+    therefore redoes that model only, adding permutations reuses those
+    already drawn (permutation ``i`` depends on the seed, not on how many are
+    asked for), and no record of other settings, other weights or other data
+    is ever mistaken for this run's.
 
     Parameters
     ----------

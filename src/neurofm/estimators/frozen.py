@@ -196,6 +196,25 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             directory_weights_file(Path(source.location), spec)
         return source
 
+    def _identified_weights(self, spec) -> tuple[WeightsSource, dict[str, Any]]:
+        source = self._check_weights(spec)
+        return source, weights_identity(source, spec, self.backend, self.random_state, self.cache_dir)
+
+    def identify_weights(self) -> dict[str, Any]:
+        """What identifies the weights: their files' digests (and a hub commit), or a random init's seed.
+
+        The same identity enters :attr:`fingerprint_` (the cache namespace) and
+        an experiment's progress records, so neither serves results of other
+        weights. Digests are remembered under ``cache_dir``: a large
+        checkpoint is read once.
+
+        Returns
+        -------
+        identity : dict
+            JSON-ready (see :func:`neurofm.models.weights.weights_identity`).
+        """
+        return self._identified_weights(get_model_spec(self.model_key))[1]
+
     # -- estimator API ---------------------------------------------------------------
 
     def fit(self, X, y=None):
@@ -207,14 +226,14 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.batch_size_ = resolve_batch_size(self.batch_size, self.device_)
         warn_slow_precision(self.device_, self.precision)
-        self.weights_source_ = self._check_weights(spec)
+        self.weights_source_, weights = self._identified_weights(spec)
         self.manifest_ = {
             "model_key": spec.key,
             "backend": self.backend,
             "class": spec.braindecode_class,
             "model_kwargs": dict(self.model_kwargs or {}),
             "library_versions": _library_versions(self.backend),
-            "weights": weights_identity(self.weights_source_, spec, self.backend, self.random_state, self.cache_dir),
+            "weights": weights,
             "pooling": self.pooling,
             "precision": self.precision,
             "adaptation": self.plan_.describe(),

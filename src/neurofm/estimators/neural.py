@@ -36,7 +36,7 @@ from ..data import prepare_inputs
 from ..embed import pool_tokens, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import resolve_weights
+from ..models.weights import resolve_weights, weights_identity
 from ..training import predict_network, train_network
 from ..utils.files import atomic_write
 
@@ -195,6 +195,24 @@ class NeuralFineTuner(BaseEstimator):
             except (RuntimeError, NotImplementedError):  # constructors that read tensor values cannot run on meta
                 module = spec.build(plan.target, **cfg.model_kwargs)
             match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode), spec.head_prefixes)
+
+    def identify_weights(self) -> dict[str, Any]:
+        """What identifies the starting weights: their files' digests (and a hub commit), or a random init's seed.
+
+        The identity the embedding cache uses
+        (:func:`neurofm.models.weights.weights_identity`); an experiment keys
+        this model's progress records on it, so a checkpoint overwritten in
+        place is trained again. Digests are remembered under ``cache_dir``.
+
+        Returns
+        -------
+        identity : dict
+            JSON-ready.
+        """
+        cfg = self._config()
+        spec = get_model_spec(cfg.model_key)
+        source = resolve_weights(spec, cfg.weights)
+        return weights_identity(source, spec, cfg.backend, self.random_state, self.cache_dir)
 
     def _check_outputs(self, cfg: NeuralFineTuneConfig, y: np.ndarray) -> int:
         n = len(np.unique(y)) if self.task == "classification" else 1

@@ -159,10 +159,13 @@ def weights_identity(
 
     A checkpoint is identified by the bytes of the files that loading reads
     (a braindecode directory: its weights file and ``config.json``; a
-    transformers directory: every file but the README), a random
-    initialisation by its seed (the library versions enter the fingerprint
-    beside it). Embeddings can then be served from the cache without loading
-    the backbone at all.
+    transformers directory: every file but the README), a hub checkpoint
+    also by the commit its revision resolved to, a random initialisation by
+    its seed (the library versions enter the fingerprint beside it). Never by
+    where the weights live: a checkpoint overwritten in place gets another
+    identity. This one identity keys both the embedding cache (embeddings are
+    served without loading the backbone at all) and an experiment's progress
+    records (a resumed run never serves results of other weights).
     """
     memo = Path(memo_dir).expanduser() / "weight-digests" if memo_dir is not None else None
     if source.kind == "random":
@@ -174,7 +177,10 @@ def weights_identity(
         files = [p for p in path.iterdir() if p.is_file() and p.name != "README.md" and not p.name.startswith(".")]
     else:
         files = [directory_weights_file(path, spec)] + [p for p in [path / "config.json"] if p.is_file()]
-    return {"kind": "checkpoint", "files": {p.name: _file_digest(p, memo) for p in sorted(files)}}
+    identity = {"kind": "checkpoint", "files": {p.name: _file_digest(p, memo) for p in sorted(files)}}
+    if source.kind == "hub":
+        identity["commit"] = path.name  # huggingface_hub names a snapshot folder by its commit
+    return identity
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
