@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from neurofm import Experiment
+from neurofm.configs import ExperimentConfig
 from neurofm.estimators import BandPower, build_estimator, build_window_estimator, list_estimators
-from neurofm.estimators.classical import DEFAULT_BANDS
+from neurofm.estimators.classical import DEFAULT_BANDS, estimator_task
 from neurofm.exceptions import ConfigError
 
 
@@ -95,7 +98,7 @@ def test_named_bandpower_lr_pipeline(small_dataset):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     # clone of the whole pipeline works (what the experiment does per fold)
     refit = clone(est).fit(X, y)
-    np.testing.assert_allclose(refit.predict_proba(X), proba)
+    np.testing.assert_array_equal(refit.predict_proba(X), proba)  # a fold's refit is the same model, bit for bit
 
 
 def test_plain_sklearn_estimator_gets_flattened_windows(windows_19ch):
@@ -143,3 +146,84 @@ def test_invalid_params_for_named_estimator_are_a_config_error():
 def test_unknown_estimator_name_suggests_close_names():
     with pytest.raises(ConfigError, match="Did you mean 'bandpower_lr'"):
         build_window_estimator("bandpower_rl", {}, sfreq=160.0)
+
+
+# -- the task: a classifier for classification, a regressor for regression, checked before any compute ------------
+
+
+def test_the_task_is_read_from_scikit_learns_tags_of_the_built_estimator():
+    from sklearn.linear_model import Ridge
+
+    assert estimator_task("LogisticRegression") == "classification"
+    assert estimator_task("sklearn.svm.SVR") == "regression"
+    assert estimator_task("PCA") is None  # a transformer does neither
+    # A search is what its estimator is: only the built estimator's tags can tell.
+    assert estimator_task("GridSearchCV", {"estimator": LogisticRegression(), "param_grid": {"C": [1.0]}}) == "classification"
+    assert estimator_task("GridSearchCV", {"estimator": Ridge(), "param_grid": {"alpha": [1.0]}}) == "regression"
+    assert estimator_task("LogisticRegression", {"not_a_param": 1}) is None  # its build names the bad param
+
+
+def _no_compute(*args, **kwargs):
+    raise AssertionError("a refused model was fitted or embedded")
+
+
+@pytest.mark.parametrize(
+    "name, task, fix",
+    [
+        ("LogisticRegression", "regression", r"is a classifier, which cannot do task='regression'; use one of neurofm's "
+                                             r"regression baselines 'bandpower_ridge' and 'ts_ridge'.*'Ridge'"),
+        ("RandomForestClassifier", "regression", "is a classifier.*'Ridge' or 'RandomForestRegressor'"),
+        ("sklearn.svm.SVC", "regression", "is a classifier.*'Ridge'"),
+        ("Ridge", "classification", r"is a regressor, which cannot do task='classification'.*'bandpower_lr', "
+                                    r"'csp_lda', 'ts_lr', and 'xdawn_ts_lr'.*'LogisticRegression'"),
+        ("GradientBoostingRegressor", "classification", "is a regressor.*'LogisticRegression' or 'GradientBoostingClassifier'"),
+        ("KMeans", "classification", "does not know 'KMeans' as a classifier or a regressor.*sklearn.base.ClassifierMixin"),
+        ("PCA", "regression", "does not know 'PCA' as a classifier or a regressor.*sklearn.base.RegressorMixin"),
+    ],
+)
+def test_a_scikit_learn_estimator_of_the_other_task_is_refused_before_any_compute(name, task, fix, small_dataset,
+                                                                                  tmp_path, monkeypatch):
+    X, y, meta, info = small_dataset
+    target = y if task == "classification" else np.linspace(0.0, 1.0, len(y))
+    monkeypatch.setattr(Pipeline, "fit", _no_compute)  # a raw-window estimator is a pipeline
+    text = yaml.safe_dump({"task": task, "models": {"m": {"estimator": name}}, "cv": {"strategy": "kfold", "n_splits": 2},
+                           "cache_dir": str(tmp_path), "verbose": False})
+    with pytest.raises(ConfigError, match=f"model 'm': '{name}' {fix}" if "does not" not in fix else fix):
+        Experiment(ExperimentConfig.from_yaml(text)).run(X, target, meta, **info)
+
+
+@pytest.mark.parametrize(
+    "task, head, fix",
+    [
+        ("regression", None, r"the default head of model 'fm': 'LogisticRegression' is a classifier, which cannot do "
+                              r"task='regression'; use a scikit-learn regressor such as 'Ridge' \(e.g. head: \{estimator: Ridge\}\)"),
+        ("regression", "SVC", "the head of model 'fm': 'SVC' is a classifier.*'Ridge'"),
+        ("classification", "Ridge", "the head of model 'fm': 'Ridge' is a regressor.*'LogisticRegression'"),
+    ],
+)
+def test_a_frozen_decoders_head_of_the_other_task_is_refused_before_any_embedding(task, head, fix, small_dataset,
+                                                                                  tmp_path, monkeypatch):
+    from neurofm.estimators.frozen import FoundationEmbedder
+
+    X, y, meta, info = small_dataset
+    target = y if task == "classification" else np.linspace(0.0, 1.0, len(y))
+    for method in ("fit", "transform"):
+        monkeypatch.setattr(FoundationEmbedder, method, _no_compute)
+    model = {"backbone": {"model_key": "cbramod", "weights": "random"}}
+    if head is not None:
+        model["head"] = {"estimator": head}
+    text = yaml.safe_dump({"task": task, "models": {"fm": model}, "cv": {"strategy": "kfold", "n_splits": 2},
+                           "cache_dir": str(tmp_path), "verbose": False})
+    with pytest.raises(ConfigError, match=fix) as err:
+        Experiment(ExperimentConfig.from_yaml(text)).run(X, target, meta, **info)
+    assert "bandpower" not in str(err.value)  # raw-window baselines cannot decode embeddings
+    # The same model with a head of the task is accepted.
+    right = {**model, "head": {"estimator": "Ridge" if task == "regression" else "LogisticRegression"}}
+    assert ExperimentConfig(task=task, models={"fm": right}, cv={"strategy": "kfold"}).models["fm"].head.estimator
+
+
+def test_trainable_models_take_either_task():
+    # Fine-tuned models build a classification or a regression head from the task: nothing to refuse.
+    model = {"model_key": "cbramod", "train_mode": "frozen", "weights": "random"}
+    for task in ("classification", "regression"):
+        assert ExperimentConfig(task=task, models={"nn": model}, cv={"strategy": "kfold"}).task == task

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+import neurofm.cv
 from neurofm import Experiment
-from neurofm.configs import ClassicalModelConfig, CVConfig, ExperimentConfig
+from neurofm.configs import CV_STRATEGIES, GROUP_AWARE_STRATEGIES, ClassicalModelConfig, CVConfig, ExperimentConfig
 from neurofm.cv import make_splits
-from neurofm.exceptions import CVSplitError, DataValidationError
+from neurofm.estimators.classical import BandPower
+from neurofm.exceptions import ConfigError, CVSplitError, DataValidationError
 
 
 # A classifier that remembers every matrix it was fitted on. It is found by the
@@ -110,6 +116,7 @@ def test_missing_group_column_names_the_available_columns(data):
     assert "'subject_id'" in message
     assert "['Subject', 'Trial']" in message
     assert isinstance(err.value, DataValidationError)
+    assert message.endswith("); pass sample_metadata with that column or set group_key to one of the columns.")
 
 
 def test_missing_group_column_through_experiment(data):
@@ -178,6 +185,7 @@ def test_stratification_fails_for_a_rare_class(data):
         _splits(CVConfig(strategy="stratified_kfold", n_splits=3), y.astype(str), meta.drop(columns="Subject"))
     message = str(err.value)
     assert "rare" in message and "2 window(s)" in message and "3 folds" in message
+    assert "Lower n_splits to 2 or collect more data." in message
 
 
 def test_stratified_group_kfold_fails_when_a_class_is_in_too_few_groups(data):
@@ -188,6 +196,7 @@ def test_stratified_group_kfold_fails_when_a_class_is_in_too_few_groups(data):
         _splits(CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"), y[keep], meta[keep])
     message = str(err.value)
     assert "right_hand" in message and "only 2 group(s)" in message and "3 folds" in message
+    assert "Lower n_splits to 2 or use group_kfold." in message
     # Two folds can hold it.
     splits = _splits(CVConfig(strategy="stratified_group_kfold", n_splits=2, group_key="Subject"), y[keep], meta[keep])
     assert len(splits) == 2
@@ -231,16 +240,124 @@ def test_no_warning_without_subject_column_or_with_group_cv(data):
         _splits(CVConfig(strategy="stratified_kfold", n_splits=3), y, meta.assign(Subject="sub-01"))
 
 
-@pytest.mark.parametrize("strategy", ["kfold", "stratified_kfold"])
-def test_non_group_strategy_with_group_key_warns_about_leaking_subjects(data, strategy):
-    _, y, meta, _ = data
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        splits = _splits(CVConfig(strategy=strategy, n_splits=3, group_key="Subject"), y, meta)
-    groups = meta["Subject"].to_numpy()
-    leaks = any(set(groups[tr]) & set(groups[te]) for tr, te in splits)
-    assert leaks  # the groups were indeed ignored
-    assert any("'Subject'" in str(w.message) for w in caught)
+# -- every strategy x {group_key given, not} x {windows, recordings labelled whole} --------------------------------
+
+# What each (strategy, group_key given?) does with windows given as arrays and with continuous recordings that
+# carry one label each: "accepted" (and then no group is on both sides of any fold), "refused" when the config is
+# made (a group_key the strategy would ignore, or a group strategy without one), or "refused at run" (labels per
+# recording with a CV that does not keep recordings apart), before any window is cut or fitted.
+OUTCOMES = {
+    ("kfold", True): ("refused", "refused"),
+    ("kfold", False): ("accepted", "refused at run"),
+    ("stratified_kfold", True): ("refused", "refused"),
+    ("stratified_kfold", False): ("accepted", "refused at run"),
+    ("group_kfold", True): ("accepted", "accepted"),
+    ("group_kfold", False): ("refused", "refused"),
+    ("stratified_group_kfold", True): ("accepted", "accepted"),
+    ("stratified_group_kfold", False): ("refused", "refused"),
+    ("leave_one_group_out", True): ("accepted", "accepted"),
+    ("leave_one_group_out", False): ("refused", "refused"),
+    ("train_test_split", True): ("accepted", "accepted"),
+    ("train_test_split", False): ("accepted", "refused at run"),
+}
+
+
+def _recordings(small_dataset):
+    """Each subject's windows back to back as two continuous recordings, one 'patient' and one 'control'."""
+    import mne
+
+    X, _, meta, info = small_dataset
+    subjects = meta["Subject"].to_numpy()
+    raws = [
+        mne.io.RawArray(np.concatenate(list(half), axis=-1), mne.create_info(list(info["ch_names"]), info["sfreq"], "eeg"),
+                        verbose=False)
+        for subject in np.unique(subjects)
+        for half in np.array_split(X[subjects == subject], 2)
+    ]
+    return raws, ["patient", "control"] * (len(raws) // 2)
+
+
+def _no_compute(*args, **kwargs):
+    raise AssertionError("a refused experiment cut or fitted something")
+
+
+@pytest.mark.parametrize("kind", ["windows", "recordings"])
+@pytest.mark.parametrize("grouped", [True, False], ids=["group_key", "no_group_key"])
+@pytest.mark.parametrize("strategy", CV_STRATEGIES)
+def test_no_group_is_ever_on_both_sides_of_a_fold(small_dataset, cache_dir, monkeypatch, strategy, grouped, kind):
+    outcome = OUTCOMES[strategy, grouped][kind == "recordings"]  # a new strategy must be added to the table
+    cv = {"strategy": strategy, "n_splits": 2, "test_size": 0.5}
+    if grouped:
+        cv["group_key"] = "Subject" if kind == "windows" else "recording"
+    config = {"models": {"bp": {"estimator": "bandpower_lr"}}, "metrics": ["accuracy"], "cv": cv,
+              "cache_dir": cache_dir, "verbose": False}
+    if kind == "recordings":
+        config["windows"] = {"window": 4.0}
+    text = yaml.safe_dump(config)
+
+    if outcome == "refused":
+        # At load time, from YAML and from Python, naming the fix.
+        fix = "group-aware strategies" if grouped else "no group_key was given; set group_key"
+        with pytest.raises(ConfigError, match=fix) as err:
+            ExperimentConfig.from_yaml(text)
+        with pytest.raises(ValidationError, match=fix):
+            CVConfig(**cv)
+        if grouped:
+            assert all(repr(name) in str(err.value) for name in GROUP_AWARE_STRATEGIES)
+            # A CVConfig that skipped validation cannot leak either.
+            _, y, meta, _ = small_dataset
+            with pytest.raises(ConfigError, match=fix):
+                make_splits(CVConfig.model_construct(**cv), y, meta, "classification", 0)
+        return
+
+    experiment = Experiment(ExperimentConfig.from_yaml(text))
+    if outcome == "refused at run":
+        monkeypatch.setattr("neurofm.experiment.windows_from_recordings", _no_compute)
+        monkeypatch.setattr(BandPower, "fit", _no_compute)
+        raws, labels = _recordings(small_dataset)
+        with pytest.raises(ConfigError, match="keep each recording's windows together") as err:
+            experiment.run(raws, labels)
+        assert all(repr(name) in str(err.value) for name in GROUP_AWARE_STRATEGIES)
+        return
+
+    if kind == "windows":
+        X, y, meta, info = small_dataset
+        groups = meta["Subject"].to_numpy()
+        warns = contextlib.nullcontext() if grouped else pytest.warns(UserWarning, match="ignores column 'Subject'")
+        with warns:
+            result = experiment.run(X, y, meta, **info)
+    else:
+        raws, labels = _recordings(small_dataset)
+        result = experiment.run(raws, labels)
+        assert result.meta["recordings"]["windows_per_recording"] == [6] * 8
+        groups = np.repeat(np.arange(8), 6)
+    splits = result.get_splits()
+    assert splits["Fold"].nunique() >= 1
+    for _, table in splits.groupby("Fold"):
+        train = table.loc[table["Set"] == "train", "SampleIndex"].to_numpy()
+        test = table.loc[table["Set"] == "test", "SampleIndex"].to_numpy()
+        assert len(train) and len(test)
+        assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(len(groups)))
+        if grouped:
+            assert not set(groups[train]) & set(groups[test])
+
+
+def test_labels_per_recording_refuse_a_group_key_that_splits_a_recording(small_dataset, cache_dir, monkeypatch):
+    # Event-locked windows labelled per recording keep their event in an 'event' column: one recording, many values.
+    import mne
+
+    X, _, meta, info = small_dataset
+    raws, labels = _recordings(small_dataset)
+    for raw in raws:
+        onsets = np.arange(6) * X.shape[-1] / info["sfreq"]
+        raw.set_annotations(mne.Annotations(onsets, 0.0, ["left", "right"] * 3))
+    config = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=cache_dir,
+                              windows={"tmax": 1.0}, verbose=False,
+                              cv=CVConfig(strategy="group_kfold", n_splits=2, group_key="event"))
+    monkeypatch.setattr(BandPower, "fit", _no_compute)
+    with pytest.raises(ConfigError, match=r"group_key='event' puts the windows of recording\(s\) \[0, 1, 2, 3, 4, 5, "
+                                          r"6, 7\] in several groups.*group_key='recording'"):
+        Experiment(config).run(raws, labels)
 
 
 @pytest.mark.parametrize(
@@ -328,3 +445,115 @@ def test_every_fit_sees_only_its_training_partition(data, cv):
         np.testing.assert_array_equal(np.sort(predictions.loc[predictions["Fold"] == fold, "SampleIndex"]), np.sort(test))
     assert all(f.shape[0] != len(X) for f in FITTED_ON)
     FITTED_ON.clear()
+
+
+# -- every refusal says what is wrong and what to do; the folds are checked whatever the splitter did -----------
+
+
+def test_a_single_class_is_refused_naming_it(data):
+    _, y, meta, _ = data
+    with pytest.raises(CVSplitError,
+                       match=r"^y holds a single class \('left_hand'\); classification needs at least two\.$"):
+        _splits(CVConfig(strategy="kfold", n_splits=3), np.full(len(y), "left_hand"), meta[["Trial"]])
+
+
+def test_a_class_with_as_many_windows_as_folds_is_stratified_one_per_fold(data):
+    _, y, meta, _ = data
+    y = y.astype(object)
+    y[[0, 10, 30]] = "rare"
+    splits = _splits(CVConfig(strategy="stratified_kfold", n_splits=3), y.astype(str), meta[["Trial"]])
+    assert [int((y[test] == "rare").sum()) for _, test in splits] == [1, 1, 1]
+
+
+def test_too_few_groups_name_the_fix(data):
+    _, y, meta, _ = data
+    with pytest.raises(CVSplitError, match=r"needs at least 2 groups in column 'Subject', but the data hold 1; "
+                                           r"collect data from more groups\.$"):
+        _splits(CVConfig(strategy="leave_one_group_out", group_key="Subject"), y, meta.assign(Subject="sub-01"))
+    two = meta.assign(Subject=np.where(np.arange(len(y)) % 2, "sub-01", "sub-02"))
+    with pytest.raises(CVSplitError, match=r"needs at least 3 groups in column 'Subject', but the data hold 2; "
+                                           r"lower n_splits to at most 2\.$"):
+        _splits(CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"), y, two)
+
+
+def test_an_unvalidated_group_key_that_the_strategy_ignores_is_refused_naming_both(data):
+    _, y, meta, _ = data
+    cv = CVConfig.model_construct(strategy="kfold", n_splits=2, shuffle=True, group_key="Subject", test_size=0.2)
+    with pytest.raises(ConfigError, match=r"^CV strategy 'kfold' ignores groups, so with group_key='Subject'"):
+        _splits(cv, y, meta)
+
+
+def test_a_split_scikit_learn_cannot_make_is_refused_naming_the_strategy(data):
+    _, y, meta, _ = data
+    with pytest.raises(CVSplitError, match=r"^scikit-learn could not split the data with 'train_test_split': "
+                                           r"The test_size = 1 should be greater or equal to the number of classes"):
+        _splits(CVConfig(strategy="train_test_split", test_size=0.01), y, meta[["Trial"]])
+
+
+def test_a_training_partition_of_one_class_is_refused_for_classification_only(data):
+    _, _, meta, _ = data
+    n = len(meta)
+    cv = CVConfig(strategy="kfold", n_splits=2, shuffle=False)  # sorted labels: each fold trains on one class
+    with pytest.raises(CVSplitError, match=r"^Fold 0's training partition holds a single class, so no classifier can "
+                                           r"be fitted; use a stratified strategy or fewer folds\.$"):
+        _splits(cv, np.repeat(["left_hand", "right_hand"], n // 2), meta[["Trial"]])
+    # A regression target that is constant on a training partition has no classes to miss: not refused.
+    assert len(_splits(cv, np.repeat([0.0, 1.0], n // 2), meta[["Trial"]], task="regression")) == 2
+
+
+class _GivenFolds:
+    """A splitter that returns the folds it was given, sound or not."""
+
+    def __init__(self, folds):
+        self.folds = folds
+
+    def split(self, X, y=None, groups=None):
+        yield from self.folds
+
+
+def test_folds_that_leak_are_caught_whatever_the_splitter_returned(data, monkeypatch):
+    _, y, meta, _ = data
+    idx = np.arange(len(y))
+    half = len(y) // 2
+    monkeypatch.setattr(neurofm.cv, "_splitter", lambda *args: _GivenFolds([(idx[: half + 1], idx[half:])]))
+    with pytest.raises(AssertionError, match=r"^fold 0: a window is on both sides of the split$"):
+        _splits(CVConfig(strategy="kfold", n_splits=2), y, meta[["Trial"]])
+    groups = idx % 8  # fold 0 keeps group 0 apart; fold 1 has all eight groups on both sides
+    folds = [(idx[groups != 0], idx[groups == 0]), (idx[:half], idx[half:])]
+    monkeypatch.setattr(neurofm.cv, "_splitter", lambda *args: _GivenFolds(folds))
+    with pytest.raises(AssertionError, match=r"^fold 1: groups \[0 1 2 3 4\] on both sides$"):
+        _splits(CVConfig(strategy="group_kfold", n_splits=2, group_key="g"), y, pd.DataFrame({"g": groups}))
+
+
+@pytest.mark.parametrize(("task", "group_key"), [("classification", None), ("regression", None),
+                                                 ("classification", "Subject")])
+def test_train_test_split_makes_one_split_of_the_asked_size(data, task, group_key):
+    _, y, meta, _ = data
+    target = y if task == "classification" else np.linspace(0, 1, len(y))
+    meta = meta[["Subject"]] if group_key else meta[["Trial"]]
+    cv = CVConfig(strategy="train_test_split", test_size=0.5, group_key=group_key)  # not the default 0.2
+    splits = _splits(cv, target, meta, task=task, random_state=0)
+    assert len(splits) == 1
+    _assert_partition(splits, len(y))
+    test = splits[0][1]
+    if group_key:
+        assert len(set(meta["Subject"].to_numpy()[test])) == 2  # half of the four subjects
+    else:
+        assert len(test) == len(y) // 2
+    if task == "classification" and not group_key:  # stratified: both classes exactly halved
+        assert (y[test] == "left_hand").sum() == (y[test] == "right_hand").sum() == len(y) // 4
+    again = _splits(cv, target, meta, task=task, random_state=0)[0][1]
+    other = _splits(cv, target, meta, task=task, random_state=3)[0][1]
+    assert np.array_equal(again, test) and not np.array_equal(np.sort(other), np.sort(test))
+
+
+def test_the_subject_warning_says_why_and_what_to_do_and_is_logged(data, caplog):
+    _, y, meta, _ = data
+    two = meta.assign(Subject=np.where(np.arange(len(y)) % 2, "sub-01", "sub-02"))  # two subjects can leak already
+    with caplog.at_level("WARNING", logger="neurofm"), pytest.warns(UserWarning) as caught:
+        _splits(CVConfig(strategy="kfold", n_splits=3), y, two)
+    message = ("CV strategy 'kfold' ignores column 'Subject': windows of one subject will be on both sides of a split, "
+               "which inflates scores for cross-subject claims. Use strategy='stratified_group_kfold' with "
+               "group_key='Subject' for honest cross-subject scores.")
+    assert [str(w.message) for w in caught] == [message]
+    assert message in caplog.text

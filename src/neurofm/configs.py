@@ -38,6 +38,7 @@ __all__ = [
     "ExperimentConfig",
     "CV_STRATEGIES",
     "GROUP_STRATEGIES",
+    "GROUP_AWARE_STRATEGIES",
     "STRATIFIED_STRATEGIES",
 ]
 
@@ -50,6 +51,9 @@ CV_STRATEGIES = (
     "train_test_split",
 )
 GROUP_STRATEGIES = ("group_kfold", "stratified_group_kfold", "leave_one_group_out")
+# The strategies that keep a group_key's groups apart: the group strategies, and train_test_split, which
+# splits by group when a group_key is given. The others (kfold, stratified_kfold) would ignore it.
+GROUP_AWARE_STRATEGIES = GROUP_STRATEGIES + ("train_test_split",)
 STRATIFIED_STRATEGIES = ("stratified_kfold", "stratified_group_kfold")
 
 
@@ -104,8 +108,10 @@ class CVConfig(BaseConfig):
         Number of folds (ignored by ``leave_one_group_out`` and ``train_test_split``).
     group_key : str | None
         Column of ``sample_metadata`` holding the group (e.g. subject) of each
-        window. Required by the group strategies; with ``train_test_split`` it
-        makes the split group-aware.
+        window; no group is then ever on both sides of a fold. Required by the
+        group strategies; with ``train_test_split`` it makes the split
+        group-aware; ``kfold`` and ``stratified_kfold`` would ignore it, so
+        they refuse it.
     shuffle : bool
         Shuffle before splitting (seeded by the experiment's ``random_state``).
     test_size : float
@@ -125,7 +131,24 @@ class CVConfig(BaseConfig):
                 f"CV strategy {self.strategy!r} splits by group but no group_key was given; "
                 "set group_key to the sample_metadata column that holds the group (e.g. group_key='Subject')."
             )
+        if self.group_key and self.strategy not in GROUP_AWARE_STRATEGIES:
+            raise ValueError(group_key_ignored_message(self.strategy, self.group_key))
         return self
+
+    @property
+    def keeps_groups_apart(self) -> bool:
+        """Whether no group of ``group_key`` can be on both sides of a fold."""
+        return bool(self.group_key) and self.strategy in GROUP_AWARE_STRATEGIES
+
+
+def group_key_ignored_message(strategy: str, group_key: str) -> str:
+    """Why a group_key with a strategy that ignores groups is refused, and what to use instead."""
+    return (
+        f"CV strategy {strategy!r} ignores groups, so with group_key={group_key!r} windows of one group would be "
+        f"in the training and the test partition of every fold; use one of the group-aware strategies "
+        f"{format_choices(GROUP_AWARE_STRATEGIES)} (train_test_split splits by group when group_key is set), "
+        "or remove group_key."
+    )
 
 
 class ClassicalModelConfig(BaseConfig):
@@ -236,7 +259,11 @@ class FoundationEmbeddingModelConfig(BaseConfig):
 
 
 class FrozenBackboneDecoderConfig(BaseConfig):
-    """Frozen backbone embeddings decoded by a classical estimator (mode 1)."""
+    """Frozen backbone embeddings decoded by a classical estimator (mode 1).
+
+    The head defaults to ``LogisticRegression``; a regression experiment
+    needs a regressor head, e.g. ``ClassicalModelConfig(estimator="Ridge")``.
+    """
 
     kind: Literal["frozen_backbone"] = "frozen_backbone"
     backbone: FoundationEmbeddingModelConfig
@@ -577,7 +604,11 @@ class ExperimentConfig(BaseConfig):
     Parameters
     ----------
     task : {"classification", "regression"}
-        What ``y`` is.
+        What ``y`` is. Classical models and frozen decoders' heads must do
+        it, as scikit-learn's tags say: a classifier (``bandpower_lr``,
+        ``LogisticRegression`` ...) for classification, a regressor
+        (``bandpower_ridge``, ``ts_ridge``, ``Ridge`` ...) for regression;
+        anything else is refused when the config is made.
     models : dict of str to model config
         Named models to evaluate on the same folds.
     metrics : list of str | None
@@ -643,6 +674,17 @@ class ExperimentConfig(BaseConfig):
                 f"CV strategy {self.cv.strategy!r} stratifies by class and cannot be used for regression; "
                 "use 'kfold' or 'group_kfold'."
             )
+        from .estimators.classical import check_estimator_task
+
+        # A classifier fitted on a regression target predicts only the values it saw (and the reverse fails
+        # late, or scores nonsense): refuse it now. Trainable models build their head for the task themselves.
+        for name, model in self.models.items():
+            if isinstance(model, ClassicalModelConfig):
+                check_estimator_task(model.estimator, model.params, self.task, f"model {name!r}")
+            elif isinstance(model, FrozenBackboneDecoderConfig):
+                which = "the head" if "head" in model.model_fields_set else "the default head"
+                check_estimator_task(model.head.estimator, model.head.params, self.task, f"{which} of model {name!r}",
+                                     head=True)
         return self
 
     @property

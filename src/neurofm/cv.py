@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn import model_selection as ms
 
-from .configs import GROUP_STRATEGIES, STRATIFIED_STRATEGIES, CVConfig
-from .exceptions import CVSplitError
+from .configs import GROUP_AWARE_STRATEGIES, STRATIFIED_STRATEGIES, CVConfig, group_key_ignored_message
+from .exceptions import ConfigError, CVSplitError
 from .utils.logging import logger
 
 __all__ = ["make_splits", "SUBJECT_LIKE_COLUMNS"]
@@ -46,17 +46,15 @@ def make_splits(
     splits : list of (train_indices, test_indices)
     """
     n = len(y)
+    if cv.group_key and cv.strategy not in GROUP_AWARE_STRATEGIES:
+        # CVConfig refuses this; a config built without validation (model_construct) must not leak either.
+        raise ConfigError(group_key_ignored_message(cv.strategy, cv.group_key))
     groups = _groups(cv, metadata)
     stratify = task == "classification"
     if stratify:
         _check_classes(cv, y, groups)
     if groups is None:
         _warn_if_subject_column(cv, metadata)
-    elif cv.strategy not in GROUP_STRATEGIES + ("train_test_split",):
-        _warn(
-            f"CV strategy {cv.strategy!r} ignores group_key={cv.group_key!r}: windows of one group will be on both "
-            f"sides of a split. Use strategy='group_kfold' or 'stratified_group_kfold' to keep groups apart."
-        )
     else:
         n_groups = len(np.unique(groups))
         needed = 2 if cv.strategy in ("leave_one_group_out", "train_test_split") else cv.n_splits
@@ -100,7 +98,8 @@ def _check_classes(cv: CVConfig, y: np.ndarray, groups: np.ndarray | None) -> No
         raise CVSplitError(f"y holds a single class ({classes[0].item()!r}); classification needs at least two.")
     if cv.strategy not in STRATIFIED_STRATEGIES:
         return
-    for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
+    # np.unique gives one count per class, so strict=True never raises: mutating it changes nothing.
+    for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):  # pragma: no mutate
         if count < cv.n_splits:
             raise CVSplitError(
                 f"Stratified {cv.n_splits}-fold CV cannot hold: class {cls!r} has only {count} window(s), "
@@ -153,14 +152,14 @@ def _splitter(cv: CVConfig, stratify: bool, random_state: int, grouped: bool):
             if stratify:
                 return ms.StratifiedShuffleSplit(n_splits=1, test_size=cv.test_size, random_state=random_state)
             return ms.ShuffleSplit(n_splits=1, test_size=cv.test_size, random_state=random_state)
-    raise AssertionError(cv.strategy)  # pragma: no cover - CVConfig restricts the strategy
+    raise AssertionError(cv.strategy)  # pragma: no cover, no mutate - CVConfig restricts the strategy
 
 
 def _check_splits(splits, y, groups, cv: CVConfig) -> None:
     for fold, (train, test) in enumerate(splits):
         if len(np.intersect1d(train, test)):
             raise AssertionError(f"fold {fold}: a window is on both sides of the split")  # pragma: no cover
-        if groups is not None and cv.strategy in GROUP_STRATEGIES + ("train_test_split",):
+        if groups is not None:
             shared = np.intersect1d(groups[train], groups[test])
             if len(shared):
                 raise AssertionError(f"fold {fold}: groups {shared[:5]} on both sides")  # pragma: no cover

@@ -28,7 +28,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from .configs import ClassicalModelConfig, ExperimentConfig, FrozenBackboneDecoderConfig, NeuralFineTuneConfig
+from .configs import (
+    GROUP_AWARE_STRATEGIES,
+    ClassicalModelConfig,
+    ExperimentConfig,
+    FrozenBackboneDecoderConfig,
+    NeuralFineTuneConfig,
+)
 from .cv import make_splits
 from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
@@ -39,7 +45,7 @@ from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
 from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
 from .sources import as_window_source
-from .utils.check import validate_type
+from .utils.check import format_choices, validate_type
 from .utils.logging import logger, set_log_level
 
 __all__ = ["Experiment"]
@@ -97,7 +103,8 @@ class Experiment:
             Class labels (strings or integers) or regression targets. With
             continuous recordings: ``None`` labels each event-locked window by
             its event, or one label per recording labels all of its windows
-            (the CV must then keep recordings apart with a ``group_key``).
+            (the CV must then keep recordings apart: a group-aware strategy
+            with a ``group_key`` of one value per recording).
         sample_metadata : DataFrame | dict | None
             One row per window; must hold ``cv.group_key`` for group strategies.
             With continuous recordings, one row per recording (e.g. its
@@ -183,16 +190,27 @@ class Experiment:
                     f"With continuous recordings y gives one label per recording ({n_recordings}), got "
                     f"{np.shape(y)}; or leave y=None to label event-locked windows by their events."
                 )
-            if cfg.cv.group_key is None:
+            if not cfg.cv.keeps_groups_apart:
                 # Windows of one recording share far more than its label; split across them and the score leaks.
                 raise ConfigError(
-                    "y labels whole recordings, so the CV must keep each recording's windows together: use "
+                    f"y labels whole recordings, so the CV must keep each recording's windows together, which "
+                    f"strategy {cfg.cv.strategy!r} without a group_key does not: use one of the group-aware "
+                    f"strategies {format_choices(GROUP_AWARE_STRATEGIES)} with a group_key, e.g. "
                     "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
                     "the metadata)."
                 )
         epochs = windows_from_recordings(X, cfg.windows, recording_metadata=sample_metadata,
                                          recording_labels=None if y is None else list(y))
         metadata = epochs.metadata.reset_index(drop=True)
+        if y is not None and cfg.cv.group_key in metadata.columns:
+            # A per-window column (e.g. 'event') as group_key would split a recording across groups, hence folds.
+            spread = metadata.groupby("recording")[cfg.cv.group_key].nunique()
+            if (spread > 1).any():
+                raise ConfigError(
+                    f"y labels whole recordings, but group_key={cfg.cv.group_key!r} puts the windows of recording(s) "
+                    f"{spread.index[spread > 1].tolist()} in several groups, so a recording could be on both sides of "
+                    "a fold; use group_key='recording' or a column of the recording metadata (one value per recording)."
+                )
         counts = metadata["recording"].value_counts().sort_index()
         summary = {
             "n_recordings": n_recordings,

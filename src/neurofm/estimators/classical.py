@@ -3,7 +3,9 @@
 ``ClassicalModelConfig.estimator`` is resolved here: a scikit-learn class name
 (``"LogisticRegression"``), a named baseline of :data:`NAMED_ESTIMATORS` that
 works on raw windows (``"bandpower_lr"``), or an import path
-(``"package.module.ClassName"``).
+(``"package.module.ClassName"``). Whether an estimator classifies or regresses
+is what scikit-learn's tags say (:func:`estimator_task`), checked against the
+experiment's task before any compute (:func:`check_estimator_task`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -31,6 +33,8 @@ __all__ = [
     "NamedEstimator",
     "build_estimator",
     "build_window_estimator",
+    "check_estimator_task",
+    "estimator_task",
     "list_estimators",
     "resolve_estimator_class",
 ]
@@ -180,6 +184,11 @@ class NamedEstimator:
     description: str
     factory: Callable[[float, int | None], Any]
 
+    @property
+    def task(self) -> Literal["classification", "regression"] | None:
+        """What the pipeline's final step does, as scikit-learn's tags say (the sampling rate changes nothing)."""
+        return _task_of(self.factory(250.0, None))
+
 
 def _logistic(random_state):
     from sklearn.linear_model import LogisticRegression
@@ -187,8 +196,20 @@ def _logistic(random_state):
     return LogisticRegression(max_iter=1000, random_state=random_state)
 
 
+def _ridge():
+    from sklearn.linear_model import RidgeCV
+
+    # The penalty is chosen per training partition by efficient leave-one-out, so one default fits features
+    # of any scale (band powers standardised, tangent vectors not) without a nested CV by hand.
+    return RidgeCV(alphas=np.logspace(-3, 5, 17))
+
+
 def _bandpower_lr(sfreq: float, random_state: int | None):
     return make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), _logistic(random_state))
+
+
+def _bandpower_ridge(sfreq: float, random_state: int | None):
+    return make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), _ridge())
 
 
 def _csp_lda(sfreq: float, random_state: int | None):
@@ -208,6 +229,14 @@ def _ts_lr(sfreq: float, random_state: int | None):
     return make_pipeline(
         RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), _logistic(random_state)
     )
+
+
+def _ts_ridge(sfreq: float, random_state: int | None):
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+
+    # Tangent space + ridge: the Riemannian regression of Sabbagh et al. (NeurIPS 2019; NeuroImage 2020).
+    return make_pipeline(RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), _ridge())
 
 
 def _xdawn_ts_lr(sfreq: float, random_state: int | None):
@@ -236,12 +265,20 @@ NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
     "xdawn_ts_lr": NamedEstimator(
         "xdawn_ts_lr", "pyriemann Xdawn-augmented covariances + tangent space + logistic regression; for ERPs", _xdawn_ts_lr
     ),
+    "bandpower_ridge": NamedEstimator(
+        "bandpower_ridge", "log band power (delta..gamma) per channel, standardised, ridge (penalty by leave-one-out); "
+        "regression", _bandpower_ridge
+    ),
+    "ts_ridge": NamedEstimator(
+        "ts_ridge", "pyriemann covariances (OAS) + Riemannian tangent space + ridge (penalty by leave-one-out); regression",
+        _ts_ridge
+    ),
 }
 
 
-def list_estimators() -> list[str]:
-    """Names of neurofm's raw-window baselines."""
-    return sorted(NAMED_ESTIMATORS)
+def list_estimators(task: Literal["classification", "regression"] | None = None) -> list[str]:
+    """Names of neurofm's raw-window baselines, all of them or those for ``task``."""
+    return sorted(name for name, named in NAMED_ESTIMATORS.items() if task is None or named.task == task)
 
 
 @functools.cache
@@ -279,6 +316,105 @@ def resolve_estimator_class(name: str) -> type | NamedEstimator:
         f"Unknown estimator {name!r}.{hint} Use a scikit-learn estimator class name, one of neurofm's "
         f"baselines ({format_choices(list_estimators())}), or an import path 'package.module.ClassName'."
     )
+
+
+def _task_of(estimator: Any) -> Literal["classification", "regression"] | None:
+    """What scikit-learn's tags say ``estimator`` does; ``None``: neither, or no tags to read."""
+    from sklearn.base import is_classifier, is_regressor
+
+    try:
+        return "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
+    except AttributeError:  # not derived from BaseEstimator: scikit-learn has no tags for it
+        return None
+
+
+def _instance_for_tags(target: type, params: dict) -> Any:
+    """``target`` built with ``params`` (tags may depend on them, e.g. a search's estimator), or ``None``."""
+    try:
+        return target(**params)
+    except Exception:  # noqa: BLE001 - wrong params are reported, with their fix, where the estimator is built
+        return None
+
+
+def estimator_task(name: str, params: dict | None = None) -> Literal["classification", "regression"] | None:
+    """Whether the estimator ``name`` classifies or regresses, as scikit-learn's tags say.
+
+    Parameters
+    ----------
+    name : str
+        As in ``ClassicalModelConfig.estimator``.
+    params : dict | None
+        Its constructor's parameters.
+
+    Returns
+    -------
+    task : {"classification", "regression"} | None
+        ``None`` when it is neither (a transformer, a clusterer, a class
+        without scikit-learn's tags) or cannot be built with ``params``.
+    """
+    target = resolve_estimator_class(name)
+    if isinstance(target, NamedEstimator):
+        return target.task
+    instance = _instance_for_tags(target, params or {})
+    return None if instance is None else _task_of(instance)
+
+
+def check_estimator_task(name: str, params: dict, task: str, role: str, *, head: bool = False) -> None:
+    """Refuse an estimator that does not do ``task`` (a classifier for regression, or the reverse).
+
+    Parameters
+    ----------
+    name, params : str, dict
+        As in ``ClassicalModelConfig``.
+    task : {"classification", "regression"}
+        The experiment's task.
+    role : str
+        How the message names the estimator (``"model 'bp'"``).
+    head : bool
+        Whether it decodes embeddings (then the raw-window baselines are no alternative).
+
+    Raises
+    ------
+    ConfigError
+        Naming what the estimator does and the estimators that do ``task``.
+    """
+    target = resolve_estimator_class(name)
+    if isinstance(target, NamedEstimator):
+        does = target.task
+    else:
+        instance = _instance_for_tags(target, params)
+        if instance is None:
+            return  # building it fails anyway, before any compute, naming the bad params
+        does = _task_of(instance)
+    if does == task:
+        return
+    wanted = "classifier" if task == "classification" else "regressor"
+    example = "LogisticRegression" if task == "classification" else "Ridge"
+    counterpart = _counterpart(name, task)
+    sklearn_ones = " or ".join(repr(n) for n in [example] + ([counterpart] if counterpart else []))
+    if head:
+        alternatives = f"a scikit-learn {wanted} such as {sklearn_ones} (e.g. head: {{estimator: {example}}})"
+    else:
+        alternatives = (f"one of neurofm's {task} baselines {format_choices(list_estimators(task))} on raw windows, "
+                        f"or a scikit-learn {wanted} such as {sklearn_ones}")
+    if does is None:
+        mixin = "ClassifierMixin" if task == "classification" else "RegressorMixin"
+        raise ConfigError(
+            f"{role}: scikit-learn does not know {name!r} as a classifier or a regressor (its tags say neither), so "
+            f"its predictions cannot be scored for task={task!r}; use {alternatives}, or derive the class from "
+            f"sklearn.base.{mixin} and BaseEstimator."
+        )
+    is_a = "classifier" if does == "classification" else "regressor"
+    raise ConfigError(f"{role}: {name!r} is a {is_a}, which cannot do task={task!r}; use {alternatives}.")
+
+
+def _counterpart(name: str, task: str) -> str | None:
+    """scikit-learn's estimator of the same family for ``task`` (RandomForestClassifier -> RandomForestRegressor)."""
+    short = name.rpartition(".")[2]
+    swapped = (short.replace("Regressor", "Classifier") if task == "classification"
+               else short.replace("Classifier", "Regressor"))
+    candidate = _sklearn_estimators().get(swapped) if swapped != short else None
+    return swapped if candidate is not None and estimator_task(swapped) == task else None
 
 
 def _with_seed(cls: type, params: dict, random_state: int | None) -> dict:
