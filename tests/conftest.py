@@ -50,5 +50,17 @@ def ch_names_19():
 
 
 @pytest.fixture()
+def two_threads():
+    """Two torch threads, as on the 2-core CI machines, whatever this machine has: one stream of two threads, or
+    two streams of one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
 def cache_dir(tmp_path):
     return str(tmp_path / "cache")

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from .adapt import AdaptationPlan
     from .models.weights import LoadedBackbone
 
-__all__ = ["attention_kernels", "autocast", "cpu_has_fast_bf16", "cpu_streams", "embed_windows", "keep_freed_memory",
-           "pool_tokens", "resolve_batch_size", "resolve_device", "warn_slow_precision"]
+__all__ = ["attention_kernels", "autocast", "cpu_has_fast_bf16", "cpu_streams", "embed_windows", "full_batch",
+           "keep_freed_memory", "pool_tokens", "resolve_batch_size", "resolve_device", "warn_slow_precision"]
 
 # Most batches in flight at once on the CPU: each holds its own activations.
 MAX_CPU_STREAMS = 8
@@ -139,6 +139,52 @@ def pool_tokens(tokens: torch.Tensor, cls: torch.Tensor | None, pooling: str) ->
             raise ConfigError("pooling='cls' needs a model with a class token; use 'mean'.")
         return cls
     raise ConfigError(f"Unknown pooling {pooling!r}; use 'mean', 'max', 'flatten' or 'cls'.")
+
+
+def full_batch(X: np.ndarray, start: int, batch_size: int) -> tuple[np.ndarray, int]:
+    """Rows ``start:start + batch_size`` of ``X``, a short batch padded to ``batch_size`` rows.
+
+    This is the batching rule of every forward pass outside training
+    (:func:`embed_windows`, :func:`neurofm.training.predict_network`): each
+    forward sees the same batch shape. Matrix kernels choose their blocking,
+    and so their order of summation, by shape, so a window embedded alone or
+    in a short last batch came out different in the last bits from the same
+    window in a full batch (CBraMod, LaBraM, BENDR: up to 1e-6 in the
+    embedding, 5e-4 in a head's probabilities), and a run on a partly warm
+    embedding cache differed from a cold one. Within one shape, a window's
+    output depends neither on the other rows nor on its own row (measured on
+    all nine backbones in fp32 and bf16, one and two CPU streams, batches of
+    2 to 32; LUNA's phase needed its own fix for that, see
+    :mod:`neurofm.models.luna_features`), so the padding only has to fill
+    the shape.
+
+    The padding repeats the batch's own windows in turn, never zeros: a
+    repeated window is an input the adaptation and the model already take,
+    whereas an all-zero window has no spread for a per-window normalisation
+    to divide by. The caller drops the rows past ``n_real``. This costs at
+    most one batch of extra compute per call, for the short last batch.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, ...)
+        Rows to batch (raw or adapted windows).
+    start : int
+        First row of the batch.
+    batch_size : int
+        Rows in every batch.
+
+    Returns
+    -------
+    batch : ndarray, shape (batch_size, ...)
+        The rows, then copies of them up to ``batch_size`` rows.
+    n_real : int
+        How many leading rows of ``batch`` are ``X``'s own.
+    """
+    batch = X[start : start + batch_size]
+    n_real = len(batch)
+    if 0 < n_real < batch_size:
+        batch = batch[np.arange(batch_size) % n_real]
+    return batch, n_real
 
 
 def cpu_streams(n_batches: int) -> tuple[int, int]:
@@ -308,7 +354,11 @@ def embed_windows(
 
     On the CPU, batches run in several streams at once (:func:`cpu_streams`);
     every batch holds the same windows as in a one-stream run and comes out
-    in order.
+    in order. Every forward pass sees ``batch_size`` windows: a short last
+    batch is padded with copies of its own windows and the copies are
+    dropped (:func:`full_batch`), so a window's embedding does not depend on
+    how many windows are embedded with it, nor on which ones. That costs at
+    most one batch of extra compute per call.
 
     Parameters
     ----------
@@ -360,13 +410,14 @@ def embed_windows(
                     start = next(pending, None)
                 if start is None:
                     return
-                batch = torch.from_numpy(plan.apply(X[start : start + batch_size])).to(device)
+                windows, n_real = full_batch(X, start, batch_size)
+                batch = torch.from_numpy(plan.apply(windows)).to(device)
                 tokens, cls = backbone.extract(module, batch, plan.target)
-                vectors = pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)
+                vectors = pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real]
                 pooled[start] = vectors.cpu().numpy().astype(np.float32, copy=False)
                 if progress is not None:
                     with lock:
-                        progress(len(batch))
+                        progress(n_real)
 
     streams, threads_each = cpu_streams(len(starts)) if device == "cpu" else (1, 0)
     spec = getattr(backbone, "spec", None)

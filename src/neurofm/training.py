@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .configs import CheckpointConfig, DeviceConfig, TrainerConfig
-from .embed import autocast
+from .embed import autocast, full_batch
 from .utils.logging import logger
 
 __all__ = ["TrainingOutcome", "train_network", "predict_network"]
@@ -65,7 +65,13 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision: str = "fp32") -> np.ndarray:
-    """Raw outputs (logits or regression values) of ``net`` on adapted windows."""
+    """Raw outputs (logits or regression values) of ``net`` on adapted windows.
+
+    Every forward sees ``batch_size`` windows (a short last batch is padded
+    with copies of its own windows, :func:`neurofm.embed.full_batch`), so a
+    window's output does not depend on how many windows are predicted with
+    it; at most one batch of extra compute per call.
+    """
     import torch
 
     net.eval()
@@ -79,8 +85,8 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
     try:
         with torch.inference_mode(), autocast(device, precision):
             for start in range(0, len(X), batch_size):
-                batch = torch.from_numpy(X[start : start + batch_size]).to(device)
-                out.append(net(batch).float().cpu().numpy())
+                rows, n_real = full_batch(X, start, batch_size)
+                out.append(net(torch.from_numpy(rows).to(device))[:n_real].float().cpu().numpy())
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)

@@ -15,13 +15,15 @@ from ..data import SignalInfo, prepare_inputs
 from ..embed import embed_windows, resolve_batch_size, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import directory_weights_file, resolve_weights, weights_identity
+from ..models.weights import WeightsSource, directory_weights_file, resolve_weights, weights_identity
 from ..sources import WindowSource, as_window_source
 
 __all__ = ["FoundationEmbedder"]
 
-# Bump when the way tokens are read or pooled changes, so old cache entries stop matching.
-EXTRACTION_VERSION = 1
+# Bump when the bits of an embedding change for the same weights and windows, so old cache entries stop matching
+# (2: every forward sees a full batch, and LUNA's phase no longer depends on the window's row; a cache filled
+# before held short-batch embeddings that a partly warm run would have mixed with today's).
+EXTRACTION_VERSION = 2
 
 
 def _library_versions(backend: str) -> dict[str, str | None]:
@@ -292,9 +294,11 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int, int]:
         """Embed every window of ``source`` chunk by chunk, through the cache.
 
-        Chunks are a whole number of batches, so a window meets the same
-        batch neighbours whether it is embedded here, in a shard on another
-        worker, or from a memmap. This is what an extraction shard runs.
+        A window's embedding does not depend on the chunk, the cache's state
+        or its batch neighbours: every forward sees a full batch
+        (:func:`neurofm.embed.full_batch`). Chunks are a whole number of
+        batches so that only the last batch of a cold run needs padding.
+        This is what an extraction shard runs.
 
         Returns
         -------

@@ -361,7 +361,12 @@ def _extract_tokens(module, x, signal: AdaptedSignal) -> Features:
 
 
 def _build_luna(signal: AdaptedSignal, **kw):
-    return _quiet_build("LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    from .luna_features import RowStableFrequencyEmbedder
+
+    module = _quiet_build("LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    # torch.angle rounds the tail of each thread's share differently: a window's phase depended on its row
+    module.freq_embed = RowStableFrequencyEmbedder(module.freq_embed)
+    return module
 
 
 def _extract_luna(module, x, signal: AdaptedSignal) -> Features:
@@ -548,7 +553,9 @@ _SPECS = [
         extract=_extract_luna,
         notes="Without positions LUNA silently lays channels on a line, so every channel needs a position (the "
         "recording's own, else the template's); LUNA rescales positions to its own range, so their frame does not matter. "
-        "Features are read from model.norm (LUNA.forward has no return_features).",
+        "Features are read from model.norm (LUNA.forward has no return_features). The phase of its frequency "
+        "features comes from numpy's angle, not torch's, whose scalar tail rounds differently from its SIMD body "
+        "(neurofm.models.luna_features): with torch's, a window's embedding depended on its row in the batch.",
     ),
     ModelSpec(
         key="reve",
