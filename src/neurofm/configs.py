@@ -521,6 +521,14 @@ class ExecutionConfig(BaseConfig):
     submitit_folder : str | None
         Where submitit writes job scripts, logs and results (``None``:
         ``<cache_dir>/submitit`` of the experiment).
+    scratch_folder : str | None
+        Where the local engines keep their scratch files, each in its own
+        subfolder: joblib's memory maps (``joblib/``), a local Dask
+        cluster's spill and locks (``dask/``), a local Ray runtime's session:
+        logs, sockets, spilled objects (``ray/``). ``None``: the experiment's
+        ``cache_dir``. Ray's socket paths must fit the system's 107 bytes,
+        which leaves this folder at most 39 characters for a local Ray
+        runtime. An engine given by ``address`` keeps its own folders.
     submitit_cluster : {"slurm", "local", "debug"} | None
         ``None`` picks Slurm when ``sbatch`` is found, local processes otherwise.
     submitit_parameters : dict
@@ -537,6 +545,7 @@ class ExecutionConfig(BaseConfig):
     n_jobs: int = Field(2, ge=1)
     address: str | None = None
     submitit_folder: str | None = None
+    scratch_folder: str | None = None
     submitit_cluster: Literal["slurm", "local", "debug"] | None = None
     submitit_parameters: dict[str, Any] = Field(default_factory=dict)
     extraction_shards: int | None = Field(None, ge=1)

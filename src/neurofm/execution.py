@@ -9,13 +9,17 @@ task order, so that the caller assembles the same result whatever ran them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import secrets
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .configs import ExecutionConfig
+from .exceptions import ConfigError
 from .utils.check import soft_import
 from .utils.logging import logger
 
@@ -24,12 +28,37 @@ __all__ = ["check_backend", "engine_session", "map_tasks"]
 # The package each backend needs, and the neurofm extra that installs it.
 _NEEDS = {"dask": ("distributed", "cluster"), "ray": ("ray", "ray"), "submitit": ("submitit", "cluster")}
 
+# A Unix socket's path holds at most 107 bytes (103 on macOS). A local Ray runtime puts its longest one,
+# the object store's, at <temp folder>/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store.
+_SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+_RAY_SOCKET_TAIL = len("/session_2000-01-01_00-00-00_000000_4194304/sockets/plasma_store")
+
 
 def check_backend(config: ExecutionConfig) -> None:
-    """Fail before any compute when the configured backend's package is missing."""
+    """Fail before any compute when the configured backend's package is missing or its folder cannot work."""
     if config.backend in _NEEDS:
         module, extra = _NEEDS[config.backend]
         soft_import(module, f"execution backend {config.backend!r}", extra)
+    if config.backend == "ray" and config.address is None and config.scratch_folder is not None:
+        import ray
+
+        folder = _scratch(config, "ray")
+        longest = len(str(folder).encode()) + _RAY_SOCKET_TAIL
+        if longest > _SOCKET_PATH_MAX and not ray.is_initialized():
+            room = _SOCKET_PATH_MAX - _RAY_SOCKET_TAIL - len("/ray")
+            raise ConfigError(
+                f"A local Ray runtime in {folder} would open sockets with paths of {longest} bytes, more than the "
+                f"{_SOCKET_PATH_MAX} the system allows. Set execution.scratch_folder to a folder of at most {room} "
+                "characters (e.g. /tmp/neurofm), or set a shorter cache_dir, or start Ray yourself (ray.init or "
+                "ray start, then execution.address='auto')."
+            )
+
+
+def _scratch(config: ExecutionConfig, engine: str) -> Path | None:
+    """The engine's own folder under ``scratch_folder`` (None: the engine picks, in the system temp folder)."""
+    if config.scratch_folder is None:
+        return None
+    return Path(config.scratch_folder).expanduser().absolute() / engine
 
 
 # Engines started inside an open engine_session, reused by every map_tasks call until it closes.
@@ -117,16 +146,27 @@ def _sequential(config: ExecutionConfig, function, tasks: list, shared: Any) -> 
 def _joblib(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     from joblib import Parallel, delayed
 
-    return Parallel(n_jobs=config.n_jobs, backend="loky")(delayed(function)(*a) for a in _arguments(tasks, shared))
+    # joblib hands large arrays to the workers as memory maps in temp_folder (by default /dev/shm or the
+    # system temp folder); it deletes them when the call ends.
+    folder = _scratch(config, "joblib")
+    parallel = Parallel(n_jobs=config.n_jobs, backend="loky", temp_folder=None if folder is None else str(folder))
+    return parallel(delayed(function)(*a) for a in _arguments(tasks, shared))
 
 
 def _dask(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     def start():
+        import dask
         from distributed import Client, LocalCluster
 
         cluster = None
         if config.address is None:
-            cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True, dashboard_address=None)
+            folder = _scratch(config, "dask")
+            local = None if folder is None else str(folder)
+            # Workers keep spilled data and locks in local_directory, the scheduler its locks in the configured
+            # temporary-directory (None: both in the system temp folder).
+            with dask.config.set({} if local is None else {"temporary-directory": local}):
+                cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, local_directory=local)
         client = Client(config.address or cluster)
 
         def close():
@@ -141,7 +181,10 @@ def _dask(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
         # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
         if shared is None:
             return client.gather(client.map(function, tasks, pure=False))
-        [on_workers] = client.scatter([shared], broadcast=True)  # one copy per worker, resolved in each call
+        # One copy per worker, resolved in each call. hash=False gives it a fresh key: with a key made from the
+        # content, the next call's equal data got the key of this one, whose release the scheduler may still be
+        # carrying out, and its tasks failed with "lost dependencies" (seen under load).
+        [on_workers] = client.scatter([shared], broadcast=True, hash=False)
         return client.gather(client.map(function, tasks, shared=on_workers, pure=False))
     finally:
         if close is not None:
@@ -155,6 +198,13 @@ def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
         if ray.is_initialized():  # the user's own runtime: use it, leave it running
             return ray, lambda: None
         kwargs = {"address": config.address} if config.address else {"num_cpus": config.n_jobs}
+        folder = _scratch(config, "ray")
+        if not config.address and folder is not None:
+            kwargs["_temp_dir"] = str(folder)  # the session: logs, sockets, spilled objects
+            if not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ) and not _ray_token_file().exists():
+                # A new local runtime needs a token; finding none, Ray saves a new one in ~/.ray/auth_token. This one
+                # lives in the environment the runtime starts with, and leaves it with this call (_preserved_environ).
+                os.environ["RAY_AUTH_TOKEN"] = _ray_token()
         ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
         return ray, ray.shutdown
 
@@ -168,6 +218,17 @@ def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     finally:
         if close is not None:
             close()
+
+
+def _ray_token_file() -> Path:
+    """Where Ray looks for a token when its environment names none (and where it saves one it makes)."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+@functools.cache
+def _ray_token() -> str:
+    """One token per process: Ray's driver keeps the first token it reads, so every runtime started here needs it."""
+    return secrets.token_hex(32)  # what ``ray get-auth-token --generate`` makes
 
 
 def _apply(function: Callable[..., Any], *args: Any) -> Any:

@@ -140,11 +140,12 @@ class Experiment:
     def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
         cfg = self.config
         set_log_level(cfg.verbose)
-        check_backend(cfg.execution)
-        self._execution = cfg.execution
-        if cfg.execution.submitit_folder is None:  # every file a run writes lives in its output or cache folder
-            folder = str(Path(cfg.cache_dir).expanduser() / "submitit")
-            self._execution = cfg.execution.model_copy(update={"submitit_folder": folder})
+        # Every file a run writes lives in its output or cache folder, the engines' scratch files too.
+        defaults = {"submitit_folder": str(Path(cfg.cache_dir).expanduser() / "submitit"),
+                    "scratch_folder": str(Path(cfg.cache_dir).expanduser())}
+        self._execution = cfg.execution.model_copy(
+            update={key: value for key, value in defaults.items() if getattr(cfg.execution, key) is None})
+        check_backend(self._execution)
         started = time.perf_counter()
         X, y, sample_metadata, recordings = self._windows(X, y, sample_metadata)
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -246,20 +243,35 @@ def _slice_temporal_embedding(state: dict, module) -> dict:
 
 @contextlib.contextmanager
 def _reve_position_bank(signal: AdaptedSignal) -> Iterator[None]:
-    """Give REVE a position bank built from MNE templates instead of its download."""
-    positions = {name: list(pos) for name, pos in signal.positions.items()}
-    with tempfile.TemporaryDirectory(prefix="neurofm-reve-") as folder:
-        with open(os.path.join(folder, "reve_positions.json"), "w") as fh:
-            json.dump(positions, fh)
-        previous = os.environ.get("REVE_POSITIONS_PATH")
-        os.environ["REVE_POSITIONS_PATH"] = folder
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop("REVE_POSITIONS_PATH", None)
-            else:
-                os.environ["REVE_POSITIONS_PATH"] = previous
+    """Give REVE a position bank holding the signal's positions, in memory.
+
+    REVE's constructor builds its bank from a JSON file it downloads (to
+    ``~/mne_data`` or ``REVE_POSITIONS_PATH``). The bank here is built from
+    the positions the adaptation chose (the recording's, else MNE's
+    template), so construction reads no network and writes no file anywhere.
+    """
+    from unittest import mock
+
+    import torch
+
+    _braindecode("REVE")
+    from braindecode.models import reve
+
+    bank_class = reve.RevePositionBank
+
+    def bank():
+        # A genuine RevePositionBank (it pickles and serves REVE as the downloaded one would), filled
+        # with the attributes its own __init__ sets from the JSON file, without reading one.
+        made = bank_class.__new__(bank_class)
+        torch.nn.Module.__init__(made)
+        made.position_names = list(signal.positions)
+        made.mapping = {name: i for i, name in enumerate(made.position_names)}
+        table = torch.tensor([list(signal.positions[name]) for name in made.position_names], dtype=torch.float32)
+        made.register_buffer("embedding", table.reshape(-1, 3), persistent=False)
+        return made
+
+    with mock.patch.object(reve, "RevePositionBank", bank):
+        yield
 
 
 def _labram_vocabulary() -> tuple[str, ...]:
