@@ -58,7 +58,8 @@ def test_vocabulary_model_drops_unknown_channels_and_records_it():
 
 
 def test_no_known_channel_is_an_error():
-    with pytest.raises(AdaptationError, match="vocabulary"):
+    with pytest.raises(AdaptationError, match=r"None of the input channels \['foo', 'bar'\] is in 'eegpt''s channel "
+                                              r"vocabulary .*; rename the channels to standard 10-20 names"):
         plan_adaptation(get_model_spec("eegpt"), info(["foo", "bar"]), 640)
 
 
@@ -99,7 +100,8 @@ def test_missing_fixed_channels_are_interpolated_and_recorded():
 
 
 def test_too_few_channels_for_a_fixed_layout_is_an_error():
-    with pytest.raises(AdaptationError, match="missing"):
+    with pytest.raises(AdaptationError, match=r"only 3 of its 19 electrodes are present, missing \['FP1', .*\]\. Record or "
+                                              r"rename these channels .* or choose a model that accepts"):
         plan_adaptation(get_model_spec("bendr"), info(["Cz", "C3", "C4"]), 640)
 
 
@@ -114,15 +116,22 @@ def test_spherical_spline_interpolates_a_smooth_field():
     assert abs(estimate[0] - field(pos[target])) < 0.05
 
 
-@pytest.mark.parametrize(("key", "seconds"), [("labram", 0.5), ("cbramod", 0.5), ("bendr", 1.0)])
-def test_window_too_short_is_an_error(key, seconds):
+@pytest.mark.parametrize(("key", "seconds", "message"), [
+    ("labram", 0.5, r"'labram' works on patches of 200 samples \(1 s at 200 Hz\) but the window has 100 samples after "
+                    r"resampling; use windows of at least 1 s"),
+    ("cbramod", 0.5, r"'cbramod' works on patches of 200 samples .* has 100 samples .*; use windows of at least 1 s"),
+    ("bendr", 1.0, r"'bendr' needs windows of at least 2 s \(512 samples at 256 Hz\), got 256 samples after resampling; "
+                   r"use longer windows"),
+])
+def test_window_too_short_is_an_error(key, seconds, message):
     n = int(160 * seconds)
-    with pytest.raises(AdaptationError, match="window|at least"):
+    with pytest.raises(AdaptationError, match=message):
         plan_adaptation(get_model_spec(key), info(STANDARD_1020_19), n)
 
 
 def test_labram_window_longer_than_its_temporal_table_is_an_error():
-    with pytest.raises(AdaptationError, match="at most 15 patches"):
+    with pytest.raises(AdaptationError, match=r"'labram' accepts at most 15 patches per channel \(15 s at 200 Hz\); the "
+                                              r"window has 20\. Cut the recording into shorter windows"):
         plan_adaptation(get_model_spec("labram"), info(STANDARD_1020_19, sfreq=200.0), 200 * 20)
 
 

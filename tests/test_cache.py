@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import threading
 
 import numpy as np
@@ -77,7 +78,8 @@ def test_only_new_windows_are_computed(cache_dir, windows_19ch, count_forwards):
     assert (emb.cache_hits_, emb.cache_misses_) == (2, 1)
     assert count_forwards["windows"] == 3
     reference = make(cache_dir, cache_embeddings=False).fit(windows_19ch).transform(windows_19ch)
-    np.testing.assert_allclose(E, reference, rtol=1e-5, atol=1e-6)
+    # A partly warm cache gives the cold run's embeddings bit for bit (README: same experiment, same bits).
+    np.testing.assert_array_equal(E, reference)
 
 
 @pytest.mark.parametrize(
@@ -302,3 +304,210 @@ def test_four_processes_on_one_cache_get_correct_results_and_leave_it_whole(tmp_
     cached = ExperimentResult.load(tmp_path / "fifth").get_model_artifacts(artifact_type="embedding_cache")
     values = dict(zip(cached["ArtifactKey"], cached["ArtifactValue"], strict=True))
     assert (values["hits"], values["misses"]) == (36, 0)
+
+
+# -- the cache on its own, without a model: its formats, several packs, damage, races and errors --------------------
+
+
+def _keys_and_values(n, seed=0):
+    rng = np.random.default_rng(seed)
+    windows, embeddings = rng.standard_normal((n, 2, 8)), rng.standard_normal((n, 4))
+    return hash_windows(windows.astype(np.float32)), embeddings.astype(np.float32)
+
+
+def _packs_named(root, fingerprint, contents):
+    """Each (keys, values) stored as its own pack, renamed pack-0.npz, pack-1.npz, ...: name order is list order."""
+    writer = EmbeddingCache(root, fingerprint)
+    return [writer.store(keys, values).rename(writer.directory / f"pack-{i}.npz") for i, (keys, values) in
+            enumerate(contents)]
+
+
+_UNPICKLED: list[str] = []
+
+
+def _record_unpickling(note):
+    _UNPICKLED.append(note)
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return _record_unpickling, ("code ran",)
+
+
+def test_keys_and_checksums_are_the_documented_hashes():
+    import hashlib
+    from pathlib import Path
+
+    from neurofm.cache import entry_checksums, stable_hash
+
+    # stable_hash: compact JSON with sorted keys, anything else as text.
+    text = '{"a":{"x":"w.pth","y":null},"b":[1,2.5]}'
+    assert stable_hash({"b": [1, 2.5], "a": {"y": None, "x": Path("w.pth")}}) == hashlib.blake2b(
+        text.encode(), digest_size=16).hexdigest()
+    # A window's key: its float32 bytes and its shape; an entry's checksum: its key and float32 embedding.
+    rng = np.random.default_rng(0)
+    X, E = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 4))  # float64, as a caller may pass them
+    keys, checksums = hash_windows(X), entry_checksums(hash_windows(X), E)
+    assert keys.dtype == np.dtype("S32") and checksums.dtype == np.dtype("S16")
+    for window, key, row, checksum in zip(X, keys, E, checksums, strict=True):
+        digest = hashlib.blake2b(window.astype(np.float32).tobytes(), digest_size=16, person=b"neurofm-win")
+        digest.update(b"(2, 5)")
+        assert key == digest.hexdigest().encode()
+        digest = hashlib.blake2b(bytes(key), digest_size=8, person=b"neurofm-entry")
+        digest.update(row.astype(np.float32).tobytes())
+        assert checksum == digest.hexdigest().encode()
+    with pytest.raises(ValueError):  # one key short: refused, never checksummed in part
+        entry_checksums(keys[:2], E)
+
+
+def test_packs_and_manifest_are_laid_out_as_documented(tmp_path):
+    import json
+    import re
+    from pathlib import Path
+
+    keys, values = _keys_and_values(3)
+    fingerprint = "ab" * 16
+    cache = EmbeddingCache(tmp_path, fingerprint, manifest={"model": "cbramod", "weights": Path("w.pth")})
+    assert cache.fingerprint == fingerprint and cache.directory == tmp_path / "embeddings" / "v2" / fingerprint
+    pack = cache.store(keys.astype(object), values.astype(np.float64))  # as S32 and float32 whatever they were
+    assert pack.parent == cache.directory and re.fullmatch(r"pack-[0-9a-f]{32}\.npz", pack.name)
+    with np.load(pack, allow_pickle=False) as data:
+        assert sorted(data.files) == ["checksums", "embeddings", "keys"]
+        assert data["keys"].dtype == np.dtype("S32") and data["embeddings"].dtype == np.float32
+    manifest = cache.directory / "manifest.json"
+    assert manifest.read_text() == '{\n  "model": "cbramod",\n  "weights": "w.pth"\n}'  # readable: indented, sorted
+    EmbeddingCache(tmp_path, fingerprint, manifest={"model": "other"}).store(keys, values)
+    assert json.loads(manifest.read_text()) == {"model": "cbramod", "weights": "w.pth"}  # written once, never replaced
+    bare = EmbeddingCache(tmp_path, "cd" * 16)
+    bare.store(keys, values)
+    assert not (bare.directory / "manifest.json").exists()  # no description given, none written
+    found_values, found = EmbeddingCache(tmp_path, fingerprint).lookup(keys)
+    assert found.all() and found_values.dtype == np.float32
+    np.testing.assert_array_equal(found_values, values)
+
+
+def test_a_key_in_several_packs_is_served_from_the_first_intact_pack_in_name_order(tmp_path, caplog):
+    keys, values = _keys_and_values(4)
+    first, _, _ = _packs_named(tmp_path, "e" * 32, [(keys, values), (keys, values + 1), (keys, values + 2)])
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    np.testing.assert_array_equal(cache.lookup(keys)[0], values)
+    _flip_one_embedding_value(first)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        damaged, found = cache.lookup(keys)
+    assert damaged is None and not found.any()  # the whole damaged pack is missing this time: the caller recomputes
+    assert (f"Embedding cache: {first} is damaged (1 entry fail their checksum); it is renamed corrupt-{first.name} "
+            "and its windows are embedded again.") in caplog.text
+    # From the next lookup on, the copy in pack-1 serves, as a fresh index of the folder would.
+    np.testing.assert_array_equal(cache.lookup(keys)[0], values + 1)
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path, "e" * 32).lookup(keys)[0], values + 1)
+    assert cache.damaged_packs == 1
+
+
+def test_entries_failing_their_checksum_set_their_pack_aside_and_the_next_pack_still_serves(tmp_path, caplog):
+    keys, values = _keys_and_values(6)
+    first, _ = _packs_named(tmp_path, "e" * 32, [(keys[:3], values[:3]), (keys[3:], values[3:])])
+    with np.load(first, allow_pickle=False) as data:
+        content = {name: data[name].copy() for name in data.files}
+    content["embeddings"][[0, 2]] += 1.0
+    with open(first, "wb") as fh:
+        np.savez(fh, **content)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        got, found = cache.lookup(keys)
+    assert found.tolist() == [False] * 3 + [True] * 3
+    np.testing.assert_array_equal(got[3:], values[3:])
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Embedding cache: {first} is damaged (2 entries fail their checksum); it is renamed corrupt-{first.name} and "
+        "its windows are embedded again."]
+
+
+def test_an_unreadable_pack_is_set_aside_and_the_others_still_serve(tmp_path, caplog):
+    keys, values = _keys_and_values(6)
+    first, second = _packs_named(tmp_path, "e" * 32, [(keys[:3], values[:3]), (keys[3:], values[3:])])
+    first.write_bytes(b"not a pack" * 100)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        got, found = cache.lookup(keys)
+    assert found.tolist() == [False] * 3 + [True] * 3
+    np.testing.assert_array_equal(got[3:], values[3:])
+    assert f"{first} is damaged (unreadable (" in caplog.text and not first.exists()
+    _flip_one_embedding_value(second)
+    cache.lookup(keys)
+    assert cache.damaged_packs == 2
+
+
+def test_a_pack_holding_pickled_objects_is_set_aside_and_never_unpickled(tmp_path, caplog):
+    keys, values = _keys_and_values(4)
+    first, _ = _packs_named(tmp_path, "e" * 32, [(keys[:2], values[:2]), (keys[2:], values[2:])])
+    with np.load(first, allow_pickle=False) as data:
+        content = {name: data[name] for name in data.files}
+    content["embeddings"] = np.array([_RunsCodeWhenUnpickled(), _RunsCodeWhenUnpickled()], dtype=object)
+    with open(first, "wb") as fh:
+        np.savez(fh, **content)
+    _UNPICKLED.clear()
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        got, found = cache.lookup(keys)
+    assert _UNPICKLED == []  # loading a file never runs code
+    assert found.tolist() == [False, False, True, True] and cache.damaged_packs == 1
+    np.testing.assert_array_equal(got[2:], values[2:])
+    assert f"{first} is damaged (unreadable (" in caplog.text and not first.exists()
+
+
+def test_packs_that_another_process_removes_meanwhile_are_skipped(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    keys, values = _keys_and_values(6)
+    first, _, _ = _packs_named(tmp_path, "e" * 32, [(keys[:3], values[:3]), (keys[3:], values[3:]),
+                                                    (keys[:3], values[:3] + 1)])
+    both = np.concatenate([values[:3] + 1, values[3:]])
+    # Removed between listing the folder and reading it: skipped, not counted as damaged, the others are read.
+    real_load = np.load
+
+    def vanished(file, *args, **kwargs):
+        if Path(file) == first:
+            raise FileNotFoundError(file)
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", vanished)
+    racing = EmbeddingCache(tmp_path, "e" * 32)
+    got, found = racing.lookup(keys)
+    assert found.all() and racing.damaged_packs == 0 and first.exists()
+    np.testing.assert_array_equal(got, both)
+    monkeypatch.undo()
+
+    # Set aside by another process after this one indexed it: its keys are missing this once, then served by a copy.
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    assert cache.lookup(keys)[1].all()
+    first.rename(first.with_name("corrupt-" + first.name))
+    got, found = cache.lookup(keys)
+    assert found.tolist() == [False] * 3 + [True] * 3 and cache.damaged_packs == 0
+    np.testing.assert_array_equal(got[3:], values[3:])
+    got, found = cache.lookup(keys)
+    assert found.all()
+    np.testing.assert_array_equal(got, both)
+
+
+@pytest.mark.parametrize(("code", "problem", "fix"), [
+    (errno.ENOSPC, "the disk is full", "free space there, or set cache_dir to a disk with room"),
+    (errno.EACCES, "Permission denied", "check that the folder is writable, or set cache_dir elsewhere"),
+])
+def test_a_cache_folder_that_cannot_be_made_gives_a_clear_error(tmp_path, monkeypatch, code, problem, fix):
+    import os
+    from pathlib import Path
+
+    from neurofm.cache import CacheWriteError
+
+    keys, values = _keys_and_values(2)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(CacheWriteError) as err:
+        cache.store(keys, values)
+    assert err.value.errno == code
+    assert err.value.strerror == (
+        f"Cannot write to the embedding cache {cache.directory}: {problem}. Fix: {fix} (or turn the cache off with "
+        "cache_embeddings: false). Embeddings stored before are intact and are reused on the next run.")

@@ -11,6 +11,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from neurofm.estimators.frozen import FoundationEmbedder
+from neurofm.exceptions import ConfigError
 from neurofm.models import get_model_spec
 
 
@@ -33,7 +34,7 @@ def test_init_stores_and_clone_round_trips(small_dataset, cache_dir):
 
 def test_transform_before_fit_says_so(small_dataset, cache_dir):
     X, _, _, info = small_dataset
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="This FoundationEmbedder instance is not fitted yet. Call 'fit'"):
         embedder(info, cache_dir).transform(X)
 
 
@@ -47,7 +48,8 @@ def test_inside_a_user_pipeline_with_sklearn_cv(small_dataset, cache_dir):
 def test_windows_of_another_shape_after_fit_are_refused(small_dataset, cache_dir):
     X, _, _, info = small_dataset
     emb = embedder(info, cache_dir).fit(X)
-    with pytest.raises(Exception, match="fit it again"):
+    with pytest.raises(ConfigError, match=r"transform got windows of shape \(19, 320\), but the embedder was fitted on "
+                                          r"\(19, 640\); fit it again on these windows"):
         emb.transform(X[:, :, :320])
 
 
@@ -59,5 +61,5 @@ def test_bf16_extraction_is_close_to_fp32_and_cached_apart(small_dataset, cache_
     a, b = fp32.transform(X[:8]), bf16.transform(X[:8])
     assert bf16.cache_misses_ == 8 and not np.array_equal(a, b)
     np.testing.assert_allclose(b, a, rtol=0.1, atol=0.05 * np.abs(a).max())
-    with pytest.raises(Exception, match="precision='fp8'"):
+    with pytest.raises(ConfigError, match="precision='fp8' is not one of 'fp32', 'bf16', 'fp16'"):
         embedder(info, cache_dir, precision="fp8").check_input(X.shape)

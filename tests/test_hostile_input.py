@@ -171,23 +171,145 @@ CONFIG_KEYS = st.sampled_from(["task", "models", "metrics", "cv", "cache_dir", "
                                "stage", "corpus", "optimizer", "tokenizer", "tokenizer_run"])
 
 
+# Valid values written independently of neurofm's own tables, so a validator that refused a valid choice fails
+# the acceptance share below instead of agreeing with itself.
+TASK_ESTIMATORS = {
+    "classification": ["bandpower_lr", "csp_lda", "ts_lr", "xdawn_ts_lr", "LogisticRegression",
+                       "LinearDiscriminantAnalysis", "sklearn.svm.SVC", "RandomForestClassifier"],
+    "regression": ["Ridge", "sklearn.linear_model.Ridge", "RandomForestRegressor", "sklearn.svm.SVR"],
+}
+TASK_METRICS = {"classification": ["accuracy", "balanced_accuracy", "roc_auc", "f1_macro", "cohen_kappa"],
+                "regression": ["r2", "mae", "rmse", "pearson"]}
+# strategy -> whether a group_key is required (True), allowed (None) or refused (False)
+TASK_STRATEGIES = {
+    "classification": {"kfold": False, "stratified_kfold": False, "group_kfold": True, "stratified_group_kfold": True,
+                       "leave_one_group_out": True, "train_test_split": None},
+    "regression": {"kfold": False, "group_kfold": True, "leave_one_group_out": True, "train_test_split": None},
+}
+BACKBONE_KEYS = ["bendr", "biot", "cbramod", "codebrain", "eegpt", "labram", "luna", "reve", "signaljepa"]
+
+
+@st.composite
+def valid_config(draw, run_config=False):
+    """A config a user could write, as plain data: every field drawn from its valid values."""
+    task = draw(st.sampled_from(["classification", "regression"]))
+    estimator = st.sampled_from(TASK_ESTIMATORS[task])
+    models = {}
+    for name in draw(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3, unique=True)):
+        kind = draw(st.sampled_from(["classical", "frozen", "finetune"]))
+        if kind == "classical":
+            models[name] = {"estimator": draw(estimator)}
+        else:
+            key = draw(st.sampled_from(BACKBONE_KEYS))
+            common = {"model_key": key, "weights": draw(st.sampled_from(["random", "runs/x.safetensors", "org/repo"])),
+                      "pooling": draw(st.sampled_from(["mean", "max", "flatten"]))}
+            if kind == "frozen":
+                models[name] = {"backbone": {**common, "batch_size": draw(st.one_of(st.just("auto"), st.integers(1, 256)))},
+                                "head": {"estimator": draw(estimator)}}
+            else:
+                models[name] = {**common, "train_mode": draw(st.sampled_from(["frozen", "full", "lora"])),
+                                "trainer": {"max_epochs": draw(st.integers(1, 50)), "lr": draw(st.floats(1e-6, 1e-1))}}
+    strategy, grouped = draw(st.sampled_from(sorted(TASK_STRATEGIES[task].items())))
+    cv = {"strategy": strategy, "n_splits": draw(st.integers(2, 10)), "shuffle": draw(st.booleans())}
+    if grouped or (grouped is None and draw(st.booleans())):
+        cv["group_key"] = draw(st.sampled_from(["Subject", "subject", "session", "Recording ID"]))
+    fields = {"task": task, "models": models, "cv": cv,
+              "metrics": draw(st.one_of(st.none(), st.lists(st.sampled_from(TASK_METRICS[task]), min_size=1, unique=True))),
+              "cache_dir": draw(st.sampled_from(["cache", "/tmp/neurofm cache", "~/.cache/neurofm"])),
+              "execution": {"backend": draw(st.sampled_from(["sequential", "joblib", "dask", "ray"])),
+                            "n_jobs": draw(st.integers(1, 16))},
+              "random_state": draw(st.integers(0, 2**32 - 1)), "n_permutations": draw(st.integers(0, 1000)),
+              "verbose": draw(st.booleans()),
+              "sensor_types": draw(st.one_of(st.none(), st.lists(st.sampled_from(["eeg", "mag", "grad"]), min_size=1,
+                                                                 unique=True)))}
+    if run_config:
+        fields["data"] = {"source": draw(st.sampled_from(["eegmmi", "uci_smni", "muse_csv", "bids"])), "path": "data",
+                          "tmin": 0.0, "tmax": draw(st.floats(0.5, 4.0))}
+        if fields["sensor_types"] and set(fields["sensor_types"]) & {"mag", "grad"}:
+            fields["data"]["preprocessing"] = {"picks": ["meg", "eeg"]}
+        fields["output_dir"] = draw(st.sampled_from(["out", "results/run 1"]))
+    # Leave some fields at their defaults, as users do (the default task and CV are for classification).
+    needed = ("models", "data", "task", "cv") if task == "regression" else ("models", "data")
+    return {k: v for k, v in fields.items() if k in needed or draw(st.booleans())}
+
+
+@st.composite
+def near_valid_config(draw, run_config=False):
+    """A valid config with, half of the time, one thing wrong: a hostile value, an unknown key or a missing field."""
+    fields = draw(valid_config(run_config))
+    fault = draw(st.sampled_from(["none", "none", "none", "value", "key", "drop"]))
+    if fault == "value":
+        fields[draw(st.sampled_from(sorted(fields)))] = draw(YAML_VALUES)
+    elif fault == "key":
+        fields[draw(st.sampled_from(["bogus", "nsplits", "model", "n_permutation"]))] = draw(YAML_VALUES)
+    elif fault == "drop":
+        fields.pop(draw(st.sampled_from(sorted(fields))))
+    return fields
+
+
+# Outcomes of the two config fuzzers below, for the acceptance guard after them.
+CONFIG_OUTCOMES: dict[str, list] = {"yaml": [], "python": []}  # per example: the classes that accepted it
+
+
+@st.composite
+def config_text(draw):
+    """YAML text, and the config class that must accept it (None: any outcome is fine, as long as it is clean)."""
+    branch = draw(st.sampled_from(["experiment", "experiment", "run", "hostile", "text"]))
+    if branch == "text":
+        return draw(st.text(max_size=60)), None  # not even YAML, or YAML that is not a mapping
+    if branch == "hostile":
+        return __import__("yaml").safe_dump(draw(st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5))), None
+    valid = draw(st.booleans())  # as the generator made it: a config a user could write, which must load
+    fields = draw((valid_config if valid else near_valid_config)(run_config=branch == "run"))
+    return __import__("yaml").safe_dump(fields), ({"experiment": "ExperimentConfig", "run": "RunConfig"}[branch]
+                                                  if valid else None)
+
+
 @examples(300)
-@given(st.one_of(
-    st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5).map(lambda d: __import__("yaml").safe_dump(d)),
-    st.text(max_size=60),  # not even YAML, or YAML that is not a mapping
-))
-def test_yaml_configs_load_or_raise_config_errors(text):
+@given(config_text())
+def test_yaml_configs_load_or_raise_config_errors(case):
+    text, must_accept = case
+    accepted = []
     for cls in (ExperimentConfig, RunConfig, PretrainConfig):
         try:
-            cls.from_yaml(text)
+            config = cls.from_yaml(text)
         except NeuroFMError as exc:
             assert str(exc)
+            continue
+        accepted.append(cls.__name__)
+        assert cls.from_yaml(config.to_yaml()) == config  # what is accepted survives its own YAML
+    if must_accept is not None:
+        assert must_accept in accepted, f"a valid {must_accept} was refused:\n{text}"
+    CONFIG_OUTCOMES["yaml"].append(accepted)
 
 
 @examples(150)
-@given(st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5))
-def test_configs_built_in_python_raise_only_validation_errors(fields):
+@given(st.one_of(st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5).map(lambda fields: (fields, False)),
+                 near_valid_config().map(lambda fields: (fields, False)),
+                 valid_config().map(lambda fields: (fields, True))))
+def test_configs_built_in_python_raise_only_validation_errors(case):
+    fields, must_accept = case
     try:
-        ExperimentConfig(**fields)
-    except ALLOWED_IN_PYTHON:
-        pass
+        config = ExperimentConfig(**fields)
+    except ALLOWED_IN_PYTHON as exc:
+        assert not must_accept, f"a valid config was refused: {fields}\n{exc}"
+        CONFIG_OUTCOMES["python"].append([])
+        return
+    assert ExperimentConfig.from_yaml(config.to_yaml()) == config
+    CONFIG_OUTCOMES["python"].append(["ExperimentConfig"])
+
+
+@pytest.mark.parametrize("fuzzer", ["yaml", "python"])
+def test_the_config_fuzzers_saw_valid_configs_accepted(fuzzer):
+    """Guards the generators: a validator that refused every config would pass the two properties above alone."""
+    if not CONFIG_OUTCOMES[fuzzer]:
+        {"yaml": test_yaml_configs_load_or_raise_config_errors,
+         "python": test_configs_built_in_python_raise_only_validation_errors}[fuzzer]()
+    outcomes = CONFIG_OUTCOMES[fuzzer]
+    assert len(outcomes) == {"yaml": 300, "python": 150}[fuzzer]
+    accepted = sum(bool(classes) for classes in outcomes)
+    # Measured: 207 of 300 YAML texts (128 experiment, 79 run configs), 109 of 150 Python configs.
+    assert accepted / len(outcomes) >= 0.3, f"{accepted} of {len(outcomes)} configs accepted"
+    if fuzzer == "yaml":
+        for cls in ("ExperimentConfig", "RunConfig"):
+            assert sum(cls in classes for classes in outcomes) >= 0.1 * len(outcomes), cls

@@ -58,6 +58,17 @@ def _probe(key="cbramod"):
         head=ClassicalModelConfig(estimator="LogisticRegression"))
 
 
+def _above_chance(result):
+    """Each held-out subject's 8 windows (4 per class, chance 0.5) decoded with at most 2 errors.
+
+    The right class carries a 10 Hz rhythm of half the noise amplitude on every sensor; measured: 1.0 on both folds
+    (CBraMod and LUNA probes). A pipeline that lost the signal (MEG left at 1e-13, sensors misplaced, labels
+    shuffled) guesses: at most 2 errors in 8 on both folds by chance has probability (37 / 256)^2 = 0.02.
+    """
+    scores = result.scores.query("Metric == 'balanced_accuracy'")["Value"]
+    assert len(scores) == 2 and (scores >= 0.75).all(), scores.tolist()
+
+
 def _by_subject(n_splits=2):
     return CVConfig(strategy="stratified_group_kfold", n_splits=n_splits, group_key="Subject")
 
@@ -74,7 +85,7 @@ def test_meg_and_eeg_epochs_go_in_unchanged_and_the_sensors_kept_are_recorded(me
     kept = result.meta["signal"]["sensor_types"]
     assert kept == {"grad": _counts(epochs, meg="grad"), "mag": _counts(epochs, meg="mag"),
                     "eeg": _counts(epochs, meg=False, eeg=True)}  # default: every EEG and MEG channel, bads excluded
-    assert np.isfinite(result.scores["Value"]).all()
+    _above_chance(result)
     units = result.get_model_artifacts(artifact_type="input_adaptation").query("ArtifactKey == 'units'")
     assert "EEG-equivalent uV" in units["ArtifactValue"].iloc[0]
 
@@ -253,7 +264,7 @@ def test_positions_reach_the_backbone_estimators_of_an_experiment(meg_epochs, tm
     """The experiment hands the recording's positions to LUNA's embedder: MEG is placed, not refused."""
     epochs, y = meg_epochs
     result = Experiment(_config(tmp_path, {"luna": _probe("luna")})).run(epochs, y)
-    assert np.isfinite(result.scores["Value"]).all()
+    _above_chance(result)
     steps = result.get_model_artifacts(artifact_type="input_adaptation").set_index("ArtifactKey")["ArtifactValue"]
     assert "366 from the recording's info" in steps["positions"]
 

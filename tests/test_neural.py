@@ -116,7 +116,8 @@ def test_target_modules_override_and_unknown_target(data):
     est = tuner(config("labram", "lora", lora=LoRAConfig(r=2, target_modules=["mlp.2"])), info).fit(X, y)
     adapted = {n.split(".lora_")[0] for n, p in est.net_.named_parameters() if p.requires_grad and "lora_" in n}
     assert adapted and all(n.endswith("mlp.2") for n in adapted)
-    with pytest.raises(ConfigError, match="match no module"):
+    with pytest.raises(ConfigError, match=r"Adapter target\(s\) \['no_such_layer'\] match no module of this model\. Module "
+                                          r"name endings available include"):
         tuner(config("labram", "lora", lora=LoRAConfig(target_modules=["no_such_layer"])), info).check_input(X.shape, y)
 
 
@@ -124,15 +125,16 @@ def test_bad_inputs_fail_before_training(data, monkeypatch, tmp_path):
     X, y, meta, info = data
     calls = []
     monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: calls.append(1))
-    with pytest.raises(DataValidationError, match="n_outputs=3"):
+    with pytest.raises(DataValidationError, match="n_outputs=3 does not match y, which holds 2 classes; set n_outputs=2"):
         tuner(config(n_outputs=3), info).fit(X, y)
-    with pytest.raises(ValueError, match="not listed for 'cbramod'"):
+    with pytest.raises(ValueError, match="train_mode='oft' is not listed for 'cbramod'; use one of 'frozen', 'full', 'lora'"):
         config("cbramod", "oft")
-    with pytest.raises(ConfigError, match="monitor"):
+    with pytest.raises(ConfigError, match=r"checkpoint monitor 'val_f1_macro' is not logged; choose one of \[.*'val_loss', "
+                                          r"'val_balanced_accuracy'\]"):
         tuner(config(checkpoints=CheckpointConfig(monitor="val_f1_macro")), info).fit(X, y)
     models = {"bad": config(lora=LoRAConfig(target_modules=["nope"]))}
     exp = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), cache_dir=str(tmp_path), verbose=False)
-    with pytest.raises(ConfigError, match="match no module"):
+    with pytest.raises(ConfigError, match=r"Adapter target\(s\) \['nope'\] match no module of this model"):
         Experiment(exp).run(X, y, sample_metadata=meta.drop(columns="Subject"), **info)
     assert calls == []
 
@@ -179,7 +181,9 @@ def test_merged_lora_checkpoint_reproduces_predictions(data, tmp_path):
     manifest = est.get_checkpoint_manifest()
     reloaded = NeuralFineTuner.from_checkpoint(manifest["directory"])
     assert not any("lora_" in n for n, _ in reloaded.net_.named_parameters())
-    np.testing.assert_allclose(reloaded.predict_proba(X), est.predict_proba(X), rtol=1e-4, atol=1e-5)
+    # Folding B @ A into the base weights rounds, so bits are not promised here (adapters-only checkpoints are
+    # exact, above): probabilities within 1e-6, as the README says. Measured: at most 1.2e-7 (LaBraM, CBraMod, BIOT).
+    np.testing.assert_allclose(reloaded.predict_proba(X), est.predict_proba(X), rtol=0, atol=1e-6)
 
 
 def experiment(models, tmp_path, **kw):
@@ -278,7 +282,7 @@ def test_bf16_autocast_and_gradient_accumulation_train(data):
     assert all(np.isfinite(r["train_loss"]) for r in history)
     # Warm-up spans one epoch of optimiser steps: the learning rate after epoch 0 is the peak.
     assert history[0]["lr"] == pytest.approx(1e-3, rel=1e-6)
-    with pytest.raises(ConfigError, match="fp16"):
+    with pytest.raises(ConfigError, match="precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU"):
         tuner(config(device=DeviceConfig(device="cpu", precision="fp16")), info).check_input(X.shape, y)
 
 

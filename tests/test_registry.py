@@ -7,6 +7,7 @@ import pytest
 
 from neurofm import UnknownModelError, get_model_spec, list_foundation_models
 from neurofm.estimators.frozen import FoundationEmbedder
+from neurofm.exceptions import ConfigError
 from neurofm.models import list_model_keys
 
 NINE = {"bendr", "biot", "cbramod", "codebrain", "eegpt", "labram", "luna", "reve", "signaljepa"}
@@ -64,7 +65,7 @@ def test_pooling_modes(key, pooling, windows_19ch, ch_names_19):
         verbose=False, model_kwargs=spec.tiny_kwargs,
     )
     if pooling not in spec.poolings:
-        with pytest.raises(Exception, match="pooling"):
+        with pytest.raises(ConfigError, match=rf"pooling='{pooling}' is not available for '{key}'; use one of"):
             emb.check_input(windows_19ch.shape)
         return
     E = emb.fit(windows_19ch).transform(windows_19ch)

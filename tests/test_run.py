@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import SHARED_DATA
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from neurofm import ExperimentResult
@@ -73,7 +74,7 @@ def test_run_writes_a_results_directory_and_prints_the_summary(recording, tmp_pa
 def test_run_config_rejects_unknown_keys(recording, tmp_path):
     raw = _config(recording, tmp_path)
     raw["data"]["preprocesing"] = {}  # typo
-    with pytest.raises(Exception, match="preprocesing"):
+    with pytest.raises(ValidationError, match=r"data\.preprocesing\s+Extra inputs are not permitted"):
         RunConfig.model_validate(raw)
 
 

@@ -137,7 +137,8 @@ def test_bad_windows_on_disk_fail_before_any_compute(data, tmp_path, monkeypatch
     monkeypatch.setattr("neurofm.estimators.frozen.embed_windows", lambda *a, **k: pytest.fail("computed"))
     with pytest.raises(DataValidationError, match=r"NaN or Inf in 1 window\(s\) \(indices 9\)"):
         prepare_inputs(mm, y, meta, **info)
-    with pytest.raises(DataValidationError, match="3 dimensions"):
+    with pytest.raises(DataValidationError,
+                       match=r"X must have 3 dimensions .* got 2 with shape \(19, 640\); store the windows as one 3-D array"):
         prepare_inputs(np.load(tmp_path / "w.npy", mmap_mode="r")[0], **info)
 
 
