@@ -95,6 +95,28 @@ def ch_names_19():
 
 
 @pytest.fixture()
+def recording(tmp_path):
+    """A 2-minute, 8-channel recording with 'left'/'right' annotations and a class-dependent rhythm."""
+    import mne
+
+    rng = np.random.default_rng(0)
+    sfreq, names = 128.0, ["C3", "Cz", "C4", "Fz", "Pz", "O1", "O2", "F3"]
+    data = rng.standard_normal((8, int(120 * sfreq))) * 10e-6
+    onsets = np.arange(2.0, 116.0, 3.0)
+    labels = ["left" if i % 2 else "right" for i in range(len(onsets))]
+    t = np.arange(int(2 * sfreq)) / sfreq
+    for onset, label in zip(onsets, labels, strict=True):
+        start = int(onset * sfreq)
+        channel = 0 if label == "left" else 2
+        data[channel, start : start + len(t)] += 15e-6 * np.sin(2 * np.pi * 10 * t)
+    raw = mne.io.RawArray(data, mne.create_info(names, sfreq, "eeg"), verbose=False)
+    raw.set_annotations(mne.Annotations(onsets, [2.0] * len(onsets), labels))
+    path = tmp_path / "subject_raw.fif"
+    raw.save(path, verbose=False)
+    return path
+
+
+@pytest.fixture()
 def two_threads():
     """Two torch threads, as on the 2-core CI machines, whatever this machine has: one stream of two threads, or
     two streams of one."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import SHARED_DATA
@@ -16,28 +15,6 @@ from neurofm.cli import app
 from neurofm.configs import RunConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture()
-def recording(tmp_path):
-    """A 2-minute, 8-channel recording with 'left'/'right' annotations and a class-dependent rhythm."""
-    import mne
-
-    rng = np.random.default_rng(0)
-    sfreq, names = 128.0, ["C3", "Cz", "C4", "Fz", "Pz", "O1", "O2", "F3"]
-    data = rng.standard_normal((8, int(120 * sfreq))) * 10e-6
-    onsets = np.arange(2.0, 116.0, 3.0)
-    labels = ["left" if i % 2 else "right" for i in range(len(onsets))]
-    t = np.arange(int(2 * sfreq)) / sfreq
-    for onset, label in zip(onsets, labels, strict=True):
-        start = int(onset * sfreq)
-        channel = 0 if label == "left" else 2
-        data[channel, start : start + len(t)] += 15e-6 * np.sin(2 * np.pi * 10 * t)
-    raw = mne.io.RawArray(data, mne.create_info(names, sfreq, "eeg"), verbose=False)
-    raw.set_annotations(mne.Annotations(onsets, [2.0] * len(onsets), labels))
-    path = tmp_path / "subject_raw.fif"
-    raw.save(path, verbose=False)
-    return path
 
 
 def _config(path, tmp_path):

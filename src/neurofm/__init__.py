@@ -14,6 +14,7 @@ from .exceptions import (
 )
 from .experiment import Experiment
 from .models.registry import create_backbone, get_model_spec, list_foundation_models
+from .policy import allow_imports
 from .results import ExperimentResult
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "StorageError",
     "UnknownModelError",
     "WeightsError",
+    "allow_imports",
     "create_backbone",
     "get_model_spec",
     "list_foundation_models",

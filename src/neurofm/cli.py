@@ -49,11 +49,14 @@ def demo(
 def run(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A YAML run config (see examples/)."),
     out: Path = typer.Option(None, help="Results directory (overrides output_dir in the config)."),
+    allow_import: list[str] = typer.Option(
+        [], "--allow-import", help="A package of yours whose estimators the config may name by import path "
+        "(repeat for several); a config alone may import only from scikit-learn, pyriemann, MNE and neurofm."),
 ) -> None:
     """Load the data, run every model on the same folds, save and summarise the results."""
     from .run import run_config
 
-    result, directory = run_config(config, out)
+    result, directory = run_config(config, out, allow_imports=allow_import)
     typer.echo(result.summary_table().to_string())
     typer.echo(f"Results saved to {directory}")
 

@@ -8,6 +8,7 @@ and reading data happen elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -70,17 +71,31 @@ class BaseConfig(BaseModel):
         return text
 
     @classmethod
-    def from_yaml(cls, source: str | Path) -> Any:
+    def from_yaml(cls, source: str | Path, *, allow_imports: str | Sequence[str] = ()) -> Any:
         """Load from a YAML file path or a YAML string.
 
-        YAML is read with ``yaml.safe_load`` (plain data only: no tag can
-        build a Python object). Whatever is wrong with the file raises a
+        YAML is read as plain data (no tag can build a Python object, and a
+        few aliases cannot stand for billions of values: see
+        :mod:`neurofm.policy`). Whatever is wrong with the file raises a
         :class:`~neurofm.exceptions.ConfigError` naming each bad field.
+
+        Parameters
+        ----------
+        source : str | Path
+            A file path, or the YAML text itself.
+        allow_imports : str | sequence of str
+            Your own top-level packages whose estimators the config may name
+            by import path, as :func:`neurofm.allow_imports` allows them (for
+            this process). A config file alone can never allow an import.
         """
+        from .policy import allow_imports as allow, load_yaml
+
+        if allow_imports:
+            allow(allow_imports)
         where = f" in {source}" if isinstance(source, Path) or _looks_like_path(source) else ""
         try:
             text = Path(source).read_text() if where else str(source)
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"Cannot read the config{where}: {exc}.") from exc
         except yaml.YAMLError as exc:
@@ -178,9 +193,20 @@ class ClassicalModelConfig(BaseConfig):
     @field_validator("estimator")
     @classmethod
     def _known_estimator(cls, value: str) -> str:
-        from .estimators.classical import resolve_estimator_class
+        from .estimators.classical import NAMED_ESTIMATORS, resolve_estimator_class
+        from .policy import check_estimator_import
 
+        if "." in value and value not in NAMED_ESTIMATORS:
+            check_estimator_import(value)  # before importing anything: a config may not choose the code to run
         resolve_estimator_class(value)  # raises with suggestions
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from .policy import check_estimator_params_are_data
+
+        check_estimator_params_are_data(value)
         return value
 
 
@@ -549,6 +575,14 @@ class ExecutionConfig(BaseConfig):
     submitit_cluster: Literal["slurm", "local", "debug"] | None = None
     submitit_parameters: dict[str, Any] = Field(default_factory=dict)
     extraction_shards: int | None = Field(None, ge=1)
+
+    @field_validator("submitit_parameters")
+    @classmethod
+    def _resource_requests_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from .policy import check_submitit_parameters
+
+        check_submitit_parameters(value)
+        return value
 
 
 class WindowConfig(BaseConfig):

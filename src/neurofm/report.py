@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .policy import load_yaml
 from .results import ExperimentResult
 from .utils.files import atomic_write
 
@@ -223,7 +224,7 @@ def _pretraining_report(run_dir: Path) -> list[str]:
     ]
     for name in ("tokenizer.json", "pretrain.json"):
         if (run_dir / name).is_file():
-            summary = yaml.safe_load((run_dir / name).read_text())
+            summary = load_yaml((run_dir / name).read_text())
             sections.append(f"<h2>Result ({name})</h2><pre>" + html.escape(yaml.safe_dump(summary, sort_keys=False)) + "</pre>")
     sections.append("<h2>Config</h2><pre>" + html.escape((run_dir / "pretrain.yaml").read_text()) + "</pre>")
     return sections

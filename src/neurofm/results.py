@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .policy import load_yaml
 from .utils.files import atomic_write, jsonable
 
 __all__ = ["ExperimentResult"]
@@ -168,6 +169,6 @@ class ExperimentResult:
             raise FileNotFoundError(f"{src} is not a saved neurofm result: missing {missing}.")
         tables = {n: pd.read_parquet(src / f"{n}.parquet") for n in _TABLES}
         tables["artifacts"]["ArtifactValue"] = [json.loads(v) for v in tables["artifacts"]["ArtifactValue"]]
-        config = yaml.safe_load((src / "config.yaml").read_text())
+        config = load_yaml((src / "config.yaml").read_text())
         meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").exists() else {}
         return cls(config=config, meta=meta, **tables)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .configs import ExperimentConfig, RunConfig
 from .experiment import Experiment
 from .loaders import load_data
+from .policy import allow_imports as allow
 from .preprocess import describe_preprocessing
 from .results import ExperimentResult
 
 __all__ = ["run_config"]
 
 
-def run_config(path: str | Path, output_dir: str | Path | None = None) -> tuple[ExperimentResult, Path]:
+def run_config(
+    path: str | Path, output_dir: str | Path | None = None, *, allow_imports: Sequence[str] = ()
+) -> tuple[ExperimentResult, Path]:
     """Load the data a :class:`~neurofm.configs.RunConfig` file names, run it, save the results.
 
     Parameters
@@ -22,6 +26,9 @@ def run_config(path: str | Path, output_dir: str | Path | None = None) -> tuple[
         The YAML file. Relative data paths are relative to its folder.
     output_dir : str | Path | None
         Overrides the file's ``output_dir`` (itself relative to the file's folder).
+    allow_imports : sequence of str
+        Your own top-level packages whose estimators the file may name by
+        import path (see :func:`neurofm.allow_imports`), during this run.
 
     Returns
     -------
@@ -29,7 +36,11 @@ def run_config(path: str | Path, output_dir: str | Path | None = None) -> tuple[
     directory : Path
         Where the results were written.
     """
-    path = Path(path)
+    with allow(allow_imports):
+        return _run(Path(path), output_dir)
+
+
+def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, Path]:
     config = RunConfig.from_yaml(path)
     base = path.resolve().parent
     epochs = load_data(config.data, base_dir=base)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import ConfigError, WeightsError
+from ..policy import load_yaml
 from ..utils.files import TMP_MARK, atomic_write, resolve_path
 from ..utils.logging import logger
 from .config import PretrainConfig, TokenizerConfig
@@ -471,11 +472,9 @@ def _check_tokenizer_fits(meta: dict[str, Any], token_config: TokenizerConfig, n
 
 
 def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _World) -> tuple[int, Path] | None:
-    import yaml
-
     saved = run / "pretrain.yaml"
     if saved.is_file() and _latest_checkpoint(run) is not None:
-        previous = PretrainConfig.model_validate(yaml.safe_load(saved.read_text()))
+        previous = PretrainConfig.model_validate(load_yaml(saved.read_text()))
         if _config_identity(previous) != identity:
             changed = sorted(k for k in identity if identity.get(k) != _config_identity(previous).get(k))
             raise ConfigError(
