@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import threading
 
 import numpy as np
@@ -451,7 +452,8 @@ def test_a_pack_holding_pickled_objects_is_set_aside_and_never_unpickled(tmp_pat
     assert _UNPICKLED == []  # loading a file never runs code
     assert found.tolist() == [False, False, True, True] and cache.damaged_packs == 1
     np.testing.assert_array_equal(got[2:], values[2:])
-    assert f"{first} is damaged (unreadable (" in caplog.text and not first.exists()
+    assert f"{first} is damaged (member embeddings is object of shape (2,), not what neurofm writes)" in caplog.text
+    assert not first.exists()
 
 
 def test_packs_that_another_process_removes_meanwhile_are_skipped(tmp_path, monkeypatch):
@@ -462,14 +464,16 @@ def test_packs_that_another_process_removes_meanwhile_are_skipped(tmp_path, monk
                                                     (keys[:3], values[:3] + 1)])
     both = np.concatenate([values[:3] + 1, values[3:]])
     # Removed between listing the folder and reading it: skipped, not counted as damaged, the others are read.
-    real_load = np.load
+    import neurofm.cache
 
-    def vanished(file, *args, **kwargs):
-        if Path(file) == first:
-            raise FileNotFoundError(file)
-        return real_load(file, *args, **kwargs)
+    real_read = neurofm.cache._read_pack
 
-    monkeypatch.setattr(np, "load", vanished)
+    def vanished(pack):
+        if Path(pack) == first:
+            raise FileNotFoundError(pack)
+        return real_read(pack)
+
+    monkeypatch.setattr(neurofm.cache, "_read_pack", vanished)
     racing = EmbeddingCache(tmp_path, "e" * 32)
     got, found = racing.lookup(keys)
     assert found.all() and racing.damaged_packs == 0 and first.exists()
@@ -511,3 +515,145 @@ def test_a_cache_folder_that_cannot_be_made_gives_a_clear_error(tmp_path, monkey
     assert err.value.strerror == (
         f"Cannot write to the embedding cache {cache.directory}: {problem}. Fix: {fix} (or turn the cache off with "
         "cache_embeddings: false). Embeddings stored before are intact and are reused on the next run.")
+
+
+# -- packs from someone else: shared caches, crafted files ------------------------------------------------------
+
+
+def _rewrite(pack, **members):
+    """Rewrite ``pack`` with some members replaced (others as stored), as a crafted pack would be."""
+    with np.load(pack, allow_pickle=False) as data:
+        content = {name: data[name] for name in data.files}
+    content.update(members)
+    with open(pack, "wb") as fh:
+        np.savez(fh, **content)
+
+
+def _declare_shape(pack, member, shape):
+    """Rewrite the npy header of ``member`` to claim ``shape``, keeping its (few) bytes: a lying header."""
+    import zipfile
+
+    with zipfile.ZipFile(pack) as archive:
+        raw = {name: archive.read(name) for name in archive.namelist()}
+    body = raw[f"{member}.npy"]
+    header_len = int.from_bytes(body[8:10], "little")
+    header = body[10 : 10 + header_len].decode("latin1")
+    start, end = header.index("'shape': (") + len("'shape': ("), header.index(")")
+    header = header[:start] + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + header[end:]
+    header = header.rstrip("\n").rstrip(" ")
+    header = header + " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    raw[f"{member}.npy"] = body[:8] + len(header).to_bytes(2, "little") + header.encode("latin1") + body[10 + header_len:]
+    with zipfile.ZipFile(pack, "w") as archive:
+        for name, data in raw.items():
+            archive.writestr(name, data)
+
+
+def _compress(pack):
+    with np.load(pack, allow_pickle=False) as data:
+        content = {name: data[name] for name in data.files}
+    with open(pack, "wb") as fh:
+        np.savez_compressed(fh, **content)
+
+
+@pytest.mark.parametrize(("craft", "reason"), [
+    (lambda p: _declare_shape(p, "keys", (2**40,)), r"member keys declares shape \(1099511627776,\) but holds \d+ bytes"),
+    (lambda p: _declare_shape(p, "embeddings", (2**20, 2**20)), r"member embeddings declares shape"),
+    (lambda p: _rewrite(p, keys=np.array(b"0" * 32)), r"member keys is \|S32 of shape \(\), not what neurofm writes"),
+    (lambda p: _rewrite(p, checksums=np.zeros(2)), r"member checksums is float64 of shape \(2,\)"),
+    (lambda p: _rewrite(p, extra=np.zeros(2)), r"members \['checksums\.npy', 'embeddings\.npy', 'extra\.npy', 'keys\.npy'\]"),
+    (lambda p: _rewrite(p, embeddings=np.zeros((3, 4), np.float32)), r"members hold 2, 3 and 2 entries"),
+    (_compress, r"member \w+ is compressed or larger than the file"),
+    (lambda p: p.write_bytes(b"PK\x03\x04" + b"\xff" * 100), r"unreadable \(BadZipFile: "),
+    (lambda p: p.write_bytes(b"PK\x05\x06" + b"\x00" * 18), r"members \[\], not keys, embeddings, checksums"),
+])
+def test_a_crafted_pack_is_set_aside_without_loading_it_and_the_run_goes_on(tmp_path, caplog, craft, reason):
+    import tracemalloc
+
+    keys, values = _keys_and_values(4)
+    first, _ = _packs_named(tmp_path, "e" * 32, [(keys[:2], values[:2]), (keys[2:], values[2:])])
+    craft(first)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    tracemalloc.start()
+    with caplog.at_level("WARNING", logger="neurofm"):
+        got, found = cache.lookup(keys)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5e6  # the header's claims are never allocated
+    assert found.tolist() == [False, False, True, True] and cache.damaged_packs == 1
+    np.testing.assert_array_equal(got[2:], values[2:])
+    assert re.search(rf"{re.escape(str(first))} is damaged \({reason}", caplog.text), caplog.text
+    assert not first.exists() and first.with_name("corrupt-" + first.name).exists()
+
+
+def test_a_compressed_pack_is_never_expanded(tmp_path):
+    """A small deflated pack could stand for hundreds of MB: neurofm writes packs uncompressed and refuses others."""
+    import neurofm.cache
+
+    keys, _ = _keys_and_values(2)
+    pack = tmp_path / "pack-bomb.npz"
+    with open(pack, "wb") as fh:
+        np.savez_compressed(fh, keys=keys, embeddings=np.zeros((2, 50_000_000), np.float32),
+                            checksums=np.zeros(2, "S16"))
+    assert pack.stat().st_size < 1_000_000
+    with pytest.raises(neurofm.cache._UnusablePack, match=r"member (keys|embeddings) is compressed or larger than the file"):
+        neurofm.cache._read_pack(pack)
+
+
+def test_a_pack_this_user_may_not_read_is_skipped_and_never_renamed(tmp_path, caplog, monkeypatch):
+    """On a shared cache another user's pack may be unreadable to us: it is not damaged, and not ours to rename."""
+    import os
+
+    import neurofm.cache
+
+    keys, values = _keys_and_values(4)
+    theirs, _ = _packs_named(tmp_path, "e" * 32, [(keys[:2], values[:2]), (keys[2:], values[2:])])
+    real_open = os.open
+
+    def open_as_another_user(path, flags, *args, **kwargs):
+        if os.fspath(path) == os.fspath(theirs):  # what os.open raises for a 0600 file of another uid
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(neurofm.cache.os, "open", open_as_another_user)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        got, found = cache.lookup(keys)
+    assert found.tolist() == [False, False, True, True]
+    assert cache.damaged_packs == 0 and cache.skipped_packs == 1
+    assert theirs.exists() and not theirs.with_name("corrupt-" + theirs.name).exists()
+    assert f"{theirs} is skipped (not readable by this user (Permission denied)); it is left as it is" in caplog.text
+    np.testing.assert_array_equal(got[2:], values[2:])
+
+
+def test_a_link_named_like_a_pack_is_never_followed(tmp_path, caplog):
+    keys, values = _keys_and_values(4)
+    elsewhere = EmbeddingCache(tmp_path / "elsewhere", "f" * 32).store(keys[:2], values[:2] + 7)
+    _packs_named(tmp_path, "e" * 32, [(keys[2:], values[2:])])
+    link = tmp_path / "embeddings" / "v2" / ("e" * 32) / "pack-link.npz"
+    link.symlink_to(elsewhere)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        got, found = cache.lookup(keys)
+    assert found.tolist() == [False, False, True, True]  # the linked file's planted values are never served
+    assert cache.skipped_packs == 1 and cache.damaged_packs == 0 and link.is_symlink()
+    assert f"{link} is skipped (not a regular file (" in caplog.text
+
+
+def test_a_pipe_named_like_a_pack_cannot_hang_the_run(tmp_path, caplog):
+    import os
+    import threading
+
+    keys, values = _keys_and_values(4)
+    _packs_named(tmp_path, "e" * 32, [(keys[2:], values[2:])])
+    fifo = tmp_path / "embeddings" / "v2" / ("e" * 32) / "pack-fifo.npz"
+    os.mkfifo(fifo)
+    cache = EmbeddingCache(tmp_path, "e" * 32)
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=cache.lookup(keys)), daemon=True)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        worker.start()
+        worker.join(timeout=30)
+    assert not worker.is_alive(), "the lookup hangs on a pipe named pack-*.npz"
+    got, found = outcome["result"]
+    assert found.tolist() == [False, False, True, True] and cache.skipped_packs == 1
+    assert f"{fifo} is skipped (not a regular file (a pipe, a device or a folder))" in caplog.text

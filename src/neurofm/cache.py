@@ -19,15 +19,22 @@ partial pack and runs writing at once simply add packs; no file is ever
 rewritten. Nothing is pickled: packs load with ``allow_pickle=False``.
 
 An entry whose checksum does not match, or a pack that cannot be read
-(truncated, overwritten, bit rot), is reported, its pack is renamed
+(truncated, overwritten, bit rot, crafted), is reported, its pack is renamed
 ``corrupt-...`` (kept for inspection, never read again) and its windows are
-embedded again.
+embedded again. A pack is checked before any of it is loaded: a regular file
+(never a link, a pipe or a device, which are skipped unopened), the three
+members stored uncompressed with the dtypes and shapes neurofm writes, and
+sizes that add up to the file's, so that no pack, however crafted, makes a
+run allocate more than the file holds, hang or crash. A pack this user may
+not read (another user's, on a shared cache) is skipped, never renamed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import uuid
 import zipfile
 from pathlib import Path
@@ -45,8 +52,73 @@ _FORMAT_VERSION = "v2"  # v2: one checksum per entry
 _KEY_BYTES = 16
 _CHECKSUM_BYTES = 8
 _CORRUPT_PREFIX = "corrupt-"
-# What a damaged pack raises on reading: zip structure or CRC, npy header, missing member, short read.
-_UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
+# The members of a pack and what each must be; n (entries) is shared, the embedding width is free.
+_MEMBERS = {"keys": np.dtype(f"S{2 * _KEY_BYTES}"), "embeddings": np.dtype(np.float32),
+            "checksums": np.dtype(f"S{2 * _CHECKSUM_BYTES}")}
+
+
+class _UnusablePack(Exception):
+    """A pack that is not read: ``damaged`` ones are set aside, the others (not ours to judge) skipped."""
+
+    def __init__(self, reason: str, *, damaged: bool = True):
+        super().__init__(reason)
+        self.damaged = damaged
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, file_size: int) -> np.ndarray:
+    info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size > file_size:
+        # neurofm stores members uncompressed: a compressed one could expand to any size
+        raise _UnusablePack(f"member {name} is compressed or larger than the file")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(member)
+        expected_ndim = 2 if name == "embeddings" else 1
+        if dtype != _MEMBERS[name] or fortran_order or len(shape) != expected_ndim:
+            raise _UnusablePack(f"member {name} is {dtype} of shape {shape}, not what neurofm writes")
+        n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if member.tell() + n_bytes != info.file_size:  # a header may claim any shape: the bytes must be there
+            raise _UnusablePack(f"member {name} declares shape {shape} but holds {info.file_size} bytes")
+        return np.frombuffer(member.read(n_bytes), dtype=dtype).reshape(shape)
+
+
+def _read_pack(pack: Path) -> dict[str, np.ndarray]:
+    """A pack's members, checked before anything is loaded.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the pack is gone (set aside by another process).
+    _UnusablePack
+        Anything else that keeps it from being read; nothing else escapes.
+    """
+    try:
+        # O_NOFOLLOW: never a link; O_NONBLOCK: a pipe named like a pack cannot hang the open.
+        fd = os.open(pack, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except PermissionError as exc:
+        raise _UnusablePack(f"not readable by this user ({exc.strerror})", damaged=False) from exc
+    except OSError as exc:  # ELOOP: a symbolic link
+        raise _UnusablePack(f"not a regular file ({exc.strerror})", damaged=False) from exc
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd)
+        if not stat.S_ISREG(mode.st_mode):
+            raise _UnusablePack("not a regular file (a pipe, a device or a folder)", damaged=False)
+        try:
+            with zipfile.ZipFile(fh) as archive:
+                if sorted(archive.namelist()) != sorted(f"{name}.npy" for name in _MEMBERS):
+                    raise _UnusablePack(f"members {sorted(archive.namelist())[:5]}, not keys, embeddings, checksums")
+                data = {name: _read_member(archive, name, mode.st_size) for name in _MEMBERS}
+        except _UnusablePack:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged or crafted file raises, the run goes on
+            raise _UnusablePack(f"unreadable ({type(exc).__name__}: {exc})") from exc
+    n = len(data["keys"])
+    if len(data["embeddings"]) != n or len(data["checksums"]) != n:
+        raise _UnusablePack(f"members hold {n}, {len(data['embeddings'])} and {len(data['checksums'])} entries")
+    return data
 
 
 class CacheWriteError(StorageError):
@@ -110,6 +182,9 @@ class EmbeddingCache:
     damaged_packs : int
         Packs this object found damaged and set aside (their windows were
         treated as missing, so the caller embeds them again).
+    skipped_packs : int
+        Packs this object did not read and left as they are: not readable by
+        this user, or not a regular file (their windows are embedded again).
     """
 
     def __init__(self, root: str | Path, fingerprint: str, manifest: dict | None = None):
@@ -118,6 +193,7 @@ class EmbeddingCache:
         self.directory = self.root / "embeddings" / _FORMAT_VERSION / fingerprint
         self.manifest = manifest
         self.damaged_packs = 0
+        self.skipped_packs = 0
         self._indexed: set[Path] = set()
         self._keys: dict[bytes, tuple[Path, int]] = {}
 
@@ -132,12 +208,11 @@ class EmbeddingCache:
             return self._keys
         for pack in sorted(set(self.directory.glob("pack-*.npz")) - self._indexed):
             try:
-                with np.load(pack, allow_pickle=False) as data:
-                    keys = data["keys"]
+                keys = _read_pack(pack)["keys"]
             except FileNotFoundError:  # set aside by another process between glob and load
                 continue
-            except _UNREADABLE as exc:
-                self._set_aside(pack, f"unreadable ({exc})")
+            except _UnusablePack as problem:
+                self._set_aside(pack, problem)
                 continue
             self._remember(pack, keys)
         return self._keys
@@ -156,25 +231,30 @@ class EmbeddingCache:
         for other in self._indexed - {pack}:  # re-offer keys that the damaged pack had shadowed
             if other.exists():
                 try:
-                    with np.load(other, allow_pickle=False) as data:
-                        keys = data["keys"]
-                except _UNREADABLE:
+                    keys = _read_pack(other)["keys"]
+                except (FileNotFoundError, _UnusablePack):
                     continue
                 for row, key in enumerate(keys):
                     held = self._keys.get(bytes(key))
                     if held is None or other.name < held[0].name:
                         self._keys[bytes(key)] = (other, row)
 
-    def _set_aside(self, pack: Path, reason: str) -> None:
-        logger.warning(
-            "Embedding cache: %s is damaged (%s); it is renamed %s%s and its windows are embedded again.",
-            pack, reason, _CORRUPT_PREFIX, pack.name,
-        )
-        self.damaged_packs += 1
-        try:
-            pack.rename(pack.with_name(_CORRUPT_PREFIX + pack.name))
-        except FileNotFoundError:  # another process found it first
-            pass
+    def _set_aside(self, pack: Path, problem: _UnusablePack) -> None:
+        """Never read ``pack`` again; rename a damaged one ``corrupt-...``, leave one that is not ours to judge."""
+        if problem.damaged:
+            logger.warning(
+                "Embedding cache: %s is damaged (%s); it is renamed %s%s and its windows are embedded again.",
+                pack, problem, _CORRUPT_PREFIX, pack.name,
+            )
+            self.damaged_packs += 1
+            try:
+                pack.rename(pack.with_name(_CORRUPT_PREFIX + pack.name))
+            except OSError:  # another process found it first, or this user may not rename it
+                pass
+        else:
+            logger.warning("Embedding cache: %s is skipped (%s); it is left as it is and its windows are embedded "
+                           "again.", pack, problem)
+            self.skipped_packs += 1
         self._indexed.add(pack)  # never read again by this object
         self._forget(pack)
 
@@ -200,21 +280,21 @@ class EmbeddingCache:
         for pack, pairs in by_pack.items():
             targets, rows = (list(column) for column in zip(*pairs, strict=True))
             try:
-                with np.load(pack, allow_pickle=False) as data:
-                    stored_keys, emb, checksums = data["keys"][rows], data["embeddings"][rows], data["checksums"][rows]
-                bad = entry_checksums(stored_keys, emb) != checksums
-                bad |= stored_keys != keys[targets]
+                data = _read_pack(pack)
             except FileNotFoundError:
                 found[targets] = False  # set aside by another process meanwhile
                 self._forget(pack)
                 continue
-            except _UNREADABLE as exc:
+            except _UnusablePack as problem:
                 found[targets] = False
-                self._set_aside(pack, f"unreadable ({exc})")
+                self._set_aside(pack, problem)
                 continue
+            stored_keys, emb, checksums = data["keys"][rows], data["embeddings"][rows], data["checksums"][rows]
+            bad = (entry_checksums(stored_keys, emb) != checksums) | (stored_keys != keys[targets])
             if bad.any():
                 found[targets] = False
-                self._set_aside(pack, f"{int(bad.sum())} entr{'y' if bad.sum() == 1 else 'ies'} fail their checksum")
+                n_bad = int(bad.sum())
+                self._set_aside(pack, _UnusablePack(f"{n_bad} entr{'y' if n_bad == 1 else 'ies'} fail their checksum"))
                 continue
             if out is None:
                 out = np.zeros((len(keys), emb.shape[1]), dtype=np.float32)
