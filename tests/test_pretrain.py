@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -511,3 +512,32 @@ def test_a_resume_checkpoint_that_would_run_code_is_refused(tmp_path, corpus_dir
     with pytest.raises(WeightsError, match=r"weights_only=True.*Delete that file"):
         pretrain(config)
     assert not marker.exists()
+
+
+def test_a_history_link_in_a_resumed_run_is_refused_and_its_target_untouched(tmp_path, corpus_dir, tokenizer_run):
+    import shutil
+
+    run = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_run / "tokenizer", run)
+    victim = tmp_path / "someone-elses.csv"
+    victim.write_text("their data\n")
+    (run / "history.csv").unlink()
+    (run / "history.csv").symlink_to(victim)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(run / 'history.csv'))} is a symbolic link \(to "
+                                          rf"{re.escape(str(victim))}\); neurofm writes only its own files"):
+        pretrain(stage_config(tmp_path, corpus_dir))
+    assert victim.read_text() == "their data\n" and (run / "history.csv").is_symlink()
+
+
+def test_lines_that_are_not_history_rows_are_dropped_on_resuming(tmp_path, corpus_dir, tokenizer_run, caplog):
+    import shutil
+
+    run = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_run / "tokenizer", run)
+    rows = (run / "history.csv").read_text()
+    (run / "history.csv").write_text(rows + "not,a,row\n\n" + rows.splitlines()[1][:5])  # edited, and cut by a kill
+    with caplog.at_level("WARNING", logger="neurofm"):
+        result = pretrain(stage_config(tmp_path, corpus_dir))
+    assert result.resumed_from == 6
+    assert (run / "history.csv").read_text() == rows
+    assert "2 line(s) that are not rows of this history were dropped on resuming" in caplog.text

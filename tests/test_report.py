@@ -69,3 +69,28 @@ def test_figures_render_in_headless_chromium(results_dir, tmp_path):
     shot = tmp_path / "report.png"
     subprocess.run(["chromium", *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 50_000
+
+
+def test_the_report_survives_any_string_as_a_model_label_or_column_name(tmp_path):
+    """Names come from the user or from someone else's config: '$' (mathtext), TeX, HTML and control characters
+    must be drawn and shown as written, never break the figures or reach the page unescaped."""
+    import html
+
+    import numpy as np
+
+    from neurofm.report import write_report
+
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=4, random_state=2)
+    names = ["$x^{2$", "a\\b $\\alpha$", "<script>alert(1)</script>", "tab\tnew\nline", "%(x)s {0}", "x" * 200]
+    labels = np.where(y == y[0], "$left$", "right_$")
+    meta = meta.rename(columns={"Subject": "$Sub\\ject$"})
+    info = {**info, "ch_names": [f"{name}$" for name in info["ch_names"]]}
+    cfg = ExperimentConfig(models={name: ClassicalModelConfig(estimator="bandpower_lr") for name in names},
+                           metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(tmp_path / "cache"), verbose=False,
+                           cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="$Sub\\ject$"))
+    saved = Experiment(cfg).run(X, labels, sample_metadata=meta, **info).save(tmp_path / "results")
+    page = write_report(saved).read_text()
+    for name in names:  # control characters are shown as their escapes, the rest as written
+        assert html.escape(name.replace("\t", "\\t").replace("\n", "\\n")) in page
+    assert "<script>alert(1)</script>" not in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 3

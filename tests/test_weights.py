@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,27 @@ def test_directory_key_covers_only_the_files_loading_reads(tmp_path, windows_19c
     with pytest.raises(WeightsError, match="holds no checkpoint"):
         FoundationEmbedder("cbramod", weights=str(folder), sfreq=160.0,
                            ch_names=list(STANDARD_1020_19)).check_input(windows_19ch.shape)
+
+
+@pytest.mark.parametrize("layout", ["file", "directory"])
+def test_a_checkpoint_rewritten_between_fit_and_loading_is_refused_not_cached(tmp_path, windows_19ch, layout):
+    """fit identifies the weights (the cache's namespace); if other bytes are loaded later, nothing is cached."""
+    spec = get_model_spec("cbramod")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    path = folder / ("weights.safetensors" if layout == "file" else "model.safetensors")
+    save_file({k: v.contiguous() for k, v in _random_backbone("cbramod", seed=1).state_dict().items()}, path)
+    emb = FoundationEmbedder(
+        "cbramod", weights=str(path if layout == "file" else folder), sfreq=160.0, ch_names=list(STANDARD_1020_19),
+        cache_dir=str(tmp_path / "cache"), verbose=False, model_kwargs=spec.tiny_kwargs,
+    ).fit(windows_19ch)
+    identified = emb.fingerprint_
+    # Another process saves other weights into the same path (as a training run saving its best epoch would).
+    save_file({k: v.contiguous() for k, v in _random_backbone("cbramod", seed=2).state_dict().items()}, path)
+    with pytest.raises(WeightsError, match=rf"The checkpoint at {re.escape(str(path if layout == 'file' else folder))} "
+                                           r"changed while this run was using it: the bytes loaded are not the ones "
+                                           r"identified when the run started .* wait until it is done, then rerun"):
+        emb.transform(windows_19ch)
+    assert not list((tmp_path / "cache").rglob("pack-*.npz"))  # nothing stored under the old weights' identity
+    refit = emb.fit(windows_19ch)  # identified again: the new bytes, under their own identity
+    assert refit.fingerprint_ != identified and refit.transform(windows_19ch).shape[0] == len(windows_19ch)

@@ -250,7 +250,13 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     import matplotlib
 
     matplotlib.use("Agg")
-    results_dir = Path(results_dir)
+    # Model, channel and column names are the user's (or a shared config's) strings: never TeX or mathtext,
+    # so '$' or '\\' in a name is drawn as written instead of failing the report.
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _write_report(Path(results_dir), output)
+
+
+def _write_report(results_dir: Path, output: str | Path | None) -> Path:
     if (results_dir / "pretrain.yaml").is_file():
         path = Path(output) if output else results_dir / "report.html"
         page = _page(str(results_dir), _pretraining_report(results_dir))

@@ -15,7 +15,13 @@ from ..data import SignalInfo, prepare_inputs
 from ..embed import embed_windows, resolve_batch_size, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import WeightsSource, directory_weights_file, resolve_weights, weights_identity
+from ..models.weights import (
+    WeightsSource,
+    check_loaded_weights,
+    directory_weights_file,
+    resolve_weights,
+    weights_identity,
+)
 from ..sources import WindowSource, as_window_source
 
 __all__ = ["FoundationEmbedder"]
@@ -264,6 +270,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                 random_state=self.random_state,
                 trust_remote_code=self.trust_remote_code,
             )
+            # Embeddings are cached under the identity fit found: the bytes loaded must be those very weights.
+            check_loaded_weights(self.manifest_["weights"], self._backbone)
         return self._backbone
 
     def transform(self, X) -> np.ndarray:

@@ -140,7 +140,7 @@ def _file_digest(path: Path, memo_dir: Path | None) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
-    value = digest.hexdigest()
+    value = digest.hexdigest()  # the digest _bytes_and_digest gives the same bytes
     if memo is not None:
         from ..utils.files import atomic_write
 
@@ -183,16 +183,32 @@ def weights_identity(
     return identity
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _bytes_and_digest(path: Path) -> tuple[bytes, str]:
+    """A file's bytes, read once, and their digest (as :func:`_file_digest` computes it)."""
+    data = path.read_bytes()
+    return data, hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The state dict in ``path`` and the digest of the very bytes it was parsed from.
+
+    Hashing the bytes that are loaded, not the file before or after, means a
+    checkpoint rewritten while a run uses it can never pass for the one that
+    was identified (and cached under) earlier.
+    """
+    import io
+
     import torch
 
     try:
+        data, digest = _bytes_and_digest(path)
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load
 
-            state = load_file(str(path), device="cpu")
+            state = load(data)
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        del data
     except Exception as exc:  # noqa: BLE001 - any read failure gets the same fix
         raise WeightsError(
             f"Could not read checkpoint {path}: {exc}. Files are read with weights_only=True (no pickled code); "
@@ -204,7 +220,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[wrapper]
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise WeightsError(f"{path} does not hold a state dict of tensors.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}, digest
 
 
 def directory_weights_file(folder: Path, spec: ModelSpec) -> Path:
@@ -220,13 +236,16 @@ def directory_weights_file(folder: Path, spec: ModelSpec) -> Path:
     return weights_file
 
 
-def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str, Any], dict[str, str]]:
+    """The weights file, the saved config, and the digest of the config bytes read (by file name)."""
     weights_file = directory_weights_file(folder, spec)
     config: dict[str, Any] = {}
+    digests: dict[str, str] = {}
     if (folder / "config.json").is_file():
-        raw = json.loads((folder / "config.json").read_text())
+        data, digests["config.json"] = _bytes_and_digest(folder / "config.json")
+        raw = json.loads(data)
         config = {k: v for k, v in raw.items() if k not in _SIGNAL_ARGS and k != "braindecode_version"}
-    return weights_file, config
+    return weights_file, config, digests
 
 
 def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +262,25 @@ def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
                 pass
         restored[key] = value
     return restored
+
+
+def check_loaded_weights(identified: dict[str, Any], loaded: LoadedBackbone) -> None:
+    """Refuse weights whose loaded bytes are not the ones identified before (and cached or recorded under).
+
+    Raises
+    ------
+    WeightsError
+        When a checkpoint file was rewritten between its identification and
+        its loading (another process saving into the same path).
+    """
+    got = loaded.report.get("identity")
+    if got is None or identified.get("kind") != "checkpoint" or got == identified:
+        return  # random weights (identified by their seed), or a backend that loads the files itself
+    raise WeightsError(
+        f"The checkpoint at {loaded.source.location} changed while this run was using it: the bytes loaded are not "
+        f"the ones identified when the run started ({identified} vs {got}). Another process is probably saving into "
+        "that path; wait until it is done, then rerun (nothing computed from the old weights is mixed in)."
+    )
 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
@@ -313,14 +351,19 @@ def load_backbone(
 
     kwargs = dict(model_kwargs or {})
     state = None
+    loaded_identity: dict[str, Any] | None = None  # as weights_identity writes it, from the bytes loaded
     if source.kind in ("directory", "hub"):
-        weights_file, saved_config = _directory_checkpoint(Path(source.location), spec)
+        weights_file, saved_config, digests = _directory_checkpoint(Path(source.location), spec)
         kwargs = {**_restore_types(saved_config), **kwargs}
-        state = _read_state_dict(weights_file)
+        state, digests[weights_file.name] = _read_state_dict(weights_file)
         origin = str(weights_file)
+        loaded_identity = {"kind": "checkpoint", "files": dict(sorted(digests.items()))}
+        if source.kind == "hub":
+            loaded_identity["commit"] = Path(source.location).name
     elif source.kind == "file":
-        state = _read_state_dict(Path(source.location))
+        state, digest = _read_state_dict(Path(source.location))
         origin = source.location
+        loaded_identity = {"kind": "checkpoint", "file": digest}
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
@@ -331,6 +374,7 @@ def load_backbone(
     report: dict[str, Any] = {"random_init": source.kind == "random"}
     if state is not None:
         report |= _strict_load(module, state, spec, origin)
+        report["identity"] = loaded_identity
     else:
         logger.info("%s is randomly initialised (weights='random', seed %d)", spec.key, random_state)
         report["seed"] = random_state

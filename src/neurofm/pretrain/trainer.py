@@ -485,7 +485,7 @@ def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _
         # A directory without a checkpoint holds nothing computed: the new config takes it over.
         run.mkdir(parents=True, exist_ok=True)
         atomic_write(saved, lambda tmp: tmp.write_text(config.to_yaml()))
-        (run / "history.csv").unlink(missing_ok=True)
+        (run / "history.csv").unlink(missing_ok=True)  # unlink removes a link itself, never its target
     _barrier(world)
     latest = _latest_checkpoint(run) if run.is_dir() else None
     if world.main:
@@ -498,23 +498,48 @@ def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _
     return latest
 
 
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise ConfigError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); neurofm writes only its own files in a run folder "
+            "and never through a link, which could point at anyone's file. Remove the link, or use a new output_dir."
+        )
+
+
 def _append_history(path: Path, row: dict[str, Any]) -> None:
     import csv
 
-    new = not path.is_file()
-    with open(path, "a", newline="") as fh:
+    _refuse_link(path)
+    # O_NOFOLLOW: a link planted between the check and the open is refused too (ELOOP), never written through.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
+        if os.fstat(fd).st_size == 0:
             writer.writeheader()
         writer.writerow(row)
 
 
 def _truncate_history(path: Path, step: int) -> None:
-    """Drop rows written after the checkpoint a run resumes from (they will be recomputed)."""
+    """Drop rows written after the checkpoint a run resumes from (they will be recomputed).
+
+    A row that is not one of this file's rows (a line cut short by a kill, or edited) is dropped with a warning
+    rather than stopping the resume: the history is a log of the run, and the checkpoint is what resumes.
+    """
+    _refuse_link(path)
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [line for line in lines[1:] if line.strip() and int(line.split(",", 1)[0]) <= step]
+    n_fields = lines[0].count(",") + 1 if lines else 0
+    kept, malformed = lines[:1], 0
+    for line in lines[1:]:
+        first, _, _ = line.partition(",")
+        if line.endswith("\n") and line.count(",") + 1 == n_fields and first.strip().isdigit():
+            if int(first) <= step:
+                kept.append(line)
+        elif line.strip():
+            malformed += 1
+    if malformed:
+        logger.warning("%s: %d line(s) that are not rows of this history were dropped on resuming.", path, malformed)
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
