@@ -81,6 +81,9 @@ def test_every_backend_gives_the_sequential_scores(execution, data, reference, t
     _same(again, expected)
     hits = again.get_model_artifacts(artifact_type="embedding_cache").query("ArtifactKey == 'hits'")
     assert int(hits["ArtifactValue"].iloc[0]) == len(X)
+    if execution["backend"] == "submitit":  # private while it ran, and nothing left of the jobs once read back
+        folder = tmp_path / "submitit"
+        assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []
 
 
 @pytest.fixture()
@@ -205,3 +208,54 @@ def test_dask_serves_equal_shared_data_to_back_to_back_calls_of_one_session(tmp_
     with engine_session():
         for _ in range(30):
             assert map_tasks(config, _add_shared, [0, 1, 2, 3], shared) == [1000, 1001, 1002, 1003]
+
+
+# -- the submitit folder holds pickles of the data and of the results: this user's only ----------------------------
+
+
+def _submitit_config(cache, folder):
+    return _config(cache, ExecutionConfig(backend="submitit", submitit_cluster="local", submitit_folder=str(folder)))
+
+
+@pytest.mark.parametrize("make", ["writable by others", "readable by others", "a link", "another user's"])
+def test_a_submitit_folder_that_is_not_private_is_refused_before_any_compute(make, data, tmp_path, monkeypatch):
+    import os
+
+    import neurofm.execution
+    from neurofm.exceptions import ConfigError
+
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install 'neurofm[cluster]')")
+    X, y, meta, info = data
+    folder = tmp_path / "jobs"
+    folder.mkdir(mode=0o700)
+    if make == "writable by others":
+        folder.chmod(0o777)  # anyone could swap a result pickle the driver then loads
+        why = r"others may read or write it \(mode 0o777\)"
+    elif make == "readable by others":
+        folder.chmod(0o755)  # the job pickles hold the windows and labels
+        why = r"others may read or write it \(mode 0o755\)"
+    elif make == "a link":
+        target, folder = folder, tmp_path / "link"
+        folder.symlink_to(target)
+        why = "it is a symbolic link"
+    else:
+        monkeypatch.setattr(neurofm.execution.os, "getuid", lambda: os.stat(folder).st_uid + 1)
+        why = rf"it belongs to another user \(uid {os.stat(folder).st_uid}\)"
+    cache = tmp_path / "cache"
+    with pytest.raises(ConfigError, match=rf"The submitit folder {folder} cannot hold this run's jobs: {why}\. It holds "
+                                          r"pickles of the windows, labels and results .*`chmod 700"):
+        Experiment(_submitit_config(cache, folder)).run(X, y, sample_metadata=meta, **info)
+    assert not cache.exists()
+
+
+def test_the_default_submitit_folder_is_this_users_own_private_and_emptied(data, tmp_path):
+    import os
+
+    pytest.importorskip("submitit", reason="submitit is not installed (pip install 'neurofm[cluster]')")
+    X, y, meta, info = data
+    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path),
+                           execution=ExecutionConfig(backend="submitit", submitit_cluster="local"), verbose=False,
+                           cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"))
+    Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+    folder = tmp_path / f"submitit-{os.getuid()}"
+    assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []

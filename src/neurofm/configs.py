@@ -545,8 +545,11 @@ class ExecutionConfig(BaseConfig):
         Scheduler address of a running Dask cluster (``tcp://host:8786``) or
         Ray cluster (``ray://host:10001`` or ``auto``).
     submitit_folder : str | None
-        Where submitit writes job scripts, logs and results (``None``:
-        ``<cache_dir>/submitit`` of the experiment).
+        Where submitit writes job scripts, logs and the pickles of tasks and
+        results (``None``: ``<cache_dir>/submitit-<uid>`` of the experiment).
+        It must be this user's and closed to others: neurofm makes it with
+        mode 0700 and refuses a link, another user's folder or one others may
+        open. Each call's jobs are deleted once their results are read.
     scratch_folder : str | None
         Where the local engines keep their scratch files, each in its own
         subfolder: joblib's memory maps (``joblib/``), a local Dask
@@ -558,8 +561,11 @@ class ExecutionConfig(BaseConfig):
     submitit_cluster : {"slurm", "local", "debug"} | None
         ``None`` picks Slurm when ``sbatch`` is found, local processes otherwise.
     submitit_parameters : dict
-        Passed to ``executor.update_parameters`` (``slurm_partition``,
-        ``timeout_min``, ``cpus_per_task``, ``gpus_per_node`` ...).
+        Resource requests passed to ``executor.update_parameters``
+        (``slurm_partition``, ``timeout_min``, ``cpus_per_task``,
+        ``gpus_per_node`` ..., see :data:`neurofm.policy.SUBMITIT_PARAMETERS`);
+        set-up lines, ``srun`` arguments and free-form sbatch directives are
+        refused.
     extraction_shards : int | None
         Extraction shards per frozen backbone on a parallel backend
         (``None``: ``n_jobs``). Each shard loads the backbone once, so a

@@ -13,6 +13,7 @@ import functools
 import os
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ def check_backend(config: ExecutionConfig) -> None:
     if config.backend in _NEEDS:
         module, extra = _NEEDS[config.backend]
         soft_import(module, f"execution backend {config.backend!r}", extra)
+    if config.backend == "submitit" and config.submitit_folder is not None:
+        private_folder(Path(config.submitit_folder).expanduser())
     if config.backend == "ray" and config.address is None and config.scratch_folder is not None:
         import ray
 
@@ -52,6 +55,39 @@ def check_backend(config: ExecutionConfig) -> None:
                 "characters (e.g. /tmp/neurofm), or set a shorter cache_dir, or start Ray yourself (ray.init or "
                 "ray start, then execution.address='auto')."
             )
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder``, made if missing, checked to be this user's and closed to others (mode 0700).
+
+    submitit's folder holds pickles of the tasks (windows and labels) and of
+    their results, which the driver loads back: another user who could read
+    it would read the data, one who could write it would run code.
+
+    Raises
+    ------
+    ConfigError
+        When the folder is a link, another user's, or open to others.
+    """
+    try:
+        folder.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        why = "it is a symbolic link" if stat.S_ISLNK(info.st_mode) else "it is not a folder"
+    elif info.st_uid != os.getuid():
+        why = f"it belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & 0o077:
+        why = f"others may read or write it (mode {oct(info.st_mode & 0o777)})"
+    else:
+        return folder
+    raise ConfigError(
+        f"The submitit folder {folder} cannot hold this run's jobs: {why}. It holds pickles of the windows, labels "
+        "and results that the run loads back, so it must be a folder of your own that only you can open: "
+        f"`chmod 700 {folder}` if it is yours, or set execution.submitit_folder to a new folder (neurofm makes it "
+        "with mode 0700)."
+    )
 
 
 def _scratch(config: ExecutionConfig, engine: str) -> Path | None:
@@ -240,13 +276,20 @@ def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any) -> li
 
     cluster = config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")
     if config.submitit_folder is None:
-        raise ValueError("submitit_folder is unset; Experiment.run sets it to <cache_dir>/submitit.")
-    folder = Path(config.submitit_folder).expanduser() / "%j"
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        raise ValueError("submitit_folder is unset; Experiment.run sets it to <cache_dir>/submitit-<uid>.")
+    # One folder per call, inside the private one: removed once every result is read back.
+    calls = private_folder(Path(config.submitit_folder).expanduser()) / f"call-{secrets.token_hex(8)}"
+    executor = submitit.AutoExecutor(folder=str(calls / "%j"), cluster=cluster)
     executor.update_parameters(**{"timeout_min": 60, **config.submitit_parameters})
     # Slurm jobs share no memory: each job's pickle carries the shared part.
     jobs = executor.map_array(function, tasks) if shared is None else executor.map_array(function, tasks, [shared] * len(tasks))
-    return [job.result() for job in jobs]
+    try:
+        results = [job.result() for job in jobs]
+    except BaseException:
+        logger.warning("submitit jobs failed; their scripts, logs and pickles are kept in %s", calls)
+        raise
+    shutil.rmtree(calls, ignore_errors=True)  # the pickles hold the data and the results: none is kept
+    return results
 
 
 _BACKENDS: dict[str, Callable[[ExecutionConfig, Callable, list, Any], list]] = {

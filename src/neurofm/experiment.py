@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -141,7 +142,7 @@ class Experiment:
         cfg = self.config
         set_log_level(cfg.verbose)
         # Every file a run writes lives in its output or cache folder, the engines' scratch files too.
-        defaults = {"submitit_folder": str(Path(cfg.cache_dir).expanduser() / "submitit"),
+        defaults = {"submitit_folder": str(Path(cfg.cache_dir).expanduser() / f"submitit-{os.getuid()}"),
                     "scratch_folder": str(Path(cfg.cache_dir).expanduser())}
         self._execution = cfg.execution.model_copy(
             update={key: value for key, value in defaults.items() if getattr(cfg.execution, key) is None})
