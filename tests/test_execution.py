@@ -259,3 +259,44 @@ def test_the_default_submitit_folder_is_this_users_own_private_and_emptied(data,
     Experiment(cfg).run(X, y, sample_metadata=meta, **info)
     folder = tmp_path / f"submitit-{os.getuid()}"
     assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []
+
+
+# -- engines started here admit this run only ---------------------------------------------------------------------
+
+
+def test_a_local_dask_cluster_admits_no_one_but_this_run():
+    """Another local user (here: a client without this run's certificates) cannot reach the scheduler."""
+    pytest.importorskip("distributed", reason="distributed is not installed (pip install 'neurofm[cluster]')")
+    from distributed import Client
+    from distributed.security import Security
+
+    from neurofm.execution import engine_session, map_tasks
+
+    def scheduler_address(_):
+        from distributed import get_worker
+
+        return get_worker().scheduler.address
+
+    with engine_session():
+        [address] = map_tasks(ExecutionConfig(backend="dask", n_jobs=1), scheduler_address, [0])
+        assert address.startswith("tls://")
+        for intruder in ({}, {"security": Security.temporary()}, {"address": address.replace("tls://", "tcp://")}):
+            with pytest.raises((OSError, TypeError)):
+                Client(**{"address": address, **intruder}, timeout=5).submit(sum, [1]).result()
+
+
+def test_a_local_ray_runtime_is_started_here_whatever_the_temp_folder_says(tmp_path, monkeypatch, short_folder):
+    """Any local user can write Ray's ray_current_cluster file first; a local start must not join that address."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'neurofm[ray]')")
+    import ray
+
+    from neurofm.execution import map_tasks
+
+    planted = "127.0.0.1:9"  # discard port: joining it would fail or hang, never compute
+    for temp in (tmp_path / "tmp" / "ray", short_folder / "ray"):
+        temp.mkdir(parents=True, exist_ok=True)
+        (temp / "ray_current_cluster").write_text(planted)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "tmp"))
+    config = ExecutionConfig(backend="ray", n_jobs=1, scratch_folder=str(short_folder))
+    assert map_tasks(config, abs, [-1, -2]) == [1, 2]
+    assert not ray.is_initialized()  # started for the call and shut down with it

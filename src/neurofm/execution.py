@@ -40,6 +40,8 @@ def check_backend(config: ExecutionConfig) -> None:
     if config.backend in _NEEDS:
         module, extra = _NEEDS[config.backend]
         soft_import(module, f"execution backend {config.backend!r}", extra)
+    if config.backend == "dask" and config.address is None:
+        soft_import("cryptography", "a local Dask cluster only this run can reach (temporary TLS)", "cluster")
     if config.backend == "submitit" and config.submitit_folder is not None:
         private_folder(Path(config.submitit_folder).expanduser())
     if config.backend == "ray" and config.address is None and config.scratch_folder is not None:
@@ -57,18 +59,24 @@ def check_backend(config: ExecutionConfig) -> None:
             )
 
 
-def private_folder(folder: Path) -> Path:
+_SUBMITIT_FOLDER = ("submitit folder", "this run's jobs", "pickles of the windows, labels and results that the run "
+                    "loads back", "execution.submitit_folder")
+
+
+def private_folder(folder: Path, role: tuple[str, str, str, str] = _SUBMITIT_FOLDER) -> Path:
     """``folder``, made if missing, checked to be this user's and closed to others (mode 0700).
 
     submitit's folder holds pickles of the tasks (windows and labels) and of
     their results, which the driver loads back: another user who could read
-    it would read the data, one who could write it would run code.
+    it would read the data, one who could write it would run code. A local
+    Dask cluster's TLS folder holds its private key.
 
     Raises
     ------
     ConfigError
         When the folder is a link, another user's, or open to others.
     """
+    name, purpose, holds, setting = role
     try:
         folder.mkdir(mode=0o700, parents=True)
     except FileExistsError:
@@ -83,11 +91,35 @@ def private_folder(folder: Path) -> Path:
     else:
         return folder
     raise ConfigError(
-        f"The submitit folder {folder} cannot hold this run's jobs: {why}. It holds pickles of the windows, labels "
-        "and results that the run loads back, so it must be a folder of your own that only you can open: "
-        f"`chmod 700 {folder}` if it is yours, or set execution.submitit_folder to a new folder (neurofm makes it "
-        "with mode 0700)."
+        f"The {name} {folder} cannot hold {purpose}: {why}. It holds {holds}, so it must be a folder of your own "
+        f"that only you can open: `chmod 700 {folder}` if it is yours, or set {setting} to a new folder (neurofm "
+        "makes it with mode 0700)."
     )
+
+
+def _private_dask_security(folder: Path | None):
+    """TLS credentials of a new certificate authority, for a local Dask cluster only this process can join.
+
+    ``distributed`` keeps temporary credentials in memory but writes them to
+    a folder of the system temp folder each time it loads them; with
+    ``folder`` (the run's private scratch) the key and certificate live there
+    instead, mode 0600, and the caller removes them when the cluster closes.
+    """
+    from distributed.security import Security
+
+    generated = Security.temporary()
+    if folder is None:
+        return generated
+    private_folder(folder, ("Dask TLS folder", "the local cluster's key", "the private key of the local Dask "
+                            "cluster", "execution.scratch_folder"))
+    files = {"cert": (folder / "dask.crt", generated.tls_ca_file), "key": (folder / "dask.pem", generated.tls_client_key)}
+    for path, text in files.values():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    cert, key = (str(path) for path, _ in files.values())
+    return Security(require_encryption=True, tls_ca_file=cert, tls_client_cert=cert, tls_client_key=key,
+                    tls_scheduler_cert=cert, tls_scheduler_key=key, tls_worker_cert=cert, tls_worker_key=key)
 
 
 def _scratch(config: ExecutionConfig, engine: str) -> Path | None:
@@ -194,21 +226,27 @@ def _dask(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
         import dask
         from distributed import Client, LocalCluster
 
-        cluster = None
+        cluster = tls = None
         if config.address is None:
             folder = _scratch(config, "dask")
             local = None if folder is None else str(folder)
+            # TLS with certificates of this process's own CA: without them any local user could connect to the
+            # scheduler and run code in the workers (and read the windows there).
+            tls = None if folder is None else folder / f"tls-{secrets.token_hex(8)}"
+            security = _private_dask_security(tls)
             # Workers keep spilled data and locks in local_directory, the scheduler its locks in the configured
             # temporary-directory (None: both in the system temp folder).
             with dask.config.set({} if local is None else {"temporary-directory": local}):
                 cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, local_directory=local)
+                                       dashboard_address=None, local_directory=local, security=security)
         client = Client(config.address or cluster)
 
         def close():
             client.close()
             if cluster is not None:
                 cluster.close()
+            if tls is not None:
+                shutil.rmtree(tls, ignore_errors=True)
 
         return client, close
 
@@ -233,7 +271,9 @@ def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     def start():
         if ray.is_initialized():  # the user's own runtime: use it, leave it running
             return ray, lambda: None
-        kwargs = {"address": config.address} if config.address else {"num_cpus": config.n_jobs}
+        # "local": always a new runtime of our own. Without an address Ray would join whatever RAY_ADDRESS or the
+        # file ray_current_cluster in its temp folder names, which any local user can write first.
+        kwargs = {"address": config.address} if config.address else {"address": "local", "num_cpus": config.n_jobs}
         folder = _scratch(config, "ray")
         if not config.address and folder is not None:
             kwargs["_temp_dir"] = str(folder)  # the session: logs, sockets, spilled objects
