@@ -313,3 +313,61 @@ def test_the_config_fuzzers_saw_valid_configs_accepted(fuzzer):
     if fuzzer == "yaml":
         for cls in ("ExperimentConfig", "RunConfig"):
             assert sum(cls in classes for classes in outcomes) >= 0.1 * len(outcomes), cls
+
+
+# -- numbers that size memory are bounded, or checked against what the machine has -------------------------------
+
+
+def test_a_resample_rate_that_cannot_fit_in_memory_is_refused_naming_the_field(recording, tmp_path):
+    import yaml
+
+    from neurofm.exceptions import ConfigError
+    from neurofm.run import run_config
+
+    config = {"data": {"source": "recording", "path": str(recording), "tmin": 0.0, "tmax": 2.0,
+                       "preprocessing": {"resample": 1.0e9}},  # 8 channels x 2 minutes at 1 GHz: about 23 TiB
+              "models": {"bp": {"estimator": "bandpower_lr"}}, "cache_dir": str(tmp_path / "cache"),
+              "output_dir": str(tmp_path / "out"), "verbose": False}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"preprocessing\.resample=1e\+09 Hz would need about \d+\.\d GiB of memory, "
+                                          r"more than the \d+\.\d GiB this machine has available; set "
+                                          r"preprocessing\.resample to the rate the models need"):
+        run_config(path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_permutations_are_bounded():
+    with pytest.raises(pydantic.ValidationError, match=r"n_permutations\s+Input should be less than or equal to 100000"):
+        ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, n_permutations=10**9)
+
+
+@pytest.mark.parametrize("where", ["model_kwargs", "config.json"])
+def test_model_dimensions_that_cannot_fit_in_memory_are_refused_before_building(where, tmp_path, windows_19ch):
+    import json
+
+    from safetensors.torch import save_file
+
+    from neurofm.estimators.frozen import FoundationEmbedder
+    from neurofm.exceptions import ConfigError
+    from neurofm.models import get_model_spec
+    from neurofm.simulate import STANDARD_1020_19
+
+    huge = {"n_layer": 1, "dim_feedforward": 10**12}  # a 200 x 10^12 linear layer: petabytes
+    weights, kwargs = "random", huge
+    if where == "config.json":  # a checkpoint folder from someone else sets the dimensions itself
+        folder = tmp_path / "ckpt"
+        folder.mkdir()
+        tiny = FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                  cache_embeddings=False, verbose=False,
+                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+        save_file({k: v.contiguous() for k, v in tiny.backbone_.module.state_dict().items()},
+                  folder / "model.safetensors")
+        (folder / "config.json").write_text(json.dumps(huge))
+        weights, kwargs = str(folder), None
+    embedder = FoundationEmbedder("cbramod", weights=weights, sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                  cache_embeddings=False, verbose=False, model_kwargs=kwargs).fit(windows_19ch)
+    with pytest.raises(ConfigError, match=r"'cbramod' with \{.*'dim_feedforward': 1000000000000.*\} would need about "
+                                          r"\d+\.\d GiB of memory, more than .* lower the dimensions in model_kwargs "
+                                          r"\(or in the checkpoint folder's config\.json"):
+        embedder.transform(windows_19ch[:2])

@@ -674,7 +674,9 @@ class ExperimentConfig(BaseConfig):
     n_permutations : int
         Chance level by label permutation: refit every model on the same folds
         this many times with shuffled labels (within groups when the CV has a
-        ``group_key``) and report p-values. 0 skips it.
+        ``group_key``) and report p-values. 0 skips it; at most 100 000 (a
+        p-value's resolution is 1 / (n + 1): beyond that, more permutations
+        only cost time and record space).
     permute_trainable : bool
         Also permute trainable models (``NeuralFineTuneConfig``): that is
         ``n_permutations`` x folds trainings, so it is off by default and the
@@ -699,7 +701,7 @@ class ExperimentConfig(BaseConfig):
     cache_dir: str = "~/.cache/neurofm"
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     random_state: int = 0
-    n_permutations: int = Field(0, ge=0)
+    n_permutations: int = Field(0, ge=0, le=100_000)
     permute_trainable: bool = False
     verbose: bool = True
     sensor_types: list[Literal["eeg", "meg", "mag", "grad"]] | None = Field(None, min_length=1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .configs import PreprocessingConfig
+from .exceptions import ConfigError
+from .utils.check import check_fits_in_memory
 
 __all__ = ["preprocess_raw", "describe_preprocessing"]
 
@@ -25,8 +27,21 @@ def preprocess_raw(raw: Any, config: PreprocessingConfig | None) -> Any:
         if config.l_freq is not None or config.h_freq is not None:
             raw.filter(config.l_freq, config.h_freq, verbose=False)
         if config.resample is not None:
-            raw.resample(config.resample, verbose=False)
+            _resample(raw, config.resample)
     return raw
+
+
+def _resample(raw: Any, rate: float) -> None:
+    what = f"preprocessing.resample={rate:g} Hz"
+    fix = "set preprocessing.resample to the rate the models need (e.g. 200 Hz; they resample themselves anyway)."
+    # The resampled data, float64, and the FFT's work arrays: about three copies of the result.
+    n_samples = len(raw.times) * (len(raw.events) if hasattr(raw, "events") else 1)  # Epochs: per epoch
+    n_out = len(raw.ch_names) * n_samples * rate / raw.info["sfreq"]
+    check_fits_in_memory(3 * 8 * n_out, what, fix)
+    try:
+        raw.resample(rate, verbose=False)
+    except MemoryError as exc:
+        raise ConfigError(f"{what} ran out of memory; {fix}") from exc
 
 
 def describe_preprocessing(config: PreprocessingConfig | None) -> list[str]:

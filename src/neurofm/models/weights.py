@@ -264,6 +264,31 @@ def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
     return restored
 
 
+_SMALLER = "lower the dimensions in model_kwargs (or in the checkpoint folder's config.json, which sets them too)."
+
+
+def _check_model_fits_in_memory(spec: ModelSpec, signal: AdaptedSignal, kwargs: dict[str, Any]) -> None:
+    """Refuse dimensions (from model_kwargs or a checkpoint's config.json) whose weights cannot fit in memory.
+
+    The model is first built on PyTorch's meta device, which records shapes and allocates nothing, so any
+    dimensions are cheap to check. A model whose construction computes on real values cannot be built there;
+    the real build is then the check (its MemoryError becomes a WeightsError naming the dimensions).
+    """
+    import torch
+
+    from ..utils.check import check_fits_in_memory
+
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            shapes = spec.build(signal, **kwargs)
+    except Exception:  # noqa: BLE001 - not buildable on the meta device: the real build decides
+        return
+    tensors = [*shapes.parameters(), *shapes.buffers()]
+    n_bytes = sum(t.numel() * t.element_size() for t in tensors)
+    # Two copies at the peak: the module, and the state dict it is loaded from.
+    check_fits_in_memory(2 * n_bytes, f"{spec.key!r} with {kwargs or 'its default dimensions'}", _SMALLER)
+
+
 def check_loaded_weights(identified: dict[str, Any], loaded: LoadedBackbone) -> None:
     """Refuse weights whose loaded bytes are not the ones identified before (and cached or recorded under).
 
@@ -365,12 +390,15 @@ def load_backbone(
         origin = source.location
         loaded_identity = {"kind": "checkpoint", "file": digest}
 
+    _check_model_fits_in_memory(spec, signal, kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
         try:
             module = spec.build(signal, **kwargs)
         except TypeError as exc:
             raise WeightsError(f"Could not build {spec.key!r} with model_kwargs {sorted(kwargs)}: {exc}.") from exc
+        except MemoryError as exc:
+            raise WeightsError(f"Building {spec.key!r} with {kwargs} ran out of memory; {_SMALLER}") from exc
     report: dict[str, Any] = {"random_init": source.kind == "random"}
     if state is not None:
         report |= _strict_load(module, state, spec, origin)

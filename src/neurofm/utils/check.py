@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from ..exceptions import ConfigError, MissingDependencyError
 
-__all__ = ["check_option", "closest_matches", "soft_import", "validate_type", "format_choices"]
+__all__ = ["available_memory", "check_fits_in_memory", "check_option", "closest_matches", "soft_import", "validate_type",
+           "format_choices"]
 
 
 def format_choices(values: Iterable[Any]) -> str:
@@ -80,3 +82,43 @@ def soft_import(module: str, purpose: str, extra: str | None = None) -> Any:
     except ImportError as exc:
         how = f"pip install 'neurofm[{extra}]'" if extra else f"pip install {module}"
         raise MissingDependencyError(f"{purpose} needs the optional package {module!r}; install it with: {how}") from exc
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux: MemAvailable); ``None`` where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(n_bytes: float, what: str, fix: str) -> None:
+    """Refuse, before doing it, work that needs more memory than the machine has left.
+
+    Parameters
+    ----------
+    n_bytes : float
+        What the work would allocate, estimated.
+    what : str
+        The work and the setting that sizes it (``"preprocessing.resample=1e9 Hz"``).
+    fix : str
+        What to change.
+
+    Raises
+    ------
+    ConfigError
+        When ``n_bytes`` exceeds the memory available now.
+    """
+    available = available_memory()
+    if available is not None and n_bytes > available:
+        raise ConfigError(
+            f"{what} would need about {n_bytes / 2**30:.1f} GiB of memory, more than the {available / 2**30:.1f} GiB "
+            f"this machine has available; {fix}"
+        )
