@@ -159,7 +159,8 @@ def test_saved_files_are_open_formats(result, tmp_path):
     out = result.save(tmp_path / "run")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["scores.parquet", "predictions.parquet", "splits.parquet", "artifacts.parquet", "config.yaml", "meta.json"]
+        ["scores.parquet", "predictions.parquet", "splits.parquet", "artifacts.parquet", "config.yaml", "meta.json",
+         ".neurofm"]  # the marker of a folder of neurofm's own (JSON)
     )
     for path in out.iterdir():
         raw = path.read_bytes()

@@ -147,7 +147,7 @@ def test_experiment_on_a_memmap_scores_like_the_array(data, tmp_path, caplog):
     mm = _memmap(tmp_path / "w.npy", X)
     config = ExperimentConfig(models={"bandpower": ClassicalModelConfig(estimator="bandpower_lr")},
                               cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
-                              cache_dir=str(tmp_path), verbose=False)
+                              cache_dir=str(tmp_path / "cache"), verbose=False)
     expected = Experiment(config).run(X, y, sample_metadata=meta, **info)
     with caplog.at_level("WARNING", logger="neurofm"):
         result = Experiment(config).run(mm, y, sample_metadata=meta, **info)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -124,3 +125,103 @@ def test_local_dask_and_ray_keep_their_scratch_in_the_cache_folder(machine, back
     module = {"dask": "distributed", "ray": "ray"}[backend]
     pytest.importorskip(module, reason=f"{module} is not installed (pip install 'neurofm[cluster]' or '[ray]')")
     _run_writes_only_where_it_says(machine[0], backend, with_reve=False)
+
+
+# -- only into folders of neurofm's own ------------------------------------------------------------------------
+
+
+def _home_like(folder):
+    """A folder of someone's own files, as a home or project folder is."""
+    folder.mkdir(parents=True)
+    (folder / ".bashrc").write_text("# theirs\n")
+    (folder / "config.yaml").write_text("theirs: true\n")
+    return {path.name: path.read_text() for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize("field", ["output_dir", "cache_dir"])
+def test_a_config_aimed_at_a_folder_of_someone_elses_files_is_refused(field, recording, tmp_path, caplog):
+    import yaml
+    from typer.testing import CliRunner
+
+    from neurofm.cli import app
+    from neurofm.exceptions import ConfigError
+
+    home = tmp_path / "home"
+    before = _home_like(home)
+    config = {"data": {"source": "recording", "path": str(recording), "tmin": 0.0, "tmax": 2.0},
+              "models": {"bp": {"estimator": "bandpower_lr"}}, "verbose": False,
+              "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), field: str(home)}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "run.yaml")])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert re.search(rf"{re.escape(str(home))} already holds files neurofm did not write \(\.bashrc(, config\.yaml)?\) "
+                     r"and no \.neurofm marker\. .* Use a new or empty folder", str(result.exception))
+    assert {path.name: path.read_text() for path in home.iterdir()} == before  # nothing added, changed or removed
+
+
+def test_a_new_folder_gets_a_marker_and_the_run_says_where_it_writes(small_dataset, tmp_path, caplog):
+    import json
+
+    from neurofm import Experiment, __version__
+    from neurofm.configs import ClassicalModelConfig, ExperimentConfig
+
+    X, y, meta, info = small_dataset
+    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"))
+    with caplog.at_level("INFO", logger="neurofm"):
+        Experiment(cfg).run(X, y, meta, output_dir=tmp_path / "o", **info)
+    assert f"neurofm writes into {tmp_path / 'c'} (cache) and {tmp_path / 'o'} (results)" in caplog.text
+    assert json.loads((tmp_path / "o" / ".neurofm").read_text()) == {"neurofm": __version__, "kind": "The output folder"}
+    assert (tmp_path / "c" / ".neurofm").is_file()
+
+
+def test_folders_written_before_markers_existed_are_taken_over(small_dataset, tmp_path):
+    from neurofm import Experiment
+    from neurofm.configs import ClassicalModelConfig, ExperimentConfig
+
+    X, y, meta, info = small_dataset
+    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"),
+                           verbose=False)
+    Experiment(cfg).run(X, y, meta, output_dir=tmp_path / "o", **info)
+    for folder in (tmp_path / "c", tmp_path / "o"):
+        (folder / ".neurofm").unlink()  # as an older neurofm left them: its own names only
+    (tmp_path / "c" / "submitit-4242").mkdir()  # another user's jobs in a shared cache
+    again = Experiment(cfg).run(X, y, meta, output_dir=tmp_path / "o", **info)
+    assert len(again.get_detailed_scores()) > 0
+    assert (tmp_path / "c" / ".neurofm").is_file() and (tmp_path / "o" / ".neurofm").is_file()
+
+
+def test_saving_a_result_into_someone_elses_folder_is_refused(small_dataset, tmp_path):
+    from neurofm import Experiment
+    from neurofm.configs import ClassicalModelConfig, ExperimentConfig
+    from neurofm.exceptions import ConfigError
+
+    X, y, meta, info = small_dataset
+    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"),
+                           verbose=False)
+    result = Experiment(cfg).run(X, y, meta, **info)
+    before = _home_like(tmp_path / "home")
+    with pytest.raises(ConfigError, match=r"The output folder .*home already holds files neurofm did not write"):
+        result.save(tmp_path / "home")
+    assert {path.name: path.read_text() for path in (tmp_path / "home").iterdir()} == before
+
+
+@pytest.mark.parametrize("planted", [".neurofm", ".neurofm.lock"])
+def test_links_planted_under_neurofms_own_names_are_refused(planted, small_dataset, tmp_path):
+    from neurofm import Experiment
+    from neurofm.configs import ClassicalModelConfig, ExperimentConfig
+    from neurofm.exceptions import ConfigError
+
+    X, y, meta, info = small_dataset
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("theirs\n")
+    if planted == ".neurofm.lock":
+        (out / ".neurofm").write_text("{}\n")
+    (out / planted).symlink_to(victim)
+    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"),
+                           verbose=False)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(out / planted))} is (not a regular file \(a link\?\)|a "
+                                          r"symbolic link)"):
+        Experiment(cfg).run(X, y, meta, output_dir=out, **info)
+    assert victim.read_text() == "theirs\n"

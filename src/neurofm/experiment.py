@@ -44,9 +44,10 @@ from .execution import check_backend, engine_session, map_tasks
 from .loaders import windows_from_recordings
 from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
-from .results import ARTIFACT_COLUMNS, SCORE_COLUMNS, ExperimentResult
+from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
 from .sources import as_window_source
 from .utils.check import format_choices, validate_type
+from .utils.files import claim_folder
 from .utils.logging import logger, set_log_level
 
 __all__ = ["Experiment"]
@@ -60,6 +61,12 @@ class _PreparedModel:
     embedder: Any = None  # FoundationEmbedder for frozen backbones
     artifacts: list[tuple[int, str, str, Any]] = field(default_factory=list)
     weights: dict[str, Any] | None = None  # identity of the loaded weights (content, not path); None: no weights
+
+
+#: What neurofm writes directly in a cache folder: embeddings, weight digests, fine-tuning checkpoints, submitit
+#: jobs (per user; "submitit" before they were), the local engines' scratch.
+CACHE_NAMES = frozenset({"embeddings", "weight-digests", "checkpoints", "submitit", "submitit-*", "joblib", "dask",
+                         "ray"})
 
 
 class Experiment:
@@ -152,6 +159,11 @@ class Experiment:
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,
                                 sensor_types=cfg.sensor_types, positions=positions)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
+        # Only into folders of neurofm's own (a config from someone else cannot aim the run at a home folder),
+        # checked once the input is known good and before anything is written (weight digests, records).
+        cache = claim_folder(cfg.cache_dir, "The cache folder (cache_dir)", CACHE_NAMES)
+        out = None if output_dir is None else claim_folder(output_dir, "The output folder", OUTPUT_NAMES)
+        logger.info("neurofm writes into %s%s", cache, "" if out is None else f" (cache) and {out} (results)")
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
 
         classes = np.unique(inputs.y) if cfg.task == "classification" else None

@@ -21,9 +21,11 @@ from the config, so a model name cannot point a write outside the folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,9 @@ __all__ = ["RecordingCall", "RunProgress", "data_fingerprint", "read_record", "r
 
 _FORMAT = 1
 _LOCK_NAME = ".neurofm.lock"
+_RECORDS_NAME = "progress"
+#: What a run's progress puts directly in its output folder.
+PROGRESS_NAMES = frozenset({_LOCK_NAME, _RECORDS_NAME})
 
 # Bumped whenever neurofm starts computing different results from the same config and data (2: window
 # estimators see microvolts, not volts; 3: ts_lr without standardising), so an output folder written
@@ -113,7 +118,7 @@ class RunProgress:
 
     @property
     def directory(self) -> Path:
-        return self.output_dir / "progress"
+        return self.output_dir / _RECORDS_NAME
 
     @contextlib.contextmanager
     def session(self):
@@ -125,7 +130,15 @@ class RunProgress:
             When another run holds the folder.
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / _LOCK_NAME, "a+") as lock:
+        # O_NOFOLLOW: a link planted under the lock's name is refused (ELOOP), never opened or created through.
+        try:
+            fd = os.open(self.output_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ConfigError(f"{self.output_dir / _LOCK_NAME} is a symbolic link; neurofm never opens its files "
+                              "through a link. Remove it, or use a new output folder.") from exc
+        with os.fdopen(fd, "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

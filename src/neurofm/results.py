@@ -10,11 +10,15 @@ import pandas as pd
 import yaml
 
 from .policy import load_yaml
-from .utils.files import atomic_write, jsonable
+from .progress import PROGRESS_NAMES
+from .utils.files import atomic_write, claim_folder, jsonable
 
 __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
+#: What neurofm writes directly in an output folder: the saved result, its report, the run's progress records.
+OUTPUT_NAMES = frozenset({*(f"{name}.parquet" for name in _TABLES), "config.yaml", "meta.json", "report.html",
+                          *PROGRESS_NAMES})
 SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
 ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
 
@@ -147,8 +151,7 @@ class ExperimentResult:
         a crash or a full disk leaves the previous file or the new one, never
         a part.
         """
-        out = Path(directory).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
+        out = claim_folder(directory, "The output folder", OUTPUT_NAMES)
         for name in _TABLES:
             table = getattr(self, name).copy()
             if name == "artifacts":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
+import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +16,7 @@ import numpy as np
 
 from ..exceptions import StorageError
 
-__all__ = ["NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "jsonable", "resolve_path"]
+__all__ = ["MARKER_NAME", "NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "claim_folder", "jsonable", "resolve_path"]
 
 # Part of every temporary file's name: a file carrying it was never completed.
 TMP_MARK = ".tmp-"
@@ -64,3 +67,68 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+#: The file that marks a folder as neurofm's own: neurofm writes, replaces and deletes files only in such folders.
+MARKER_NAME = ".neurofm"
+
+
+def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str]) -> Path:
+    """``folder`` as neurofm's own: made with a marker if new or empty, refused if it holds others' files.
+
+    A config names its output and cache folders, and a config may come from
+    someone else: pointed at a home or project folder, a run would overwrite
+    ``config.yaml`` or ``meta.json`` there and delete what look like its
+    temporary files. A folder is neurofm's when it holds the marker file
+    :data:`MARKER_NAME`; a folder without one is taken over only when
+    everything in it is a name neurofm writes there (``own_names``, and its
+    temporary files), as in folders written before markers existed.
+
+    Parameters
+    ----------
+    folder : str | Path
+        The folder (``~`` is expanded).
+    kind : str
+        What it is for, as the message names it (``"output_dir"``).
+    own_names : frozenset of str
+        The names neurofm writes directly inside such a folder (patterns, as
+        :func:`fnmatch.fnmatchcase` reads them).
+
+    Raises
+    ------
+    ConfigError
+        When the folder holds anything else and no marker, or is not a folder.
+    """
+    from ..exceptions import ConfigError
+
+    folder = Path(folder).expanduser()
+    marker = folder / MARKER_NAME
+    try:
+        info = os.lstat(marker)
+    except FileNotFoundError:
+        info = None
+    if info is not None:
+        if stat.S_ISREG(info.st_mode):
+            return folder
+        raise ConfigError(f"{marker} is not a regular file (a link?); neurofm does not take over {folder}. Remove it, "
+                          "or use a new folder.")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{kind} {folder} is not a folder; give a folder (neurofm makes it if missing).")
+    if folder.is_dir():
+        foreign = sorted(p.name for p in folder.iterdir() if p.name != MARKER_NAME and TMP_MARK not in p.name
+                         and not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in own_names))
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise ConfigError(
+                f"{kind} {folder} already holds files neurofm did not write ({shown}) and no {MARKER_NAME} marker. "
+                "neurofm writes, replaces and cleans up files only in folders of its own, so that no config can point "
+                f"it at your home or a project folder. Use a new or empty folder (e.g. {folder / 'neurofm'}); if "
+                f"neurofm did make this one, mark it: touch {marker}"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    if info is None:  # (also when a folder of neurofm's names only is taken over)
+        from .. import __version__
+
+        text = json.dumps({"neurofm": __version__, "kind": kind}) + "\n"
+        atomic_write(marker, lambda tmp: tmp.write_text(text))
+    return folder
