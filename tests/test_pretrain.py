@@ -541,3 +541,15 @@ def test_lines_that_are_not_history_rows_are_dropped_on_resuming(tmp_path, corpu
     assert result.resumed_from == 6
     assert (run / "history.csv").read_text() == rows
     assert "2 line(s) that are not rows of this history were dropped on resuming" in caplog.text
+
+
+def test_a_pretraining_run_aimed_at_a_folder_of_someone_elses_files_is_refused(tmp_path, corpus_dir):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("# theirs\n")
+    (home / f".notes{'.tmp-'}x").write_text("looks like a leftover of ours\n")
+    config = stage_config(tmp_path, corpus_dir, output_dir=str(home))
+    with pytest.raises(ConfigError, match=rf"The pretraining output_dir {re.escape(str(home))} already holds files "
+                                          r"neurofm did not write \(\.bashrc\) and no \.neurofm marker"):
+        pretrain(config)
+    assert sorted(p.name for p in home.iterdir()) == [".bashrc", ".notes.tmp-x"]  # nothing written, nothing cleaned

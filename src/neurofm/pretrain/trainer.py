@@ -32,7 +32,7 @@ import numpy as np
 
 from ..exceptions import ConfigError, WeightsError
 from ..policy import load_yaml
-from ..utils.files import TMP_MARK, atomic_write, resolve_path
+from ..utils.files import TMP_MARK, atomic_write, claim_folder, resolve_path
 from ..utils.logging import logger
 from .config import PretrainConfig, TokenizerConfig
 from .corpus import Corpus
@@ -471,7 +471,15 @@ def _check_tokenizer_fits(meta: dict[str, Any], token_config: TokenizerConfig, n
         )
 
 
+#: What a pretraining run writes directly in its output_dir.
+RUN_NAMES = frozenset({"pretrain.yaml", "history.csv", _CHECKPOINTS, "tokenizer.safetensors", "tokenizer.json",
+                       "model.safetensors", "config.json", "pretrain.json", "loss_curves.png", "report.html"})
+
+
 def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _World) -> tuple[int, Path] | None:
+    if world.main:  # only into a folder of neurofm's own: a config cannot aim the run (and its clean-up) at a home
+        claim_folder(run, "The pretraining output_dir", RUN_NAMES)
+    _barrier(world)
     saved = run / "pretrain.yaml"
     if saved.is_file() and _latest_checkpoint(run) is not None:
         previous = PretrainConfig.model_validate(load_yaml(saved.read_text()))
