@@ -657,3 +657,20 @@ def test_a_pipe_named_like_a_pack_cannot_hang_the_run(tmp_path, caplog):
     got, found = outcome["result"]
     assert found.tolist() == [False, False, True, True] and cache.skipped_packs == 1
     assert f"{fifo} is skipped (not a regular file (a pipe, a device or a folder))" in caplog.text
+
+
+def test_skipped_packs_are_counted_in_the_artifacts(cache_dir, windows_19ch, tmp_path):
+    import shutil
+
+    clean = make(cache_dir).fit(windows_19ch)
+    reference = clean.transform(windows_19ch)
+    pack = _only_pack(clean)
+    elsewhere = tmp_path / "elsewhere.npz"
+    shutil.move(pack, elsewhere)
+    pack.symlink_to(elsewhere)  # a link named like a pack: never opened
+    again = make(cache_dir).fit(windows_19ch)
+    np.testing.assert_array_equal(again.transform(windows_19ch), reference)
+    artifacts = {(t, k): v for _, t, k, v in again.get_artifacts()}
+    assert artifacts[("embedding_cache", "packs_skipped")] == 1
+    assert artifacts[("embedding_cache", "damaged_packs_set_aside")] == 0
+    assert (again.cache_hits_, again.cache_misses_) == (0, len(windows_19ch)) and pack.is_symlink()

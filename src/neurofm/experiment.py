@@ -410,8 +410,8 @@ class Experiment:
         tasks = [_ExtractionTask(worker, source.block(start, stop)) for start, stop in bounds]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
         outcomes = map_tasks(execution, _run_extraction, tasks)
-        features = np.concatenate([embeddings for embeddings, _, _ in outcomes], axis=0)
-        embedder.record_extraction(features, sum(outcome[1] for outcome in outcomes), sum(outcome[2] for outcome in outcomes))
+        features = np.concatenate([embeddings for embeddings, *_ in outcomes], axis=0)
+        embedder.record_extraction(features, *(sum(outcome[i] for outcome in outcomes) for i in (1, 2, 3)))
         return features
 
     def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:

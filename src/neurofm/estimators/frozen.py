@@ -253,6 +253,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.cache_hits_ = 0
         self.cache_misses_ = 0
         self.cache_damaged_packs_ = 0
+        self.cache_skipped_packs_ = 0
         self.n_features_out_ = None
         return self
 
@@ -288,18 +289,20 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                 f"transform got windows of shape {source.shape[1:]}, but the embedder was fitted on "
                 f"{expected}; fit it again on these windows."
             )
-        embeddings, n_computed, n_damaged = self.embed_source(source)
-        self.record_extraction(embeddings, n_computed, n_damaged)
+        embeddings, n_computed, n_damaged, n_skipped = self.embed_source(source)
+        self.record_extraction(embeddings, n_computed, n_damaged, n_skipped)
         return embeddings
 
-    def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0) -> None:
-        """Count cache hits, misses and damaged packs of an extraction made here or by shards elsewhere."""
+    def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0,
+                          n_skipped: int = 0) -> None:
+        """Count cache hits, misses, damaged and skipped packs of an extraction made here or by shards elsewhere."""
         self.cache_hits_ += len(embeddings) - n_computed
         self.cache_misses_ += n_computed
         self.cache_damaged_packs_ += n_damaged
+        self.cache_skipped_packs_ += n_skipped
         self.n_features_out_ = embeddings.shape[1]
 
-    def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int, int]:
+    def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int, int, int]:
         """Embed every window of ``source`` chunk by chunk, through the cache.
 
         A window's embedding does not depend on the chunk, the cache's state
@@ -315,6 +318,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             Windows that missed the cache and went through the backbone.
         n_damaged : int
             Cache packs found damaged and set aside (their windows were embedded again).
+        n_skipped : int
+            Cache packs left unread and as they are: not readable by this
+            user, links or pipes (their windows were embedded again).
         """
         check_is_fitted(self, "fingerprint_")
         cache = None
@@ -333,8 +339,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                     out = np.empty((len(source), embedded.shape[1]), dtype=np.float32)
                 out[start : start + len(windows)] = embedded
                 n_computed += computed
-        n_damaged = cache.damaged_packs if cache is not None else 0
-        return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed, n_damaged
+        n_damaged, n_skipped = (cache.damaged_packs, cache.skipped_packs) if cache is not None else (0, 0)
+        return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed, n_damaged, n_skipped
 
     def _embed_chunk(self, windows: np.ndarray, cache: EmbeddingCache | None, progress) -> tuple[np.ndarray, int]:
         embeddings: np.ndarray | None = None
@@ -372,6 +378,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             (-1, "embedding_cache", "hits", int(self.cache_hits_)),
             (-1, "embedding_cache", "misses", int(self.cache_misses_)),
             (-1, "embedding_cache", "damaged_packs_set_aside", int(self.cache_damaged_packs_)),
+            (-1, "embedding_cache", "packs_skipped", int(self.cache_skipped_packs_)),
             (-1, "embedding_cache", "fingerprint", self.fingerprint_),
             (-1, "embedding_cache", "enabled", bool(self.cache_embeddings)),
             (-1, "backbone", "model_key", self.model_key),
