@@ -468,10 +468,10 @@ def test_packs_that_another_process_removes_meanwhile_are_skipped(tmp_path, monk
 
     real_read = neurofm.cache._read_pack
 
-    def vanished(pack):
+    def vanished(pack, *members):
         if Path(pack) == first:
             raise FileNotFoundError(pack)
-        return real_read(pack)
+        return real_read(pack, *members)
 
     monkeypatch.setattr(neurofm.cache, "_read_pack", vanished)
     racing = EmbeddingCache(tmp_path, "e" * 32)

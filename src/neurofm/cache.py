@@ -65,7 +65,8 @@ class _UnusablePack(Exception):
         self.damaged = damaged
 
 
-def _read_member(archive: zipfile.ZipFile, name: str, file_size: int) -> np.ndarray:
+def _read_member(archive: zipfile.ZipFile, name: str, file_size: int, load: bool) -> tuple[tuple, np.ndarray | None]:
+    """A member's shape, checked against what neurofm writes and the bytes it holds; its array when ``load``."""
     info = archive.getinfo(f"{name}.npy")
     if info.compress_type != zipfile.ZIP_STORED or info.file_size > file_size:
         # neurofm stores members uncompressed: a compressed one could expand to any size
@@ -80,11 +81,14 @@ def _read_member(archive: zipfile.ZipFile, name: str, file_size: int) -> np.ndar
         n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if member.tell() + n_bytes != info.file_size:  # a header may claim any shape: the bytes must be there
             raise _UnusablePack(f"member {name} declares shape {shape} but holds {info.file_size} bytes")
-        return np.frombuffer(member.read(n_bytes), dtype=dtype).reshape(shape)
+        return shape, (np.frombuffer(member.read(n_bytes), dtype=dtype).reshape(shape) if load else None)
 
 
-def _read_pack(pack: Path) -> dict[str, np.ndarray]:
-    """A pack's members, checked before anything is loaded.
+def _read_pack(pack: Path, members: tuple[str, ...] = tuple(_MEMBERS)) -> dict[str, np.ndarray]:
+    """A pack's ``members``, the whole pack checked before anything is loaded.
+
+    Every member's header and size are checked; only the requested members'
+    bytes are read (indexing needs the keys alone, not the embeddings).
 
     Raises
     ------
@@ -110,15 +114,15 @@ def _read_pack(pack: Path) -> dict[str, np.ndarray]:
             with zipfile.ZipFile(fh) as archive:
                 if sorted(archive.namelist()) != sorted(f"{name}.npy" for name in _MEMBERS):
                     raise _UnusablePack(f"members {sorted(archive.namelist())[:5]}, not keys, embeddings, checksums")
-                data = {name: _read_member(archive, name, mode.st_size) for name in _MEMBERS}
+                read = {name: _read_member(archive, name, mode.st_size, name in members) for name in _MEMBERS}
         except _UnusablePack:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever a damaged or crafted file raises, the run goes on
             raise _UnusablePack(f"unreadable ({type(exc).__name__}: {exc})") from exc
-    n = len(data["keys"])
-    if len(data["embeddings"]) != n or len(data["checksums"]) != n:
-        raise _UnusablePack(f"members hold {n}, {len(data['embeddings'])} and {len(data['checksums'])} entries")
-    return data
+    n_keys, n_embeddings, n_checksums = (read[name][0][0] for name in _MEMBERS)
+    if n_embeddings != n_keys or n_checksums != n_keys:
+        raise _UnusablePack(f"members hold {n_keys}, {n_embeddings} and {n_checksums} entries")
+    return {name: read[name][1] for name in members}
 
 
 class CacheWriteError(StorageError):
@@ -208,7 +212,7 @@ class EmbeddingCache:
             return self._keys
         for pack in sorted(set(self.directory.glob("pack-*.npz")) - self._indexed):
             try:
-                keys = _read_pack(pack)["keys"]
+                keys = _read_pack(pack, ("keys",))["keys"]
             except FileNotFoundError:  # set aside by another process between glob and load
                 continue
             except _UnusablePack as problem:
@@ -231,7 +235,7 @@ class EmbeddingCache:
         for other in self._indexed - {pack}:  # re-offer keys that the damaged pack had shadowed
             if other.exists():
                 try:
-                    keys = _read_pack(other)["keys"]
+                    keys = _read_pack(other, ("keys",))["keys"]
                 except (FileNotFoundError, _UnusablePack):
                     continue
                 for row, key in enumerate(keys):
