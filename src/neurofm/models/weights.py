@@ -172,14 +172,22 @@ def weights_identity(
         return {"kind": "random", "seed": int(random_state)}
     path = Path(source.location)
     if source.kind == "file":
-        return {"kind": "checkpoint", "file": _file_digest(path, memo)}
-    if backend == "hugging_face":
+        files = [path]
+    elif backend == "hugging_face":
         files = [p for p in path.iterdir() if p.is_file() and p.name != "README.md" and not p.name.startswith(".")]
     else:
         files = [directory_weights_file(path, spec)] + [p for p in [path / "config.json"] if p.is_file()]
-    identity = {"kind": "checkpoint", "files": {p.name: _file_digest(p, memo) for p in sorted(files)}}
+    return _checkpoint_identity(source, {p.name: _file_digest(p, memo) for p in files})
+
+
+def _checkpoint_identity(source: WeightsSource, digests: dict[str, str]) -> dict[str, Any]:
+    """A checkpoint's identity from the digests of its files (by name): what fit identifies and what loading read."""
+    if source.kind == "file":
+        [digest] = digests.values()
+        return {"kind": "checkpoint", "file": digest}
+    identity: dict[str, Any] = {"kind": "checkpoint", "files": dict(sorted(digests.items()))}
     if source.kind == "hub":
-        identity["commit"] = path.name  # huggingface_hub names a snapshot folder by its commit
+        identity["commit"] = Path(source.location).name  # huggingface_hub names a snapshot folder by its commit
     return identity
 
 
@@ -376,19 +384,15 @@ def load_backbone(
 
     kwargs = dict(model_kwargs or {})
     state = None
-    loaded_identity: dict[str, Any] | None = None  # as weights_identity writes it, from the bytes loaded
+    digests: dict[str, str] = {}  # of the bytes loaded, by file name
     if source.kind in ("directory", "hub"):
         weights_file, saved_config, digests = _directory_checkpoint(Path(source.location), spec)
         kwargs = {**_restore_types(saved_config), **kwargs}
         state, digests[weights_file.name] = _read_state_dict(weights_file)
         origin = str(weights_file)
-        loaded_identity = {"kind": "checkpoint", "files": dict(sorted(digests.items()))}
-        if source.kind == "hub":
-            loaded_identity["commit"] = Path(source.location).name
     elif source.kind == "file":
-        state, digest = _read_state_dict(Path(source.location))
+        state, digests[Path(source.location).name] = _read_state_dict(Path(source.location))
         origin = source.location
-        loaded_identity = {"kind": "checkpoint", "file": digest}
 
     _check_model_fits_in_memory(spec, signal, kwargs)
     with torch.random.fork_rng(devices=[]):
@@ -402,7 +406,7 @@ def load_backbone(
     report: dict[str, Any] = {"random_init": source.kind == "random"}
     if state is not None:
         report |= _strict_load(module, state, spec, origin)
-        report["identity"] = loaded_identity
+        report["identity"] = _checkpoint_identity(source, digests)
     else:
         logger.info("%s is randomly initialised (weights='random', seed %d)", spec.key, random_state)
         report["seed"] = random_state
