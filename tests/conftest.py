@@ -74,6 +74,8 @@ def _isolated_hf_cache(tmp_path_factory, monkeypatch):
     import huggingface_hub.constants as hfc
 
     monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(hub / "hub"), raising=False)
+    # A run with shared_folders makes the user's key there: never the real one.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "config-home"))
 
 
 @pytest.fixture(scope="session")

@@ -553,3 +553,22 @@ def test_a_pretraining_run_aimed_at_a_folder_of_someone_elses_files_is_refused(t
                                           r"neurofm did not write \(\.bashrc\) and no \.neurofm marker"):
         pretrain(config)
     assert sorted(p.name for p in home.iterdir()) == [".bashrc", ".notes.tmp-x"]  # nothing written, nothing cleaned
+
+
+def test_a_run_whose_checkpoints_others_could_write_is_not_resumed(tmp_path, corpus_dir, tokenizer_run):
+    import shutil
+    import stat
+
+    from neurofm.sharing import SharedFolderError
+
+    run = tmp_path / "tokenizer"
+    shutil.copytree(tokenizer_run / "tokenizer", run)
+    os.chmod(run / "checkpoints", 0o777)  # anyone could have swapped the checkpoint it would resume from
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    with pytest.raises(SharedFolderError, match=r"checkpoints can be written by others \(anyone can write it \(mode "
+                                                r"0777\)\).*chmod go-w") as caught:
+        pretrain(stage_config(tmp_path, corpus_dir))
+    assert "shared_folders" not in str(caught.value)  # a run's folder cannot be declared shared
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    os.chmod(run / "checkpoints", stat.S_IRWXU)
+    assert pretrain(stage_config(tmp_path, corpus_dir)).resumed_from == 6

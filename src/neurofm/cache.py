@@ -10,6 +10,7 @@ Layout::
 
     <cache_dir>/embeddings/v2/<fingerprint>/manifest.json
     <cache_dir>/embeddings/v2/<fingerprint>/pack-<uuid>.npz          # keys, embeddings, checksums
+    <cache_dir>/embeddings/v2/<fingerprint>/pack-<key id>-<uuid>.npz # the same, checksums keyed (shared folder)
     <cache_dir>/embeddings/v2/<fingerprint>/corrupt-pack-<uuid>.npz  # set aside, never read again
 
 A pack holds the window keys (fixed-width bytes), their float32 embeddings and
@@ -27,6 +28,11 @@ members stored uncompressed with the dtypes and shapes neurofm writes, and
 sizes that add up to the file's, so that no pack, however crafted, makes a
 run allocate more than the file holds, hang or crash. A pack this user may
 not read (another user's, on a shared cache) is skipped, never renamed.
+
+Checksums catch damage, not forgery: packs are read only from a private
+cache (see :mod:`neurofm.sharing`) or, in a cache declared shared, only packs
+whose checksums are keyed with this run's key; packs of other keys are left
+alone.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import uuid
 import zipfile
@@ -43,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import StorageError
+from .sharing import EntryKey, check_trusted_folder, make_folders
 from .utils.files import NO_ROOM_ERRNOS, atomic_write
 from .utils.logging import logger
 
@@ -52,6 +60,9 @@ _FORMAT_VERSION = "v2"  # v2: one checksum per entry
 _KEY_BYTES = 16
 _CHECKSUM_BYTES = 8
 _CORRUPT_PREFIX = "corrupt-"
+_KEYED_PACK = re.compile(r"pack-(?P<key_id>[0-9a-f]{16})-[0-9a-f]{32}\.npz")
+# Readable by the group of a shared cache, whose members may hold its key; the folder's mode decides who that is.
+_SHARED_PACK_MODE = 0o640
 # The members of a pack and what each must be; n (entries) is shared, the embedding width is free.
 _MEMBERS = {"keys": np.dtype(f"S{2 * _KEY_BYTES}"), "embeddings": np.dtype(np.float32),
             "checksums": np.dtype(f"S{2 * _CHECKSUM_BYTES}")}
@@ -153,8 +164,8 @@ def hash_windows(X: np.ndarray) -> np.ndarray:
     return keys
 
 
-def entry_checksums(keys: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-    """One checksum per cache entry: a hash of its key and its embedding's bytes.
+def entry_checksums(keys: np.ndarray, embeddings: np.ndarray, secret: EntryKey | None = None) -> np.ndarray:
+    """One checksum per cache entry: a hash of its key and its embedding's bytes, keyed with ``secret`` if given.
 
     Returns
     -------
@@ -163,6 +174,9 @@ def entry_checksums(keys: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     out = np.empty(len(keys), dtype=f"S{2 * _CHECKSUM_BYTES}")
     for i, (key, row) in enumerate(zip(keys, embeddings, strict=True)):
+        if secret is not None:
+            out[i] = secret.sign(b"neurofm-entry", bytes(key), row.tobytes(), digest_size=_CHECKSUM_BYTES).encode()
+            continue
         digest = hashlib.blake2b(bytes(key), digest_size=_CHECKSUM_BYTES, person=b"neurofm-entry")
         digest.update(row.tobytes())
         out[i] = digest.hexdigest().encode()
@@ -180,6 +194,11 @@ class EmbeddingCache:
         Hex digest identifying backbone, weights, pooling and input adaptation.
     manifest : dict | None
         Human-readable description stored beside the packs.
+    key : EntryKey | None
+        The key of a cache declared shared (:func:`neurofm.sharing.entry_key`):
+        packs are written and read with checksums keyed with it. ``None``: the
+        cache must be private, or reading it raises
+        :class:`~neurofm.sharing.SharedFolderError`.
 
     Attributes
     ----------
@@ -191,11 +210,12 @@ class EmbeddingCache:
         this user, or not a regular file (their windows are embedded again).
     """
 
-    def __init__(self, root: str | Path, fingerprint: str, manifest: dict | None = None):
+    def __init__(self, root: str | Path, fingerprint: str, manifest: dict | None = None, key: EntryKey | None = None):
         self.root = Path(root).expanduser()
         self.fingerprint = fingerprint
         self.directory = self.root / "embeddings" / _FORMAT_VERSION / fingerprint
         self.manifest = manifest
+        self.key = key
         self.damaged_packs = 0
         self.skipped_packs = 0
         self._indexed: set[Path] = set()
@@ -208,9 +228,10 @@ class EmbeddingCache:
         other processes add meanwhile are picked up. A key stored twice (two
         workers embedding the same window) keeps its first pack in name order.
         """
+        check_trusted_folder(self.directory, self.root, self.key, "cache_dir")
         if not self.directory.is_dir():
             return self._keys
-        for pack in sorted(set(self.directory.glob("pack-*.npz")) - self._indexed):
+        for pack in sorted(set(filter(self._ours, self.directory.glob("pack-*.npz"))) - self._indexed):
             try:
                 keys = _read_pack(pack, ("keys",))["keys"]
             except FileNotFoundError:  # set aside by another process between glob and load
@@ -220,6 +241,13 @@ class EmbeddingCache:
                 continue
             self._remember(pack, keys)
         return self._keys
+
+    def _ours(self, pack: Path) -> bool:
+        """Whether ``pack`` was written with this cache's key (or, private, with none)."""
+        keyed = _KEYED_PACK.fullmatch(pack.name)
+        if self.key is None:
+            return keyed is None
+        return keyed is not None and keyed["key_id"] == self.key.key_id
 
     def _remember(self, pack: Path, keys: np.ndarray) -> None:
         for row, key in enumerate(keys):
@@ -294,7 +322,7 @@ class EmbeddingCache:
                 self._set_aside(pack, problem)
                 continue
             stored_keys, emb, checksums = data["keys"][rows], data["embeddings"][rows], data["checksums"][rows]
-            bad = (entry_checksums(stored_keys, emb) != checksums) | (stored_keys != keys[targets])
+            bad = (entry_checksums(stored_keys, emb, self.key) != checksums) | (stored_keys != keys[targets])
             if bad.any():
                 found[targets] = False
                 n_bad = int(bad.sum())
@@ -318,16 +346,19 @@ class EmbeddingCache:
             return None
         keys = np.asarray(keys, dtype=f"S{2 * _KEY_BYTES}")
         embeddings = np.asarray(embeddings, np.float32)
-        packed = {"keys": keys, "embeddings": embeddings, "checksums": entry_checksums(keys, embeddings)}
+        packed = {"keys": keys, "embeddings": embeddings, "checksums": entry_checksums(keys, embeddings, self.key)}
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
                 np.savez(fh, **packed)
+            if self.key is not None:
+                os.chmod(tmp, _SHARED_PACK_MODE)
 
+        name = f"pack-{uuid.uuid4().hex}.npz" if self.key is None else f"pack-{self.key.key_id}-{uuid.uuid4().hex}.npz"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_folders(self.directory, self.key)
             self._write_manifest()
-            path = atomic_write(self.directory / f"pack-{uuid.uuid4().hex}.npz", write)
+            path = atomic_write(self.directory / name, write)
         except OSError as exc:
             raise _write_error(self.directory, exc) from exc
         self._remember(path, keys)

@@ -555,7 +555,8 @@ class ExecutionConfig(BaseConfig):
         subfolder: joblib's memory maps (``joblib/``), a local Dask
         cluster's spill and locks (``dask/``), a local Ray runtime's session:
         logs, sockets, spilled objects (``ray/``). ``None``: the experiment's
-        ``cache_dir``. Ray's socket paths must fit the system's 107 bytes,
+        ``cache_dir`` (``<cache_dir>/scratch-<uid>`` when it is declared
+        shared). Ray's socket paths must fit the system's 107 bytes,
         which leaves this folder at most 39 characters for a local Ray
         runtime. An engine given by ``address`` keeps its own folders.
     submitit_cluster : {"slurm", "local", "debug"} | None
@@ -666,7 +667,20 @@ class ExperimentConfig(BaseConfig):
     cv : CVConfig
         The outer cross-validation.
     cache_dir : str
-        Root of the on-disk embedding cache (``~`` is expanded).
+        Root of the on-disk embedding cache (``~`` is expanded). Like the
+        output folder, it must be private (yours, not writable by group or
+        others) unless ``shared_folders`` says otherwise.
+    shared_folders : bool
+        The cache and output folders may be written by others (a lab's shared
+        cache): every embedding, weight digest and progress record neurofm
+        reads back from them must then carry a checksum keyed with your key
+        (or the group's, ``shared_key_file``); others' entries are not read
+        and are left as they are; the local engines' scratch files default
+        to ``<cache_dir>/scratch-<uid>``. See :mod:`neurofm.sharing`.
+    shared_key_file : str | None
+        With ``shared_folders``: a group's key file, readable by its members
+        and nobody else. ``None``: your own key
+        (``~/.config/neurofm/shared-folders.key``, made on first use).
     execution : ExecutionConfig
         Where the fits run (default: one after the other in this process).
     random_state : int
@@ -699,6 +713,8 @@ class ExperimentConfig(BaseConfig):
     metrics: list[str] | None = None
     cv: CVConfig = Field(default_factory=CVConfig)
     cache_dir: str = "~/.cache/neurofm"
+    shared_folders: bool = False
+    shared_key_file: str | None = None
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     random_state: int = 0
     n_permutations: int = Field(0, ge=0, le=100_000)
@@ -711,6 +727,9 @@ class ExperimentConfig(BaseConfig):
     def _consistent(self) -> ExperimentConfig:
         if not self.models:
             raise ValueError("models is empty; name at least one model, e.g. {'lr': ClassicalModelConfig(...)}.")
+        if self.shared_key_file is not None and not self.shared_folders:
+            raise ValueError("shared_key_file is given but shared_folders is false; set shared_folders: true to "
+                             "authenticate entries with that key, or remove shared_key_file.")
         allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
         for metric in self.metrics or []:
             if metric not in allowed:

@@ -45,6 +45,7 @@ from .loaders import windows_from_recordings
 from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
+from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
 from .utils.check import format_choices, validate_type
 from .utils.files import claim_folder
@@ -66,7 +67,7 @@ class _PreparedModel:
 #: What neurofm writes directly in a cache folder: embeddings, weight digests, fine-tuning checkpoints, submitit
 #: jobs (per user; "submitit" before they were), the local engines' scratch.
 CACHE_NAMES = frozenset({"embeddings", "weight-digests", "checkpoints", "submitit", "submitit-*", "joblib", "dask",
-                         "ray"})
+                         "ray", "scratch-*"})
 
 
 class Experiment:
@@ -149,8 +150,10 @@ class Experiment:
         cfg = self.config
         set_log_level(cfg.verbose)
         # Every file a run writes lives in its output or cache folder, the engines' scratch files too.
-        defaults = {"submitit_folder": str(Path(cfg.cache_dir).expanduser() / f"submitit-{os.getuid()}"),
-                    "scratch_folder": str(Path(cfg.cache_dir).expanduser())}
+        # In a cache shared with others, each user's engines keep their scratch in a folder of their own.
+        cache_root = Path(cfg.cache_dir).expanduser()
+        defaults = {"submitit_folder": str(cache_root / f"submitit-{os.getuid()}"),
+                    "scratch_folder": str(cache_root / f"scratch-{os.getuid()}" if cfg.shared_folders else cache_root)}
         self._execution = cfg.execution.model_copy(
             update={key: value for key, value in defaults.items() if getattr(cfg.execution, key) is None})
         check_backend(self._execution)
@@ -161,8 +164,13 @@ class Experiment:
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
         # Only into folders of neurofm's own (a config from someone else cannot aim the run at a home folder),
         # checked once the input is known good and before anything is written (weight digests, records).
-        cache = claim_folder(cfg.cache_dir, "The cache folder (cache_dir)", CACHE_NAMES)
-        out = None if output_dir is None else claim_folder(output_dir, "The output folder", OUTPUT_NAMES)
+        # Others may write a shared folder: what is read back from one must carry this key.
+        self._key = entry_key(cfg.shared_folders, cfg.shared_key_file)
+        check_trusted_folder(cfg.cache_dir, cfg.cache_dir, self._key, "The cache folder (cache_dir)")
+        if output_dir is not None:
+            check_trusted_folder(output_dir, output_dir, self._key, "The output folder")
+        cache = claim_folder(cfg.cache_dir, "The cache folder (cache_dir)", CACHE_NAMES, self._key)
+        out = None if output_dir is None else claim_folder(output_dir, "The output folder", OUTPUT_NAMES, self._key)
         logger.info("neurofm writes into %s%s", cache, "" if out is None else f" (cache) and {out} (results)")
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
 
@@ -171,7 +179,7 @@ class Experiment:
         with contextlib.ExitStack() as stack:
             self._records = None
             if output_dir is not None:
-                progress = stack.enter_context(RunProgress(Path(output_dir).expanduser()).session())
+                progress = stack.enter_context(RunProgress(Path(output_dir).expanduser(), self._key).session())
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
                 self._records = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
             result = self._compute(inputs, splits, prepared, classes, groups, started)
@@ -260,21 +268,21 @@ class Experiment:
         wanted = [self._record_path(model.name, "fold", fold) for fold in range(n_folds)]
         if cfg.n_permutations and (cfg.permute_trainable or not isinstance(model.config, NeuralFineTuneConfig)):
             wanted += [self._record_path(model.name, "permutation", i) for i in range(cfg.n_permutations)]
-        return all(path.is_file() for path in wanted) and all(read_record(path) is not None for path in wanted)
+        return all(path.is_file() for path in wanted) and all(read_record(path, self._key) is not None for path in wanted)
 
     def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
         """``map_tasks`` that reads finished tasks from their records and records the others as they finish."""
         results: list[Any] = [None] * len(tasks)
         todo = []
         for i, path in enumerate(paths):
-            record = read_record(path) if path is not None else None
+            record = read_record(path, self._key) if path is not None else None
             if record is None:
                 todo.append(i)
             else:
                 results[i] = decode(record)
         if len(todo) < len(tasks):
             logger.info("Resuming: %d of %d task(s) read back from their records", len(tasks) - len(todo), len(tasks))
-        call = RecordingCall(function, _encode)
+        call = RecordingCall(function, _encode, self._key)
         items = [(tasks[i], paths[i]) for i in todo]
         for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared), strict=True):
             results[i] = fresh if paths[i] is None else decode(round_trip(_encode(fresh)))
@@ -354,6 +362,8 @@ class Experiment:
             "units": list(inputs.info.units),
             "sensor_positions": None if inputs.info.positions is None else list(inputs.info.positions),
             "cache_dir": cfg.cache_dir,
+            "shared_folders": cfg.shared_folders,
+            "shared_key_file": cfg.shared_key_file,
             "random_state": cfg.random_state,
             "verbose": cfg.verbose,
         }

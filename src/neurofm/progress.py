@@ -14,8 +14,10 @@ Layout::
     <output_dir>/progress/model-<hash>/permutation-00012.json
 
 Every record carries a checksum of its content; a record that does not match
-is reported and its work is done again. Folder names are hashes, never names
-from the config, so a model name cannot point a write outside the folder.
+is reported and its work is done again. Records are read only from a private
+output folder, or, in one declared shared, only those whose checksum is keyed
+with this run's key (:mod:`neurofm.sharing`). Folder names are hashes, never
+names from the config, so a model name cannot point a write outside the folder.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from .cache import stable_hash
 from .exceptions import ConfigError
+from .sharing import EntryKey, check_trusted_folder, make_folders
 from .sources import as_window_source
 from .utils.files import TMP_MARK, atomic_write, jsonable
 from .utils.logging import logger
@@ -66,28 +69,54 @@ def data_fingerprint(X, y: np.ndarray, groups: np.ndarray | None, info: dict[str
     return digest.hexdigest()
 
 
-def _checksum(payload_text: str) -> str:
+def _checksum(payload_text: str, key: EntryKey | None) -> str:
+    if key is not None:
+        return key.sign(b"neurofm-record", payload_text.encode())
     return hashlib.blake2b(payload_text.encode(), digest_size=16).hexdigest()
 
 
-def write_record(path: str | Path, payload: Any) -> None:
-    """Write ``payload`` (JSON-ready) with its checksum, atomically: the file is whole or absent."""
+# Readable by the group of a shared output folder, whose members may hold its key.
+_SHARED_RECORD_MODE = 0o640
+
+
+def write_record(path: str | Path, payload: Any, key: EntryKey | None = None) -> None:
+    """Write ``payload`` (JSON-ready) with its checksum, atomically: the file is whole or absent.
+
+    With ``key`` (a shared output folder) the checksum is keyed and the record names the key.
+    """
     text = json.dumps(jsonable(payload), sort_keys=True, allow_nan=True)
-    record = json.dumps({"format": _FORMAT, "checksum": _checksum(text), "payload": text})
-    atomic_write(path, lambda tmp: tmp.write_text(record))
+    record = {"format": _FORMAT, "checksum": _checksum(text, key), "payload": text}
+    if key is not None:
+        record["key_id"] = key.key_id
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(json.dumps(record))
+        if key is not None:
+            os.chmod(tmp, _SHARED_RECORD_MODE)
+
+    make_folders(Path(path).parent, key)
+    atomic_write(path, write)
 
 
-def read_record(path: str | Path) -> Any | None:
-    """The payload written by :func:`write_record`, or ``None`` when absent or damaged (reported)."""
+def read_record(path: str | Path, key: EntryKey | None = None) -> Any | None:
+    """The payload written by :func:`write_record` with the same ``key``, or ``None``.
+
+    ``None`` when the record is absent, damaged (reported) or written with
+    another key (or keyed, when ``key`` is None): that work is done again and
+    the record is left as it is.
+    """
     path = Path(path)
     try:
         record = json.loads(path.read_text())
         text = record["payload"]
-        intact = record.get("format") == _FORMAT and record.get("checksum") == _checksum(text)
+        if record.get("key_id") != (None if key is None else key.key_id):
+            logger.info("Progress record %s was written with another key; that work is done again.", path)
+            return None
+        intact = record.get("format") == _FORMAT and record.get("checksum") == _checksum(text, key)
         payload = json.loads(text) if intact else None
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.warning("Progress record %s cannot be read (%s); that work is done again.", path, exc)
         return None
     if payload is None:
@@ -112,9 +141,13 @@ class RunProgress:
     ----------
     output_dir : Path
         The run's output folder.
+    key : EntryKey | None
+        The key of an output folder declared shared; ``None``: it must be
+        private (:func:`neurofm.sharing.check_trusted_folder`).
     """
 
     output_dir: Path
+    key: EntryKey | None = None
 
     @property
     def directory(self) -> Path:
@@ -128,8 +161,11 @@ class RunProgress:
         ------
         ConfigError
             When another run holds the folder.
+        SharedFolderError
+            When others can write the folder and it is not declared shared.
         """
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        check_trusted_folder(self.directory, self.output_dir, self.key, "The output folder")
+        make_folders(self.output_dir, self.key)
         # O_NOFOLLOW: a link planted under the lock's name is refused (ELOOP), never opened or created through.
         try:
             fd = os.open(self.output_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
@@ -159,7 +195,9 @@ class RunProgress:
     def model_folder(self, decisive: dict[str, Any]) -> Path:
         """The folder of one model's records; ``decisive`` holds what decides its results (JSON-ready)."""
         keyed = {"semantics": RECORD_SEMANTICS, **jsonable(decisive)}
-        return self.directory / f"model-{stable_hash(keyed)}"
+        folder = self.directory / f"model-{stable_hash(keyed)}"
+        check_trusted_folder(folder, self.output_dir, self.key, "The output folder")
+        return folder
 
     @staticmethod
     def path(folder: Path, kind: str, index: int) -> Path:
@@ -182,10 +220,11 @@ class RecordingCall:
 
     function: Any
     encode: Any
+    key: EntryKey | None = None
 
     def __call__(self, item, shared=None):
         task, record_path = item
         result = self.function(task) if shared is None else self.function(task, shared)
         if record_path is not None:
-            write_record(record_path, self.encode(result))
+            write_record(record_path, self.encode(result), self.key)
         return result

@@ -22,6 +22,7 @@ from ..models.weights import (
     resolve_weights,
     weights_identity,
 )
+from ..sharing import entry_key
 from ..sources import WindowSource, as_window_source
 
 __all__ = ["FoundationEmbedder"]
@@ -79,7 +80,14 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     cache_embeddings : bool
         Read and write the embedding cache.
     cache_dir : str
-        Root of the embedding cache.
+        Root of the embedding cache. It must be private (owned by you, not
+        writable by group or others) unless ``shared_folders``.
+    shared_folders : bool
+        ``cache_dir`` may be written by others: its entries are written and
+        read with checksums keyed with your key, or the group's
+        (``shared_key_file``); see :mod:`neurofm.sharing`.
+    shared_key_file : str | None
+        A group's key file (``None``: your own key, made on first use).
     batch_size : int | "auto"
         Windows per forward pass; ``"auto"``: 32 on the CPU (fastest there,
         measured), 64 on a GPU (raise it there for throughput).
@@ -124,6 +132,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         sensor_positions: list | None = None,
         cache_embeddings: bool = True,
         cache_dir: str = "~/.cache/neurofm",
+        shared_folders: bool = False,
+        shared_key_file: str | None = None,
         batch_size: int | str = "auto",
         device: str = "cpu",
         precision: str = "fp32",
@@ -142,6 +152,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.sensor_positions = sensor_positions
         self.cache_embeddings = cache_embeddings
         self.cache_dir = cache_dir
+        self.shared_folders = shared_folders
+        self.shared_key_file = shared_key_file
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
@@ -206,7 +218,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     def _identified_weights(self, spec) -> tuple[WeightsSource, dict[str, Any]]:
         source = self._check_weights(spec)
-        return source, weights_identity(source, spec, self.backend, self.random_state, self.cache_dir)
+        return source, weights_identity(source, spec, self.backend, self.random_state, self.cache_dir,
+                                        entry_key(self.shared_folders, self.shared_key_file))
 
     def identify_weights(self) -> dict[str, Any]:
         """What identifies the weights: their files' digests (and a hub commit), or a random init's seed.
@@ -326,7 +339,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         cache = None
         if self.cache_embeddings:
             record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
-            cache = EmbeddingCache(self.cache_dir, self.fingerprint_, record)
+            cache = EmbeddingCache(self.cache_dir, self.fingerprint_, record,
+                                   entry_key(self.shared_folders, self.shared_key_file))
         out: np.ndarray | None = None
         n_computed = 0
         from tqdm.auto import tqdm

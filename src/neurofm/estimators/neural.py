@@ -37,6 +37,7 @@ from ..embed import pool_tokens, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import resolve_weights, weights_identity
+from ..sharing import entry_key
 from ..training import predict_network, train_network
 from ..utils.files import atomic_write
 
@@ -125,7 +126,12 @@ class NeuralFineTuner(BaseEstimator):
     metrics : list of str | None
         Validation metrics logged per epoch.
     cache_dir : str
-        Default root of checkpoints (``<cache_dir>/checkpoints``).
+        Default root of checkpoints (``<cache_dir>/checkpoints``) and where
+        weight digests are remembered.
+    shared_folders, shared_key_file
+        Whether ``cache_dir`` may be written by others, and the key that then
+        authenticates what is read back from it (as in
+        :class:`~neurofm.estimators.frozen.FoundationEmbedder`).
     random_state : int
         Seed of initialisation, splits, shuffling and dropout.
     verbose : bool
@@ -151,6 +157,8 @@ class NeuralFineTuner(BaseEstimator):
         task: str = "classification",
         metrics: list[str] | None = None,
         cache_dir: str = "~/.cache/neurofm",
+        shared_folders: bool = False,
+        shared_key_file: str | None = None,
         random_state: int = 0,
         verbose: bool = True,
     ):
@@ -162,6 +170,8 @@ class NeuralFineTuner(BaseEstimator):
         self.task = task
         self.metrics = metrics
         self.cache_dir = cache_dir
+        self.shared_folders = shared_folders
+        self.shared_key_file = shared_key_file
         self.random_state = random_state
         self.verbose = verbose
 
@@ -212,7 +222,8 @@ class NeuralFineTuner(BaseEstimator):
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
         source = resolve_weights(spec, cfg.weights)
-        return weights_identity(source, spec, cfg.backend, self.random_state, self.cache_dir)
+        return weights_identity(source, spec, cfg.backend, self.random_state, self.cache_dir,
+                                entry_key(self.shared_folders, self.shared_key_file))
 
     def _check_outputs(self, cfg: NeuralFineTuneConfig, y: np.ndarray) -> int:
         n = len(np.unique(y)) if self.task == "classification" else 1

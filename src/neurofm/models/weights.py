@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import WeightsError
+from ..sharing import EntryKey, check_trusted_folder, make_folders
+from ..utils.files import atomic_write
 from ..utils.logging import logger
 
 if TYPE_CHECKING:
@@ -122,8 +124,12 @@ def _cached_hub_snapshot(spec: ModelSpec, repo: str, revision: str | None) -> st
         ) from exc
 
 
-def _file_digest(path: Path, memo_dir: Path | None) -> str:
-    """blake2b of a file's bytes, remembered per (path, size, mtime) so large checkpoints are read once."""
+def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None) -> str:
+    """blake2b of a file's bytes, remembered per (path, size, mtime) so large checkpoints are read once.
+
+    Memos are read only from a private cache or, in a shared one, when keyed
+    with ``key``: a planted memo would give other weights this file's identity.
+    """
     import time
 
     stat = path.stat()
@@ -131,20 +137,23 @@ def _file_digest(path: Path, memo_dir: Path | None) -> str:
     # A file rewritten within the file system's timestamp granularity keeps its mtime
     # ("racy git"): only files left untouched for a while are remembered.
     if memo_dir is not None and time.time() - stat.st_mtime > 2.0:
+        check_trusted_folder(memo_dir, memo_dir.parent, key, "cache_dir")
         tag = f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
-        tag = hashlib.blake2b(tag.encode(), digest_size=16).hexdigest()
-        memo = memo_dir / f"{tag}.txt"
+        name = hashlib.blake2b(tag.encode(), digest_size=16).hexdigest()
+        memo = memo_dir / (f"{name}.txt" if key is None else f"{name}-{key.key_id}.txt")
         if memo.is_file():
-            return memo.read_text().strip()
+            value, _, mac = memo.read_text().strip().partition(" ")
+            if key is None or mac == key.sign(b"neurofm-memo", tag.encode(), value.encode()):
+                return value
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
             digest.update(block)
     value = digest.hexdigest()  # the digest _bytes_and_digest gives the same bytes
     if memo is not None:
-        from ..utils.files import atomic_write
-
-        atomic_write(memo, lambda tmp: tmp.write_text(value))
+        text = value if key is None else f"{value} {key.sign(b'neurofm-memo', tag.encode(), value.encode())}"
+        make_folders(memo_dir, key)
+        atomic_write(memo, lambda tmp: tmp.write_text(text))
     return value
 
 
@@ -154,6 +163,7 @@ def weights_identity(
     backend: str,
     random_state: int,
     memo_dir: str | Path | None = None,
+    key: EntryKey | None = None,
 ) -> dict[str, Any]:
     """What identifies the weights without building the model.
 
@@ -166,6 +176,9 @@ def weights_identity(
     identity. This one identity keys both the embedding cache (embeddings are
     served without loading the backbone at all) and an experiment's progress
     records (a resumed run never serves results of other weights).
+
+    Digests are remembered under ``memo_dir`` (a cache folder), which must be
+    private unless ``key`` authenticates them (:mod:`neurofm.sharing`).
     """
     memo = Path(memo_dir).expanduser() / "weight-digests" if memo_dir is not None else None
     if source.kind == "random":
@@ -177,7 +190,7 @@ def weights_identity(
         files = [p for p in path.iterdir() if p.is_file() and p.name != "README.md" and not p.name.startswith(".")]
     else:
         files = [directory_weights_file(path, spec)] + [p for p in [path / "config.json"] if p.is_file()]
-    return _checkpoint_identity(source, {p.name: _file_digest(p, memo) for p in files})
+    return _checkpoint_identity(source, {p.name: _file_digest(p, memo, key) for p in files})
 
 
 def _checkpoint_identity(source: WeightsSource, digests: dict[str, str]) -> dict[str, Any]:

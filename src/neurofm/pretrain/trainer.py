@@ -32,6 +32,7 @@ import numpy as np
 
 from ..exceptions import ConfigError, WeightsError
 from ..policy import load_yaml
+from ..sharing import check_trusted_folder
 from ..utils.files import TMP_MARK, atomic_write, claim_folder, resolve_path
 from ..utils.logging import logger
 from .config import PretrainConfig, TokenizerConfig
@@ -477,6 +478,8 @@ RUN_NAMES = frozenset({"pretrain.yaml", "history.csv", _CHECKPOINTS, "tokenizer.
 
 
 def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _World) -> tuple[int, Path] | None:
+    # The checkpoints a run resumes from are read back as its own: nobody else may have been able to write them.
+    check_trusted_folder(run / _CHECKPOINTS, run, None, "The pretraining output_dir", shareable=False)
     if world.main:  # only into a folder of neurofm's own: a config cannot aim the run (and its clean-up) at a home
         claim_folder(run, "The pretraining output_dir", RUN_NAMES)
     _barrier(world)

@@ -73,7 +73,7 @@ def jsonable(value: Any) -> Any:
 MARKER_NAME = ".neurofm"
 
 
-def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str]) -> Path:
+def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: Any = None) -> Path:
     """``folder`` as neurofm's own: made with a marker if new or empty, refused if it holds others' files.
 
     A config names its output and cache folders, and a config may come from
@@ -93,6 +93,10 @@ def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str]) -> Pa
     own_names : frozenset of str
         The names neurofm writes directly inside such a folder (patterns, as
         :func:`fnmatch.fnmatchcase` reads them).
+    key : EntryKey | None
+        The key of a folder declared shared: a folder neurofm makes then
+        follows the umask (the group may write it); ``None`` makes it
+        private (:func:`neurofm.sharing.make_folders`).
 
     Raises
     ------
@@ -125,7 +129,9 @@ def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str]) -> Pa
                 f"it at your home or a project folder. Use a new or empty folder (e.g. {folder / 'neurofm'}); if "
                 f"neurofm did make this one, mark it: touch {marker}"
             )
-    folder.mkdir(parents=True, exist_ok=True)
+    from ..sharing import make_folders
+
+    make_folders(folder, key)
     if info is None:  # (also when a folder of neurofm's names only is taken over)
         from .. import __version__
 
