@@ -18,7 +18,7 @@ from neurofm.configs import (
     FoundationEmbeddingModelConfig,
     FrozenBackboneDecoderConfig,
 )
-from neurofm.exceptions import ConfigError
+from neurofm.exceptions import ConfigError, NeuroFMError
 from neurofm.models import get_model_spec
 from neurofm.progress import RunProgress
 from neurofm.results import ExperimentResult
@@ -350,19 +350,39 @@ def test_frozen_weights_overwritten_in_place_are_never_served_old_results(data, 
         assert identity["commit"] == f"{2:040x}" and set(identity["files"]) == {"config.json", "model.safetensors"}
 
 
-def test_fine_tuned_weights_overwritten_in_place_are_never_served_old_results(data, tmp_path, count_work):
+def _tuned(weights):
     from neurofm.configs import CheckpointConfig, NeuralFineTuneConfig, TrainerConfig
 
-    def tuned(weights):
-        return NeuralFineTuneConfig(model_key="cbramod", weights=weights, train_mode="full",
-                                    model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                                    trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0,
-                                                          early_stopping_patience=None),
-                                    checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
+    return NeuralFineTuneConfig(model_key="cbramod", weights=weights, train_mode="full",
+                                model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+                                trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0,
+                                                      early_stopping_patience=None),
+                                checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
 
+
+def test_fine_tuned_weights_overwritten_in_place_are_never_served_old_results(data, tmp_path, count_work):
     redone_permutations = _check_new_weights_are_used_and_only_their_model_is_redone(data, tmp_path, count_work,
-                                                                                    "file", tuned)
+                                                                                    "file", _tuned)
     assert redone_permutations == 0  # trainable models are not permuted by default; the others' are on record
+
+
+def test_fine_tuned_weights_rewritten_while_the_run_uses_them_stop_it_before_training(data, tmp_path, monkeypatch):
+    weights = _write_weights("file", 1, data, tmp_path)
+    config = ExperimentConfig(models={"tuned": _tuned(weights)}, metrics=["balanced_accuracy"], verbose=False,
+                              cache_dir=str(tmp_path / "cache"),
+                              cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    run_fold = neurofm.experiment._run_fold
+    trained = []
+
+    def rewritten_first(task, shared):
+        _write_weights("file", 2, data, tmp_path)  # another process saves into the same path after the run started
+        monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: trained.append(1))
+        return run_fold(task, shared)
+
+    monkeypatch.setattr(neurofm.experiment, "_run_fold", rewritten_first)
+    with pytest.raises(NeuroFMError, match="changed while this run was using it"):
+        _run(config, data, output_dir=tmp_path / "out")
+    assert not trained and not _records(tmp_path / "out", "fold")  # nothing trained or recorded under the old identity
 
 
 # -- records on their own: their format, their checksum, what is reported -------------------------------------------

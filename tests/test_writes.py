@@ -159,6 +159,38 @@ def test_a_config_aimed_at_a_folder_of_someone_elses_files_is_refused(field, rec
     assert {path.name: path.read_text() for path in home.iterdir()} == before  # nothing added, changed or removed
 
 
+def test_checkpoints_aimed_at_a_folder_of_someone_elses_files_are_refused_before_training(small_dataset, tmp_path,
+                                                                                        monkeypatch):
+    from neurofm import Experiment
+    from neurofm.configs import CheckpointConfig, ExperimentConfig, NeuralFineTuneConfig, TrainerConfig
+    from neurofm.exceptions import ConfigError
+    from neurofm.models import get_model_spec
+
+    X, y, meta, info = small_dataset
+    home = tmp_path / "home"
+    before = _home_like(home)
+    tuned = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
+                                 model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+                                 trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0,
+                                                       early_stopping_patience=None),
+                                 checkpoints=CheckpointConfig(save="last", monitor="train_loss", directory=str(home)))
+    monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: pytest.fail("training started"))
+    cfg = ExperimentConfig(models={"tuned": tuned}, cache_dir=str(tmp_path / "c"), verbose=False)
+    with pytest.raises(ConfigError, match=rf"checkpoints.directory {re.escape(str(home))} already holds files "
+                                          r"neurofm did not write \(\.bashrc, config\.yaml\)"):
+        Experiment(cfg).run(X, y, meta, **info)
+    assert {path.name: path.read_text() for path in home.iterdir()} == before
+    # A folder of neurofm's own takes the checkpoints, each fit in a folder of its own.
+    monkeypatch.undo()
+    mine = tmp_path / "checkpoints"
+    tuned = tuned.model_copy(update={"checkpoints": CheckpointConfig(save="last", monitor="train_loss",
+                                                                     directory=str(mine))})
+    Experiment(cfg.model_copy(update={"models": {"tuned": tuned}})).run(X, y, meta, **info)
+    names = sorted(path.name for path in mine.iterdir())
+    assert names[0] == ".neurofm" and len(names) == 1 + 5 and all(re.fullmatch(r"cbramod-full-[0-9a-f]{12}", name)
+                                                                  for name in names[1:])
+
+
 def test_a_new_folder_gets_a_marker_and_the_run_says_where_it_writes(small_dataset, tmp_path, caplog):
     import json
 

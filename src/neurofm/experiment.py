@@ -388,7 +388,10 @@ class Experiment:
                 config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
             )
             tuner.check_input(inputs.X.shape, inputs.y)
-            return _PreparedModel(name, model_cfg, tuner, weights=tuner.identify_weights())
+            weights = tuner.identify_weights()
+            # Trained in a worker later: the bytes it loads must be those the records are keyed on.
+            tuner.set_params(expected_weights=weights)
+            return _PreparedModel(name, model_cfg, tuner, weights=weights)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:

@@ -36,12 +36,15 @@ from ..data import prepare_inputs
 from ..embed import pool_tokens, resolve_device, warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import resolve_weights, weights_identity
+from ..models.weights import check_loaded_weights, resolve_weights, weights_identity
 from ..sharing import entry_key
 from ..training import predict_network, train_network
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, claim_folder
 
 __all__ = ["NeuralFineTuner", "DecoderNet"]
+
+#: What neurofm puts in a checkpoints folder: one ``<model>-<train mode>-<12 hex>`` folder per saving fit.
+CHECKPOINT_NAMES = frozenset({"*-*-" + "[0-9a-f]" * 12})
 
 
 def _torch_module():
@@ -132,6 +135,12 @@ class NeuralFineTuner(BaseEstimator):
         Whether ``cache_dir`` may be written by others, and the key that then
         authenticates what is read back from it (as in
         :class:`~neurofm.estimators.frozen.FoundationEmbedder`).
+    expected_weights : dict | None
+        The identity the starting weights must have when ``fit`` loads them
+        (:meth:`identify_weights`); an experiment sets it to the identity its
+        records are keyed on, so that a checkpoint rewritten between the two
+        raises :class:`~neurofm.exceptions.WeightsError` before training
+        instead of being trained under the old identity. ``None``: not checked.
     random_state : int
         Seed of initialisation, splits, shuffling and dropout.
     verbose : bool
@@ -159,6 +168,7 @@ class NeuralFineTuner(BaseEstimator):
         cache_dir: str = "~/.cache/neurofm",
         shared_folders: bool = False,
         shared_key_file: str | None = None,
+        expected_weights: dict | None = None,
         random_state: int = 0,
         verbose: bool = True,
     ):
@@ -172,6 +182,7 @@ class NeuralFineTuner(BaseEstimator):
         self.cache_dir = cache_dir
         self.shared_folders = shared_folders
         self.shared_key_file = shared_key_file
+        self.expected_weights = expected_weights
         self.random_state = random_state
         self.verbose = verbose
 
@@ -196,6 +207,8 @@ class NeuralFineTuner(BaseEstimator):
         if y is not None:
             self._check_outputs(cfg, y)
         self._check_monitor(cfg)
+        if cfg.checkpoints.save != "none":
+            self._checkpoint_root(cfg)
         if cfg.train_mode in PEFT_MODES:
             import torch
 
@@ -233,6 +246,18 @@ class NeuralFineTuner(BaseEstimator):
                 f"n_outputs={cfg.n_outputs} does not match y, which holds {what}; set n_outputs={n} or leave it None."
             )
         return n
+
+    def _checkpoint_root(self, cfg: NeuralFineTuneConfig) -> Path:
+        """Where checkpoints go: a folder of neurofm's own (a config cannot aim them into a home or project folder).
+
+        Raises
+        ------
+        ConfigError
+            When the folder holds files neurofm did not write and no marker.
+        """
+        root = cfg.checkpoints.directory or Path(self.cache_dir) / "checkpoints"
+        return claim_folder(root, "checkpoints.directory", CHECKPOINT_NAMES,
+                            entry_key(self.shared_folders, self.shared_key_file))
 
     def _check_monitor(self, cfg: NeuralFineTuneConfig) -> None:
         monitor = cfg.checkpoints.monitor
@@ -279,6 +304,8 @@ class NeuralFineTuner(BaseEstimator):
             torch.manual_seed(self.random_state)
             loaded = create_backbone(spec.key, self.plan_.target, cfg.weights, model_kwargs=cfg.model_kwargs,
                                      random_state=self.random_state)
+            if self.expected_weights is not None:
+                check_loaded_weights(self.expected_weights, loaded)
             backbone = loaded.module
             self.quantized_layers_ = (
                 quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, self.device_, spec.weight_read_directly) if _quantized(cfg) else []
@@ -395,8 +422,7 @@ class NeuralFineTuner(BaseEstimator):
                                     "best_epoch": outcome.best_epoch, "best_value": outcome.best_value, "paths": {}}
         if cfg.checkpoints.save == "none":
             return manifest
-        root = Path(cfg.checkpoints.directory or Path(self.cache_dir) / "checkpoints").expanduser()
-        folder = root / f"{cfg.model_key}-{cfg.train_mode}-{uuid.uuid4().hex[:12]}"
+        folder = self._checkpoint_root(cfg) / f"{cfg.model_key}-{cfg.train_mode}-{uuid.uuid4().hex[:12]}"
         folder.mkdir(parents=True, exist_ok=True)
         wanted: dict[str, Any] = {}
         if cfg.checkpoints.save in ("best", "all") and "best" in outcome.states:
