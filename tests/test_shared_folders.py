@@ -55,13 +55,17 @@ def test_a_cache_others_can_write_is_refused_unless_declared_shared(tmp_path):
         EmbeddingCache(tmp_path, "e" * 32).lookup(keys)
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another user needs root")
-def test_a_cache_folder_of_another_user_is_refused(tmp_path):
+def test_a_cache_folder_of_another_user_is_refused(tmp_path, monkeypatch):
     keys, values = _entries()
     cache = EmbeddingCache(tmp_path, "e" * 32)
     cache.store(keys, values)
-    os.chown(cache.directory, 65534, -1)  # nobody: may chmod it open at any time
-    with pytest.raises(SharedFolderError, match="belongs to user 65534"):
+    if os.getuid() == 0:
+        other = 65534
+        os.chown(cache.directory, other, -1)  # nobody's now: they may chmod it open at any time
+    else:  # without root, this user becomes someone else to the check: the folder is then another user's
+        other = os.getuid()
+        monkeypatch.setattr("neurofm.sharing.os.getuid", lambda: other + 1)
+    with pytest.raises(SharedFolderError, match=f"belongs to user {other}"):
         EmbeddingCache(tmp_path, "e" * 32).lookup(keys)
 
 
