@@ -63,6 +63,9 @@ def test_physionet_motor_imagery_local_copy():
     assert set(epochs.metadata["label"]) == {"left_fist", "right_fist"}
     assert "FC5" in epochs.ch_names and not any(n.endswith(".") for n in epochs.ch_names)
     assert set(epochs.metadata["subject"]) == {"S001"} and set(epochs.metadata["run"]) == {4, 8, 12}
+    # Each run is one recording: REVE normalises its windows with that recording's statistics.
+    assert epochs.metadata.groupby("run")["recording"].nunique().eq(1).all()
+    assert epochs.metadata["recording"].nunique() == 3
     assert epochs.get_data().shape[-1] == 640
     with pytest.raises(DataValidationError, match="download=True"):
         load_eegmmi(SHARED_DATA / "eegmmi", subjects=[2])

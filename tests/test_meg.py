@@ -144,10 +144,12 @@ def test_a_lazy_source_picks_the_same_channels_as_memory(meg_epochs, tmp_path):
 
 
 def test_position_aware_models_place_sensors_where_the_recording_says(meg_epochs):
-    """REVE and LUNA take MEG with the positions of the recording's info: MEG moved to the head frame, never a download."""
+    """REVE and LUNA take MEG with the positions of the recording's info: MEG moved to the head frame, never a
+    download; then to the frame of REVE's position bank for REVE (LUNA was pretrained in the head frame)."""
     import mne
 
     from neurofm.adapt import plan_adaptation
+    from neurofm.montage import head_to_template
 
     epochs, y = meg_epochs
     inputs = prepare_inputs(epochs, y)
@@ -155,8 +157,10 @@ def test_position_aware_models_place_sensors_where_the_recording_says(meg_epochs
     assert plan.target.n_chans == len(inputs.info.ch_names)  # every MEG and EEG sensor has a position
     assert "366 from the recording's info" in next(s["detail"] for s in plan.steps if s["step"] == "positions")
     mag = mne.pick_types(epochs.info, meg="mag", exclude="bads")[0]
-    expected = mne.transforms.apply_trans(epochs.info["dev_head_t"], epochs.info["chs"][mag]["loc"][:3])
-    np.testing.assert_allclose(plan.target.positions[epochs.ch_names[mag]], expected, atol=1e-6)
+    head = mne.transforms.apply_trans(epochs.info["dev_head_t"], epochs.info["chs"][mag]["loc"][:3])
+    np.testing.assert_allclose(plan.target.positions[epochs.ch_names[mag]], head_to_template(head), atol=1e-6)
+    luna = plan_adaptation(get_model_spec("luna"), inputs.info, inputs.X.shape[-1])
+    np.testing.assert_allclose(luna.target.positions[epochs.ch_names[mag]], head, atol=1e-6)
 
     module = get_model_spec("reve").build(plan.target, **get_model_spec("reve").tiny_kwargs)
     np.testing.assert_allclose(module.default_pos.numpy(), [plan.target.positions[n] for n in plan.target.ch_names],

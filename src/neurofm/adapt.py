@@ -22,9 +22,11 @@ import numpy as np
 
 from .data import UNIT_TO_SI, SignalInfo, si_base
 from .exceptions import AdaptationError
-from .montage import canonical_name, interpolation_matrix, match_channels, standard_positions
+from .montage import (canonical_name, head_to_template, interpolation_matrix, match_channels, standard_positions,
+                      template_to_head)
 
 if TYPE_CHECKING:
+    from .configs import AdaptationConfig
     from .models.specs import ModelSpec
 
 __all__ = ["AdaptationPlan", "AdaptedSignal", "plan_adaptation", "working_unit_scale"]
@@ -60,6 +62,7 @@ class AdaptedSignal:
     ch_names: tuple[str, ...]
     n_times: int
     sensor_positions: tuple[tuple[float, float, float] | None, ...] | None = None
+    positions_frame: str = "head"
 
     @property
     def n_chans(self) -> int:
@@ -67,17 +70,23 @@ class AdaptedSignal:
 
     @functools.cached_property
     def positions(self) -> dict[str, tuple[float, float, float]]:
-        """Positions (metres, head frame) of the channels that have one.
+        """Positions (metres) of the channels that have one, all in the frame the model was pretrained in.
 
         A channel's own position (``sensor_positions``, from the recording's
-        ``info``) wins; an electrode without one gets MNE's template position
-        of its name.
+        ``info``, head frame) wins; an electrode without one gets MNE's
+        template position of its name. ``positions_frame`` says where they
+        all end up: ``"head"`` (MNE's head frame) or ``"template"`` (the
+        template's native frame, where REVE's position bank lives), so that
+        own and template positions are never mixed across frames.
         """
-        out = {n: tuple(map(float, p)) for n, p in standard_positions(self.ch_names).items()}
-        for name, pos in zip(self.ch_names, self.sensor_positions or (), strict=False):
-            if pos is not None:
-                out[name] = tuple(pos)
-        return out
+        own = {name: np.asarray(pos, dtype=np.float64)
+               for name, pos in zip(self.ch_names, self.sensor_positions or (), strict=False) if pos is not None}
+        template = {name: pos for name, pos in standard_positions(self.ch_names).items() if name not in own}
+        if self.positions_frame == "head":
+            moved = {**own, **{name: template_to_head(pos) for name, pos in template.items()}}
+        else:
+            moved = {**template, **{name: head_to_template(pos) for name, pos in own.items()}}
+        return {name: tuple(map(float, moved[name])) for name in self.ch_names if name in moved}
 
     def chs_info(self) -> list[dict[str, Any]]:
         """braindecode-style channel descriptions with template positions."""
@@ -118,6 +127,8 @@ class AdaptationPlan:
     n_times_resampled: int
     normalization: str
     scale_channel_reference: float | None
+    zeroed_channels: tuple[int, ...] = ()
+    recording_statistics: bool = False
 
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable description; part of the cache key."""
@@ -130,8 +141,12 @@ class AdaptationPlan:
             "channel_matrix_sha": _array_digest(self.channel_matrix),
         }
 
-    def apply(self, X: np.ndarray) -> np.ndarray:
-        """Adapt a batch of windows ``(n, n_channels_in, n_times_in)`` to float32 model input."""
+    def adapt_signal(self, X: np.ndarray) -> np.ndarray:
+        """The linear steps (channels, units, reference, resampling, length) of a batch, in float64.
+
+        What the model's normalisation then works on: recording statistics
+        (:func:`recording_statistics`) are taken from this.
+        """
         if X.shape[1:] != (len(self.source.ch_names), self.n_times_in):
             raise AdaptationError(
                 f"windows of shape {X.shape[1:]} do not match the plan's ({len(self.source.ch_names)}, {self.n_times_in})."
@@ -146,13 +161,24 @@ class AdaptationPlan:
 
             up, down = self.resample_ratio
             out = resample_poly(out, up, down, axis=-1)
-        out = _fit_length(out, self.target.n_times)
+        return _fit_length(out, self.target.n_times)
+
+    def apply(self, X: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
+        """Adapt a batch of windows ``(n, n_channels_in, n_times_in)`` to float32 model input.
+
+        ``statistics`` (``(n, 2, n_channels_out)``: each window's recording's
+        mean and standard deviation per channel) replaces the window's own in
+        a plan with :attr:`recording_statistics`.
+        """
+        out = self.adapt_signal(X)
         relative_amplitude = None
         if self.scale_channel_reference is not None:
             # Normalisation erases the window's amplitude; keep it as a derived channel.
             ptp = out.max(axis=(1, 2)) - out.min(axis=(1, 2))
             relative_amplitude = 2.0 * np.minimum(ptp / self.scale_channel_reference, 1.0) - 1.0
-        out = _normalize(out, self.normalization)
+        out = _normalize(out, self.normalization, statistics if self.recording_statistics else None)
+        if self.zeroed_channels:  # after normalisation, as in pretraining: these inputs were exactly zero
+            out[:, list(self.zeroed_channels)] = 0.0
         if relative_amplitude is not None:
             constant = np.broadcast_to(relative_amplitude[:, None, None], (out.shape[0], 1, out.shape[2]))
             out = np.concatenate([out, constant], axis=1)
@@ -175,7 +201,8 @@ def _fit_length(X: np.ndarray, n_times: int) -> np.ndarray:
     return np.concatenate([X, pad], axis=-1)
 
 
-def _normalize(X: np.ndarray, how: str) -> np.ndarray:
+def _normalize(X: np.ndarray, how: str, statistics: np.ndarray | None = None) -> np.ndarray:
+    """``X`` normalised as ``how`` says; z-scores use ``statistics`` (n, 2, channels) instead of each window's."""
     eps = 1e-8
     if how == "none":
         return X
@@ -183,11 +210,13 @@ def _normalize(X: np.ndarray, how: str) -> np.ndarray:
         lo = X.min(axis=(1, 2), keepdims=True)
         hi = X.max(axis=(1, 2), keepdims=True)
         return 2.0 * (X - lo) / np.maximum(hi - lo, eps) - 1.0
-    if how == "zscore_channel":
-        return (X - X.mean(axis=-1, keepdims=True)) / np.maximum(X.std(axis=-1, keepdims=True), eps)
-    if how == "zscore_channel_clip15":
-        z = (X - X.mean(axis=-1, keepdims=True)) / np.maximum(X.std(axis=-1, keepdims=True), eps)
-        return np.clip(z, -15.0, 15.0)
+    if how in ("zscore_channel", "zscore_channel_clip15"):
+        if statistics is None:
+            mean, std = X.mean(axis=-1, keepdims=True), X.std(axis=-1, keepdims=True)
+        else:
+            mean, std = statistics[:, 0, :, None], statistics[:, 1, :, None]
+        z = (X - mean) / np.maximum(std, eps)
+        return np.clip(z, -15.0, 15.0) if how == "zscore_channel_clip15" else z
     if how == "p95_channel":
         q = np.quantile(np.abs(X), 0.95, axis=-1, keepdims=True)
         return X / np.maximum(q, eps)
@@ -203,7 +232,8 @@ _NORMALIZATION_DESCRIPTIONS = {
 }
 
 
-def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> AdaptationPlan:
+def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
+                    options: AdaptationConfig | dict | None = None, *, recordings_known: bool = False) -> AdaptationPlan:
     """Plan how windows described by ``info`` reach the backbone of ``spec``.
 
     Parameters
@@ -214,6 +244,13 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         Sampling rate, channel names and units of the input windows.
     n_times : int
         Samples per input window.
+    options : AdaptationConfig | dict | None
+        Which of the pretraining's input conventions to reproduce (default:
+        all of them, see :class:`~neurofm.configs.AdaptationConfig`).
+    recordings_known : bool
+        Whether each window's recording will be known (with statistics of
+        each recording, :func:`recording_statistics`), for models pretrained
+        on recording-level normalisation.
 
     Returns
     -------
@@ -225,9 +262,18 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         When no valid adaptation exists (too few known channels, window too
         short or too long); the message names the fix.
     """
+    from .configs import AdaptationConfig
+
+    options = options if isinstance(options, AdaptationConfig) else AdaptationConfig(**(options or {}))
     steps: list[dict[str, Any]] = []
     _check_sensor_types(spec, info)
-    out_names, matrix, out_positions = _plan_channels(spec, info, steps)
+    untrained = _untrained(spec, options, steps)
+    out_names, matrix, out_positions = _plan_channels(spec, info, steps, untrained)
+    zeroed = tuple(i for i, name in enumerate(out_names) if canonical_name(name) in untrained)
+    if zeroed:
+        steps.append({"step": "zero_channels", "detail": f"{[out_names[i] for i in zeroed]} are zero, as they were "
+                      f"in {spec.key!r}'s pretraining (their input weights never saw signal)"})
+    matrix = _plan_reference(spec, options, out_names, matrix, steps)
 
     # Units: input -> working unit (uV / fT) -> the model's own scaling, folded into the matrix.
     matrix = matrix * working_unit_scale(info.units)[None, :] * spec.amplitude_scale
@@ -250,8 +296,21 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
 
     n_target = _plan_length(spec, n_res, len(out_names), steps)
 
+    by_recording = False
     if spec.normalization != "none":
-        steps.append({"step": "normalize", "detail": _NORMALIZATION_DESCRIPTIONS[spec.normalization]})
+        detail = _NORMALIZATION_DESCRIPTIONS[spec.normalization]
+        if spec.normalization_statistics == "recording":
+            by_recording = recordings_known and options.normalization_statistics == "pretraining"
+            if by_recording:
+                detail = detail.replace("over each window", "with each recording's mean and standard deviation (over "
+                                        "all its windows, after resampling)") + ", as in pretraining"
+            elif options.normalization_statistics == "window":
+                detail += " (normalization_statistics='window'; pretraining used each recording's statistics)"
+            else:
+                detail += ("; pretraining used each recording's statistics, but the windows' recordings are not known "
+                           "(cut the windows from their recordings with neurofm, or give the sample metadata a "
+                           "'recording' column)")
+        steps.append({"step": "normalize", "detail": detail})
     if spec.passband is not None:
         steps.append(
             {
@@ -273,7 +332,7 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         out_names = out_names + ["SCALE"]
 
     target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target,
-                           sensor_positions=out_positions)
+                           sensor_positions=out_positions, positions_frame=spec.positions_frame)
     plan = AdaptationPlan(
         model_key=spec.key,
         source=info,
@@ -285,8 +344,87 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int) -> Adaptati
         n_times_resampled=n_res,
         normalization=spec.normalization,
         scale_channel_reference=scale_ref,
+        zeroed_channels=zeroed,
+        recording_statistics=by_recording,
     )
     return plan
+
+
+def recording_statistics(plan: AdaptationPlan, source: Any, recordings: Any) -> dict[Any, np.ndarray]:
+    """Each recording's mean and standard deviation per channel, over all its windows, as the model sees them.
+
+    Taken after the plan's linear steps (channels, units, reference,
+    resampling), where the model's normalisation applies them. Windows are
+    read chunk by chunk (``source`` may live on disk); statistics of chunks
+    are merged exactly (Chan et al.'s pairwise update), so the result does not
+    depend on the chunk size beyond float64 rounding.
+
+    Parameters
+    ----------
+    plan : AdaptationPlan
+        The adaptation of the windows.
+    source : array-like or WindowSource
+        The windows, ``(n, channels, times)``.
+    recordings : sequence
+        One recording id per window.
+
+    Returns
+    -------
+    statistics : dict
+        Recording id -> array ``(2, n_channels_out)``: means, then standard deviations.
+    """
+    from .sources import as_window_source
+
+    source = as_window_source(source)
+    recordings = np.asarray(recordings, dtype=object)
+    totals: dict[Any, list] = {}  # id -> [count, mean, sum of squared deviations]
+    for start, windows in source.chunks(source.chunk_size()):
+        adapted = plan.adapt_signal(np.asarray(windows))
+        for recording in dict.fromkeys(recordings[start : start + len(windows)]):
+            rows = adapted[recordings[start : start + len(windows)] == recording]
+            values = rows.transpose(1, 0, 2).reshape(rows.shape[1], -1)
+            n, mean = values.shape[1], values.mean(axis=1)
+            m2 = ((values - mean[:, None]) ** 2).sum(axis=1)
+            if recording not in totals:
+                totals[recording] = [n, mean, m2]
+                continue
+            count, held_mean, held_m2 = totals[recording]
+            delta = mean - held_mean
+            total = count + n
+            totals[recording] = [total, held_mean + delta * n / total, held_m2 + m2 + delta**2 * count * n / total]
+    return {recording: np.stack([mean, np.sqrt(m2 / count)]) for recording, (count, mean, m2) in totals.items()}
+
+
+def _untrained(spec: ModelSpec, options: AdaptationConfig, steps: list) -> frozenset[str]:
+    """Canonical names of the input slots whose weights never saw signal, when they are left as in pretraining."""
+    if not spec.untrained_channels:
+        return frozenset()
+    if options.untrained_channels == "feed":
+        steps.append({"step": "untrained_channels", "detail": f"{list(spec.untrained_channels)} are fed the recorded "
+                      "signal (untrained_channels='feed'), though their weights never saw signal in pretraining"})
+        return frozenset()
+    return frozenset(canonical_name(name) for name in spec.untrained_channels)
+
+
+def _plan_reference(spec: ModelSpec, options: AdaptationConfig, out_names: list[str], matrix: np.ndarray,
+                    steps: list) -> np.ndarray:
+    """The channel matrix followed by the re-referencing the model's pretraining data had (a linear map too)."""
+    if spec.reference != "average":
+        return matrix
+    if options.reference == "as_recorded":
+        steps.append({"step": "reference", "detail": f"kept as recorded (reference='as_recorded'); {spec.key!r} was "
+                      "pretrained on average-referenced data"})
+        return matrix
+    n = len(out_names)
+    if n < 2:
+        raise AdaptationError(
+            f"{spec.key!r} was pretrained on average-referenced data, and the average of {n} channel is the channel "
+            "itself (the window would be zero). Give it more channels, or keep the reference as recorded with "
+            "adaptation={'reference': 'as_recorded'}."
+        )
+    steps.append({"step": "reference", "detail": f"re-referenced to the average of the {n} channels {spec.key!r} "
+                  "receives, as its pretraining data were"})
+    return matrix - matrix.mean(axis=0, keepdims=True)
 
 
 def _check_sensor_types(spec: ModelSpec, info: SignalInfo) -> None:
@@ -306,8 +444,13 @@ def _check_sensor_types(spec: ModelSpec, info: SignalInfo) -> None:
     )
 
 
-def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list[str], np.ndarray, tuple | None]:
-    """Output channel names, the channel matrix, and the output channels' own positions (if any)."""
+def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
+                   untrained: frozenset[str] = frozenset()) -> tuple[list[str], np.ndarray, tuple | None]:
+    """Output channel names, the channel matrix, and the output channels' own positions (if any).
+
+    ``untrained`` (canonical names): vocabulary entries that are never fed, and
+    fixed slots that are zeroed later, so never interpolated.
+    """
     names = list(info.ch_names)
     n_in = len(names)
     mode = spec.channel_mode
@@ -328,6 +471,12 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
 
     if mode == "vocabulary":
         mapping = match_channels(names, spec.channel_names)  # vocab index -> input index
+        never_trained = sorted(names[i] for t, i in mapping.items() if canonical_name(spec.channel_names[t]) in untrained)
+        mapping = {t: i for t, i in mapping.items() if canonical_name(spec.channel_names[t]) not in untrained}
+        if never_trained:
+            steps.append({"step": "drop_channels", "detail": f"{never_trained}: in {spec.key!r}'s vocabulary but never "
+                          "trained in its pretraining (their embeddings are random); untrained_channels='feed' feeds "
+                          "them anyway"})
         if not mapping:
             raise AdaptationError(
                 f"None of the input channels {names[:8]}{'...' if n_in > 8 else ''} is in {spec.key!r}'s channel "
@@ -339,7 +488,7 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
         matrix = np.zeros((len(order), n_in))
         matrix[np.arange(len(order)), [mapping[t] for t in order]] = 1.0
         used = set(mapping.values())
-        dropped = [names[i] for i in range(n_in) if i not in used]
+        dropped = [names[i] for i in range(n_in) if i not in used and names[i] not in never_trained]
         steps.append({"step": "select_channels", "detail": f"{len(out)} channels matched {spec.key!r}'s vocabulary (case-insensitive), in its order"})
         if dropped:
             steps.append({"step": "drop_channels", "detail": f"not in the vocabulary: {dropped}"})
@@ -352,13 +501,15 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[list
     # fixed layouts (fixed channel list) and bipolar montages (pairs of electrodes)
     electrodes = list(spec.channel_names)
     mapping = match_channels(names, electrodes)
-    missing = [electrodes[t] for t in range(len(electrodes)) if t not in mapping]
+    # Slots zeroed later need no signal: they are neither missing nor interpolated.
+    mapping = {t: i for t, i in mapping.items() if canonical_name(electrodes[t]) not in untrained}
+    missing = [electrodes[t] for t in range(len(electrodes)) if t not in mapping and canonical_name(electrodes[t]) not in untrained]
     n_present = len(mapping)
     electrode_matrix = np.zeros((len(electrodes), n_in))
     for t, i in mapping.items():
         electrode_matrix[t, i] = 1.0
     if missing:
-        fraction = n_present / len(electrodes)
+        fraction = n_present / (len(electrodes) - len(untrained & {canonical_name(e) for e in electrodes}))
         if not spec.interpolation or fraction < spec.min_channel_fraction:
             why = (
                 f"only {n_present} of its {len(electrodes)} electrodes are present"
@@ -424,7 +575,9 @@ def _plan_positions(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[lis
         where.append(f"{n_own} from the recording's info (digitised, head frame)")
     if len(keep) - n_own:
         where.append(f"{len(keep) - n_own} from MNE's 10-05 template by name")
-    steps.append({"step": "positions", "detail": "sensor positions: " + ", ".join(where)})
+    frame = ("the template's native frame (MNI), where its pretraining's position bank lives" if spec.positions_frame
+             == "template" else "MNE's head frame, as in its pretraining")
+    steps.append({"step": "positions", "detail": "sensor positions: " + ", ".join(where) + f"; all in {frame}"})
     return keep, (tuple(own[i] for i in keep) if n_own else None)
 
 

@@ -146,8 +146,11 @@ def stable_hash(obj: Any) -> str:
     return hashlib.blake2b(text.encode(), digest_size=_KEY_BYTES).hexdigest()
 
 
-def hash_windows(X: np.ndarray) -> np.ndarray:
-    """One key per window: a hash of its float32 bytes and its shape.
+def hash_windows(X: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    """One key per window: a hash of its float32 bytes and its shape (and of its row of ``context``).
+
+    ``context`` holds what else decides a window's embedding, one row per
+    window (its recording's normalisation statistics); ``None`` for nothing.
 
     Returns
     -------
@@ -160,6 +163,8 @@ def hash_windows(X: np.ndarray) -> np.ndarray:
     for i, window in enumerate(X):
         digest = hashlib.blake2b(window.tobytes(), digest_size=_KEY_BYTES, person=b"neurofm-win")
         digest.update(shape_tag)
+        if context is not None:
+            digest.update(np.ascontiguousarray(context[i], dtype=np.float64).tobytes())
         keys[i] = digest.hexdigest().encode()
     return keys
 

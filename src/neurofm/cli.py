@@ -10,14 +10,29 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Decode EEG/M
 
 
 @app.command()
-def models() -> None:
+def models(
+    details: str = typer.Option(None, "--details", metavar="KEY",
+                                help="Show one model's input conventions: what its weights saw, what neurofm feeds it, "
+                                     "and the source of each."),
+) -> None:
     """List the registered foundation models."""
     import pandas as pd
 
-    from .models.registry import list_foundation_models
+    from .models.registry import get_model_spec, list_foundation_models, model_conventions
 
-    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
-        typer.echo(list_foundation_models().to_string(index=False))
+    if details is None:
+        with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
+            typer.echo(list_foundation_models().to_string(index=False))
+        return
+    spec = get_model_spec(details)
+    typer.echo(f"{spec.display_name} ({spec.key}): braindecode {spec.braindecode_class}, weights {spec.hub_repo}\n")
+    for row in model_conventions(spec.key).itertuples(index=False):
+        typer.echo(f"{row.convention}\n  pretraining: {row.pretraining}\n  neurofm:     {row.neurofm}")
+        if row.alternative:
+            typer.echo(f"  instead:     {row.alternative}")
+        typer.echo(f"  source:      {row.source}")
+    if spec.notes:
+        typer.echo(f"\nnotes: {spec.notes}")
 
 
 @app.command()

@@ -210,6 +210,42 @@ class ClassicalModelConfig(BaseConfig):
         return value
 
 
+class AdaptationConfig(BaseConfig):
+    """Input conventions of the backbone's pretraining that neurofm reproduces, each of which can be turned off.
+
+    By default a backbone receives what its published weights saw in
+    pretraining (see the model's ``sources`` in ``neurofm models --details
+    KEY`` and the fidelity table in ``docs/fidelity.md``). Each option here
+    names the alternative for a user who wants it; the adaptation record
+    (``plan_.steps``, and the result's artifacts) says which was taken, and it
+    is part of the embedding cache key.
+
+    Parameters
+    ----------
+    reference : {"pretraining", "as_recorded"}
+        ``pretraining``: re-reference as the pretraining data were (EEGPT and
+        SignalJEPA: the average of the channels the model receives; the
+        others: as recorded). ``as_recorded``: never re-reference.
+    untrained_channels : {"pretraining", "feed"}
+        Input slots whose weights never saw signal in pretraining.
+        ``pretraining``: leave them as pretraining did (EEGPT: AF7, AF8, PO5
+        and PO6 are not fed; BENDR: its T7, T8, P7 and P8 slots are zero).
+        ``feed``: give them the recorded signal anyway.
+    normalization_statistics : {"pretraining", "window"}
+        ``pretraining``: normalise with the statistics pretraining used (REVE:
+        each recording's mean and standard deviation per channel, when the
+        windows' recordings are known: windows cut by neurofm from
+        continuous recordings, or a ``recording`` column in the sample
+        metadata; else each window's own, and the record says so).
+        ``window``: each window's own statistics, which keeps nothing of a
+        window's amplitude relative to its recording.
+    """
+
+    reference: Literal["pretraining", "as_recorded"] = "pretraining"
+    untrained_channels: Literal["pretraining", "feed"] = "pretraining"
+    normalization_statistics: Literal["pretraining", "window"] = "pretraining"
+
+
 class FoundationEmbeddingModelConfig(BaseConfig):
     """A frozen foundation backbone used as a feature extractor.
 
@@ -246,6 +282,9 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     model_kwargs : dict
         Architecture arguments passed to the backbone class (e.g. a smaller
         depth for tests). They become part of the backbone fingerprint.
+    adaptation : AdaptationConfig
+        Which input conventions of the model's pretraining to reproduce
+        (default: all; part of the cache key).
     """
 
     kind: Literal["foundation_embedding"] = "foundation_embedding"
@@ -259,6 +298,7 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
 
     @field_validator("model_key")
     @classmethod
@@ -433,7 +473,7 @@ class NeuralFineTuneConfig(BaseConfig):
 
     Parameters
     ----------
-    backend, model_key, weights, pooling, model_kwargs, trust_remote_code
+    backend, model_key, weights, pooling, model_kwargs, trust_remote_code, adaptation
         As in :class:`FoundationEmbeddingModelConfig`.
     input_kind : {"epoched"}
         Windows cut around events (the only kind so far).
@@ -465,6 +505,7 @@ class NeuralFineTuneConfig(BaseConfig):
     peft_kwargs: dict[str, Any] = Field(default_factory=dict)
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     trust_remote_code: bool = False
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
 
     @field_validator("model_key")
     @classmethod

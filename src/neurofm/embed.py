@@ -349,6 +349,7 @@ def embed_windows(
     device: str = "cpu",
     progress=None,
     precision: str = "fp32",
+    statistics: np.ndarray | None = None,
 ) -> np.ndarray:
     """Adapt, forward and pool windows in batches.
 
@@ -378,6 +379,9 @@ def embed_windows(
         Called with the number of windows done after each batch.
     precision : {"fp32", "bf16", "fp16"}
         Autocast precision of the forward pass (pooled embeddings are float32).
+    statistics : ndarray, shape (n, 2, n_channels_out) | None
+        Each window's recording's normalisation statistics, for a plan that
+        normalises with them (:func:`neurofm.adapt.recording_statistics`).
 
     Returns
     -------
@@ -411,7 +415,8 @@ def embed_windows(
                 if start is None:
                     return
                 windows, n_real = full_batch(X, start, batch_size)
-                batch = torch.from_numpy(plan.apply(windows)).to(device)
+                stats = None if statistics is None else full_batch(statistics, start, batch_size)[0]
+                batch = torch.from_numpy(plan.apply(windows, stats)).to(device)
                 tokens, cls = backbone.extract(module, batch, plan.target)
                 vectors = pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real]
                 pooled[start] = vectors.cpu().numpy().astype(np.float32, copy=False)

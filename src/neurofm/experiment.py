@@ -162,6 +162,10 @@ class Experiment:
         inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,
                                 sensor_types=cfg.sensor_types, positions=positions)
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
+        # Each window's recording, where known (windows cut here from recordings, or a 'recording' column):
+        # models pretrained on recording-level normalisation use its statistics (label-free, as in pretraining).
+        self._recordings = (inputs.metadata["recording"].to_numpy()
+                            if inputs.metadata is not None and "recording" in inputs.metadata.columns else None)
         # Only into folders of neurofm's own (a config from someone else cannot aim the run at a home folder),
         # checked once the input is known good and before anything is written (weight digests, records).
         # Others may write a shared folder: what is read back from one must carry this key.
@@ -301,7 +305,7 @@ class Experiment:
             if self._all_recorded(model, len(splits)):
                 features[model.name] = None  # nothing of this model will run: its windows need no embedding
                 if model.embedder is not None:
-                    model.artifacts.extend(model.embedder.fit(inputs.X).get_artifacts())
+                    model.artifacts.extend(model.embedder.fit(inputs.X, recordings=self._recordings).get_artifacts())
                     model.artifacts.append((-1, "embedding_cache", "skipped", "every fold and permutation was on record"))
             elif model.embedder is not None:
                 features[model.name] = self._embed(model, inputs.X, extracted)
@@ -396,21 +400,23 @@ class Experiment:
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
         key = model.config.backbone.model_dump_json()
+        recordings = self._recordings
         if key in extracted:
             owner, features = extracted[key]
-            for fold, kind, name, value in model.embedder.fit(X).get_artifacts():
+            for fold, kind, name, value in model.embedder.fit(X, recordings=recordings).get_artifacts():
                 if kind == "embedding_cache" and name in ("hits", "misses"):
                     value = len(X) if name == "hits" else 0
                 model.artifacts.append((fold, kind, name, value))
             model.artifacts.append((-1, "embedding_cache", "shared_with", owner))
             return features
-        embedder = model.embedder.fit(X)
-        features = embedder.transform(X) if self.config.execution.backend == "sequential" else self._extract_in_shards(embedder, X)
+        embedder = model.embedder.fit(X, recordings=recordings)
+        features = (embedder.transform(X, recordings=recordings) if self.config.execution.backend == "sequential"
+                    else self._extract_in_shards(embedder, X, recordings))
         model.artifacts.extend(embedder.get_artifacts())
         extracted[key] = (model.name, features)
         return features
 
-    def _extract_in_shards(self, embedder, X) -> np.ndarray:
+    def _extract_in_shards(self, embedder, X, recordings=None) -> np.ndarray:
         """Embed contiguous ranges of windows on the workers; each writes its own cache packs."""
         execution = self._execution
         source = as_window_source(X)
@@ -420,7 +426,8 @@ class Experiment:
         bounds = [(start, min(start + per_shard, len(source))) for start in range(0, len(source), per_shard)]
         worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; __getstate__ drops the backbone
         worker.verbose = False
-        tasks = [_ExtractionTask(worker, source.block(start, stop)) for start, stop in bounds]
+        tasks = [_ExtractionTask(worker, source.block(start, stop), None if recordings is None else recordings[start:stop])
+                 for start, stop in bounds]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
         outcomes = map_tasks(execution, _run_extraction, tasks)
         features = np.concatenate([embeddings for embeddings, *_ in outcomes], axis=0)
@@ -460,10 +467,11 @@ class _ExtractionTask:
 
     embedder: Any
     source: Any
+    recordings: Any = None
 
 
 def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int, int]:
-    return task.embedder.embed_source(task.source)
+    return task.embedder.embed_source(task.source, task.recordings)
 
 
 def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:

@@ -45,10 +45,22 @@ __all__ = [
 
 
 def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
+    """One ``Epochs`` of the windows of several recordings, each window's recording in a ``recording`` column.
+
+    The column lets models pretrained with recording-level statistics (REVE)
+    normalise each window with its own recording's.
+    """
     import mne
+    import pandas as pd
 
     if not epochs_list:
         raise DataValidationError("No windows were found in the given recordings; check the paths and event names.")
+    for index, epochs in enumerate(epochs_list):
+        table = epochs.metadata if epochs.metadata is not None else pd.DataFrame(index=range(len(epochs)))
+        if "recording" not in table.columns:
+            table = table.assign(recording=index)
+            with mne.utils.use_log_level("warning"):
+                epochs.metadata = table.reset_index(drop=True)
     if len(epochs_list) == 1:
         return epochs_list[0]
     # Offsets keep event samples of different recordings apart.
@@ -323,7 +335,7 @@ def load_recording(
         raise DataValidationError(f"No recording at {path}.")
     raw = mne.io.read_raw(path, preload=True, verbose=False)
     preprocess_raw(raw, preprocessing or PreprocessingConfig())
-    return windows_from_raw(raw, **window_args)
+    return _concat([windows_from_raw(raw, **window_args)])  # one recording, named in the metadata
 
 
 def from_braindecode(dataset: Any, units: str = "V") -> Any:

@@ -84,9 +84,40 @@ def standard_spelling(names) -> list[str]:
 
 
 def standard_positions(names) -> dict[str, np.ndarray]:
-    """Template 3-D positions (metres, head frame) of the names MNE knows."""
+    """Template 3-D positions of the names MNE knows, in metres, in the template's native frame.
+
+    The template is MNE's ``colin27_1005`` (formerly ``standard_1005``), whose
+    native frame is MNI/fsaverage ("mri"); :func:`template_to_head` moves
+    them to MNE's head frame, where a recording's own positions live.
+    """
     table = _template_positions()
     return {n: table[canonical_name(n)] for n in names if canonical_name(n) in table}
+
+
+@functools.cache
+def _head_transform() -> np.ndarray:
+    """The template's native frame -> MNE's head frame (4 x 4), from the template's own fiducials."""
+    import mne
+
+    fiducials = _template_montage().get_positions()
+    return mne.transforms.get_ras_to_neuromag_trans(fiducials["nasion"], fiducials["lpa"], fiducials["rpa"])
+
+
+def template_to_head(position) -> np.ndarray:
+    """A position in the template's native frame, in MNE's head frame (what ``info.set_montage`` gives)."""
+    transform = _head_transform()
+    return transform[:3, :3] @ np.asarray(position, dtype=np.float64) + transform[:3, 3]
+
+
+def head_to_template(position) -> np.ndarray:
+    """A head-frame position (digitised, or from ``info``) in the template's native frame.
+
+    The head frame is defined by a head's nasion and preauricular points, so
+    the template's fiducials map a head frame onto the template: exact for a
+    template montage set on ``info``, the usual approximation for a real head.
+    """
+    transform = _head_transform()
+    return transform[:3, :3].T @ (np.asarray(position, dtype=np.float64) - transform[:3, 3])
 
 
 def interpolation_matrix(source_names, target_names) -> np.ndarray:

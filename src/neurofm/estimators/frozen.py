@@ -9,11 +9,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..adapt import plan_adaptation
+from ..adapt import plan_adaptation, recording_statistics
 from ..cache import EmbeddingCache, hash_windows, stable_hash
 from ..data import SignalInfo, prepare_inputs
 from ..embed import embed_windows, resolve_batch_size, resolve_device, warn_slow_precision
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import (
     WeightsSource,
@@ -99,6 +99,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         Architecture overrides for the backbone.
     trust_remote_code : bool
         Allow hugging_face checkpoints to run their own code.
+    adaptation : dict | None
+        Which input conventions of the model's pretraining to reproduce, as
+        :class:`~neurofm.configs.AdaptationConfig` takes them (``None``: all).
     random_state : int
         Seed of a random initialisation.
     verbose : bool
@@ -108,6 +111,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     ----------
     plan_ : AdaptationPlan
         The input adaptation taken.
+    recording_statistics_ : dict | None
+        Each recording's mean and standard deviation per channel, for a plan
+        that normalises with them (:func:`neurofm.adapt.recording_statistics`).
     batch_size_ : int
         Windows per forward pass (``batch_size`` with ``"auto"`` resolved for the device).
     weights_source_ : WeightsSource
@@ -139,6 +145,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         precision: str = "fp32",
         model_kwargs: dict | None = None,
         trust_remote_code: bool = False,
+        adaptation: dict | None = None,
         random_state: int = 0,
         verbose: bool = True,
     ):
@@ -159,6 +166,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.precision = precision
         self.model_kwargs = model_kwargs
         self.trust_remote_code = trust_remote_code
+        self.adaptation = adaptation
         self.random_state = random_state
         self.verbose = verbose
 
@@ -176,6 +184,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             precision=config.precision,
             model_kwargs=dict(config.model_kwargs),
             trust_remote_code=config.trust_remote_code,
+            adaptation=config.adaptation.model_dump(),
             **kwargs,
         )
 
@@ -202,7 +211,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
         info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
-        plan_adaptation(spec, info, shape[-1])
+        plan_adaptation(spec, info, shape[-1], self.adaptation)
         self._check_weights(spec)
         resolve_device(self.device)
 
@@ -238,12 +247,31 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     # -- estimator API ---------------------------------------------------------------
 
-    def fit(self, X, y=None):
-        """Plan the input adaptation and identify the weights (nothing is learned)."""
+    def fit(self, X, y=None, recordings=None):
+        """Plan the input adaptation and identify the weights (nothing is learned).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_windows, n_channels, n_times)
+            The windows.
+        y : ignored
+        recordings : sequence | None
+            Each window's recording (any hashable id). For a model pretrained
+            with recording-level normalisation (REVE), each recording's
+            statistics over its windows are taken here and used for its
+            windows in :meth:`transform`, which then needs the same ids;
+            label-free, as in pretraining. ``None``: each window's own.
+        """
         source = as_window_source(X)
         spec = get_model_spec(self.model_key)
         info = self._signal_info(source)
-        self.plan_ = plan_adaptation(spec, info, source.shape[-1])
+        if recordings is not None and len(recordings) != len(source):
+            raise DataValidationError(f"recordings holds {len(recordings)} ids for {len(source)} windows; give one "
+                                      "recording id per window.")
+        self.plan_ = plan_adaptation(spec, info, source.shape[-1], self.adaptation,
+                                     recordings_known=recordings is not None)
+        self.recording_statistics_ = (recording_statistics(self.plan_, source, recordings)
+                                      if self.plan_.recording_statistics else None)
         self.device_ = resolve_device(self.device)
         self.batch_size_ = resolve_batch_size(self.batch_size, self.device_)
         warn_slow_precision(self.device_, self.precision)
@@ -288,11 +316,13 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             check_loaded_weights(self.manifest_["weights"], self._backbone)
         return self._backbone
 
-    def transform(self, X) -> np.ndarray:
+    def transform(self, X, recordings=None) -> np.ndarray:
         """Embeddings of the windows, float32 ``(n_windows, dim)``.
 
         ``X`` may live on disk (``np.memmap``, h5py, zarr, lazy ``mne.Epochs``):
         windows are read, hashed, looked up and embedded one chunk at a time.
+        ``recordings``: each window's recording, when :meth:`fit` took
+        recording statistics (every id must have been seen there).
         """
         check_is_fitted(self, "fingerprint_")
         source = as_window_source(X)
@@ -302,9 +332,28 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                 f"transform got windows of shape {source.shape[1:]}, but the embedder was fitted on "
                 f"{expected}; fit it again on these windows."
             )
-        embeddings, n_computed, n_damaged, n_skipped = self.embed_source(source)
+        embeddings, n_computed, n_damaged, n_skipped = self.embed_source(source, recordings)
         self.record_extraction(embeddings, n_computed, n_damaged, n_skipped)
         return embeddings
+
+    def window_statistics(self, recordings) -> np.ndarray | None:
+        """Each window's recording's statistics ``(n, 2, channels)``, or ``None`` when the plan uses the window's own.
+
+        Raises
+        ------
+        ConfigError
+            When the plan needs recordings and none are given, or one was not seen by :meth:`fit`.
+        """
+        if getattr(self, "recording_statistics_", None) is None:
+            return None
+        if recordings is None:
+            raise ConfigError(f"{self.model_key!r} was fitted with each recording's normalisation statistics; give "
+                              "transform the windows' recordings too (recordings=...).")
+        unseen = sorted({str(r) for r in recordings if r not in self.recording_statistics_})
+        if unseen:
+            raise ConfigError(f"recordings {unseen[:5]} were not among the windows fit saw, so their statistics are "
+                              "unknown; fit on windows of every recording first.")
+        return np.stack([self.recording_statistics_[r] for r in recordings]) if len(recordings) else None
 
     def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0,
                           n_skipped: int = 0) -> None:
@@ -315,14 +364,15 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.cache_skipped_packs_ += n_skipped
         self.n_features_out_ = embeddings.shape[1]
 
-    def embed_source(self, source: WindowSource) -> tuple[np.ndarray, int, int, int]:
+    def embed_source(self, source: WindowSource, recordings=None) -> tuple[np.ndarray, int, int, int]:
         """Embed every window of ``source`` chunk by chunk, through the cache.
 
         A window's embedding does not depend on the chunk, the cache's state
         or its batch neighbours: every forward sees a full batch
         (:func:`neurofm.embed.full_batch`). Chunks are a whole number of
         batches so that only the last batch of a cold run needs padding.
-        This is what an extraction shard runs.
+        This is what an extraction shard runs; ``recordings`` are its
+        windows' recordings (see :meth:`transform`).
 
         Returns
         -------
@@ -347,8 +397,10 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
         desc = f"Embedding with {self.model_key}"
         with tqdm(total=len(source), desc=desc, unit="win", disable=not self.verbose, leave=False) as bar:
+            statistics = self.window_statistics(recordings)
             for start, windows in source.chunks(source.chunk_size(multiple_of=self.batch_size_)):
-                embedded, computed = self._embed_chunk(windows, cache, bar.update)
+                stats = None if statistics is None else statistics[start : start + len(windows)]
+                embedded, computed = self._embed_chunk(windows, cache, bar.update, stats)
                 if out is None:
                     out = np.empty((len(source), embedded.shape[1]), dtype=np.float32)
                 out[start : start + len(windows)] = embedded
@@ -356,11 +408,12 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         n_damaged, n_skipped = (cache.damaged_packs, cache.skipped_packs) if cache is not None else (0, 0)
         return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed, n_damaged, n_skipped
 
-    def _embed_chunk(self, windows: np.ndarray, cache: EmbeddingCache | None, progress) -> tuple[np.ndarray, int]:
+    def _embed_chunk(self, windows: np.ndarray, cache: EmbeddingCache | None, progress,
+                     statistics: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         embeddings: np.ndarray | None = None
         missing = np.ones(len(windows), dtype=bool)
         if cache is not None:
-            keys = hash_windows(windows)
+            keys = hash_windows(windows, statistics)  # a window normalised otherwise is another input
             embeddings, found = cache.lookup(keys)
             missing = ~found
             progress(int(found.sum()))
@@ -368,7 +421,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if n_missing:
             computed = embed_windows(
                 self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size_, self.device_, progress,
-                self.precision,
+                self.precision, None if statistics is None else statistics[missing],
             )
             if embeddings is None:
                 embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)

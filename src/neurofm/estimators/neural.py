@@ -195,7 +195,7 @@ class NeuralFineTuner(BaseEstimator):
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
         info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
-        plan = plan_adaptation(spec, info, shape[-1])
+        plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation)
         resolve_weights(spec, cfg.weights)
         resolve_device(cfg.device.device)
         if cfg.device.precision == "fp16" and not resolve_device(cfg.device.device).startswith("cuda"):
@@ -287,7 +287,7 @@ class NeuralFineTuner(BaseEstimator):
         spec = get_model_spec(cfg.model_key)
         info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
-        self.plan_ = plan_adaptation(spec, info, X.shape[-1])
+        self.plan_ = plan_adaptation(spec, info, X.shape[-1], cfg.adaptation)
         self.device_ = resolve_device(cfg.device.device)
         warn_slow_precision(self.device_, cfg.device.precision)
         n_outputs = self._check_outputs(cfg, y)
@@ -483,6 +483,9 @@ class NeuralFineTuner(BaseEstimator):
 
         folder = Path(path)
         meta = json.loads((folder / "config.json").read_text())
+        # Saved before neurofm reproduced the pretraining's reference and untrained slots: it was trained on
+        # windows adapted without them, and must predict on the same.
+        meta["config"].setdefault("adaptation", {"reference": "as_recorded", "untrained_channels": "feed"})
         cfg = NeuralFineTuneConfig.model_validate(meta["config"])
         est = cls(config=cfg, sfreq=meta["signal"]["sfreq"], ch_names=meta["signal"]["ch_names"], units=meta["signal"]["units"],
                   sensor_positions=meta["signal"].get("sensor_positions"), task=meta["task"],
@@ -490,7 +493,7 @@ class NeuralFineTuner(BaseEstimator):
         spec = get_model_spec(cfg.model_key)
         info = prepare_inputs(np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32), sfreq=est.sfreq,
                               ch_names=est.ch_names, units=est.units, positions=est.sensor_positions).info
-        est.plan_ = plan_adaptation(spec, info, meta["n_times_in"])
+        est.plan_ = plan_adaptation(spec, info, meta["n_times_in"], cfg.adaptation)
         est.device_ = resolve_device(cfg.device.device)
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
         n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..adapt import AdaptedSignal
     from .weights import LoadedBackbone
 
-__all__ = ["create_backbone", "get_model_spec", "list_foundation_models", "list_model_keys"]
+__all__ = ["create_backbone", "get_model_spec", "list_foundation_models", "list_model_keys", "model_conventions"]
 
 _COLUMNS = ["key", "display_name", "hub_repo", "embedding_dim", "sfreq", "channels", "sensors", "interpolation", "train_modes", "backend"]
 
@@ -71,6 +71,62 @@ def list_foundation_models() -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+_AMPLITUDE = {1.0: "microvolts", 0.01: "microvolts / 100", 1e-3: "millivolts"}
+
+
+def model_conventions(key: str) -> pd.DataFrame:
+    """What the model's published weights saw in pretraining, what neurofm feeds it, and where that is written.
+
+    One row per input convention: ``convention``, ``pretraining`` (what the
+    checkpoint saw), ``neurofm`` (what neurofm does by default),
+    ``alternative`` (the option that turns it off, if any) and ``source``
+    (the authors' code, model card or paper; "unconfirmed: ..." where no
+    primary source confirms it). ``neurofm models --details KEY`` prints it.
+    """
+    from ..adapt import _NORMALIZATION_DESCRIPTIONS
+
+    spec = get_model_spec(key)
+    rows = [
+        ("sfreq", f"{spec.sfreq:g} Hz", "resampled to it (polyphase)", ""),
+        ("units", _AMPLITUDE.get(spec.amplitude_scale, f"microvolts x {spec.amplitude_scale:g}"),
+         "converted from the input's units", ""),
+        ("reference", "average of the channels" if spec.reference == "average" else "as recorded",
+         "re-referenced to the average of the channels fed" if spec.reference == "average" else "as recorded",
+         "adaptation.reference: as_recorded" if spec.reference == "average" else ""),
+        ("passband", f"{spec.passband[0]:g}-{spec.passband[1]:g} Hz" if spec.passband else "none stated",
+         "reported, not applied to windows (filter recordings before cutting)" if spec.passband else "", ""),
+        ("channels", spec.channels, _channel_handling(spec), ""),
+    ]
+    if spec.untrained_channels:
+        never_fed = spec.channel_mode == "vocabulary"
+        rows.append(("untrained_channels", f"{list(spec.untrained_channels)} never saw signal",
+                     "not fed" if never_fed else "fed zeros", "adaptation.untrained_channels: feed"))
+    if spec.patch_size is not None:
+        rows.append(("patching", f"patches of {spec.patch_size} samples", "windows cropped or padded to a multiple", ""))
+    normalization = _NORMALIZATION_DESCRIPTIONS[spec.normalization] or "none"
+    if spec.normalization_statistics == "recording":
+        rows.append(("normalization", normalization.replace("over each window", "with each recording's mean and std"),
+                     normalization.replace("over each window", "with each recording's mean and std when the windows' "
+                                           "recordings are known, else each window's"),
+                     "adaptation.normalization_statistics: window"))
+    else:
+        rows.append(("normalization", normalization, normalization, ""))
+    if spec.needs_positions:
+        rows.append(("positions", "3-D sensor positions", "the recording's own, else MNE's template by name", ""))
+    if spec.scale_channel_reference_uv is not None:
+        rows.append(("scale_channel", f"relative amplitude against {spec.scale_channel_reference_uv:g} uV",
+                     "appended as the last channel", ""))
+    table = pd.DataFrame(rows, columns=["convention", "pretraining", "neurofm", "alternative"])
+    table["source"] = [spec.sources.get(name, "") for name in table["convention"]]
+    return table
+
+
+def _channel_handling(spec: ModelSpec) -> str:
+    return {"any": "every channel, in input order", "vocabulary": "the channels in its vocabulary, in its order",
+            "fixed": "its fixed layout, missing channels interpolated" if spec.interpolation else "its fixed layout",
+            "bipolar": "derived from its electrodes, missing ones interpolated"}[spec.channel_mode]
 
 
 def create_backbone(

@@ -66,6 +66,10 @@ class ModelSpec:
         Factor applied to microvolts (``0.01`` = the "µV / 100" convention).
     normalization : str
         Per-window amplitude normalisation (see :mod:`neurofm.adapt`).
+    normalization_statistics : {"window", "recording"}
+        Whose statistics the pretraining's normalisation used: each window's,
+        or each recording's (REVE), which neurofm uses when the windows'
+        recordings are known.
     patch_size : int | None
         Samples per patch; windows are cropped or padded to a multiple.
     max_patches : int | None
@@ -76,9 +80,30 @@ class ModelSpec:
         Band-pass of the pretraining data (reported, not applied to windows).
     scale_channel_reference_uv : float | None
         When set, a relative-amplitude channel is appended (BENDR).
+    reference : {"as_recorded", "average"}
+        The reference of the pretraining data: ``average`` re-references the
+        channels the model receives to their mean (EEGPT, SignalJEPA).
+    untrained_channels : tuple of str
+        Input slots whose weights never saw signal in pretraining: vocabulary
+        names that are then not fed (EEGPT), fixed slots that are then zero
+        (BENDR). :class:`~neurofm.configs.AdaptationConfig` can feed them.
+    published_kwargs : dict
+        Architecture settings that override the published checkpoint's own
+        ``config.json`` where it does not say what pretraining used (EEGPT:
+        braindecode saved its default overlapping stride). Other checkpoints'
+        configs, and ``model_kwargs``, still win.
+    sources : dict of str to str
+        For each input convention (``sfreq``, ``units``, ``reference``,
+        ``passband``, ``channels``, ``patching``, ``normalization``,
+        ``positions`` ...), where it comes from: the authors' code (repository
+        and file), the model card or the paper. ``"unconfirmed: ..."`` marks a
+        convention no primary source confirms.
     needs_positions : bool
         The model needs sensor positions: the recording's own (``info``),
         else MNE's template position of the electrode's name.
+    positions_frame : {"head", "template"}
+        The frame the pretraining's positions were in: MNE's head frame, or
+        the template's native (MNI) frame; every position is moved there.
     sensor_types : tuple of {"eeg", "mag", "grad"}
         Sensors the backbone takes. Backbones bound to EEG electrode names or
         positions take ``eeg`` only; channel-agnostic ones also take MEG
@@ -145,13 +170,19 @@ class ModelSpec:
     max_channels: int = 1024
     amplitude_scale: float = 1.0
     normalization: str = "none"
+    normalization_statistics: str = "window"
     patch_size: int | None = None
     max_patches: int | None = None
     max_tokens: int | None = None
     min_times: int = 1
     passband: tuple[float, float] | None = None
     scale_channel_reference_uv: float | None = None
+    reference: str = "as_recorded"
+    untrained_channels: tuple[str, ...] = ()
+    published_kwargs: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
     needs_positions: bool = False
+    positions_frame: str = "head"
     sensor_types: tuple[str, ...] = ("eeg",)
     poolings: tuple[str, ...] = ("mean", "max", "flatten")
     train_modes: tuple[str, ...] = TRAIN_MODES
@@ -364,7 +395,9 @@ def _extract_bendr(module, x, signal: AdaptedSignal) -> Features:
 
 
 def _build_eegpt(signal: AdaptedSignal, **kw):
-    kw = {"chan_proj_type": "none", **kw}
+    # Pretraining cut non-overlapping 64-sample patches; braindecode's default stride is 32 (overlapping),
+    # which a checkpoint's config.json or model_kwargs may still set.
+    kw = {"chan_proj_type": "none", "patch_stride": 64, **kw}
     return _quiet_build("EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
 
 
@@ -404,6 +437,16 @@ def _build_signaljepa(signal: AdaptedSignal, **kw):
 _SPECS = [
     ModelSpec(
         key="labram",
+        sources={
+            "sfreq": "935963004/LaBraM dataset_maker/make_h5dataset_for_pretrain.py (rsfreq 200)",
+            "units": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (get_data(units='uV')); "
+                     "engine_for_pretraining.py (x / 100)",
+            "reference": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (no re-referencing)",
+            "passband": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (filter(0.1, 75), notch 50 Hz)",
+            "channels": "935963004/LaBraM utils.py (standard_1020 vocabulary); braindecode labram.py LABRAM_CHANNEL_ORDER",
+            "patching": "935963004/LaBraM modeling_finetune.py (patch 200, stride 200)",
+            "normalization": "935963004/LaBraM engine_for_pretraining.py (only the / 100 scaling)",
+        },
         tiny_kwargs=dict(num_layers=1, num_heads=2),
         display_name="LaBraM",
         braindecode_class="Labram",
@@ -429,6 +472,19 @@ _SPECS = [
     ),
     ModelSpec(
         key="cbramod",
+        sources={
+            "sfreq": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (resample(200))",
+            "units": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (to_data_frame: uV; "
+                     "samples under 100 uV kept); pretrain_trainer.py (x / 100)",
+            "reference": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (TUEG as recorded)",
+            "passband": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (filter(0.3, 75), "
+                        "notch 60 Hz)",
+            "channels": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (19 TUEG channels); "
+                        "the paper: criss-cross attention takes any channels",
+            "patching": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (30 s x 200-sample "
+                        "patches)",
+            "normalization": "wjq-learning/CBraMod pretrain_trainer.py (only the / 100 scaling)",
+        },
         tiny_kwargs=dict(n_layer=1, dim_feedforward=64),
         display_name="CBraMod",
         braindecode_class="CBraMod",
@@ -453,6 +509,16 @@ _SPECS = [
     ),
     ModelSpec(
         key="codebrain",
+        sources={
+            "sfreq": "huggingface.co/braindecode/codebrain-pretrained commit 1ba4589 (TUEG, 19 channels, 200 Hz)",
+            "units": "unconfirmed: the authors' code (jingyingma01/CodeBrain) was not readable; microvolts / 100 "
+                     "follows CBraMod, whose TUEG preprocessing CodeBrain describes reusing",
+            "reference": "unconfirmed: TUEG as recorded is assumed (as CBraMod)",
+            "passband": "unconfirmed: not stated in the sources read",
+            "channels": "huggingface.co/braindecode/codebrain-pretrained commit 1ba4589 (19 channels of 10-20)",
+            "patching": "braindecode codebrain.py (patch_size=200); arXiv 2506.09110",
+            "normalization": "unconfirmed: as CBraMod (no per-window normalisation)",
+        },
         tiny_kwargs=dict(num_res_layers=1),
         display_name="CodeBrain",
         braindecode_class="CodeBrain",
@@ -476,6 +542,14 @@ _SPECS = [
     ),
     ModelSpec(
         key="biot",
+        sources={
+            "sfreq": "ycq091044/BIOT README.md (all models use 200 Hz)",
+            "units": "ycq091044/BIOT utils.py (each channel / its 95th percentile: units cancel)",
+            "reference": "ycq091044/BIOT README.md (16 TCP bipolar derivations)",
+            "passband": "ycq091044/BIOT datasets/TUAB/process.py (resampling only); PREST preprocessing is private",
+            "channels": "ycq091044/BIOT README.md (the 16 derivations FP1-F7 ... P4-O2, in this order)",
+            "normalization": "ycq091044/BIOT utils.py (np.quantile(abs(X), 0.95, axis=-1))",
+        },
         tiny_kwargs=dict(embed_dim=32, num_heads=2, num_layers=1),
         display_name="BIOT",
         braindecode_class="BIOT",
@@ -497,6 +571,20 @@ _SPECS = [
     ),
     ModelSpec(
         key="bendr",
+        sources={
+            "sfreq": "SPOClab-ca/BENDR configs/pretraining.yml (sfreq: 256)",
+            "units": "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 (min-max of the window: units cancel)",
+            "reference": "SPOClab-ca/BENDR configs/pretraining.yml (TUEG as recorded)",
+            "passband": "SPOClab-ca/BENDR configs/pretraining.yml (no filter)",
+            "channels": "SPOClab-ca/dn3 dn3/transforms/instance.py To1020.EEG_20_div (19 names + SCALE); "
+                        "braindecode bendr.py BENDR_CHANNEL_ORDER",
+            "untrained_channels": "SPOClab-ca/dn3 dn3/transforms/channels.py (exact-name mapping; T3/T4 are other "
+                                  "Deep1010 slots) and SPOClab-ca/BENDR configs/pretraining.yml (no T3/T4 rename)",
+            "normalization": "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 and dn3/utils.py "
+                             "min_max_normalize (one min/max over the window, unused slots reset to 0)",
+            "scale_channel": "SPOClab-ca/BENDR configs/pretraining.yml (data_max 3276.7, data_min -1583.93); "
+                             "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 (scale channel)",
+        },
         tiny_kwargs=dict(encoder_h=32, contextualizer_hidden=64, transformer_layers=1, transformer_heads=2),
         display_name="BENDR",
         braindecode_class="BENDR",
@@ -508,19 +596,36 @@ _SPECS = [
         channel_source=lambda: _BENDR_ORDER,
         interpolation=True,
         normalization="minmax_window",
-        scale_channel_reference_uv=2000.0,
+        # TUEG labels T7/T8 by their old names T3/T4, which DN3 maps by exact name to other slots: the T7 and
+        # T8 inputs were zero throughout pretraining (TUEG's T5/T6 did reach the T5/T6 slots).
+        untrained_channels=("T7", "T8"),
+        scale_channel_reference_uv=3276.7 - (-1583.9258304722666),  # the TUEG range of BENDR's pretraining config
         min_times=512,
         poolings=("mean", "max", "flatten", "cls"),
         lora_targets=("self_attn", "linear1", "linear2"),
         linear_targets=("linear1", "linear2"),
         build=_build_bendr,
         extract=_extract_bendr,
-        notes="The 20th input is a relative-amplitude channel; its reference range (2000 µV peak to peak) is "
-        "neurofm's fixed, label-free choice (the original pipeline used data-set extrema). 'cls' is the start "
-        "token, which barely varies: 'mean' over context tokens is the better embedding.",
+        notes="The 20th input is a relative-amplitude channel: peak-to-peak of the window over the TUEG range of "
+        "BENDR's pretraining config (4860.6 µV). DN3 read TUEG in volts against that range in microvolts, so in "
+        "pretraining this channel was probably close to -1 throughout (inferred from the code, not run on data). "
+        "'cls' is the start token, which barely varies: 'mean' over context tokens is the better embedding.",
     ),
     ModelSpec(
         key="eegpt",
+        sources={
+            "sfreq": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (interpolated to 256 Hz)",
+            "units": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (volts x 1e3, microvolts / 1000: mV)",
+            "reference": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py temporal_interpolation "
+                         "(x - x.mean(-2), before resampling)",
+            "passband": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (no filter stated)",
+            "channels": "BINE022/EEGPT pretrain/modeling_pretraining.py CHANNEL_DICT (62 names); braindecode eegpt.py "
+                        "EEGPT_CHANNELS (the same order)",
+            "untrained_channels": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py use_channels_names (58 "
+                                  "names: AF7, AF8, PO5, PO6 absent)",
+            "patching": "BINE022/EEGPT pretrain/engine_pretraining.py (patch_size 64, no patch_stride: non-overlapping)",
+            "normalization": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (none beyond the reference)",
+        },
         train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2),
         display_name="EEGPT",
@@ -531,6 +636,8 @@ _SPECS = [
         channels="62-name vocabulary",
         channel_mode="vocabulary",
         channel_source=_eegpt_vocabulary,
+        reference="average",
+        untrained_channels=("AF7", "AF8", "PO5", "PO6"),
         amplitude_scale=1e-3,
         patch_size=64,
         min_times=64,
@@ -538,12 +645,26 @@ _SPECS = [
         build=_build_eegpt,
         extract=_extract_tokens,
         module_owned_keys=("chans_id",),
+        published_kwargs={"patch_stride": 64},
         notes="Built with chan_proj_type='none' so channel names select the embeddings; the checkpoint's "
-        "chans_id buffer is dropped so it cannot overwrite them. Sources disagree on 250 vs 256 Hz; 256 Hz "
-        "follows the docstring's 64-sample, 250 ms patches. Input in millivolts (unverified offline).",
+        "chans_id buffer is dropped so it cannot overwrite them. Pretraining: 58 channels, average reference, "
+        "256 Hz, millivolts, non-overlapping 64-sample patches (braindecode's default stride, 32, overlaps).",
     ),
     ModelSpec(
         key="luna",
+        sources={
+            "sfreq": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (resample(256)); docs/model/LUNA.md",
+            "units": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (get_data(units='uV')); z-scored after",
+            "reference": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (TUEG as TCP bipolar derivations; "
+                         "referential for the other corpora)",
+            "passband": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (filter(0.1, 75), notch 60 Hz)",
+            "channels": "pulp-bio/BioFoundation docs/model/LUNA.md (any montage, placed by position)",
+            "patching": "pulp-bio/BioFoundation docs/model/LUNA.md (patch 40, 5 s windows)",
+            "normalization": "pulp-bio/BioFoundation tasks/pretrain_task_LUNA.py ChannelWiseNormalize (per channel, "
+                             "per window)",
+            "positions": "pulp-bio/BioFoundation models/modules/channel_embeddings.py (standard_1005 via "
+                         "info.get_montage(): head frame; min-max scaled per axis in models/LUNA.py)",
+        },
         train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2, num_queries=2),
         display_name="LUNA",
@@ -571,6 +692,18 @@ _SPECS = [
     ),
     ModelSpec(
         key="reve",
+        sources={
+            "sfreq": "elouayas/reve_eeg preprocessing/README.md (200 Hz)",
+            "units": "elouayas/reve_eeg src/utils/data_loading.py (z-scored: units cancel)",
+            "reference": "elouayas/reve_eeg src/utils/data_loading.py (as recorded)",
+            "passband": "elouayas/reve_eeg: the corpus preprocessing scripts are not public",
+            "channels": "braindecode reve.py RevePositionBank (any channel with a position)",
+            "patching": "elouayas/reve_eeg src/configs/encoder/base.yaml (patch_size 200, patch_overlap 20)",
+            "normalization": "elouayas/reve_eeg src/utils/data_loading.py (mean/std per recording session and channel, "
+                             "clip 15); neurofm uses each window's, see notes",
+            "positions": "elouayas/reve_eeg hf/reve-positions/positions.json (MNE standard_1005 in its native MNI "
+                         "frame, metres)",
+        },
         train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, heads=2, head_dim=16),
         display_name="REVE",
@@ -581,18 +714,32 @@ _SPECS = [
         channels="any (positions from info, else template)",
         channel_mode="any",
         needs_positions=True,
+        positions_frame="template",
         sensor_types=("eeg", "mag", "grad"),  # placed by position, so MEG sensors need only their own positions
         normalization="zscore_channel_clip15",
+        normalization_statistics="recording",
         min_times=200,
         lora_targets=("to_qkv", "to_out", "net.1", "net.3"),
         head_prefixes=("final_layer.", "cls_query_token"),
         build=_build_reve,
         extract=_extract_grid,
-        notes="Positions (metres, head frame) come from the recording's info, else from MNE's colin27 10-05 "
-        "template, never from the network; REVE's own position bank may use another scale. Patches of 200 with overlap 20.",
+        notes="Positions come from the recording's info, else from MNE's colin27 (standard_1005) template, never "
+        "from the network, and all are given in that template's native frame, where REVE's position bank lives "
+        "(a recording's head-frame positions are moved there through the template's fiducials). Pretraining "
+        "normalised with each recording's statistics, which neurofm uses when the windows' recordings are known. "
+        "Patches of 200 with overlap 20.",
     ),
     ModelSpec(
         key="signaljepa",
+        sources={
+            "sfreq": "braindecode signal_jepa.py docstring; huggingface.co/braindecode/signal-jepa (128 Hz)",
+            "units": "braindecode signal_jepa.py docstring (volts x 1e6: microvolts)",
+            "reference": "unconfirmed: average reference before resampling per issue 20's audit of the S-JEPA "
+                         "preprocessing scripts (not readable here)",
+            "passband": "braindecode signal_jepa.py docstring (0.5-40 Hz)",
+            "channels": "braindecode signal_jepa.py (the 62 channels of MOABB Lee2019_SSVEP, checkpoint order)",
+            "normalization": "braindecode signal_jepa.py docstring (microvolts, no normalisation)",
+        },
         tiny_kwargs=dict(transformer__num_encoder_layers=1, transformer__num_decoder_layers=1),
         display_name="SignalJEPA",
         braindecode_class="SignalJEPA_Contextual",
@@ -602,6 +749,7 @@ _SPECS = [
         channels="62-channel layout (any subset)",
         channel_mode="vocabulary",
         channel_source=_signaljepa_vocabulary,
+        reference="average",
         passband=(0.5, 40.0),
         min_times=256,
         # Only the encoder runs; the unused decoder layers would collect adapters that never get gradients.

@@ -269,6 +269,12 @@ def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str
     return weights_file, config, digests
 
 
+def _is_published(spec: ModelSpec, source: WeightsSource) -> bool:
+    """Whether ``source`` is a snapshot of the registry's published repository (huggingface_hub's cache layout)."""
+    return (source.kind == "hub" and spec.hub_repo is not None
+            and Path(source.location).parent.parent.name == f"models--{spec.hub_repo.replace('/', '--')}")
+
+
 def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
     """braindecode writes module classes as dotted strings; turn them back into classes."""
     import importlib
@@ -400,7 +406,8 @@ def load_backbone(
     digests: dict[str, str] = {}  # of the bytes loaded, by file name
     if source.kind in ("directory", "hub"):
         weights_file, saved_config, digests = _directory_checkpoint(Path(source.location), spec)
-        kwargs = {**_restore_types(saved_config), **kwargs}
+        corrections = spec.published_kwargs if _is_published(spec, source) else {}
+        kwargs = {**_restore_types(saved_config), **corrections, **kwargs}
         state, digests[weights_file.name] = _read_state_dict(weights_file)
         origin = str(weights_file)
     elif source.kind == "file":
