@@ -313,3 +313,25 @@ def test_a_loaded_recording_names_its_windows_recording(recording):
 
     epochs = load_recording(recording, tmin=0.0, tmax=1.0)
     assert set(epochs.metadata["recording"]) == {0} and len(epochs) > 1
+
+
+def test_bendr_cls_is_the_last_context_vector_as_in_the_authors_classifier(tmp_path):
+    from neurofm.estimators.frozen import FoundationEmbedder
+    from neurofm.simulate import STANDARD_1020_19
+
+    X = (np.random.default_rng(4).standard_normal((2, 19, 640)) * 20e-6).astype(np.float32)
+
+    def make(pooling):
+        return FoundationEmbedder("bendr", weights="random", pooling=pooling, sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                  cache_dir=str(tmp_path / "cache"), verbose=False,
+                                  model_kwargs=get_model_spec("bendr").tiny_kwargs).fit(X)
+
+    embedder = make("cls")
+    captured = {}
+    module = embedder.backbone_.module
+    handle = module.contextualizer.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
+    cls = embedder.transform(X)
+    handle.remove()
+    np.testing.assert_array_equal(cls, captured["out"][: len(X), :, -1].numpy())
+    assert make("mean").fingerprint_ != embedder.fingerprint_
+    assert "cls_token" in embedder.manifest_ and "cls_token" not in make("mean").manifest_

@@ -284,6 +284,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             "library_versions": _library_versions(self.backend),
             "weights": weights,
             "pooling": self.pooling,
+            **({"cls_token": spec.cls_token} if self.pooling == "cls" else {}),
             "precision": self.precision,
             "adaptation": self.plan_.describe(),
             "extraction_version": EXTRACTION_VERSION,

@@ -115,6 +115,8 @@ def model_conventions(key: str) -> pd.DataFrame:
         rows.append(("normalization", normalization, normalization, ""))
     if spec.needs_positions:
         rows.append(("positions", "3-D sensor positions", "the recording's own, else MNE's template by name", ""))
+    if "cls" in spec.poolings:
+        rows.append(("cls", spec.cls_token, "what pooling='cls' returns", ""))
     if spec.scale_channel_reference_uv is not None:
         rows.append(("scale_channel", f"relative amplitude against {spec.scale_channel_reference_uv:g} uV",
                      "appended as the last channel", ""))

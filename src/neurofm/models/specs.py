@@ -111,6 +111,9 @@ class ModelSpec:
         (see :data:`neurofm.adapt.MEG_TYPICAL_STD`).
     poolings : tuple of str
         Pooling modes available.
+    cls_token : str
+        What ``"cls"`` pooling reads, for models that offer it (part of the
+        embedding cache key of ``cls`` embeddings).
     train_modes, backends : tuple of str
         Supported training modes and backends.
     lora_targets : tuple of str | str
@@ -185,6 +188,7 @@ class ModelSpec:
     positions_frame: str = "head"
     sensor_types: tuple[str, ...] = ("eeg",)
     poolings: tuple[str, ...] = ("mean", "max", "flatten")
+    cls_token: str = ""
     train_modes: tuple[str, ...] = TRAIN_MODES
     backends: tuple[str, ...] = ("braindecode", "hugging_face")
     hub_revision: str | None = "main"
@@ -386,12 +390,12 @@ def _build_bendr(signal: AdaptedSignal, **kw):
 
 
 def _extract_bendr(module, x, signal: AdaptedSignal) -> Features:
-    # The start token (what return_features gives) barely varies across windows; the
-    # context tokens carry the signal, so they are the tokens and the start token is "cls".
+    # The context tokens carry the signal; the start token (what return_features gives) barely varies across
+    # windows. The authors' classifier reads the last context vector (BENDRClassification in dn3_ext.py): "cls".
     with _capture_output(module, "contextualizer") as store:
         module(x)
-    out = store["out"]  # (B, D, T + 1)
-    return out[:, :, 1:].transpose(1, 2), out[:, :, 0]
+    out = store["out"]  # (B, D, T + 1): the start token, then one vector per encoded step
+    return out[:, :, 1:].transpose(1, 2), out[:, :, -1]
 
 
 def _build_eegpt(signal: AdaptedSignal, **kw):
@@ -446,6 +450,7 @@ _SPECS = [
             "channels": "935963004/LaBraM utils.py (standard_1020 vocabulary); braindecode labram.py LABRAM_CHANNEL_ORDER",
             "patching": "935963004/LaBraM modeling_finetune.py (patch 200, stride 200)",
             "normalization": "935963004/LaBraM engine_for_pretraining.py (only the / 100 scaling)",
+            "cls": "935963004/LaBraM modeling_finetune.py (the cls token prepended to the patch tokens)",
         },
         tiny_kwargs=dict(num_layers=1, num_heads=2),
         display_name="LaBraM",
@@ -462,6 +467,7 @@ _SPECS = [
         min_times=200,
         passband=(0.1, 75.0),
         poolings=("mean", "max", "flatten", "cls"),
+        cls_token="the cls token prepended to the patch tokens",
         lora_targets=("attn.proj", "mlp.0", "mlp.2"),
         weight_read_directly=("attn.qkv",),
         build=_build_labram,
@@ -584,6 +590,7 @@ _SPECS = [
                              "min_max_normalize (one min/max over the window, unused slots reset to 0)",
             "scale_channel": "SPOClab-ca/BENDR configs/pretraining.yml (data_max 3276.7, data_min -1583.93); "
                              "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 (scale channel)",
+            "cls": "SPOClab-ca/BENDR dn3_ext.py BENDRClassification.features_forward (context[:, :, -1])",
         },
         tiny_kwargs=dict(encoder_h=32, contextualizer_hidden=64, transformer_layers=1, transformer_heads=2),
         display_name="BENDR",
@@ -606,10 +613,11 @@ _SPECS = [
         linear_targets=("linear1", "linear2"),
         build=_build_bendr,
         extract=_extract_bendr,
+        cls_token="the last context vector, which the authors' classifier reads",
         notes="The 20th input is a relative-amplitude channel: peak-to-peak of the window over the TUEG range of "
         "BENDR's pretraining config (4860.6 µV). DN3 read TUEG in volts against that range in microvolts, so in "
         "pretraining this channel was probably close to -1 throughout (inferred from the code, not run on data). "
-        "'cls' is the start token, which barely varies: 'mean' over context tokens is the better embedding.",
+        "'cls' is the last context vector, as in the authors' classifier (the start token barely varies).",
     ),
     ModelSpec(
         key="eegpt",
