@@ -55,15 +55,17 @@ def test_models_pretrained_as_recorded_are_not_re_referenced():
 def test_eegpt_never_feeds_the_four_names_it_was_not_trained_on():
     spec = get_model_spec("eegpt")
     names = ("AF7", "AF8", "PO5", "PO6", "Fz", "Cz", "Pz")
-    plan = plan_adaptation(spec, _info(names), 512)
+    with pytest.warns(UserWarning, match=r"'eegpt' does not receive \['AF7', 'AF8', 'PO5', 'PO6'\]: .* never trained"):
+        plan = plan_adaptation(spec, _info(names), 512)
     assert plan.target.ch_names == ("FZ", "CZ", "PZ")
     step = next(s["detail"] for s in plan.steps if "never trained" in s["detail"])
     assert all(name in step for name in ("AF7", "AF8", "PO5", "PO6"))
     fed = plan_adaptation(spec, _info(names), 512, {"untrained_channels": "feed"})
     assert set(fed.target.ch_names) == {name.upper() for name in names}
     assert "fed the recorded signal (untrained_channels='feed')" in str(fed.steps)
-    with pytest.raises(AdaptationError, match="None of the input channels"):
-        plan_adaptation(spec, _info(("AF7", "PO6")), 512)
+    with pytest.raises(AdaptationError, match=r"never trained on any of the input channels it knows \(\['AF7', 'PO6'\]\)"
+                                              r".*adaptation=\{'untrained_channels': 'feed'\}"), pytest.warns(UserWarning):
+        plan_adaptation(spec, _info(("AF7", "PO6", "TP9")), 512)
 
 
 def test_unknown_adaptation_options_are_refused():
@@ -335,3 +337,30 @@ def test_bendr_cls_is_the_last_context_vector_as_in_the_authors_classifier(tmp_p
     np.testing.assert_array_equal(cls, captured["out"][: len(X), :, -1].numpy())
     assert make("mean").fingerprint_ != embedder.fingerprint_
     assert "cls_token" in embedder.manifest_ and "cls_token" not in make("mean").manifest_
+
+
+_LEGACY = {"reference": "as_recorded", "untrained_channels": "feed", "normalization_statistics": "window"}
+
+
+@pytest.mark.parametrize("key", ["eegpt", "signaljepa", "bendr", "reve", "luna", "cbramod", "labram"])
+def test_every_convention_taken_is_part_of_the_cache_key(key):
+    """Embeddings made under one convention are never served for another: the plan's description, which the
+    embedding cache keys on, changes with each option that changes what the model receives, and only then."""
+    from neurofm.simulate import STANDARD_1020_19
+
+    spec = get_model_spec(key)
+    names = [*STANDARD_1020_19, "AF7", "PO6"]
+    info = _info(names, spec.sfreq)
+    n = 4 * int(spec.sfreq)
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((2, len(names), n)) * 10.0
+    default = plan_adaptation(spec, info, n, recordings_known=True)
+    for option, value in _LEGACY.items():
+        other = plan_adaptation(spec, info, n, {option: value}, recordings_known=True)
+        if spec.normalization_statistics == "recording":  # the same statistics, so that only the option differs
+            stats = np.stack([X.mean(axis=(0, 2)), X.std(axis=(0, 2))])[None].repeat(2, axis=0) * spec.amplitude_scale
+        else:
+            stats = None
+        receives_the_same = np.array_equal(default.apply(X, stats), other.apply(X, stats)) and all(
+            default.target.positions.get(c) == other.target.positions.get(c) for c in default.target.ch_names)
+        assert (default.describe() == other.describe()) == receives_the_same, option

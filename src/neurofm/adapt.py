@@ -14,6 +14,8 @@ derived channels computed from the normalised window.
 from __future__ import annotations
 
 import functools
+import hashlib
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -131,15 +133,30 @@ class AdaptationPlan:
     recording_statistics: bool = False
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-serialisable description; part of the cache key."""
-        return {
+        """A JSON-serialisable description of everything :meth:`apply` and the model receive; part of the cache key.
+
+        Keys that only some plans need (zeroed channels, recording
+        statistics, positions) appear only there, so that other models keep
+        the keys, and the cached embeddings, they had.
+        """
+        target: dict[str, Any] = {"sfreq": self.target.sfreq, "ch_names": list(self.target.ch_names),
+                                  "n_times": self.target.n_times}
+        if any(step["step"] == "positions" for step in self.steps):  # models placed by position
+            positions = [self.target.positions.get(name) for name in self.target.ch_names]
+            target["positions_sha"] = hashlib.blake2b(repr(positions).encode(), digest_size=12).hexdigest()
+        described = {
             "model_key": self.model_key,
             "source": self.source.to_dict(),
             "n_times_in": self.n_times_in,
-            "target": {"sfreq": self.target.sfreq, "ch_names": list(self.target.ch_names), "n_times": self.target.n_times},
+            "target": target,
             "steps": self.steps,
             "channel_matrix_sha": _array_digest(self.channel_matrix),
         }
+        if self.zeroed_channels:
+            described["zeroed_channels"] = list(self.zeroed_channels)
+        if self.recording_statistics:
+            described["recording_statistics"] = True
+        return described
 
     def adapt_signal(self, X: np.ndarray) -> np.ndarray:
         """The linear steps (channels, units, reference, resampling, length) of a batch, in float64.
@@ -186,8 +203,6 @@ class AdaptationPlan:
 
 
 def _array_digest(arr: np.ndarray) -> str:
-    import hashlib
-
     return hashlib.blake2b(np.round(arr, 10).astype(np.float64).tobytes(), digest_size=12).hexdigest()
 
 
@@ -474,9 +489,16 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
         never_trained = sorted(names[i] for t, i in mapping.items() if canonical_name(spec.channel_names[t]) in untrained)
         mapping = {t: i for t, i in mapping.items() if canonical_name(spec.channel_names[t]) not in untrained}
         if never_trained:
-            steps.append({"step": "drop_channels", "detail": f"{never_trained}: in {spec.key!r}'s vocabulary but never "
-                          "trained in its pretraining (their embeddings are random); untrained_channels='feed' feeds "
-                          "them anyway"})
+            detail = (f"{never_trained}: in {spec.key!r}'s vocabulary but never trained in its pretraining (their "
+                      "embeddings are random); untrained_channels='feed' feeds them anyway")
+            steps.append({"step": "drop_channels", "detail": detail})
+            warnings.warn(f"{spec.key!r} does not receive {detail}.", UserWarning, stacklevel=3)
+        if not mapping and never_trained:
+            raise AdaptationError(
+                f"{spec.key!r} never trained on any of the input channels it knows ({never_trained}); their embeddings "
+                "are random. Record channels it was trained on, feed these anyway with "
+                "adaptation={'untrained_channels': 'feed'}, or choose a model that takes any montage (cbramod, reve)."
+            )
         if not mapping:
             raise AdaptationError(
                 f"None of the input channels {names[:8]}{'...' if n_in > 8 else ''} is in {spec.key!r}'s channel "
