@@ -364,3 +364,44 @@ def test_every_convention_taken_is_part_of_the_cache_key(key):
         receives_the_same = np.array_equal(default.apply(X, stats), other.apply(X, stats)) and all(
             default.target.positions.get(c) == other.target.positions.get(c) for c in default.target.ch_names)
         assert (default.describe() == other.describe()) == receives_the_same, option
+
+
+def test_a_fine_tuned_reve_normalises_each_side_with_its_own_recordings_statistics(tmp_path):
+    import pandas as pd
+
+    from neurofm import Experiment
+    from neurofm.adapt import recording_statistics
+    from neurofm.configs import (CheckpointConfig, CVConfig, ExperimentConfig, NeuralFineTuneConfig, TrainerConfig)
+    from neurofm.estimators.neural import NeuralFineTuner
+    from neurofm.exceptions import ConfigError
+
+    X, recordings = _reve_windows()
+    y = np.array([0, 1, 0, 1, 0, 1])
+    config = NeuralFineTuneConfig(model_key="reve", weights="random", train_mode="full",
+                                  model_kwargs=get_model_spec("reve").tiny_kwargs,
+                                  trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0,
+                                                        early_stopping_patience=None),
+                                  checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
+    tuner = NeuralFineTuner(config=config, sfreq=200.0, ch_names=["Fz", "Cz", "Pz", "C3", "C4"], units="uV",
+                            cache_dir=str(tmp_path / "cache"), verbose=False)
+    tuner.fit(X, y, recordings=recordings)
+    assert tuner.plan_.recording_statistics
+    stats = recording_statistics(tuner.plan_, X, recordings)
+    np.testing.assert_array_equal(tuner._adapt(X, recordings), tuner.plan_.apply(X, np.stack([stats[r] for r in recordings])))
+    with pytest.raises(ConfigError, match="give the windows' recordings here too"):
+        tuner.predict(X)
+    assert tuner.predict_proba(X, recordings=recordings).shape == (6, 2)
+    assert "each recording's mean" in tuner.get_artifact_metadata()["input_adaptation"]["normalize"]
+
+    # In an experiment, the recordings of a 'recording' column reach the fine-tuner on both sides of each fold.
+    meta = pd.DataFrame({"recording": np.repeat(np.arange(3), 2)})
+    windows = np.concatenate([X, X]).astype(np.float32) * 1e-6
+    labels = np.tile([0, 1], 6)
+    result = Experiment(ExperimentConfig(models={"tuned": config}, metrics=["accuracy"], verbose=False,
+                                         cache_dir=str(tmp_path / "cache"),
+                                         cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="recording"))).run(
+        windows, labels, sample_metadata=pd.concat([meta, meta + 3], ignore_index=True), sfreq=200.0,
+        ch_names=["Fz", "Cz", "Pz", "C3", "C4"])
+    steps = result.get_model_artifacts(artifact_type="input_adaptation", model="tuned")
+    normalize = steps.query("ArtifactKey == 'normalize'")["ArtifactValue"]
+    assert len(normalize) == 3 and all("each recording's mean" in text for text in normalize)

@@ -321,7 +321,7 @@ class Experiment:
         logger.info("%d model(s) x %d folds on %s", len(prepared), len(splits), cfg.execution.backend)
         by_name = {model.name: model for model in prepared}
         # Features, labels and groups go to each worker once; a task names its model and fold.
-        shared = _Shared(features, inputs.y, groups)
+        shared = _Shared(features, inputs.y, groups, self._recordings)
         paths = [self._record_path(task.model_name, "fold", task.fold) for task in tasks]
         outcomes = self._map_resumable(_run_fold, tasks, shared, paths, _FoldOutcome.from_record)
         for task, outcome in zip(tasks, outcomes, strict=True):
@@ -444,7 +444,7 @@ class Experiment:
             for _ in range(cfg.n_permutations)
         ]
         null = {metric: [] for metric in observed}
-        shared = _Shared({model.name: features}, y, groups)
+        shared = _Shared({model.name: features}, y, groups, self._recordings)
         paths = [self._record_path(model.name, "permutation", i) for i in range(len(tasks))]
         for means in self._map_resumable(_run_permutation, tasks, shared, paths, _decode_means):
             for metric in observed:
@@ -493,6 +493,7 @@ class _Shared:
     features: dict[str, np.ndarray]
     y: np.ndarray
     groups: np.ndarray | None
+    recordings: np.ndarray | None = None  # each window's recording, where known (trainable models normalise by it)
 
 
 @dataclass
@@ -541,19 +542,23 @@ def _decode_means(record: dict[str, Any]) -> dict[str, float]:
     return {metric: float(value) for metric, value in record.items()}
 
 
-def _fit(estimator, trainable: bool, X, y, groups):
+def _fit(estimator, trainable: bool, X, y, groups, recordings=None):
     """Fit on one training partition; a trainable model's validation split comes from it, by group."""
     if trainable:
-        return estimator.fit(X, y, groups=groups)
+        return estimator.fit(X, y, groups=groups, recordings=recordings)
     return estimator.fit(X, y)
 
 
-def _fit_and_score(estimator, trainable, features, y, groups, train, test, classes, metrics):
-    """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training."""
-    estimator = _fit(estimator, trainable, features[train], y[train], None if groups is None else groups[train])
+def _fit_and_score(estimator, trainable, features, y, groups, train, test, classes, metrics, recordings=None):
+    """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training.
+
+    A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``)."""
+    recordings = recordings if trainable else None
+    estimator = _fit(estimator, trainable, features[train], y[train], None if groups is None else groups[train],
+                     None if recordings is None else recordings[train])
     if trainable and estimator.failed_:
         return estimator, dict.fromkeys(metrics, float("nan")), None, None
-    y_pred, proba = _predict(estimator, features[test], classes)
+    y_pred, proba = _predict(estimator, features[test], classes, None if recordings is None else recordings[test])
     return estimator, {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}, y_pred, proba
 
 
@@ -563,7 +568,7 @@ def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
     try:
         estimator, scores, y_pred, proba = _fit_and_score(
             task.estimator, task.trainable, shared.features[task.model_name], y, shared.groups, task.train, task.test,
-            task.classes, task.metrics)
+            task.classes, task.metrics, shared.recordings)
     except NeuroFMError:
         raise
     except Exception as exc:
@@ -597,21 +602,22 @@ def _run_permutation(task: _PermutationTask, shared: _Shared) -> dict[str, float
     fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
     for train, test in task.splits:
         _, scores, _, _ = _fit_and_score(clone(task.estimator), task.trainable, features, task.y, shared.groups,
-                                         train, test, task.classes, task.metrics)
+                                         train, test, task.classes, task.metrics, shared.recordings)
         for metric, value in scores.items():
             fold_scores[metric].append(value)
     return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
 
 
-def _predict(estimator, X, classes):
-    y_pred = estimator.predict(X)
+def _predict(estimator, X, classes, recordings=None):
+    given = {} if recordings is None else {"recordings": recordings}  # only trainable models take them
+    y_pred = estimator.predict(X, **given)
     if classes is None:
         return y_pred, None
     proba = None
     est_classes = getattr(estimator, "classes_", None)
     if hasattr(estimator, "predict_proba"):
         try:
-            proba_raw = estimator.predict_proba(X)
+            proba_raw = estimator.predict_proba(X, **given)
         except (AttributeError, NotImplementedError):
             proba_raw = None
     else:

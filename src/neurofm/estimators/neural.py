@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..adapt import plan_adaptation
+from ..adapt import plan_adaptation, recording_statistics
 from ..adapters import (
     PEFT_MODES,
     apply_adapters,
@@ -276,18 +276,28 @@ class NeuralFineTuner(BaseEstimator):
 
     # -- fit -------------------------------------------------------------------------------
 
-    def fit(self, X, y, groups=None):
-        """Train on windows ``X`` (n, channels, times) and targets ``y``."""
+    def fit(self, X, y, groups=None, recordings=None):
+        """Train on windows ``X`` (n, channels, times) and targets ``y``.
+
+        ``groups`` keep the validation split by group; ``recordings`` (one id
+        per window) let a model pretrained with recording-level normalisation
+        (REVE) normalise each window with its recording's statistics, taken
+        over the windows given here (and, in :meth:`predict`, over the windows
+        predicted), so no statistic crosses from test to training.
+        """
         import torch
 
         cfg = self._config()
         X = np.asarray(X)
         y = np.asarray(y)
         self.check_input(X.shape, y)
+        if recordings is not None and len(recordings) != len(X):
+            raise DataValidationError(f"recordings holds {len(recordings)} ids for {len(X)} windows; give one "
+                                      "recording id per window.")
         spec = get_model_spec(cfg.model_key)
         info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
-        self.plan_ = plan_adaptation(spec, info, X.shape[-1], cfg.adaptation)
+        self.plan_ = plan_adaptation(spec, info, X.shape[-1], cfg.adaptation, recordings_known=recordings is not None)
         self.device_ = resolve_device(cfg.device.device)
         warn_slow_precision(self.device_, cfg.device.precision)
         n_outputs = self._check_outputs(cfg, y)
@@ -298,7 +308,7 @@ class NeuralFineTuner(BaseEstimator):
         else:
             y_index, class_weights = y.astype(np.float32), None
         train_idx, val_idx = self._validation_split(y_index, groups, cfg)
-        adapted = self._adapt(X)
+        adapted = self._adapt(X, recordings)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
@@ -388,27 +398,38 @@ class NeuralFineTuner(BaseEstimator):
             train, val = next(ShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state).split(idx))
         return np.sort(train), np.sort(val)
 
-    def _adapt(self, X: np.ndarray) -> np.ndarray:
+    def _adapt(self, X: np.ndarray, recordings=None) -> np.ndarray:
+        statistics = None
+        if self.plan_.recording_statistics:
+            if recordings is None:
+                raise ConfigError(f"{self._config().model_key!r} was trained with each recording's normalisation "
+                                  "statistics; give the windows' recordings here too (recordings=...).")
+            by_recording = recording_statistics(self.plan_, X, recordings)
+            statistics = np.stack([by_recording[r] for r in recordings])
         batch = 256
-        return np.concatenate([self.plan_.apply(X[i : i + batch]) for i in range(0, len(X), batch)])
+        return np.concatenate([self.plan_.apply(X[i : i + batch], None if statistics is None else statistics[i : i + batch])
+                               for i in range(0, len(X), batch)])
 
     # -- predict ---------------------------------------------------------------------------
 
-    def _outputs(self, X) -> np.ndarray:
+    def _outputs(self, X, recordings=None) -> np.ndarray:
         check_is_fitted(self, "net_")
         cfg = self._config()
-        return predict_network(self.net_, self._adapt(np.asarray(X)), cfg.trainer.batch_size, self.device_, cfg.device.precision)
+        return predict_network(self.net_, self._adapt(np.asarray(X), recordings), cfg.trainer.batch_size, self.device_,
+                               cfg.device.precision)
 
-    def predict(self, X):
-        out = self._outputs(X)
+    def predict(self, X, recordings=None):
+        """Predictions for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
+        out = self._outputs(X, recordings)
         if self.task == "classification":
             return self.classes_[out.argmax(axis=1)]
         return out[:, 0]
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, recordings=None):
+        """Class probabilities for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
         if self.task != "classification":
             raise AttributeError("predict_proba is only available for classification.")
-        out = self._outputs(X)
+        out = self._outputs(X, recordings)
         z = out - out.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -450,6 +471,7 @@ class NeuralFineTuner(BaseEstimator):
             "signal": {"sfreq": self.sfreq, "ch_names": list(self.ch_names or []), "units": self.units,
                        "sensor_positions": self.sensor_positions},
             "n_times_in": int(self.plan_.n_times_in),
+            "recording_statistics": bool(self.plan_.recording_statistics),
             "task": self.task,
             "classes": self.classes_.tolist() if self.task == "classification" else None,
             "random_state": self.random_state,
@@ -493,7 +515,8 @@ class NeuralFineTuner(BaseEstimator):
         spec = get_model_spec(cfg.model_key)
         info = prepare_inputs(np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32), sfreq=est.sfreq,
                               ch_names=est.ch_names, units=est.units, positions=est.sensor_positions).info
-        est.plan_ = plan_adaptation(spec, info, meta["n_times_in"], cfg.adaptation)
+        est.plan_ = plan_adaptation(spec, info, meta["n_times_in"], cfg.adaptation,
+                                    recordings_known=meta.get("recording_statistics", False))
         est.device_ = resolve_device(cfg.device.device)
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
         n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
@@ -563,11 +586,16 @@ class NeuralFineTuner(BaseEstimator):
 
     def get_artifact_metadata(self) -> dict[str, Any]:
         """All of the above, keyed by artifact type."""
+        adaptation: dict[str, str] = {}
+        for step in self.plan_.steps:  # what the backbone received, as for a frozen one (a step may repeat)
+            held = adaptation.get(step["step"])
+            adaptation[step["step"]] = step["detail"] if held is None else f"{held}; {step['detail']}"
         return {
             "training_history": self.get_training_history(),
             "checkpoints": self.get_checkpoint_manifest(),
             "model_card": self.get_model_card_info(),
             "failure_diagnostics": self.get_failure_diagnostics(),
+            "input_adaptation": adaptation,
         }
 
 

@@ -742,9 +742,10 @@ _SPECS = [
         sources={
             "sfreq": "braindecode signal_jepa.py docstring; huggingface.co/braindecode/signal-jepa (128 Hz)",
             "units": "braindecode signal_jepa.py docstring (volts x 1e6: microvolts)",
-            "reference": "unconfirmed: average reference before resampling per issue 20's audit of the S-JEPA "
-                         "preprocessing scripts (not readable here)",
-            "passband": "braindecode signal_jepa.py docstring (0.5-40 Hz)",
+            "reference": "the S-JEPA code's scripts/preprocess_moabb_dataset.py, read in its public copy "
+                         "labhamlet/wavjepa (set_eeg_reference('average'), then resample to 128 Hz, then filter)",
+            "passband": "braindecode signal_jepa.py docstring (0.5-40 Hz); labhamlet/wavjepa "
+                        "scripts/preprocess_moabb_dataset.py (l_freq 0.5, h_freq 40)",
             "channels": "braindecode signal_jepa.py (the 62 channels of MOABB Lee2019_SSVEP, checkpoint order)",
             "normalization": "braindecode signal_jepa.py docstring (microvolts, no normalisation)",
         },
