@@ -74,7 +74,7 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
     """
     import torch
 
-    net.eval()
+    net.to(device).eval()  # the batches go to device: so must the net (a reloaded one starts on the CPU)
     out = []
     # torch picks its fused attention kernels by the parameters' requires_grad flags even
     # without autograd; predicting with all flags off makes the outputs independent of

@@ -490,7 +490,7 @@ class NeuralFineTuner(BaseEstimator):
         return {f"merged.{k}": v for k, v in net.state_dict().items()}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, tag: str = "best") -> NeuralFineTuner:
+    def from_checkpoint(cls, path: str | Path, tag: str = "best", device: str | None = None) -> NeuralFineTuner:
         """Rebuild a trained decoder from a checkpoint directory written by ``fit``.
 
         Parameters
@@ -499,6 +499,16 @@ class NeuralFineTuner(BaseEstimator):
             The checkpoint directory (see ``get_checkpoint_manifest()["directory"]``).
         tag : str
             ``"best"``, ``"last"`` or ``"epoch-NNN"``.
+        device : str | None
+            Where the rebuilt model lives and predicts (``"cpu"``, ``"cuda"``,
+            ``"auto"``). ``None``: the device of the training config, resolved
+            on this machine; give ``"cpu"`` to reload a model trained with
+            ``device="cuda"`` where there is no GPU.
+
+        Raises
+        ------
+        ConfigError
+            When the device is not available here.
         """
         import torch
         from safetensors.torch import load_file
@@ -517,7 +527,11 @@ class NeuralFineTuner(BaseEstimator):
                               ch_names=est.ch_names, units=est.units, positions=est.sensor_positions).info
         est.plan_ = plan_adaptation(spec, info, meta["n_times_in"], cfg.adaptation,
                                     recordings_known=meta.get("recording_statistics", False))
-        est.device_ = resolve_device(cfg.device.device)
+        try:
+            est.device_ = resolve_device(cfg.device.device if device is None else device)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} The checkpoint {folder} was trained with device={cfg.device.device!r}; "
+                              "reload it with NeuralFineTuner.from_checkpoint(..., device='cpu').") from None
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
         n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
         state = load_file(str(folder / f"{tag}.safetensors"))
@@ -542,7 +556,7 @@ class NeuralFineTuner(BaseEstimator):
                 f"Checkpoint {folder} does not fit the rebuilt model: missing {result.missing_keys[:5]}, "
                 f"unexpected {result.unexpected_keys[:5]}."
             )
-        est.net_.eval()
+        est.net_.to(est.device_).eval()
         est.history_ = meta["history"]
         return est
 

@@ -1,0 +1,73 @@
+"""Models and batches on one device, proven without a GPU (issue 21).
+
+PyTorch's ``meta`` device exists on every machine: a tensor there has a shape
+but no data. Code that puts a model and its batches on the device it is given
+runs every operation on ``meta`` and fails only at the very end, when the
+output is copied back ("Cannot copy out of meta tensor"); code that leaves one
+of them on the CPU fails at the first operation mixing the two ("Tensor on
+device cpu is not on the expected device meta"). So these tests catch a model
+or a batch left behind, as a CUDA run would; what only a real GPU shows
+(kernels, precision, memory, speed) is left to ``tests/test_neural_gpu.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neurofm.configs import CheckpointConfig, NeuralFineTuneConfig, TrainerConfig
+from neurofm.estimators.neural import NeuralFineTuner
+from neurofm.exceptions import ConfigError
+from neurofm.models import get_model_spec
+from neurofm.simulate import STANDARD_1020_19
+
+_ALL_ON_META = "Cannot copy out of meta tensor"  # every operation ran on the device; only the copy back failed
+
+
+def _fitted(tmp_path, save="last"):
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((8, 19, 800)) * 20e-6).astype(np.float32)
+    y = np.tile([0, 1], 4)
+    config = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
+                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+                                  trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0,
+                                                        early_stopping_patience=None),
+                                  checkpoints=CheckpointConfig(save=save, monitor="train_loss",
+                                                               directory=str(tmp_path / "checkpoints")))
+    tuner = NeuralFineTuner(config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False,
+                            cache_dir=str(tmp_path / "cache"))
+    return tuner.fit(X, y), X
+
+
+def test_predicting_puts_the_net_where_its_batches_go(tmp_path):
+    from neurofm.training import predict_network
+
+    tuner, X = _fitted(tmp_path, save="none")
+    adapted = tuner._adapt(X)
+    assert all(p.device.type == "cpu" for p in tuner.net_.parameters())
+    with pytest.raises(NotImplementedError, match=_ALL_ON_META):
+        predict_network(tuner.net_, adapted, 4, "meta")
+    assert all(p.device.type == "meta" for p in tuner.net_.parameters())
+
+
+def test_a_checkpoint_reloads_on_the_device_asked_and_one_trained_on_cuda_reloads_on_the_cpu(tmp_path):
+    tuner, X = _fitted(tmp_path)
+    folder = tuner.get_checkpoint_manifest()["directory"]
+    on_meta = NeuralFineTuner.from_checkpoint(folder, "last", device="meta")
+    assert on_meta.device_ == "meta" and all(p.device.type == "meta" for p in on_meta.net_.parameters())
+    with pytest.raises(NotImplementedError, match=_ALL_ON_META):
+        on_meta.predict_proba(X)
+
+    meta_file = f"{folder}/config.json"
+    saved = json.loads(open(meta_file).read())
+    saved["config"]["device"]["device"] = "cuda"  # as a run on a GPU machine writes it
+    with open(meta_file, "w") as fh:
+        json.dump(saved, fh)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"trained with device='cuda'; reload it with .*device='cpu'"):
+            NeuralFineTuner.from_checkpoint(folder, "last")
+    on_cpu = NeuralFineTuner.from_checkpoint(folder, "last", device="cpu")
+    np.testing.assert_array_equal(on_cpu.predict_proba(X), tuner.predict_proba(X))
