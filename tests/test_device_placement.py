@@ -71,3 +71,27 @@ def test_a_checkpoint_reloads_on_the_device_asked_and_one_trained_on_cuda_reload
             NeuralFineTuner.from_checkpoint(folder, "last")
     on_cpu = NeuralFineTuner.from_checkpoint(folder, "last", device="cpu")
     np.testing.assert_array_equal(on_cpu.predict_proba(X), tuner.predict_proba(X))
+
+
+def test_fp16_overflow_steps_are_skipped_by_the_scaler_not_taken_for_divergence(tmp_path, monkeypatch):
+    """A CUDA fp16 run meets inf gradients whenever the loss scale is too high; GradScaler skips those steps and
+    lowers the scale by design. A CPU scaler starting at a scale that overflows plays that here."""
+    import neurofm.training
+
+    def overflowing_scaler(precision, device_name):
+        return torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-64)
+
+    monkeypatch.setattr(neurofm.training, "_grad_scaler", overflowing_scaler)
+    tuner, _ = _fitted(tmp_path, save="none")
+    diagnostics = tuner.get_failure_diagnostics()
+    assert diagnostics["overflow_steps"] == 1 and diagnostics["non_finite"] is None and not tuner.failed_
+    assert len(tuner.get_training_history()) == 1 and np.isfinite(tuner.get_training_history()[0]["train_loss"])
+
+    def always_overflowing(precision, device_name):  # a scale no backing-off cures: that is divergence
+        return torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=0.999)
+
+    monkeypatch.setattr(neurofm.training, "_grad_scaler", always_overflowing)
+    monkeypatch.setattr(neurofm.training, "MAX_OVERFLOWS_IN_A_ROW", 1)
+    with pytest.warns(RuntimeWarning, match="Non-finite gradient"):
+        diverged, _ = _fitted(tmp_path / "again", save="none")
+    assert diverged.get_failure_diagnostics()["non_finite"]["what"] == "gradient"

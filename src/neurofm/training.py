@@ -93,6 +93,17 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
     return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
+#: Consecutive fp16 overflow steps (each halving the loss scale) after which training counts as diverged.
+MAX_OVERFLOWS_IN_A_ROW = 32
+
+
+def _grad_scaler(precision: str, device_name: str):
+    """The loss scaler fp16 training needs on CUDA (``None`` elsewhere: bf16 and fp32 need none)."""
+    import torch
+
+    return torch.amp.GradScaler("cuda") if precision == "fp16" and device_name.startswith("cuda") else None
+
+
 def train_network(
     net,
     X_train: np.ndarray,
@@ -146,7 +157,8 @@ def train_network(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net.to(device_name)
-    outcome = TrainingOutcome(diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None})
+    outcome = TrainingOutcome(diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None,
+                                           "overflow_steps": 0})
     X_t = torch.from_numpy(X_train)
     y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
     if task == "classification":
@@ -171,7 +183,8 @@ def train_network(
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
     optimizer, scheduler = make_optimizer()
-    scaler = torch.amp.GradScaler("cuda") if device.precision == "fp16" and device_name.startswith("cuda") else None
+    scaler = _grad_scaler(device.precision, device_name)
+    overflows_in_a_row = 0
     mode = checkpoints.resolved_mode
     monitor = checkpoints.monitor
     best = None
@@ -208,11 +221,19 @@ def train_network(
                     scaler.unscale_(optimizer)
                 params = [p for p in net.parameters() if p.requires_grad and p.grad is not None]
                 norm = torch.nn.utils.clip_grad_norm_(params, trainer.grad_clip or float("inf"))
-                if not torch.isfinite(norm):
+                finite = bool(torch.isfinite(norm))
+                # With fp16 loss scaling an inf gradient is an overflow: the scaler skips the step and lowers its
+                # scale, by design. Only a run of them that no scale cures (or any without a scaler) is divergence.
+                if not finite and (scaler is None or overflows_in_a_row >= MAX_OVERFLOWS_IN_A_ROW):
                     outcome.diagnostics["non_finite"] = {"what": "gradient", "epoch": epoch, "step": global_step, "batch": micro}
                     failed = True
                     break
-                norms.append(float(norm))
+                if finite:
+                    norms.append(float(norm))
+                    overflows_in_a_row = 0
+                else:
+                    overflows_in_a_row += 1
+                    outcome.diagnostics["overflow_steps"] += 1
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
