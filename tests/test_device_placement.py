@@ -95,3 +95,50 @@ def test_fp16_overflow_steps_are_skipped_by_the_scaler_not_taken_for_divergence(
     with pytest.warns(RuntimeWarning, match="Non-finite gradient"):
         diverged, _ = _fitted(tmp_path / "again", save="none")
     assert diverged.get_failure_diagnostics()["non_finite"]["what"] == "gradient"
+
+
+def test_frozen_extraction_uses_the_gpu_when_there_is_one_and_keys_its_embeddings_apart(tmp_path, windows_19ch):
+    from neurofm.configs import FoundationEmbeddingModelConfig
+    from neurofm.estimators.frozen import FoundationEmbedder
+
+    assert FoundationEmbeddingModelConfig(model_key="cbramod").device == "auto"
+    assert FoundationEmbedder().device == "auto"
+
+    def make(device):
+        return FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                  device=device, cache_dir=str(tmp_path), verbose=False,
+                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+
+    cpu = make("cpu")
+    if not torch.cuda.is_available():
+        assert make("auto").device_ == "cpu" and make("auto").fingerprint_ == cpu.fingerprint_  # nothing changes here
+    other = make("meta")  # another device: its embeddings are never served for the CPU's, nor the reverse
+    assert other.fingerprint_ != cpu.fingerprint_ and other.manifest_["device"] == "meta"
+    assert "device" not in cpu.manifest_
+
+
+def test_non_finite_embeddings_are_never_cached(tmp_path, windows_19ch, monkeypatch, caplog):
+    import neurofm.estimators.frozen as frozen
+    from neurofm.estimators.frozen import FoundationEmbedder
+
+    embed = frozen.embed_windows
+
+    def overflowing(*args, **kwargs):  # what an fp16 overflow gives: one window's embedding is inf
+        out = embed(*args, **kwargs)
+        out[0] = np.inf
+        return out
+
+    def make():
+        return FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                  device="cpu", cache_dir=str(tmp_path), verbose=False,
+                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+
+    monkeypatch.setattr(frozen, "embed_windows", overflowing)
+    with caplog.at_level("WARNING", logger="neurofm"):
+        first = make().transform(windows_19ch)
+    assert np.isinf(first[0]).all() and "non-finite embeddings for 1 window(s)" in caplog.text
+    monkeypatch.setattr(frozen, "embed_windows", embed)
+    again = make()
+    second = again.transform(windows_19ch)
+    assert (again.cache_hits_, again.cache_misses_) == (2, 1) and np.isfinite(second).all()
+    np.testing.assert_array_equal(second[1:], first[1:])

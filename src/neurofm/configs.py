@@ -270,7 +270,10 @@ class FoundationEmbeddingModelConfig(BaseConfig):
         with neurofm's streams, measured), 64 on a GPU (raise it there for
         throughput). Not part of the cache key.
     device : str
-        ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... or ``"auto"`` (CUDA when present).
+        ``"auto"`` (default: CUDA when present, else the CPU, as for
+        fine-tuning), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... Embeddings made
+        on a GPU are keyed apart from the CPU's in the cache (they differ in
+        the last bits, more with TF32).
     precision : {"fp32", "bf16", "fp16"}
         Autocast precision of the forward pass. bf16 pays off on GPUs and on
         CPUs with AVX-512 BF16/AMX (CBraMod about 1.5x faster than fp32
@@ -294,7 +297,7 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     pooling: Literal["mean", "max", "flatten", "cls"] = "mean"
     cache_embeddings: bool = True
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
-    device: str = "cpu"
+    device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -24,6 +24,7 @@ from ..models.weights import (
 )
 from ..sharing import entry_key
 from ..sources import WindowSource, as_window_source
+from ..utils.logging import logger
 
 __all__ = ["FoundationEmbedder"]
 
@@ -45,6 +46,20 @@ def _library_versions(backend: str) -> dict[str, str | None]:
         except md.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _device_key(device: str) -> dict[str, Any]:
+    """What the device adds to the cache key: nothing on the CPU (its keys stay as they were), else its type and,
+    on CUDA, whether fp32 matrix products may run in TF32 (they then differ well beyond the last bits)."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cpu":
+        return {}
+    key: dict[str, Any] = {"device": kind}
+    if kind == "cuda":
+        key["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
+    return key
 
 
 class FoundationEmbedder(TransformerMixin, BaseEstimator):
@@ -92,7 +107,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         Windows per forward pass; ``"auto"``: 32 on the CPU (fastest there,
         measured), 64 on a GPU (raise it there for throughput).
     device : str
-        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        ``"auto"`` (CUDA when present, else the CPU), ``"cpu"`` or ``"cuda"``.
     precision : {"fp32", "bf16", "fp16"}
         Autocast precision of the forward pass.
     model_kwargs : dict | None
@@ -141,7 +156,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         shared_folders: bool = False,
         shared_key_file: str | None = None,
         batch_size: int | str = "auto",
-        device: str = "cpu",
+        device: str = "auto",
         precision: str = "fp32",
         model_kwargs: dict | None = None,
         trust_remote_code: bool = False,
@@ -285,6 +300,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             "weights": weights,
             "pooling": self.pooling,
             **({"cls_token": spec.cls_token} if self.pooling == "cls" else {}),
+            **_device_key(self.device_),
             "precision": self.precision,
             "adaptation": self.plan_.describe(),
             "extraction_version": EXTRACTION_VERSION,
@@ -427,8 +443,12 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             if embeddings is None:
                 embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
             embeddings[missing] = computed
+            finite = np.isfinite(computed).all(axis=1)
+            if not finite.all():  # an overflow (fp16) must not be served from the cache for good
+                logger.warning("%s gave non-finite embeddings for %d window(s) (precision=%r); they are returned but "
+                               "not cached.", self.model_key, int((~finite).sum()), self.precision)
             if cache is not None:
-                cache.store(keys[missing], computed)
+                cache.store(keys[missing][finite], computed[finite])
         return embeddings, n_missing
 
     def __getstate__(self):
