@@ -572,3 +572,23 @@ def test_a_run_whose_checkpoints_others_could_write_is_not_resumed(tmp_path, cor
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
     os.chmod(run / "checkpoints", stat.S_IRWXU)
     assert pretrain(stage_config(tmp_path, corpus_dir)).resumed_from == 6
+
+
+def test_the_nearest_code_is_found_in_float32_under_autocast():
+    """bf16 autocast rounds the similarities of a matrix product; the nearest code of some vectors then changes."""
+    from neurofm.pretrain.quantizer import NormEMAQuantizer
+
+    torch.manual_seed(0)
+    quantizer = NormEMAQuantizer(512, 32, kmeans_init=False).eval()
+    z = torch.randn(4000, 32)
+    exact = quantizer.lookup(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(quantizer.lookup(z), exact)
+        assert torch.equal(quantizer(z).indices, exact)
+    trained = NormEMAQuantizer(64, 32, kmeans_init=True).train()
+    reference = NormEMAQuantizer(64, 32, kmeans_init=True).train()
+    reference.load_state_dict(trained.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained(z)
+    reference(z)
+    assert torch.equal(trained.codebook, reference.codebook)  # k-means and the EMA update alike

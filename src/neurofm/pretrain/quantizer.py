@@ -59,6 +59,12 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` in float32 even under autocast: in bf16 the nearest code of about 2 % of the vectors changes."""
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return a.float() @ b.float().T
+
+
 class NormEMAQuantizer(nn.Module):
     """Nearest-code quantisation of L2-normalised vectors, EMA codebook updates.
 
@@ -113,7 +119,7 @@ class NormEMAQuantizer(nn.Module):
         pick = torch.randperm(n, generator=generator) if n >= self.n_codes else torch.randint(n, (self.n_codes,), generator=generator)
         centers = z[pick[: self.n_codes].to(z.device)].clone()
         for _ in range(self.kmeans_iters):
-            assign = (z @ centers.T).argmax(dim=-1)
+            assign = _cosine(z, centers).argmax(dim=-1)
             sums = torch.zeros_like(centers).index_add_(0, assign, z)
             counts = torch.bincount(assign, minlength=self.n_codes)
             centers = torch.where(counts[:, None] > 0, F.normalize(sums, dim=-1), centers)
@@ -148,7 +154,7 @@ class NormEMAQuantizer(nn.Module):
     def lookup(self, z: torch.Tensor) -> torch.Tensor:
         """Indices of the nearest codes of (unnormalised) vectors ``z`` of shape ``(..., dim)``."""
         flat = F.normalize(z.reshape(-1, self.dim).float(), dim=-1)
-        return (flat @ self.codebook.T).argmax(dim=-1).reshape(z.shape[:-1])
+        return _cosine(flat, self.codebook).argmax(dim=-1).reshape(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """Quantise ``z`` of shape ``(..., dim)``; in training mode also update the codebook."""
@@ -156,7 +162,7 @@ class NormEMAQuantizer(nn.Module):
         flat = F.normalize(z.reshape(-1, self.dim).float(), dim=-1)
         if self.training and not bool(self.initialized):
             self._kmeans(flat.detach())
-        indices = (flat.detach() @ self.codebook.T).argmax(dim=-1)
+        indices = _cosine(flat.detach(), self.codebook).argmax(dim=-1)
         quantized = self.codebook[indices]
         dead, restarted = int((self.steps_unused >= self.dead_after).sum()), 0
         if self.training:
