@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .data import UNIT_TO_SI, SignalInfo, si_base
-from .exceptions import AdaptationError
+from .exceptions import AdaptationError, DataValidationError
 from .montage import (canonical_name, head_to_template, interpolation_matrix, match_channels, standard_positions,
                       template_to_head)
 
@@ -247,6 +247,14 @@ _NORMALIZATION_DESCRIPTIONS = {
 }
 
 
+def describe_normalization(how: str, by_recording: bool = False) -> str | None:
+    """In words, the normalisation ``how`` (``None`` for none), with each recording's statistics if ``by_recording``."""
+    text = _NORMALIZATION_DESCRIPTIONS[how]
+    if by_recording and text is not None:
+        text = text.replace("over each window", "with each recording's mean and standard deviation")
+    return text
+
+
 def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
                     options: AdaptationConfig | dict | None = None, *, recordings_known: bool = False) -> AdaptationPlan:
     """Plan how windows described by ``info`` reach the backbone of ``spec``.
@@ -313,12 +321,12 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
 
     by_recording = False
     if spec.normalization != "none":
-        detail = _NORMALIZATION_DESCRIPTIONS[spec.normalization]
+        by_recording = (spec.normalization_statistics == "recording" and recordings_known
+                        and options.normalization_statistics == "pretraining")
+        detail = describe_normalization(spec.normalization, by_recording)
         if spec.normalization_statistics == "recording":
-            by_recording = recordings_known and options.normalization_statistics == "pretraining"
             if by_recording:
-                detail = detail.replace("over each window", "with each recording's mean and standard deviation (over "
-                                        "all its windows, after resampling)") + ", as in pretraining"
+                detail += ", as in pretraining (each recording's statistics over all its windows, after resampling)"
             elif options.normalization_statistics == "window":
                 detail += " (normalization_statistics='window'; pretraining used each recording's statistics)"
             else:
@@ -408,6 +416,36 @@ def recording_statistics(plan: AdaptationPlan, source: Any, recordings: Any) -> 
             total = count + n
             totals[recording] = [total, held_mean + delta * n / total, held_m2 + m2 + delta**2 * count * n / total]
     return {recording: np.stack([mean, np.sqrt(m2 / count)]) for recording, (count, mean, m2) in totals.items()}
+
+
+def check_recordings(recordings: Any, n_windows: int) -> None:
+    """Refuse recording ids that are not one per window.
+
+    Raises
+    ------
+    DataValidationError
+        When ``recordings`` is given with another length than the windows.
+    """
+    if recordings is not None and len(recordings) != n_windows:
+        raise DataValidationError(f"recordings holds {len(recordings)} ids for {n_windows} windows; give one "
+                                  "recording id per window.")
+
+
+def window_statistics(by_recording: dict[Any, np.ndarray], recordings: Any) -> np.ndarray:
+    """Each window's recording's statistics, ``(n_windows, 2, n_channels)``, from :func:`recording_statistics`.
+
+    Raises
+    ------
+    ConfigError
+        When a window's recording has no statistics (it was not among the windows they were taken from).
+    """
+    from .exceptions import ConfigError
+
+    unseen = sorted({str(r) for r in recordings if r not in by_recording})
+    if unseen:
+        raise ConfigError(f"recordings {unseen[:5]} were not among the windows fit saw, so their statistics are "
+                          "unknown; fit on windows of every recording first.")
+    return np.stack([by_recording[r] for r in recordings])
 
 
 def _untrained(spec: ModelSpec, options: AdaptationConfig, steps: list) -> frozenset[str]:

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import StorageError
-from .sharing import EntryKey, check_trusted_folder, make_folders
+from .sharing import EntryKey, check_trusted_folder, make_folders, share_with_group
 from .utils.files import NO_ROOM_ERRNOS, atomic_write
 from .utils.logging import logger
 
@@ -61,8 +61,6 @@ _KEY_BYTES = 16
 _CHECKSUM_BYTES = 8
 _CORRUPT_PREFIX = "corrupt-"
 _KEYED_PACK = re.compile(r"pack-(?P<key_id>[0-9a-f]{16})-[0-9a-f]{32}\.npz")
-# Readable by the group of a shared cache, whose members may hold its key; the folder's mode decides who that is.
-_SHARED_PACK_MODE = 0o640
 # The members of a pack and what each must be; n (entries) is shared, the embedding width is free.
 _MEMBERS = {"keys": np.dtype(f"S{2 * _KEY_BYTES}"), "embeddings": np.dtype(np.float32),
             "checksums": np.dtype(f"S{2 * _CHECKSUM_BYTES}")}
@@ -356,8 +354,7 @@ class EmbeddingCache:
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
                 np.savez(fh, **packed)
-            if self.key is not None:
-                os.chmod(tmp, _SHARED_PACK_MODE)
+            share_with_group(tmp, self.key)
 
         name = f"pack-{uuid.uuid4().hex}.npz" if self.key is None else f"pack-{self.key.key_id}-{uuid.uuid4().hex}.npz"
         try:

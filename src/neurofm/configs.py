@@ -229,7 +229,7 @@ class AdaptationConfig(BaseConfig):
     untrained_channels : {"pretraining", "feed"}
         Input slots whose weights never saw signal in pretraining.
         ``pretraining``: leave them as pretraining did (EEGPT: AF7, AF8, PO5
-        and PO6 are not fed; BENDR: its T7, T8, P7 and P8 slots are zero).
+        and PO6 are not fed; BENDR: its T7 and T8 slots are zero).
         ``feed``: give them the recorded signal anyway.
     normalization_statistics : {"pretraining", "window"}
         ``pretraining``: normalise with the statistics pretraining used (REVE:
@@ -771,9 +771,9 @@ class ExperimentConfig(BaseConfig):
     def _consistent(self) -> ExperimentConfig:
         if not self.models:
             raise ValueError("models is empty; name at least one model, e.g. {'lr': ClassicalModelConfig(...)}.")
-        if self.shared_key_file is not None and not self.shared_folders:
-            raise ValueError("shared_key_file is given but shared_folders is false; set shared_folders: true to "
-                             "authenticate entries with that key, or remove shared_key_file.")
+        from .sharing import check_key_file_declared
+
+        check_key_file_declared(self.shared_folders, self.shared_key_file)
         allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
         for metric in self.metrics or []:
             if metric not in allowed:

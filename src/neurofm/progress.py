@@ -36,7 +36,7 @@ import numpy as np
 
 from .cache import stable_hash
 from .exceptions import ConfigError
-from .sharing import EntryKey, check_trusted_folder, make_folders
+from .sharing import EntryKey, check_trusted_folder, make_folders, share_with_group
 from .sources import as_window_source
 from .utils.files import TMP_MARK, atomic_write, jsonable
 from .utils.logging import logger
@@ -75,10 +75,6 @@ def _checksum(payload_text: str, key: EntryKey | None) -> str:
     return hashlib.blake2b(payload_text.encode(), digest_size=16).hexdigest()
 
 
-# Readable by the group of a shared output folder, whose members may hold its key.
-_SHARED_RECORD_MODE = 0o640
-
-
 def write_record(path: str | Path, payload: Any, key: EntryKey | None = None) -> None:
     """Write ``payload`` (JSON-ready) with its checksum, atomically: the file is whole or absent.
 
@@ -91,8 +87,7 @@ def write_record(path: str | Path, payload: Any, key: EntryKey | None = None) ->
 
     def write(tmp: Path) -> None:
         tmp.write_text(json.dumps(record))
-        if key is not None:
-            os.chmod(tmp, _SHARED_RECORD_MODE)
+        share_with_group(tmp, key)
 
     make_folders(Path(path).parent, key)
     atomic_write(path, write)

@@ -29,9 +29,13 @@ from pathlib import Path
 
 from .exceptions import ConfigError
 
-__all__ = ["EntryKey", "SharedFolderError", "check_trusted_folder", "default_key_file", "entry_key", "make_folders"]
+__all__ = ["EntryKey", "SharedFolderError", "check_key_file_declared", "check_trusted_folder", "default_key_file",
+           "entry_key", "make_folders", "share_with_group"]
 
 _KEY_FILE_NAME = "shared-folders.key"
+# Entries of a shared folder are readable by its group, whose members may hold its key; the folder's mode decides
+# who that group reaches.
+_SHARED_ENTRY_MODE = 0o640
 _MIN_KEY_CHARS = 16  # a key file holds at least this many characters of secret
 
 
@@ -92,10 +96,8 @@ def entry_key(shared_folders: bool, shared_key_file: str | os.PathLike | None = 
     ConfigError
         When a key file is given without ``shared_folders``.
     """
+    check_key_file_declared(shared_folders, shared_key_file)
     if not shared_folders:
-        if shared_key_file is not None:
-            raise ConfigError("shared_key_file is given but shared_folders is false; set shared_folders: true to "
-                              "authenticate entries with that key, or remove shared_key_file.")
         return None
     if shared_key_file is None:
         path = default_key_file()
@@ -104,6 +106,25 @@ def entry_key(shared_folders: bool, shared_key_file: str | os.PathLike | None = 
     else:
         path = Path(shared_key_file).expanduser()
     return _read_key_file(path)
+
+
+def check_key_file_declared(shared_folders: bool, shared_key_file: str | os.PathLike | None) -> None:
+    """Refuse a key file for folders that are not declared shared (it would authenticate nothing).
+
+    Raises
+    ------
+    ConfigError
+        When ``shared_key_file`` is given and ``shared_folders`` is false.
+    """
+    if shared_key_file is not None and not shared_folders:
+        raise ConfigError("shared_key_file is given but shared_folders is false; set shared_folders: true to "
+                          "authenticate entries with that key, or remove shared_key_file.")
+
+
+def share_with_group(path: str | Path, key: EntryKey | None) -> None:
+    """Make a new entry readable by the group of a shared folder (``key`` given); a private one stays 0600."""
+    if key is not None:
+        os.chmod(path, _SHARED_ENTRY_MODE)
 
 
 def _make_key_file(path: Path) -> None:

@@ -9,11 +9,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..adapt import plan_adaptation, recording_statistics
+from ..adapt import check_recordings, plan_adaptation, recording_statistics, window_statistics
 from ..cache import EmbeddingCache, hash_windows, stable_hash
 from ..data import SignalInfo, prepare_inputs
 from ..embed import embed_windows, resolve_batch_size, resolve_device, warn_slow_precision
-from ..exceptions import ConfigError, DataValidationError
+from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import (
     WeightsSource,
@@ -280,9 +280,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         source = as_window_source(X)
         spec = get_model_spec(self.model_key)
         info = self._signal_info(source)
-        if recordings is not None and len(recordings) != len(source):
-            raise DataValidationError(f"recordings holds {len(recordings)} ids for {len(source)} windows; give one "
-                                      "recording id per window.")
+        check_recordings(recordings, len(source))
         self.plan_ = plan_adaptation(spec, info, source.shape[-1], self.adaptation,
                                      recordings_known=recordings is not None)
         self.recording_statistics_ = (recording_statistics(self.plan_, source, recordings)
@@ -366,11 +364,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if recordings is None:
             raise ConfigError(f"{self.model_key!r} was fitted with each recording's normalisation statistics; give "
                               "transform the windows' recordings too (recordings=...).")
-        unseen = sorted({str(r) for r in recordings if r not in self.recording_statistics_})
-        if unseen:
-            raise ConfigError(f"recordings {unseen[:5]} were not among the windows fit saw, so their statistics are "
-                              "unknown; fit on windows of every recording first.")
-        return np.stack([self.recording_statistics_[r] for r in recordings]) if len(recordings) else None
+        return window_statistics(self.recording_statistics_, recordings) if len(recordings) else None
 
     def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0,
                           n_skipped: int = 0) -> None:

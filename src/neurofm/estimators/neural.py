@@ -21,7 +21,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..adapt import plan_adaptation, recording_statistics
+from ..adapt import check_recordings, plan_adaptation, recording_statistics, window_statistics
 from ..adapters import (
     PEFT_MODES,
     apply_adapters,
@@ -291,9 +291,7 @@ class NeuralFineTuner(BaseEstimator):
         X = np.asarray(X)
         y = np.asarray(y)
         self.check_input(X.shape, y)
-        if recordings is not None and len(recordings) != len(X):
-            raise DataValidationError(f"recordings holds {len(recordings)} ids for {len(X)} windows; give one "
-                                      "recording id per window.")
+        check_recordings(recordings, len(X))
         spec = get_model_spec(cfg.model_key)
         info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
@@ -404,8 +402,7 @@ class NeuralFineTuner(BaseEstimator):
             if recordings is None:
                 raise ConfigError(f"{self._config().model_key!r} was trained with each recording's normalisation "
                                   "statistics; give the windows' recordings here too (recordings=...).")
-            by_recording = recording_statistics(self.plan_, X, recordings)
-            statistics = np.stack([by_recording[r] for r in recordings])
+            statistics = window_statistics(recording_statistics(self.plan_, X, recordings), recordings)
         batch = 256
         return np.concatenate([self.plan_.apply(X[i : i + batch], None if statistics is None else statistics[i : i + batch])
                                for i in range(0, len(X), batch)])

@@ -85,7 +85,7 @@ def model_conventions(key: str) -> pd.DataFrame:
     (the authors' code, model card or paper; "unconfirmed: ..." where no
     primary source confirms it). ``neurofm models --details KEY`` prints it.
     """
-    from ..adapt import _NORMALIZATION_DESCRIPTIONS
+    from ..adapt import describe_normalization
 
     spec = get_model_spec(key)
     rows = [
@@ -105,12 +105,11 @@ def model_conventions(key: str) -> pd.DataFrame:
                      "not fed" if never_fed else "fed zeros", "adaptation.untrained_channels: feed"))
     if spec.patch_size is not None:
         rows.append(("patching", f"patches of {spec.patch_size} samples", "windows cropped or padded to a multiple", ""))
-    normalization = _NORMALIZATION_DESCRIPTIONS[spec.normalization] or "none"
+    normalization = describe_normalization(spec.normalization) or "none"
     if spec.normalization_statistics == "recording":
-        rows.append(("normalization", normalization.replace("over each window", "with each recording's mean and std"),
-                     normalization.replace("over each window", "with each recording's mean and std when the windows' "
-                                           "recordings are known, else each window's"),
-                     "adaptation.normalization_statistics: window"))
+        by_recording = describe_normalization(spec.normalization, by_recording=True)
+        rows.append(("normalization", by_recording, f"{by_recording} when the windows' recordings are known, else "
+                     "each window's", "adaptation.normalization_statistics: window"))
     else:
         rows.append(("normalization", normalization, normalization, ""))
     if spec.needs_positions:

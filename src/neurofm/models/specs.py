@@ -708,7 +708,7 @@ _SPECS = [
             "channels": "braindecode reve.py RevePositionBank (any channel with a position)",
             "patching": "elouayas/reve_eeg src/configs/encoder/base.yaml (patch_size 200, patch_overlap 20)",
             "normalization": "elouayas/reve_eeg src/utils/data_loading.py (mean/std per recording session and channel, "
-                             "clip 15); neurofm uses each window's, see notes",
+                             "clip 15)",
             "positions": "elouayas/reve_eeg hf/reve-positions/positions.json (MNE standard_1005 in its native MNI "
                          "frame, metres)",
         },

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import StorageError
+from ..exceptions import ConfigError, StorageError
+from ..sharing import EntryKey, make_folders
 
 __all__ = ["MARKER_NAME", "NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "claim_folder", "jsonable", "resolve_path"]
 
@@ -73,7 +74,7 @@ def jsonable(value: Any) -> Any:
 MARKER_NAME = ".neurofm"
 
 
-def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: Any = None) -> Path:
+def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: EntryKey | None = None) -> Path:
     """``folder`` as neurofm's own: made with a marker if new or empty, refused if it holds others' files.
 
     A config names its output and cache folders, and a config may come from
@@ -103,8 +104,6 @@ def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: 
     ConfigError
         When the folder holds anything else and no marker, or is not a folder.
     """
-    from ..exceptions import ConfigError
-
     folder = Path(folder).expanduser()
     marker = folder / MARKER_NAME
     try:
@@ -129,8 +128,6 @@ def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: 
                 f"it at your home or a project folder. Use a new or empty folder (e.g. {folder / 'neurofm'}); if "
                 f"neurofm did make this one, mark it: touch {marker}"
             )
-    from ..sharing import make_folders
-
     make_folders(folder, key)
     if info is None:  # (also when a folder of neurofm's names only is taken over)
         from .. import __version__
