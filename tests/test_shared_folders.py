@@ -273,3 +273,34 @@ def test_an_embedder_reads_a_shared_cache_only_when_told_it_is_shared(tmp_path, 
     np.testing.assert_array_equal(second.transform(windows_19ch), E1)
     assert (second.cache_hits_, second.cache_misses_) == (3, 0)
     assert make(shared_folders=True).get_params()["shared_key_file"] is None
+
+
+def test_a_shared_digest_memo_is_readable_by_the_group_and_one_this_user_cannot_read_is_recomputed(tmp_path,
+                                                                                                    monkeypatch):
+    import hashlib
+    import time
+    from pathlib import Path
+
+    from neurofm.models.weights import _file_digest
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights shared by a lab")
+    old = time.time() - 60
+    os.utime(weights, (old, old))
+    memo_dir = tmp_path / "cache" / "weight-digests"
+    key = entry_key(True)
+    true_digest = hashlib.blake2b(weights.read_bytes(), digest_size=16).hexdigest()
+    assert _file_digest(weights, memo_dir, key) == true_digest
+    [memo] = memo_dir.iterdir()
+    assert stat.S_IMODE(memo.stat().st_mode) == 0o640  # the group's other key holders may read it
+    # A memo written by another member with a private mode: reading it fails for permissions (simulated, as root
+    # reads anything): the file is hashed instead of the run stopping.
+    read_text = Path.read_text
+
+    def refused(self, *args, **kwargs):
+        if self.parent == memo_dir:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    assert _file_digest(weights, memo_dir, key) == true_digest

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import WeightsError
-from ..sharing import EntryKey, check_trusted_folder, make_folders
+from ..sharing import EntryKey, check_trusted_folder, make_folders, share_with_group
 from ..utils.files import atomic_write
 from ..utils.logging import logger
 
@@ -141,10 +141,12 @@ def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None)
         tag = f"{path.resolve()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
         name = hashlib.blake2b(tag.encode(), digest_size=16).hexdigest()
         memo = memo_dir / (f"{name}.txt" if key is None else f"{name}-{key.key_id}.txt")
-        if memo.is_file():
+        try:
             value, _, mac = memo.read_text().strip().partition(" ")
-            if key is None or mac == key.sign(b"neurofm-memo", tag.encode(), value.encode()):
-                return value
+        except OSError:  # none yet, or one this user may not read (another's, in a shared cache): hash the file
+            value = None
+        if value is not None and (key is None or mac == key.sign(b"neurofm-memo", tag.encode(), value.encode())):
+            return value
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 24), b""):
@@ -152,8 +154,12 @@ def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None)
     value = digest.hexdigest()  # the digest _bytes_and_digest gives the same bytes
     if memo is not None:
         text = value if key is None else f"{value} {key.sign(b'neurofm-memo', tag.encode(), value.encode())}"
+        def write(tmp: Path) -> None:
+            tmp.write_text(text)
+            share_with_group(tmp, key)
+
         make_folders(memo_dir, key)
-        atomic_write(memo, lambda tmp: tmp.write_text(text))
+        atomic_write(memo, write)
     return value
 
 
