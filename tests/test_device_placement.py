@@ -25,6 +25,43 @@ from neurofm.models import get_model_spec
 from neurofm.simulate import STANDARD_1020_19
 
 _ALL_ON_META = "Cannot copy out of meta tensor"  # every operation ran on the device; only the copy back failed
+_LEFT_BEHIND = "is not on the expected device meta"  # what a tensor left on the CPU meets (never expected here)
+
+
+@pytest.fixture()
+def meta_scalars_read_as_one():
+    """Let the training loop read scalars of meta tensors (each reads as 1, True for booleans).
+
+    A meta tensor has no value, so the loop's checks (is the loss finite, the
+    gradient norm) would stop it at the first step. With every such read
+    answered, whole epochs run on the meta device: every forward, backward,
+    clipping and optimiser step, so a tensor anywhere on the CPU fails them.
+    """
+    library = torch.library.Library("aten", "IMPL")
+    library.impl("_local_scalar_dense", lambda t: True if t.dtype == torch.bool else 1, "Meta",
+                 allow_override=True)
+    yield
+    library._destroy()
+
+
+@pytest.fixture()
+def quantize_in_place_on_meta(monkeypatch):
+    """A stand-in for bitsandbytes' quantisation, which does not run on meta (its layers need real weights).
+
+    It checks what a CUDA run needs from neurofm: every part of the backbone is
+    already on the device when its layers are quantised (bitsandbytes quantises
+    each layer where it is moved; a backbone left on the CPU around them mixes
+    devices at the first forward). The layers stay full-precision ones.
+    """
+    import neurofm.estimators.neural as neural
+
+    def quantize(backbone, quantization, exclude_prefixes, device, read_directly=()):
+        devices = {p.device.type for p in backbone.parameters()} | {b.device.type for b in backbone.buffers()}
+        assert devices == {torch.device(device).type}, f"backbone on {devices} when quantised for {device}"
+        return [name for name, m in backbone.named_modules() if type(m) is torch.nn.Linear]
+
+    monkeypatch.setattr(neural, "quantize_linear_layers", quantize)
+    monkeypatch.setattr(neural, "check_quantization", lambda device: None)
 
 
 def _fitted(tmp_path, save="last"):
@@ -142,3 +179,59 @@ def test_non_finite_embeddings_are_never_cached(tmp_path, windows_19ch, monkeypa
     second = again.transform(windows_19ch)
     assert (again.cache_hits_, again.cache_misses_) == (2, 1) and np.isfinite(second).all()
     np.testing.assert_array_equal(second[1:], first[1:])
+
+
+TRAIN_MODES = ["frozen", "full", "lora", "qlora", "ia3", "dora", "adalora", "oft"]
+
+
+def _tuner(tmp_path, mode, device="meta", **trainer):
+    from neurofm.configs import DeviceConfig, LoRAConfig
+
+    settings = {"max_epochs": 2, "batch_size": 4, "validation_fraction": 0, "early_stopping_patience": None} | trainer
+    config = NeuralFineTuneConfig(model_key="labram", weights="random", train_mode=mode, lora=LoRAConfig(r=2),
+                                  model_kwargs=get_model_spec("labram").tiny_kwargs, device=DeviceConfig(device=device),
+                                  trainer=TrainerConfig(**settings),
+                                  checkpoints=CheckpointConfig(save="none" if device == "meta" else "last",
+                                                               monitor="train_loss",
+                                                               directory=str(tmp_path / "checkpoints")))
+    return NeuralFineTuner(config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False,
+                           cache_dir=str(tmp_path / "cache"))
+
+
+def _windows():
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((8, 19, 800)) * 20e-6).astype(np.float32), np.tile([0, 1], 4)
+
+
+@pytest.mark.parametrize("mode", TRAIN_MODES)
+def test_every_train_mode_trains_wholly_on_the_device(mode, tmp_path, meta_scalars_read_as_one,
+                                                      quantize_in_place_on_meta):
+    X, y = _windows()
+    # probe_epochs: the first epoch trains the head alone, the second the rest too (a new optimiser mid-run)
+    tuner = _tuner(tmp_path, mode, probe_epochs=1 if mode != "frozen" else 0)
+    if mode == "adalora":  # peft's rank allocation reads its mask back as a list, after a step wholly on the device
+        with pytest.raises(NotImplementedError, match=_ALL_ON_META):
+            tuner.fit(X, y)
+        return
+    tuner.fit(X, y)
+    assert len(tuner.get_training_history()) == 2
+    assert {p.device.type for p in tuner.net_.parameters()} == {"meta"}
+    assert {b.device.type for b in tuner.net_.buffers()} <= {"meta"}
+    with pytest.raises(NotImplementedError, match=_ALL_ON_META):
+        tuner.predict(X)
+
+
+def test_validation_scoring_runs_on_the_device(tmp_path, meta_scalars_read_as_one):
+    X, y = _windows()
+    with pytest.raises(NotImplementedError, match=_ALL_ON_META):  # the epoch ran; scoring reads back its outputs
+        _tuner(tmp_path, "full", validation_fraction=0.25).fit(X, y)
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora"])
+def test_adapter_checkpoints_reload_on_the_device(mode, tmp_path, quantize_in_place_on_meta):
+    X, y = _windows()
+    folder = _tuner(tmp_path, mode, device="cpu", max_epochs=1).fit(X, y).get_checkpoint_manifest()["directory"]
+    reloaded = NeuralFineTuner.from_checkpoint(folder, "last", device="meta")
+    assert {p.device.type for p in reloaded.net_.parameters()} == {"meta"}
+    with pytest.raises(NotImplementedError, match=_ALL_ON_META):
+        reloaded.predict(X)

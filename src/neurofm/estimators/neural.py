@@ -85,7 +85,8 @@ class DecoderNet(_torch_module()):
         self._signal = signal
         self._pooling = pooling
         self._fastpath_off = fastpath_off
-        probe = torch.zeros(2, signal.n_chans, signal.n_times)
+        # The probe goes where the backbone is: a quantised backbone already lives on its device.
+        probe = torch.zeros(2, signal.n_chans, signal.n_times, device=_device_of(backbone))
         was_training = backbone.training
         backbone.eval()
         with torch.no_grad():
@@ -314,7 +315,9 @@ class NeuralFineTuner(BaseEstimator):
                                      random_state=self.random_state)
             if self.expected_weights is not None:
                 check_loaded_weights(self.expected_weights, loaded)
-            backbone = loaded.module
+            # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
+            # left behind on the CPU around its quantised layers would mix devices in every forward.
+            backbone = loaded.module.to(self.device_)
             self.quantized_layers_ = (
                 quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, self.device_, spec.weight_read_directly) if _quantized(cfg) else []
             )
@@ -537,7 +540,7 @@ class NeuralFineTuner(BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(est.random_state)
             backbone = create_backbone(spec.key, est.plan_.target, weights, model_kwargs=cfg.model_kwargs,
-                                       random_state=est.random_state).module
+                                       random_state=est.random_state).module.to(est.device_)
             if _quantized(cfg):
                 quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, est.device_, spec.weight_read_directly)
             if cfg.train_mode in PEFT_MODES and not merged:
@@ -625,6 +628,13 @@ def _mha_base_parameters(peft_model) -> set[str]:
         if isinstance(base, torch.nn.MultiheadAttention) and hasattr(module, "lora_A"):
             names |= {f"{module_name}.base_layer.{n}" for n, _ in base.named_parameters()}
     return names
+
+
+def _device_of(module) -> Any:
+    """The device of a module's first parameter (the CPU for one without parameters)."""
+    import torch
+
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 def _quantized(cfg: NeuralFineTuneConfig) -> bool:
