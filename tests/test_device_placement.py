@@ -235,3 +235,17 @@ def test_adapter_checkpoints_reload_on_the_device(mode, tmp_path, quantize_in_pl
     assert {p.device.type for p in reloaded.net_.parameters()} == {"meta"}
     with pytest.raises(NotImplementedError, match=_ALL_ON_META):
         reloaded.predict(X)
+
+
+@pytest.mark.parametrize("key", ["cbramod", "labram", "reve"])
+def test_frozen_extraction_runs_wholly_on_the_device(key, tmp_path, windows_19ch):
+    """Adaptation output, the backbone (REVE's position bank included) and pooling all on the device; the
+    pipelined GPU path (batches prepared ahead, one copy back per chunk) is the one taken off the CPU."""
+    from neurofm.estimators.frozen import FoundationEmbedder
+
+    embedder = FoundationEmbedder(key, weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19), device="meta",
+                                  cache_dir=str(tmp_path), verbose=False,
+                                  model_kwargs=get_model_spec(key).tiny_kwargs).fit(windows_19ch)
+    with pytest.raises(NotImplementedError, match=_ALL_ON_META):
+        embedder.transform(windows_19ch)
+    assert {p.device.type for p in embedder.backbone_.module.parameters()} == {"meta"}

@@ -83,3 +83,12 @@ def test_remote_code_needs_explicit_permission(saved_encoder, windows_19ch):
 def test_config_accepts_the_backend():
     cfg = FoundationEmbeddingModelConfig(backend="hugging_face", model_key="reve", weights="org/name", trust_remote_code=True)
     assert cfg.trust_remote_code is True
+
+
+def test_a_transformers_encoder_embeds_wholly_on_the_device(saved_encoder, windows_19ch):
+    """The hugging_face backend on PyTorch's meta device (see tests/test_device_placement.py)."""
+    _, path = saved_encoder
+    emb = embedder(path, device="meta").fit(windows_19ch)
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        emb.transform(windows_19ch)
+    assert {p.device.type for p in emb.backbone_.module.parameters()} == {"meta"}

@@ -30,6 +30,7 @@ __all__ = [
     "check_quantization",
     "match_targets",
     "mha_fastpath_disabled",
+    "quantization_compute_dtype",
     "quantize_linear_layers",
     "resolve_targets",
 ]
@@ -150,6 +151,15 @@ def check_quantization(device: str) -> Any:
     return bnb
 
 
+def quantization_compute_dtype(compute_dtype: str, device: str) -> str:
+    """The dtype 4-bit weights are dequantised to: ``"auto"`` is bfloat16 on CUDA GPUs with bf16 hardware."""
+    from .devices import cuda_has_native_bf16
+
+    if compute_dtype != "auto":
+        return compute_dtype
+    return "bfloat16" if device.startswith("cuda") and cuda_has_native_bf16(device) else "float32"
+
+
 def quantize_linear_layers(
     module, quantization, exclude_prefixes: tuple[str, ...], device: str, read_directly: tuple[str, ...] = ()
 ) -> list[str]:
@@ -167,7 +177,8 @@ def quantize_linear_layers(
     import torch
 
     bnb = check_quantization(device)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[quantization.compute_dtype]
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        quantization_compute_dtype(quantization.compute_dtype, device)]
     mha_owned = {
         f"{name}.{child}" if name else child
         for name, mod in module.named_modules()

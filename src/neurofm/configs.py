@@ -270,16 +270,24 @@ class FoundationEmbeddingModelConfig(BaseConfig):
         with neurofm's streams, measured), 64 on a GPU (raise it there for
         throughput). Not part of the cache key.
     device : str
-        ``"auto"`` (default: CUDA when present, else the CPU, as for
-        fine-tuning), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... Embeddings made
-        on a GPU are keyed apart from the CPU's in the cache (they differ in
-        the last bits, more with TF32).
-    precision : {"fp32", "bf16", "fp16"}
-        Autocast precision of the forward pass. bf16 pays off on GPUs and on
-        CPUs with AVX-512 BF16/AMX (CBraMod about 1.5x faster than fp32
-        on 2 AMX cores, embeddings at cosine 0.9999 to fp32's); on AVX2-only CPUs it is
-        several times slower than fp32, and neurofm warns. Part of the cache
-        key (embeddings differ).
+        ``"auto"`` (default: CUDA when present, else MPS, else the CPU, as
+        for fine-tuning; resolved in the process that computes, so a worker
+        with a GPU uses it when the run was planned on a machine without),
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ... Embeddings made on
+        a GPU are keyed apart from the CPU's in the cache (they differ in the
+        last bits, more with TF32).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass. ``"auto"`` (default): bf16 on
+        a CUDA GPU with bf16 hardware (Ampere and later), fp32 everywhere
+        else, the CPU included. bf16 pays off on GPUs and on CPUs with
+        AVX-512 BF16/AMX (CBraMod about 1.5x faster than fp32 on 2 AMX
+        cores, embeddings at cosine 0.9999 to fp32's); on AVX2-only CPUs it
+        is several times slower than fp32, and neurofm warns. Part of the
+        cache key as resolved (embeddings differ).
+    deterministic : bool
+        Reproducible algorithms on the GPU (see
+        :func:`neurofm.devices.deterministic_algorithms`); no effect on the
+        CPU's results.
     trust_remote_code : bool
         Allow a hugging_face checkpoint to run code shipped with it.
     model_kwargs : dict
@@ -298,7 +306,8 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     cache_embeddings: bool = True
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    deterministic: bool = False
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
@@ -368,24 +377,47 @@ class LoRAConfig(BaseConfig):
 
 
 class QuantizationConfig(BaseConfig):
-    """4-bit quantisation of the backbone's linear layers (``train_mode="qlora"``)."""
+    """4-bit quantisation of the backbone's linear layers (``train_mode="qlora"``).
+
+    ``compute_dtype`` is the dtype the 4-bit weights are dequantised to for
+    each product: ``"auto"`` (default) is bfloat16 on a CUDA GPU with bf16
+    hardware, as in QLoRA, and float32 elsewhere (the CPU's bf16 is slow
+    without AMX, and results there stay as they were).
+    """
 
     enabled: bool = False
     load_in_4bit: bool = True
     quant_type: Literal["nf4", "fp4"] = "nf4"
-    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     double_quant: bool = True
 
 
 class DeviceConfig(BaseConfig):
     """Where and in which precision training runs.
 
-    ``device="auto"`` picks CUDA when present. ``precision`` ``bf16``/``fp16``
-    runs the forward pass under autocast (fp16 only on CUDA).
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (default): CUDA when the process that trains has it, else
+        MPS, else the CPU; resolved in that process (a Slurm, Ray or Dask
+        worker), not where the run was planned. Or ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ``"mps"``.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of forward passes. ``"auto"`` (default): bf16 on
+        CUDA GPUs with bf16 hardware (Ampere and later), fp32 elsewhere (the
+        CPU included: nothing changes there). ``fp16`` (GPUs) trains with
+        loss scaling; bf16 on an older GPU is refused (it would be emulated).
+    deterministic : bool
+        Reproducible algorithms on the GPU: PyTorch's deterministic
+        algorithms, deterministic cuDNN without autotuning, cuBLAS's fixed
+        workspace and the math attention kernel
+        (:func:`neurofm.devices.deterministic_algorithms`); slower. No effect
+        on the CPU's results, which are reproducible without it.
     """
 
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    deterministic: bool = False
 
 
 class CheckpointConfig(BaseConfig):
@@ -616,6 +648,15 @@ class ExecutionConfig(BaseConfig):
         (``None``: ``n_jobs``). Each shard loads the backbone once, so a
         few large shards beat many small ones. With ``sequential`` the caller
         extracts.
+    gpus_per_task : float | "auto"
+        GPUs each task of a model that runs on a GPU (an extraction shard, a
+        fine-tuning fold; not a scikit-learn head) asks its engine for. Ray
+        hides the GPUs from a task that asks for none, so ``"auto"``
+        (default) asks Ray for one GPU per such task when the cluster has
+        GPUs. Dask workers offer GPUs only as declared resources
+        (``dask worker --resources GPU=1``): a number asks for that many,
+        ``"auto"`` for none. On Slurm a number becomes ``gpus_per_node`` of
+        each job unless ``submitit_parameters`` sets it.
     """
 
     backend: Literal["sequential", "joblib", "dask", "ray", "submitit"] = "sequential"
@@ -626,6 +667,7 @@ class ExecutionConfig(BaseConfig):
     submitit_cluster: Literal["slurm", "local", "debug"] | None = None
     submitit_parameters: dict[str, Any] = Field(default_factory=dict)
     extraction_shards: int | None = Field(None, ge=1)
+    gpus_per_task: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
 
     @field_validator("submitit_parameters")
     @classmethod

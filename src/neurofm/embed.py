@@ -10,8 +10,10 @@ import weakref
 
 import numpy as np
 
+from .devices import resolve_device
 from .exceptions import ConfigError
 from .utils.logging import logger
+from .utils.prefetch import prefetched, to_pinned
 
 if TYPE_CHECKING:
     import torch
@@ -71,17 +73,6 @@ def keep_freed_memory() -> bool:
         libc.mallopt(m_trim_threshold, 256 * 2**20)
     )
     return _ALLOCATOR_TUNED
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available, else ``"cpu"``; others are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} was requested but CUDA is not available here; use device='cpu' or 'auto'.")
-    return device
 
 
 def autocast(device: str, precision: str):
@@ -424,11 +415,30 @@ def embed_windows(
                     with lock:
                         progress(n_real)
 
+    def prepared():
+        """Adapted batches, in page-locked memory for a GPU, made by a background thread ahead of the device."""
+        for start in starts:
+            windows, n_real = full_batch(X, start, batch_size)
+            stats = None if statistics is None else full_batch(statistics, start, batch_size)[0]
+            yield start, n_real, to_pinned(plan.apply(windows, stats), device)
+
+    def run_on_device() -> None:
+        """One stream on a GPU: the CPU adapts the next batches while the device computes; one copy back at the end."""
+        on_device = []
+        with torch.no_grad(), autocast(device, precision):
+            for start, n_real, batch in prefetched(prepared()):
+                tokens, cls = backbone.extract(module, batch.to(device, non_blocking=True), plan.target)
+                on_device.append(pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real])
+                if progress is not None:
+                    progress(n_real)  # counts windows handed to the device, without waiting for it
+        pooled[starts[0]] = torch.cat(on_device).cpu().numpy().astype(np.float32, copy=False)
+
     streams, threads_each = cpu_streams(len(starts)) if device == "cpu" else (1, 0)
     spec = getattr(backbone, "spec", None)
     with _numpy_blas_in_one_thread(), attention_kernels(spec, device), _flagged_for_dispatch(module):
         if device != "cpu":
-            run(iter(starts))
+            run_on_device()
+            return pooled[starts[0]]
         else:
             from concurrent.futures import ThreadPoolExecutor
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import secrets
 import shutil
@@ -24,7 +25,7 @@ from .exceptions import ConfigError
 from .utils.check import soft_import
 from .utils.logging import logger
 
-__all__ = ["check_backend", "engine_session", "map_tasks"]
+__all__ = ["check_backend", "computes_here", "engine_session", "map_tasks"]
 
 # The package each backend needs, and the neurofm extra that installs it.
 _NEEDS = {"dask": ("distributed", "cluster"), "ray": ("ray", "ray"), "submitit": ("submitit", "cluster")}
@@ -168,21 +169,48 @@ def _reuse_or_start(backend: str, start: Callable[[], tuple[Any, Callable[[], No
     return engine, close
 
 
-def map_tasks(config: ExecutionConfig, function: Callable[..., Any], tasks: Sequence[Any], shared: Any = None) -> list[Any]:
+def computes_here(config: ExecutionConfig) -> bool:
+    """Whether the tasks run on this machine (local pools) rather than on a cluster's machines.
+
+    A run planned on a login node without a GPU and computed on GPU nodes
+    must not have its devices resolved or refused where it is planned.
+    """
+    if config.backend in ("sequential", "joblib"):
+        return True
+    if config.backend == "submitit":
+        return (config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")) != "slurm"
+    return config.address is None  # a local Dask or Ray cluster runs here
+
+
+def map_tasks(config: ExecutionConfig, function: Callable[..., Any], tasks: Sequence[Any], shared: Any = None,
+              on_gpu: Sequence[bool] | None = None) -> list[Any]:
     """``[function(task, shared) for task in tasks]`` on the configured backend, in task order.
 
     ``shared`` holds what every task reads (features, labels): Dask scatters it
     to every worker once and Ray puts it in its object store once, where
     shipping it inside each task would copy it per task; joblib hands large
     arrays over as memory maps. Without ``shared``, ``function(task)`` is called.
+    ``on_gpu``: which tasks compute on a GPU when they find one; they ask
+    their engine for ``config.gpus_per_task`` GPUs (see
+    :class:`~neurofm.configs.ExecutionConfig`).
     """
     tasks = list(tasks)
     if not tasks:
         return []
     runner = _BACKENDS[config.backend]
     logger.info("Running %d task(s) on %s", len(tasks), config.backend)
+    gpus = [0.0] * len(tasks) if on_gpu is None else [float(bool(flag)) for flag in on_gpu]
     with _preserved_environ():
+        if any(gpus) and config.backend in ("dask", "ray", "submitit"):
+            return runner(config, function, tasks, shared, gpus)
         return runner(config, function, tasks, shared)
+
+
+def _gpu_request(config: ExecutionConfig, engine_has_gpus: Callable[[], bool]) -> float:
+    """GPUs one GPU task asks for: the configured number, or for ``"auto"`` one where the engine has GPUs."""
+    if config.gpus_per_task != "auto":
+        return float(config.gpus_per_task)
+    return 1.0 if engine_has_gpus() else 0.0
 
 
 @contextlib.contextmanager
@@ -221,7 +249,7 @@ def _joblib(config: ExecutionConfig, function, tasks: list, shared: Any) -> list
     return parallel(delayed(function)(*a) for a in _arguments(tasks, shared))
 
 
-def _dask(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
+def _dask(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list[float] | None = None) -> list:
     def start():
         import dask
         from distributed import Client, LocalCluster
@@ -251,21 +279,27 @@ def _dask(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
         return client, close
 
     client, close = _reuse_or_start("dask", start)
+    # Dask knows GPUs only as resources its workers declare: asked for only when configured with a number.
+    request = 0.0 if gpus is None or config.gpus_per_task == "auto" else float(config.gpus_per_task)
     try:
-        # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
-        if shared is None:
-            return client.gather(client.map(function, tasks, pure=False))
-        # One copy per worker, resolved in each call. hash=False gives it a fresh key: with a key made from the
-        # content, the next call's equal data got the key of this one, whose release the scheduler may still be
-        # carrying out, and its tasks failed with "lost dependencies" (seen under load).
-        [on_workers] = client.scatter([shared], broadcast=True, hash=False)
-        return client.gather(client.map(function, tasks, shared=on_workers, pure=False))
+        extra = {} if shared is None else {"shared": None}
+        if shared is not None:
+            # One copy per worker, resolved in each call. hash=False gives it a fresh key: with a key made from the
+            # content, the next call's equal data got the key of this one, whose release the scheduler may still be
+            # carrying out, and its tasks failed with "lost dependencies" (seen under load).
+            [extra["shared"]] = client.scatter([shared], broadcast=True, hash=False)
+        if not request:
+            # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
+            return client.gather(client.map(function, tasks, pure=False, **extra))
+        futures = [client.submit(function, task, pure=False, **extra, **({"resources": {"GPU": request}} if g else {}))
+                   for task, g in zip(tasks, gpus, strict=True)]
+        return client.gather(futures)
     finally:
         if close is not None:
             close()
 
 
-def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
+def _ray(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list[float] | None = None) -> list:
     import ray
 
     def start():
@@ -287,10 +321,13 @@ def _ray(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
     _, close = _reuse_or_start("ray", start)
     try:
         remote = ray.remote(_apply)  # ray.remote takes functions only; ``function`` may be a callable object
-        if shared is None:
-            return ray.get([remote.remote(function, task) for task in tasks])
-        stored = ray.put(shared)  # one copy in the object store, read by every task
-        return ray.get([remote.remote(function, task, stored) for task in tasks])
+        # A Ray task that asks for no GPU finds none (Ray empties CUDA_VISIBLE_DEVICES), so device="auto" would
+        # fall back to the CPU on a GPU node.
+        request = 0.0 if gpus is None else _gpu_request(config, lambda: ray.cluster_resources().get("GPU", 0) > 0)
+        marks = gpus or [0.0] * len(tasks)
+        stored = () if shared is None else (ray.put(shared),)  # one copy in the object store, read by every task
+        return ray.get([remote.options(num_gpus=request if g else 0).remote(function, task, *stored)
+                        for task, g in zip(tasks, marks, strict=True)])
     finally:
         if close is not None:
             close()
@@ -311,7 +348,7 @@ def _apply(function: Callable[..., Any], *args: Any) -> Any:
     return function(*args)
 
 
-def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
+def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list[float] | None = None) -> list:
     import submitit
 
     cluster = config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")
@@ -320,7 +357,11 @@ def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any) -> li
     # One folder per call, inside the private one: removed once every result is read back.
     calls = private_folder(Path(config.submitit_folder).expanduser()) / f"call-{secrets.token_hex(8)}"
     executor = submitit.AutoExecutor(folder=str(calls / "%j"), cluster=cluster)
-    executor.update_parameters(**{"timeout_min": 60, **config.submitit_parameters})
+    parameters = {"timeout_min": 60, **config.submitit_parameters}
+    if gpus is not None and config.gpus_per_task != "auto" and not {"gpus_per_node", "slurm_gpus_per_task"} & set(parameters):
+        # One job array for all tasks: each job gets the GPUs when any task computes on one.
+        parameters["gpus_per_node"] = math.ceil(float(config.gpus_per_task))
+    executor.update_parameters(**parameters)
     # Slurm jobs share no memory: each job's pickle carries the shared part.
     jobs = executor.map_array(function, tasks) if shared is None else executor.map_array(function, tasks, [shared] * len(tasks))
     try:

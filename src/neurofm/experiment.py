@@ -40,7 +40,7 @@ from .cv import make_splits
 from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError, DataValidationError, ModelFitError, NeuroFMError
-from .execution import check_backend, engine_session, map_tasks
+from .execution import check_backend, computes_here, engine_session, map_tasks
 from .loaders import windows_from_recordings
 from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
@@ -288,7 +288,8 @@ class Experiment:
             logger.info("Resuming: %d of %d task(s) read back from their records", len(tasks) - len(todo), len(tasks))
         call = RecordingCall(function, _encode, self._key)
         items = [(tasks[i], paths[i]) for i in todo]
-        for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared), strict=True):
+        on_gpu = [_computes_on_gpu(tasks[i]) for i in todo]
+        for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared, on_gpu), strict=True):
             results[i] = fresh if paths[i] is None else decode(round_trip(_encode(fresh)))
         return results
 
@@ -383,7 +384,8 @@ class Experiment:
 
             head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
             embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
-            embedder.check_input(inputs.X.shape)  # adaptation plan and weights resolved before any compute
+            # Adaptation plan and weights resolved before any compute; the device where it will be computed.
+            embedder.check_input(inputs.X.shape, device_here=computes_here(self._execution))
             return _PreparedModel(name, model_cfg, head, embedder=embedder, weights=embedder.identify_weights())
         if isinstance(model_cfg, NeuralFineTuneConfig):
             from .estimators.neural import NeuralFineTuner
@@ -391,7 +393,7 @@ class Experiment:
             tuner = NeuralFineTuner(
                 config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
             )
-            tuner.check_input(inputs.X.shape, inputs.y)
+            tuner.check_input(inputs.X.shape, inputs.y, device_here=computes_here(self._execution))
             weights = tuner.identify_weights()
             # Trained in a worker later: the bytes it loads must be those the records are keyed on.
             tuner.set_params(expected_weights=weights)
@@ -429,9 +431,10 @@ class Experiment:
         tasks = [_ExtractionTask(worker, source.block(start, stop), None if recordings is None else recordings[start:stop])
                  for start, stop in bounds]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
-        outcomes = map_tasks(execution, _run_extraction, tasks)
+        outcomes = map_tasks(execution, _run_extraction, tasks, on_gpu=[embedder.device != "cpu"] * len(tasks))
         features = np.concatenate([embeddings for embeddings, *_ in outcomes], axis=0)
-        embedder.record_extraction(features, *(sum(outcome[i] for outcome in outcomes) for i in (1, 2, 3)))
+        embedder.record_extraction(features, *(sum(outcome[i] for outcome in outcomes) for i in (1, 2, 3)),
+                                   made_on=[outcome[4] for outcome in outcomes])
         return features
 
     def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
@@ -470,8 +473,15 @@ class _ExtractionTask:
     recordings: Any = None
 
 
-def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int, int]:
-    return task.embedder.embed_source(task.source, task.recordings)
+def _computes_on_gpu(task: Any) -> bool:
+    """Whether a fold or permutation task trains a backbone that takes a GPU where it finds one."""
+    return bool(getattr(task, "trainable", False)) and task.estimator.config.device.device != "cpu"
+
+
+def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int, int, int, tuple[str, str]]:
+    """Embed a shard where it runs; also says on which device, under which cache key (both resolved there)."""
+    embedder = task.embedder
+    return (*embedder.embed_source(task.source, task.recordings), (embedder.device_, embedder.fingerprint_))
 
 
 def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:

@@ -12,7 +12,16 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapt import check_recordings, plan_adaptation, recording_statistics, window_statistics
 from ..cache import EmbeddingCache, hash_windows, stable_hash
 from ..data import SignalInfo, prepare_inputs
-from ..embed import embed_windows, resolve_batch_size, resolve_device, warn_slow_precision
+from ..devices import (
+    PRECISIONS,
+    check_device,
+    check_precision,
+    deterministic_algorithms,
+    device_key,
+    resolve_device,
+    resolve_precision,
+)
+from ..embed import embed_windows, resolve_batch_size, warn_slow_precision
 from ..exceptions import ConfigError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import (
@@ -46,20 +55,6 @@ def _library_versions(backend: str) -> dict[str, str | None]:
         except md.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def _device_key(device: str) -> dict[str, Any]:
-    """What the device adds to the cache key: nothing on the CPU (its keys stay as they were), else its type and,
-    on CUDA, whether fp32 matrix products may run in TF32 (they then differ well beyond the last bits)."""
-    import torch
-
-    kind = device.split(":")[0]
-    if kind == "cpu":
-        return {}
-    key: dict[str, Any] = {"device": kind}
-    if kind == "cuda":
-        key["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32)
-    return key
 
 
 class FoundationEmbedder(TransformerMixin, BaseEstimator):
@@ -107,9 +102,16 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         Windows per forward pass; ``"auto"``: 32 on the CPU (fastest there,
         measured), 64 on a GPU (raise it there for throughput).
     device : str
-        ``"auto"`` (CUDA when present, else the CPU), ``"cpu"`` or ``"cuda"``.
-    precision : {"fp32", "bf16", "fp16"}
-        Autocast precision of the forward pass.
+        ``"auto"`` (CUDA when present, else MPS, else the CPU), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"``, ``"mps"``; resolved in the process that
+        embeds (an extraction shard on a GPU worker uses its GPU).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass; ``"auto"``: bf16 on CUDA GPUs
+        with bf16 hardware, fp32 elsewhere (the CPU included).
+    deterministic : bool
+        Reproducible algorithms on the GPU
+        (:func:`neurofm.devices.deterministic_algorithms`); no effect on the
+        CPU's embeddings.
     model_kwargs : dict | None
         Architecture overrides for the backbone.
     trust_remote_code : bool
@@ -129,6 +131,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     recording_statistics_ : dict | None
         Each recording's mean and standard deviation per channel, for a plan
         that normalises with them (:func:`neurofm.adapt.recording_statistics`).
+    device_, precision_ : str
+        The device and precision resolved in the process that embeds.
     batch_size_ : int
         Windows per forward pass (``batch_size`` with ``"auto"`` resolved for the device).
     weights_source_ : WeightsSource
@@ -157,7 +161,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         shared_key_file: str | None = None,
         batch_size: int | str = "auto",
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
+        deterministic: bool = False,
         model_kwargs: dict | None = None,
         trust_remote_code: bool = False,
         adaptation: dict | None = None,
@@ -179,6 +184,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.deterministic = deterministic
         self.model_kwargs = model_kwargs
         self.trust_remote_code = trust_remote_code
         self.adaptation = adaptation
@@ -197,6 +203,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             batch_size=config.batch_size,
             device=config.device,
             precision=config.precision,
+            deterministic=config.deterministic,
             model_kwargs=dict(config.model_kwargs),
             trust_remote_code=config.trust_remote_code,
             adaptation=config.adaptation.model_dump(),
@@ -209,8 +216,13 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         return prepare_inputs(source.read(0, 1), sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
 
-    def check_input(self, shape: tuple[int, ...]) -> None:
+    def check_input(self, shape: tuple[int, ...], device_here: bool = True) -> None:
         """Plan the adaptation and resolve the weights for windows of ``shape``, computing nothing.
+
+        ``device_here=False``: the embeddings will be computed in other
+        processes (extraction shards on a Slurm, Ray or Dask cluster), which
+        resolve the device themselves; only the device's name is checked, and
+        :meth:`fit` then plans without the device.
 
         Raises
         ------
@@ -218,8 +230,8 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             When the windows cannot reach this backbone.
         """
         spec = get_model_spec(self.model_key)
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision={self.precision!r} is not one of 'fp32', 'bf16', 'fp16'.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}.")
         resolve_batch_size(self.batch_size, "cpu")  # only checks the setting; fit resolves it for the device
         if self.pooling not in spec.poolings:
             raise ConfigError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}.")
@@ -228,7 +240,10 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                               positions=self.sensor_positions).info
         plan_adaptation(spec, info, shape[-1], self.adaptation)
         self._check_weights(spec)
-        resolve_device(self.device)
+        check_device(self.device, here=device_here)
+        if device_here:
+            check_precision(self.precision, resolve_device(self.device))
+        self._planned_elsewhere = not device_here
 
     def _check_weights(self, spec):
         source = resolve_weights(spec, self.weights)
@@ -285,9 +300,6 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                                      recordings_known=recordings is not None)
         self.recording_statistics_ = (recording_statistics(self.plan_, source, recordings)
                                       if self.plan_.recording_statistics else None)
-        self.device_ = resolve_device(self.device)
-        self.batch_size_ = resolve_batch_size(self.batch_size, self.device_)
-        warn_slow_precision(self.device_, self.precision)
         self.weights_source_, weights = self._identified_weights(spec)
         self.manifest_ = {
             "model_key": spec.key,
@@ -298,13 +310,11 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             "weights": weights,
             "pooling": self.pooling,
             **({"cls_token": spec.cls_token} if self.pooling == "cls" else {}),
-            **_device_key(self.device_),
-            "precision": self.precision,
             "adaptation": self.plan_.describe(),
             "extraction_version": EXTRACTION_VERSION,
         }
-        # Where the weights live is not part of the key (their bytes are): it is kept for the record only.
-        self.fingerprint_ = stable_hash(self.manifest_)
+        self.device_ = None
+        self._settle_device(strict=not getattr(self, "_planned_elsewhere", False))
         self._backbone = None
         self.cache_hits_ = 0
         self.cache_misses_ = 0
@@ -312,6 +322,34 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.cache_skipped_packs_ = 0
         self.n_features_out_ = None
         return self
+
+    def _settle_device(self, strict: bool = True) -> None:
+        """Resolve the device, precision and batch size in this process, and key the cache on what they give.
+
+        Called by :meth:`fit` and again where the windows are embedded: an
+        extraction shard may run on a machine with another device than the
+        one that planned the run, and its embeddings are keyed by where they
+        were made. ``strict=False`` (planned elsewhere): a device missing here
+        is kept as named, for the workers to resolve.
+        """
+        try:
+            device = resolve_device(self.device)
+        except ConfigError:
+            if strict:
+                raise
+            device = self.device
+        if device == self.device_:
+            return
+        self.device_ = device
+        self.precision_ = resolve_precision(self.precision, device) if device != "auto" else self.precision
+        self.batch_size_ = resolve_batch_size(self.batch_size, device)
+        if strict:
+            warn_slow_precision(device, self.precision_)
+        manifest = {k: v for k, v in self.manifest_.items() if k not in ("device", "tf32", "precision")}
+        # On the CPU the device adds nothing to the key, so keys made before devices were keyed stay valid.
+        self.manifest_ = manifest | device_key(device) | {"precision": self.precision_}
+        # Where the weights live is not part of the key (their bytes are): it is kept for the record only.
+        self.fingerprint_ = stable_hash(self.manifest_)
 
     @property
     def backbone_(self):
@@ -367,8 +405,13 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         return window_statistics(self.recording_statistics_, recordings) if len(recordings) else None
 
     def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0,
-                          n_skipped: int = 0) -> None:
-        """Count cache hits, misses, damaged and skipped packs of an extraction made here or by shards elsewhere."""
+                          n_skipped: int = 0, made_on: list[tuple[str, str]] | None = None) -> None:
+        """Count cache hits, misses, damaged and skipped packs of an extraction made here or by shards elsewhere.
+
+        ``made_on``: the ``(device, fingerprint)`` each shard resolved, when
+        shards elsewhere embedded the windows (``None``: this process did).
+        """
+        self.made_on_ = sorted(set(made_on or [(self.device_, self.fingerprint_)]))
         self.cache_hits_ += len(embeddings) - n_computed
         self.cache_misses_ += n_computed
         self.cache_damaged_packs_ += n_damaged
@@ -397,6 +440,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             user, links or pipes (their windows were embedded again).
         """
         check_is_fitted(self, "fingerprint_")
+        self._settle_device()  # in this process: a shard's worker may have a GPU the planning machine lacked
         cache = None
         if self.cache_embeddings:
             record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
@@ -430,17 +474,18 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             progress(int(found.sum()))
         n_missing = int(missing.sum())
         if n_missing:
-            computed = embed_windows(
-                self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size_, self.device_, progress,
-                self.precision, None if statistics is None else statistics[missing],
-            )
+            with deterministic_algorithms(self.deterministic, self.device_):
+                computed = embed_windows(
+                    self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size_, self.device_,
+                    progress, self.precision_, None if statistics is None else statistics[missing],
+                )
             if embeddings is None:
                 embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
             embeddings[missing] = computed
             finite = np.isfinite(computed).all(axis=1)
             if not finite.all():  # an overflow (fp16) must not be served from the cache for good
                 logger.warning("%s gave non-finite embeddings for %d window(s) (precision=%r); they are returned but "
-                               "not cached.", self.model_key, int((~finite).sum()), self.precision)
+                               "not cached.", self.model_key, int((~finite).sum()), self.precision_)
             if cache is not None:
                 cache.store(keys[missing][finite], computed[finite])
         return embeddings, n_missing
@@ -462,6 +507,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             (-1, "embedding_cache", "damaged_packs_set_aside", int(self.cache_damaged_packs_)),
             (-1, "embedding_cache", "packs_skipped", int(self.cache_skipped_packs_)),
             (-1, "embedding_cache", "fingerprint", self.fingerprint_),
+            (-1, "backbone", "device", ", ".join(sorted({d for d, _ in getattr(self, "made_on_", [(self.device_, "")])}))),
             (-1, "embedding_cache", "enabled", bool(self.cache_embeddings)),
             (-1, "backbone", "model_key", self.model_key),
             (-1, "backbone", "backend", self.backend),
@@ -473,6 +519,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             (-1, "backbone", "embedding_dim", self.n_features_out_),
             (-1, "input_adaptation", "target", self.plan_.describe()["target"]),
         ]
+        shards_keys = sorted({f for _, f in getattr(self, "made_on_", [])} - {self.fingerprint_})
+        if shards_keys:  # shards on other devices than this process's keyed their embeddings apart
+            rows.append((-1, "embedding_cache", "shard_fingerprints", shards_keys))
         if loaded is not None:
             rows += [(-1, "backbone", "weight_hash", loaded.weight_hash), (-1, "backbone", "load_report", loaded.report)]
         rows += [(-1, "input_adaptation", step["step"], step["detail"]) for step in self.plan_.steps]

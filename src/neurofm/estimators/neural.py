@@ -33,7 +33,8 @@ from ..adapters import (
 )
 from ..configs import NeuralFineTuneConfig
 from ..data import prepare_inputs
-from ..embed import pool_tokens, resolve_device, warn_slow_precision
+from ..devices import check_device, check_precision, deterministic_algorithms, resolve_device, resolve_precision
+from ..embed import pool_tokens, warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import check_loaded_weights, resolve_weights, weights_identity
@@ -189,8 +190,13 @@ class NeuralFineTuner(BaseEstimator):
 
     # -- checks before any training ----------------------------------------------------
 
-    def check_input(self, shape: tuple[int, ...], y: np.ndarray | None = None) -> None:
-        """Raise the errors training would meet, before any of it runs."""
+    def check_input(self, shape: tuple[int, ...], y: np.ndarray | None = None, device_here: bool = True) -> None:
+        """Raise the errors training would meet, before any of it runs.
+
+        ``device_here=False``: training runs in other processes (a Slurm, Ray
+        or Dask cluster planned from a login node), which resolve the device
+        themselves; only settings wrong on every machine are refused here.
+        """
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
@@ -198,13 +204,21 @@ class NeuralFineTuner(BaseEstimator):
                               positions=self.sensor_positions).info
         plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation)
         resolve_weights(spec, cfg.weights)
-        resolve_device(cfg.device.device)
-        if cfg.device.precision == "fp16" and not resolve_device(cfg.device.device).startswith("cuda"):
-            raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
         if _quantized(cfg):
             if cfg.train_mode == "full":
                 raise ConfigError("A 4-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or 'frozen'.")
-            check_quantization(resolve_device(cfg.device.device))
+            if cfg.device.device != "auto":  # a device bitsandbytes cannot use, on any machine
+                check_quantization(cfg.device.device)
+        check_device(cfg.device.device, here=device_here)
+        # Where the device is known, everything about it is checked; elsewhere only what an explicit name rules out.
+        device = resolve_device(cfg.device.device) if device_here else cfg.device.device
+        if device_here or device != "auto":
+            if cfg.device.precision == "fp16" and not device.startswith("cuda"):
+                raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
+        if device_here:
+            check_precision(cfg.device.precision, device)
+            if _quantized(cfg):
+                check_quantization(device)
         if y is not None:
             self._check_outputs(cfg, y)
         self._check_monitor(cfg)
@@ -297,8 +311,9 @@ class NeuralFineTuner(BaseEstimator):
         info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
                               positions=self.sensor_positions).info
         self.plan_ = plan_adaptation(spec, info, X.shape[-1], cfg.adaptation, recordings_known=recordings is not None)
-        self.device_ = resolve_device(cfg.device.device)
-        warn_slow_precision(self.device_, cfg.device.precision)
+        self.device_ = resolve_device(cfg.device.device)  # here, in the process that trains
+        self.precision_ = resolve_precision(cfg.device.precision, self.device_)
+        warn_slow_precision(self.device_, self.precision_)
         n_outputs = self._check_outputs(cfg, y)
         if self.task == "classification":
             self.classes_, y_index = np.unique(y, return_inverse=True)
@@ -349,14 +364,16 @@ class NeuralFineTuner(BaseEstimator):
             if cfg.train_mode == "adalora" and self._backbone_trainable:
                 peft_model.base_model.update_and_allocate(step)
 
-        outcome = train_network(
-            self.net_,
-            adapted[train_idx], y_index[train_idx],
-            adapted[val_idx] if len(val_idx) else None, y_index[val_idx] if len(val_idx) else None,
-            task=self.task, trainer=cfg.trainer, checkpoints=cfg.checkpoints, device=cfg.device,
-            device_name=self.device_, class_weights=class_weights, metrics=list(self.metrics or []),
-            seed=self.random_state, stage_hook=stage_hook, step_hook=step_hook, verbose=self.verbose,
-        )
+        with deterministic_algorithms(cfg.device.deterministic, self.device_):
+            outcome = train_network(
+                self.net_,
+                adapted[train_idx], y_index[train_idx],
+                adapted[val_idx] if len(val_idx) else None, y_index[val_idx] if len(val_idx) else None,
+                task=self.task, trainer=cfg.trainer, checkpoints=cfg.checkpoints,
+                device=cfg.device.model_copy(update={"precision": self.precision_}),
+                device_name=self.device_, class_weights=class_weights, metrics=list(self.metrics or []),
+                seed=self.random_state, stage_hook=stage_hook, step_hook=step_hook, verbose=self.verbose,
+            )
         self.history_ = outcome.history
         self.diagnostics_ = outcome.diagnostics
         self.best_epoch_ = outcome.best_epoch
@@ -415,8 +432,9 @@ class NeuralFineTuner(BaseEstimator):
     def _outputs(self, X, recordings=None) -> np.ndarray:
         check_is_fitted(self, "net_")
         cfg = self._config()
-        return predict_network(self.net_, self._adapt(np.asarray(X), recordings), cfg.trainer.batch_size, self.device_,
-                               cfg.device.precision)
+        with deterministic_algorithms(cfg.device.deterministic, self.device_):
+            return predict_network(self.net_, self._adapt(np.asarray(X), recordings), cfg.trainer.batch_size,
+                                   self.device_, self.precision_)
 
     def predict(self, X, recordings=None):
         """Predictions for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
@@ -532,6 +550,7 @@ class NeuralFineTuner(BaseEstimator):
         except ConfigError as exc:
             raise ConfigError(f"{exc} The checkpoint {folder} was trained with device={cfg.device.device!r}; "
                               "reload it with NeuralFineTuner.from_checkpoint(..., device='cpu').") from None
+        est.precision_ = resolve_precision(cfg.device.precision, est.device_)
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
         n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
         state = load_file(str(folder / f"{tag}.safetensors"))

@@ -1,0 +1,223 @@
+"""Devices and precisions resolved where the work runs; deterministic algorithms on request (issue 21).
+
+Which device ``"auto"`` picks, which precision ``"auto"`` gives on a GPU with
+or without bf16 hardware, and what ``deterministic=True`` switches are checked
+here by standing in for the hardware query (``cuda_has_native_bf16``,
+``resolve_device``): the logic is neurofm's, the answers would be the GPU's.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import neurofm.devices as devices
+from neurofm.configs import CheckpointConfig, DeviceConfig, NeuralFineTuneConfig, QuantizationConfig, TrainerConfig
+from neurofm.estimators.frozen import FoundationEmbedder
+from neurofm.estimators.neural import NeuralFineTuner
+from neurofm.exceptions import ConfigError
+from neurofm.models import get_model_spec
+from neurofm.simulate import STANDARD_1020_19
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA does")
+
+
+def test_auto_precision_is_bf16_only_on_gpus_with_bf16_hardware(monkeypatch):
+    from neurofm.adapters import quantization_compute_dtype
+
+    assert devices.resolve_precision("auto", "cpu") == "fp32"  # nothing changes on the CPU
+    assert devices.resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(devices, "cuda_has_native_bf16", lambda device="cuda": True)  # an Ampere or later GPU
+    assert devices.resolve_precision("auto", "cuda") == "bf16"
+    assert devices.resolve_precision("auto", "cuda:1") == "bf16"
+    assert quantization_compute_dtype("auto", "cuda") == "bfloat16"
+    assert quantization_compute_dtype("auto", "cpu") == "float32"
+    assert QuantizationConfig().compute_dtype == "auto" and DeviceConfig().precision == "auto"
+    monkeypatch.setattr(devices, "cuda_has_native_bf16", lambda device="cuda": False)  # a V100 or T4
+    assert devices.resolve_precision("auto", "cuda") == "fp32"
+    assert quantization_compute_dtype("auto", "cuda") == "float32"
+    with pytest.raises(ConfigError, match="predates bf16 hardware.*use 'fp16'"):
+        devices.resolve_precision("bf16", "cuda")
+    assert devices.resolve_precision("auto", "mps") == "fp32"
+    with pytest.raises(ConfigError, match="'fp16' needs a GPU"):
+        devices.resolve_precision("fp16", "cpu")
+
+
+@needs_no_gpu
+def test_auto_device_is_cuda_then_mps_then_cpu(monkeypatch):
+    assert devices.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    assert devices.resolve_device("auto") == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.resolve_device("auto") == "cuda"
+
+
+@needs_no_gpu
+def test_a_device_is_checked_here_only_when_the_work_runs_here():
+    with pytest.raises(ConfigError, match="CUDA is not available here"):
+        devices.check_device("cuda")
+    devices.check_device("cuda:1", here=False)  # a Slurm or Ray worker resolves it
+    with pytest.raises(ConfigError, match="'gpu0' is not a torch device"):
+        devices.check_device("gpu0", here=False)
+
+
+def test_where_each_backend_computes():
+    from neurofm.configs import ExecutionConfig
+    from neurofm.execution import computes_here
+
+    assert computes_here(ExecutionConfig(backend="sequential")) and computes_here(ExecutionConfig(backend="joblib"))
+    assert computes_here(ExecutionConfig(backend="ray")) and computes_here(ExecutionConfig(backend="dask"))
+    assert not computes_here(ExecutionConfig(backend="ray", address="ray://head:10001"))
+    assert not computes_here(ExecutionConfig(backend="dask", address="tcp://scheduler:8786"))
+    assert not computes_here(ExecutionConfig(backend="submitit", submitit_cluster="slurm"))
+    assert computes_here(ExecutionConfig(backend="submitit", submitit_cluster="local"))
+
+
+def _tuner(tmp_path, device="cuda", **device_settings):
+    config = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
+                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+                                  device=DeviceConfig(device=device, **device_settings),
+                                  trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0,
+                                                        early_stopping_patience=None),
+                                  checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
+    return NeuralFineTuner(config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False,
+                           cache_dir=str(tmp_path))
+
+
+@needs_no_gpu
+def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, windows_19ch):
+    shape = (8, 19, 800)
+    with pytest.raises(ConfigError, match="CUDA is not available here"):
+        _tuner(tmp_path).check_input(shape)
+    _tuner(tmp_path).check_input(shape, device_here=False)
+    with pytest.raises(ConfigError, match="'fp16' needs a CUDA device"):  # wrong on every machine: refused anyway
+        _tuner(tmp_path, device="cpu", precision="fp16").check_input(shape, device_here=False)
+
+    embedder = FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                  device="cuda", cache_dir=str(tmp_path), verbose=False,
+                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs)
+    with pytest.raises(ConfigError, match="CUDA is not available here"):
+        copy.deepcopy(embedder).check_input(windows_19ch.shape)
+    embedder.check_input(windows_19ch.shape, device_here=False)
+    embedder.fit(windows_19ch)  # plans (and takes recording statistics) without the device
+    with pytest.raises(ConfigError, match="CUDA is not available here"):  # computing here still needs it
+        embedder.transform(windows_19ch)
+
+
+def test_an_extraction_shard_resolves_auto_where_it_runs(tmp_path, windows_19ch, monkeypatch):
+    """A shard planned on a machine without a GPU, run on a worker with one, embeds there under that device's key."""
+    import neurofm.estimators.frozen as frozen
+    from neurofm.experiment import _ExtractionTask, _run_extraction
+    from neurofm.sources import as_window_source
+
+    planned = FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
+                                 device="cpu" if torch.cuda.is_available() else "auto", cache_dir=str(tmp_path),
+                                 verbose=False, model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+    assert planned.device_ == "cpu"
+    worker = copy.copy(planned)  # what a shard receives
+    worker.device = "auto"
+    monkeypatch.setattr(frozen, "resolve_device", lambda device: "meta" if device == "auto" else device)
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        _run_extraction(_ExtractionTask(worker, as_window_source(windows_19ch)))
+    assert worker.device_ == "meta" and worker.fingerprint_ != planned.fingerprint_
+    assert worker.manifest_["device"] == "meta" and "device" not in planned.manifest_
+
+
+def test_deterministic_switches_torch_and_cuda_settings_and_restores_them(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled())
+    with devices.deterministic_algorithms(True, "cuda"):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+        assert not torch.backends.cuda.mem_efficient_sdp_enabled()
+    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled())
+    assert after == before
+    with devices.deterministic_algorithms(True, "cpu"):  # the CPU's attention kernels stay as they are
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.flash_sdp_enabled() == before[3]
+
+
+def test_deterministic_training_on_the_cpu_gives_the_same_bits(tmp_path, monkeypatch):
+    import neurofm.estimators.neural as neural
+
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((8, 19, 800)) * 20e-6).astype(np.float32)
+    y = np.tile([0, 1], 4)
+    seen = []
+    train = neural.train_network
+
+    def spy(*args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(neural, "train_network", spy)
+    plain = _tuner(tmp_path, device="cpu").fit(X, y)
+    strict = _tuner(tmp_path, device="cpu", deterministic=True).fit(X, y)
+    assert seen == [False, True] and not torch.are_deterministic_algorithms_enabled()
+    np.testing.assert_array_equal(strict.predict_proba(X), plain.predict_proba(X))
+    assert strict.precision_ == plain.precision_ == "fp32"
+
+
+class _FakeRay:
+    """What neurofm asks of Ray, recorded: a running runtime whose cluster has ``gpus`` GPUs."""
+
+    def __init__(self, gpus: float):
+        self.gpus, self.requests = gpus, []
+
+    def is_initialized(self):
+        return True
+
+    def cluster_resources(self):
+        return {"CPU": 8.0, **({"GPU": self.gpus} if self.gpus else {})}
+
+    def put(self, value):
+        return value
+
+    def get(self, values):
+        return list(values)
+
+    def remote(self, function):
+        fake = self
+
+        class Remote:
+            def options(self, num_gpus):
+                fake.requests.append(num_gpus)
+                return self
+
+            def remote(self, *args):
+                return function(*args)
+
+        return Remote()
+
+
+@pytest.mark.parametrize(("cluster_gpus", "setting", "expected"), [(2, "auto", [1.0, 0]), (0, "auto", [0.0, 0]),
+                                                                    (2, 0.5, [0.5, 0])])
+def test_ray_tasks_that_compute_on_a_gpu_ask_for_one(cluster_gpus, setting, expected, monkeypatch):
+    """Ray hides GPUs from a task that asks for none: device='auto' would silently run on the CPU there."""
+    import sys
+
+    from neurofm.configs import ExecutionConfig
+    from neurofm.execution import map_tasks
+
+    fake = _FakeRay(cluster_gpus)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    config = ExecutionConfig(backend="ray", gpus_per_task=setting)
+    assert map_tasks(config, abs, [-1, -2], on_gpu=[True, False]) == [1, 2]
+    assert fake.requests == expected
+
+
+def test_experiment_marks_trainable_models_on_a_gpu_device_as_gpu_tasks(tmp_path):
+    from neurofm.experiment import _computes_on_gpu, _FoldTask
+
+    def task(device, trainable=True):
+        return _FoldTask("m", 0, _tuner(tmp_path, device=device), trainable, np.arange(2), np.arange(2), None, ())
+
+    assert _computes_on_gpu(task("auto")) and _computes_on_gpu(task("cuda"))
+    assert not _computes_on_gpu(task("cpu")) and not _computes_on_gpu(task("auto", trainable=False))
