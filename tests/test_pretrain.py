@@ -592,3 +592,54 @@ def test_the_nearest_code_is_found_in_float32_under_autocast():
         trained(z)
     reference(z)
     assert torch.equal(trained.codebook, reference.codebook)  # k-means and the EMA update alike
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "masked"])
+def test_pretraining_steps_run_wholly_on_the_device(stage, tmp_path, corpus_dir, tokenizer_run, monkeypatch):
+    """Every step on PyTorch's meta device (see tests/test_device_placement.py): a model, batch, mask or
+    codebook left on the CPU fails the step; with scalar reads answered (and sizes that depend on values
+    taken as their largest), every step runs, and the export of the weights is the first copy back."""
+    import neurofm.pretrain.trainer as trainer
+
+    monkeypatch.setattr(trainer, "_start_world", lambda config: trainer._World(0, 1, torch.device("meta")))
+    library = torch.library.Library("aten", "IMPL")
+    library.impl("_local_scalar_dense", lambda t: True if t.dtype == torch.bool else 1, "Meta", allow_override=True)
+    # Code counts and dead-code indices have data-dependent sizes: on meta, as many counts as codes, every index.
+    library.impl("bincount", lambda t, weights=None, minlength=0: torch.empty(minlength, dtype=torch.int64,
+                                                                                device="meta"), "Meta")
+    from torch.fx.experimental import _config as fx_config
+
+    try:
+        extra = {"tokenizer_run": str(tokenizer_run / "tokenizer")} if stage == "masked" else {}
+        with fx_config.patch(meta_nonzero_assume_all_nonzero=True), \
+                pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+            pretrain(stage_config(tmp_path, corpus_dir, stage, **extra))
+    finally:
+        library._destroy()
+    steps = (tmp_path / stage / "history.csv").read_text().splitlines()[1:]
+    assert len(steps) == 6  # every step ran; the export of the trained weights is the first copy back
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process_before_backward(monkeypatch):
+    """With one process's loss non-finite, every process must learn it before the gradients' all-reduce."""
+    import neurofm.pretrain.trainer as trainer
+
+    world = trainer._World(0, 2, torch.device("cpu"))
+    reduced = []
+
+    class FakeDist:  # what torch.distributed does with a MIN all-reduce over a process whose loss is finite
+        class ReduceOp:
+            MIN = "min"
+
+        @staticmethod
+        def all_reduce(tensor, op=None):
+            reduced.append(op)
+            tensor.zero_()  # the other process's loss was not finite
+
+    monkeypatch.setattr(torch, "distributed", FakeDist, raising=False)
+    monkeypatch.setitem(sys.modules, "torch.distributed", FakeDist)
+    assert trainer._all_finite(torch.tensor(1.0), world) is False and reduced == ["min"]
+    assert trainer._all_finite(torch.tensor(float("nan")), trainer._World(0, 1, torch.device("cpu"))) is False

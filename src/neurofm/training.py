@@ -36,10 +36,16 @@ class TrainingOutcome:
     states: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> trainable state (for "all")
 
 
-def _trainable_state(net) -> dict[str, Any]:
-    """What training can change: trainable parameters and buffers (e.g. normalisation statistics)."""
+def _trainable_state(net, on_host: bool = False) -> dict[str, Any]:
+    """What training can change: trainable parameters and buffers (e.g. normalisation statistics).
+
+    ``on_host``: copied to the CPU's memory. The per-epoch states of
+    ``save="all"`` grow with the epochs, and would fill a GPU's memory; the
+    best and last states (one copy each) stay on the device.
+    """
     keep = {n for n, p in net.named_parameters() if p.requires_grad} | {n for n, _ in net.named_buffers()}
-    return {k: v.detach().clone() for k, v in net.state_dict().items() if k in keep}
+    return {k: v.detach().to("cpu", copy=True) if on_host else v.detach().clone()
+            for k, v in net.state_dict().items() if k in keep}
 
 
 def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
@@ -283,7 +289,7 @@ def train_network(
         value = record[monitor]
         improved = best is None or (value < best if mode == "min" else value > best)
         if checkpoints.save == "all":
-            outcome.states[epoch] = _trainable_state(net)
+            outcome.states[epoch] = _trainable_state(net, on_host=True)
         if improved and np.isfinite(value):
             best = value
             outcome.best_epoch, outcome.best_value = epoch, float(value)

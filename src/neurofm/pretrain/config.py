@@ -172,8 +172,16 @@ class PretrainConfig(BaseConfig):
         Seeds initialisation, data order, masks and dropout; a resumed run
         continues exactly as an uninterrupted one (on the CPU).
     device : {"auto", "cpu", "cuda"}
-    precision : {"fp32", "bf16"}
-        bf16 autocast (meant for GPUs; slow on CPUs without AVX-512/AMX).
+        ``"auto"``: CUDA when the process sees it, else the CPU; resolved in
+        each ``torchrun`` process, which takes the GPU of its ``LOCAL_RANK``.
+    precision : {"auto", "fp32", "bf16"}
+        bf16 autocast; ``"auto"`` (default): bf16 on CUDA GPUs with bf16
+        hardware, fp32 elsewhere (slow on CPUs without AVX-512/AMX, and the
+        CPU's results stay as they were).
+    deterministic : bool
+        Reproducible algorithms on the GPU (see
+        :func:`neurofm.devices.deterministic_algorithms`); on the CPU a run
+        is reproducible without it.
     progress : bool
         Show a progress bar.
     """
@@ -192,7 +200,8 @@ class PretrainConfig(BaseConfig):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    deterministic: bool = False
     progress: bool = True
 
     @model_validator(mode="after")

@@ -20,6 +20,8 @@ rank 0, so every process keeps the same codebook.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from dataclasses import dataclass
 
@@ -61,7 +63,10 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b.T`` in float32 even under autocast: in bf16 the nearest code of about 2 % of the vectors changes."""
-    with torch.autocast(device_type=a.device.type, enabled=False):
+    kind = a.device.type
+    # A device without autocast (meta, in the device-placement tests) has nothing to switch off.
+    off = torch.autocast(device_type=kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext()
+    with off:
         return a.float() @ b.float().T
 
 

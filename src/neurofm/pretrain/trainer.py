@@ -30,11 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import deterministic_algorithms, resolve_precision
 from ..exceptions import ConfigError, WeightsError
 from ..policy import load_yaml
 from ..sharing import check_trusted_folder
 from ..utils.files import TMP_MARK, atomic_write, claim_folder, resolve_path
 from ..utils.logging import logger
+from ..utils.prefetch import prefetched, to_pinned
 from .config import PretrainConfig, TokenizerConfig
 from .corpus import Corpus
 
@@ -148,6 +150,7 @@ class _World:
     rank: int
     size: int
     device: Any
+    started_here: bool = False
 
     @property
     def main(self) -> bool:
@@ -169,9 +172,35 @@ def _start_world(config: PretrainConfig) -> _World:
         device = torch.device("cuda", local)
     else:
         device = torch.device("cpu")
-    if size > 1 and not dist.is_initialized():
+    started_here = size > 1 and not dist.is_initialized()
+    if started_here:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return _World(rank, size, device)
+    return _World(rank, size, device, started_here)
+
+
+def _stop_world(world: _World) -> None:
+    """End the process group this run started (one the caller started is the caller's to end)."""
+    if world.started_here:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _all_finite(loss, world: _World) -> bool:
+    """Whether the loss is finite on every process.
+
+    Decided together before the backward pass: a process that stopped alone
+    would leave the others waiting forever in the gradients' all-reduce.
+    """
+    import torch
+
+    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if world.size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def _mean_over_processes(values: dict[str, float], world: _World) -> dict[str, float]:
@@ -217,11 +246,13 @@ def _latest_checkpoint(run: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
-def _config_identity(config: PretrainConfig) -> dict[str, Any]:
-    """The settings a resumed run must share with the run it continues."""
+def _config_identity(config: PretrainConfig, device: str) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues (precision as resolved on ``device``)."""
     data = config.model_dump(mode="json")
-    for key in ("progress", "checkpoint_every", "keep_checkpoints", "output_dir"):
+    # deterministic changes how the GPU sums, not what is computed: a run may resume with it switched.
+    for key in ("progress", "checkpoint_every", "keep_checkpoints", "output_dir", "deterministic"):
         data.pop(key, None)
+    data["precision"] = resolve_precision(config.precision, device)  # "auto" and "fp32" are the same run on a CPU
     return data
 
 
@@ -318,7 +349,19 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     if tokenizer_meta is not None:
         _check_tokenizer_fits(tokenizer_meta, token_config, corpus.n_times, config)
     world = _start_world(config)
+    try:
+        return _run(config, run, recipe, spec, corpus, token_config, frozen_tokenizer, world)
+    finally:
+        _stop_world(world)
+
+
+def _run(config: PretrainConfig, run: Path, recipe: Recipe, spec, corpus: Corpus, token_config: TokenizerConfig,
+         frozen_tokenizer, world: _World) -> PretrainResult:
+    """Train one stage in this process (one of ``world.size``)."""
+    import torch
+
     corpus.shard(world.rank, world.size)  # every process checks its shard before any training
+    precision = resolve_precision(config.precision, str(world.device))
 
     torch.manual_seed(config.seed)
     if config.stage == "tokenizer":
@@ -339,7 +382,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         frozen_tokenizer.to(world.device)
     model.to(world.device)
     # Only now, with the config known to work, is the run directory touched.
-    resume = _prepare_run_dir(run, config, _config_identity(config), world)
+    resume = _prepare_run_dir(run, config, _config_identity(config, str(world.device)), world)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=config.optimizer.lr,
         betas=config.optimizer.betas, weight_decay=config.optimizer.weight_decay,
@@ -365,27 +408,54 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         trained = DistributedDataParallel(model, find_unused_parameters=True)
 
     objective = _Objective(config, recipe, frozen_tokenizer)
-    stream = corpus.batches(config.optimizer.batch_size, config.seed, world.rank, world.size)
+    device_name = str(world.device)
+    # Recordings are read, filtered and cut by a background thread, a few batches ahead of the model.
+    stream = prefetched((to_pinned(windows, device_name), names) for windows, names in
+                        corpus.batches(config.optimizer.batch_size, config.seed, world.rank, world.size))
     for _ in range(start_step):
         next(stream)  # replay the data the checkpoint has already seen
+    started = time.perf_counter()
+    try:
+        with deterministic_algorithms(config.deterministic, device_name):
+            loss_value = _train_steps(config, run, world, model, trained, optimizer, objective, stream, start_step,
+                                      precision, started)
+    finally:
+        stream.close()  # stops the reading thread
+    replicas_identical = _replicas_identical(model, world)
+    if world.main:
+        processes = {"world_size": world.size, "replicas_identical": replicas_identical,
+                     "shards": [[str(s.path) for s in corpus.shard(r, world.size)] for r in range(world.size)]}
+        _export(run, config, model, corpus, token_config, processes)
+        _write_curves(run)
+    _barrier(world)
+    return PretrainResult(
+        output_dir=run, stage=config.stage, steps=config.optimizer.max_steps,
+        wall_seconds=time.perf_counter() - started, peak_memory_mb=_peak_memory_mb(),
+        final_loss=loss_value, resumed_from=start_step,
+    )
+
+
+def _train_steps(config, run, world, model, trained, optimizer, objective, stream, start_step, precision,
+                 started) -> float:
+    """The optimisation steps from ``start_step``; returns the last loss (mean over processes)."""
+    import torch
 
     history_path = run / "history.csv"
-    started = time.perf_counter()
     progress = _progress(config, world, start_step)
     loss_value = float("nan")
     model.train()
     for step in range(start_step, config.optimizer.max_steps):
         windows, ch_names = next(stream)
-        x = torch.from_numpy(windows).to(world.device)
+        x = windows.to(world.device, non_blocking=True)
         generator = _step_generator(config.seed, world.rank, step)
         lr = _lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        autocast = (torch.autocast(world.device.type, dtype=torch.bfloat16) if config.precision == "bf16"
+        autocast = (torch.autocast(world.device.type, dtype=torch.bfloat16) if precision == "bf16"
                     else contextlib.nullcontext())
         with autocast:
             loss, parts = objective(trained, x, ch_names, generator)
-        if not torch.isfinite(loss):
+        if not _all_finite(loss, world):
             raise FloatingPointError(
                 f"The pretraining loss became {float(loss)} at step {step}. Lower optimizer.lr, keep clip_grad set, "
                 "or check the corpus for flat or huge channels (reject_peak_to_peak)."
@@ -408,18 +478,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
                 _save_checkpoint(run, done, model, optimizer, config.keep_checkpoints)
             _barrier(world)
     progress.close()
-    replicas_identical = _replicas_identical(model, world)
-    if world.main:
-        processes = {"world_size": world.size, "replicas_identical": replicas_identical,
-                     "shards": [[str(s.path) for s in corpus.shard(r, world.size)] for r in range(world.size)]}
-        _export(run, config, model, corpus, token_config, processes)
-        _write_curves(run)
-    _barrier(world)
-    return PretrainResult(
-        output_dir=run, stage=config.stage, steps=config.optimizer.max_steps,
-        wall_seconds=time.perf_counter() - started, peak_memory_mb=_peak_memory_mb(),
-        final_loss=loss_value, resumed_from=start_step,
-    )
+    return loss_value
 
 
 class _Objective:
@@ -486,8 +545,9 @@ def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _
     saved = run / "pretrain.yaml"
     if saved.is_file() and _latest_checkpoint(run) is not None:
         previous = PretrainConfig.model_validate(load_yaml(saved.read_text()))
-        if _config_identity(previous) != identity:
-            changed = sorted(k for k in identity if identity.get(k) != _config_identity(previous).get(k))
+        earlier = _config_identity(previous, str(world.device))
+        if earlier != identity:
+            changed = sorted(k for k in identity if identity.get(k) != earlier.get(k))
             raise ConfigError(
                 f"{run} holds a pretraining run with another config (differs in {changed}). Use a new output_dir, "
                 "or restore the original config to resume it."
