@@ -221,3 +221,46 @@ def test_experiment_marks_trainable_models_on_a_gpu_device_as_gpu_tasks(tmp_path
 
     assert _computes_on_gpu(task("auto")) and _computes_on_gpu(task("cuda"))
     assert not _computes_on_gpu(task("cpu")) and not _computes_on_gpu(task("auto", trainable=False))
+
+
+def test_prefetched_items_come_in_order_errors_surface_and_an_early_exit_stops_the_reader():
+    import itertools
+    import threading
+
+    from neurofm.utils.prefetch import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("recording 7 is truncated")
+
+    stream = prefetched(failing())
+    assert next(stream) == 1
+    with pytest.raises(OSError, match="recording 7 is truncated"):
+        next(stream)
+
+    endless = prefetched(itertools.count())
+    assert [next(endless) for _ in range(5)] == [0, 1, 2, 3, 4]
+    endless.close()
+    assert not any(t.name == "neurofm-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_micro_batches_bound_for_a_gpu_are_the_same_batches_gathered_ahead(monkeypatch):
+    from neurofm.training import _micro_batches
+
+    X = torch.arange(40, dtype=torch.float32).reshape(10, 4)
+    y = torch.arange(10)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    pinned = []
+
+    def pin(self):  # page-locked memory needs a CUDA driver; what matters here is that each batch is pinned
+        pinned.append(self.shape[0])
+        return self
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    ahead = list(_micro_batches(X, y, order, 4, "cuda"))
+    in_turn = list(_micro_batches(X, y, order, 4, "cpu"))
+    assert len(ahead) == len(in_turn) == 3 and pinned == [4, 4, 4, 4, 2, 2]
+    for (xa, ya), (xb, yb) in zip(ahead, in_turn, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -21,6 +21,7 @@ import numpy as np
 from .configs import CheckpointConfig, DeviceConfig, TrainerConfig
 from .embed import autocast, full_batch
 from .utils.logging import logger
+from .utils.prefetch import prefetched, to_pinned
 
 __all__ = ["TrainingOutcome", "train_network", "predict_network"]
 
@@ -92,15 +93,47 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
         with torch.inference_mode(), autocast(device, precision):
             for start in range(0, len(X), batch_size):
                 rows, n_real = full_batch(X, start, batch_size)
-                out.append(net(torch.from_numpy(rows).to(device))[:n_real].float().cpu().numpy())
+                # From page-locked memory on a GPU, so the copy overlaps; outputs stay there until one copy back.
+                out.append(net(to_pinned(rows, device).to(device, non_blocking=True))[:n_real].float())
+            return torch.cat(out).cpu().numpy() if out else np.zeros((0, 1), np.float32)
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
 #: Consecutive fp16 overflow steps (each halving the loss scale) after which training counts as diverged.
 MAX_OVERFLOWS_IN_A_ROW = 32
+
+
+def _micro_batches(X_t, y_t, order, batch_size: int, device_name: str):
+    """The epoch's ``(windows, targets)`` micro-batches in ``order``.
+
+    Bound for a GPU, a background thread gathers the next ones into
+    page-locked memory while the device trains on the current one (the
+    copies then run asynchronously); elsewhere they are gathered in turn.
+    The batches are the same either way.
+    """
+    pin = device_name.startswith("cuda")
+
+    def gathered():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = X_t[idx], y_t[idx]
+            yield (xb.pin_memory(), yb.pin_memory()) if pin else (xb, yb)
+
+    return prefetched(gathered()) if pin else gathered()
+
+
+def _step_schedule(scheduler) -> None:
+    """Advance the learning-rate schedule by one optimiser step.
+
+    torch warns when a schedule steps before its optimiser has: here that is
+    by design, when two-stage training fast-forwards a new schedule and when
+    fp16 loss scaling skips an overflowing first step.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        scheduler.step()
 
 
 def _grad_scaler(precision: str, device_name: str):
@@ -200,8 +233,8 @@ def train_network(
     for epoch in range(trainer.max_epochs):
         if stage_hook is not None and stage_hook(epoch):
             optimizer, scheduler = make_optimizer()  # the trainable set changed
-            for _ in range(global_step):
-                scheduler.step()
+            for _ in range(global_step):  # the new schedule, fast-forwarded before its optimiser ever stepped
+                _step_schedule(scheduler)
         started = time.perf_counter()
         net.train()
         order = torch.randperm(len(X_t), generator=generator)
@@ -209,9 +242,9 @@ def train_network(
         optimizer.zero_grad(set_to_none=True)
         n_micro = math.ceil(len(X_t) / trainer.batch_size)
         failed = False
-        for micro in range(n_micro):
-            idx = order[micro * trainer.batch_size : (micro + 1) * trainer.batch_size]
-            xb, yb = X_t[idx].to(device_name), y_t[idx].to(device_name)
+        batches = _micro_batches(X_t, y_t, order, trainer.batch_size, device_name)
+        for micro, (xb, yb) in enumerate(batches):
+            xb, yb = xb.to(device_name, non_blocking=True), yb.to(device_name, non_blocking=True)
             with autocast(device_name, device.precision):
                 out = net(xb)
                 loss = loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
@@ -249,7 +282,8 @@ def train_network(
                 if step_hook is not None:
                     step_hook(global_step)  # before zero_grad: AdaLoRA scores ranks from the gradients
                 optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                _step_schedule(scheduler)
+        batches.close()  # a loop left early stops the gathering thread
         if failed:
             what = outcome.diagnostics["non_finite"]
             msg = f"Non-finite {what['what']} at epoch {epoch}, optimiser step {what['step']}: training of this fold stopped"
