@@ -264,3 +264,16 @@ def test_micro_batches_bound_for_a_gpu_are_the_same_batches_gathered_ahead(monke
     assert len(ahead) == len(in_turn) == 3 and pinned == [4, 4, 4, 4, 2, 2]
     for (xa, ya), (xb, yb) in zip(ahead, in_turn, strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_an_operation_without_a_deterministic_implementation_gets_a_clear_error():
+    def forward():  # what torch raises for such an operation (on CUDA, e.g. some backward passes)
+        raise RuntimeError("adaptive_max_pool2d_backward_cuda does not have a deterministic implementation, but you "
+                           "set 'torch.use_deterministic_algorithms(True)'.")
+
+    with pytest.raises(ConfigError, match="deterministic=True, but this model runs an operation.*deterministic=False"):
+        with devices.deterministic_algorithms(True, "cuda"):
+            forward()
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError, match="out of memory"), devices.deterministic_algorithms(True, "cuda"):
+        raise RuntimeError("CUDA out of memory")

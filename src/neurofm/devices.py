@@ -203,6 +203,12 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
                 yield
         else:
             yield
+    except RuntimeError as exc:
+        if "does not have a deterministic implementation" not in str(exc):
+            raise
+        raise ConfigError(f"deterministic=True, but this model runs an operation PyTorch cannot make reproducible on "
+                          f"{device!r}: {str(exc).splitlines()[0]} Set deterministic=False (results then vary in "
+                          "the last bits from run to run), or run on the CPU, which is reproducible.") from exc
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

@@ -243,24 +243,34 @@ def train_network(
         n_micro = math.ceil(len(X_t) / trainer.batch_size)
         failed = False
         batches = _micro_batches(X_t, y_t, order, trainer.batch_size, device_name)
+        step_losses: list = []  # this optimiser step's micro-batch losses, still on the device
         for micro, (xb, yb) in enumerate(batches):
             xb, yb = xb.to(device_name, non_blocking=True), yb.to(device_name, non_blocking=True)
             with autocast(device_name, device.precision):
                 out = net(xb)
                 loss = loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
-            if not torch.isfinite(loss):
-                outcome.diagnostics["non_finite"] = {"what": "loss", "epoch": epoch, "step": global_step, "batch": micro}
-                failed = True
-                break
             scaled = loss / trainer.grad_accumulation
             (scaler.scale(scaled) if scaler else scaled).backward()
-            losses.append(float(loss.detach()))
+            step_losses.append(loss.detach())
             if (micro + 1) % trainer.grad_accumulation == 0 or micro == n_micro - 1:
                 if scaler:
                     scaler.unscale_(optimizer)
                 params = [p for p in net.parameters() if p.requires_grad and p.grad is not None]
                 norm = torch.nn.utils.clip_grad_norm_(params, trainer.grad_clip or float("inf"))
-                finite = bool(torch.isfinite(norm))
+                # The losses and the norm are read once per optimiser step, not after every forward: each read
+                # makes the CPU wait for the GPU, which then idles while the next kernels are queued. A
+                # non-finite loss leaves non-finite gradients, which are never applied.
+                values = [float(v) for v in step_losses]
+                step_losses = []
+                bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+                if bad:
+                    first = micro - len(values) + 1 + bad[0]
+                    outcome.diagnostics["non_finite"] = {"what": "loss", "epoch": epoch, "step": global_step, "batch": first}
+                    failed = True
+                    break
+                losses.extend(values)
+                norm_value = float(norm)
+                finite = math.isfinite(norm_value)
                 # With fp16 loss scaling an inf gradient is an overflow: the scaler skips the step and lowers its
                 # scale, by design. Only a run of them that no scale cures (or any without a scaler) is divergence.
                 if not finite and (scaler is None or overflows_in_a_row >= MAX_OVERFLOWS_IN_A_ROW):
@@ -268,7 +278,7 @@ def train_network(
                     failed = True
                     break
                 if finite:
-                    norms.append(float(norm))
+                    norms.append(norm_value)
                     overflows_in_a_row = 0
                 else:
                     overflows_in_a_row += 1
