@@ -36,13 +36,17 @@ def run(backend: str, workers: int, permutations: int, data, tmp: str):
         models={
             "cbramod_lr": FrozenBackboneDecoderConfig(
                 backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random"),
-                head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000})),
+                head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000}),
+            ),
             "ts_lr": ClassicalModelConfig(estimator="ts_lr"),
             "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
         },
         cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="Subject"),
-        n_permutations=permutations, cache_dir=f"{tmp}/cache-{backend}", verbose=False,
-        execution=ExecutionConfig(backend=backend, n_jobs=workers, **extra))
+        n_permutations=permutations,
+        cache_dir=f"{tmp}/cache-{backend}",
+        verbose=False,
+        execution=ExecutionConfig(backend=backend, n_jobs=workers, **extra),
+    )
     t0 = time.perf_counter()
     result = Experiment(config).run(X, y, sample_metadata=meta, **info)
     return time.perf_counter() - t0, result
@@ -69,11 +73,14 @@ def main() -> None:
                 reference = result
             else:
                 same = result.scores.equals(reference.scores) and result.get_statistics().equals(
-                    reference.get_statistics())
+                    reference.get_statistics()
+                )
             rows.append((backend, seconds, same))
     base = rows[0][1]
-    print(f"{len(data[0])} windows, 3 models x 5 folds, {args.permutations} permutations, "
-          f"{args.workers} workers, cold cache\n")
+    print(
+        f"{len(data[0])} windows, 3 models x 5 folds, {args.permutations} permutations, "
+        f"{args.workers} workers, cold cache\n"
+    )
     print(f"{'backend':<12} {'wall s':>8} {'vs ' + rows[0][0]:>16} {'same scores':>12}")
     for backend, seconds, same in rows:
         print(f"{backend:<12} {seconds:>8.1f} {base / seconds:>15.2f}x {'reference' if same is None else same!s:>12}")

@@ -32,8 +32,15 @@ def embeddings(epochs, key: str, precision: str, cache_dir: str) -> np.ndarray:
     from neurofm.estimators.frozen import FoundationEmbedder
 
     X = epochs.get_data()
-    embedder = FoundationEmbedder(key, weights="random", sfreq=epochs.info["sfreq"], ch_names=epochs.ch_names,
-                                  precision=precision, cache_dir=cache_dir, verbose=False)
+    embedder = FoundationEmbedder(
+        key,
+        weights="random",
+        sfreq=epochs.info["sfreq"],
+        ch_names=epochs.ch_names,
+        precision=precision,
+        cache_dir=cache_dir,
+        verbose=False,
+    )
     return embedder.fit(X).transform(X)
 
 
@@ -48,8 +55,10 @@ def run_task(name: str, epochs, args) -> None:
     )
 
     print(f"\n{name}: {len(epochs)} windows, {len(epochs.ch_names)} channels, {epochs.info['sfreq']:g} Hz")
-    print(f"{'model':<11}{'cos median':>11}{'cos 1st pct':>12}{'max |diff| / sd':>16}{'bal. acc. fp32':>15}"
-          f"{'bal. acc. bf16':>15}{'paired p':>9}{'s fp32':>8}{'s bf16':>8}")
+    print(
+        f"{'model':<11}{'cos median':>11}{'cos 1st pct':>12}{'max |diff| / sd':>16}{'bal. acc. fp32':>15}"
+        f"{'bal. acc. bf16':>15}{'paired p':>9}{'s fp32':>8}{'s bf16':>8}"
+    )
     for key in args.models:
         seconds = {}
         for precision in ("fp32", "bf16"):
@@ -58,7 +67,9 @@ def run_task(name: str, epochs, args) -> None:
             seconds[precision] = time.perf_counter() - start
             if precision == "fp32":
                 reference = vectors
-        cosine = np.sum(reference * vectors, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(vectors, axis=1))
+        cosine = np.sum(reference * vectors, axis=1) / (
+            np.linalg.norm(reference, axis=1) * np.linalg.norm(vectors, axis=1)
+        )
         worst = np.max(np.abs(vectors - reference)) / reference.std()
         models = {
             precision: FrozenBackboneDecoderConfig(
@@ -67,14 +78,22 @@ def run_task(name: str, epochs, args) -> None:
             )
             for precision in ("fp32", "bf16")
         }
-        cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy"], cache_dir=args.cache_dir, verbose=False,
-                               cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="subject"))
+        cfg = ExperimentConfig(
+            models=models,
+            metrics=["balanced_accuracy"],
+            cache_dir=args.cache_dir,
+            verbose=False,
+            cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="subject"),
+        )
         result = Experiment(cfg).run(epochs, epochs.metadata["label"].to_numpy())
         summary = result.summary().set_index("Model")["mean"]
         p_value = result.compare("fp32", "bf16", "balanced_accuracy")["corrected_t_p"]  # nan when every fold ties
-        print(f"{key:<11}{np.median(cosine):>11.5f}{np.percentile(cosine, 1):>12.5f}{worst:>16.3f}"
-              f"{summary['fp32']:>15.3f}{summary['bf16']:>15.3f}{p_value:>9.2f}"
-              f"{seconds['fp32']:>8.1f}{seconds['bf16']:>8.1f}", flush=True)
+        print(
+            f"{key:<11}{np.median(cosine):>11.5f}{np.percentile(cosine, 1):>12.5f}{worst:>16.3f}"
+            f"{summary['fp32']:>15.3f}{summary['bf16']:>15.3f}{p_value:>9.2f}"
+            f"{seconds['fp32']:>8.1f}{seconds['bf16']:>8.1f}",
+            flush=True,
+        )
 
 
 def main() -> None:

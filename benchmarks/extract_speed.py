@@ -70,8 +70,27 @@ import sys
 import time
 
 N_WINDOWS = 256
-CHANNELS = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8", "P7", "P3", "Pz", "P4", "P8",
-            "O1", "O2"]
+CHANNELS = [
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "T7",
+    "C3",
+    "Cz",
+    "C4",
+    "T8",
+    "P7",
+    "P3",
+    "Pz",
+    "P4",
+    "P8",
+    "O1",
+    "O2",
+]
 SFREQ, SECONDS = 200.0, 4.0
 
 
@@ -94,9 +113,12 @@ def _plain_model(key: str):
 
     spec = get_model_spec(key)
     torch.manual_seed(0)
-    model = getattr(bd, spec.braindecode_class)(n_chans=len(CHANNELS), n_times=int(SFREQ * SECONDS), sfreq=SFREQ,
-                                                n_outputs=2)
-    forward_kwargs = {"return_features": True} | ({"ch_names": CHANNELS} if key == "labram" else {})  # LaBraM maps names
+    model = getattr(bd, spec.braindecode_class)(
+        n_chans=len(CHANNELS), n_times=int(SFREQ * SECONDS), sfreq=SFREQ, n_outputs=2
+    )
+    forward_kwargs = {"return_features": True} | (
+        {"ch_names": CHANNELS} if key == "labram" else {}
+    )  # LaBraM maps names
     return model.eval(), forward_kwargs
 
 
@@ -152,19 +174,23 @@ def _matmul_mode(env: dict) -> str:
         mode = "IEEE fp32"
     else:
         mode = "TF32 or bf16" if env["float32_matmul_precision"] == "medium" else "TF32"
-    return (f"matmul {mode} (float32_matmul_precision={env['float32_matmul_precision']}, "
-            f"cuda.matmul.allow_tf32={env['matmul_allow_tf32']})")
+    return (
+        f"matmul {mode} (float32_matmul_precision={env['float32_matmul_precision']}, "
+        f"cuda.matmul.allow_tf32={env['matmul_allow_tf32']})"
+    )
 
 
 def describe(env: dict) -> str:
     """The device, versions and settings of ``env`` (from :func:`environment`), in a line (two on CUDA)."""
     if "gpu" not in env:
         return f"figures from {env['device']}: torch {env['torch']}, {env['threads']} intra-op threads"
-    return (f"figures from {env['device']}: {env['gpu']} ({env['capability']}, {env['sms']} SMs, "
-            f"{env['memory_gib']:.0f} GiB), torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}\n"
-            f"fp32: {_conv_mode(env)}, {_matmul_mode(env)}; bf16: autocast, "
-            f"reduced-precision reductions {'allowed' if env['bf16_reduced_precision_reduction'] else 'off'} "
-            f"(cuda.matmul.allow_bf16_reduced_precision_reduction={env['bf16_reduced_precision_reduction']})")
+    return (
+        f"figures from {env['device']}: {env['gpu']} ({env['capability']}, {env['sms']} SMs, "
+        f"{env['memory_gib']:.0f} GiB), torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}\n"
+        f"fp32: {_conv_mode(env)}, {_matmul_mode(env)}; bf16: autocast, "
+        f"reduced-precision reductions {'allowed' if env['bf16_reduced_precision_reduction'] else 'off'} "
+        f"(cuda.matmul.allow_bf16_reduced_precision_reduction={env['bf16_reduced_precision_reduction']})"
+    )
 
 
 # Square sizes of the CUDA limit: an H100/H200's tensor cores come near their best rate only in products of
@@ -292,12 +318,13 @@ def _products_step(key: str, batch: int, device: str, precision: str):
     from neurofm.embed import _intra_op_threads, autocast, cpu_streams
 
     aten = torch.ops.aten
-    products = {aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default,
-                aten.convolution.default}
+    products = {aten.addmm.default, aten.mm.default, aten.bmm.default, aten.baddbmm.default, aten.convolution.default}
     if _is_cuda(device):  # the fused attention kernels; on the CPU the math kernel spells them out
-        products |= {aten._scaled_dot_product_flash_attention.default,
-                     aten._scaled_dot_product_efficient_attention.default,
-                     aten._scaled_dot_product_cudnn_attention.default}
+        products |= {
+            aten._scaled_dot_product_flash_attention.default,
+            aten._scaled_dot_product_efficient_attention.default,
+            aten._scaled_dot_product_cudnn_attention.default,
+        }
 
     class Recorder(TorchDispatchMode):
         def __init__(self):
@@ -307,15 +334,20 @@ def _products_step(key: str, batch: int, device: str, precision: str):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
             if func in products:
-                self.calls.append((func, [(a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a
-                                          for a in args], kwargs))
+                self.calls.append(
+                    (func, [(a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a for a in args], kwargs)
+                )
             return func(*args, **kwargs)
 
     model, forward_kwargs = _plain_model(key)
     model = model.to(device)
     x = torch.from_numpy(_windows(batch) * 1e4).to(device)
-    with (torch.no_grad(), autocast(device, precision), _every_product_visible(math=not _is_cuda(device)),
-          Recorder() as recorder):
+    with (
+        torch.no_grad(),
+        autocast(device, precision),
+        _every_product_visible(math=not _is_cuda(device)),
+        Recorder() as recorder,
+    ):
         model(x, **forward_kwargs)
 
     def fresh(arg):
@@ -386,13 +418,28 @@ def _variant_step(variant: str, key: str, batch: int, device: str, precision: st
         return step
     from neurofm.estimators.frozen import FoundationEmbedder
 
-    embedder = FoundationEmbedder(key, weights="random", sfreq=SFREQ, ch_names=CHANNELS, cache_embeddings=False,
-                                  batch_size=batch, device=device, precision=precision, verbose=False).fit(X)
+    embedder = FoundationEmbedder(
+        key,
+        weights="random",
+        sfreq=SFREQ,
+        ch_names=CHANNELS,
+        cache_embeddings=False,
+        batch_size=batch,
+        device=device,
+        precision=precision,
+        verbose=False,
+    ).fit(X)
     return lambda: embedder.transform(X)
 
 
-_MATMUL_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
-               "aten::_scaled_dot_product_flash_attention_for_cpu"}
+_MATMUL_OPS = {
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::mkldnn_convolution",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+}
 
 # GPU kernels that multiply matrices, by name. On the GPU the profiler's time
 # is the kernels', and their names come from the libraries, not from aten:
@@ -482,6 +529,7 @@ def serve(args) -> None:
     """Child process: build one variant, then answer ``run SECONDS`` / ``share`` / ``describe`` / ``quit`` on stdin."""
     kind, key, batch = args.serve
     if kind == "peak":
+
         def answer(command: list[str]) -> float:
             return matmul_peak(args.device, args.precision)
     else:
@@ -493,6 +541,7 @@ def serve(args) -> None:
             if command[0] == "share":
                 return matmul_share(step, args.device)
             return _rate(step, getattr(step, "windows", N_WINDOWS), float(command[1]), args.device)
+
     print("ready", flush=True)
     for line in sys.stdin:
         command = line.split()
@@ -505,8 +554,18 @@ class _Child:
     """One variant in its own process, answering one command at a time."""
 
     def __init__(self, args, kind: str, key: str, batch: int, precision: str):
-        command = [sys.executable, __file__, "--serve", kind, key, str(batch), "--device", args.device,
-                   "--precision", precision]
+        command = [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            key,
+            str(batch),
+            "--device",
+            args.device,
+            "--precision",
+            precision,
+        ]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if self._read() != "ready":
             raise RuntimeError(f"{kind} {key} did not start")
@@ -529,18 +588,29 @@ class _Child:
 
 
 def _one_shot(args, *command) -> float:
-    out = subprocess.run([sys.executable, __file__, "--once", *map(str, command)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--once", *map(str, command)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["labram", "cbramod", "codebrain"])
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
-                        help="default: fp32, plus bf16 where this device multiplies bf16 natively")
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=None,
-                        help="neurofm batch sizes to compare (default: what batch_size='auto' gives this device)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="default: fp32, plus bf16 where this device multiplies bf16 natively",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="neurofm batch sizes to compare (default: what batch_size='auto' gives this device)",
+    )
     parser.add_argument("--plain-batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -561,8 +631,9 @@ def main() -> None:
 
     if args.precisions is None:
         args.precisions = ["fp32"] + (["bf16"] if args.device.startswith("cuda") or cpu_has_fast_bf16() else [])
-    batches = args.batch_sizes or [resolve_batch_size(FoundationEmbeddingModelConfig.model_fields["batch_size"].default,
-                                                      args.device)]
+    batches = args.batch_sizes or [
+        resolve_batch_size(FoundationEmbeddingModelConfig.model_fields["batch_size"].default, args.device)
+    ]
     peak_children = {p: _Child(args, "peak", "-", 0, p) for p in dict.fromkeys(["fp32", *args.precisions])}
     env = peak_children["fp32"].ask("describe")
     on_cuda = "gpu" in env
@@ -571,16 +642,19 @@ def main() -> None:
         peak_children["tf32"] = _Child(args, "peak", "-", 0, "tf32")
     peaks: dict[str, list[float]] = {p: [] for p in peak_children}
     print(describe(env))
-    header = (f"{'model':<10} {'prec':<5} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "
-              f"{'batch':>5} {'(b)/(a)':>7} {'(a) % lim':>9} {'(b) % lim':>9} {'(b) % own':>9} {'matmul':>6} {'ceiling':>7}")
+    header = (
+        f"{'model':<10} {'prec':<5} {'GFLOP/win':>9} {'limit win/s':>11} {'(a) plain':>10} {'(b) neurofm':>12} "
+        f"{'batch':>5} {'(b)/(a)':>7} {'(a) % lim':>9} {'(b) % lim':>9} {'(b) % own':>9} {'matmul':>6} {'ceiling':>7}"
+    )
     print(header)
     print("-" * len(header), flush=True)
     for key in args.models:
         gflop = _one_shot(args, key)
         for precision in args.precisions:
             children = {("plain", args.plain_batch): _Child(args, "plain", key, args.plain_batch, precision)}
-            children |= {(kind, b): _Child(args, kind, key, b, precision) for b in batches
-                         for kind in ("neurofm", "products")}
+            children |= {
+                (kind, b): _Child(args, kind, key, b, precision) for b in batches for kind in ("neurofm", "products")
+            }
             rounds: list[dict] = []
             for _ in range(args.rounds):
                 measured = {name: child.ask("run", args.seconds) for name, child in children.items()}
@@ -592,18 +666,23 @@ def main() -> None:
             for b in batches:
                 ours = [r[("neurofm", b)] for r in rounds]
 
-                def share_of_limit(rates, p):
-                    return statistics.median(rate * gflop / r[("peak", p)] for rate, r in zip(rates, rounds))
+                def share_of_limit(rates, p, gflop=gflop, rounds=rounds):
+                    return statistics.median(
+                        rate * gflop / r[("peak", p)] for rate, r in zip(rates, rounds, strict=True)
+                    )
 
                 limit = statistics.median(r[("peak", "fp32")] for r in rounds) / gflop
                 share = children[("neurofm", b)].ask("share")
                 own = f"{100 * share_of_limit(ours, precision):>8.0f}%" if precision != "fp32" else f"{'':>9}"
                 ceiling = share_of_limit([r[("products", b)] for r in rounds], precision)
-                print(f"{key:<10} {precision:<5} {gflop:>9.3f} {limit:>11.1f} {statistics.median(plain):>10.1f} "
-                      f"{statistics.median(ours):>12.1f} {b:>5} "
-                      f"{statistics.median(o / a for o, a in zip(ours, plain)):>7.2f} "
-                      f"{100 * share_of_limit(plain, 'fp32'):>8.0f}% {100 * share_of_limit(ours, 'fp32'):>8.0f}% "
-                      f"{own} {100 * share:>5.0f}% {100 * ceiling:>6.0f}%", flush=True)
+                print(
+                    f"{key:<10} {precision:<5} {gflop:>9.3f} {limit:>11.1f} {statistics.median(plain):>10.1f} "
+                    f"{statistics.median(ours):>12.1f} {b:>5} "
+                    f"{statistics.median(o / a for o, a in zip(ours, plain, strict=True)):>7.2f} "
+                    f"{100 * share_of_limit(plain, 'fp32'):>8.0f}% {100 * share_of_limit(ours, 'fp32'):>8.0f}% "
+                    f"{own} {100 * share:>5.0f}% {100 * ceiling:>6.0f}%",
+                    flush=True,
+                )
             for child in children.values():
                 child.close()
     for child in peak_children.values():
@@ -611,27 +690,40 @@ def main() -> None:
     print()
     for p, values in peaks.items():
         if on_cuda:
-            how = {"fp32": _matmul_mode(env), "bf16": "tensor cores",
-                   "tf32": "cuda.matmul.allow_tf32=True, what TF32 convolutions can reach; reference, not a limit"}[p]
+            how = {
+                "fp32": _matmul_mode(env),
+                "bf16": "tensor cores",
+                "tf32": "cuda.matmul.allow_tf32=True, what TF32 convolutions can reach; reference, not a limit",
+            }[p]
             how = f"{how}; square products of {_CUDA_PEAK_SIZES[0]} to {_CUDA_PEAK_SIZES[-1]}, CUDA events"
         else:
             how = "best square product of each round"
-        print(f"matrix multiply, {p} on {args.device}: median {statistics.median(values):.1f} GFLOP/s "
-              f"(range {min(values):.1f}-{max(values):.1f}; {how})")
-    print("limit win/s: fp32 rate / GFLOP per window; % lim: share of the fp32 limit (median over rounds of the share "
-          "within each round); % own: share of the limit at the row's own precision; matmul: share of (b)'s operator "
-          "time in matrix products and convolutions (torch profiler, one pass in one stream); ceiling: the share of the "
-          "limit at the row's own precision reached by the model's own matrix products and convolutions replayed "
-          "alone at their shapes, in (b)'s streams (what (b) would reach if nothing else took time)")
+        print(
+            f"matrix multiply, {p} on {args.device}: median {statistics.median(values):.1f} GFLOP/s "
+            f"(range {min(values):.1f}-{max(values):.1f}; {how})"
+        )
+    print(
+        "limit win/s: fp32 rate / GFLOP per window; % lim: share of the fp32 limit (median over rounds of the share "
+        "within each round); % own: share of the limit at the row's own precision; matmul: share of (b)'s operator "
+        "time in matrix products and convolutions (torch profiler, one pass in one stream); ceiling: the share of the "
+        "limit at the row's own precision reached by the model's own matrix products and convolutions replayed "
+        "alone at their shapes, in (b)'s streams (what (b) would reach if nothing else took time)"
+    )
     if on_cuda:
-        tf32_note = (". With convolutions in TF32 and products in IEEE fp32, an fp32 row's convolutions can beat the "
-                     "fp32 limit, so its % lim and ceiling can pass 100 % (up to tf32 rate / fp32 rate)")
-        print("on CUDA: rates run until the device is synchronised; matmul is the share of (b)'s GPU kernel time "
-              "(self device time) in kernels that multiply matrices (cuBLAS/CUTLASS products, flash and "
-              "memory-efficient attention, cuDNN convolutions, by kernel name); the ceiling replays attention as "
-              "the fused kernel PyTorch picks on this GPU" + (tf32_note if "tf32" in peaks else ""))
-    print(f"medians of {args.rounds} rounds of {args.seconds:.0f} s per variant, {N_WINDOWS} windows "
-          f"(19 ch, 4 s, 200 Hz), random weights, plain batch {args.plain_batch}")
+        tf32_note = (
+            ". With convolutions in TF32 and products in IEEE fp32, an fp32 row's convolutions can beat the "
+            "fp32 limit, so its % lim and ceiling can pass 100 % (up to tf32 rate / fp32 rate)"
+        )
+        print(
+            "on CUDA: rates run until the device is synchronised; matmul is the share of (b)'s GPU kernel time "
+            "(self device time) in kernels that multiply matrices (cuBLAS/CUTLASS products, flash and "
+            "memory-efficient attention, cuDNN convolutions, by kernel name); the ceiling replays attention as "
+            "the fused kernel PyTorch picks on this GPU" + (tf32_note if "tf32" in peaks else "")
+        )
+    print(
+        f"medians of {args.rounds} rounds of {args.seconds:.0f} s per variant, {N_WINDOWS} windows "
+        f"(19 ch, 4 s, 200 Hz), random weights, plain batch {args.plain_batch}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,15 @@ def child(args) -> None:
 
     X, y, meta, info = simulate_eeg_dataset(n_subjects=2, n_windows_per_class=args.windows // 4, random_state=0)
     cfg = NeuralFineTuneConfig(
-        model_key=args.model, weights="random", train_mode=args.mode, lora=LoRAConfig(r=8, alpha=16),
-        device=DeviceConfig(device="cpu"), checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
-        trainer=TrainerConfig(max_epochs=args.epochs, batch_size=8, validation_fraction=0.0, early_stopping_patience=None),
+        model_key=args.model,
+        weights="random",
+        train_mode=args.mode,
+        lora=LoRAConfig(r=8, alpha=16),
+        device=DeviceConfig(device="cpu"),
+        checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
+        trainer=TrainerConfig(
+            max_epochs=args.epochs, batch_size=8, validation_fraction=0.0, early_stopping_patience=None
+        ),
     )
     est = NeuralFineTuner(cfg, sfreq=info["sfreq"], ch_names=info["ch_names"], verbose=False)
     start = time.perf_counter()
@@ -50,12 +56,19 @@ def child(args) -> None:
         size = p.numel() * p.element_size()
         state += size + (3 * size if p.requires_grad else 0)  # + gradient + two AdamW moments
     history = est.get_training_history()
-    print(json.dumps({
-        "trainable": card["trainable_parameters"], "total": card["total_parameters"],
-        "seconds_per_epoch": float(sum(r["seconds"] for r in history) / len(history)), "fit_seconds": seconds,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "state_mb": state / 2**20,
-        "quantized_layers": card["quantized_layers"],
-    }))
+    print(
+        json.dumps(
+            {
+                "trainable": card["trainable_parameters"],
+                "total": card["total_parameters"],
+                "seconds_per_epoch": float(sum(r["seconds"] for r in history) / len(history)),
+                "fit_seconds": seconds,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "state_mb": state / 2**20,
+                "quantized_layers": card["quantized_layers"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -72,12 +85,26 @@ def main() -> None:
     from neurofm.models import get_model_spec
 
     modes = [m for m in MODES if m in get_model_spec(args.model).train_modes]
-    print(f"{args.model} at full size, {args.windows} windows (19 ch, 160 Hz, 4 s), batch 8, {args.epochs} epochs, "
-          f"{args.threads} threads, CPU")
+    print(
+        f"{args.model} at full size, {args.windows} windows (19 ch, 160 Hz, 4 s), batch 8, {args.epochs} epochs, "
+        f"{args.threads} threads, CPU"
+    )
     rows = {}
     for mode in modes:
-        cmd = [sys.executable, __file__, "--child", mode, "--model", args.model, "--windows", str(args.windows),
-               "--epochs", str(args.epochs), "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--model",
+            args.model,
+            "--windows",
+            str(args.windows),
+            "--epochs",
+            str(args.epochs),
+            "--threads",
+            str(args.threads),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
         if out.returncode != 0:
             rows[mode] = None
@@ -90,7 +117,9 @@ def main() -> None:
         if r is None:
             continue
         share = 100 * r["trainable"] / full["trainable"] if full else float("nan")
-        print(f"{mode:<9}{r['trainable']:>12,}{share:>10.2f}%{r['state_mb']:>10.1f}{r['peak_mb']:>9.0f}{r['seconds_per_epoch']:>9.1f}")
+        print(
+            f"{mode:<9}{r['trainable']:>12,}{share:>10.2f}%{r['state_mb']:>10.1f}{r['peak_mb']:>9.0f}{r['seconds_per_epoch']:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

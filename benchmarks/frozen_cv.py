@@ -68,8 +68,11 @@ def naive(data) -> dict:
                 out.append(feats.mean(dim=(1, 2)).numpy())
         return np.concatenate(out)
 
-    classes = {"LogisticRegression": linear_model.LogisticRegression, "RidgeClassifier": linear_model.RidgeClassifier,
-               "LinearDiscriminantAnalysis": discriminant_analysis.LinearDiscriminantAnalysis}
+    classes = {
+        "LogisticRegression": linear_model.LogisticRegression,
+        "RidgeClassifier": linear_model.RidgeClassifier,
+        "LinearDiscriminantAnalysis": discriminant_analysis.LinearDiscriminantAnalysis,
+    }
     scores = []
     cv = StratifiedGroupKFold(5, shuffle=True, random_state=0)
     for train, test in cv.split(X, y, meta["Subject"]):
@@ -96,7 +99,10 @@ def neurofm_run(data, args) -> dict:
         for head, params in HEADS.items()
     }
     cfg = ExperimentConfig(
-        models=models, metrics=["balanced_accuracy"], cache_dir=args.cache_dir, verbose=False,
+        models=models,
+        metrics=["balanced_accuracy"],
+        cache_dir=args.cache_dir,
+        verbose=False,
         cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="Subject"),
     )
     result = Experiment(cfg).run(X, y, sample_metadata=meta, **info)
@@ -115,6 +121,7 @@ def child(args) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import braindecode.models  # noqa: F401 - both variants need it; import before timing
+
         import neurofm.experiment  # noqa: F401
     data = _data(args)
     setup = time.perf_counter() - setup_start
@@ -126,8 +133,20 @@ def child(args) -> None:
 
 
 def run_variant(variant: str, args, cache_dir: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", variant, "--cache-dir", cache_dir, "--subjects", str(args.subjects),
-           "--per-class", str(args.per_class), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--cache-dir",
+        cache_dir,
+        "--subjects",
+        str(args.subjects),
+        "--per-class",
+        str(args.per_class),
+        "--threads",
+        str(args.threads),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -145,8 +164,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="neurofm-bench-") as cache_dir:
         n = args.subjects * args.per_class * 2
-        print(f"{n} windows (19 ch, 160 Hz, 4 s), CBraMod full size (random weights), 5-fold stratified group CV, "
-              f"{len(HEADS)} heads, {args.threads} threads")
+        print(
+            f"{n} windows (19 ch, 160 Hz, 4 s), CBraMod full size (random weights), 5-fold stratified group CV, "
+            f"{len(HEADS)} heads, {args.threads} threads"
+        )
         results = {
             "(a) naive braindecode loop": run_variant("naive", args, cache_dir),
             "(b) neurofm, cold cache": run_variant("neurofm", args, cache_dir),
@@ -154,15 +175,19 @@ def main() -> None:
         }
     print(f"{'variant':<30}{'wall s':>10}{'setup s':>10}{'peak MB':>10}{'bal. acc.':>11}{'misses':>8}")
     for name, r in results.items():
-        print(f"{name:<30}{r['seconds']:>10.1f}{r['setup_seconds']:>10.1f}{r['peak_mb']:>10.0f}"
-              f"{r['mean_balanced_accuracy']:>11.3f}{r.get('cache_misses', '-'):>8}")
+        print(
+            f"{name:<30}{r['seconds']:>10.1f}{r['setup_seconds']:>10.1f}{r['peak_mb']:>10.0f}"
+            f"{r['mean_balanced_accuracy']:>11.3f}{r.get('cache_misses', '-'):>8}"
+        )
     a, b, c = (r["seconds"] for r in results.values())
     print(f"(a)/(b) = {a / b:.1f}x   (b)/(c) = {b / c:.1f}x   (goals: >= 10x each)")
     warm_misses = results["(c) neurofm, warm cache"]["cache_misses"]
     print(f"warm run: {warm_misses} cache misses (must be 0)")
     if warm_misses != 0:
-        raise SystemExit(f"FAILED: the warm run embedded {warm_misses} window(s) again, so (c) did not measure a warm "
-                         "cache; find why the cache missed (its key changed between the two runs?) before quoting (c).")
+        raise SystemExit(
+            f"FAILED: the warm run embedded {warm_misses} window(s) again, so (c) did not measure a warm "
+            "cache; find why the cache missed (its key changed between the two runs?) before quoting (c)."
+        )
 
 
 if __name__ == "__main__":

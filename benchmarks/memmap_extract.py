@@ -25,8 +25,27 @@ import sys
 import tempfile
 import time
 
-CHANNELS = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8", "P7", "P3", "Pz", "P4", "P8",
-            "O1", "O2"]
+CHANNELS = [
+    "Fp1",
+    "Fp2",
+    "F7",
+    "F3",
+    "Fz",
+    "F4",
+    "F8",
+    "T7",
+    "C3",
+    "Cz",
+    "C4",
+    "T8",
+    "P7",
+    "P3",
+    "Pz",
+    "P4",
+    "P8",
+    "O1",
+    "O2",
+]
 N_TIMES = 800
 
 
@@ -53,7 +72,11 @@ def write(path: str, gigabytes: float) -> int:
 
 
 def run(path: str, cache_dir: str, full: bool) -> dict:
+    # neurofm imports torch and braindecode lazily, inside the run: import them first so the baseline holds
+    # the libraries and the peak above it is the run's cost alone.
+    import braindecode.models  # noqa: F401  (imports torch and MNE)
     import numpy as np
+    import sklearn.linear_model  # noqa: F401
 
     from neurofm import Experiment
     from neurofm.configs import (
@@ -65,24 +88,30 @@ def run(path: str, cache_dir: str, full: bool) -> dict:
     )
     from neurofm.models import get_model_spec
 
-    # neurofm imports torch and braindecode lazily, inside the run: import them first so the baseline holds
-    # the libraries and the peak above it is the run's cost alone.
-    import braindecode.models  # noqa: F401  (imports torch and MNE)
-    import sklearn.linear_model  # noqa: F401
-
     after_imports = _peak_mb()
     X = np.load(path, mmap_mode="r")
     y = np.arange(len(X)) % 2
     kwargs = {} if full else get_model_spec("cbramod").tiny_kwargs
     config = ExperimentConfig(
-        models={"cbramod": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", model_kwargs=kwargs),
-            head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 200}))},
-        cv=CVConfig(strategy="stratified_kfold", n_splits=5), cache_dir=cache_dir, verbose=False)
+        models={
+            "cbramod": FrozenBackboneDecoderConfig(
+                backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", model_kwargs=kwargs),
+                head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 200}),
+            )
+        },
+        cv=CVConfig(strategy="stratified_kfold", n_splits=5),
+        cache_dir=cache_dir,
+        verbose=False,
+    )
     t0 = time.perf_counter()
     result = Experiment(config).run(X, y, sfreq=200.0, ch_names=CHANNELS)
-    return {"windows": len(X), "seconds": time.perf_counter() - t0, "after_imports_mb": after_imports,
-            "peak_mb": _peak_mb(), "balanced_accuracy": float(result.scores["Value"].mean())}
+    return {
+        "windows": len(X),
+        "seconds": time.perf_counter() - t0,
+        "after_imports_mb": after_imports,
+        "peak_mb": _peak_mb(),
+        "balanced_accuracy": float(result.scores["Value"].mean()),
+    }
 
 
 def main() -> None:
@@ -103,11 +132,15 @@ def main() -> None:
         print(f"wrote {n} windows, {size_gb:.2f} GB, in {time.perf_counter() - t0:.0f} s")
         command = [sys.executable, __file__, "--child", path, os.path.join(tmp, "cache")] + (["--full"] * args.full)
         out = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-    print(f"Experiment.run on a {size_gb:.2f} GB memmap ({out['windows']} windows, "
-          f"{'full' if args.full else 'tiny'} CBraMod, 5-fold CV): {out['seconds']:.0f} s")
-    print(f"peak resident memory: {out['peak_mb'] / 1024:.2f} GB "
-          f"(after importing torch, braindecode and neurofm: {out['after_imports_mb'] / 1024:.2f} GB, so the run's "
-          f"own: {(out['peak_mb'] - out['after_imports_mb']) / 1024:.2f} GB; the file: {size_gb:.2f} GB)")
+    print(
+        f"Experiment.run on a {size_gb:.2f} GB memmap ({out['windows']} windows, "
+        f"{'full' if args.full else 'tiny'} CBraMod, 5-fold CV): {out['seconds']:.0f} s"
+    )
+    print(
+        f"peak resident memory: {out['peak_mb'] / 1024:.2f} GB "
+        f"(after importing torch, braindecode and neurofm: {out['after_imports_mb'] / 1024:.2f} GB, so the run's "
+        f"own: {(out['peak_mb'] - out['after_imports_mb']) / 1024:.2f} GB; the file: {size_gb:.2f} GB)"
+    )
     print(f"balanced accuracy {out['balanced_accuracy']:.3f}")
 
 

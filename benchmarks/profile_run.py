@@ -54,11 +54,15 @@ def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple
         models={
             "cbramod_lr": FrozenBackboneDecoderConfig(
                 backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random"),
-                head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000})),
+                head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000}),
+            ),
             "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
         },
         cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="Subject"),
-        n_permutations=permutations, cache_dir=cache_dir, verbose=False)
+        n_permutations=permutations,
+        cache_dir=cache_dir,
+        verbose=False,
+    )
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.enable()
@@ -86,15 +90,20 @@ def main() -> None:
 
     data = simulate_eeg_dataset(n_subjects=args.subjects, n_windows_per_class=args.per_class, random_state=0)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {label: profile_once(data, f"{tmp}/cache", f"{tmp}/{label}", args.permutations)
-                for label in ("cold cache", "warm cache")}
-    print(f"Experiment.run profile: {len(data[0])} windows (19 ch, 160 Hz, 4 s), full-size CBraMod + LR head and "
-          f"bandpower_lr, 5-fold group CV, {args.permutations} permutations, results saved\n")
+        runs = {
+            label: profile_once(data, f"{tmp}/cache", f"{tmp}/{label}", args.permutations)
+            for label in ("cold cache", "warm cache")
+        }
+    print(
+        f"Experiment.run profile: {len(data[0])} windows (19 ch, 160 Hz, 4 s), full-size CBraMod + LR head and "
+        f"bandpower_lr, 5-fold group CV, {args.permutations} permutations, results saved\n"
+    )
     stages = list(runs["cold cache"][1])
     print(f"{'stage':<44}" + "".join(f"{label:>22}" for label in runs))
     for stage in stages:
-        cells = "".join(f"{runs[label][1][stage]:>12.2f} s {100 * runs[label][1][stage] / runs[label][0]:>6.1f} %"
-                        for label in runs)
+        cells = "".join(
+            f"{runs[label][1][stage]:>12.2f} s {100 * runs[label][1][stage] / runs[label][0]:>6.1f} %" for label in runs
+        )
         print(f"{stage:<44}{cells}")
     print(f"{'wall':<44}" + "".join(f"{runs[label][0]:>12.2f} s {100.0:>6.1f} %" for label in runs))
 

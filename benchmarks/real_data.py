@@ -46,14 +46,22 @@ def hand_written(name: str, sfreq: float):
     if name == "ts_lr":
         return make_pipeline(Covariances(estimator="oas"), TangentSpace(metric="riemann"), lr)
     if name == "xdawn_ts_lr":
-        return make_pipeline(XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
-                             TangentSpace(metric="riemann"), StandardScaler(), lr)
+        return make_pipeline(
+            XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
+            TangentSpace(metric="riemann"),
+            StandardScaler(),
+            lr,
+        )
 
     def log_band_power(X):
-        freqs, psd = welch(np.asarray(X, dtype=np.float64), fs=sfreq, nperseg=min(X.shape[-1], int(round(sfreq * 2))), axis=-1)
+        freqs, psd = welch(
+            np.asarray(X, dtype=np.float64), fs=sfreq, nperseg=min(X.shape[-1], int(round(sfreq * 2))), axis=-1
+        )
         bands = [(1, 4), (4, 8), (8, 13), (13, 30), (30, 45)]
-        return np.concatenate([np.log10(psd[..., (freqs >= lo) & (freqs < hi)].mean(-1) + np.finfo(float).tiny)
-                               for lo, hi in bands], axis=1)
+        return np.concatenate(
+            [np.log10(psd[..., (freqs >= lo) & (freqs < hi)].mean(-1) + np.finfo(float).tiny) for lo, hi in bands],
+            axis=1,
+        )
 
     return make_pipeline(FunctionTransformer(log_band_power), StandardScaler(), lr)
 
@@ -76,9 +84,14 @@ def run_task(name: str, epochs, args) -> None:
             backbone=FoundationEmbeddingModelConfig(model_key=key, weights="random"),
             head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000}),
         )
-    cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy"], n_permutations=args.permutations,
-                           cache_dir=args.cache_dir, verbose=False,
-                           cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="subject"))
+    cfg = ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy"],
+        n_permutations=args.permutations,
+        cache_dir=args.cache_dir,
+        verbose=False,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="subject"),
+    )
     y = epochs.metadata["label"].to_numpy()
     start = time.perf_counter()
     result = Experiment(cfg).run(epochs, y)
@@ -86,9 +99,11 @@ def run_task(name: str, epochs, args) -> None:
     summary = result.summary().set_index("Model")
     stats = result.get_statistics().set_index("Model")
     n_subjects = epochs.metadata["subject"].nunique()
-    print(f"\n{name}: {len(epochs)} windows, {len(epochs.ch_names)} channels, {epochs.info['sfreq']:g} Hz, "
-          f"{n_subjects} subjects, classes {({k: int(v) for k, v in epochs.metadata['label'].value_counts().items()})}; "
-          f"{seconds:.0f} s")
+    print(
+        f"\n{name}: {len(epochs)} windows, {len(epochs.ch_names)} channels, {epochs.info['sfreq']:g} Hz, "
+        f"{n_subjects} subjects, classes { ({k: int(v) for k, v in epochs.metadata['label'].value_counts().items()}) }; "
+        f"{seconds:.0f} s"
+    )
     print(f"{'model':<22}{'bal. acc.':>10}{'± sd':>8}{'p (perm.)':>11}")
     for model in models:
         p = stats.loc[model, "p_value"] if model in stats.index else float("nan")
@@ -101,7 +116,7 @@ def run_task(name: str, epochs, args) -> None:
     worst = 0.0
     for baseline in BASELINES:
         part = splits[splits["Model"] == baseline]
-        for fold, rows in part.groupby("Fold"):
+        for _, rows in part.groupby("Fold"):
             train = rows.loc[rows["Set"] == "train", "SampleIndex"].to_numpy()
             test = rows.loc[rows["Set"] == "test", "SampleIndex"].to_numpy()
             estimator = hand_written(baseline, epochs.info["sfreq"]).fit(X[train].astype(np.float32), y[train])
@@ -119,8 +134,13 @@ def load_tasks(data: Path):
     from neurofm.loaders import load_muse_csv, load_uci_smni
 
     mne.set_log_level("ERROR")
-    muse = load_muse_csv(data / "muse-n170", tmin=0.0, tmax=1.0, reject_peak_to_peak=200e-6,
-                         preprocessing=PreprocessingConfig(l_freq=1.0, h_freq=30.0))
+    muse = load_muse_csv(
+        data / "muse-n170",
+        tmin=0.0,
+        tmax=1.0,
+        reject_peak_to_peak=200e-6,
+        preprocessing=PreprocessingConfig(l_freq=1.0, h_freq=30.0),
+    )
     smni = load_uci_smni(data / "uci-eeg-smni", preprocessing=PreprocessingConfig(l_freq=1.0, h_freq=40.0))
     return [("muse-n170 face vs house", muse), ("uci-eeg-smni stimulus condition", smni)]
 

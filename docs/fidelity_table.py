@@ -11,13 +11,21 @@ def fidelity_table() -> str:
     """One markdown row per model and input convention."""
     from neurofm.models.registry import get_model_spec, list_model_keys, model_conventions
 
-    lines = ["| model | convention | what its weights saw | neurofm's default | instead | source |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | convention | what its weights saw | neurofm's default | instead | source |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in list_model_keys():
         name = get_model_spec(key).display_name
         for row in model_conventions(key).itertuples(index=False):
-            cells = [name, row.convention, row.pretraining, row.neurofm, row.alternative and f"`{row.alternative}`",
-                     row.source]
+            cells = [
+                name,
+                row.convention,
+                row.pretraining,
+                row.neurofm,
+                row.alternative and f"`{row.alternative}`",
+                row.source,
+            ]
             lines.append("| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |")
             name = ""
     return "\n".join(lines)

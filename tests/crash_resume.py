@@ -54,17 +54,28 @@ def _config(workdir: Path):
     models = {
         "bandpower": ClassicalModelConfig(estimator="bandpower_lr"),
         "probe": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=2,
-                                                    model_kwargs=tiny),
-            head=ClassicalModelConfig(estimator="LogisticRegression")),
+            backbone=FoundationEmbeddingModelConfig(
+                model_key="cbramod", weights="random", batch_size=2, model_kwargs=tiny
+            ),
+            head=ClassicalModelConfig(estimator="LogisticRegression"),
+        ),
         "finetune": NeuralFineTuneConfig(
-            model_key="cbramod", weights="random", train_mode="full", model_kwargs=tiny,
+            model_key="cbramod",
+            weights="random",
+            train_mode="full",
+            model_kwargs=tiny,
             trainer=TrainerConfig(max_epochs=2, batch_size=8, early_stopping_patience=None),
-            checkpoints=CheckpointConfig(save="best", directory=str(workdir / "out" / "checkpoints"))),
+            checkpoints=CheckpointConfig(save="best", directory=str(workdir / "out" / "checkpoints")),
+        ),
     }
-    return ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(workdir / "cache"),
-                            n_permutations=3, verbose=False,
-                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    return ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(workdir / "cache"),
+        n_permutations=3,
+        verbose=False,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    )
 
 
 def _inject(kind: str, at: int, counts: dict[str, int]) -> None:
@@ -83,6 +94,7 @@ def _inject(kind: str, at: int, counts: dict[str, int]) -> None:
                     before_kill(*args)
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(*args, **kwargs)
+
         return wrapper
 
     def cut_in_half(tmp, *_):
@@ -105,8 +117,7 @@ def child(workdir: Path, kind: str | None, at: int) -> None:
         _inject(kind, at, counts)
     X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=4, random_state=11)
     print("READY", flush=True)
-    Experiment(_config(workdir)).run(X.astype(np.float32), y, sample_metadata=meta, **info,
-                                     output_dir=workdir / "out")
+    Experiment(_config(workdir)).run(X.astype(np.float32), y, sample_metadata=meta, **info, output_dir=workdir / "out")
     print("COUNTS " + json.dumps(counts), flush=True)
 
 
@@ -218,8 +229,10 @@ def run_trials(n_kills: int, seed: int = 0, root: Path | None = None, log=print)
         summary["by_kind"][kind] = summary["by_kind"].get(kind, 0) + killed
         summary["files_checked"] += checked
         summary["resumed_equal"] += 1
-        log(f"trial {trial:2d}: {kind:<10} {moment:<32} killed={killed}  files whole: {checked:3d}  "
-            "resumed results equal: yes")
+        log(
+            f"trial {trial:2d}: {kind:<10} {moment:<32} killed={killed}  files whole: {checked:3d}  "
+            "resumed results equal: yes"
+        )
     return summary
 
 
@@ -234,9 +247,11 @@ def main() -> None:
         child(Path(workdir), None if kind == "none" else kind, int(at))
         return
     summary = run_trials(args.kills, args.seed)
-    print(f"\n{summary['kills']} of {args.kills} runs killed with SIGKILL ({summary['by_kind']}); "
-          f"{summary['files_checked']} files read back whole after the kills; "
-          f"{summary['resumed_equal']} resumed runs gave results equal to the uninterrupted run.")
+    print(
+        f"\n{summary['kills']} of {args.kills} runs killed with SIGKILL ({summary['by_kind']}); "
+        f"{summary['files_checked']} files read back whole after the kills; "
+        f"{summary['resumed_equal']} resumed runs gave results equal to the uninterrupted run."
+    )
 
 
 if __name__ == "__main__":

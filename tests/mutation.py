@@ -57,40 +57,59 @@ _NEUROFM_RESUME_SLOW = (
 
 TARGETS = {
     "cv": Target(
-        "neurofm/cv.py", (),
+        "neurofm/cv.py",
+        (),
         ("tests/test_cv.py",),
         "the outer folds: no group on both sides, impossible splits refused",
     ),
     "cache": Target(
-        "neurofm/cache.py", (),
+        "neurofm/cache.py",
+        (),
         # The four-process test takes 45 s and its work happens in child processes (original code there).
         ("tests/test_cache.py", "-k", "not test_four_processes_on_one_cache"),
         "the embedding cache: keys, checksums, damaged packs, full disk",
     ),
     "progress": Target(
-        "neurofm/progress.py", (),
+        "neurofm/progress.py",
+        (),
         ("tests/test_resume.py", "-k", _NEUROFM_RESUME_SLOW),
         "progress records: checksums, the lock, record keys",
     ),
     "records": Target(
         "neurofm/experiment.py",
         # The record/resume path of the experiment, not the rest of experiment.py (fitting, extraction, ...).
-        tuple(f"neurofm.experiment.{name}__mutmut_*" for name in (
-            "xǁExperimentǁ_decisive", "xǁExperimentǁ_record_path", "xǁExperimentǁ_all_recorded",
-            "xǁExperimentǁ_map_resumable", "xǁ_FoldOutcomeǁto_record", "xǁ_FoldOutcomeǁfrom_record",
-            "x__encode", "x__decode_means",
-        )),
+        tuple(
+            f"neurofm.experiment.{name}__mutmut_*"
+            for name in (
+                "xǁExperimentǁ_decisive",
+                "xǁExperimentǁ_record_path",
+                "xǁExperimentǁ_all_recorded",
+                "xǁExperimentǁ_map_resumable",
+                "xǁ_FoldOutcomeǁto_record",
+                "xǁ_FoldOutcomeǁfrom_record",
+                "x__encode",
+                "x__decode_means",
+            )
+        ),
         ("tests/test_resume.py", "-k", _NEUROFM_RESUME_SLOW),
         "experiment.py's record/resume path: record keys, what is read back, the fold-outcome encoding",
     ),
     "results": Target(
         "neurofm/results.py",
-        tuple(f"neurofm.results.xǁExperimentResultǁ{name}__mutmut_*" for name in (
-            "get_statistics", "compare", "get_model_artifacts",
-        )),
+        tuple(
+            f"neurofm.results.xǁExperimentResultǁ{name}__mutmut_*"
+            for name in (
+                "get_statistics",
+                "compare",
+                "get_model_artifacts",
+            )
+        ),
         # The two end-to-end permutation runs take 25 s each; the p-values against hand computation stay.
-        ("tests/test_statistics.py", "-k",
-         "not test_permutation_p_values_separate_signal and not test_trainable_models_are_permuted"),
+        (
+            "tests/test_statistics.py",
+            "-k",
+            "not test_permutation_p_values_separate_signal and not test_trainable_models_are_permuted",
+        ),
         "results.py's statistics: get_statistics, compare and get_model_artifacts, which the first calls",
     ),
 }
@@ -99,18 +118,20 @@ KILLED, TIMEOUT, NO_TESTS = {1, 3}, {36, 24, -24, 152, 255}, {5, 33}
 
 
 def _mutmut_section(target: Target) -> str:
-    return "\n".join([
-        "",
-        "[tool.mutmut]  # written by tests/mutation.py",
-        'source_paths = ["src"]',
-        f'only_mutate = ["src/{target.path}"]',
-        f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}",
-        # -p no:cacheprovider: no .pytest_cache written by the mutants' runs.
-        'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
-        # torch is imported by the tests: fork workers from a server that never ran them, not from pytest itself.
-        'process_isolation = "forkserver"',
-        "",
-    ])
+    return "\n".join(
+        [
+            "",
+            "[tool.mutmut]  # written by tests/mutation.py",
+            'source_paths = ["src"]',
+            f'only_mutate = ["src/{target.path}"]',
+            f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}",
+            # -p no:cacheprovider: no .pytest_cache written by the mutants' runs.
+            'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+            # torch is imported by the tests: fork workers from a server that never ran them, not from pytest itself.
+            'process_isolation = "forkserver"',
+            "",
+        ]
+    )
 
 
 def _prepare(name: str, target: Target, fresh: bool) -> Path:
@@ -154,8 +175,10 @@ def _outcomes(name: str, target: Target) -> dict[str, int | None] | None:
 
 
 def _figures(names: list[str], survivors: bool) -> None:
-    print(f"\n{'module':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'no tests':>9} {'timeouts':>9} "
-          f"{'other':>6} {'killed %':>9}")
+    print(
+        f"\n{'module':<10} {'mutants':>8} {'killed':>7} {'survived':>9} {'no tests':>9} {'timeouts':>9} "
+        f"{'other':>6} {'killed %':>9}"
+    )
     for name in names:
         target = TARGETS[name]
         codes = _outcomes(name, target)
@@ -168,13 +191,16 @@ def _figures(names: list[str], survivors: bool) -> None:
         timeouts = sum(c in TIMEOUT for c in codes.values())
         other = len(codes) - killed - survived - no_tests - timeouts  # not checked yet, suspicious, segfault
         share = 100 * killed / len(codes) if codes else float("nan")
-        print(f"{name:<10} {len(codes):>8} {killed:>7} {survived:>9} {no_tests:>9} {timeouts:>9} {other:>6} "
-              f"{share:>8.1f}%")
+        print(
+            f"{name:<10} {len(codes):>8} {killed:>7} {survived:>9} {no_tests:>9} {timeouts:>9} {other:>6} "
+            f"{share:>8.1f}%"
+        )
         if survivors:
             left = sorted(k for k, c in codes.items() if c is not None and c not in KILLED)
             for key in left:
-                diff = subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=WORK / name,
-                                      capture_output=True, text=True).stdout
+                diff = subprocess.run(
+                    [sys.executable, "-m", "mutmut", "show", key], cwd=WORK / name, capture_output=True, text=True
+                ).stdout
                 print(diff)
 
 
@@ -183,8 +209,9 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help="any of " + ", ".join(TARGETS) + " (default: all)")
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier runs of these modules")
-    parser.add_argument("--retest", action="store_true",
-                        help="test the mutants not killed last time again (after adding tests)")
+    parser.add_argument(
+        "--retest", action="store_true", help="test the mutants not killed last time again (after adding tests)"
+    )
     parser.add_argument("--figures", action="store_true", help="print the last figures, run nothing")
     parser.add_argument("--survivors", action="store_true", help="with the figures, show every mutant not killed")
     args = parser.parse_args()

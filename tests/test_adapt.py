@@ -58,8 +58,11 @@ def test_vocabulary_model_drops_unknown_channels_and_records_it():
 
 
 def test_no_known_channel_is_an_error():
-    with pytest.raises(AdaptationError, match=r"None of the input channels \['foo', 'bar'\] is in 'eegpt''s channel "
-                                              r"vocabulary .*; rename the channels to standard 10-20 names"):
+    with pytest.raises(
+        AdaptationError,
+        match=r"None of the input channels \['foo', 'bar'\] is in 'eegpt''s channel "
+        r"vocabulary .*; rename the channels to standard 10-20 names",
+    ):
         plan_adaptation(get_model_spec("eegpt"), info(["foo", "bar"]), 640)
 
 
@@ -100,8 +103,11 @@ def test_missing_fixed_channels_are_interpolated_and_recorded():
 
 
 def test_too_few_channels_for_a_fixed_layout_is_an_error():
-    with pytest.raises(AdaptationError, match=r"only 3 of its 19 electrodes are present, missing \['FP1', .*\]\. Record or "
-                                              r"rename these channels .* or choose a model that accepts"):
+    with pytest.raises(
+        AdaptationError,
+        match=r"only 3 of its 19 electrodes are present, missing \['FP1', .*\]\. Record or "
+        r"rename these channels .* or choose a model that accepts",
+    ):
         plan_adaptation(get_model_spec("bendr"), info(["Cz", "C3", "C4"]), 640)
 
 
@@ -116,13 +122,28 @@ def test_spherical_spline_interpolates_a_smooth_field():
     assert abs(estimate[0] - field(pos[target])) < 0.05
 
 
-@pytest.mark.parametrize(("key", "seconds", "message"), [
-    ("labram", 0.5, r"'labram' works on patches of 200 samples \(1 s at 200 Hz\) but the window has 100 samples after "
-                    r"resampling; use windows of at least 1 s"),
-    ("cbramod", 0.5, r"'cbramod' works on patches of 200 samples .* has 100 samples .*; use windows of at least 1 s"),
-    ("bendr", 1.0, r"'bendr' needs windows of at least 2 s \(512 samples at 256 Hz\), got 256 samples after resampling; "
-                   r"use longer windows"),
-])
+@pytest.mark.parametrize(
+    ("key", "seconds", "message"),
+    [
+        (
+            "labram",
+            0.5,
+            r"'labram' works on patches of 200 samples \(1 s at 200 Hz\) but the window has 100 samples after "
+            r"resampling; use windows of at least 1 s",
+        ),
+        (
+            "cbramod",
+            0.5,
+            r"'cbramod' works on patches of 200 samples .* has 100 samples .*; use windows of at least 1 s",
+        ),
+        (
+            "bendr",
+            1.0,
+            r"'bendr' needs windows of at least 2 s \(512 samples at 256 Hz\), got 256 samples after resampling; "
+            r"use longer windows",
+        ),
+    ],
+)
 def test_window_too_short_is_an_error(key, seconds, message):
     n = int(160 * seconds)
     with pytest.raises(AdaptationError, match=message):
@@ -130,8 +151,11 @@ def test_window_too_short_is_an_error(key, seconds, message):
 
 
 def test_labram_window_longer_than_its_temporal_table_is_an_error():
-    with pytest.raises(AdaptationError, match=r"'labram' accepts at most 15 patches per channel \(15 s at 200 Hz\); the "
-                                              r"window has 20\. Cut the recording into shorter windows"):
+    with pytest.raises(
+        AdaptationError,
+        match=r"'labram' accepts at most 15 patches per channel \(15 s at 200 Hz\); the "
+        r"window has 20\. Cut the recording into shorter windows",
+    ):
         plan_adaptation(get_model_spec("labram"), info(STANDARD_1020_19, sfreq=200.0), 200 * 20)
 
 
@@ -163,8 +187,15 @@ def test_reve_never_downloads_its_position_bank(monkeypatch, windows_19ch, ch_na
     from neurofm.estimators.frozen import FoundationEmbedder
 
     spec = get_model_spec("reve")
-    emb = FoundationEmbedder("reve", weights="random", sfreq=160.0, ch_names=ch_names_19, cache_embeddings=False,
-                             verbose=False, model_kwargs=spec.tiny_kwargs)
+    emb = FoundationEmbedder(
+        "reve",
+        weights="random",
+        sfreq=160.0,
+        ch_names=ch_names_19,
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=spec.tiny_kwargs,
+    )
     assert emb.fit(windows_19ch).transform(windows_19ch).shape[0] == 3
     assert os.environ.get("REVE_POSITIONS_PATH") == before
 
@@ -174,9 +205,13 @@ def test_meg_channels_become_eeg_equivalent_microvolts():
 
     spec = get_model_spec("cbramod")
     meg = SignalInfo(sfreq=200.0, ch_names=("MEG0111", "MEG0112", "EEG001"), units=("T", "T/m", "V"))
-    typical = np.stack([np.full(800, MEG_TYPICAL_STD["mag_fT"] * 1e-15),  # a typical magnetometer ...
-                        np.full(800, MEG_TYPICAL_STD["grad_fT_per_cm"] * 1e-13),  # ... gradiometer ...
-                        np.full(800, MEG_TYPICAL_STD["eeg_uV"] * 1e-6)])  # ... and EEG channel
+    typical = np.stack(
+        [
+            np.full(800, MEG_TYPICAL_STD["mag_fT"] * 1e-15),  # a typical magnetometer ...
+            np.full(800, MEG_TYPICAL_STD["grad_fT_per_cm"] * 1e-13),  # ... gradiometer ...
+            np.full(800, MEG_TYPICAL_STD["eeg_uV"] * 1e-6),
+        ]
+    )  # ... and EEG channel
     plan = plan_adaptation(spec, meg, 800)
     out = plan.apply(typical[None])
     np.testing.assert_allclose(out[0], MEG_TYPICAL_STD["eeg_uV"] * 0.01, rtol=1e-5)  # all alike, then the model's /100

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from conftest import SHARED_DATA
 from pydantic import ValidationError
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
@@ -14,8 +15,6 @@ from neurofm.configs import ClassicalModelConfig, CVConfig, ExperimentConfig
 from neurofm.estimators.classical import build_window_estimator, list_estimators
 from neurofm.exceptions import ConfigError
 from neurofm.simulate import simulate_eeg_dataset
-
-from conftest import SHARED_DATA
 
 BASELINES = ["bandpower_lr", "csp_lda", "ts_lr", "xdawn_ts_lr"]
 
@@ -42,14 +41,22 @@ def _no_fit(*args, **kwargs):
     "name, task",
     [(name, "regression") for name in BASELINES] + [(name, "classification") for name in REGRESSION_BASELINES],
 )
-def test_a_baseline_given_the_other_task_is_refused_before_any_compute(name, task, small_dataset, tmp_path,
-                                                                      monkeypatch):
+def test_a_baseline_given_the_other_task_is_refused_before_any_compute(
+    name, task, small_dataset, tmp_path, monkeypatch
+):
     X, y, meta, info = small_dataset
     # The audit's case for regression: a target of three distinct values, which a classifier would echo back.
     target = y if task == "classification" else (np.arange(len(y)) % 3).astype(float)
     monkeypatch.setattr(Pipeline, "fit", _no_fit)  # every baseline is a pipeline
-    text = yaml.safe_dump({"task": task, "models": {"m": {"estimator": name}}, "cv": {"strategy": "kfold", "n_splits": 2},
-                           "cache_dir": str(tmp_path), "verbose": False})
+    text = yaml.safe_dump(
+        {
+            "task": task,
+            "models": {"m": {"estimator": name}},
+            "cv": {"strategy": "kfold", "n_splits": 2},
+            "cache_dir": str(tmp_path),
+            "verbose": False,
+        }
+    )
     is_a = "classifier" if task == "regression" else "regressor"
     with pytest.raises(ConfigError, match=f"model 'm': '{name}' is a {is_a}, which cannot do task='{task}'") as err:
         Experiment(ExperimentConfig.from_yaml(text)).run(X, target, meta, **info)
@@ -68,9 +75,14 @@ def test_regression_baselines_learn_an_oscillations_amplitude(name, small_datase
     phase = rng.uniform(0.0, 2 * np.pi, (len(X), 1, 1))
     pattern = rng.standard_normal((1, X.shape[1], 1))  # one source, the same topography in every subject
     X = X + 10e-6 * amplitude[:, None, None] * pattern * np.sin(2 * np.pi * 10.0 * t + phase)
-    cfg = ExperimentConfig(task="regression", models={name: ClassicalModelConfig(estimator=name)}, metrics=["r2"],
-                           cv=CVConfig(strategy="group_kfold", n_splits=4, group_key="Subject"), cache_dir=str(tmp_path),
-                           verbose=False)
+    cfg = ExperimentConfig(
+        task="regression",
+        models={name: ClassicalModelConfig(estimator=name)},
+        metrics=["r2"],
+        cv=CVConfig(strategy="group_kfold", n_splits=4, group_key="Subject"),
+        cache_dir=str(tmp_path),
+        verbose=False,
+    )
     result = Experiment(cfg).run(X, amplitude, meta, **info)
     r2 = result.get_detailed_scores()["Value"]
     assert (r2 > 0.3).all() and r2.mean() > 0.5, r2.tolist()  # measured: 0.78-0.95 (bandpower), 0.57-0.84 (ts)
@@ -92,8 +104,12 @@ def test_baselines_decode_a_clear_effect(strong_effect, tmp_path):
 
     X, y, meta, info = strong_effect
     across = CVConfig(strategy="stratified_group_kfold", n_splits=4, group_key="Subject")
-    assert _run({"bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr")}, X, y, meta, info, across,
-                tmp_path)["bandpower_lr"] > 0.6
+    assert (
+        _run({"bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr")}, X, y, meta, info, across, tmp_path)[
+            "bandpower_lr"
+        ]
+        > 0.6
+    )
     # Covariance methods see the mu rhythm once the data are band-passed, as users preprocess for them.
     mu = mne.filter.filter_data(X, info["sfreq"], 8.0, 13.0, verbose=False)
     assert _run({"ts_lr": ClassicalModelConfig(estimator="ts_lr")}, mu, y, meta, info, across, tmp_path)["ts_lr"] > 0.6
@@ -102,8 +118,17 @@ def test_baselines_decode_a_clear_effect(strong_effect, tmp_path):
     scores = []
     for subject in meta["Subject"].unique():
         one = (meta["Subject"] == subject).to_numpy()
-        scores.append(_run({"csp_lda": ClassicalModelConfig(estimator="csp_lda")}, mu[one], y[one],
-                           meta[one].drop(columns="Subject"), info, within, tmp_path)["csp_lda"])
+        scores.append(
+            _run(
+                {"csp_lda": ClassicalModelConfig(estimator="csp_lda")},
+                mu[one],
+                y[one],
+                meta[one].drop(columns="Subject"),
+                info,
+                within,
+                tmp_path,
+            )["csp_lda"]
+        )
     assert np.mean(scores) > 0.6, scores
 
 
@@ -122,8 +147,12 @@ def test_xdawn_decodes_an_event_related_potential(tmp_path):
     meta = pd.DataFrame({"Subject": np.repeat(["s1", "s2", "s3", "s4"], n // 4)})
     cv = CVConfig(strategy="stratified_group_kfold", n_splits=4, group_key="Subject")
     info = {"sfreq": sfreq, "ch_names": names}
-    assert _run({"xdawn_ts_lr": ClassicalModelConfig(estimator="xdawn_ts_lr")}, X, y, meta, info, cv,
-                tmp_path)["xdawn_ts_lr"] > 0.7
+    assert (
+        _run({"xdawn_ts_lr": ClassicalModelConfig(estimator="xdawn_ts_lr")}, X, y, meta, info, cv, tmp_path)[
+            "xdawn_ts_lr"
+        ]
+        > 0.7
+    )
 
 
 def test_step_params_route_to_their_step():
@@ -151,12 +180,25 @@ def test_baselines_on_physionet_motor_imagery(tmp_path):
     raw = mne.concatenate_raws(raws, verbose=False)
     raw.filter(7.0, 30.0, verbose=False)
     events, ids = mne.events_from_annotations(raw, verbose=False)
-    epochs = mne.Epochs(raw, events, {"left": ids["T1"], "right": ids["T2"]}, tmin=0.5, tmax=2.5, baseline=None,
-                        preload=True, verbose=False)
+    epochs = mne.Epochs(
+        raw,
+        events,
+        {"left": ids["T1"], "right": ids["T2"]},
+        tmin=0.5,
+        tmax=2.5,
+        baseline=None,
+        preload=True,
+        verbose=False,
+    )
     y = epochs.events[:, 2]
     models = {name: ClassicalModelConfig(estimator=name) for name in ("csp_lda", "ts_lr", "bandpower_lr")}
-    cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy"], cache_dir=str(tmp_path), verbose=False,
-                           cv=CVConfig(strategy="stratified_kfold", n_splits=5))
+    cfg = ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy"],
+        cache_dir=str(tmp_path),
+        verbose=False,
+        cv=CVConfig(strategy="stratified_kfold", n_splits=5),
+    )
     result = Experiment(cfg).run(epochs, y)
     scores = result.get_detailed_scores()
     assert len(scores) == 15 and scores["Value"].between(0, 1).all()

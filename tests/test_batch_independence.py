@@ -1,4 +1,4 @@
-"""A window's embedding does not depend on its batch neighbours (README, Guarantees: "Same experiment, same bits").
+"""A window's embedding does not depend on its batch neighbours (docs/concepts/guarantees.md: "Same experiment, same bits").
 
 Matrix kernels choose their blocking by shape, so before every forward saw
 the same batch shape a window embedded alone, or in the short last batch of a
@@ -27,8 +27,16 @@ from neurofm.models import get_model_spec, list_model_keys
 
 
 def _embedder(key, info, **kw):
-    return FoundationEmbedder(key, weights="random", sfreq=info["sfreq"], ch_names=info["ch_names"],
-                              cache_embeddings=False, verbose=False, model_kwargs=get_model_spec(key).tiny_kwargs, **kw)
+    return FoundationEmbedder(
+        key,
+        weights="random",
+        sfreq=info["sfreq"],
+        ch_names=info["ch_names"],
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=get_model_spec(key).tiny_kwargs,
+        **kw,
+    )
 
 
 # Every model in both precisions and both stream settings (about 10 s in all). Before the fix, 13 of
@@ -67,12 +75,17 @@ def test_a_fine_tuned_model_predicts_a_window_alone_as_in_a_full_batch(small_dat
     from neurofm.estimators.neural import NeuralFineTuner
 
     X, y, _, info = small_dataset
-    cfg = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
-                               model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                               trainer=TrainerConfig(max_epochs=1, batch_size=4, early_stopping_patience=None),
-                               checkpoints=CheckpointConfig(save="none"))
-    est = NeuralFineTuner(cfg, sfreq=info["sfreq"], ch_names=info["ch_names"], metrics=["balanced_accuracy"],
-                          verbose=False).fit(X[:16], y[:16])
+    cfg = NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights="random",
+        train_mode="full",
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        trainer=TrainerConfig(max_epochs=1, batch_size=4, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save="none"),
+    )
+    est = NeuralFineTuner(
+        cfg, sfreq=info["sfreq"], ch_names=info["ch_names"], metrics=["balanced_accuracy"], verbose=False
+    ).fit(X[:16], y[:16])
     full = est.predict_proba(X[:8])
     alone = np.concatenate([est.predict_proba(X[i : i + 1]) for i in range(8)])
     assert np.array_equal(alone, full)
@@ -87,15 +100,21 @@ WARM_BACKBONES = ("cbramod", "bendr")
 def _config(cache_dir) -> ExperimentConfig:
     models = {
         key: FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key=key, weights="random",
-                                                    model_kwargs=get_model_spec(key).tiny_kwargs),
+            backbone=FoundationEmbeddingModelConfig(
+                model_key=key, weights="random", model_kwargs=get_model_spec(key).tiny_kwargs
+            ),
             head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 500}),
         )
         for key in WARM_BACKBONES
     }
-    return ExperimentConfig(task="classification", models=models, metrics=["balanced_accuracy", "roc_auc"],
-                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=2, group_key="Subject"),
-                            cache_dir=str(cache_dir), verbose=False)
+    return ExperimentConfig(
+        task="classification",
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=2, group_key="Subject"),
+        cache_dir=str(cache_dir),
+        verbose=False,
+    )
 
 
 def _run(cache_dir, data):
@@ -120,11 +139,17 @@ def test_a_run_on_a_partly_warm_cache_is_bit_identical_to_a_cold_run(n_cold, sma
     cache_dir = tmp_path / "cache"
     warm = np.sort(np.random.default_rng(n_cold).permutation(len(X))[n_cold:])  # all windows but n_cold random ones
     config = _config(cache_dir)
-    for key, model in config.models.items():
+    for model in config.models.values():
         # the embedder the experiment builds, on a subset of the windows: it fills the cache for them only
-        FoundationEmbedder.from_config(model.backbone, sfreq=info["sfreq"], ch_names=info["ch_names"],
-                                       units=info["units"], cache_dir=str(cache_dir),
-                                       random_state=config.random_state, verbose=False).fit(X).transform(X[warm])
+        FoundationEmbedder.from_config(
+            model.backbone,
+            sfreq=info["sfreq"],
+            ch_names=info["ch_names"],
+            units=info["units"],
+            cache_dir=str(cache_dir),
+            random_state=config.random_state,
+            verbose=False,
+        ).fit(X).transform(X[warm])
     result = _run(cache_dir, small_dataset)
     for key in WARM_BACKBONES:
         assert _cache_counts(result, key) == (len(warm), n_cold)  # the cache did serve the warm windows

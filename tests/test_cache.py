@@ -18,8 +18,14 @@ from neurofm.simulate import STANDARD_1020_19
 
 def make(cache_dir, **kw):
     spec = get_model_spec(kw.pop("key", "cbramod"))
-    params = dict(weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19), cache_dir=cache_dir, verbose=False,
-                  model_kwargs=spec.tiny_kwargs)
+    params = dict(
+        weights="random",
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        cache_dir=cache_dir,
+        verbose=False,
+        model_kwargs=spec.tiny_kwargs,
+    )
     params.update(kw)
     return FoundationEmbedder(spec.key, **params)
 
@@ -220,7 +226,9 @@ def test_every_entry_carries_a_checksum_of_its_key_and_embedding(cache_dir, wind
     assert len(checksums) == len(keys) == 3
     np.testing.assert_array_equal(checksums, entry_checksums(keys, embeddings))
     swapped = entry_checksums(keys[[1, 0, 2]], embeddings)
-    assert (swapped != checksums)[:2].all()  # an embedding filed under another window's key is caught  # an embedding filed under another window's key is caught
+    assert (swapped != checksums)[
+        :2
+    ].all()  # an embedding filed under another window's key is caught  # an embedding filed under another window's key is caught
 
 
 def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_stored(cache_dir, windows_19ch, monkeypatch):
@@ -280,8 +288,13 @@ def test_four_processes_on_one_cache_get_correct_results_and_leave_it_whole(tmp_
 
     def start(cache, out):
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-        return subprocess.Popen([sys.executable, "-c", _CONCURRENT_RUN, str(cache), str(out)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_RUN, str(cache), str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     reference = start(tmp_path / "own-cache", tmp_path / "reference")
     assert reference.wait() == 0, reference.stdout.read()
@@ -319,8 +332,10 @@ def _keys_and_values(n, seed=0):
 def _packs_named(root, fingerprint, contents):
     """Each (keys, values) stored as its own pack, renamed pack-0.npz, pack-1.npz, ...: name order is list order."""
     writer = EmbeddingCache(root, fingerprint)
-    return [writer.store(keys, values).rename(writer.directory / f"pack-{i}.npz") for i, (keys, values) in
-            enumerate(contents)]
+    return [
+        writer.store(keys, values).rename(writer.directory / f"pack-{i}.npz")
+        for i, (keys, values) in enumerate(contents)
+    ]
 
 
 _UNPICKLED: list[str] = []
@@ -343,8 +358,10 @@ def test_keys_and_checksums_are_the_documented_hashes():
 
     # stable_hash: compact JSON with sorted keys, anything else as text.
     text = '{"a":{"x":"w.pth","y":null},"b":[1,2.5]}'
-    assert stable_hash({"b": [1, 2.5], "a": {"y": None, "x": Path("w.pth")}}) == hashlib.blake2b(
-        text.encode(), digest_size=16).hexdigest()
+    assert (
+        stable_hash({"b": [1, 2.5], "a": {"y": None, "x": Path("w.pth")}})
+        == hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    )
     # A window's key: its float32 bytes and its shape; an entry's checksum: its key and float32 embedding.
     rng = np.random.default_rng(0)
     X, E = rng.standard_normal((3, 2, 5)), rng.standard_normal((3, 4))  # float64, as a caller may pass them
@@ -396,8 +413,10 @@ def test_a_key_in_several_packs_is_served_from_the_first_intact_pack_in_name_ord
     with caplog.at_level("WARNING", logger="neurofm"):
         damaged, found = cache.lookup(keys)
     assert damaged is None and not found.any()  # the whole damaged pack is missing this time: the caller recomputes
-    assert (f"Embedding cache: {first} is damaged (1 entry fail their checksum); it is renamed corrupt-{first.name} "
-            "and its windows are embedded again.") in caplog.text
+    assert (
+        f"Embedding cache: {first} is damaged (1 entry fail their checksum); it is renamed corrupt-{first.name} "
+        "and its windows are embedded again."
+    ) in caplog.text
     # From the next lookup on, the copy in pack-1 serves, as a fresh index of the folder would.
     np.testing.assert_array_equal(cache.lookup(keys)[0], values + 1)
     np.testing.assert_array_equal(EmbeddingCache(tmp_path, "e" * 32).lookup(keys)[0], values + 1)
@@ -419,7 +438,8 @@ def test_entries_failing_their_checksum_set_their_pack_aside_and_the_next_pack_s
     np.testing.assert_array_equal(got[3:], values[3:])
     assert [record.getMessage() for record in caplog.records] == [
         f"Embedding cache: {first} is damaged (2 entries fail their checksum); it is renamed corrupt-{first.name} and "
-        "its windows are embedded again."]
+        "its windows are embedded again."
+    ]
 
 
 def test_an_unreadable_pack_is_set_aside_and_the_others_still_serve(tmp_path, caplog):
@@ -460,8 +480,9 @@ def test_packs_that_another_process_removes_meanwhile_are_skipped(tmp_path, monk
     from pathlib import Path
 
     keys, values = _keys_and_values(6)
-    first, _, _ = _packs_named(tmp_path, "e" * 32, [(keys[:3], values[:3]), (keys[3:], values[3:]),
-                                                    (keys[:3], values[:3] + 1)])
+    first, _, _ = _packs_named(
+        tmp_path, "e" * 32, [(keys[:3], values[:3]), (keys[3:], values[3:]), (keys[:3], values[:3] + 1)]
+    )
     both = np.concatenate([values[:3] + 1, values[3:]])
     # Removed between listing the folder and reading it: skipped, not counted as damaged, the others are read.
     import neurofm.cache
@@ -492,10 +513,13 @@ def test_packs_that_another_process_removes_meanwhile_are_skipped(tmp_path, monk
     np.testing.assert_array_equal(got, both)
 
 
-@pytest.mark.parametrize(("code", "problem", "fix"), [
-    (errno.ENOSPC, "the disk is full", "free space there, or set cache_dir to a disk with room"),
-    (errno.EACCES, "Permission denied", "check that the folder is writable, or set cache_dir elsewhere"),
-])
+@pytest.mark.parametrize(
+    ("code", "problem", "fix"),
+    [
+        (errno.ENOSPC, "the disk is full", "free space there, or set cache_dir to a disk with room"),
+        (errno.EACCES, "Permission denied", "check that the folder is writable, or set cache_dir elsewhere"),
+    ],
+)
 def test_a_cache_folder_that_cannot_be_made_gives_a_clear_error(tmp_path, monkeypatch, code, problem, fix):
     import os
     from pathlib import Path
@@ -514,7 +538,8 @@ def test_a_cache_folder_that_cannot_be_made_gives_a_clear_error(tmp_path, monkey
     assert err.value.errno == code
     assert err.value.strerror == (
         f"Cannot write to the embedding cache {cache.directory}: {problem}. Fix: {fix} (or turn the cache off with "
-        "cache_embeddings: false). Embeddings stored before are intact and are reused on the next run.")
+        "cache_embeddings: false). Embeddings stored before are intact and are reused on the next run."
+    )
 
 
 # -- packs from someone else: shared caches, crafted files ------------------------------------------------------
@@ -542,7 +567,9 @@ def _declare_shape(pack, member, shape):
     header = header[:start] + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + header[end:]
     header = header.rstrip("\n").rstrip(" ")
     header = header + " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
-    raw[f"{member}.npy"] = body[:8] + len(header).to_bytes(2, "little") + header.encode("latin1") + body[10 + header_len:]
+    raw[f"{member}.npy"] = (
+        body[:8] + len(header).to_bytes(2, "little") + header.encode("latin1") + body[10 + header_len :]
+    )
     with zipfile.ZipFile(pack, "w") as archive:
         for name, data in raw.items():
             archive.writestr(name, data)
@@ -555,17 +582,29 @@ def _compress(pack):
         np.savez_compressed(fh, **content)
 
 
-@pytest.mark.parametrize(("craft", "reason"), [
-    (lambda p: _declare_shape(p, "keys", (2**40,)), r"member keys declares shape \(1099511627776,\) but holds \d+ bytes"),
-    (lambda p: _declare_shape(p, "embeddings", (2**20, 2**20)), r"member embeddings declares shape"),
-    (lambda p: _rewrite(p, keys=np.array(b"0" * 32)), r"member keys is \|S32 of shape \(\), not what neurofm writes"),
-    (lambda p: _rewrite(p, checksums=np.zeros(2)), r"member checksums is float64 of shape \(2,\)"),
-    (lambda p: _rewrite(p, extra=np.zeros(2)), r"members \['checksums\.npy', 'embeddings\.npy', 'extra\.npy', 'keys\.npy'\]"),
-    (lambda p: _rewrite(p, embeddings=np.zeros((3, 4), np.float32)), r"members hold 2, 3 and 2 entries"),
-    (_compress, r"member \w+ is compressed or larger than the file"),
-    (lambda p: p.write_bytes(b"PK\x03\x04" + b"\xff" * 100), r"unreadable \(BadZipFile: "),
-    (lambda p: p.write_bytes(b"PK\x05\x06" + b"\x00" * 18), r"members \[\], not keys, embeddings, checksums"),
-])
+@pytest.mark.parametrize(
+    ("craft", "reason"),
+    [
+        (
+            lambda p: _declare_shape(p, "keys", (2**40,)),
+            r"member keys declares shape \(1099511627776,\) but holds \d+ bytes",
+        ),
+        (lambda p: _declare_shape(p, "embeddings", (2**20, 2**20)), r"member embeddings declares shape"),
+        (
+            lambda p: _rewrite(p, keys=np.array(b"0" * 32)),
+            r"member keys is \|S32 of shape \(\), not what neurofm writes",
+        ),
+        (lambda p: _rewrite(p, checksums=np.zeros(2)), r"member checksums is float64 of shape \(2,\)"),
+        (
+            lambda p: _rewrite(p, extra=np.zeros(2)),
+            r"members \['checksums\.npy', 'embeddings\.npy', 'extra\.npy', 'keys\.npy'\]",
+        ),
+        (lambda p: _rewrite(p, embeddings=np.zeros((3, 4), np.float32)), r"members hold 2, 3 and 2 entries"),
+        (_compress, r"member \w+ is compressed or larger than the file"),
+        (lambda p: p.write_bytes(b"PK\x03\x04" + b"\xff" * 100), r"unreadable \(BadZipFile: "),
+        (lambda p: p.write_bytes(b"PK\x05\x06" + b"\x00" * 18), r"members \[\], not keys, embeddings, checksums"),
+    ],
+)
 def test_a_crafted_pack_is_set_aside_without_loading_it_and_the_run_goes_on(tmp_path, caplog, craft, reason):
     import tracemalloc
 
@@ -592,10 +631,13 @@ def test_a_compressed_pack_is_never_expanded(tmp_path):
     keys, _ = _keys_and_values(2)
     pack = tmp_path / "pack-bomb.npz"
     with open(pack, "wb") as fh:
-        np.savez_compressed(fh, keys=keys, embeddings=np.zeros((2, 50_000_000), np.float32),
-                            checksums=np.zeros(2, "S16"))
+        np.savez_compressed(
+            fh, keys=keys, embeddings=np.zeros((2, 50_000_000), np.float32), checksums=np.zeros(2, "S16")
+        )
     assert pack.stat().st_size < 1_000_000
-    with pytest.raises(neurofm.cache._UnusablePack, match=r"member (keys|embeddings) is compressed or larger than the file"):
+    with pytest.raises(
+        neurofm.cache._UnusablePack, match=r"member (keys|embeddings) is compressed or larger than the file"
+    ):
         neurofm.cache._read_pack(pack)
 
 

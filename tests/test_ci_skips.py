@@ -12,7 +12,7 @@ import pytest
 
 # A miniature suite run by pytest in a subprocess, under this suite's own conftest.py.
 SUITE = {
-    "test_needs_data.py": '''
+    "test_needs_data.py": """
 import pytest
 
 def test_called_skip():
@@ -31,30 +31,30 @@ def test_expected_failure():
 
 def test_passes():
     assert True
-''',
-    "test_optional_module.py": '''
+""",
+    "test_optional_module.py": """
 import pytest
 
 pytest.importorskip("neurofm_no_such_module")  # skips the whole file at collection
 
 def test_never_collected():
     pass
-''',
-    "test_neural_gpu.py": '''
+""",
+    "test_neural_gpu.py": """
 import pytest
 
 pytestmark = pytest.mark.skipif(True, reason="needs a CUDA device")
 
 def test_on_cuda():
     pass
-''',
-    "test_neural.py": '''
+""",
+    "test_neural.py": """
 import pytest
 
 @pytest.mark.parametrize(("key", "mode"), [("cbramod", "oft"), ("reve", "oft"), ("labram", "oft"), ("cbramod", "dora")])
 def test_adapters(key, mode):
     pytest.skip(f"{mode} not listed for {key}")
-''',
+""",
 }
 
 
@@ -71,9 +71,26 @@ def _run_suite(tmp_path: Path, ci: bool) -> tuple[int, dict[str, str], str]:
     xml = root / "report.xml"
     # A file that skips whole at collection becomes a collection error, which stops a plain run before any test;
     # here the other files still run, to see each outcome.
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", f"--rootdir={root}",
-                           "--continue-on-collection-errors", f"--junitxml={xml}", str(root)],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            f"--rootdir={root}",
+            "--continue-on-collection-errors",
+            f"--junitxml={xml}",
+            str(root),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     outcomes = {}
     for case in ET.parse(xml).getroot().iter("testcase"):
         child = next(iter(case), None)

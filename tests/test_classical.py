@@ -158,7 +158,10 @@ def test_the_task_is_read_from_scikit_learns_tags_of_the_built_estimator():
     assert estimator_task("sklearn.svm.SVR") == "regression"
     assert estimator_task("PCA") is None  # a transformer does neither
     # A search is what its estimator is: only the built estimator's tags can tell.
-    assert estimator_task("GridSearchCV", {"estimator": LogisticRegression(), "param_grid": {"C": [1.0]}}) == "classification"
+    assert (
+        estimator_task("GridSearchCV", {"estimator": LogisticRegression(), "param_grid": {"C": [1.0]}})
+        == "classification"
+    )
     assert estimator_task("GridSearchCV", {"estimator": Ridge(), "param_grid": {"alpha": [1.0]}}) == "regression"
     assert estimator_task("LogisticRegression", {"not_a_param": 1}) is None  # its build names the bad param
 
@@ -170,24 +173,48 @@ def _no_compute(*args, **kwargs):
 @pytest.mark.parametrize(
     "name, task, fix",
     [
-        ("LogisticRegression", "regression", r"is a classifier, which cannot do task='regression'; use one of neurofm's "
-                                             r"regression baselines 'bandpower_ridge' and 'ts_ridge'.*'Ridge'"),
+        (
+            "LogisticRegression",
+            "regression",
+            r"is a classifier, which cannot do task='regression'; use one of neurofm's "
+            r"regression baselines 'bandpower_ridge' and 'ts_ridge'.*'Ridge'",
+        ),
         ("RandomForestClassifier", "regression", "is a classifier.*'Ridge' or 'RandomForestRegressor'"),
         ("sklearn.svm.SVC", "regression", "is a classifier.*'Ridge'"),
-        ("Ridge", "classification", r"is a regressor, which cannot do task='classification'.*'bandpower_lr', "
-                                    r"'csp_lda', 'ts_lr', and 'xdawn_ts_lr'.*'LogisticRegression'"),
-        ("GradientBoostingRegressor", "classification", "is a regressor.*'LogisticRegression' or 'GradientBoostingClassifier'"),
-        ("KMeans", "classification", "does not know 'KMeans' as a classifier or a regressor.*sklearn.base.ClassifierMixin"),
+        (
+            "Ridge",
+            "classification",
+            r"is a regressor, which cannot do task='classification'.*'bandpower_lr', "
+            r"'csp_lda', 'ts_lr', and 'xdawn_ts_lr'.*'LogisticRegression'",
+        ),
+        (
+            "GradientBoostingRegressor",
+            "classification",
+            "is a regressor.*'LogisticRegression' or 'GradientBoostingClassifier'",
+        ),
+        (
+            "KMeans",
+            "classification",
+            "does not know 'KMeans' as a classifier or a regressor.*sklearn.base.ClassifierMixin",
+        ),
         ("PCA", "regression", "does not know 'PCA' as a classifier or a regressor.*sklearn.base.RegressorMixin"),
     ],
 )
-def test_a_scikit_learn_estimator_of_the_other_task_is_refused_before_any_compute(name, task, fix, small_dataset,
-                                                                                  tmp_path, monkeypatch):
+def test_a_scikit_learn_estimator_of_the_other_task_is_refused_before_any_compute(
+    name, task, fix, small_dataset, tmp_path, monkeypatch
+):
     X, y, meta, info = small_dataset
     target = y if task == "classification" else np.linspace(0.0, 1.0, len(y))
     monkeypatch.setattr(Pipeline, "fit", _no_compute)  # a raw-window estimator is a pipeline
-    text = yaml.safe_dump({"task": task, "models": {"m": {"estimator": name}}, "cv": {"strategy": "kfold", "n_splits": 2},
-                           "cache_dir": str(tmp_path), "verbose": False})
+    text = yaml.safe_dump(
+        {
+            "task": task,
+            "models": {"m": {"estimator": name}},
+            "cv": {"strategy": "kfold", "n_splits": 2},
+            "cache_dir": str(tmp_path),
+            "verbose": False,
+        }
+    )
     with pytest.raises(ConfigError, match=f"model 'm': '{name}' {fix}" if "does not" not in fix else fix):
         Experiment(ExperimentConfig.from_yaml(text)).run(X, target, meta, **info)
 
@@ -195,14 +222,19 @@ def test_a_scikit_learn_estimator_of_the_other_task_is_refused_before_any_comput
 @pytest.mark.parametrize(
     "task, head, fix",
     [
-        ("regression", None, r"the default head of model 'fm': 'LogisticRegression' is a classifier, which cannot do "
-                              r"task='regression'; use a scikit-learn regressor such as 'Ridge' \(e.g. head: \{estimator: Ridge\}\)"),
+        (
+            "regression",
+            None,
+            r"the default head of model 'fm': 'LogisticRegression' is a classifier, which cannot do "
+            r"task='regression'; use a scikit-learn regressor such as 'Ridge' \(e.g. head: \{estimator: Ridge\}\)",
+        ),
         ("regression", "SVC", "the head of model 'fm': 'SVC' is a classifier.*'Ridge'"),
         ("classification", "Ridge", "the head of model 'fm': 'Ridge' is a regressor.*'LogisticRegression'"),
     ],
 )
-def test_a_frozen_decoders_head_of_the_other_task_is_refused_before_any_embedding(task, head, fix, small_dataset,
-                                                                                  tmp_path, monkeypatch):
+def test_a_frozen_decoders_head_of_the_other_task_is_refused_before_any_embedding(
+    task, head, fix, small_dataset, tmp_path, monkeypatch
+):
     from neurofm.estimators.frozen import FoundationEmbedder
 
     X, y, meta, info = small_dataset
@@ -212,8 +244,15 @@ def test_a_frozen_decoders_head_of_the_other_task_is_refused_before_any_embeddin
     model = {"backbone": {"model_key": "cbramod", "weights": "random"}}
     if head is not None:
         model["head"] = {"estimator": head}
-    text = yaml.safe_dump({"task": task, "models": {"fm": model}, "cv": {"strategy": "kfold", "n_splits": 2},
-                           "cache_dir": str(tmp_path), "verbose": False})
+    text = yaml.safe_dump(
+        {
+            "task": task,
+            "models": {"fm": model},
+            "cv": {"strategy": "kfold", "n_splits": 2},
+            "cache_dir": str(tmp_path),
+            "verbose": False,
+        }
+    )
     with pytest.raises(ConfigError, match=fix) as err:
         Experiment(ExperimentConfig.from_yaml(text)).run(X, target, meta, **info)
     assert "bandpower" not in str(err.value)  # raw-window baselines cannot decode embeddings

@@ -53,15 +53,20 @@ def _invoke_run(config: dict, tmp_path, *extra: str):
 # -- submitit: resource requests only -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["local_setup", "slurm_setup", "slurm_teardown", "slurm_srun_args",
-                                 "slurm_additional_parameters", "slurm_python"])
+@pytest.mark.parametrize(
+    "key",
+    ["local_setup", "slurm_setup", "slurm_teardown", "slurm_srun_args", "slurm_additional_parameters", "slurm_python"],
+)
 def test_submitit_parameters_that_run_commands_are_refused_before_anything_runs(key, recording, tmp_path):
     marker = tmp_path / "payload-ran"
     value = {"slurm_additional_parameters": {"chdir": str(tmp_path)}}.get(key, [f"touch {marker}"])
     if key == "slurm_python":
         value = f"touch {marker}; python"
-    config = _run_config(recording, tmp_path, execution={"backend": "submitit", "submitit_cluster": "local",
-                                                          "submitit_parameters": {key: value}})
+    config = _run_config(
+        recording,
+        tmp_path,
+        execution={"backend": "submitit", "submitit_cluster": "local", "submitit_parameters": {key: value}},
+    )
     result = _invoke_run(config, tmp_path)
     assert result.exit_code != 0
     assert isinstance(result.exception, ConfigError), result.output
@@ -73,8 +78,11 @@ def test_submitit_parameters_that_run_commands_are_refused_before_anything_runs(
 
 @pytest.mark.parametrize("value", ["gpu\ntouch /tmp/x", "gpu\r", "gpu\x00", ["gpu"], {"a": 1}])
 def test_a_submitit_value_that_could_add_a_script_line_is_refused(value):
-    with pytest.raises(ValidationError, match=r"submitit parameter 'slurm_partition' must be a number, a boolean or a "
-                                              r"one-line string without control characters"):
+    with pytest.raises(
+        ValidationError,
+        match=r"submitit parameter 'slurm_partition' must be a number, a boolean or a "
+        r"one-line string without control characters",
+    ):
         ExecutionConfig(backend="submitit", submitit_parameters={"slurm_partition": value})
 
 
@@ -86,8 +94,16 @@ def test_resource_requests_are_accepted_and_are_parameters_submitit_knows():
     assert SUBMITIT_PARAMETERS <= known, sorted(SUBMITIT_PARAMETERS - known)
     for refused in ("slurm_setup", "slurm_srun_args", "slurm_additional_parameters", "slurm_teardown"):
         assert refused in known and refused not in SUBMITIT_PARAMETERS
-    requests = {"slurm_partition": "gpu", "timeout_min": 120, "cpus_per_task": 4, "mem_gb": 16.5,
-                "gpus_per_node": 1, "slurm_array_parallelism": 8, "slurm_exclusive": True, "slurm_comment": "lab run 3"}
+    requests = {
+        "slurm_partition": "gpu",
+        "timeout_min": 120,
+        "cpus_per_task": 4,
+        "mem_gb": 16.5,
+        "gpus_per_node": 1,
+        "slurm_array_parallelism": 8,
+        "slurm_exclusive": True,
+        "slurm_comment": "lab run 3",
+    }
     cfg = ExecutionConfig(backend="submitit", submitit_parameters=requests)
     assert ExecutionConfig.from_yaml(cfg.to_yaml()) == cfg
 
@@ -95,17 +111,23 @@ def test_resource_requests_are_accepted_and_are_parameters_submitit_knows():
 # -- estimator parameters: plain data, no paths ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("estimator", "params"), [
-    ("bandpower_lr", {"memory": "JOBLIB"}),  # a named baseline is a Pipeline: memory= caches pickles at the path
-    ("csp_lda", {"memory": "JOBLIB"}),
-    ("FeatureAgglomeration", {"memory": "JOBLIB"}),
-    ("LogisticRegression", {"pipeline__memory": "JOBLIB"}),
-])
+@pytest.mark.parametrize(
+    ("estimator", "params"),
+    [
+        ("bandpower_lr", {"memory": "JOBLIB"}),  # a named baseline is a Pipeline: memory= caches pickles at the path
+        ("csp_lda", {"memory": "JOBLIB"}),
+        ("FeatureAgglomeration", {"memory": "JOBLIB"}),
+        ("LogisticRegression", {"pipeline__memory": "JOBLIB"}),
+    ],
+)
 def test_estimator_params_that_read_or_write_at_a_path_are_refused(estimator, params, small_dataset, tmp_path):
     target = tmp_path / "joblib-cache"
     params = {key: str(target) for key in params}
-    with pytest.raises(ValidationError, match=rf"Estimator parameter '{next(iter(params))}' is refused: it makes the "
-                                              r"estimator write or read files at a path .* Remove"):
+    with pytest.raises(
+        ValidationError,
+        match=rf"Estimator parameter '{next(iter(params))}' is refused: it makes the "
+        r"estimator write or read files at a path .* Remove",
+    ):
         ClassicalModelConfig(estimator=estimator, params=params)
     text = yaml.safe_dump({"models": {"m": {"estimator": estimator, "params": params}}})
     with pytest.raises(ConfigError, match=r"models\.m\.classical\.params: .*is refused"):
@@ -129,7 +151,7 @@ def test_plain_data_params_are_accepted_and_round_trip():
 
 # -- import paths: an allow-list, widened from Python only --------------------------------------------------------
 
-_EVIL_MODULE = '''
+_EVIL_MODULE = """
 import pathlib
 pathlib.Path({marker!r}).write_text("imported")
 from sklearn.linear_model import LogisticRegression
@@ -137,7 +159,7 @@ from sklearn.linear_model import LogisticRegression
 
 class Decoder(LogisticRegression):
     pass
-'''
+"""
 
 
 @pytest.fixture()
@@ -155,8 +177,11 @@ def evil_module(tmp_path, monkeypatch):
 def test_an_import_path_outside_the_allow_list_is_refused_without_importing_it(evil_module):
     name, marker = evil_module
     text = yaml.safe_dump({"models": {"m": {"estimator": f"{name}.Decoder"}}})
-    with pytest.raises(ConfigError, match=rf"Estimator '{name}\.Decoder' would import '{name}', which a config may not "
-                                          rf"do.*neurofm\.allow_imports\('{name}'\).*--allow-import {name}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"Estimator '{name}\.Decoder' would import '{name}', which a config may not "
+        rf"do.*neurofm\.allow_imports\('{name}'\).*--allow-import {name}",
+    ):
         ExperimentConfig.from_yaml(text)
     with pytest.raises(ValidationError, match=rf"would import '{name}'"):
         ClassicalModelConfig(estimator=f"{name}.Decoder")
@@ -177,8 +202,9 @@ def test_allow_imports_from_python_lets_a_config_name_your_own_estimator(evil_mo
     neurofm.policy._user_allowed.discard(name)  # from_yaml(allow_imports=) allows for the process: undo it here
 
 
-def test_neurofm_run_refuses_a_module_beside_the_config_unless_allowed_on_the_command_line(evil_module, recording,
-                                                                                         tmp_path):
+def test_neurofm_run_refuses_a_module_beside_the_config_unless_allowed_on_the_command_line(
+    evil_module, recording, tmp_path
+):
     name, marker = evil_module
     config = _run_config(recording, tmp_path, models={"mine": {"estimator": f"{name}.Decoder"}})
     refused = _invoke_run(config, tmp_path)
@@ -195,17 +221,24 @@ def test_an_allowed_estimator_runs_in_parallel_workers(evil_module, small_datase
     name, _ = evil_module
     X, y, meta, info = small_dataset
     with neurofm.allow_imports(name):
-        cfg = ExperimentConfig(models={"mine": ClassicalModelConfig(estimator=f"{name}.Decoder")},
-                               cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"),
-                               execution=ExecutionConfig(backend="joblib", n_jobs=2), metrics=["accuracy"],
-                               cache_dir=str(tmp_path / "cache"), verbose=False)
+        cfg = ExperimentConfig(
+            models={"mine": ClassicalModelConfig(estimator=f"{name}.Decoder")},
+            cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"),
+            execution=ExecutionConfig(backend="joblib", n_jobs=2),
+            metrics=["accuracy"],
+            cache_dir=str(tmp_path / "cache"),
+            verbose=False,
+        )
     result = neurofm.Experiment(cfg).run(X, y, meta, **info)
     assert result.get_detailed_scores().query("Model == 'mine'")["Fold"].tolist() == [0, 1, 2]
 
 
 def test_allow_imports_takes_package_names_only():
-    with pytest.raises(ConfigError, match=r"allow_imports takes top-level package names such as 'mylab', got "
-                                          r"'\.\./evil'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"allow_imports takes top-level package names such as 'mylab', got "
+        r"'\.\./evil'",
+    ):
         neurofm.allow_imports(["../evil"])
 
 
@@ -231,8 +264,11 @@ def test_a_billion_laughs_config_is_refused_at_once():
 def test_few_aliases_that_stand_for_too_many_values_are_refused():
     text = _alias_bomb(levels=6, width=10)  # 50 aliases, 10^6 values
     assert text.count("*") <= MAX_YAML_ALIASES
-    with pytest.raises(ConfigError, match=rf"stands for \d+ values once its aliases \(\*name\) are expanded, more "
-                                          rf"than the {MAX_YAML_VALUES}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"stands for \d+ values once its aliases \(\*name\) are expanded, more "
+        rf"than the {MAX_YAML_VALUES}",
+    ):
         load_yaml(text)
 
 

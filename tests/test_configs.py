@@ -164,8 +164,11 @@ def test_yaml_that_is_not_a_mapping_is_a_config_error():
 
 @pytest.mark.parametrize("strategy", GROUP_STRATEGIES)
 def test_group_strategy_without_group_key_is_rejected(strategy):
-    with pytest.raises(ValidationError, match=rf"CV strategy '{strategy}' splits by group but no group_key was given; "
-                                              r"set group_key to the sample_metadata column"):
+    with pytest.raises(
+        ValidationError,
+        match=rf"CV strategy '{strategy}' splits by group but no group_key was given; "
+        r"set group_key to the sample_metadata column",
+    ):
         CVConfig(strategy=strategy, n_splits=3)
     assert CVConfig(strategy=strategy, n_splits=3, group_key="Subject").group_key == "Subject"
 
@@ -191,8 +194,11 @@ def test_regression_metric_is_rejected_for_classification():
     ],
 )
 def test_regression_with_stratified_strategy_is_rejected(cv):
-    with pytest.raises(ValidationError, match=rf"CV strategy '{cv['strategy']}' stratifies by class and cannot be used "
-                                              r"for regression; use 'kfold' or 'group_kfold'"):
+    with pytest.raises(
+        ValidationError,
+        match=rf"CV strategy '{cv['strategy']}' stratifies by class and cannot be used "
+        r"for regression; use 'kfold' or 'group_kfold'",
+    ):
         ExperimentConfig(task="regression", models={"m": {"estimator": "Ridge"}}, cv=cv)
     ok = ExperimentConfig(task="regression", models={"m": {"estimator": "Ridge"}}, cv={"strategy": "kfold"})
     assert ok.resolved_metrics == ["r2", "mae", "rmse", "pearson"]
@@ -210,7 +216,9 @@ def test_unknown_model_key_suggests_the_closest_key():
 
 
 def test_unknown_model_key_inside_experiment_is_rejected():
-    with pytest.raises((UnknownModelError, ValidationError), match=r"Unknown model key 'cbramodd'\. Did you mean 'cbramod'"):
+    with pytest.raises(
+        (UnknownModelError, ValidationError), match=r"Unknown model key 'cbramodd'\. Did you mean 'cbramod'"
+    ):
         ExperimentConfig(models={"fm": {"backbone": {"model_key": "cbramodd"}}})
 
 
@@ -229,16 +237,20 @@ def test_unknown_estimator_is_rejected_with_a_suggestion():
 def test_estimator_as_import_path_is_accepted():
     cfg = ClassicalModelConfig(estimator="sklearn.svm.SVC", params={"C": 2.0})
     assert cfg.estimator == "sklearn.svm.SVC"
-    from neurofm.estimators.classical import resolve_estimator_class
     from sklearn.svm import SVC
+
+    from neurofm.estimators.classical import resolve_estimator_class
 
     assert resolve_estimator_class(cfg.estimator) is SVC
 
 
-@pytest.mark.parametrize(("path", "fragment"), [
-    ("sklearn.svm.NoSuchSVC", r"Could not import estimator 'sklearn\.svm\.NoSuchSVC'.*Check the import path"),
-    ("sklearn.utils.check_array", r"'sklearn\.utils\.check_array' is not an estimator class with a fit method"),
-])
+@pytest.mark.parametrize(
+    ("path", "fragment"),
+    [
+        ("sklearn.svm.NoSuchSVC", r"Could not import estimator 'sklearn\.svm\.NoSuchSVC'.*Check the import path"),
+        ("sklearn.utils.check_array", r"'sklearn\.utils\.check_array' is not an estimator class with a fit method"),
+    ],
+)
 def test_bad_import_path_is_rejected(path, fragment):
     with pytest.raises(ValidationError, match=fragment):
         ClassicalModelConfig(estimator=path)

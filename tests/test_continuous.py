@@ -47,14 +47,21 @@ def _eeg_recordings(small_dataset, with_stim=True):
 
 
 def _classical(**kwargs):
-    base = {"models": {"bp": ClassicalModelConfig(estimator="bandpower_lr")}, "verbose": False,
-            "cv": CVConfig(strategy="group_kfold", group_key="subject", n_splits=4)}
+    base = {
+        "models": {"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+        "verbose": False,
+        "cv": CVConfig(strategy="group_kfold", group_key="subject", n_splits=4),
+    }
     return ExperimentConfig(**(base | kwargs))
 
 
 def _fingerprint(raw):
-    return (hashlib.sha256(raw.get_data().tobytes()).hexdigest(), list(raw.annotations.description),
-            list(raw.info["bads"]), list(raw.ch_names))
+    return (
+        hashlib.sha256(raw.get_data().tobytes()).hexdigest(),
+        list(raw.annotations.description),
+        list(raw.info["bads"]),
+        list(raw.ch_names),
+    )
 
 
 def test_windows_cut_from_stim_channel_events_equal_the_windows_they_came_from(small_dataset, cache_dir):
@@ -67,12 +74,16 @@ def test_windows_cut_from_stim_channel_events_equal_the_windows_they_came_from(s
 
     result = Experiment(_classical(windows=windows, cache_dir=cache_dir)).run(raws, None, {"subject": subjects})
     direct = Experiment(_classical(cache_dir=cache_dir)).run(
-        X, y, metadata.rename(columns={"Subject": "subject"}), sfreq=info["sfreq"], ch_names=info["ch_names"])
+        X, y, metadata.rename(columns={"Subject": "subject"}), sfreq=info["sfreq"], ch_names=info["ch_names"]
+    )
 
     # Same windows, same labels, same folds: the same scores as when the windows were given directly.
     pd.testing.assert_frame_equal(result.scores, direct.scores, check_exact=True)
-    assert result.meta["recordings"] == {"n_recordings": 4, "windows_per_recording": [12, 12, 12, 12],
-                                         "labels_from": "events"}
+    assert result.meta["recordings"] == {
+        "n_recordings": 4,
+        "windows_per_recording": [12, 12, 12, 12],
+        "labels_from": "events",
+    }
     assert result.config["windows"]["tmax"] == pytest.approx(4.0)
     assert [_fingerprint(raw) for raw in raws] == before  # the recordings themselves are untouched
 
@@ -86,8 +97,11 @@ def test_fixed_length_windows_take_one_label_per_recording_and_need_recordings_k
     raws, _ = _eeg_recordings(small_dataset)
     labels = ["patient", "control", "patient", "control"]
     windows = WindowConfig(window=2.0, stride=1.0)
-    grouped = _classical(windows=windows, cache_dir=cache_dir,
-                         cv=CVConfig(strategy="stratified_group_kfold", group_key="recording", n_splits=2))
+    grouped = _classical(
+        windows=windows,
+        cache_dir=cache_dir,
+        cv=CVConfig(strategy="stratified_group_kfold", group_key="recording", n_splits=2),
+    )
     result = Experiment(grouped).run(raws, labels)
     # 12 windows of 4 s per recording: 47 s of signal, so 47 two-second windows every second.
     assert result.meta["recordings"]["windows_per_recording"] == [47] * 4
@@ -100,10 +114,13 @@ def test_fixed_length_windows_take_one_label_per_recording_and_need_recordings_k
 
     with pytest.raises(ConfigError, match="keep each recording's windows together.*group_key='recording'"):
         Experiment(_classical(windows=windows, cache_dir=cache_dir, cv=CVConfig(strategy="stratified_kfold"))).run(
-            raws, labels)
+            raws, labels
+        )
     with pytest.raises(DataValidationError, match=r"one label per recording \(4\), got \(3,\); or leave y=None"):
         Experiment(grouped).run(raws, labels[:3])
-    with pytest.raises(DataValidationError, match="Fixed-length windows carry no event to label them: give one label per recording"):
+    with pytest.raises(
+        DataValidationError, match="Fixed-length windows carry no event to label them: give one label per recording"
+    ):
         Experiment(grouped).run(raws, None)
 
 
@@ -112,17 +129,30 @@ def test_a_recording_without_windows_settings_or_events_is_refused_before_any_co
     raws, _ = _eeg_recordings(small_dataset, with_stim=False)
     with pytest.raises(ConfigError, match=r"continuous recording; say how to cut it.*WindowConfig\(tmin"):
         Experiment(_classical(cache_dir=cache_dir)).run(raws[0], None)
-    with pytest.raises(DataValidationError, match=r"neither annotations nor a stim channel.*Add them with raw\.set_annotations"):
+    with pytest.raises(
+        DataValidationError, match=r"neither annotations nor a stim channel.*Add them with raw\.set_annotations"
+    ):
         Experiment(_classical(windows=WindowConfig(tmax=1.0), cache_dir=cache_dir)).run(raws, None)
     with pytest.raises(ConfigError, match="X already holds windows; set windows=None"):
         Experiment(_classical(windows=WindowConfig(tmax=1.0), cache_dir=cache_dir)).run(
-            X, y, metadata, sfreq=info["sfreq"], ch_names=info["ch_names"])
-    with pytest.raises(DataValidationError, match=r"column\(s\) \['recording'\], which neurofm fills in .*; rename them"):
-        windows_from_recordings(raws, WindowConfig(window=1.0), recording_metadata={"recording": ["a", "b", "c", "d"]},
-                                recording_labels=[0, 1, 0, 1])
-    with pytest.raises(DataValidationError, match=r"2 row\(s\) for 4 recording\(s\); with continuous recordings it gives one row per recording"):
-        windows_from_recordings(raws, WindowConfig(window=1.0), recording_metadata={"subject": [1, 2]},
-                                recording_labels=[0, 1, 0, 1])
+            X, y, metadata, sfreq=info["sfreq"], ch_names=info["ch_names"]
+        )
+    with pytest.raises(
+        DataValidationError, match=r"column\(s\) \['recording'\], which neurofm fills in .*; rename them"
+    ):
+        windows_from_recordings(
+            raws,
+            WindowConfig(window=1.0),
+            recording_metadata={"recording": ["a", "b", "c", "d"]},
+            recording_labels=[0, 1, 0, 1],
+        )
+    with pytest.raises(
+        DataValidationError,
+        match=r"2 row\(s\) for 4 recording\(s\); with continuous recordings it gives one row per recording",
+    ):
+        windows_from_recordings(
+            raws, WindowConfig(window=1.0), recording_metadata={"subject": [1, 2]}, recording_labels=[0, 1, 0, 1]
+        )
 
 
 def test_recordings_that_cannot_share_windows_are_refused_and_bad_channels_are_dropped_from_all(small_dataset, caplog):
@@ -176,7 +206,8 @@ def test_meg_eeg_recordings_decode_like_their_windows_and_sensor_types_apply(cac
     config = _classical(windows=windows, cv=cv, cache_dir=cache_dir, sensor_types=["meg"])
     result = Experiment(config).run(raws, None, {"subject": [1, 2, 3]})
     direct = Experiment(_classical(cv=cv, cache_dir=cache_dir, sensor_types=["meg"])).run(
-        epochs, epochs.metadata["label"].to_numpy(dtype=str), epochs.metadata.rename(columns={"Subject": "subject"}))
+        epochs, epochs.metadata["label"].to_numpy(dtype=str), epochs.metadata.rename(columns={"Subject": "subject"})
+    )
     pd.testing.assert_frame_equal(result.scores, direct.scores, check_exact=True)
     assert result.meta["signal"]["sensor_types"] == {"grad": 204, "mag": 102}
     assert result.scores.query("Metric == 'balanced_accuracy'")["Value"].mean() > 0.6
@@ -200,5 +231,7 @@ def test_a_recording_whose_windows_are_all_rejected_is_left_out_with_a_warning(s
         epochs = windows_from_recordings([raws[0], raws[1], loud], windows)
     assert "Recording 2 gives no window" in caplog.text
     assert sorted(set(epochs.metadata["recording"])) == [0, 1] and len(epochs) == 24
-    with pytest.raises(DataValidationError, match="No recording gives a window with .*; check the events and the lengths"):
+    with pytest.raises(
+        DataValidationError, match="No recording gives a window with .*; check the events and the lengths"
+    ):
         windows_from_recordings([loud], windows)

@@ -20,7 +20,6 @@ from neurofm.estimators.classical import BandPower
 from neurofm.exceptions import ConfigError, CVSplitError, DataValidationError
 from neurofm.policy import allow_imports
 
-
 # A classifier that remembers every matrix it was fitted on. It is found by the
 # experiment through its import path, which is built from ``__module__`` so it
 # works whatever name pytest gave this module (``test_cv`` or ``tests.test_cv``).
@@ -270,8 +269,11 @@ def _recordings(small_dataset):
     X, _, meta, info = small_dataset
     subjects = meta["Subject"].to_numpy()
     raws = [
-        mne.io.RawArray(np.concatenate(list(half), axis=-1), mne.create_info(list(info["ch_names"]), info["sfreq"], "eeg"),
-                        verbose=False)
+        mne.io.RawArray(
+            np.concatenate(list(half), axis=-1),
+            mne.create_info(list(info["ch_names"]), info["sfreq"], "eeg"),
+            verbose=False,
+        )
         for subject in np.unique(subjects)
         for half in np.array_split(X[subjects == subject], 2)
     ]
@@ -290,8 +292,13 @@ def test_no_group_is_ever_on_both_sides_of_a_fold(small_dataset, cache_dir, monk
     cv = {"strategy": strategy, "n_splits": 2, "test_size": 0.5}
     if grouped:
         cv["group_key"] = "Subject" if kind == "windows" else "recording"
-    config = {"models": {"bp": {"estimator": "bandpower_lr"}}, "metrics": ["accuracy"], "cv": cv,
-              "cache_dir": cache_dir, "verbose": False}
+    config = {
+        "models": {"bp": {"estimator": "bandpower_lr"}},
+        "metrics": ["accuracy"],
+        "cv": cv,
+        "cache_dir": cache_dir,
+        "verbose": False,
+    }
     if kind == "recordings":
         config["windows"] = {"window": 4.0}
     text = yaml.safe_dump(config)
@@ -352,12 +359,19 @@ def test_labels_per_recording_refuse_a_group_key_that_splits_a_recording(small_d
     for raw in raws:
         onsets = np.arange(6) * X.shape[-1] / info["sfreq"]
         raw.set_annotations(mne.Annotations(onsets, 0.0, ["left", "right"] * 3))
-    config = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=cache_dir,
-                              windows={"tmax": 1.0}, verbose=False,
-                              cv=CVConfig(strategy="group_kfold", n_splits=2, group_key="event"))
+    config = ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+        cache_dir=cache_dir,
+        windows={"tmax": 1.0},
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=2, group_key="event"),
+    )
     monkeypatch.setattr(BandPower, "fit", _no_compute)
-    with pytest.raises(ConfigError, match=r"group_key='event' puts the windows of recording\(s\) \[0, 1, 2, 3, 4, 5, "
-                                          r"6, 7\] in several groups.*group_key='recording'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"group_key='event' puts the windows of recording\(s\) \[0, 1, 2, 3, 4, 5, "
+        r"6, 7\] in several groups.*group_key='recording'",
+    ):
         Experiment(config).run(raws, labels)
 
 
@@ -394,7 +408,7 @@ def test_random_state_changes_shuffled_splits(data):
 
 def test_stratified_kfold_keeps_class_balance(data):
     _, y, meta, _ = data
-    for train, test in _splits(CVConfig(strategy="stratified_kfold", n_splits=4), y, meta[["Trial"]]):
+    for _, test in _splits(CVConfig(strategy="stratified_kfold", n_splits=4), y, meta[["Trial"]]):
         assert (y[test] == "left_hand").sum() == (y[test] == "right_hand").sum() == 6
 
 
@@ -444,7 +458,9 @@ def test_every_fit_sees_only_its_training_partition(data, cv):
         np.testing.assert_array_equal(np.sort(table.loc[table["Set"] == "test", "SampleIndex"]), np.sort(test))
     predictions = result.get_predictions()
     for fold, (_, test) in enumerate(expected):
-        np.testing.assert_array_equal(np.sort(predictions.loc[predictions["Fold"] == fold, "SampleIndex"]), np.sort(test))
+        np.testing.assert_array_equal(
+            np.sort(predictions.loc[predictions["Fold"] == fold, "SampleIndex"]), np.sort(test)
+        )
     assert all(f.shape[0] != len(X) for f in FITTED_ON)
     FITTED_ON.clear()
 
@@ -454,8 +470,9 @@ def test_every_fit_sees_only_its_training_partition(data, cv):
 
 def test_a_single_class_is_refused_naming_it(data):
     _, y, meta, _ = data
-    with pytest.raises(CVSplitError,
-                       match=r"^y holds a single class \('left_hand'\); classification needs at least two\.$"):
+    with pytest.raises(
+        CVSplitError, match=r"^y holds a single class \('left_hand'\); classification needs at least two\.$"
+    ):
         _splits(CVConfig(strategy="kfold", n_splits=3), np.full(len(y), "left_hand"), meta[["Trial"]])
 
 
@@ -469,12 +486,18 @@ def test_a_class_with_as_many_windows_as_folds_is_stratified_one_per_fold(data):
 
 def test_too_few_groups_name_the_fix(data):
     _, y, meta, _ = data
-    with pytest.raises(CVSplitError, match=r"needs at least 2 groups in column 'Subject', but the data hold 1; "
-                                           r"collect data from more groups\.$"):
+    with pytest.raises(
+        CVSplitError,
+        match=r"needs at least 2 groups in column 'Subject', but the data hold 1; "
+        r"collect data from more groups\.$",
+    ):
         _splits(CVConfig(strategy="leave_one_group_out", group_key="Subject"), y, meta.assign(Subject="sub-01"))
     two = meta.assign(Subject=np.where(np.arange(len(y)) % 2, "sub-01", "sub-02"))
-    with pytest.raises(CVSplitError, match=r"needs at least 3 groups in column 'Subject', but the data hold 2; "
-                                           r"lower n_splits to at most 2\.$"):
+    with pytest.raises(
+        CVSplitError,
+        match=r"needs at least 3 groups in column 'Subject', but the data hold 2; "
+        r"lower n_splits to at most 2\.$",
+    ):
         _splits(CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"), y, two)
 
 
@@ -487,8 +510,11 @@ def test_an_unvalidated_group_key_that_the_strategy_ignores_is_refused_naming_bo
 
 def test_a_split_scikit_learn_cannot_make_is_refused_naming_the_strategy(data):
     _, y, meta, _ = data
-    with pytest.raises(CVSplitError, match=r"^scikit-learn could not split the data with 'train_test_split': "
-                                           r"The test_size = 1 should be greater or equal to the number of classes"):
+    with pytest.raises(
+        CVSplitError,
+        match=r"^scikit-learn could not split the data with 'train_test_split': "
+        r"The test_size = 1 should be greater or equal to the number of classes",
+    ):
         _splits(CVConfig(strategy="train_test_split", test_size=0.01), y, meta[["Trial"]])
 
 
@@ -496,8 +522,11 @@ def test_a_training_partition_of_one_class_is_refused_for_classification_only(da
     _, _, meta, _ = data
     n = len(meta)
     cv = CVConfig(strategy="kfold", n_splits=2, shuffle=False)  # sorted labels: each fold trains on one class
-    with pytest.raises(CVSplitError, match=r"^Fold 0's training partition holds a single class, so no classifier can "
-                                           r"be fitted; use a stratified strategy or fewer folds\.$"):
+    with pytest.raises(
+        CVSplitError,
+        match=r"^Fold 0's training partition holds a single class, so no classifier can "
+        r"be fitted; use a stratified strategy or fewer folds\.$",
+    ):
         _splits(cv, np.repeat(["left_hand", "right_hand"], n // 2), meta[["Trial"]])
     # A regression target that is constant on a training partition has no classes to miss: not refused.
     assert len(_splits(cv, np.repeat([0.0, 1.0], n // 2), meta[["Trial"]], task="regression")) == 2
@@ -527,8 +556,9 @@ def test_folds_that_leak_are_caught_whatever_the_splitter_returned(data, monkeyp
         _splits(CVConfig(strategy="group_kfold", n_splits=2, group_key="g"), y, pd.DataFrame({"g": groups}))
 
 
-@pytest.mark.parametrize(("task", "group_key"), [("classification", None), ("regression", None),
-                                                 ("classification", "Subject")])
+@pytest.mark.parametrize(
+    ("task", "group_key"), [("classification", None), ("regression", None), ("classification", "Subject")]
+)
 def test_train_test_split_makes_one_split_of_the_asked_size(data, task, group_key):
     _, y, meta, _ = data
     target = y if task == "classification" else np.linspace(0, 1, len(y))
@@ -554,8 +584,10 @@ def test_the_subject_warning_says_why_and_what_to_do_and_is_logged(data, caplog)
     two = meta.assign(Subject=np.where(np.arange(len(y)) % 2, "sub-01", "sub-02"))  # two subjects can leak already
     with caplog.at_level("WARNING", logger="neurofm"), pytest.warns(UserWarning) as caught:
         _splits(CVConfig(strategy="kfold", n_splits=3), y, two)
-    message = ("CV strategy 'kfold' ignores column 'Subject': windows of one subject will be on both sides of a split, "
-               "which inflates scores for cross-subject claims. Use strategy='stratified_group_kfold' with "
-               "group_key='Subject' for honest cross-subject scores.")
+    message = (
+        "CV strategy 'kfold' ignores column 'Subject': windows of one subject will be on both sides of a split, "
+        "which inflates scores for cross-subject claims. Use strategy='stratified_group_kfold' with "
+        "group_key='Subject' for honest cross-subject scores."
+    )
     assert [str(w.message) for w in caught] == [message]
     assert message in caplog.text

@@ -113,14 +113,17 @@ def test_metadata_length_mismatch(data, as_dict):
 
 def test_metadata_dict_with_ragged_columns_is_a_data_error(data):
     X, y, meta, info = data
-    with pytest.raises(DataValidationError, match="sample_metadata could not become a table: All arrays must be of the "
-                                                  "same length"):
+    with pytest.raises(
+        DataValidationError, match="sample_metadata could not become a table: All arrays must be of the same length"
+    ):
         prepare_inputs(X, y, {"Subject": list(meta["Subject"]), "Trial": [1, 2]}, **info)
 
 
 def test_metadata_of_wrong_type_is_rejected(data):
     X, y, _, info = data
-    with pytest.raises(DataValidationError, match="sample_metadata must be a pandas DataFrame or a dict of columns, got list"):
+    with pytest.raises(
+        DataValidationError, match="sample_metadata must be a pandas DataFrame or a dict of columns, got list"
+    ):
         prepare_inputs(X, y, ["sub-01"] * len(X), **info)
 
 
@@ -244,7 +247,9 @@ def test_epochs_input_reads_signal_info_and_metadata(epochs, data):
 
 def test_epochs_with_sfreq_argument_is_rejected(epochs, data):
     _, y, _, _ = data
-    with pytest.raises(DataValidationError, match=r"sfreq given together with mne\.Epochs, which carry their own; drop "):
+    with pytest.raises(
+        DataValidationError, match=r"sfreq given together with mne\.Epochs, which carry their own; drop "
+    ):
         prepare_inputs(epochs, y, sfreq=160.0)
 
 
@@ -347,7 +352,11 @@ def _bad_y(X, y, meta, info):
 
 
 def _short_meta(X, y, meta, info):
-    return (X, y, meta.iloc[:-1]), info, "sample_metadata has 47 rows but X has 48 windows; give exactly one row per window"
+    return (
+        (X, y, meta.iloc[:-1]),
+        info,
+        "sample_metadata has 47 rows but X has 48 windows; give exactly one row per window",
+    )
 
 
 def _no_sfreq(X, y, meta, info):
@@ -363,8 +372,14 @@ def _volts(X, y, meta, info):
 
 
 def _one_class(X, y, meta, info):
-    return (X, np.full(len(X), "left_hand"), meta), info, (r"y holds a single class \('left_hand'\); classification "
-                                                           r"needs at least two classes.*task='regression'")
+    return (
+        (X, np.full(len(X), "left_hand"), meta),
+        info,
+        (
+            r"y holds a single class \('left_hand'\); classification "
+            r"needs at least two classes.*task='regression'"
+        ),
+    )
 
 
 def _flat(X, y, meta, info):
@@ -382,11 +397,17 @@ def test_data_errors_are_raised_before_any_compute(no_compute, data, cache_dir, 
 
 def test_cv_errors_are_raised_before_any_compute(no_compute, data, cache_dir):
     X, y, meta, info = data
-    with pytest.raises(CVSplitError, match=r"needs at least 5 groups in column 'Subject', but the data hold 4; "
-                                           r"lower n_splits to at most 4"):
+    with pytest.raises(
+        CVSplitError,
+        match=r"needs at least 5 groups in column 'Subject', but the data hold 4; "
+        r"lower n_splits to at most 4",
+    ):
         _frozen_experiment(cache_dir, strategy="group_kfold", n_splits=5, group_key="Subject").run(X, y, meta, **info)
-    with pytest.raises(CVSplitError, match=r"group_key 'Session' is not a column of sample_metadata \(columns: "
-                                           r"\['Subject', 'Trial'\]\); pass sample_metadata with that column"):
+    with pytest.raises(
+        CVSplitError,
+        match=r"group_key 'Session' is not a column of sample_metadata \(columns: "
+        r"\['Subject', 'Trial'\]\); pass sample_metadata with that column",
+    ):
         _frozen_experiment(cache_dir, strategy="group_kfold", n_splits=3, group_key="Session").run(X, y, meta, **info)
     assert no_compute == []
 
@@ -401,7 +422,10 @@ def test_guard_is_effective_on_valid_input(no_compute, data, cache_dir):
 
 def test_invalid_head_params_are_reported_before_any_compute(no_compute, data, cache_dir):
     X, y, meta, info = data
-    with pytest.raises(ConfigError, match=r"Invalid params for estimator 'LogisticRegression': The 'C' parameter of "
-                                          r"LogisticRegression must be a float in the range \(0\.0, inf\]\. Got -1\.0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Invalid params for estimator 'LogisticRegression': The 'C' parameter of "
+        r"LogisticRegression must be a float in the range \(0\.0, inf\]\. Got -1\.0",
+    ):
         _frozen_experiment(cache_dir, head_params={"C": -1.0}).run(X, y, meta, **info)
     assert no_compute == []

@@ -38,8 +38,7 @@ def meta_scalars_read_as_one():
     clipping and optimiser step, so a tensor anywhere on the CPU fails them.
     """
     library = torch.library.Library("aten", "IMPL")
-    library.impl("_local_scalar_dense", lambda t: True if t.dtype == torch.bool else 1, "Meta",
-                 allow_override=True)
+    library.impl("_local_scalar_dense", lambda t: True if t.dtype == torch.bool else 1, "Meta", allow_override=True)
     yield
     library._destroy()
 
@@ -68,14 +67,17 @@ def _fitted(tmp_path, save="last"):
     rng = np.random.default_rng(0)
     X = (rng.standard_normal((8, 19, 800)) * 20e-6).astype(np.float32)
     y = np.tile([0, 1], 4)
-    config = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                                  trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0,
-                                                        early_stopping_patience=None),
-                                  checkpoints=CheckpointConfig(save=save, monitor="train_loss",
-                                                               directory=str(tmp_path / "checkpoints")))
-    tuner = NeuralFineTuner(config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False,
-                            cache_dir=str(tmp_path / "cache"))
+    config = NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights="random",
+        train_mode="full",
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save=save, monitor="train_loss", directory=str(tmp_path / "checkpoints")),
+    )
+    tuner = NeuralFineTuner(
+        config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False, cache_dir=str(tmp_path / "cache")
+    )
     return tuner.fit(X, y), X
 
 
@@ -142,9 +144,16 @@ def test_frozen_extraction_uses_the_gpu_when_there_is_one_and_keys_its_embedding
     assert FoundationEmbedder().device == "auto"
 
     def make(device):
-        return FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  device=device, cache_dir=str(tmp_path), verbose=False,
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+        return FoundationEmbedder(
+            "cbramod",
+            weights="random",
+            sfreq=160.0,
+            ch_names=list(STANDARD_1020_19),
+            device=device,
+            cache_dir=str(tmp_path),
+            verbose=False,
+            model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        ).fit(windows_19ch)
 
     cpu = make("cpu")
     if not torch.cuda.is_available():
@@ -166,9 +175,16 @@ def test_non_finite_embeddings_are_never_cached(tmp_path, windows_19ch, monkeypa
         return out
 
     def make():
-        return FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  device="cpu", cache_dir=str(tmp_path), verbose=False,
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+        return FoundationEmbedder(
+            "cbramod",
+            weights="random",
+            sfreq=160.0,
+            ch_names=list(STANDARD_1020_19),
+            device="cpu",
+            cache_dir=str(tmp_path),
+            verbose=False,
+            model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        ).fit(windows_19ch)
 
     monkeypatch.setattr(frozen, "embed_windows", overflowing)
     with caplog.at_level("WARNING", logger="neurofm"):
@@ -188,14 +204,21 @@ def _tuner(tmp_path, mode, device="meta", **trainer):
     from neurofm.configs import DeviceConfig, LoRAConfig
 
     settings = {"max_epochs": 2, "batch_size": 4, "validation_fraction": 0, "early_stopping_patience": None} | trainer
-    config = NeuralFineTuneConfig(model_key="labram", weights="random", train_mode=mode, lora=LoRAConfig(r=2),
-                                  model_kwargs=get_model_spec("labram").tiny_kwargs, device=DeviceConfig(device=device),
-                                  trainer=TrainerConfig(**settings),
-                                  checkpoints=CheckpointConfig(save="none" if device == "meta" else "last",
-                                                               monitor="train_loss",
-                                                               directory=str(tmp_path / "checkpoints")))
-    return NeuralFineTuner(config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False,
-                           cache_dir=str(tmp_path / "cache"))
+    config = NeuralFineTuneConfig(
+        model_key="labram",
+        weights="random",
+        train_mode=mode,
+        lora=LoRAConfig(r=2),
+        model_kwargs=get_model_spec("labram").tiny_kwargs,
+        device=DeviceConfig(device=device),
+        trainer=TrainerConfig(**settings),
+        checkpoints=CheckpointConfig(
+            save="none" if device == "meta" else "last", monitor="train_loss", directory=str(tmp_path / "checkpoints")
+        ),
+    )
+    return NeuralFineTuner(
+        config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False, cache_dir=str(tmp_path / "cache")
+    )
 
 
 def _windows():
@@ -204,8 +227,9 @@ def _windows():
 
 
 @pytest.mark.parametrize("mode", TRAIN_MODES)
-def test_every_train_mode_trains_wholly_on_the_device(mode, tmp_path, meta_scalars_read_as_one,
-                                                      quantize_in_place_on_meta):
+def test_every_train_mode_trains_wholly_on_the_device(
+    mode, tmp_path, meta_scalars_read_as_one, quantize_in_place_on_meta
+):
     X, y = _windows()
     # probe_epochs: the first epoch trains the head alone, the second the rest too (a new optimiser mid-run)
     tuner = _tuner(tmp_path, mode, probe_epochs=1 if mode != "frozen" else 0)
@@ -243,9 +267,16 @@ def test_frozen_extraction_runs_wholly_on_the_device(key, tmp_path, windows_19ch
     pipelined GPU path (batches prepared ahead, one copy back per chunk) is the one taken off the CPU."""
     from neurofm.estimators.frozen import FoundationEmbedder
 
-    embedder = FoundationEmbedder(key, weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19), device="meta",
-                                  cache_dir=str(tmp_path), verbose=False,
-                                  model_kwargs=get_model_spec(key).tiny_kwargs).fit(windows_19ch)
+    embedder = FoundationEmbedder(
+        key,
+        weights="random",
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        device="meta",
+        cache_dir=str(tmp_path),
+        verbose=False,
+        model_kwargs=get_model_spec(key).tiny_kwargs,
+    ).fit(windows_19ch)
     with pytest.raises(NotImplementedError, match=_ALL_ON_META):
         embedder.transform(windows_19ch)
     assert {p.device.type for p in embedder.backbone_.module.parameters()} == {"meta"}

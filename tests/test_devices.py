@@ -78,14 +78,18 @@ def test_where_each_backend_computes():
 
 
 def _tuner(tmp_path, device="cuda", **device_settings):
-    config = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                                  device=DeviceConfig(device=device, **device_settings),
-                                  trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0,
-                                                        early_stopping_patience=None),
-                                  checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
-    return NeuralFineTuner(config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False,
-                           cache_dir=str(tmp_path))
+    config = NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights="random",
+        train_mode="full",
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        device=DeviceConfig(device=device, **device_settings),
+        trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
+    )
+    return NeuralFineTuner(
+        config=config, sfreq=200.0, ch_names=list(STANDARD_1020_19), verbose=False, cache_dir=str(tmp_path)
+    )
 
 
 @needs_no_gpu
@@ -97,9 +101,16 @@ def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, wi
     with pytest.raises(ConfigError, match="'fp16' needs a CUDA device"):  # wrong on every machine: refused anyway
         _tuner(tmp_path, device="cpu", precision="fp16").check_input(shape, device_here=False)
 
-    embedder = FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  device="cuda", cache_dir=str(tmp_path), verbose=False,
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs)
+    embedder = FoundationEmbedder(
+        "cbramod",
+        weights="random",
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        device="cuda",
+        cache_dir=str(tmp_path),
+        verbose=False,
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+    )
     with pytest.raises(ConfigError, match="CUDA is not available here"):
         copy.deepcopy(embedder).check_input(windows_19ch.shape)
     embedder.check_input(windows_19ch.shape, device_here=False)
@@ -114,9 +125,16 @@ def test_an_extraction_shard_resolves_auto_where_it_runs(tmp_path, windows_19ch,
     from neurofm.experiment import _ExtractionTask, _run_extraction
     from neurofm.sources import as_window_source
 
-    planned = FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                 device="cpu" if torch.cuda.is_available() else "auto", cache_dir=str(tmp_path),
-                                 verbose=False, model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
+    planned = FoundationEmbedder(
+        "cbramod",
+        weights="random",
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        device="cpu" if torch.cuda.is_available() else "auto",
+        cache_dir=str(tmp_path),
+        verbose=False,
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+    ).fit(windows_19ch)
     assert planned.device_ == "cpu"
     worker = copy.copy(planned)  # what a shard receives
     worker.device = "auto"
@@ -129,16 +147,24 @@ def test_an_extraction_shard_resolves_auto_where_it_runs(tmp_path, windows_19ch,
 
 def test_deterministic_switches_torch_and_cuda_settings_and_restores_them(monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled())
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.flash_sdp_enabled(),
+    )
     with devices.deterministic_algorithms(True, "cuda"):
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
         assert not torch.backends.cuda.mem_efficient_sdp_enabled()
-    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark, torch.backends.cuda.flash_sdp_enabled())
+    after = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.flash_sdp_enabled(),
+    )
     assert after == before
     with devices.deterministic_algorithms(True, "cpu"):  # the CPU's attention kernels stay as they are
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cuda.flash_sdp_enabled() == before[3]
@@ -197,8 +223,9 @@ class _FakeRay:
         return Remote()
 
 
-@pytest.mark.parametrize(("cluster_gpus", "setting", "expected"), [(2, "auto", [1.0, 0]), (0, "auto", [0.0, 0]),
-                                                                    (2, 0.5, [0.5, 0])])
+@pytest.mark.parametrize(
+    ("cluster_gpus", "setting", "expected"), [(2, "auto", [1.0, 0]), (0, "auto", [0.0, 0]), (2, 0.5, [0.5, 0])]
+)
 def test_ray_tasks_that_compute_on_a_gpu_ask_for_one(cluster_gpus, setting, expected, monkeypatch):
     """Ray hides GPUs from a task that asks for none: device='auto' would silently run on the CPU there."""
     import sys
@@ -268,8 +295,10 @@ def test_micro_batches_bound_for_a_gpu_are_the_same_batches_gathered_ahead(monke
 
 def test_an_operation_without_a_deterministic_implementation_gets_a_clear_error():
     def forward():  # what torch raises for such an operation (on CUDA, e.g. some backward passes)
-        raise RuntimeError("adaptive_max_pool2d_backward_cuda does not have a deterministic implementation, but you "
-                           "set 'torch.use_deterministic_algorithms(True)'.")
+        raise RuntimeError(
+            "adaptive_max_pool2d_backward_cuda does not have a deterministic implementation, but you "
+            "set 'torch.use_deterministic_algorithms(True)'."
+        )
 
     with pytest.raises(ConfigError, match="deterministic=True, but this model runs an operation.*deterministic=False"):
         with devices.deterministic_algorithms(True, "cuda"):

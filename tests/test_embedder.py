@@ -16,8 +16,16 @@ from neurofm.models import get_model_spec
 
 
 def embedder(info, cache_dir, **kw):
-    return FoundationEmbedder("cbramod", weights="random", sfreq=info["sfreq"], ch_names=info["ch_names"],
-                              cache_dir=cache_dir, verbose=False, model_kwargs=get_model_spec("cbramod").tiny_kwargs, **kw)
+    return FoundationEmbedder(
+        "cbramod",
+        weights="random",
+        sfreq=info["sfreq"],
+        ch_names=info["ch_names"],
+        cache_dir=cache_dir,
+        verbose=False,
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        **kw,
+    )
 
 
 def test_init_stores_and_clone_round_trips(small_dataset, cache_dir):
@@ -48,8 +56,11 @@ def test_inside_a_user_pipeline_with_sklearn_cv(small_dataset, cache_dir):
 def test_windows_of_another_shape_after_fit_are_refused(small_dataset, cache_dir):
     X, _, _, info = small_dataset
     emb = embedder(info, cache_dir).fit(X)
-    with pytest.raises(ConfigError, match=r"transform got windows of shape \(19, 320\), but the embedder was fitted on "
-                                          r"\(19, 640\); fit it again on these windows"):
+    with pytest.raises(
+        ConfigError,
+        match=r"transform got windows of shape \(19, 320\), but the embedder was fitted on "
+        r"\(19, 640\); fit it again on these windows",
+    ):
         emb.transform(X[:, :, :320])
 
 

@@ -28,13 +28,21 @@ def _config(cache_dir, execution):
     models = {
         "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
         "probe": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=8,
-                                                    model_kwargs=get_model_spec("cbramod").tiny_kwargs),
-            head=ClassicalModelConfig(estimator="LogisticRegression")),
+            backbone=FoundationEmbeddingModelConfig(
+                model_key="cbramod", weights="random", batch_size=8, model_kwargs=get_model_spec("cbramod").tiny_kwargs
+            ),
+            head=ClassicalModelConfig(estimator="LogisticRegression"),
+        ),
     }
-    return ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(cache_dir),
-                            n_permutations=2, verbose=False, execution=execution,
-                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    return ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(cache_dir),
+        n_permutations=2,
+        verbose=False,
+        execution=execution,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +60,16 @@ def _same(result, reference):
     assert_frame_equal(result.get_statistics(), reference.get_statistics(), check_exact=True)
 
 
-@pytest.mark.parametrize("execution", [
-    {"backend": "joblib", "n_jobs": 2},
-    {"backend": "dask", "n_jobs": 2},
-    {"backend": "ray", "n_jobs": 2},
-    {"backend": "submitit", "submitit_cluster": "local", "submitit_parameters": {"timeout_min": 10}},
-], ids=lambda e: e["backend"])
+@pytest.mark.parametrize(
+    "execution",
+    [
+        {"backend": "joblib", "n_jobs": 2},
+        {"backend": "dask", "n_jobs": 2},
+        {"backend": "ray", "n_jobs": 2},
+        {"backend": "submitit", "submitit_cluster": "local", "submitit_parameters": {"timeout_min": 10}},
+    ],
+    ids=lambda e: e["backend"],
+)
 def test_every_backend_gives_the_sequential_scores(execution, data, reference, tmp_path, short_folder):
     if execution["backend"] == "submitit":
         execution = {**execution, "submitit_folder": str(tmp_path / "submitit")}
@@ -106,8 +118,11 @@ def test_a_ray_folder_too_long_for_its_sockets_is_refused_before_any_compute(dat
     pytest.importorskip("ray", reason="ray is not installed (pip install 'neurofm[ray]')")
     X, y, meta, info = data
     cache = tmp_path / ("c" * 40)
-    with pytest.raises(ConfigError, match=r"sockets with paths of \d+ bytes, more than the 10[37] the system allows\. "
-                                          r"Set execution\.scratch_folder to a folder of at most 3\d characters"):
+    with pytest.raises(
+        ConfigError,
+        match=r"sockets with paths of \d+ bytes, more than the 10[37] the system allows\. "
+        r"Set execution\.scratch_folder to a folder of at most 3\d characters",
+    ):
         Experiment(_config(cache, ExecutionConfig(backend="ray"))).run(X, y, sample_metadata=meta, **info)
     assert not cache.exists()  # refused before anything was computed or written
     # A folder at the limit works, sockets inside it: the bound is Ray's, not a guess.
@@ -242,8 +257,11 @@ def test_a_submitit_folder_that_is_not_private_is_refused_before_any_compute(mak
         monkeypatch.setattr(neurofm.execution.os, "getuid", lambda: os.stat(folder).st_uid + 1)
         why = rf"it belongs to another user \(uid {os.stat(folder).st_uid}\)"
     cache = tmp_path / "cache"
-    with pytest.raises(ConfigError, match=rf"The submitit folder {folder} cannot hold this run's jobs: {why}\. It holds "
-                                          r"pickles of the windows, labels and results .*`chmod 700"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"The submitit folder {folder} cannot hold this run's jobs: {why}\. It holds "
+        r"pickles of the windows, labels and results .*`chmod 700",
+    ):
         Experiment(_submitit_config(cache, folder)).run(X, y, sample_metadata=meta, **info)
     assert not cache.exists()
 
@@ -253,9 +271,13 @@ def test_the_default_submitit_folder_is_this_users_own_private_and_emptied(data,
 
     pytest.importorskip("submitit", reason="submitit is not installed (pip install 'neurofm[cluster]')")
     X, y, meta, info = data
-    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path),
-                           execution=ExecutionConfig(backend="submitit", submitit_cluster="local"), verbose=False,
-                           cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"))
+    cfg = ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+        cache_dir=str(tmp_path),
+        execution=ExecutionConfig(backend="submitit", submitit_cluster="local"),
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"),
+    )
     Experiment(cfg).run(X, y, sample_metadata=meta, **info)
     folder = tmp_path / f"submitit-{os.getuid()}"
     assert folder.stat().st_mode & 0o777 == 0o700 and list(folder.iterdir()) == []

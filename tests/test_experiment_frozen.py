@@ -21,7 +21,9 @@ def probe(key="cbramod", estimator="LogisticRegression", **backbone):
         backbone=FoundationEmbeddingModelConfig(
             model_key=key, weights="random", model_kwargs=get_model_spec(key).tiny_kwargs, **backbone
         ),
-        head=ClassicalModelConfig(estimator=estimator, params={"max_iter": 500} if estimator == "LogisticRegression" else {}),
+        head=ClassicalModelConfig(
+            estimator=estimator, params={"max_iter": 500} if estimator == "LogisticRegression" else {}
+        ),
     )
 
 
@@ -86,7 +88,9 @@ def test_mne_epochs_input(small_dataset, cache_dir):
 def test_integer_labels_and_heads_without_probabilities(small_dataset, cache_dir):
     X, y, meta, info = small_dataset
     y_int = (y == "right_hand").astype(int)
-    result = Experiment(config({"svm": probe(estimator="LinearSVC")}, cache_dir)).run(X, y_int, sample_metadata=meta, **info)
+    result = Experiment(config({"svm": probe(estimator="LinearSVC")}, cache_dir)).run(
+        X, y_int, sample_metadata=meta, **info
+    )
     auc = result.get_detailed_scores().query("Metric == 'roc_auc'")["Value"]
     assert auc.notna().all()  # decision_function stands in for probabilities
     assert set(result.get_predictions()["y_pred"]) <= {0, 1}
@@ -99,10 +103,14 @@ def test_adaptation_error_happens_before_any_backbone_runs(small_dataset, cache_
     calls = []
     monkeypatch.setattr("neurofm.estimators.frozen.embed_windows", lambda *a, **k: calls.append(1))
     models = {"fine": probe(), "impossible": probe(key="bendr")}
-    with pytest.raises(AdaptationError, match=r"'bendr' expects the electrodes .* only 3 of its 19 electrodes are present, "
-                                              r"missing .* Record or rename these channels .* or choose a model that accepts"):
-        Experiment(config(models, cache_dir)).run(X[:, :3], y, sample_metadata=meta, sfreq=info["sfreq"],
-                                                  ch_names=info["ch_names"][:3])
+    with pytest.raises(
+        AdaptationError,
+        match=r"'bendr' expects the electrodes .* only 3 of its 19 electrodes are present, "
+        r"missing .* Record or rename these channels .* or choose a model that accepts",
+    ):
+        Experiment(config(models, cache_dir)).run(
+            X[:, :3], y, sample_metadata=meta, sfreq=info["sfreq"], ch_names=info["ch_names"][:3]
+        )
     assert calls == []
 
 
@@ -120,8 +128,14 @@ def test_a_frozen_probe_with_a_ridge_head_learns_a_continuous_target(small_datas
     phase = rng.uniform(0.0, 2 * np.pi, (len(X), 1, 1))
     X = X + 20e-6 * amplitude[:, None, None] * pattern * np.sin(2 * np.pi * 10.0 * t + phase)
     models = {"probe": probe(estimator="Ridge"), "raw_ridge": ClassicalModelConfig(estimator="Ridge")}
-    cfg = ExperimentConfig(task="regression", models=models, metrics=["r2", "mae"], cache_dir=cache_dir, verbose=False,
-                           cv=CVConfig(strategy="group_kfold", n_splits=4, group_key="Subject"))
+    cfg = ExperimentConfig(
+        task="regression",
+        models=models,
+        metrics=["r2", "mae"],
+        cache_dir=cache_dir,
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=4, group_key="Subject"),
+    )
     result = Experiment(cfg).run(X, amplitude, sample_metadata=meta, **info)
     r2 = result.get_detailed_scores().query("Metric == 'r2'").pivot(index="Fold", columns="Model", values="Value")
     # Measured 0.85-0.93 per held-out subject; a probe that predicted the mean (or the training targets) scores <= 0.

@@ -17,8 +17,16 @@ from neurofm.models.specs import _capture_output
 
 
 def _embedder(key, info, **kw):
-    return FoundationEmbedder(key, weights="random", sfreq=info["sfreq"], ch_names=info["ch_names"],
-                              cache_embeddings=False, verbose=False, model_kwargs=get_model_spec(key).tiny_kwargs, **kw)
+    return FoundationEmbedder(
+        key,
+        weights="random",
+        sfreq=info["sfreq"],
+        ch_names=info["ch_names"],
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=get_model_spec(key).tiny_kwargs,
+        **kw,
+    )
 
 
 def _agree_to_float_rounding(got, expected):
@@ -86,8 +94,11 @@ def test_stream_count_follows_threads_batches_and_the_environment(monkeypatch):
     for bad in ("two", "0", "-1"):
         monkeypatch.setenv("NEUROFM_CPU_STREAMS", bad)
         # "two" is not a number (the message says how to fix it); "0" and "-1" are below one stream.
-        with pytest.raises(ConfigError, match=rf"NEUROFM_CPU_STREAMS='{bad}' (is not a whole number; set it to 1 or "
-                                              r"more, or unset it|must be at least 1)"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"NEUROFM_CPU_STREAMS='{bad}' (is not a whole number; set it to 1 or "
+            r"more, or unset it|must be at least 1)",
+        ):
             embed.cpu_streams(10)
 
 
@@ -161,8 +172,11 @@ def test_auto_batch_size_is_32_on_the_cpu_and_64_elsewhere_and_bad_sizes_are_ref
     assert embed.resolve_batch_size("auto", "cuda:1") == 64
     assert embed.resolve_batch_size(np.int64(7), "cpu") == 7
     for bad in (0, -3, 2.5, "big", True, None):
-        with pytest.raises(ConfigError, match=r"batch_size=.* must be a whole number of at least 1, or 'auto' \(32 on the "
-                                              r"CPU, 64 on a GPU\)"):
+        with pytest.raises(
+            ConfigError,
+            match=r"batch_size=.* must be a whole number of at least 1, or 'auto' \(32 on the "
+            r"CPU, 64 on a GPU\)",
+        ):
             embed.resolve_batch_size(bad, "cpu")
 
 

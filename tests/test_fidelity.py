@@ -63,8 +63,14 @@ def test_eegpt_never_feeds_the_four_names_it_was_not_trained_on():
     fed = plan_adaptation(spec, _info(names), 512, {"untrained_channels": "feed"})
     assert set(fed.target.ch_names) == {name.upper() for name in names}
     assert "fed the recorded signal (untrained_channels='feed')" in str(fed.steps)
-    with pytest.raises(AdaptationError, match=r"never trained on any of the input channels it knows \(\['AF7', 'PO6'\]\)"
-                                              r".*adaptation=\{'untrained_channels': 'feed'\}"), pytest.warns(UserWarning):
+    with (
+        pytest.raises(
+            AdaptationError,
+            match=r"never trained on any of the input channels it knows \(\['AF7', 'PO6'\]\)"
+            r".*adaptation=\{'untrained_channels': 'feed'\}",
+        ),
+        pytest.warns(UserWarning),
+    ):
         plan_adaptation(spec, _info(("AF7", "PO6", "TP9")), 512)
 
 
@@ -92,7 +98,9 @@ def test_eegpt_patches_do_not_overlap_unless_the_checkpoint_says_so(tmp_path):
     folder.mkdir()
     overlapping = create_backbone("eegpt", plan.target, "random", model_kwargs={**spec.tiny_kwargs, "patch_stride": 32})
     assert overlapping.module.patch_stride == 32
-    save_file({k: v.contiguous() for k, v in overlapping.module.state_dict().items()}, str(folder / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in overlapping.module.state_dict().items()}, str(folder / "model.safetensors")
+    )
     (folder / "config.json").write_text(json.dumps({**spec.tiny_kwargs, "patch_stride": 32}))
     assert create_backbone("eegpt", plan.target, str(folder)).module.patch_stride == 32
 
@@ -161,7 +169,7 @@ def test_bendr_feeds_zeros_where_its_pretraining_did_and_scales_against_the_tueg
     out = plan.apply(X)
     t7, t8 = plan.target.ch_names.index("T7"), plan.target.ch_names.index("T8")
     assert np.array_equal(out[:, [t7, t8]], np.zeros((2, 2, 1024), np.float32))  # exactly zero, after normalising
-    assert not np.any(out[:, : t7] == 0.0)
+    assert not np.any(out[:, :t7] == 0.0)
     partial = plan_adaptation(spec, _info(names), 1024)  # ... nor to interpolate them
     assert not any(step["step"] == "interpolate_channels" for step in partial.steps)
     fed = plan_adaptation(spec, _info(STANDARD_1020_19), 1024, {"untrained_channels": "feed"}).apply(X)
@@ -185,7 +193,9 @@ def test_the_published_eegpt_checkpoint_gets_its_pretraining_stride_over_its_con
 
     spec = get_model_spec("eegpt")
     plan = plan_adaptation(spec, _info(_NAMES), 512)
-    module = create_backbone("eegpt", plan.target, "random", model_kwargs={**spec.tiny_kwargs, "patch_stride": 32}).module
+    module = create_backbone(
+        "eegpt", plan.target, "random", model_kwargs={**spec.tiny_kwargs, "patch_stride": 32}
+    ).module
     root = Path(hfc.HF_HUB_CACHE) / f"models--{spec.hub_repo.replace('/', '--')}"
     snapshot = root / "snapshots" / ("1" * 40)
     snapshot.mkdir(parents=True)
@@ -222,7 +232,9 @@ def test_reve_normalises_with_each_recordings_statistics_when_recordings_are_kno
     assert abs(per_window[1].std() / per_window[0].std() - 1) < 1e-6  # ... which per-window z-scores erase
     unknown = plan_adaptation(spec, _info(names, 200.0), 400)
     assert not unknown.recording_statistics and "recordings are not known" in str(unknown.steps)
-    chosen = plan_adaptation(spec, _info(names, 200.0), 400, {"normalization_statistics": "window"}, recordings_known=True)
+    chosen = plan_adaptation(
+        spec, _info(names, 200.0), 400, {"normalization_statistics": "window"}, recordings_known=True
+    )
     assert not chosen.recording_statistics and "normalization_statistics='window'" in str(chosen.steps)
     assert len({str(p.describe()) for p in (plan, unknown, chosen)}) == 3  # three cache namespaces
 
@@ -234,9 +246,17 @@ def test_a_reve_embedder_uses_recording_statistics_and_keys_the_cache_on_them(tm
     X, recordings = _reve_windows()
 
     def make():
-        return FoundationEmbedder("reve", weights="random", sfreq=200.0, ch_names=["Fz", "Cz", "Pz", "C3", "C4"],
-                                  units="uV", cache_dir=str(tmp_path / "cache"), verbose=False, batch_size=4,
-                                  model_kwargs=get_model_spec("reve").tiny_kwargs)
+        return FoundationEmbedder(
+            "reve",
+            weights="random",
+            sfreq=200.0,
+            ch_names=["Fz", "Cz", "Pz", "C3", "C4"],
+            units="uV",
+            cache_dir=str(tmp_path / "cache"),
+            verbose=False,
+            batch_size=4,
+            model_kwargs=get_model_spec("reve").tiny_kwargs,
+        )
 
     by_recording = make().fit(X, recordings=recordings)
     E = by_recording.transform(X, recordings=recordings)
@@ -258,23 +278,36 @@ def test_an_experiment_gives_reve_the_recordings_of_its_windows(tmp_path):
     import pandas as pd
 
     from neurofm import Experiment
-    from neurofm.configs import (ClassicalModelConfig, CVConfig, ExperimentConfig, FoundationEmbeddingModelConfig,
-                                 FrozenBackboneDecoderConfig)
+    from neurofm.configs import (
+        ClassicalModelConfig,
+        CVConfig,
+        ExperimentConfig,
+        FoundationEmbeddingModelConfig,
+        FrozenBackboneDecoderConfig,
+    )
 
     rng = np.random.default_rng(5)
     X = (rng.standard_normal((12, 5, 400)) * 10e-6).astype(np.float32)
     y = np.tile([0, 1], 6)
     probe = FrozenBackboneDecoderConfig(
-        backbone=FoundationEmbeddingModelConfig(model_key="reve", weights="random", batch_size=4,
-                                                model_kwargs=get_model_spec("reve").tiny_kwargs),
-        head=ClassicalModelConfig(estimator="LogisticRegression"))
-    config = ExperimentConfig(models={"reve": probe}, metrics=["accuracy"], cache_dir=str(tmp_path / "cache"),
-                              verbose=False, cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="subject"))
+        backbone=FoundationEmbeddingModelConfig(
+            model_key="reve", weights="random", batch_size=4, model_kwargs=get_model_spec("reve").tiny_kwargs
+        ),
+        head=ClassicalModelConfig(estimator="LogisticRegression"),
+    )
+    config = ExperimentConfig(
+        models={"reve": probe},
+        metrics=["accuracy"],
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="subject"),
+    )
     steps = {}
     for column in ("recording", "subject"):  # a 'recording' column names each window's recording
         meta = pd.DataFrame({column: np.repeat(np.arange(6), 2)} | ({"subject": np.repeat(np.arange(6), 2)}))
-        result = Experiment(config).run(X, y, sample_metadata=meta, sfreq=200.0,
-                                        ch_names=["Fz", "Cz", "Pz", "C3", "C4"])
+        result = Experiment(config).run(
+            X, y, sample_metadata=meta, sfreq=200.0, ch_names=["Fz", "Cz", "Pz", "C3", "C4"]
+        )
         adaptation = result.get_model_artifacts(artifact_type="input_adaptation", model="reve")
         steps[column] = dict(zip(adaptation["ArtifactKey"], adaptation["ArtifactValue"], strict=False))["normalize"]
     assert "each recording's mean and standard deviation" in steps["recording"]
@@ -306,7 +339,10 @@ def test_models_details_prints_each_convention_with_its_source():
     assert result.exit_code == 0, result.output
     assert "reference\n  pretraining: average of the channels" in result.output
     assert "instead:     adaptation.reference: as_recorded" in result.output
-    assert "source:      BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py temporal_interpolation" in result.output
+    assert (
+        "source:      BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py temporal_interpolation"
+        in result.output
+    )
     assert CliRunner().invoke(app, ["models", "--details", "nope"]).exit_code != 0
 
 
@@ -324,9 +360,16 @@ def test_bendr_cls_is_the_last_context_vector_as_in_the_authors_classifier(tmp_p
     X = (np.random.default_rng(4).standard_normal((2, 19, 640)) * 20e-6).astype(np.float32)
 
     def make(pooling):
-        return FoundationEmbedder("bendr", weights="random", pooling=pooling, sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  cache_dir=str(tmp_path / "cache"), verbose=False,
-                                  model_kwargs=get_model_spec("bendr").tiny_kwargs).fit(X)
+        return FoundationEmbedder(
+            "bendr",
+            weights="random",
+            pooling=pooling,
+            sfreq=160.0,
+            ch_names=list(STANDARD_1020_19),
+            cache_dir=str(tmp_path / "cache"),
+            verbose=False,
+            model_kwargs=get_model_spec("bendr").tiny_kwargs,
+        ).fit(X)
 
     embedder = make("cls")
     captured = {}
@@ -362,7 +405,8 @@ def test_every_convention_taken_is_part_of_the_cache_key(key):
         else:
             stats = None
         receives_the_same = np.array_equal(default.apply(X, stats), other.apply(X, stats)) and all(
-            default.target.positions.get(c) == other.target.positions.get(c) for c in default.target.ch_names)
+            default.target.positions.get(c) == other.target.positions.get(c) for c in default.target.ch_names
+        )
         assert (default.describe() == other.describe()) == receives_the_same, option
 
 
@@ -371,23 +415,34 @@ def test_a_fine_tuned_reve_normalises_each_side_with_its_own_recordings_statisti
 
     from neurofm import Experiment
     from neurofm.adapt import recording_statistics
-    from neurofm.configs import (CheckpointConfig, CVConfig, ExperimentConfig, NeuralFineTuneConfig, TrainerConfig)
+    from neurofm.configs import CheckpointConfig, CVConfig, ExperimentConfig, NeuralFineTuneConfig, TrainerConfig
     from neurofm.estimators.neural import NeuralFineTuner
     from neurofm.exceptions import ConfigError
 
     X, recordings = _reve_windows()
     y = np.array([0, 1, 0, 1, 0, 1])
-    config = NeuralFineTuneConfig(model_key="reve", weights="random", train_mode="full",
-                                  model_kwargs=get_model_spec("reve").tiny_kwargs,
-                                  trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0,
-                                                        early_stopping_patience=None),
-                                  checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
-    tuner = NeuralFineTuner(config=config, sfreq=200.0, ch_names=["Fz", "Cz", "Pz", "C3", "C4"], units="uV",
-                            cache_dir=str(tmp_path / "cache"), verbose=False)
+    config = NeuralFineTuneConfig(
+        model_key="reve",
+        weights="random",
+        train_mode="full",
+        model_kwargs=get_model_spec("reve").tiny_kwargs,
+        trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
+    )
+    tuner = NeuralFineTuner(
+        config=config,
+        sfreq=200.0,
+        ch_names=["Fz", "Cz", "Pz", "C3", "C4"],
+        units="uV",
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+    )
     tuner.fit(X, y, recordings=recordings)
     assert tuner.plan_.recording_statistics
     stats = recording_statistics(tuner.plan_, X, recordings)
-    np.testing.assert_array_equal(tuner._adapt(X, recordings), tuner.plan_.apply(X, np.stack([stats[r] for r in recordings])))
+    np.testing.assert_array_equal(
+        tuner._adapt(X, recordings), tuner.plan_.apply(X, np.stack([stats[r] for r in recordings]))
+    )
     with pytest.raises(ConfigError, match="give the windows' recordings here too"):
         tuner.predict(X)
     assert tuner.predict_proba(X, recordings=recordings).shape == (6, 2)
@@ -397,11 +452,21 @@ def test_a_fine_tuned_reve_normalises_each_side_with_its_own_recordings_statisti
     meta = pd.DataFrame({"recording": np.repeat(np.arange(3), 2)})
     windows = np.concatenate([X, X]).astype(np.float32) * 1e-6
     labels = np.tile([0, 1], 6)
-    result = Experiment(ExperimentConfig(models={"tuned": config}, metrics=["accuracy"], verbose=False,
-                                         cache_dir=str(tmp_path / "cache"),
-                                         cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="recording"))).run(
-        windows, labels, sample_metadata=pd.concat([meta, meta + 3], ignore_index=True), sfreq=200.0,
-        ch_names=["Fz", "Cz", "Pz", "C3", "C4"])
+    result = Experiment(
+        ExperimentConfig(
+            models={"tuned": config},
+            metrics=["accuracy"],
+            verbose=False,
+            cache_dir=str(tmp_path / "cache"),
+            cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="recording"),
+        )
+    ).run(
+        windows,
+        labels,
+        sample_metadata=pd.concat([meta, meta + 3], ignore_index=True),
+        sfreq=200.0,
+        ch_names=["Fz", "Cz", "Pz", "C3", "C4"],
+    )
     steps = result.get_model_artifacts(artifact_type="input_adaptation", model="tuned")
     normalize = steps.query("ArtifactKey == 'normalize'")["ArtifactValue"]
     assert len(normalize) == 3 and all("each recording's mean" in text for text in normalize)

@@ -54,8 +54,16 @@ def saved_encoder(tmp_path):
 
 
 def embedder(path, **kw):
-    return FoundationEmbedder("cbramod", backend="hugging_face", weights=str(path), sfreq=160.0,
-                              ch_names=list(STANDARD_1020_19), cache_embeddings=False, verbose=False, **kw)
+    return FoundationEmbedder(
+        "cbramod",
+        backend="hugging_face",
+        weights=str(path),
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        cache_embeddings=False,
+        verbose=False,
+        **kw,
+    )
 
 
 def test_transformers_encoder_embeds_adapted_windows(saved_encoder, windows_19ch):
@@ -81,7 +89,9 @@ def test_remote_code_needs_explicit_permission(saved_encoder, windows_19ch):
 
 
 def test_config_accepts_the_backend():
-    cfg = FoundationEmbeddingModelConfig(backend="hugging_face", model_key="reve", weights="org/name", trust_remote_code=True)
+    cfg = FoundationEmbeddingModelConfig(
+        backend="hugging_face", model_key="reve", weights="org/name", trust_remote_code=True
+    )
     assert cfg.trust_remote_code is True
 
 

@@ -38,13 +38,24 @@ CH_NAME = st.one_of(
     st.none(),
 )
 LABEL = st.one_of(
-    st.integers(-2, 3), st.sampled_from(["a", "b", "", "ü"]), st.floats(allow_nan=True, allow_infinity=True),
-    st.none(), st.booleans(), st.tuples(st.integers(0, 1)),
+    st.integers(-2, 3),
+    st.sampled_from(["a", "b", "", "ü"]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.tuples(st.integers(0, 1)),
 )
-SFREQ = st.one_of(st.sampled_from([160.0, 200.0, 256.0, 1.0, 0.0, -100.0, np.nan, np.inf, 1e9]), st.none(),
-                  st.integers(-5, 1000), st.text(max_size=3))
-UNITS = st.one_of(st.sampled_from(["V", "uV", "µV", "mV", "T", "fT", "volts", "", "K"]), st.none(),
-                  st.lists(st.sampled_from(["V", "uV", "T", "?"]), max_size=4))
+SFREQ = st.one_of(
+    st.sampled_from([160.0, 200.0, 256.0, 1.0, 0.0, -100.0, np.nan, np.inf, 1e9]),
+    st.none(),
+    st.integers(-5, 1000),
+    st.text(max_size=3),
+)
+UNITS = st.one_of(
+    st.sampled_from(["V", "uV", "µV", "mV", "T", "fT", "volts", "", "K"]),
+    st.none(),
+    st.lists(st.sampled_from(["V", "uV", "T", "?"]), max_size=4),
+)
 
 ALLOWED_IN_PYTHON = (NeuroFMError, pydantic.ValidationError)
 
@@ -97,8 +108,9 @@ def signal(draw):
         return draw(near_valid_signal())
     X = draw(windows())
     n_channels = X.shape[1] if X.ndim > 1 else draw(st.integers(0, 3))
-    ch_names = draw(st.one_of(st.lists(CH_NAME, min_size=n_channels, max_size=n_channels),
-                              st.lists(CH_NAME, max_size=5), st.none()))
+    ch_names = draw(
+        st.one_of(st.lists(CH_NAME, min_size=n_channels, max_size=n_channels), st.lists(CH_NAME, max_size=5), st.none())
+    )
     n = X.shape[0] if X.ndim else 0
     y = draw(st.one_of(st.lists(LABEL, min_size=n, max_size=n), st.lists(LABEL, max_size=10), st.none()))
     groups = draw(st.one_of(st.lists(st.integers(0, 3), min_size=n, max_size=n), st.none()))
@@ -107,8 +119,13 @@ def signal(draw):
 
 def examples(n: int) -> settings:
     """Fixed examples (derandomized: the same cases on every machine), no deadline: a fit may take a while."""
-    return settings(max_examples=n, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
 
 
 @examples(300)
@@ -136,12 +153,17 @@ def test_a_run_either_completes_or_fails_cleanly_and_writes_no_partial_result(ca
     metadata = None if groups is None else {"Subject": groups}
     out = Path(tempfile.mkdtemp(prefix="neurofm-hostile-"))
     try:
-        config = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
-                                  cv=CVConfig(strategy="kfold", n_splits=2), cache_dir=str(out / "cache"),
-                                  metrics=["balanced_accuracy"], verbose=False)
+        config = ExperimentConfig(
+            models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+            cv=CVConfig(strategy="kfold", n_splits=2),
+            cache_dir=str(out / "cache"),
+            metrics=["balanced_accuracy"],
+            verbose=False,
+        )
         try:
-            result = Experiment(config).run(X, y, sample_metadata=metadata, sfreq=sfreq, ch_names=ch_names,
-                                            units=units, output_dir=out / "result")
+            result = Experiment(config).run(
+                X, y, sample_metadata=metadata, sfreq=sfreq, ch_names=ch_names, units=units, output_dir=out / "result"
+            )
         except NeuroFMError:
             assert not (out / "result" / "scores.parquet").exists()
             return
@@ -163,27 +185,65 @@ def test_hostile_runs_included_runs_that_completed():
 
 
 YAML_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True), st.text(max_size=8))
-YAML_VALUES = st.recursive(YAML_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                                  st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                           max_leaves=8)
-CONFIG_KEYS = st.sampled_from(["task", "models", "metrics", "cv", "cache_dir", "execution", "random_state",
-                               "n_permutations", "verbose", "data", "output_dir", "estimator", "strategy", "bogus",
-                               "stage", "corpus", "optimizer", "tokenizer", "tokenizer_run"])
+YAML_VALUES = st.recursive(
+    YAML_SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+CONFIG_KEYS = st.sampled_from(
+    [
+        "task",
+        "models",
+        "metrics",
+        "cv",
+        "cache_dir",
+        "execution",
+        "random_state",
+        "n_permutations",
+        "verbose",
+        "data",
+        "output_dir",
+        "estimator",
+        "strategy",
+        "bogus",
+        "stage",
+        "corpus",
+        "optimizer",
+        "tokenizer",
+        "tokenizer_run",
+    ]
+)
 
 
 # Valid values written independently of neurofm's own tables, so a validator that refused a valid choice fails
 # the acceptance share below instead of agreeing with itself.
 TASK_ESTIMATORS = {
-    "classification": ["bandpower_lr", "csp_lda", "ts_lr", "xdawn_ts_lr", "LogisticRegression",
-                       "LinearDiscriminantAnalysis", "sklearn.svm.SVC", "RandomForestClassifier"],
+    "classification": [
+        "bandpower_lr",
+        "csp_lda",
+        "ts_lr",
+        "xdawn_ts_lr",
+        "LogisticRegression",
+        "LinearDiscriminantAnalysis",
+        "sklearn.svm.SVC",
+        "RandomForestClassifier",
+    ],
     "regression": ["Ridge", "sklearn.linear_model.Ridge", "RandomForestRegressor", "sklearn.svm.SVR"],
 }
-TASK_METRICS = {"classification": ["accuracy", "balanced_accuracy", "roc_auc", "f1_macro", "cohen_kappa"],
-                "regression": ["r2", "mae", "rmse", "pearson"]}
+TASK_METRICS = {
+    "classification": ["accuracy", "balanced_accuracy", "roc_auc", "f1_macro", "cohen_kappa"],
+    "regression": ["r2", "mae", "rmse", "pearson"],
+}
 # strategy -> whether a group_key is required (True), allowed (None) or refused (False)
 TASK_STRATEGIES = {
-    "classification": {"kfold": False, "stratified_kfold": False, "group_kfold": True, "stratified_group_kfold": True,
-                       "leave_one_group_out": True, "train_test_split": None},
+    "classification": {
+        "kfold": False,
+        "stratified_kfold": False,
+        "group_kfold": True,
+        "stratified_group_kfold": True,
+        "leave_one_group_out": True,
+        "train_test_split": None,
+    },
     "regression": {"kfold": False, "group_kfold": True, "leave_one_group_out": True, "train_test_split": None},
 }
 BACKBONE_KEYS = ["bendr", "biot", "cbramod", "codebrain", "eegpt", "labram", "luna", "reve", "signaljepa"]
@@ -201,30 +261,50 @@ def valid_config(draw, run_config=False):
             models[name] = {"estimator": draw(estimator)}
         else:
             key = draw(st.sampled_from(BACKBONE_KEYS))
-            common = {"model_key": key, "weights": draw(st.sampled_from(["random", "runs/x.safetensors", "org/repo"])),
-                      "pooling": draw(st.sampled_from(["mean", "max", "flatten"]))}
+            common = {
+                "model_key": key,
+                "weights": draw(st.sampled_from(["random", "runs/x.safetensors", "org/repo"])),
+                "pooling": draw(st.sampled_from(["mean", "max", "flatten"])),
+            }
             if kind == "frozen":
-                models[name] = {"backbone": {**common, "batch_size": draw(st.one_of(st.just("auto"), st.integers(1, 256)))},
-                                "head": {"estimator": draw(estimator)}}
+                models[name] = {
+                    "backbone": {**common, "batch_size": draw(st.one_of(st.just("auto"), st.integers(1, 256)))},
+                    "head": {"estimator": draw(estimator)},
+                }
             else:
-                models[name] = {**common, "train_mode": draw(st.sampled_from(["frozen", "full", "lora"])),
-                                "trainer": {"max_epochs": draw(st.integers(1, 50)), "lr": draw(st.floats(1e-6, 1e-1))}}
+                models[name] = {
+                    **common,
+                    "train_mode": draw(st.sampled_from(["frozen", "full", "lora"])),
+                    "trainer": {"max_epochs": draw(st.integers(1, 50)), "lr": draw(st.floats(1e-6, 1e-1))},
+                }
     strategy, grouped = draw(st.sampled_from(sorted(TASK_STRATEGIES[task].items())))
     cv = {"strategy": strategy, "n_splits": draw(st.integers(2, 10)), "shuffle": draw(st.booleans())}
     if grouped or (grouped is None and draw(st.booleans())):
         cv["group_key"] = draw(st.sampled_from(["Subject", "subject", "session", "Recording ID"]))
-    fields = {"task": task, "models": models, "cv": cv,
-              "metrics": draw(st.one_of(st.none(), st.lists(st.sampled_from(TASK_METRICS[task]), min_size=1, unique=True))),
-              "cache_dir": draw(st.sampled_from(["cache", "/tmp/neurofm cache", "~/.cache/neurofm"])),
-              "execution": {"backend": draw(st.sampled_from(["sequential", "joblib", "dask", "ray"])),
-                            "n_jobs": draw(st.integers(1, 16))},
-              "random_state": draw(st.integers(0, 2**32 - 1)), "n_permutations": draw(st.integers(0, 1000)),
-              "verbose": draw(st.booleans()),
-              "sensor_types": draw(st.one_of(st.none(), st.lists(st.sampled_from(["eeg", "mag", "grad"]), min_size=1,
-                                                                 unique=True)))}
+    fields = {
+        "task": task,
+        "models": models,
+        "cv": cv,
+        "metrics": draw(st.one_of(st.none(), st.lists(st.sampled_from(TASK_METRICS[task]), min_size=1, unique=True))),
+        "cache_dir": draw(st.sampled_from(["cache", "/tmp/neurofm cache", "~/.cache/neurofm"])),
+        "execution": {
+            "backend": draw(st.sampled_from(["sequential", "joblib", "dask", "ray"])),
+            "n_jobs": draw(st.integers(1, 16)),
+        },
+        "random_state": draw(st.integers(0, 2**32 - 1)),
+        "n_permutations": draw(st.integers(0, 1000)),
+        "verbose": draw(st.booleans()),
+        "sensor_types": draw(
+            st.one_of(st.none(), st.lists(st.sampled_from(["eeg", "mag", "grad"]), min_size=1, unique=True))
+        ),
+    }
     if run_config:
-        fields["data"] = {"source": draw(st.sampled_from(["eegmmi", "uci_smni", "muse_csv", "bids"])), "path": "data",
-                          "tmin": 0.0, "tmax": draw(st.floats(0.5, 4.0))}
+        fields["data"] = {
+            "source": draw(st.sampled_from(["eegmmi", "uci_smni", "muse_csv", "bids"])),
+            "path": "data",
+            "tmin": 0.0,
+            "tmax": draw(st.floats(0.5, 4.0)),
+        }
         if fields["sensor_types"] and set(fields["sensor_types"]) & {"mag", "grad"}:
             fields["data"]["preprocessing"] = {"picks": ["meg", "eeg"]}
         fields["output_dir"] = draw(st.sampled_from(["out", "results/run 1"]))
@@ -261,8 +341,9 @@ def config_text(draw):
         return __import__("yaml").safe_dump(draw(st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5))), None
     valid = draw(st.booleans())  # as the generator made it: a config a user could write, which must load
     fields = draw((valid_config if valid else near_valid_config)(run_config=branch == "run"))
-    return __import__("yaml").safe_dump(fields), ({"experiment": "ExperimentConfig", "run": "RunConfig"}[branch]
-                                                  if valid else None)
+    return __import__("yaml").safe_dump(fields), (
+        {"experiment": "ExperimentConfig", "run": "RunConfig"}[branch] if valid else None
+    )
 
 
 @examples(300)
@@ -284,9 +365,13 @@ def test_yaml_configs_load_or_raise_config_errors(case):
 
 
 @examples(150)
-@given(st.one_of(st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5).map(lambda fields: (fields, False)),
-                 near_valid_config().map(lambda fields: (fields, False)),
-                 valid_config().map(lambda fields: (fields, True))))
+@given(
+    st.one_of(
+        st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5).map(lambda fields: (fields, False)),
+        near_valid_config().map(lambda fields: (fields, False)),
+        valid_config().map(lambda fields: (fields, True)),
+    )
+)
 def test_configs_built_in_python_raise_only_validation_errors(case):
     fields, must_accept = case
     try:
@@ -303,8 +388,10 @@ def test_configs_built_in_python_raise_only_validation_errors(case):
 def test_the_config_fuzzers_saw_valid_configs_accepted(fuzzer):
     """Guards the generators: a validator that refused every config would pass the two properties above alone."""
     if not CONFIG_OUTCOMES[fuzzer]:
-        {"yaml": test_yaml_configs_load_or_raise_config_errors,
-         "python": test_configs_built_in_python_raise_only_validation_errors}[fuzzer]()
+        {
+            "yaml": test_yaml_configs_load_or_raise_config_errors,
+            "python": test_configs_built_in_python_raise_only_validation_errors,
+        }[fuzzer]()
     outcomes = CONFIG_OUTCOMES[fuzzer]
     assert len(outcomes) == {"yaml": 300, "python": 150}[fuzzer]
     accepted = sum(bool(classes) for classes in outcomes)
@@ -324,21 +411,35 @@ def test_a_resample_rate_that_cannot_fit_in_memory_is_refused_naming_the_field(r
     from neurofm.exceptions import ConfigError
     from neurofm.run import run_config
 
-    config = {"data": {"source": "recording", "path": str(recording), "tmin": 0.0, "tmax": 2.0,
-                       "preprocessing": {"resample": 1.0e9}},  # 8 channels x 2 minutes at 1 GHz: about 23 TiB
-              "models": {"bp": {"estimator": "bandpower_lr"}}, "cache_dir": str(tmp_path / "cache"),
-              "output_dir": str(tmp_path / "out"), "verbose": False}
+    config = {
+        "data": {
+            "source": "recording",
+            "path": str(recording),
+            "tmin": 0.0,
+            "tmax": 2.0,
+            "preprocessing": {"resample": 1.0e9},
+        },  # 8 channels x 2 minutes at 1 GHz: about 23 TiB
+        "models": {"bp": {"estimator": "bandpower_lr"}},
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "out"),
+        "verbose": False,
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match=r"preprocessing\.resample=1e\+09 Hz would need about \d+\.\d GiB of memory, "
-                                          r"more than the \d+\.\d GiB this machine has available; set "
-                                          r"preprocessing\.resample to the rate the models need"):
+    with pytest.raises(
+        ConfigError,
+        match=r"preprocessing\.resample=1e\+09 Hz would need about \d+\.\d GiB of memory, "
+        r"more than the \d+\.\d GiB this machine has available; set "
+        r"preprocessing\.resample to the rate the models need",
+    ):
         run_config(path)
     assert not (tmp_path / "out").exists()
 
 
 def test_permutations_are_bounded():
-    with pytest.raises(pydantic.ValidationError, match=r"n_permutations\s+Input should be less than or equal to 100000"):
+    with pytest.raises(
+        pydantic.ValidationError, match=r"n_permutations\s+Input should be less than or equal to 100000"
+    ):
         ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, n_permutations=10**9)
 
 
@@ -358,16 +459,33 @@ def test_model_dimensions_that_cannot_fit_in_memory_are_refused_before_building(
     if where == "config.json":  # a checkpoint folder from someone else sets the dimensions itself
         folder = tmp_path / "ckpt"
         folder.mkdir()
-        tiny = FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  cache_embeddings=False, verbose=False,
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs).fit(windows_19ch)
-        save_file({k: v.contiguous() for k, v in tiny.backbone_.module.state_dict().items()},
-                  folder / "model.safetensors")
+        tiny = FoundationEmbedder(
+            "cbramod",
+            weights="random",
+            sfreq=160.0,
+            ch_names=list(STANDARD_1020_19),
+            cache_embeddings=False,
+            verbose=False,
+            model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        ).fit(windows_19ch)
+        save_file(
+            {k: v.contiguous() for k, v in tiny.backbone_.module.state_dict().items()}, folder / "model.safetensors"
+        )
         (folder / "config.json").write_text(json.dumps(huge))
         weights, kwargs = str(folder), None
-    embedder = FoundationEmbedder("cbramod", weights=weights, sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  cache_embeddings=False, verbose=False, model_kwargs=kwargs).fit(windows_19ch)
-    with pytest.raises(ConfigError, match=r"'cbramod' with \{.*'dim_feedforward': 1000000000000.*\} would need about "
-                                          r"\d+\.\d GiB of memory, more than .* lower the dimensions in model_kwargs "
-                                          r"\(or in the checkpoint folder's config\.json"):
+    embedder = FoundationEmbedder(
+        "cbramod",
+        weights=weights,
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=kwargs,
+    ).fit(windows_19ch)
+    with pytest.raises(
+        ConfigError,
+        match=r"'cbramod' with \{.*'dim_feedforward': 1000000000000.*\} would need about "
+        r"\d+\.\d GiB of memory, more than .* lower the dimensions in model_kwargs "
+        r"\(or in the checkpoint folder's config\.json",
+    ):
         embedder.transform(windows_19ch[:2])

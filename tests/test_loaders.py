@@ -19,7 +19,9 @@ def raw():
     data = rng.standard_normal((3, 6000)) * 10e-6
     data[0, 3000:3050] += 500e-6  # an artifact inside the 30th second
     raw = mne.io.RawArray(data, mne.create_info(["C3", "Cz", "C4"], sfreq, "eeg"), verbose=False)
-    raw.set_annotations(mne.Annotations(onset=[5, 15, 29.6, 40], duration=[1] * 4, description=["go", "stop", "go", "stop"]))
+    raw.set_annotations(
+        mne.Annotations(onset=[5, 15, 29.6, 40], duration=[1] * 4, description=["go", "stop", "go", "stop"])
+    )
     return raw
 
 
@@ -88,7 +90,10 @@ def test_uci_smni_trials():
     assert epochs.info["sfreq"] == 256.0 and epochs.get_data().shape[1:] == (61, 256)
     assert {"Fp1", "Cz"} <= set(epochs.ch_names) and not {"X", "Y", "nd"} & set(epochs.ch_names)
     assert set(epochs.metadata["label"]) <= {"s1_obj", "s2_match", "s2_nomatch"}
-    assert dict(epochs.metadata.groupby("subject")["group"].first()) == {"co2a0000364": "alcoholic", "co2c0000337": "control"}
+    assert dict(epochs.metadata.groupby("subject")["group"].first()) == {
+        "co2a0000364": "alcoholic",
+        "co2c0000337": "control",
+    }
 
 
 def test_bids_root_with_entities_as_metadata(tmp_path):
@@ -98,8 +103,9 @@ def test_bids_root_with_entities_as_metadata(tmp_path):
     rng = np.random.default_rng(1)
     for subject in ("01", "02"):
         for run in ("1", "2"):
-            raw = mne.io.RawArray(rng.standard_normal((3, 3000)) * 10e-6,
-                                  mne.create_info(["C3", "Cz", "C4"], 100.0, "eeg"), verbose=False)
+            raw = mne.io.RawArray(
+                rng.standard_normal((3, 3000)) * 10e-6, mne.create_info(["C3", "Cz", "C4"], 100.0, "eeg"), verbose=False
+            )
             raw.set_annotations(mne.Annotations([2, 8, 14, 20], [1] * 4, ["left", "right", "left", "right"]))
             path = mne_bids.BIDSPath(subject=subject, session="a", task="mi", run=run, datatype="eeg", root=tmp_path)
             mne_bids.write_raw_bids(raw, path, allow_preload=True, format="EDF", overwrite=True, verbose=False)
@@ -108,8 +114,11 @@ def test_bids_root_with_entities_as_metadata(tmp_path):
     assert set(epochs.metadata["subject"]) == {"01", "02"} and set(epochs.metadata["run"]) == {"2"}
     assert set(epochs.metadata["label"]) == {"left", "right"}
     assert set(epochs.metadata["task"]) == {"mi"} and set(epochs.metadata["session"]) == {"a"}
-    with pytest.raises(DataValidationError, match=r"No eeg recordings match subjects=\['03'\], sessions=None, tasks=None, "
-                                                  r"runs=None under the BIDS root"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"No eeg recordings match subjects=\['03'\], sessions=None, tasks=None, "
+        r"runs=None under the BIDS root",
+    ):
         load_bids(tmp_path, subjects=["03"], tmax=1.0)
 
 
@@ -124,12 +133,17 @@ def test_braindecode_windows_dataset():
     rng = np.random.default_rng(0)
     recordings = []
     for subject in (1, 2):
-        raw = mne.io.RawArray(rng.standard_normal((3, 3000)) * 1e-5, mne.create_info(["C3", "Cz", "C4"], 100.0, "eeg"),
-                              verbose=False)
+        raw = mne.io.RawArray(
+            rng.standard_normal((3, 3000)) * 1e-5, mne.create_info(["C3", "Cz", "C4"], 100.0, "eeg"), verbose=False
+        )
         raw.set_annotations(mne.Annotations([2, 8, 14, 20], [1] * 4, ["left", "right", "left", "right"]))
         recordings.append(RawDataset(raw, pd.Series({"subject": subject, "session": "0", "run": "0"})))
-    windows = create_windows_from_events(BaseConcatDataset(recordings), trial_start_offset_samples=0,
-                                         trial_stop_offset_samples=0, mapping={"left": 0, "right": 1})
+    windows = create_windows_from_events(
+        BaseConcatDataset(recordings),
+        trial_start_offset_samples=0,
+        trial_stop_offset_samples=0,
+        mapping={"left": 0, "right": 1},
+    )
     epochs = from_braindecode(windows)
     assert len(epochs) == 8 and epochs.ch_names == ["C3", "Cz", "C4"] and epochs.info["sfreq"] == 100.0
     assert list(epochs.metadata["label"][:4]) == [0, 1, 0, 1]
@@ -144,8 +158,17 @@ def fake_moabb(tmp_path, monkeypatch):
     from moabb.datasets.fake import FakeDataset
 
     # MOABB's own synthetic data set: built locally, never downloaded.
-    return FakeDataset(n_subjects=3, n_sessions=2, n_runs=2, event_list=("left_hand", "right_hand"), duration=30,
-                       n_events=8, channels=("C3", "Cz", "C4", "Pz"), sfreq=128, seed=3)
+    return FakeDataset(
+        n_subjects=3,
+        n_sessions=2,
+        n_runs=2,
+        event_list=("left_hand", "right_hand"),
+        duration=30,
+        n_events=8,
+        channels=("C3", "Cz", "C4", "Pz"),
+        sfreq=128,
+        seed=3,
+    )
 
 
 def test_moabb_dataset_windows_follow_its_events_and_interval(fake_moabb):
@@ -164,7 +187,7 @@ def test_moabb_dataset_windows_follow_its_events_and_interval(fake_moabb):
     raw = next(iter(first_session.values()))
     event = mne.find_events(raw, shortest_event=0, verbose=False)[0]
     onset = event[0] - raw.first_samp + int(round(start * 128))
-    expected = raw.get_data(picks="eeg")[:, onset:onset + epochs.get_data().shape[-1]]
+    expected = raw.get_data(picks="eeg")[:, onset : onset + epochs.get_data().shape[-1]]
     np.testing.assert_allclose(epochs.get_data()[0], expected)
 
 
@@ -186,10 +209,22 @@ def test_moabb_source_in_a_run_config(fake_moabb, tmp_path):
     from neurofm.configs import DataConfig
     from neurofm.loaders import load_data
 
-    params = {"n_subjects": 2, "n_sessions": 1, "n_runs": 1, "event_list": ["left_hand", "right_hand"], "duration": 30,
-              "n_events": 8, "channels": ["C3", "Cz", "C4"], "seed": 3}
-    config = DataConfig(source="moabb", moabb={"dataset": "FakeDataset", "dataset_params": params}, tmax=2.0,
-                        preprocessing={"l_freq": 1.0, "h_freq": 30.0})
+    params = {
+        "n_subjects": 2,
+        "n_sessions": 1,
+        "n_runs": 1,
+        "event_list": ["left_hand", "right_hand"],
+        "duration": 30,
+        "n_events": 8,
+        "channels": ["C3", "Cz", "C4"],
+        "seed": 3,
+    }
+    config = DataConfig(
+        source="moabb",
+        moabb={"dataset": "FakeDataset", "dataset_params": params},
+        tmax=2.0,
+        preprocessing={"l_freq": 1.0, "h_freq": 30.0},
+    )
     epochs = load_data(config, tmp_path)
     assert set(epochs.metadata["subject"]) == {1, 2} and epochs.get_data().shape[-1] == 256
     with pytest.raises(DataValidationError, match="Did you mean 'FakeDataset'"):

@@ -53,9 +53,11 @@ def _counts(epochs, **kinds):
 
 def _probe(key="cbramod"):
     return FrozenBackboneDecoderConfig(
-        backbone=FoundationEmbeddingModelConfig(model_key=key, weights="random", batch_size=8,
-                                                model_kwargs=get_model_spec(key).tiny_kwargs),
-        head=ClassicalModelConfig(estimator="LogisticRegression"))
+        backbone=FoundationEmbeddingModelConfig(
+            model_key=key, weights="random", batch_size=8, model_kwargs=get_model_spec(key).tiny_kwargs
+        ),
+        head=ClassicalModelConfig(estimator="LogisticRegression"),
+    )
 
 
 def _above_chance(result):
@@ -75,30 +77,43 @@ def _by_subject(n_splits=2):
 
 def _config(tmp_path, models, **kw):
     kw.setdefault("cv", _by_subject())
-    return ExperimentConfig(models=models, metrics=["balanced_accuracy"], cache_dir=str(tmp_path / "cache"),
-                            verbose=False, **kw)
+    return ExperimentConfig(
+        models=models, metrics=["balanced_accuracy"], cache_dir=str(tmp_path / "cache"), verbose=False, **kw
+    )
 
 
 def test_meg_and_eeg_epochs_go_in_unchanged_and_the_sensors_kept_are_recorded(meg_epochs, tmp_path):
     epochs, y = meg_epochs
     result = Experiment(_config(tmp_path, {"probe": _probe()})).run(epochs, y)
     kept = result.meta["signal"]["sensor_types"]
-    assert kept == {"grad": _counts(epochs, meg="grad"), "mag": _counts(epochs, meg="mag"),
-                    "eeg": _counts(epochs, meg=False, eeg=True)}  # default: every EEG and MEG channel, bads excluded
+    assert kept == {
+        "grad": _counts(epochs, meg="grad"),
+        "mag": _counts(epochs, meg="mag"),
+        "eeg": _counts(epochs, meg=False, eeg=True),
+    }  # default: every EEG and MEG channel, bads excluded
     _above_chance(result)
     units = result.get_model_artifacts(artifact_type="input_adaptation").query("ArtifactKey == 'units'")
     assert "EEG-equivalent uV" in units["ArtifactValue"].iloc[0]
 
 
-@pytest.mark.parametrize(("sensor_types", "expected"), [
-    (["grad"], {"grad"}), (["mag"], {"mag"}), (["meg"], {"mag", "grad"}), (["eeg", "mag"], {"eeg", "mag"}),
-])
+@pytest.mark.parametrize(
+    ("sensor_types", "expected"),
+    [
+        (["grad"], {"grad"}),
+        (["mag"], {"mag"}),
+        (["meg"], {"mag", "grad"}),
+        (["eeg", "mag"], {"eeg", "mag"}),
+    ],
+)
 def test_sensor_types_pick_channels(meg_epochs, sensor_types, expected):
     epochs, y = meg_epochs
     inputs = prepare_inputs(epochs, y, sensor_types=sensor_types)
     assert set(inputs.info.sensor_types) == expected
-    assert inputs.X.shape[1] == len(inputs.info.ch_names) == sum(
-        _counts(epochs, meg=kind if kind != "eeg" else False, eeg=kind == "eeg") for kind in expected)
+    assert (
+        inputs.X.shape[1]
+        == len(inputs.info.ch_names)
+        == sum(_counts(epochs, meg=kind if kind != "eeg" else False, eeg=kind == "eeg") for kind in expected)
+    )
 
 
 def test_an_eeg_montage_model_refuses_meg_and_names_the_models_that_take_it(meg_epochs, tmp_path, monkeypatch):
@@ -110,8 +125,9 @@ def test_an_eeg_montage_model_refuses_meg_and_names_the_models_that_take_it(meg_
     monkeypatch.setattr(neurofm.embed, "embed_windows", never)
     epochs, y = meg_epochs
     with pytest.raises(AdaptationError, match=r"'labram' takes only eeg.*cbramod.*codebrain.*sensor_types=\['eeg'\]"):
-        Experiment(_config(tmp_path, {"bp": ClassicalModelConfig(estimator="bandpower_lr"),
-                                      "labram": _probe("labram")})).run(epochs, y)
+        Experiment(
+            _config(tmp_path, {"bp": ClassicalModelConfig(estimator="bandpower_lr"), "labram": _probe("labram")})
+        ).run(epochs, y)
 
 
 def test_asking_for_absent_sensor_types_fails_before_any_compute(meg_epochs, tmp_path):
@@ -125,8 +141,14 @@ def test_asking_for_absent_sensor_types_fails_before_any_compute(meg_epochs, tmp
 def test_numpy_windows_with_per_channel_units_are_typed_by_their_units():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((4, 3, 200)) * np.array([1e-13, 1e-12, 1e-5])[None, :, None]
-    inputs = prepare_inputs(X, [0, 1, 0, 1], sfreq=200.0, ch_names=["MEG0111", "MEG0112", "EEG001"],
-                            units=["T", "T/m", "V"], sensor_types=["meg"])
+    inputs = prepare_inputs(
+        X,
+        [0, 1, 0, 1],
+        sfreq=200.0,
+        ch_names=["MEG0111", "MEG0112", "EEG001"],
+        units=["T", "T/m", "V"],
+        sensor_types=["meg"],
+    )
     assert inputs.info.sensor_types == ("mag", "grad") and inputs.X.shape == (4, 2, 200)
 
 
@@ -136,8 +158,14 @@ def test_a_lazy_source_picks_the_same_channels_as_memory(meg_epochs, tmp_path):
     np.save(tmp_path / "w.npy", data)
     names = epochs.ch_names
     units = ["V" if t == "eeg" else "T" if t == "mag" else "T/m" for t in epochs.get_channel_types()]
-    lazy = prepare_inputs(np.load(tmp_path / "w.npy", mmap_mode="r"), y, sfreq=epochs.info["sfreq"], ch_names=names,
-                          units=units, sensor_types=["grad"])
+    lazy = prepare_inputs(
+        np.load(tmp_path / "w.npy", mmap_mode="r"),
+        y,
+        sfreq=epochs.info["sfreq"],
+        ch_names=names,
+        units=units,
+        sensor_types=["grad"],
+    )
     memory = prepare_inputs(data, y, sfreq=epochs.info["sfreq"], ch_names=names, units=units, sensor_types=["grad"])
     np.testing.assert_array_equal(lazy.X.to_array(), memory.X)
     assert lazy.X.block(3, 9).read(0, 6).shape == (6, memory.X.shape[1], memory.X.shape[2])
@@ -163,8 +191,9 @@ def test_position_aware_models_place_sensors_where_the_recording_says(meg_epochs
     np.testing.assert_allclose(luna.target.positions[epochs.ch_names[mag]], head, atol=1e-6)
 
     module = get_model_spec("reve").build(plan.target, **get_model_spec("reve").tiny_kwargs)
-    np.testing.assert_allclose(module.default_pos.numpy(), [plan.target.positions[n] for n in plan.target.ch_names],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        module.default_pos.numpy(), [plan.target.positions[n] for n in plan.target.ch_names], atol=1e-6
+    )
 
     moved = epochs.copy()
     with moved.info._unlock():
@@ -201,8 +230,11 @@ def test_meg_declared_as_volts_is_refused(meg_epochs):
 def test_a_run_config_asking_for_meg_keeps_meg_when_reading_files():
     from neurofm.configs import RunConfig
 
-    base = {"models": {"bp": {"kind": "classical", "estimator": "bandpower_lr"}}, "sensor_types": ["meg"],
-            "data": {"source": "recording", "path": "x.fif", "window": 1.0}}
+    base = {
+        "models": {"bp": {"kind": "classical", "estimator": "bandpower_lr"}},
+        "sensor_types": ["meg"],
+        "data": {"source": "recording", "path": "x.fif", "window": 1.0},
+    }
     with pytest.raises(ValueError, match=r"picks is 'eeg', which drops MEG.*\[meg, eeg\]"):
         RunConfig.model_validate(base)
     ok = RunConfig.model_validate({**base, "data": {**base["data"], "preprocessing": {"picks": ["meg", "eeg"]}}})
@@ -216,8 +248,9 @@ def simulated_meg_eeg():
 
     from neurofm.simulate import simulate_meg_eeg_epochs
 
-    epochs = simulate_meg_eeg_epochs(mne.io.read_info(SAMPLE, verbose="error"), n_subjects=4, n_windows_per_class=12,
-                                     random_state=0)
+    epochs = simulate_meg_eeg_epochs(
+        mne.io.read_info(SAMPLE, verbose="error"), n_subjects=4, n_windows_per_class=12, random_state=0
+    )
     return epochs, epochs.metadata["label"].to_numpy(dtype=str)
 
 
@@ -230,15 +263,28 @@ def test_simulated_meg_eeg_is_decoded_above_chance_by_a_probe_lora_and_a_baselin
     # The class lives in which hemisphere responds: flattened per-sensor features keep it, a mean over
     # 366 sensors would average left and right away.
     probe = FrozenBackboneDecoderConfig(
-        backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=16, pooling="flatten",
-                                                model_kwargs=tiny),
-        head=ClassicalModelConfig(estimator="LogisticRegression"))
-    lora = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="lora", pooling="flatten",
-                                lora=LoRAConfig(r=4), model_kwargs=tiny, checkpoints=CheckpointConfig(save="none"),
-                                trainer=TrainerConfig(max_epochs=3, batch_size=12, lr=1e-3, early_stopping_patience=None))
+        backbone=FoundationEmbeddingModelConfig(
+            model_key="cbramod", weights="random", batch_size=16, pooling="flatten", model_kwargs=tiny
+        ),
+        head=ClassicalModelConfig(estimator="LogisticRegression"),
+    )
+    lora = NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights="random",
+        train_mode="lora",
+        pooling="flatten",
+        lora=LoRAConfig(r=4),
+        model_kwargs=tiny,
+        checkpoints=CheckpointConfig(save="none"),
+        trainer=TrainerConfig(max_epochs=3, batch_size=12, lr=1e-3, early_stopping_patience=None),
+    )
     # ts_lr: covariances of 366 sensors at rank ~128, in the tangent space without standardising.
-    models = {"bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"), "probe": probe, "lora": lora,
-              "ts_lr": ClassicalModelConfig(estimator="ts_lr")}
+    models = {
+        "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
+        "probe": probe,
+        "lora": lora,
+        "ts_lr": ClassicalModelConfig(estimator="ts_lr"),
+    }
     result = Experiment(_config(tmp_path, models, cv=_by_subject(4))).run(epochs, y, output_dir=tmp_path / "out")
     scores = result.summary().set_index("Model")["mean"]
     assert (scores[list(models)] > 0.6).all(), scores  # four held-out subjects, 24 windows each, chance 0.5
@@ -295,8 +341,9 @@ def test_numpy_meg_with_positions_runs_like_the_epochs_it_came_from(meg_epochs, 
 
     config = _config(tmp_path, {"luna": _probe("luna")})
     direct = Experiment(config).run(epochs, y)
-    numpy_run = Experiment(config).run(epochs.get_data(picks=list(from_epochs.ch_names)), y, epochs.metadata,
-                                       positions=unrounded, **as_numpy)
+    numpy_run = Experiment(config).run(
+        epochs.get_data(picks=list(from_epochs.ch_names)), y, epochs.metadata, positions=unrounded, **as_numpy
+    )
     assert numpy_run.scores["Value"].tolist() == direct.scores["Value"].tolist()
     with pytest.raises(DataValidationError, match="positions given together with mne.Epochs"):
         prepare_inputs(epochs, y, positions=unrounded)

@@ -32,13 +32,22 @@ def data():
 def config(key="cbramod", mode="lora", tmp=None, **kw):
     trainer = kw.pop("trainer", TrainerConfig(max_epochs=2, batch_size=8, early_stopping_patience=None))
     ckpt = kw.pop("checkpoints", CheckpointConfig(save="best", directory=str(tmp) if tmp else None))
-    return NeuralFineTuneConfig(model_key=key, weights="random", train_mode=mode, model_kwargs=get_model_spec(key).tiny_kwargs,
-                                trainer=trainer, checkpoints=ckpt, lora=kw.pop("lora", LoRAConfig(r=4)), **kw)
+    return NeuralFineTuneConfig(
+        model_key=key,
+        weights="random",
+        train_mode=mode,
+        model_kwargs=get_model_spec(key).tiny_kwargs,
+        trainer=trainer,
+        checkpoints=ckpt,
+        lora=kw.pop("lora", LoRAConfig(r=4)),
+        **kw,
+    )
 
 
 def tuner(cfg, info, **kw):
-    return NeuralFineTuner(cfg, sfreq=info["sfreq"], ch_names=info["ch_names"], metrics=["balanced_accuracy"],
-                           verbose=False, **kw)
+    return NeuralFineTuner(
+        cfg, sfreq=info["sfreq"], ch_names=info["ch_names"], metrics=["balanced_accuracy"], verbose=False, **kw
+    )
 
 
 @pytest.mark.parametrize("key", list_model_keys())
@@ -58,8 +67,10 @@ def test_every_model_trains_and_its_checkpoint_reproduces_predictions(key, mode,
 
 def test_trainable_parameters_grow_from_frozen_to_lora_to_full(data, tmp_path):
     X, y, meta, info = data
-    counts = {mode: tuner(config("labram", mode, tmp_path), info).fit(X, y).get_model_card_info()["trainable_parameters"]
-              for mode in ("frozen", "lora", "full")}
+    counts = {
+        mode: tuner(config("labram", mode, tmp_path), info).fit(X, y).get_model_card_info()["trainable_parameters"]
+        for mode in ("frozen", "lora", "full")
+    }
     assert counts["frozen"] < counts["lora"] < counts["full"]
 
 
@@ -116,8 +127,11 @@ def test_target_modules_override_and_unknown_target(data):
     est = tuner(config("labram", "lora", lora=LoRAConfig(r=2, target_modules=["mlp.2"])), info).fit(X, y)
     adapted = {n.split(".lora_")[0] for n, p in est.net_.named_parameters() if p.requires_grad and "lora_" in n}
     assert adapted and all(n.endswith("mlp.2") for n in adapted)
-    with pytest.raises(ConfigError, match=r"Adapter target\(s\) \['no_such_layer'\] match no module of this model\. Module "
-                                          r"name endings available include"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Adapter target\(s\) \['no_such_layer'\] match no module of this model\. Module "
+        r"name endings available include",
+    ):
         tuner(config("labram", "lora", lora=LoRAConfig(target_modules=["no_such_layer"])), info).check_input(X.shape, y)
 
 
@@ -125,12 +139,19 @@ def test_bad_inputs_fail_before_training(data, monkeypatch, tmp_path):
     X, y, meta, info = data
     calls = []
     monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: calls.append(1))
-    with pytest.raises(DataValidationError, match="n_outputs=3 does not match y, which holds 2 classes; set n_outputs=2"):
+    with pytest.raises(
+        DataValidationError, match="n_outputs=3 does not match y, which holds 2 classes; set n_outputs=2"
+    ):
         tuner(config(n_outputs=3), info).fit(X, y)
-    with pytest.raises(ValueError, match="train_mode='oft' is not listed for 'cbramod'; use one of 'frozen', 'full', 'lora'"):
+    with pytest.raises(
+        ValueError, match="train_mode='oft' is not listed for 'cbramod'; use one of 'frozen', 'full', 'lora'"
+    ):
         config("cbramod", "oft")
-    with pytest.raises(ConfigError, match=r"checkpoint monitor 'val_f1_macro' is not logged; choose one of \[.*'val_loss', "
-                                          r"'val_balanced_accuracy'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"checkpoint monitor 'val_f1_macro' is not logged; choose one of \[.*'val_loss', "
+        r"'val_balanced_accuracy'\]",
+    ):
         tuner(config(checkpoints=CheckpointConfig(monitor="val_f1_macro")), info).fit(X, y)
     models = {"bad": config(lora=LoRAConfig(target_modules=["nope"]))}
     exp = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), cache_dir=str(tmp_path), verbose=False)
@@ -154,9 +175,12 @@ def test_two_stage_probe_first_leaves_adapters_untouched_during_the_probe(data):
     est = tuner(config("labram", "lora", trainer=trainer), info).fit(X, y)
     lora_b = [p for n, p in est.net_.named_parameters() if "lora_B" in n]
     assert lora_b and all(float(p.abs().max()) == 0.0 for p in lora_b)  # LoRA B starts at zero
-    trainer = TrainerConfig(max_epochs=3, batch_size=8, probe_epochs=1, early_stopping_patience=None, validation_fraction=0)
-    est = tuner(config("labram", "lora", trainer=trainer, checkpoints=CheckpointConfig(save="last", monitor="train_loss")),
-                info).fit(X, y)
+    trainer = TrainerConfig(
+        max_epochs=3, batch_size=8, probe_epochs=1, early_stopping_patience=None, validation_fraction=0
+    )
+    est = tuner(
+        config("labram", "lora", trainer=trainer, checkpoints=CheckpointConfig(save="last", monitor="train_loss")), info
+    ).fit(X, y)
     assert any(float(p.detach().abs().max()) > 0 for n, p in est.net_.named_parameters() if "lora_B" in n)
 
 
@@ -187,15 +211,27 @@ def test_merged_lora_checkpoint_reproduces_predictions(data, tmp_path):
 
 
 def experiment(models, tmp_path, **kw):
-    cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(tmp_path), verbose=False,
-                           cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"), **kw)
+    cfg = ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(tmp_path),
+        verbose=False,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+        **kw,
+    )
     return Experiment(cfg)
 
 
 def test_experiment_artifacts_and_rerun_determinism(data, tmp_path):
     X, y, meta, info = data
-    models = {"lora": config(tmp=tmp_path), "frozen_mlp": config(mode="frozen", tmp=tmp_path,
-              trainer=TrainerConfig(max_epochs=2, batch_size=8, head="mlp", early_stopping_patience=None))}
+    models = {
+        "lora": config(tmp=tmp_path),
+        "frozen_mlp": config(
+            mode="frozen",
+            tmp=tmp_path,
+            trainer=TrainerConfig(max_epochs=2, batch_size=8, head="mlp", early_stopping_patience=None),
+        ),
+    }
     first = experiment(models, tmp_path).run(X, y, sample_metadata=meta, **info)
     second = experiment(models, tmp_path).run(X, y, sample_metadata=meta, **info)
     np.testing.assert_array_equal(first.scores["Value"].to_numpy(), second.scores["Value"].to_numpy())
@@ -256,7 +292,9 @@ def test_qlora_quantises_linear_layers_and_trains_adapters_in_full_precision(key
 def test_qlora_bad_inputs(data, monkeypatch):
     X, y, meta, info = data
     with pytest.raises(ConfigError, match="not on 'mps'"):
-        tuner(config(mode="qlora", device=__import__("neurofm").configs.DeviceConfig(device="mps")), info).check_input(X.shape, y)
+        tuner(config(mode="qlora", device=__import__("neurofm").configs.DeviceConfig(device="mps")), info).check_input(
+            X.shape, y
+        )
     from neurofm.configs import QuantizationConfig
 
     with pytest.raises(ConfigError, match="cannot be fully fine-tuned"):
@@ -265,7 +303,9 @@ def test_qlora_bad_inputs(data, monkeypatch):
     from neurofm.exceptions import MissingDependencyError
 
     def missing(name, purpose, extra=None):
-        raise MissingDependencyError(f"{purpose} needs the optional package {name!r}; install it with: pip install 'neurofm[{extra}]'")
+        raise MissingDependencyError(
+            f"{purpose} needs the optional package {name!r}; install it with: pip install 'neurofm[{extra}]'"
+        )
 
     monkeypatch.setattr(neurofm.adapters, "soft_import", missing)
     with pytest.raises(MissingDependencyError, match=r"neurofm\[quant\]"):
@@ -277,7 +317,9 @@ def test_bf16_autocast_and_gradient_accumulation_train(data):
 
     X, y, meta, info = data
     trainer = TrainerConfig(max_epochs=2, batch_size=4, grad_accumulation=3, early_stopping_patience=None)
-    est = tuner(config("labram", "lora", trainer=trainer, device=DeviceConfig(device="cpu", precision="bf16")), info).fit(X, y)
+    est = tuner(
+        config("labram", "lora", trainer=trainer, device=DeviceConfig(device="cpu", precision="bf16")), info
+    ).fit(X, y)
     history = est.get_training_history()
     assert all(np.isfinite(r["train_loss"]) for r in history)
     # Warm-up spans one epoch of optimiser steps: the learning rate after epoch 0 is the peak.
@@ -290,8 +332,14 @@ def test_regression_and_multiclass(tmp_path):
     X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=6, random_state=4)
     target = X.std(axis=(1, 2)) * 1e6  # a continuous, learnable quantity
     models = {"reg": config("cbramod", "lora", tmp_path, checkpoints=CheckpointConfig(save="best", monitor="val_rmse"))}
-    cfg = ExperimentConfig(task="regression", models=models, metrics=["r2", "rmse"], cache_dir=str(tmp_path), verbose=False,
-                           cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"))
+    cfg = ExperimentConfig(
+        task="regression",
+        models=models,
+        metrics=["r2", "rmse"],
+        cache_dir=str(tmp_path),
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"),
+    )
     result = Experiment(cfg).run(X, target, sample_metadata=meta, **info)
     assert result.get_detailed_scores()["Value"].notna().all()
     preds = result.get_predictions()

@@ -93,13 +93,25 @@ def fitted(dataset, tmp_path_factory):
     def fit(mode: str) -> NeuralFineTuner:
         if mode not in fits:
             config = NeuralFineTuneConfig(
-                model_key=MODEL, weights="random", train_mode=mode, model_kwargs=get_model_spec(MODEL).tiny_kwargs,
-                lora=LoRAConfig(r=4), device=DeviceConfig(device=DEVICE, precision="fp32"),
-                checkpoints=CheckpointConfig(save="best", directory=str(tmp_path_factory.mktemp(f"checkpoints-{mode}"))),
+                model_key=MODEL,
+                weights="random",
+                train_mode=mode,
+                model_kwargs=get_model_spec(MODEL).tiny_kwargs,
+                lora=LoRAConfig(r=4),
+                device=DeviceConfig(device=DEVICE, precision="fp32"),
+                checkpoints=CheckpointConfig(
+                    save="best", directory=str(tmp_path_factory.mktemp(f"checkpoints-{mode}"))
+                ),
                 trainer=TrainerConfig(max_epochs=2, batch_size=8, early_stopping_patience=None),
             )
-            tuner = NeuralFineTuner(config, sfreq=info["sfreq"], ch_names=info["ch_names"], metrics=["balanced_accuracy"],
-                                    cache_dir=str(tmp_path_factory.mktemp(f"cache-{mode}")), verbose=False)
+            tuner = NeuralFineTuner(
+                config,
+                sfreq=info["sfreq"],
+                ch_names=info["ch_names"],
+                metrics=["balanced_accuracy"],
+                cache_dir=str(tmp_path_factory.mktemp(f"cache-{mode}")),
+                verbose=False,
+            )
             fits[mode] = tuner.fit(X, y, groups=meta["Subject"].to_numpy())
         return fits[mode]
 
@@ -111,8 +123,16 @@ def fitted(dataset, tmp_path_factory):
 
 def test_frozen_extraction_runs_on_the_gpu_close_to_the_cpu_and_is_keyed_apart(tmp_path, windows_19ch):
     def embedder(device: str, cache: Path) -> FoundationEmbedder:
-        return FoundationEmbedder(MODEL, weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19), device=device,
-                                  cache_dir=str(cache), verbose=False, model_kwargs=get_model_spec(MODEL).tiny_kwargs)
+        return FoundationEmbedder(
+            MODEL,
+            weights="random",
+            sfreq=160.0,
+            ch_names=list(STANDARD_1020_19),
+            device=device,
+            cache_dir=str(cache),
+            verbose=False,
+            model_kwargs=get_model_spec(MODEL).tiny_kwargs,
+        )
 
     # "auto" is the default; on a GPU machine it must choose the GPU. Separate caches: both sides are computed.
     on_device = embedder("auto" if DEVICE == "cuda" else DEVICE, tmp_path / "device").fit(windows_19ch)
@@ -188,13 +208,17 @@ def test_fp16_overflow_steps_are_skipped_and_training_goes_on(dataset, tmp_path,
     monkeypatch.setattr(neurofm.training, "_grad_scaler", overflowing_scaler)
     X, y, meta, info = dataset
     config = NeuralFineTuneConfig(
-        model_key=MODEL, weights="random", train_mode="full", model_kwargs=get_model_spec(MODEL).tiny_kwargs,
+        model_key=MODEL,
+        weights="random",
+        train_mode="full",
+        model_kwargs=get_model_spec(MODEL).tiny_kwargs,
         device=DeviceConfig(device=DEVICE, precision="fp16"),
         checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
         trainer=TrainerConfig(max_epochs=2, batch_size=8, validation_fraction=0, early_stopping_patience=None),
     )
-    tuner = NeuralFineTuner(config, sfreq=info["sfreq"], ch_names=info["ch_names"], cache_dir=str(tmp_path),
-                            verbose=False).fit(X, y)
+    tuner = NeuralFineTuner(
+        config, sfreq=info["sfreq"], ch_names=info["ch_names"], cache_dir=str(tmp_path), verbose=False
+    ).fit(X, y)
     n_steps = 2 * int(np.ceil(len(X) / 8))
     diagnostics = tuner.get_failure_diagnostics()
     assert 1 <= diagnostics["overflow_steps"] < n_steps  # some steps skipped, not all
@@ -224,7 +248,9 @@ def _write_recording(path: Path, names: list[str], sfreq: float, seconds: float,
 
 def _write_corpus(root: Path) -> Path:
     """Four unlabeled recordings, two montages, three sampling rates: two shards of two for two processes."""
-    for i, (names, sfreq) in enumerate([(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]):
+    for i, (names, sfreq) in enumerate(
+        [(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]
+    ):
         folder = root / f"sub-{i + 1:02d}"
         folder.mkdir(parents=True)
         _write_recording(folder / f"sub-{i + 1:02d}_eeg.fif", names, sfreq, 24.0, seed=i)
@@ -245,23 +271,30 @@ def _tokenizer_stage_config(tmp: Path, corpus: Path, device: str, max_steps: int
     max_steps : int
         Optimiser steps.
     """
-    return PretrainConfig.model_validate({
-        "stage": "tokenizer",
-        "output_dir": str(tmp / "tokenizer"),
-        "corpus": {"paths": [str(corpus)], "window_seconds": 2.0},
-        "optimizer": {"max_steps": max_steps, "batch_size": 4, "lr": 1e-3},
-        "checkpoint_every": 2,
-        "progress": False,
-        "tokenizer": dict(TINY_TOKENIZER),
-        "device": device,
-    })
+    return PretrainConfig.model_validate(
+        {
+            "stage": "tokenizer",
+            "output_dir": str(tmp / "tokenizer"),
+            "corpus": {"paths": [str(corpus)], "window_seconds": 2.0},
+            "optimizer": {"max_steps": max_steps, "batch_size": 4, "lr": 1e-3},
+            "checkpoint_every": 2,
+            "progress": False,
+            "tokenizer": dict(TINY_TOKENIZER),
+            "device": device,
+        }
+    )
 
 
 def _torchrun_pretrain(config_path: Path, n_processes: int = 2) -> subprocess.CompletedProcess:
     """Run ``torchrun --nproc_per_node=N -m neurofm pretrain config.yaml`` with this interpreter's torchrun."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    return subprocess.run([str(torchrun), f"--nproc_per_node={n_processes}", "-m", "neurofm", "pretrain", str(config_path)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [str(torchrun), f"--nproc_per_node={n_processes}", "-m", "neurofm", "pretrain", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 @needs_cuda

@@ -45,7 +45,9 @@ def _write_recording(path: Path, names: list[str], sfreq: float, seconds: float,
 def corpus_dir(tmp_path_factory):
     """Four unlabeled recordings, two montages, two sampling rates."""
     root = tmp_path_factory.mktemp("corpus")
-    for i, (names, sfreq) in enumerate([(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]):
+    for i, (names, sfreq) in enumerate(
+        [(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]
+    ):
         folder = root / f"sub-{i + 1:02d}"
         folder.mkdir()
         _write_recording(folder / f"sub-{i + 1:02d}_eeg.fif", names, sfreq, 24.0, seed=i)
@@ -208,7 +210,9 @@ def test_tokenizer_stage_logs_codebook_usage_and_writes_a_tokenizer(tokenizer_ru
     run = tokenizer_run / "tokenizer"
     history = pd.read_csv(run / "history.csv")
     assert list(history["step"]) == [1, 2, 3, 4, 5, 6]
-    assert {"loss", "commitment", "amplitude", "phase", "perplexity", "codes_used", "dead_codes"} <= set(history.columns)
+    assert {"loss", "commitment", "amplitude", "phase", "perplexity", "codes_used", "dead_codes"} <= set(
+        history.columns
+    )
     assert np.isfinite(history["loss"]).all() and (history["perplexity"] >= 1).all()
     assert history["amplitude"].iloc[-1] < history["amplitude"].iloc[0]
     meta = json.loads((run / "tokenizer.json").read_text())
@@ -247,7 +251,9 @@ def test_resumed_tokenizer_run_ends_where_an_uninterrupted_one_ends(tmp_path, co
 
 def test_killed_masked_run_resumes_to_the_uninterrupted_result(tmp_path, corpus_dir, tokenizer_run):
     steps = {"optimizer": {"max_steps": 30, "batch_size": 4, "lr": 1e-3}, "checkpoint_every": 3}
-    reference = stage_config(tmp_path / "a", corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer"), **steps)
+    reference = stage_config(
+        tmp_path / "a", corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer"), **steps
+    )
     pretrain(reference)
     config = stage_config(tmp_path / "b", corpus_dir, "masked", tokenizer_run=str(tokenizer_run / "tokenizer"), **steps)
     (tmp_path / "b").mkdir()
@@ -255,8 +261,12 @@ def test_killed_masked_run_resumes_to_the_uninterrupted_result(tmp_path, corpus_
     config.to_yaml(path)
     # Same thread count as this process: float sums are reproducible only for a fixed number of threads.
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    process = subprocess.Popen([sys.executable, "-m", "neurofm", "pretrain", str(path)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "neurofm", "pretrain", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     checkpoints = tmp_path / "b" / "masked" / "checkpoints"
     deadline = time.time() + 120
     while time.time() < deadline and not list(checkpoints.glob("step-*.pt")):
@@ -290,13 +300,21 @@ def _decode_with_pretrained(run: str, model_key: str, modes: tuple[str, ...], tm
     X, y, meta, info = simulate_eeg_dataset(n_subjects=2, n_windows_per_class=4, window_seconds=2.0, random_state=0)
     trainer = TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None)
     models = {
-        mode: FrozenBackboneDecoderConfig(backbone=FoundationEmbeddingModelConfig(model_key=model_key, weights=run),
-                                          head=ClassicalModelConfig(estimator="LogisticRegression"))
-        if mode == "frozen" else NeuralFineTuneConfig(model_key=model_key, weights=run, train_mode=mode, trainer=trainer)
+        mode: FrozenBackboneDecoderConfig(
+            backbone=FoundationEmbeddingModelConfig(model_key=model_key, weights=run),
+            head=ClassicalModelConfig(estimator="LogisticRegression"),
+        )
+        if mode == "frozen"
+        else NeuralFineTuneConfig(model_key=model_key, weights=run, train_mode=mode, trainer=trainer)
         for mode in modes
     }
-    cfg = ExperimentConfig(models=models, cv=CVConfig(n_splits=2), metrics=["balanced_accuracy"],
-                           cache_dir=str(tmp_path / "cache"), verbose=False)
+    cfg = ExperimentConfig(
+        models=models,
+        cv=CVConfig(n_splits=2),
+        metrics=["balanced_accuracy"],
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+    )
     return Experiment(cfg).run(X, y, sample_metadata=meta, **info)
 
 
@@ -320,8 +338,13 @@ def test_torchrun_two_processes_keep_one_codebook(tmp_path, corpus_dir):
     path = tmp_path / "stage1.yaml"
     config.to_yaml(path)
     torchrun = Path(sys.executable).with_name("torchrun")
-    done = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "neurofm", "pretrain", str(path)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "-m", "neurofm", "pretrain", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())
     assert meta["world_size"] == 2 and meta["replicas_identical"] is True
@@ -348,8 +371,15 @@ def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, token
     with pytest.raises(ConfigError, match="trained on windows of 400 samples"):
         pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, corpus={"window_seconds": 3.0}))
     with pytest.raises(ConfigError, match="does not match the tokenizer's patch size"):
-        pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token,
-                              backbone_kwargs={**TINY_BACKBONE, "patch_size": 100}))
+        pretrain(
+            stage_config(
+                tmp_path,
+                corpus_dir,
+                "masked",
+                tokenizer_run=token,
+                backbone_kwargs={**TINY_BACKBONE, "patch_size": 100},
+            )
+        )
     with pytest.raises(ConfigError, match="Could not build the labram backbone with backbone_kwargs"):
         pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token, backbone_kwargs={"depth": 1}))
     with pytest.raises(WeightsError, match="holds no finished tokenizer"):
@@ -359,8 +389,11 @@ def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, token
     with pytest.raises(ValueError, match=r"\nlr\s+Extra inputs are not permitted"):
         PretrainConfig.model_validate({"stage": "tokenizer", "corpus": {"paths": ["x"]}, "output_dir": "o", "lr": 1})
     # A finished run is never overwritten by another config.
-    with pytest.raises(ConfigError, match=r"holds a pretraining run with another config \(differs in \['tokenizer'\]\)\. "
-                                          r"Use a new output_dir, or restore the original config to resume it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"holds a pretraining run with another config \(differs in \['tokenizer'\]\)\. "
+        r"Use a new output_dir, or restore the original config to resume it",
+    ):
         pretrain(stage_config(tokenizer_run, corpus_dir, tokenizer={"codebook_size": 16}))
     assert _tensors(tokenizer_run / "tokenizer" / "tokenizer.safetensors")["quantizer.codebook"].shape[0] == 32
 
@@ -371,16 +404,19 @@ def test_cli_pretrain_on_real_recordings(tmp_path):
     config = {
         "stage": "tokenizer",
         "output_dir": "run",
-        "corpus": {"paths": [str(SHARED_DATA / "eegmmi"), str(SHARED_DATA / "muse-n170" / "subject1")],
-                   "window_seconds": 2.0},
+        "corpus": {
+            "paths": [str(SHARED_DATA / "eegmmi"), str(SHARED_DATA / "muse-n170" / "subject1")],
+            "window_seconds": 2.0,
+        },
         "tokenizer": TINY_TOKENIZER,
         "optimizer": {"max_steps": 2, "batch_size": 4},
         "progress": False,
     }
     path = tmp_path / "pretrain.yaml"
     path.write_text(yaml.safe_dump(config))
-    done = subprocess.run([sys.executable, "-m", "neurofm", "pretrain", str(path)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "neurofm", "pretrain", str(path)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tokenizer: 2 steps" in done.stdout
     meta = json.loads((tmp_path / "run" / "tokenizer.json").read_text())
@@ -393,16 +429,40 @@ def test_codebrain_dual_tokenizer_and_masked_stage_load_downstream(tmp_path, cor
     tokenizer = {**TINY_TOKENIZER, "width": 16}
     pretrain(stage_config(tmp_path, corpus_dir, recipe="codebrain", tokenizer=tokenizer, optimizer={"max_steps": 4}))
     history = pd.read_csv(tmp_path / "tokenizer" / "history.csv")
-    assert {"waveform", "amplitude", "phase", "perplexity_temporal", "perplexity_frequency", "dead_codes_temporal",
-            "dead_codes_frequency"} <= set(history.columns)
+    assert {
+        "waveform",
+        "amplitude",
+        "phase",
+        "perplexity_temporal",
+        "perplexity_frequency",
+        "dead_codes_temporal",
+        "dead_codes_frequency",
+    } <= set(history.columns)
     token = str(tmp_path / "tokenizer")
     with pytest.raises(ConfigError, match="do not match the tokenizer's codebooks"):
-        pretrain(stage_config(tmp_path, corpus_dir, "masked", recipe="codebrain", tokenizer_run=token,
-                              backbone_kwargs={"num_res_layers": 1, "codebook_size_t": 64}))
+        pretrain(
+            stage_config(
+                tmp_path,
+                corpus_dir,
+                "masked",
+                recipe="codebrain",
+                tokenizer_run=token,
+                backbone_kwargs={"num_res_layers": 1, "codebook_size_t": 64},
+            )
+        )
     with pytest.raises(WeightsError, match="belongs to recipe 'codebrain', not 'labram'"):
         pretrain(stage_config(tmp_path, corpus_dir, "masked", tokenizer_run=token))
-    pretrain(stage_config(tmp_path, corpus_dir, "masked", recipe="codebrain", tokenizer_run=token,
-                          backbone_kwargs={"num_res_layers": 1}, optimizer={"max_steps": 4}))
+    pretrain(
+        stage_config(
+            tmp_path,
+            corpus_dir,
+            "masked",
+            recipe="codebrain",
+            tokenizer_run=token,
+            backbone_kwargs={"num_res_layers": 1},
+            optimizer={"max_steps": 4},
+        )
+    )
     masked = pd.read_csv(tmp_path / "masked" / "history.csv")
     assert {"ce_masked_0", "ce_masked_1", "ce_complement_1"} <= set(masked.columns)
     architecture = json.loads((tmp_path / "masked" / "config.json").read_text())
@@ -431,10 +491,17 @@ def test_report_shows_the_pretraining_curves(tokenizer_run, tmp_path):
     assert 'id="fig-pretraining"' in page and "data:image/png;base64," in page and "codebook_size: 32" in page
     if shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run(["chromium", *flags, "--dump-dom", (run / "report.html").as_uri()], capture_output=True,
-                         text=True, timeout=120)
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        ["chromium", *flags, "--dump-dom", (run / "report.html").as_uri()], capture_output=True, text=True, timeout=120
+    )
     assert re.findall(r'data-rendered="(\w+)"', dom.stdout) == ["true"], dom.stdout[:500]
 
 
@@ -443,11 +510,23 @@ def test_corpus_takes_sources_of_any_loader(tmp_path, corpus_dir):
 
     recording = str(next(corpus_dir.glob("sub-03/*.fif")))
     spec = get_model_spec("labram")
-    config = PretrainConfig.model_validate({
-        "stage": "tokenizer", "output_dir": "o",
-        "corpus": {"sources": [{"source": "recording", "path": recording, "window": 2.0,
-                                "preprocessing": {"l_freq": 1.0, "resample": 200.0}}], "window_seconds": 2.0},
-    }).corpus
+    config = PretrainConfig.model_validate(
+        {
+            "stage": "tokenizer",
+            "output_dir": "o",
+            "corpus": {
+                "sources": [
+                    {
+                        "source": "recording",
+                        "path": recording,
+                        "window": 2.0,
+                        "preprocessing": {"l_freq": 1.0, "resample": 200.0},
+                    }
+                ],
+                "window_seconds": 2.0,
+            },
+        }
+    ).corpus
     corpus = Corpus(config, spec, 200)
     (summary,) = corpus.check()
     assert summary.path == "source:0" and summary.n_windows == 12 and set(summary.model_ch_names) == set(MONTAGE_B)
@@ -466,8 +545,11 @@ def test_bf16_autocast_path_trains(tmp_path, corpus_dir, recipe):
     import pandas as pd
 
     tokenizer = {**TINY_TOKENIZER, "width": 16} if recipe == "codebrain" else TINY_TOKENIZER
-    pretrain(stage_config(tmp_path, corpus_dir, recipe=recipe, precision="bf16", tokenizer=tokenizer,
-                          optimizer={"max_steps": 2}))
+    pretrain(
+        stage_config(
+            tmp_path, corpus_dir, recipe=recipe, precision="bf16", tokenizer=tokenizer, optimizer={"max_steps": 2}
+        )
+    )
     history = pd.read_csv(tmp_path / "tokenizer" / "history.csv")
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
 
@@ -480,10 +562,21 @@ def test_example_pretraining_configs_run_offline(tmp_path):
     stage2 = PretrainConfig.from_yaml(examples / "pretrain_labram_masked.yaml")
     assert stage2.tokenizer_run == stage1.output_dir and stage1.corpus == stage2.corpus
     short = {"max_steps": 2, "batch_size": 4}
-    first = stage1.model_copy(update={"output_dir": str(tmp_path / "tok"), "progress": False,
-                                      "optimizer": stage1.optimizer.model_copy(update=short)})
-    second = stage2.model_copy(update={"output_dir": str(tmp_path / "bb"), "tokenizer_run": str(tmp_path / "tok"),
-                                       "progress": False, "optimizer": stage2.optimizer.model_copy(update=short)})
+    first = stage1.model_copy(
+        update={
+            "output_dir": str(tmp_path / "tok"),
+            "progress": False,
+            "optimizer": stage1.optimizer.model_copy(update=short),
+        }
+    )
+    second = stage2.model_copy(
+        update={
+            "output_dir": str(tmp_path / "bb"),
+            "tokenizer_run": str(tmp_path / "tok"),
+            "progress": False,
+            "optimizer": stage2.optimizer.model_copy(update=short),
+        }
+    )
     pretrain(first, base_dir=examples)
     result = pretrain(second, base_dir=examples)
     assert (result.output_dir / "model.safetensors").is_file()
@@ -523,8 +616,11 @@ def test_a_history_link_in_a_resumed_run_is_refused_and_its_target_untouched(tmp
     victim.write_text("their data\n")
     (run / "history.csv").unlink()
     (run / "history.csv").symlink_to(victim)
-    with pytest.raises(ConfigError, match=rf"{re.escape(str(run / 'history.csv'))} is a symbolic link \(to "
-                                          rf"{re.escape(str(victim))}\); neurofm writes only its own files"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"{re.escape(str(run / 'history.csv'))} is a symbolic link \(to "
+        rf"{re.escape(str(victim))}\); neurofm writes only its own files",
+    ):
         pretrain(stage_config(tmp_path, corpus_dir))
     assert victim.read_text() == "their data\n" and (run / "history.csv").is_symlink()
 
@@ -549,8 +645,11 @@ def test_a_pretraining_run_aimed_at_a_folder_of_someone_elses_files_is_refused(t
     (home / ".bashrc").write_text("# theirs\n")
     (home / f".notes{'.tmp-'}x").write_text("looks like a leftover of ours\n")
     config = stage_config(tmp_path, corpus_dir, output_dir=str(home))
-    with pytest.raises(ConfigError, match=rf"The pretraining output_dir {re.escape(str(home))} already holds files "
-                                          r"neurofm did not write \(\.bashrc\) and no \.neurofm marker"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"The pretraining output_dir {re.escape(str(home))} already holds files "
+        r"neurofm did not write \(\.bashrc\) and no \.neurofm marker",
+    ):
         pretrain(config)
     assert sorted(p.name for p in home.iterdir()) == [".bashrc", ".notes.tmp-x"]  # nothing written, nothing cleaned
 
@@ -565,8 +664,11 @@ def test_a_run_whose_checkpoints_others_could_write_is_not_resumed(tmp_path, cor
     shutil.copytree(tokenizer_run / "tokenizer", run)
     os.chmod(run / "checkpoints", 0o777)  # anyone could have swapped the checkpoint it would resume from
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
-    with pytest.raises(SharedFolderError, match=r"checkpoints can be written by others \(anyone can write it \(mode "
-                                                r"0777\)\).*chmod go-w") as caught:
+    with pytest.raises(
+        SharedFolderError,
+        match=r"checkpoints can be written by others \(anyone can write it \(mode "
+        r"0777\)\).*chmod go-w",
+    ) as caught:
         pretrain(stage_config(tmp_path, corpus_dir))
     assert "shared_folders" not in str(caught.value)  # a run's folder cannot be declared shared
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
@@ -608,14 +710,19 @@ def test_pretraining_steps_run_wholly_on_the_device(stage, tmp_path, corpus_dir,
     library = torch.library.Library("aten", "IMPL")
     library.impl("_local_scalar_dense", lambda t: True if t.dtype == torch.bool else 1, "Meta", allow_override=True)
     # Code counts and dead-code indices have data-dependent sizes: on meta, as many counts as codes, every index.
-    library.impl("bincount", lambda t, weights=None, minlength=0: torch.empty(minlength, dtype=torch.int64,
-                                                                                device="meta"), "Meta")
+    library.impl(
+        "bincount",
+        lambda t, weights=None, minlength=0: torch.empty(minlength, dtype=torch.int64, device="meta"),
+        "Meta",
+    )
     from torch.fx.experimental import _config as fx_config
 
     try:
         extra = {"tokenizer_run": str(tokenizer_run / "tokenizer")} if stage == "masked" else {}
-        with fx_config.patch(meta_nonzero_assume_all_nonzero=True), \
-                pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        with (
+            fx_config.patch(meta_nonzero_assume_all_nonzero=True),
+            pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"),
+        ):
             pretrain(stage_config(tmp_path, corpus_dir, stage, **extra))
     finally:
         library._destroy()

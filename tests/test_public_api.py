@@ -13,8 +13,13 @@ def test_top_level_exports():
 
 
 def test_config_classes_of_the_guide_are_importable():
-    for name in ("ExperimentConfig", "CVConfig", "ClassicalModelConfig", "FoundationEmbeddingModelConfig",
-                 "FrozenBackboneDecoderConfig"):
+    for name in (
+        "ExperimentConfig",
+        "CVConfig",
+        "ClassicalModelConfig",
+        "FoundationEmbeddingModelConfig",
+        "FrozenBackboneDecoderConfig",
+    ):
         assert name in neurofm.configs.__all__
         assert hasattr(neurofm.configs, name)
 

@@ -43,7 +43,9 @@ def test_lookup_is_case_insensitive():
 def test_reference_input_gives_registry_dimension(key, windows_19ch, ch_names_19):
     """19-channel 10-20, 160 Hz, 4 s windows in volts reach every backbone at its full size."""
     spec = get_model_spec(key)
-    emb = FoundationEmbedder(key, weights="random", sfreq=160.0, ch_names=ch_names_19, cache_embeddings=False, verbose=False)
+    emb = FoundationEmbedder(
+        key, weights="random", sfreq=160.0, ch_names=ch_names_19, cache_embeddings=False, verbose=False
+    )
     E = emb.fit(windows_19ch).transform(windows_19ch)
     assert E.dtype == np.float32
     assert E.shape == (3, spec.embedding_dim)
@@ -61,18 +63,34 @@ def test_reference_input_gives_registry_dimension(key, windows_19ch, ch_names_19
 def test_pooling_modes(key, pooling, windows_19ch, ch_names_19):
     spec = get_model_spec(key)
     emb = FoundationEmbedder(
-        key, weights="random", pooling=pooling, sfreq=160.0, ch_names=ch_names_19, cache_embeddings=False,
-        verbose=False, model_kwargs=spec.tiny_kwargs,
+        key,
+        weights="random",
+        pooling=pooling,
+        sfreq=160.0,
+        ch_names=ch_names_19,
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=spec.tiny_kwargs,
     )
     if pooling not in spec.poolings:
         with pytest.raises(ConfigError, match=rf"pooling='{pooling}' is not available for '{key}'; use one of"):
             emb.check_input(windows_19ch.shape)
         return
     E = emb.fit(windows_19ch).transform(windows_19ch)
-    mean = FoundationEmbedder(
-        key, weights="random", pooling="mean", sfreq=160.0, ch_names=ch_names_19, cache_embeddings=False,
-        verbose=False, model_kwargs=spec.tiny_kwargs,
-    ).fit(windows_19ch).transform(windows_19ch)
+    mean = (
+        FoundationEmbedder(
+            key,
+            weights="random",
+            pooling="mean",
+            sfreq=160.0,
+            ch_names=ch_names_19,
+            cache_embeddings=False,
+            verbose=False,
+            model_kwargs=spec.tiny_kwargs,
+        )
+        .fit(windows_19ch)
+        .transform(windows_19ch)
+    )
     assert E.dtype == np.float32 and E.ndim == 2 and len(E) == 3
     if pooling == "flatten":
         assert E.shape[1] > mean.shape[1] and E.shape[1] % mean.shape[1] == 0
@@ -86,8 +104,14 @@ def test_pooling_modes(key, pooling, windows_19ch, ch_names_19):
 def test_embeddings_are_deterministic(key, windows_19ch, ch_names_19):
     spec = get_model_spec(key)
     make = lambda: FoundationEmbedder(  # noqa: E731
-        key, weights="random", sfreq=160.0, ch_names=ch_names_19, cache_embeddings=False, verbose=False,
-        model_kwargs=spec.tiny_kwargs, random_state=3,
+        key,
+        weights="random",
+        sfreq=160.0,
+        ch_names=ch_names_19,
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=spec.tiny_kwargs,
+        random_state=3,
     )
     a = make().fit(windows_19ch).transform(windows_19ch)
     b = make().fit(windows_19ch).transform(windows_19ch)

@@ -33,12 +33,22 @@ def results_dir(tmp_path_factory):
     models = {
         "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
         "labram_frozen": NeuralFineTuneConfig(
-            model_key="labram", weights="random", train_mode="frozen", model_kwargs=get_model_spec("labram").tiny_kwargs,
+            model_key="labram",
+            weights="random",
+            train_mode="frozen",
+            model_kwargs=get_model_spec("labram").tiny_kwargs,
             trainer=TrainerConfig(max_epochs=3, batch_size=8, early_stopping_patience=None),
-            checkpoints=CheckpointConfig(save="none")),
+            checkpoints=CheckpointConfig(save="none"),
+        ),
     }
-    cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(tmp), verbose=False,
-                           n_permutations=3, cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    cfg = ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(tmp),
+        verbose=False,
+        n_permutations=3,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    )
     return Experiment(cfg).run(X, y, sample_metadata=meta, **info).save(tmp / "results")
 
 
@@ -60,9 +70,19 @@ def test_figures_render_in_headless_chromium(results_dir, tmp_path):
     from neurofm.report import write_report
 
     page = write_report(results_dir)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1300,2400"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1300,2400",
+    ]
     dom = subprocess.run(["chromium", *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     rendered = re.findall(r'data-rendered="(\w+)"', dom.stdout)
     assert len(rendered) == len(FIGURES) and set(rendered) == {"true"}, dom.stdout[:500]
@@ -85,9 +105,13 @@ def test_the_report_survives_any_string_as_a_model_label_or_column_name(tmp_path
     labels = np.where(y == y[0], "$left$", "right_$")
     meta = meta.rename(columns={"Subject": "$Sub\\ject$"})
     info = {**info, "ch_names": [f"{name}$" for name in info["ch_names"]]}
-    cfg = ExperimentConfig(models={name: ClassicalModelConfig(estimator="bandpower_lr") for name in names},
-                           metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(tmp_path / "cache"), verbose=False,
-                           cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="$Sub\\ject$"))
+    cfg = ExperimentConfig(
+        models={name: ClassicalModelConfig(estimator="bandpower_lr") for name in names},
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="$Sub\\ject$"),
+    )
     saved = Experiment(cfg).run(X, labels, sample_metadata=meta, **info).save(tmp_path / "results")
     page = write_report(saved).read_text()
     for name in names:  # control characters are shown as their escapes, the rest as written

@@ -40,7 +40,9 @@ def test_summary_has_mean_and_std_per_model_and_metric(result, config):
     summary = result.summary()
     assert {"Model", "Metric", "mean", "std"} <= set(summary.columns)
     assert len(summary) == 2 * len(METRICS)
-    assert set(zip(summary["Model"], summary["Metric"])) == {(m, k) for m in config.models for k in METRICS}
+    assert set(zip(summary["Model"], summary["Metric"], strict=True)) == {
+        (m, k) for m in config.models for k in METRICS
+    }
     scores = result.get_detailed_scores()
     for row in summary.itertuples():
         values = scores.loc[(scores["Model"] == row.Model) & (scores["Metric"] == row.Metric), "Value"]
@@ -112,7 +114,7 @@ def test_splits_table(result, small_dataset):
     assert list(splits.columns) == ["Model", "Fold", "SampleIndex", "Set"]
     assert set(splits["Set"]) == {"train", "test"}
     subjects = meta["Subject"].to_numpy()
-    for model, per_model in splits.groupby("Model"):
+    for _, per_model in splits.groupby("Model"):
         tested = per_model.loc[per_model["Set"] == "test", "SampleIndex"]
         assert sorted(tested) == list(range(n))  # each sample is test exactly once per model
         for _, fold in per_model.groupby("Fold"):
@@ -159,8 +161,15 @@ def test_saved_files_are_open_formats(result, tmp_path):
     out = result.save(tmp_path / "run")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(
-        ["scores.parquet", "predictions.parquet", "splits.parquet", "artifacts.parquet", "config.yaml", "meta.json",
-         ".neurofm"]  # the marker of a folder of neurofm's own (JSON)
+        [
+            "scores.parquet",
+            "predictions.parquet",
+            "splits.parquet",
+            "artifacts.parquet",
+            "config.yaml",
+            "meta.json",
+            ".neurofm",
+        ]  # the marker of a folder of neurofm's own (JSON)
     )
     for path in out.iterdir():
         raw = path.read_bytes()
@@ -172,8 +181,9 @@ def test_saved_files_are_open_formats(result, tmp_path):
 
 
 def test_load_of_a_wrong_directory_names_the_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError,
-                       match=r"is not a saved neurofm result: missing \['scores\.parquet', 'predictions\.parquet'"):
+    with pytest.raises(
+        FileNotFoundError, match=r"is not a saved neurofm result: missing \['scores\.parquet', 'predictions\.parquet'"
+    ):
         ExperimentResult.load(tmp_path)
 
 
@@ -215,7 +225,9 @@ def test_regression_with_kfold_and_ridge(small_dataset):
     rng = np.random.default_rng(0)
     target = rng.uniform(0.5, 2.0, len(X))
     # A learnable target: a fixed spatio-temporal pattern scaled by it, which a linear model of the samples can read.
-    pattern = rng.standard_normal((1, X.shape[1], 1)) * np.sin(2 * np.pi * 10.0 * np.arange(X.shape[-1]) / info["sfreq"])
+    pattern = rng.standard_normal((1, X.shape[1], 1)) * np.sin(
+        2 * np.pi * 10.0 * np.arange(X.shape[-1]) / info["sfreq"]
+    )
     X = X + 20e-6 * target[:, None, None] * pattern
     cfg = ExperimentConfig(
         task="regression",

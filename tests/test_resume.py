@@ -35,13 +35,20 @@ def _config(cache_dir, head="LogisticRegression", n_permutations=3):
     models = {
         "bandpower": ClassicalModelConfig(estimator="bandpower_lr"),
         "probe": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", batch_size=8,
-                                                    model_kwargs=get_model_spec("cbramod").tiny_kwargs),
-            head=ClassicalModelConfig(estimator=head)),
+            backbone=FoundationEmbeddingModelConfig(
+                model_key="cbramod", weights="random", batch_size=8, model_kwargs=get_model_spec("cbramod").tiny_kwargs
+            ),
+            head=ClassicalModelConfig(estimator=head),
+        ),
     }
-    return ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(cache_dir),
-                            n_permutations=n_permutations, verbose=False,
-                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    return ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(cache_dir),
+        n_permutations=n_permutations,
+        verbose=False,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    )
 
 
 @pytest.fixture()
@@ -64,7 +71,7 @@ def count_work(monkeypatch):
 
 
 def _same_results(a: ExperimentResult, b: ExperimentResult) -> None:
-    """Bit for bit: a resumed run ends with the uninterrupted run's numbers exactly (README, Guarantees)."""
+    """Bit for bit: a resumed run ends with the uninterrupted run's numbers exactly (docs/concepts/guarantees.md)."""
     assert_frame_equal(a.scores, b.scores, check_exact=True)
     assert_frame_equal(a.predictions, b.predictions, check_exact=True)
     assert_frame_equal(a.splits, b.splits, check_exact=True)
@@ -144,8 +151,7 @@ def test_other_data_never_reads_these_records(data, tmp_path, count_work):
     assert len(count_work["folds"]) == 6
 
 
-def test_records_of_an_older_neurofm_that_computed_differently_are_not_resumed(data, tmp_path, count_work,
-                                                                                   monkeypatch):
+def test_records_of_an_older_neurofm_that_computed_differently_are_not_resumed(data, tmp_path, count_work, monkeypatch):
     out = tmp_path / "out"
     _run(_config(tmp_path / "cache", n_permutations=0), data, output_dir=out)
     _reset(count_work)
@@ -201,8 +207,9 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     assert summary["resumed_equal"] == 2 and summary["files_checked"] > 0
 
 
-def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorded(data, tmp_path, monkeypatch,
-                                                                                     count_work):
+def test_a_full_disk_stops_the_run_with_a_clear_error_and_keeps_what_was_recorded(
+    data, tmp_path, monkeypatch, count_work
+):
     import errno
 
     import neurofm.utils.files as files
@@ -247,10 +254,13 @@ def test_a_model_failing_on_a_fold_names_it_and_keeps_the_folds_that_finished(da
     from neurofm.exceptions import ModelFitError
 
     # A combination scikit-learn accepts when set and refuses only when fitting.
-    broken = ClassicalModelConfig(estimator="bandpower_lr", params={"logisticregression__penalty": "elasticnet",
-                                                                   "logisticregression__solver": "liblinear"})
+    broken = ClassicalModelConfig(
+        estimator="bandpower_lr",
+        params={"logisticregression__penalty": "elasticnet", "logisticregression__solver": "liblinear"},
+    )
     config = _config(tmp_path / "cache", n_permutations=0).model_copy(
-        update={"models": {"bandpower": ClassicalModelConfig(estimator="bandpower_lr"), "broken": broken}})
+        update={"models": {"bandpower": ClassicalModelConfig(estimator="bandpower_lr"), "broken": broken}}
+    )
     out = tmp_path / "out"
     with pytest.raises(ModelFitError, match=r"Model 'broken' failed on fold 0: ValueError: Only 'saga'") as info:
         _run(config, data, output_dir=out)
@@ -274,8 +284,19 @@ def _write_weights(form, seed, data, folder):
     X, _, _, info = data
     folder.mkdir(parents=True, exist_ok=True)
     key = "cbramod"
-    module = FoundationEmbedder(key, weights="random", model_kwargs=get_model_spec(key).tiny_kwargs, random_state=seed,
-                                cache_embeddings=False, verbose=False, **info).fit(X[:1]).backbone_.module
+    module = (
+        FoundationEmbedder(
+            key,
+            weights="random",
+            model_kwargs=get_model_spec(key).tiny_kwargs,
+            random_state=seed,
+            cache_embeddings=False,
+            verbose=False,
+            **info,
+        )
+        .fit(X[:1])
+        .backbone_.module
+    )
     if form == "file":
         weights = location = folder / f"{key}.safetensors"
         save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(location))
@@ -300,13 +321,20 @@ def _changing_weights_config(cache_dir, changing, steady_weights):
     """A baseline, a probe on weights that do not change, and ``changing``, the model whose weights are overwritten."""
     key = "cbramod"
     steady = FrozenBackboneDecoderConfig(
-        backbone=FoundationEmbeddingModelConfig(model_key=key, weights=steady_weights, batch_size=8,
-                                                model_kwargs=get_model_spec(key).tiny_kwargs),
-        head=ClassicalModelConfig(estimator="LinearDiscriminantAnalysis"))
+        backbone=FoundationEmbeddingModelConfig(
+            model_key=key, weights=steady_weights, batch_size=8, model_kwargs=get_model_spec(key).tiny_kwargs
+        ),
+        head=ClassicalModelConfig(estimator="LinearDiscriminantAnalysis"),
+    )
     models = {"bandpower": ClassicalModelConfig(estimator="bandpower_lr"), "steady": steady, "changing": changing}
-    return ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(cache_dir),
-                            n_permutations=2, verbose=False,
-                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    return ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(cache_dir),
+        n_permutations=2,
+        verbose=False,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    )
 
 
 def _check_new_weights_are_used_and_only_their_model_is_redone(data, tmp_path, count_work, form, changing):
@@ -321,8 +349,11 @@ def _check_new_weights_are_used_and_only_their_model_is_redone(data, tmp_path, c
     rerun = _run(_changing_weights_config(tmp_path / "cache", changing(weights), steady_weights), data, output_dir=out)
     redone_permutations = count_work["permutations"]
     assert sorted(set(count_work["folds"])) == [("changing", fold) for fold in range(3)]
-    fresh = _run(_changing_weights_config(tmp_path / "cache-fresh", changing(weights), steady_weights), data,
-                 output_dir=tmp_path / "out-fresh")
+    fresh = _run(
+        _changing_weights_config(tmp_path / "cache-fresh", changing(weights), steady_weights),
+        data,
+        output_dir=tmp_path / "out-fresh",
+    )
     _same_results(rerun, fresh)
     # Not vacuous: the old weights predicted otherwise, and only their model's numbers moved.
     old, new = (result.predictions.query("Model == 'changing'") for result in (before, rerun))
@@ -337,40 +368,54 @@ def _check_new_weights_are_used_and_only_their_model_is_redone(data, tmp_path, c
 def test_frozen_weights_overwritten_in_place_are_never_served_old_results(data, tmp_path, count_work, form):
     def probe(weights):
         return FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key="cbramod", weights=weights, batch_size=8,
-                                                    model_kwargs=get_model_spec("cbramod").tiny_kwargs),
-            head=ClassicalModelConfig(estimator="LinearDiscriminantAnalysis"))
+            backbone=FoundationEmbeddingModelConfig(
+                model_key="cbramod", weights=weights, batch_size=8, model_kwargs=get_model_spec("cbramod").tiny_kwargs
+            ),
+            head=ClassicalModelConfig(estimator="LinearDiscriminantAnalysis"),
+        )
 
-    redone_permutations = _check_new_weights_are_used_and_only_their_model_is_redone(data, tmp_path, count_work,
-                                                                                    form, probe)
+    redone_permutations = _check_new_weights_are_used_and_only_their_model_is_redone(
+        data, tmp_path, count_work, form, probe
+    )
     assert redone_permutations == 2  # the changed probe's; the others' are on record
     if form == "hub":  # beside the files' digests, the commit the revision resolved to identifies hub weights
-        [identity] = ExperimentResult.load(tmp_path / "out").get_model_artifacts("backbone", "changing").query(
-            "ArtifactKey == 'weights_identity'")["ArtifactValue"]
+        [identity] = (
+            ExperimentResult.load(tmp_path / "out")
+            .get_model_artifacts("backbone", "changing")
+            .query("ArtifactKey == 'weights_identity'")["ArtifactValue"]
+        )
         assert identity["commit"] == f"{2:040x}" and set(identity["files"]) == {"config.json", "model.safetensors"}
 
 
 def _tuned(weights):
     from neurofm.configs import CheckpointConfig, NeuralFineTuneConfig, TrainerConfig
 
-    return NeuralFineTuneConfig(model_key="cbramod", weights=weights, train_mode="full",
-                                model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                                trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0,
-                                                      early_stopping_patience=None),
-                                checkpoints=CheckpointConfig(save="none", monitor="train_loss"))
+    return NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights=weights,
+        train_mode="full",
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
+    )
 
 
 def test_fine_tuned_weights_overwritten_in_place_are_never_served_old_results(data, tmp_path, count_work):
-    redone_permutations = _check_new_weights_are_used_and_only_their_model_is_redone(data, tmp_path, count_work,
-                                                                                    "file", _tuned)
+    redone_permutations = _check_new_weights_are_used_and_only_their_model_is_redone(
+        data, tmp_path, count_work, "file", _tuned
+    )
     assert redone_permutations == 0  # trainable models are not permuted by default; the others' are on record
 
 
 def test_fine_tuned_weights_rewritten_while_the_run_uses_them_stop_it_before_training(data, tmp_path, monkeypatch):
     weights = _write_weights("file", 1, data, tmp_path)
-    config = ExperimentConfig(models={"tuned": _tuned(weights)}, metrics=["balanced_accuracy"], verbose=False,
-                              cache_dir=str(tmp_path / "cache"),
-                              cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"))
+    config = ExperimentConfig(
+        models={"tuned": _tuned(weights)},
+        metrics=["balanced_accuracy"],
+        verbose=False,
+        cache_dir=str(tmp_path / "cache"),
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    )
     run_fold = neurofm.experiment._run_fold
     trained = []
 
@@ -401,15 +446,20 @@ def test_a_record_is_its_payload_as_sorted_json_with_a_checksum_and_keeps_nan_an
     assert caplog.text == ""  # an intact record reads back without a word
     text = '{"scores": {"balanced_accuracy": 0.75, "roc_auc": NaN}, "seconds": Infinity}'
     assert json.loads(path.read_text()) == {
-        "format": 1, "checksum": hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), "payload": text}
+        "format": 1,
+        "checksum": hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
+        "payload": text,
+    }
     assert np.isnan(back["scores"]["roc_auc"]) and back["seconds"] == float("inf")
     assert back["scores"]["balanced_accuracy"] == 0.75
     # round_trip gives a fresh result the form a resumed one reads back in, NaN and infinity included.
     fresh = round_trip(payload)
     assert np.isnan(fresh["scores"]["roc_auc"]) and fresh["seconds"] == float("inf")
     # The same payload with its keys in another order is the same file, byte for byte.
-    write_record(tmp_path / "again.json", {"seconds": float("inf"), "scores": {"balanced_accuracy": 0.75,
-                                                                               "roc_auc": float("nan")}})
+    write_record(
+        tmp_path / "again.json",
+        {"seconds": float("inf"), "scores": {"balanced_accuracy": 0.75, "roc_auc": float("nan")}},
+    )
     assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
 
 
@@ -439,15 +489,23 @@ def test_data_fingerprint_is_the_documented_hash_of_everything_that_decides_resu
     X, y, groups = rng.standard_normal((6, 2, 8)), np.array([0, 1] * 3), np.array(["a", "b", "c"] * 2)
     info = {"sfreq": 160.0, "ch_names": ["C3", "C4"], "montage": Path("cap.elc")}
     digest = hashlib.blake2b(digest_size=16, person=b"neurofm-data")
-    for part in (b"(6, 2, 8)", X.astype(np.float32).tobytes(), b"[0, 1, 0, 1, 0, 1]", b"|none|",
-                 b'{"ch_names": ["C3", "C4"], "montage": "cap.elc", "sfreq": 160.0}'):
+    for part in (
+        b"(6, 2, 8)",
+        X.astype(np.float32).tobytes(),
+        b"[0, 1, 0, 1, 0, 1]",
+        b"|none|",
+        b'{"ch_names": ["C3", "C4"], "montage": "cap.elc", "sfreq": 160.0}',
+    ):
         digest.update(part)
     assert data_fingerprint(X, y, None, info) == digest.hexdigest()
     # float32 windows of the same values, the signal description in another order: the same data.
     assert data_fingerprint(X.astype(np.float32), y, None, dict(reversed(info.items()))) == digest.hexdigest()
     # Other window shape (same bytes), groups, or description: other data.
-    others = [data_fingerprint(X.reshape(6, 4, 4), y, None, info), data_fingerprint(X, y, groups, info),
-              data_fingerprint(X, y, None, {**info, "sfreq": 128.0})]
+    others = [
+        data_fingerprint(X.reshape(6, 4, 4), y, None, info),
+        data_fingerprint(X, y, groups, info),
+        data_fingerprint(X, y, None, {**info, "sfreq": 128.0}),
+    ]
     assert len({digest.hexdigest(), *others}) == 4
 
 
@@ -474,9 +532,15 @@ def test_a_fold_outcome_reads_back_from_its_record_exactly_with_its_column_types
     from neurofm.experiment import _FoldOutcome
     from neurofm.progress import round_trip
 
-    frame = pd.DataFrame({"Model": ["m", "m"], "SampleIndex": np.array([3, 7], dtype=np.int32),
-                          "y_true": np.array([1.5, -2.25], dtype=np.float32), "correct": [True, False],
-                          "proba_a": [0.1, 1 / 3]})
+    frame = pd.DataFrame(
+        {
+            "Model": ["m", "m"],
+            "SampleIndex": np.array([3, 7], dtype=np.int32),
+            "y_true": np.array([1.5, -2.25], dtype=np.float32),
+            "correct": [True, False],
+            "proba_a": [0.1, 1 / 3],
+        }
+    )
     artifacts = [(0, "fit", "seconds", 1.25), (0, "head", "classes", ["a", "b"])]
     back = _FoldOutcome.from_record(round_trip(_FoldOutcome({"accuracy": 0.5}, frame, artifacts, 2.5).to_record()))
     assert_frame_equal(back.predictions, frame, check_exact=True)  # int32 and float32 stay what they were
@@ -488,7 +552,8 @@ def test_a_fold_outcome_reads_back_from_its_record_exactly_with_its_column_types
 
 def test_a_resumed_run_says_how_much_it_read_back(data, tmp_path, caplog):
     config = _config(tmp_path / "cache", n_permutations=0).model_copy(
-        update={"models": {"bandpower": ClassicalModelConfig(estimator="bandpower_lr")}, "verbose": True})
+        update={"models": {"bandpower": ClassicalModelConfig(estimator="bandpower_lr")}, "verbose": True}
+    )
     out = tmp_path / "out"
     with caplog.at_level("INFO", logger="neurofm"):
         _run(config, data, output_dir=out)

@@ -20,10 +20,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _config(path, tmp_path):
     return {
         "task": "classification",
-        "data": {"source": "recording", "path": str(path), "tmin": 0.0, "tmax": 2.0,
-                 "preprocessing": {"l_freq": 1.0, "h_freq": 40.0, "notch": 50.0, "reference": "average"}},
-        "models": {"bandpower_lr": {"estimator": "bandpower_lr"},
-                   "probe": {"backbone": {"model_key": "cbramod", "weights": "random", "model_kwargs": {"n_layer": 1}}}},
+        "data": {
+            "source": "recording",
+            "path": str(path),
+            "tmin": 0.0,
+            "tmax": 2.0,
+            "preprocessing": {"l_freq": 1.0, "h_freq": 40.0, "notch": 50.0, "reference": "average"},
+        },
+        "models": {
+            "bandpower_lr": {"estimator": "bandpower_lr"},
+            "probe": {"backbone": {"model_key": "cbramod", "weights": "random", "model_kwargs": {"n_layer": 1}}},
+        },
         "metrics": ["balanced_accuracy"],
         "cv": {"strategy": "stratified_kfold", "n_splits": 3},
         "cache_dir": str(tmp_path / "cache"),
@@ -39,7 +46,14 @@ def test_run_writes_a_results_directory_and_prints_the_summary(recording, tmp_pa
     assert result.exit_code == 0, result.output
     assert "bandpower_lr" in result.output and "probe" in result.output
     out = tmp_path / "out"  # relative output_dir is relative to the config file
-    for name in ("scores.parquet", "predictions.parquet", "splits.parquet", "artifacts.parquet", "config.yaml", "meta.json"):
+    for name in (
+        "scores.parquet",
+        "predictions.parquet",
+        "splits.parquet",
+        "artifacts.parquet",
+        "config.yaml",
+        "meta.json",
+    ):
         assert (out / name).exists(), name
     saved = ExperimentResult.load(out)
     assert saved.config["data"]["source"] == "recording"

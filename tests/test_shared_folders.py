@@ -146,8 +146,11 @@ def test_folders_neurofm_makes_are_private_whatever_the_umask(tmp_path):
         shared = make_folders(tmp_path / "shared" / "deep", entry_key(True))
     finally:
         os.umask(before)
-    for folder in [tmp_path / "cache", *(p for p in (tmp_path / "cache").rglob("*") if p.is_dir()),
-                   *(p for p in (tmp_path / "out").rglob("*") if p.is_dir())]:
+    for folder in [
+        tmp_path / "cache",
+        *(p for p in (tmp_path / "cache").rglob("*") if p.is_dir()),
+        *(p for p in (tmp_path / "out").rglob("*") if p.is_dir()),
+    ]:
         assert not stat.S_IMODE(folder.stat().st_mode) & 0o022, folder
     assert EmbeddingCache(tmp_path / "cache", "e" * 32).lookup(keys)[1].all()  # so they are trusted next time
     assert stat.S_IMODE(shared.stat().st_mode) & 0o020  # a shared one lets the group add entries
@@ -176,9 +179,14 @@ def data():
 
 
 def _config(tmp_path, **kwargs):
-    return ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "cache"),
-                            metrics=["accuracy"], verbose=False,
-                            cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"), **kwargs)
+    return ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+        cache_dir=str(tmp_path / "cache"),
+        metrics=["accuracy"],
+        verbose=False,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+        **kwargs,
+    )
 
 
 def test_an_experiment_refuses_folders_others_can_write_before_any_work(tmp_path, data, monkeypatch):
@@ -259,9 +267,16 @@ def test_an_embedder_reads_a_shared_cache_only_when_told_it_is_shared(tmp_path, 
     from neurofm.simulate import STANDARD_1020_19
 
     def make(**kwargs):
-        return FoundationEmbedder("cbramod", weights="random", sfreq=160.0, ch_names=list(STANDARD_1020_19),
-                                  cache_dir=str(tmp_path / "cache"), verbose=False,
-                                  model_kwargs=get_model_spec("cbramod").tiny_kwargs, **kwargs)
+        return FoundationEmbedder(
+            "cbramod",
+            weights="random",
+            sfreq=160.0,
+            ch_names=list(STANDARD_1020_19),
+            cache_dir=str(tmp_path / "cache"),
+            verbose=False,
+            model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+            **kwargs,
+        )
 
     (tmp_path / "cache").mkdir()
     _group_writable(tmp_path / "cache")
@@ -275,8 +290,9 @@ def test_an_embedder_reads_a_shared_cache_only_when_told_it_is_shared(tmp_path, 
     assert make(shared_folders=True).get_params()["shared_key_file"] is None
 
 
-def test_a_shared_digest_memo_is_readable_by_the_group_and_one_this_user_cannot_read_is_recomputed(tmp_path,
-                                                                                                    monkeypatch):
+def test_a_shared_digest_memo_is_readable_by_the_group_and_one_this_user_cannot_read_is_recomputed(
+    tmp_path, monkeypatch
+):
     import hashlib
     import time
     from pathlib import Path

@@ -31,9 +31,17 @@ def _memmap(path, X):
 
 
 def _embedder(info, cache_dir, **kwargs):
-    return FoundationEmbedder(model_key="cbramod", weights="random", sfreq=info["sfreq"], ch_names=info["ch_names"],
-                              model_kwargs=get_model_spec("cbramod").tiny_kwargs, cache_dir=str(cache_dir),
-                              batch_size=8, verbose=False, **kwargs)
+    return FoundationEmbedder(
+        model_key="cbramod",
+        weights="random",
+        sfreq=info["sfreq"],
+        ch_names=info["ch_names"],
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        cache_dir=str(cache_dir),
+        batch_size=8,
+        verbose=False,
+        **kwargs,
+    )
 
 
 def _h5(path, X):
@@ -58,7 +66,9 @@ def test_on_disk_windows_embed_like_the_same_windows_in_memory(make, data, tmp_p
     assert not source.in_memory
     # A source pickles as a reference to the file, never as the windows.
     assert len(pickle.dumps(source.block(0, len(X)))) < X.nbytes / 20
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(source.block(3, 11))).read(0, 8), X[3:11].astype(np.float32))
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(source.block(3, 11))).read(0, 8), X[3:11].astype(np.float32)
+    )
     expected = _embedder(info, tmp_path / "a", cache_embeddings=False).fit(X).transform(X)
     streamed = _embedder(info, tmp_path / "b", cache_embeddings=False).fit(on_disk).transform(on_disk)
     np.testing.assert_array_equal(streamed, expected)
@@ -112,8 +122,9 @@ def test_lazy_epochs_stream_and_match_preloaded_epochs(data, tmp_path):
     import mne
 
     X, _, _, info = data
-    raw = mne.io.RawArray(np.concatenate(list(X[:10]), axis=-1),
-                          mne.create_info(info["ch_names"], info["sfreq"], "eeg"), verbose=False)
+    raw = mne.io.RawArray(
+        np.concatenate(list(X[:10]), axis=-1), mne.create_info(info["ch_names"], info["sfreq"], "eeg"), verbose=False
+    )
     raw.save(tmp_path / "rec_raw.fif", verbose=False)
     lazy_raw = mne.io.read_raw_fif(tmp_path / "rec_raw.fif", preload=False, verbose=False)
     events = mne.make_fixed_length_events(lazy_raw, duration=X.shape[-1] / info["sfreq"])
@@ -137,17 +148,22 @@ def test_bad_windows_on_disk_fail_before_any_compute(data, tmp_path, monkeypatch
     monkeypatch.setattr("neurofm.estimators.frozen.embed_windows", lambda *a, **k: pytest.fail("computed"))
     with pytest.raises(DataValidationError, match=r"NaN or Inf in 1 window\(s\) \(indices 9\)"):
         prepare_inputs(mm, y, meta, **info)
-    with pytest.raises(DataValidationError,
-                       match=r"X must have 3 dimensions .* got 2 with shape \(19, 640\); store the windows as one 3-D array"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"X must have 3 dimensions .* got 2 with shape \(19, 640\); store the windows as one 3-D array",
+    ):
         prepare_inputs(np.load(tmp_path / "w.npy", mmap_mode="r")[0], **info)
 
 
 def test_experiment_on_a_memmap_scores_like_the_array(data, tmp_path, caplog):
     X, y, meta, info = data
     mm = _memmap(tmp_path / "w.npy", X)
-    config = ExperimentConfig(models={"bandpower": ClassicalModelConfig(estimator="bandpower_lr")},
-                              cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
-                              cache_dir=str(tmp_path / "cache"), verbose=False)
+    config = ExperimentConfig(
+        models={"bandpower": ClassicalModelConfig(estimator="bandpower_lr")},
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+    )
     expected = Experiment(config).run(X, y, sample_metadata=meta, **info)
     with caplog.at_level("WARNING", logger="neurofm"):
         result = Experiment(config).run(mm, y, sample_metadata=meta, **info)

@@ -14,11 +14,18 @@ from neurofm.simulate import simulate_eeg_dataset
 
 
 def _run(X, y, meta, info, tmp_path, n_permutations=19):
-    models = {"bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
-              "prior_dummy": ClassicalModelConfig(estimator="DummyClassifier", params={"strategy": "prior"})}
-    cfg = ExperimentConfig(models=models, metrics=["balanced_accuracy", "roc_auc"], cache_dir=str(tmp_path), verbose=False,
-                           n_permutations=n_permutations,
-                           cv=CVConfig(strategy="stratified_group_kfold", n_splits=4, group_key="Subject"))
+    models = {
+        "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
+        "prior_dummy": ClassicalModelConfig(estimator="DummyClassifier", params={"strategy": "prior"}),
+    }
+    cfg = ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy", "roc_auc"],
+        cache_dir=str(tmp_path),
+        verbose=False,
+        n_permutations=n_permutations,
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=4, group_key="Subject"),
+    )
     return Experiment(cfg).run(X, y, sample_metadata=meta, **info)
 
 
@@ -29,7 +36,11 @@ def test_permutation_p_values_separate_signal_from_chance(tmp_path):
     assert stats.loc[("bandpower_lr", "balanced_accuracy"), "p_value"] == 1 / 20  # beats all 19 shuffles
     assert abs(stats.loc[("bandpower_lr", "balanced_accuracy"), "chance_mean"] - 0.5) < 0.1
     # A constant predictor scores exactly 0.5 on every fold, shuffled or not: all 19 shuffles tie it, p = 20 / 20.
-    assert stats.loc[("prior_dummy", "balanced_accuracy"), ["observed", "chance_mean", "p_value"]].tolist() == [0.5, 0.5, 1.0]
+    assert stats.loc[("prior_dummy", "balanced_accuracy"), ["observed", "chance_mean", "p_value"]].tolist() == [
+        0.5,
+        0.5,
+        1.0,
+    ]
     saved = ExperimentResult.load(result.save(tmp_path / "out"))
     pd.testing.assert_frame_equal(saved.get_statistics(), result.get_statistics(), check_exact=True)
 
@@ -38,8 +49,11 @@ def test_paired_comparison_on_the_same_folds(tmp_path):
     X, y, meta, info = simulate_eeg_dataset(n_subjects=4, n_windows_per_class=12, effect_size=0.9, random_state=5)
     result = _run(X, y, meta, info, tmp_path, n_permutations=0)
     cmp = result.compare("bandpower_lr", "prior_dummy", "balanced_accuracy")
-    scores = result.get_detailed_scores().query("Metric == 'balanced_accuracy'").pivot(index="Fold", columns="Model",
-                                                                                       values="Value")
+    scores = (
+        result.get_detailed_scores()
+        .query("Metric == 'balanced_accuracy'")
+        .pivot(index="Fold", columns="Model", values="Value")
+    )
     np.testing.assert_allclose(cmp["differences"], (scores["bandpower_lr"] - scores["prior_dummy"]).to_numpy())
     assert cmp["n_folds"] == 4 and cmp["mean_difference"] > 0.2
     assert 0 < cmp["corrected_t_p"] < 0.05
@@ -51,11 +65,21 @@ def test_trainable_models_are_permuted_only_when_asked(tmp_path):
     from neurofm.models import get_model_spec
 
     X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=4, random_state=2)
-    tuner = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="frozen",
-                                 model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                                 trainer=TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None))
-    base = {"models": {"tuned": tuner}, "metrics": ["balanced_accuracy"], "cache_dir": str(tmp_path), "verbose": False,
-            "n_permutations": 2, "cv": CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject")}
+    tuner = NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights="random",
+        train_mode="frozen",
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        trainer=TrainerConfig(max_epochs=1, batch_size=8, early_stopping_patience=None),
+    )
+    base = {
+        "models": {"tuned": tuner},
+        "metrics": ["balanced_accuracy"],
+        "cache_dir": str(tmp_path),
+        "verbose": False,
+        "n_permutations": 2,
+        "cv": CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+    }
     skipped = Experiment(ExperimentConfig(**base)).run(X, y, sample_metadata=meta, **info)
     assert skipped.get_statistics().empty
     note = skipped.get_model_artifacts(artifact_type="permutation_test")
@@ -86,23 +110,37 @@ def _rigged_permutations(monkeypatch, observed: dict[str, float], y):
     return seen
 
 
-@pytest.mark.parametrize(("task", "metrics", "expected_p"), [
-    ("classification", ["balanced_accuracy"], {"balanced_accuracy": (1 + 3) / (1 + 9)}),
-    # Lower is better for mae: the 7 offsets <= 0 count; higher is better for r2: the 3 offsets >= 0.
-    ("regression", ["r2", "mae"], {"r2": (1 + 3) / (1 + 9), "mae": (1 + 7) / (1 + 9)}),
-])
+@pytest.mark.parametrize(
+    ("task", "metrics", "expected_p"),
+    [
+        ("classification", ["balanced_accuracy"], {"balanced_accuracy": (1 + 3) / (1 + 9)}),
+        # Lower is better for mae: the 7 offsets <= 0 count; higher is better for r2: the 3 offsets >= 0.
+        ("regression", ["r2", "mae"], {"r2": (1 + 3) / (1 + 9), "mae": (1 + 7) / (1 + 9)}),
+    ],
+)
 def test_the_permutation_p_value_is_one_plus_the_shuffles_as_good_over_one_plus_their_number(
-        task, metrics, expected_p, tmp_path, monkeypatch):
+    task, metrics, expected_p, tmp_path, monkeypatch
+):
     X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=6, random_state=3)
     if task == "regression":
         y = np.random.default_rng(0).uniform(0.0, 1.0, len(X))
     model = {"classification": "bandpower_lr", "regression": "Ridge"}[task]
-    cv = CVConfig(strategy="stratified_group_kfold" if task == "classification" else "group_kfold", n_splits=3,
-                  group_key="Subject")
+    cv = CVConfig(
+        strategy="stratified_group_kfold" if task == "classification" else "group_kfold",
+        n_splits=3,
+        group_key="Subject",
+    )
 
     def run(n_permutations):
-        cfg = ExperimentConfig(task=task, models={"m": ClassicalModelConfig(estimator=model)}, metrics=metrics,
-                               cache_dir=str(tmp_path), verbose=False, n_permutations=n_permutations, cv=cv)
+        cfg = ExperimentConfig(
+            task=task,
+            models={"m": ClassicalModelConfig(estimator=model)},
+            metrics=metrics,
+            cache_dir=str(tmp_path),
+            verbose=False,
+            n_permutations=n_permutations,
+            cv=cv,
+        )
         return Experiment(cfg).run(X, y, sample_metadata=meta, **info)
 
     observed = run(0).summary().set_index("Metric")["mean"].to_dict()
@@ -118,11 +156,22 @@ def test_the_permutation_p_value_is_one_plus_the_shuffles_as_good_over_one_plus_
 def _fixed_result(a_scores, b_scores, n_windows=100):
     """An ExperimentResult with given fold scores of models a and b and k folds of n_windows / k test windows."""
     k = len(a_scores)
-    scores = pd.DataFrame([{"Model": m, "Fold": f, "Metric": "balanced_accuracy", "Value": v}
-                           for m, values in (("a", a_scores), ("b", b_scores)) for f, v in enumerate(values)])
+    scores = pd.DataFrame(
+        [
+            {"Model": m, "Fold": f, "Metric": "balanced_accuracy", "Value": v}
+            for m, values in (("a", a_scores), ("b", b_scores))
+            for f, v in enumerate(values)
+        ]
+    )
     folds = np.arange(n_windows) % k
-    splits = pd.DataFrame([{"Model": m, "Fold": f, "SampleIndex": i, "Set": "test" if folds[i] == f else "train"}
-                           for m in ("a", "b") for f in range(k) for i in range(n_windows)])
+    splits = pd.DataFrame(
+        [
+            {"Model": m, "Fold": f, "SampleIndex": i, "Set": "test" if folds[i] == f else "train"}
+            for m in ("a", "b")
+            for f in range(k)
+            for i in range(n_windows)
+        ]
+    )
     empty = pd.DataFrame(columns=["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"])
     return ExperimentResult(scores, pd.DataFrame(), splits, empty, config={})
 
@@ -202,23 +251,38 @@ def test_paired_comparison_names_what_it_compares_and_what_it_cannot_compare():
 
 def test_the_statistics_table_reads_the_permutation_artifacts_of_each_model_and_nothing_else():
     columns = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
-    artifacts = pd.DataFrame([
-        ("a", -1, "permutation_test", "balanced_accuracy_observed", 0.8),
-        ("a", -1, "permutation_test", "balanced_accuracy_chance_mean", 0.5),
-        ("a", -1, "permutation_test", "balanced_accuracy_p_value", 0.05),
-        ("a", -1, "input_adaptation", "sfreq_observed", 250.0),  # another kind of artifact, whatever its key
-        ("b", -1, "permutation_test", "roc_auc_observed", 0.6),
-        ("b", -1, "permutation_test", "roc_auc_chance_mean", 0.55),
-        ("b", -1, "permutation_test", "roc_auc_p_value", 0.4),
-    ], columns=columns)
+    artifacts = pd.DataFrame(
+        [
+            ("a", -1, "permutation_test", "balanced_accuracy_observed", 0.8),
+            ("a", -1, "permutation_test", "balanced_accuracy_chance_mean", 0.5),
+            ("a", -1, "permutation_test", "balanced_accuracy_p_value", 0.05),
+            ("a", -1, "input_adaptation", "sfreq_observed", 250.0),  # another kind of artifact, whatever its key
+            ("b", -1, "permutation_test", "roc_auc_observed", 0.6),
+            ("b", -1, "permutation_test", "roc_auc_chance_mean", 0.55),
+            ("b", -1, "permutation_test", "roc_auc_p_value", 0.4),
+        ],
+        columns=columns,
+    )
     result = ExperimentResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), artifacts, config={})
-    expected = pd.DataFrame({"Model": ["a", "b"], "Metric": ["balanced_accuracy", "roc_auc"], "observed": [0.8, 0.6],
-                             "chance_mean": [0.5, 0.55], "p_value": [0.05, 0.4]})
+    expected = pd.DataFrame(
+        {
+            "Model": ["a", "b"],
+            "Metric": ["balanced_accuracy", "roc_auc"],
+            "observed": [0.8, 0.6],
+            "chance_mean": [0.5, 0.55],
+            "p_value": [0.05, 0.4],
+        }
+    )
     pd.testing.assert_frame_equal(result.get_statistics(), expected, check_exact=True)
-    pd.testing.assert_frame_equal(result.get_model_artifacts("permutation_test", "b"),
-                                  artifacts.iloc[4:].reset_index(drop=True), check_exact=True)
+    pd.testing.assert_frame_equal(
+        result.get_model_artifacts("permutation_test", "b"), artifacts.iloc[4:].reset_index(drop=True), check_exact=True
+    )
     assert result.get_model_artifacts(model="a")["ArtifactKey"].tolist() == [
-        "balanced_accuracy_observed", "balanced_accuracy_chance_mean", "balanced_accuracy_p_value", "sfreq_observed"]
+        "balanced_accuracy_observed",
+        "balanced_accuracy_chance_mean",
+        "balanced_accuracy_p_value",
+        "sfreq_observed",
+    ]
     # Without permutations: no rows, the same columns.
     empty = ExperimentResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), artifacts.iloc[3:4], config={})
     assert empty.get_statistics().empty and list(empty.get_statistics().columns) == list(expected.columns)

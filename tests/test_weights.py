@@ -26,8 +26,14 @@ def _signal(key, n_times=640, sfreq=160.0):
 
 def _embed(key, weights, X, model_kwargs=None, **kw):
     emb = FoundationEmbedder(
-        key, weights=weights, sfreq=160.0, ch_names=list(STANDARD_1020_19), cache_embeddings=False, verbose=False,
-        model_kwargs=model_kwargs, **kw,
+        key,
+        weights=weights,
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        cache_embeddings=False,
+        verbose=False,
+        model_kwargs=model_kwargs,
+        **kw,
     )
     return emb.fit(X).transform(X), emb
 
@@ -87,8 +93,9 @@ def test_save_pretrained_directory_and_hub_cache_reproduce_embeddings(key, tmp_p
 
 def test_hub_id_not_in_cache_names_the_id():
     with pytest.raises(WeightsError, match="someone/missing-model") as err:
-        FoundationEmbedder("cbramod", weights="someone/missing-model", sfreq=160.0,
-                           ch_names=list(STANDARD_1020_19)).check_input((2, 19, 640))
+        FoundationEmbedder(
+            "cbramod", weights="someone/missing-model", sfreq=160.0, ch_names=list(STANDARD_1020_19)
+        ).check_input((2, 19, 640))
     assert "hf download someone/missing-model" in str(err.value)
 
 
@@ -99,8 +106,9 @@ def test_default_weights_are_the_published_checkpoint_and_fail_clearly_offline()
 
 def test_nonexistent_path_is_an_error():
     with pytest.raises(WeightsError, match="neither 'random'"):
-        FoundationEmbedder("cbramod", weights="./no/such/file.pth", sfreq=160.0,
-                           ch_names=list(STANDARD_1020_19)).check_input((2, 19, 640))
+        FoundationEmbedder(
+            "cbramod", weights="./no/such/file.pth", sfreq=160.0, ch_names=list(STANDARD_1020_19)
+        ).check_input((2, 19, 640))
 
 
 def test_missing_keys_fail_loudly(tmp_path, windows_19ch):
@@ -108,8 +116,11 @@ def test_missing_keys_fail_loudly(tmp_path, windows_19ch):
     state = _random_backbone("cbramod").state_dict()
     dropped = [k for k in state if k.startswith("encoder.")][:3]
     save_file({k: v.contiguous() for k, v in state.items() if k not in dropped}, tmp_path / "partial.safetensors")
-    with pytest.raises(WeightsError, match=r"does not match 'cbramod': 3 missing key\(s\) \['encoder\..*Refusing to run "
-                                          r"with partly loaded weights; check that the checkpoint belongs to this model") as err:
+    with pytest.raises(
+        WeightsError,
+        match=r"does not match 'cbramod': 3 missing key\(s\) \['encoder\..*Refusing to run "
+        r"with partly loaded weights; check that the checkpoint belongs to this model",
+    ) as err:
         _embed("cbramod", str(tmp_path / "partial.safetensors"), windows_19ch, spec.tiny_kwargs)
     assert dropped[0] in str(err.value)
 
@@ -119,16 +130,22 @@ def test_unexpected_keys_fail_loudly(tmp_path, windows_19ch):
     state = dict(_random_backbone("cbramod").state_dict())
     state["encoder.not_a_parameter"] = torch.zeros(3)
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "extra.safetensors")
-    with pytest.raises(WeightsError, match=r"0 missing key\(s\) \[\] and 1 unexpected key\(s\) "
-                                          r"\['encoder\.not_a_parameter'\]\. Refusing to run"):
+    with pytest.raises(
+        WeightsError,
+        match=r"0 missing key\(s\) \[\] and 1 unexpected key\(s\) "
+        r"\['encoder\.not_a_parameter'\]\. Refusing to run",
+    ):
         _embed("cbramod", str(tmp_path / "extra.safetensors"), windows_19ch, spec.tiny_kwargs)
 
 
 def test_wrong_architecture_is_reported_as_a_shape_mismatch(tmp_path, windows_19ch):
     state = _random_backbone("cbramod").state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "tiny.safetensors")
-    with pytest.raises(WeightsError, match=r"does not fit 'cbramod' as built for this input: .*linear1\.bias: checkpoint "
-                                          r"\(64,\) vs model \(32,\)"):
+    with pytest.raises(
+        WeightsError,
+        match=r"does not fit 'cbramod' as built for this input: .*linear1\.bias: checkpoint "
+        r"\(64,\) vs model \(32,\)",
+    ):
         _embed("cbramod", str(tmp_path / "tiny.safetensors"), windows_19ch, {"n_layer": 1, "dim_feedforward": 32})
 
 
@@ -150,8 +167,11 @@ class RunsCode:
 
 def test_pickled_code_is_refused(tmp_path, windows_19ch):
     torch.save({"weights": NotATensor()}, tmp_path / "evil.pt")
-    with pytest.raises(WeightsError, match=r"(?s)Could not read checkpoint .*evil\.pt: .*Files are read with weights_only=True "
-                                          r"\(no pickled code\); re-save the checkpoint as a plain state dict"):
+    with pytest.raises(
+        WeightsError,
+        match=r"(?s)Could not read checkpoint .*evil\.pt: .*Files are read with weights_only=True "
+        r"\(no pickled code\); re-save the checkpoint as a plain state dict",
+    ):
         _embed("cbramod", str(tmp_path / "evil.pt"), windows_19ch, get_model_spec("cbramod").tiny_kwargs)
 
 
@@ -161,8 +181,11 @@ def test_a_checkpoint_that_would_run_code_is_refused_before_running_it(tmp_path,
     state = {k: v for k, v in _random_backbone("cbramod").state_dict().items()}
     state["payload"] = RunsCode(marker)
     torch.save(state, tmp_path / f"evil{suffix}")
-    with pytest.raises(WeightsError, match=rf"(?s)Could not read checkpoint .*evil{suffix}: .*Files are read with "
-                                          r"weights_only=True \(no pickled code\); re-save the checkpoint"):
+    with pytest.raises(
+        WeightsError,
+        match=rf"(?s)Could not read checkpoint .*evil{suffix}: .*Files are read with "
+        r"weights_only=True \(no pickled code\); re-save the checkpoint",
+    ):
         _embed("cbramod", str(tmp_path / f"evil{suffix}"), windows_19ch, get_model_spec("cbramod").tiny_kwargs)
     assert not marker.exists()  # the payload never ran
 
@@ -205,16 +228,21 @@ def test_directory_key_covers_only_the_files_loading_reads(tmp_path, windows_19c
     module = _random_backbone("cbramod")
     folder = tmp_path / "snap"
     module.save_pretrained(str(folder))
-    make = lambda: FoundationEmbedder("cbramod", weights=str(folder), sfreq=160.0,  # noqa: E731
-                                      ch_names=list(STANDARD_1020_19), verbose=False).fit(windows_19ch)
+
+    def make():
+        return FoundationEmbedder(
+            "cbramod", weights=str(folder), sfreq=160.0, ch_names=list(STANDARD_1020_19), verbose=False
+        ).fit(windows_19ch)
+
     before = make().fingerprint_
     (folder / "other_variant.safetensors").write_bytes(b"\0" * 1024)
     assert make().fingerprint_ == before
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").unlink()
     with pytest.raises(WeightsError, match="holds no checkpoint"):
-        FoundationEmbedder("cbramod", weights=str(folder), sfreq=160.0,
-                           ch_names=list(STANDARD_1020_19)).check_input(windows_19ch.shape)
+        FoundationEmbedder("cbramod", weights=str(folder), sfreq=160.0, ch_names=list(STANDARD_1020_19)).check_input(
+            windows_19ch.shape
+        )
 
 
 @pytest.mark.parametrize("layout", ["file", "directory"])
@@ -226,15 +254,23 @@ def test_a_checkpoint_rewritten_between_fit_and_loading_is_refused_not_cached(tm
     path = folder / ("weights.safetensors" if layout == "file" else "model.safetensors")
     save_file({k: v.contiguous() for k, v in _random_backbone("cbramod", seed=1).state_dict().items()}, path)
     emb = FoundationEmbedder(
-        "cbramod", weights=str(path if layout == "file" else folder), sfreq=160.0, ch_names=list(STANDARD_1020_19),
-        cache_dir=str(tmp_path / "cache"), verbose=False, model_kwargs=spec.tiny_kwargs,
+        "cbramod",
+        weights=str(path if layout == "file" else folder),
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+        model_kwargs=spec.tiny_kwargs,
     ).fit(windows_19ch)
     identified = emb.fingerprint_
     # Another process saves other weights into the same path (as a training run saving its best epoch would).
     save_file({k: v.contiguous() for k, v in _random_backbone("cbramod", seed=2).state_dict().items()}, path)
-    with pytest.raises(WeightsError, match=rf"The checkpoint at {re.escape(str(path if layout == 'file' else folder))} "
-                                           r"changed while this run was using it: the bytes loaded are not the ones "
-                                           r"identified when the run started .* wait until it is done, then rerun"):
+    with pytest.raises(
+        WeightsError,
+        match=rf"The checkpoint at {re.escape(str(path if layout == 'file' else folder))} "
+        r"changed while this run was using it: the bytes loaded are not the ones "
+        r"identified when the run started .* wait until it is done, then rerun",
+    ):
         emb.transform(windows_19ch)
     assert not list((tmp_path / "cache").rglob("pack-*.npz"))  # nothing stored under the old weights' identity
     refit = emb.fit(windows_19ch)  # identified again: the new bytes, under their own identity

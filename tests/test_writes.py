@@ -1,9 +1,9 @@
-"""A config writes only where it says (README, Guarantees).
+"""A config writes only where it says (docs/concepts/guarantees.md).
 
 A run is started in a fresh process whose HOME, TMPDIR and working folder are
 fresh folders, next to its output and cache folders; only the libraries it
 uses have been imported there once before (their own first-import caches are
-checked against the README's list). Every file and folder of that whole tree
+checked against the list in the guarantees page). Every file and folder of that whole tree
 is listed with its modification time and size before and after the run:
 outside ``output_dir`` and ``cache_dir`` nothing may be created, changed or
 removed (a file made and deleted again still changes its folder's time). The
@@ -53,7 +53,7 @@ assert sorted(result.scores["Model"].unique()) == sorted(models)
 """
 
 # What the imported libraries write into HOME on their first import on a machine, whatever neurofm
-# does: braindecode imports moabb, which imports matplotlib, which saves its font list (README, Guarantees).
+# does: braindecode imports moabb, which imports matplotlib, which saves its font list (docs/concepts/guarantees.md).
 IMPORT_CACHES = (".cache/matplotlib", ".config/matplotlib")
 
 
@@ -83,15 +83,30 @@ def _listing(root: Path, skip: set[Path]) -> dict[str, tuple[int, int]]:
 
 
 def _changes(before: dict, after: dict) -> list[str]:
-    return sorted(f"{'created' if path not in before else 'removed' if path not in after else 'modified'}: {path}"
-                  for path in set(before) | set(after) if before.get(path) != after.get(path))
+    return sorted(
+        f"{'created' if path not in before else 'removed' if path not in after else 'modified'}: {path}"
+        for path in set(before) | set(after)
+        if before.get(path) != after.get(path)
+    )
 
 
 def _python(code: str, args: list[str], root: Path, timeout: float) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"),
-           "PYTHONPATH": str(Path(neurofm.__file__).parents[1]), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code, *args], cwd=root / "cwd", env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(root / "home"),
+        "TMPDIR": str(root / "tmp"),
+        "PYTHONPATH": str(Path(neurofm.__file__).parents[1]),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code, *args],
+        cwd=root / "cwd",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -111,7 +126,7 @@ def _run_writes_only_where_it_says(root: Path, backend: str, with_reve: bool) ->
 def test_a_run_writes_only_in_its_output_and_cache_folders(machine):
     """joblib workers, REVE's position bank and a model named like a path: nothing lands outside the two folders."""
     root, imported = machine
-    # What importing the libraries wrote on this fresh machine is theirs, and only the caches the README names.
+    # What importing the libraries wrote on this fresh machine is theirs, and only the caches the guarantees page names.
     caches = [Path("home", cache) for cache in IMPORT_CACHES]
     parents = {parent for cache in caches for parent in cache.parents} - {Path(".")}  # their folders: home, home/.cache
     paths = [Path(change.split(": ", 1)[1]) for change in imported]
@@ -148,19 +163,28 @@ def test_a_config_aimed_at_a_folder_of_someone_elses_files_is_refused(field, rec
 
     home = tmp_path / "home"
     before = _home_like(home)
-    config = {"data": {"source": "recording", "path": str(recording), "tmin": 0.0, "tmax": 2.0},
-              "models": {"bp": {"estimator": "bandpower_lr"}}, "verbose": False,
-              "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), field: str(home)}
+    config = {
+        "data": {"source": "recording", "path": str(recording), "tmin": 0.0, "tmax": 2.0},
+        "models": {"bp": {"estimator": "bandpower_lr"}},
+        "verbose": False,
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        field: str(home),
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["run", str(tmp_path / "run.yaml")])
     assert isinstance(result.exception, ConfigError), result.output
-    assert re.search(rf"{re.escape(str(home))} already holds files neurofm did not write \(\.bashrc(, config\.yaml)?\) "
-                     r"and no \.neurofm marker\. .* Use a new or empty folder", str(result.exception))
+    assert re.search(
+        rf"{re.escape(str(home))} already holds files neurofm did not write \(\.bashrc(, config\.yaml)?\) "
+        r"and no \.neurofm marker\. .* Use a new or empty folder",
+        str(result.exception),
+    )
     assert {path.name: path.read_text() for path in home.iterdir()} == before  # nothing added, changed or removed
 
 
-def test_checkpoints_aimed_at_a_folder_of_someone_elses_files_are_refused_before_training(small_dataset, tmp_path,
-                                                                                        monkeypatch):
+def test_checkpoints_aimed_at_a_folder_of_someone_elses_files_are_refused_before_training(
+    small_dataset, tmp_path, monkeypatch
+):
     from neurofm import Experiment
     from neurofm.configs import CheckpointConfig, ExperimentConfig, NeuralFineTuneConfig, TrainerConfig
     from neurofm.exceptions import ConfigError
@@ -169,26 +193,36 @@ def test_checkpoints_aimed_at_a_folder_of_someone_elses_files_are_refused_before
     X, y, meta, info = small_dataset
     home = tmp_path / "home"
     before = _home_like(home)
-    tuned = NeuralFineTuneConfig(model_key="cbramod", weights="random", train_mode="full",
-                                 model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-                                 trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0,
-                                                       early_stopping_patience=None),
-                                 checkpoints=CheckpointConfig(save="last", monitor="train_loss", directory=str(home)))
+    tuned = NeuralFineTuneConfig(
+        model_key="cbramod",
+        weights="random",
+        train_mode="full",
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        trainer=TrainerConfig(max_epochs=1, batch_size=32, validation_fraction=0, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save="last", monitor="train_loss", directory=str(home)),
+    )
     monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: pytest.fail("training started"))
     cfg = ExperimentConfig(models={"tuned": tuned}, cache_dir=str(tmp_path / "c"), verbose=False)
-    with pytest.raises(ConfigError, match=rf"checkpoints.directory {re.escape(str(home))} already holds files "
-                                          r"neurofm did not write \(\.bashrc, config\.yaml\)"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"checkpoints.directory {re.escape(str(home))} already holds files "
+        r"neurofm did not write \(\.bashrc, config\.yaml\)",
+    ):
         Experiment(cfg).run(X, y, meta, **info)
     assert {path.name: path.read_text() for path in home.iterdir()} == before
     # A folder of neurofm's own takes the checkpoints, each fit in a folder of its own.
     monkeypatch.undo()
     mine = tmp_path / "checkpoints"
-    tuned = tuned.model_copy(update={"checkpoints": CheckpointConfig(save="last", monitor="train_loss",
-                                                                     directory=str(mine))})
+    tuned = tuned.model_copy(
+        update={"checkpoints": CheckpointConfig(save="last", monitor="train_loss", directory=str(mine))}
+    )
     Experiment(cfg.model_copy(update={"models": {"tuned": tuned}})).run(X, y, meta, **info)
     names = sorted(path.name for path in mine.iterdir())
-    assert names[0] == ".neurofm" and len(names) == 1 + 5 and all(re.fullmatch(r"cbramod-full-[0-9a-f]{12}", name)
-                                                                  for name in names[1:])
+    assert (
+        names[0] == ".neurofm"
+        and len(names) == 1 + 5
+        and all(re.fullmatch(r"cbramod-full-[0-9a-f]{12}", name) for name in names[1:])
+    )
 
 
 def test_a_new_folder_gets_a_marker_and_the_run_says_where_it_writes(small_dataset, tmp_path, caplog):
@@ -202,7 +236,10 @@ def test_a_new_folder_gets_a_marker_and_the_run_says_where_it_writes(small_datas
     with caplog.at_level("INFO", logger="neurofm"):
         Experiment(cfg).run(X, y, meta, output_dir=tmp_path / "o", **info)
     assert f"neurofm writes into {tmp_path / 'c'} (cache) and {tmp_path / 'o'} (results)" in caplog.text
-    assert json.loads((tmp_path / "o" / ".neurofm").read_text()) == {"neurofm": __version__, "kind": "The output folder"}
+    assert json.loads((tmp_path / "o" / ".neurofm").read_text()) == {
+        "neurofm": __version__,
+        "kind": "The output folder",
+    }
     assert (tmp_path / "c" / ".neurofm").is_file()
 
 
@@ -211,8 +248,9 @@ def test_folders_written_before_markers_existed_are_taken_over(small_dataset, tm
     from neurofm.configs import ClassicalModelConfig, ExperimentConfig
 
     X, y, meta, info = small_dataset
-    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"),
-                           verbose=False)
+    cfg = ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"), verbose=False
+    )
     Experiment(cfg).run(X, y, meta, output_dir=tmp_path / "o", **info)
     for folder in (tmp_path / "c", tmp_path / "o"):
         (folder / ".neurofm").unlink()  # as an older neurofm left them: its own names only
@@ -228,8 +266,9 @@ def test_saving_a_result_into_someone_elses_folder_is_refused(small_dataset, tmp
     from neurofm.exceptions import ConfigError
 
     X, y, meta, info = small_dataset
-    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"),
-                           verbose=False)
+    cfg = ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"), verbose=False
+    )
     result = Experiment(cfg).run(X, y, meta, **info)
     before = _home_like(tmp_path / "home")
     with pytest.raises(ConfigError, match=r"The output folder .*home already holds files neurofm did not write"):
@@ -251,9 +290,13 @@ def test_links_planted_under_neurofms_own_names_are_refused(planted, small_datas
     if planted == ".neurofm.lock":
         (out / ".neurofm").write_text("{}\n")
     (out / planted).symlink_to(victim)
-    cfg = ExperimentConfig(models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"),
-                           verbose=False)
-    with pytest.raises(ConfigError, match=rf"{re.escape(str(out / planted))} is (not a regular file \(a link\?\)|a "
-                                          r"symbolic link)"):
+    cfg = ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")}, cache_dir=str(tmp_path / "c"), verbose=False
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"{re.escape(str(out / planted))} is (not a regular file \(a link\?\)|a "
+        r"symbolic link)",
+    ):
         Experiment(cfg).run(X, y, meta, output_dir=out, **info)
     assert victim.read_text() == "theirs\n"

@@ -24,8 +24,14 @@ import numpy as np
 
 from .data import UNIT_TO_SI, SignalInfo, si_base
 from .exceptions import AdaptationError, DataValidationError
-from .montage import (canonical_name, head_to_template, interpolation_matrix, match_channels, standard_positions,
-                      template_to_head)
+from .montage import (
+    canonical_name,
+    head_to_template,
+    interpolation_matrix,
+    match_channels,
+    standard_positions,
+    template_to_head,
+)
 
 if TYPE_CHECKING:
     from .configs import AdaptationConfig
@@ -81,8 +87,11 @@ class AdaptedSignal:
         template's native frame, where REVE's position bank lives), so that
         own and template positions are never mixed across frames.
         """
-        own = {name: np.asarray(pos, dtype=np.float64)
-               for name, pos in zip(self.ch_names, self.sensor_positions or (), strict=False) if pos is not None}
+        own = {
+            name: np.asarray(pos, dtype=np.float64)
+            for name, pos in zip(self.ch_names, self.sensor_positions or (), strict=False)
+            if pos is not None
+        }
         template = {name: pos for name, pos in standard_positions(self.ch_names).items() if name not in own}
         if self.positions_frame == "head":
             moved = {**own, **{name: template_to_head(pos) for name, pos in template.items()}}
@@ -139,8 +148,11 @@ class AdaptationPlan:
         statistics, positions) appear only there, so that other models keep
         the keys, and the cached embeddings, they had.
         """
-        target: dict[str, Any] = {"sfreq": self.target.sfreq, "ch_names": list(self.target.ch_names),
-                                  "n_times": self.target.n_times}
+        target: dict[str, Any] = {
+            "sfreq": self.target.sfreq,
+            "ch_names": list(self.target.ch_names),
+            "n_times": self.target.n_times,
+        }
         if any(step["step"] == "positions" for step in self.steps):  # models placed by position
             positions = [self.target.positions.get(name) for name in self.target.ch_names]
             target["positions_sha"] = hashlib.blake2b(repr(positions).encode(), digest_size=12).hexdigest()
@@ -255,8 +267,14 @@ def describe_normalization(how: str, by_recording: bool = False) -> str | None:
     return text
 
 
-def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
-                    options: AdaptationConfig | dict | None = None, *, recordings_known: bool = False) -> AdaptationPlan:
+def plan_adaptation(
+    spec: ModelSpec,
+    info: SignalInfo,
+    n_times: int,
+    options: AdaptationConfig | dict | None = None,
+    *,
+    recordings_known: bool = False,
+) -> AdaptationPlan:
     """Plan how windows described by ``info`` reach the backbone of ``spec``.
 
     Parameters
@@ -294,8 +312,13 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
     out_names, matrix, out_positions = _plan_channels(spec, info, steps, untrained)
     zeroed = tuple(i for i, name in enumerate(out_names) if canonical_name(name) in untrained)
     if zeroed:
-        steps.append({"step": "zero_channels", "detail": f"{[out_names[i] for i in zeroed]} are zero, as they were "
-                      f"in {spec.key!r}'s pretraining (their input weights never saw signal)"})
+        steps.append(
+            {
+                "step": "zero_channels",
+                "detail": f"{[out_names[i] for i in zeroed]} are zero, as they were "
+                f"in {spec.key!r}'s pretraining (their input weights never saw signal)",
+            }
+        )
     matrix = _plan_reference(spec, options, out_names, matrix, steps)
 
     # Units: input -> working unit (uV / fT) -> the model's own scaling, folded into the matrix.
@@ -303,8 +326,10 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
     working = sorted({_WORKING_UNIT[si_base(u)][0] for u in info.units})
     unit_detail = f"{'/'.join(sorted(set(info.units)))} -> {'/'.join(working)}"
     if {"T", "T/m"} & {si_base(u) for u in info.units}:
-        unit_detail += (f" (1 fT = {_WORKING_UNIT['T'][1] / 1e15:.4g} uV, 1 fT/cm = {_WORKING_UNIT['T/m'][1] / 1e13:.4g} uV: "
-                        "typical MEG and EEG amplitudes of the MNE sample recording made equal)")
+        unit_detail += (
+            f" (1 fT = {_WORKING_UNIT['T'][1] / 1e15:.4g} uV, 1 fT/cm = {_WORKING_UNIT['T/m'][1] / 1e13:.4g} uV: "
+            "typical MEG and EEG amplitudes of the MNE sample recording made equal)"
+        )
     if spec.amplitude_scale != 1.0:
         unit_detail += f", multiplied by {spec.amplitude_scale:g}"
     steps.append({"step": "units", "detail": unit_detail})
@@ -315,14 +340,22 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
         frac = Fraction(spec.sfreq / info.sfreq).limit_denominator(1000)
         ratio = (frac.numerator, frac.denominator)
         n_res = int(np.ceil(n_times * frac.numerator / frac.denominator))
-        steps.append({"step": "resample", "detail": f"{info.sfreq:g} Hz -> {spec.sfreq:g} Hz (polyphase, up {ratio[0]}, down {ratio[1]})"})
+        steps.append(
+            {
+                "step": "resample",
+                "detail": f"{info.sfreq:g} Hz -> {spec.sfreq:g} Hz (polyphase, up {ratio[0]}, down {ratio[1]})",
+            }
+        )
 
     n_target = _plan_length(spec, n_res, len(out_names), steps)
 
     by_recording = False
     if spec.normalization != "none":
-        by_recording = (spec.normalization_statistics == "recording" and recordings_known
-                        and options.normalization_statistics == "pretraining")
+        by_recording = (
+            spec.normalization_statistics == "recording"
+            and recordings_known
+            and options.normalization_statistics == "pretraining"
+        )
         detail = describe_normalization(spec.normalization, by_recording)
         if spec.normalization_statistics == "recording":
             if by_recording:
@@ -330,9 +363,11 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
             elif options.normalization_statistics == "window":
                 detail += " (normalization_statistics='window'; pretraining used each recording's statistics)"
             else:
-                detail += ("; pretraining used each recording's statistics, but the windows' recordings are not known "
-                           "(cut the windows from their recordings with neurofm, or give the sample metadata a "
-                           "'recording' column)")
+                detail += (
+                    "; pretraining used each recording's statistics, but the windows' recordings are not known "
+                    "(cut the windows from their recordings with neurofm, or give the sample metadata a "
+                    "'recording' column)"
+                )
         steps.append({"step": "normalize", "detail": detail})
     if spec.passband is not None:
         steps.append(
@@ -354,8 +389,13 @@ def plan_adaptation(spec: ModelSpec, info: SignalInfo, n_times: int,
         )
         out_names = out_names + ["SCALE"]
 
-    target = AdaptedSignal(sfreq=float(spec.sfreq), ch_names=tuple(out_names), n_times=n_target,
-                           sensor_positions=out_positions, positions_frame=spec.positions_frame)
+    target = AdaptedSignal(
+        sfreq=float(spec.sfreq),
+        ch_names=tuple(out_names),
+        n_times=n_target,
+        sensor_positions=out_positions,
+        positions_frame=spec.positions_frame,
+    )
     plan = AdaptationPlan(
         model_key=spec.key,
         source=info,
@@ -427,8 +467,9 @@ def check_recordings(recordings: Any, n_windows: int) -> None:
         When ``recordings`` is given with another length than the windows.
     """
     if recordings is not None and len(recordings) != n_windows:
-        raise DataValidationError(f"recordings holds {len(recordings)} ids for {n_windows} windows; give one "
-                                  "recording id per window.")
+        raise DataValidationError(
+            f"recordings holds {len(recordings)} ids for {n_windows} windows; give one recording id per window."
+        )
 
 
 def window_statistics(by_recording: dict[Any, np.ndarray], recordings: Any) -> np.ndarray:
@@ -443,8 +484,10 @@ def window_statistics(by_recording: dict[Any, np.ndarray], recordings: Any) -> n
 
     unseen = sorted({str(r) for r in recordings if r not in by_recording})
     if unseen:
-        raise ConfigError(f"recordings {unseen[:5]} were not among the windows fit saw, so their statistics are "
-                          "unknown; fit on windows of every recording first.")
+        raise ConfigError(
+            f"recordings {unseen[:5]} were not among the windows fit saw, so their statistics are "
+            "unknown; fit on windows of every recording first."
+        )
     return np.stack([by_recording[r] for r in recordings])
 
 
@@ -453,20 +496,31 @@ def _untrained(spec: ModelSpec, options: AdaptationConfig, steps: list) -> froze
     if not spec.untrained_channels:
         return frozenset()
     if options.untrained_channels == "feed":
-        steps.append({"step": "untrained_channels", "detail": f"{list(spec.untrained_channels)} are fed the recorded "
-                      "signal (untrained_channels='feed'), though their weights never saw signal in pretraining"})
+        steps.append(
+            {
+                "step": "untrained_channels",
+                "detail": f"{list(spec.untrained_channels)} are fed the recorded "
+                "signal (untrained_channels='feed'), though their weights never saw signal in pretraining",
+            }
+        )
         return frozenset()
     return frozenset(canonical_name(name) for name in spec.untrained_channels)
 
 
-def _plan_reference(spec: ModelSpec, options: AdaptationConfig, out_names: list[str], matrix: np.ndarray,
-                    steps: list) -> np.ndarray:
+def _plan_reference(
+    spec: ModelSpec, options: AdaptationConfig, out_names: list[str], matrix: np.ndarray, steps: list
+) -> np.ndarray:
     """The channel matrix followed by the re-referencing the model's pretraining data had (a linear map too)."""
     if spec.reference != "average":
         return matrix
     if options.reference == "as_recorded":
-        steps.append({"step": "reference", "detail": f"kept as recorded (reference='as_recorded'); {spec.key!r} was "
-                      "pretrained on average-referenced data"})
+        steps.append(
+            {
+                "step": "reference",
+                "detail": f"kept as recorded (reference='as_recorded'); {spec.key!r} was "
+                "pretrained on average-referenced data",
+            }
+        )
         return matrix
     n = len(out_names)
     if n < 2:
@@ -475,8 +529,13 @@ def _plan_reference(spec: ModelSpec, options: AdaptationConfig, out_names: list[
             "itself (the window would be zero). Give it more channels, or keep the reference as recorded with "
             "adaptation={'reference': 'as_recorded'}."
         )
-    steps.append({"step": "reference", "detail": f"re-referenced to the average of the {n} channels {spec.key!r} "
-                  "receives, as its pretraining data were"})
+    steps.append(
+        {
+            "step": "reference",
+            "detail": f"re-referenced to the average of the {n} channels {spec.key!r} "
+            "receives, as its pretraining data were",
+        }
+    )
     return matrix - matrix.mean(axis=0, keepdims=True)
 
 
@@ -497,8 +556,9 @@ def _check_sensor_types(spec: ModelSpec, info: SignalInfo) -> None:
     )
 
 
-def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
-                   untrained: frozenset[str] = frozenset()) -> tuple[list[str], np.ndarray, tuple | None]:
+def _plan_channels(
+    spec: ModelSpec, info: SignalInfo, steps: list, untrained: frozenset[str] = frozenset()
+) -> tuple[list[str], np.ndarray, tuple | None]:
     """Output channel names, the channel matrix, and the output channels' own positions (if any).
 
     ``untrained`` (canonical names): vocabulary entries that are never fed, and
@@ -524,11 +584,15 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
 
     if mode == "vocabulary":
         mapping = match_channels(names, spec.channel_names)  # vocab index -> input index
-        never_trained = sorted(names[i] for t, i in mapping.items() if canonical_name(spec.channel_names[t]) in untrained)
+        never_trained = sorted(
+            names[i] for t, i in mapping.items() if canonical_name(spec.channel_names[t]) in untrained
+        )
         mapping = {t: i for t, i in mapping.items() if canonical_name(spec.channel_names[t]) not in untrained}
         if never_trained:
-            detail = (f"{never_trained}: in {spec.key!r}'s vocabulary but never trained in its pretraining (their "
-                      "embeddings are random); untrained_channels='feed' feeds them anyway")
+            detail = (
+                f"{never_trained}: in {spec.key!r}'s vocabulary but never trained in its pretraining (their "
+                "embeddings are random); untrained_channels='feed' feeds them anyway"
+            )
             steps.append({"step": "drop_channels", "detail": detail})
             warnings.warn(f"{spec.key!r} does not receive {detail}.", UserWarning, stacklevel=3)
         if not mapping and never_trained:
@@ -549,7 +613,12 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
         matrix[np.arange(len(order)), [mapping[t] for t in order]] = 1.0
         used = set(mapping.values())
         dropped = [names[i] for i in range(n_in) if i not in used and names[i] not in never_trained]
-        steps.append({"step": "select_channels", "detail": f"{len(out)} channels matched {spec.key!r}'s vocabulary (case-insensitive), in its order"})
+        steps.append(
+            {
+                "step": "select_channels",
+                "detail": f"{len(out)} channels matched {spec.key!r}'s vocabulary (case-insensitive), in its order",
+            }
+        )
         if dropped:
             steps.append({"step": "drop_channels", "detail": f"not in the vocabulary: {dropped}"})
         if len(order) < spec.min_channels:
@@ -563,7 +632,11 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
     mapping = match_channels(names, electrodes)
     # Slots zeroed later need no signal: they are neither missing nor interpolated.
     mapping = {t: i for t, i in mapping.items() if canonical_name(electrodes[t]) not in untrained}
-    missing = [electrodes[t] for t in range(len(electrodes)) if t not in mapping and canonical_name(electrodes[t]) not in untrained]
+    missing = [
+        electrodes[t]
+        for t in range(len(electrodes))
+        if t not in mapping and canonical_name(electrodes[t]) not in untrained
+    ]
     n_present = len(mapping)
     electrode_matrix = np.zeros((len(electrodes), n_in))
     for t, i in mapping.items():
@@ -588,14 +661,21 @@ def _plan_channels(spec: ModelSpec, info: SignalInfo, steps: list,
             t = electrodes.index(name)
             for col, tp in enumerate(present_idx):
                 electrode_matrix[t, mapping[tp]] = weights[row, col]
-        steps.append({"step": "interpolate_channels", "detail": f"spherical-spline interpolation of {missing} from {n_present} electrodes (MNE template positions)"})
+        steps.append(
+            {
+                "step": "interpolate_channels",
+                "detail": f"spherical-spline interpolation of {missing} from {n_present} electrodes (MNE template positions)",
+            }
+        )
     used = set(mapping.values())
     dropped = [names[i] for i in range(n_in) if i not in used]
     if dropped:
         steps.append({"step": "drop_channels", "detail": f"not used by {spec.key!r}: {dropped}"})
 
     if mode == "fixed":
-        steps.append({"step": "reorder_channels", "detail": f"{len(electrodes)} channels in {spec.key!r}'s fixed order"})
+        steps.append(
+            {"step": "reorder_channels", "detail": f"{len(electrodes)} channels in {spec.key!r}'s fixed order"}
+        )
         return electrodes, electrode_matrix, None
     # bipolar
     index = {canonical_name(e): k for k, e in enumerate(electrodes)}
@@ -619,24 +699,32 @@ def _plan_positions(spec: ModelSpec, info: SignalInfo, steps: list) -> tuple[lis
     keep = [i for i, (n, p) in enumerate(zip(names, own, strict=True)) if p is not None or n in template]
     if not keep:
         meg = [n for n, kind in zip(names, info.sensor_types, strict=True) if kind != "eeg"]
-        fix = ("pass mne.Epochs whose info holds the sensor positions, or positions= with a numpy array (MEG "
-               "sensors cannot be placed by name)"
-               if meg else "rename channels to standard 10-20/10-05 names, or pass mne.Epochs with a montage set")
+        fix = (
+            "pass mne.Epochs whose info holds the sensor positions, or positions= with a numpy array (MEG "
+            "sensors cannot be placed by name)"
+            if meg
+            else "rename channels to standard 10-20/10-05 names, or pass mne.Epochs with a montage set"
+        )
         raise AdaptationError(
             f"{spec.key!r} needs sensor positions, and none of the channels {names[:8]} has one, neither in the "
             f"recording's info nor in MNE's 10-05 template; {fix}."
         )
     dropped = [names[i] for i in range(len(names)) if i not in keep]
     if dropped:
-        steps.append({"step": "drop_channels", "detail": f"no position in the recording's info or MNE's template for {dropped}"})
+        steps.append(
+            {"step": "drop_channels", "detail": f"no position in the recording's info or MNE's template for {dropped}"}
+        )
     n_own = sum(own[i] is not None for i in keep)
     where = []
     if n_own:
         where.append(f"{n_own} from the recording's info (digitised, head frame)")
     if len(keep) - n_own:
         where.append(f"{len(keep) - n_own} from MNE's 10-05 template by name")
-    frame = ("the template's native frame (MNI), where its pretraining's position bank lives" if spec.positions_frame
-             == "template" else "MNE's head frame, as in its pretraining")
+    frame = (
+        "the template's native frame (MNI), where its pretraining's position bank lives"
+        if spec.positions_frame == "template"
+        else "MNE's head frame, as in its pretraining"
+    )
     steps.append({"step": "positions", "detail": "sensor positions: " + ", ".join(where) + f"; all in {frame}"})
     return keep, (tuple(own[i] for i in keep) if n_own else None)
 
@@ -660,9 +748,19 @@ def _plan_length(spec: ModelSpec, n_res: int, n_chans: int, steps: list) -> int:
     if remainder:
         if remainder >= patch / 2:
             target += patch
-            steps.append({"step": "pad", "detail": f"zero-padded {n_res} -> {target} samples (multiple of the {patch}-sample patch)"})
+            steps.append(
+                {
+                    "step": "pad",
+                    "detail": f"zero-padded {n_res} -> {target} samples (multiple of the {patch}-sample patch)",
+                }
+            )
         else:
-            steps.append({"step": "crop", "detail": f"cropped {n_res} -> {target} samples (multiple of the {patch}-sample patch)"})
+            steps.append(
+                {
+                    "step": "crop",
+                    "detail": f"cropped {n_res} -> {target} samples (multiple of the {patch}-sample patch)",
+                }
+            )
     n_patches = target // patch
     if spec.max_patches is not None and n_patches > spec.max_patches:
         raise AdaptationError(

@@ -57,7 +57,9 @@ def _matches(name: str, targets: list[str] | str) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def match_targets(module: torch.nn.Module, targets: list[str] | str, exclude_prefixes: tuple[str, ...] = ()) -> list[str]:
+def match_targets(
+    module: torch.nn.Module, targets: list[str] | str, exclude_prefixes: tuple[str, ...] = ()
+) -> list[str]:
     """Names of the modules that ``targets`` select (heads excluded).
 
     Raises
@@ -91,17 +93,33 @@ def _oft_block_size(module, matched: list[str], limit: int = 32) -> int:
     return max((d for d in range(1, min(limit, g or 1) + 1) if g % d == 0), default=1)
 
 
-def _peft_config(mode: str, lora: LoRAConfig, targets, exclude: list[str], total_steps: int, extra: dict[str, Any],
-                 oft_block: int = 1):
+def _peft_config(
+    mode: str,
+    lora: LoRAConfig,
+    targets,
+    exclude: list[str],
+    total_steps: int,
+    extra: dict[str, Any],
+    oft_block: int = 1,
+):
     peft = soft_import("peft", f"train_mode={mode!r}", extra="peft")
     common = {"target_modules": targets, **({"exclude_modules": exclude} if exclude else {})}
     if mode in ("lora", "qlora", "dora"):
-        return peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=mode == "dora", **common, **extra)
+        return peft.LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=mode == "dora", **common, **extra
+        )
     if mode == "ia3":
         return peft.IA3Config(feedforward_modules=[], **common, **extra)
     if mode == "adalora":
-        params = {"init_r": lora.r, "target_r": max(1, lora.r // 2), "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
-                  "total_step": max(total_steps, 2), "tinit": 0, "tfinal": 0}
+        params = {
+            "init_r": lora.r,
+            "target_r": max(1, lora.r // 2),
+            "lora_alpha": lora.alpha,
+            "lora_dropout": lora.dropout,
+            "total_step": max(total_steps, 2),
+            "tinit": 0,
+            "tfinal": 0,
+        }
         return peft.AdaLoraConfig(**params, **common, **extra)
     if mode == "oft":
         return peft.OFTConfig(r=0, oft_block_size=oft_block, **common, **extra)
@@ -127,8 +145,9 @@ def apply_adapters(
     matched = match_targets(module, targets, spec.head_prefixes)
     head_modules = sorted({n for n, _ in module.named_modules() if n and n.startswith(spec.head_prefixes)})
     exclude = [n for n in head_modules if _matches(n, targets)]
-    config = _peft_config(mode, lora, targets, exclude, total_steps, dict(peft_kwargs or {}),
-                          oft_block=_oft_block_size(module, matched))
+    config = _peft_config(
+        mode, lora, targets, exclude, total_steps, dict(peft_kwargs or {}), oft_block=_oft_block_size(module, matched)
+    )
     peft = soft_import("peft", f"train_mode={mode!r}", extra="peft")
     try:
         wrapped = peft.get_peft_model(module, config)
@@ -178,7 +197,8 @@ def quantize_linear_layers(
 
     bnb = check_quantization(device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        quantization_compute_dtype(quantization.compute_dtype, device)]
+        quantization_compute_dtype(quantization.compute_dtype, device)
+    ]
     mha_owned = {
         f"{name}.{child}" if name else child
         for name, mod in module.named_modules()
@@ -204,7 +224,9 @@ def quantize_linear_layers(
             quant_type=quantization.quant_type,
         )
         quantized.weight = bnb.nn.Params4bit(
-            linear.weight.data.clone(), requires_grad=False, quant_type=quantization.quant_type,
+            linear.weight.data.clone(),
+            requires_grad=False,
+            quant_type=quantization.quant_type,
             compress_statistics=quantization.double_quant,
         )
         if linear.bias is not None:

@@ -62,8 +62,11 @@ _CHECKSUM_BYTES = 8
 _CORRUPT_PREFIX = "corrupt-"
 _KEYED_PACK = re.compile(r"pack-(?P<key_id>[0-9a-f]{16})-[0-9a-f]{32}\.npz")
 # The members of a pack and what each must be; n (entries) is shared, the embedding width is free.
-_MEMBERS = {"keys": np.dtype(f"S{2 * _KEY_BYTES}"), "embeddings": np.dtype(np.float32),
-            "checksums": np.dtype(f"S{2 * _CHECKSUM_BYTES}")}
+_MEMBERS = {
+    "keys": np.dtype(f"S{2 * _KEY_BYTES}"),
+    "embeddings": np.dtype(np.float32),
+    "checksums": np.dtype(f"S{2 * _CHECKSUM_BYTES}"),
+}
 
 
 class _UnusablePack(Exception):
@@ -279,7 +282,10 @@ class EmbeddingCache:
         if problem.damaged:
             logger.warning(
                 "Embedding cache: %s is damaged (%s); it is renamed %s%s and its windows are embedded again.",
-                pack, problem, _CORRUPT_PREFIX, pack.name,
+                pack,
+                problem,
+                _CORRUPT_PREFIX,
+                pack.name,
             )
             self.damaged_packs += 1
             try:
@@ -287,8 +293,11 @@ class EmbeddingCache:
             except OSError:  # another process found it first, or this user may not rename it
                 pass
         else:
-            logger.warning("Embedding cache: %s is skipped (%s); it is left as it is and its windows are embedded "
-                           "again.", pack, problem)
+            logger.warning(
+                "Embedding cache: %s is skipped (%s); it is left as it is and its windows are embedded again.",
+                pack,
+                problem,
+            )
             self.skipped_packs += 1
         self._indexed.add(pack)  # never read again by this object
         self._forget(pack)
@@ -380,6 +389,7 @@ def _write_error(directory: Path, exc: OSError) -> CacheWriteError:
     else:
         problem, fix = f"{exc.strerror or exc}", "check that the folder is writable, or set cache_dir elsewhere"
     return CacheWriteError(
-        exc.errno, f"Cannot write to the embedding cache {directory}: {problem}. Fix: {fix} (or turn the cache off "
-        "with cache_embeddings: false). Embeddings stored before are intact and are reused on the next run."
+        exc.errno,
+        f"Cannot write to the embedding cache {directory}: {problem}. Fix: {fix} (or turn the cache off "
+        "with cache_embeddings: false). Embeddings stored before are intact and are reused on the next run.",
     )

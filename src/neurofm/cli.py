@@ -11,9 +11,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Decode EEG/M
 
 @app.command()
 def models(
-    details: str = typer.Option(None, "--details", metavar="KEY",
-                                help="Show one model's input conventions: what its weights saw, what neurofm feeds it, "
-                                     "and the source of each."),
+    details: str = typer.Option(
+        None,
+        "--details",
+        metavar="KEY",
+        help="Show one model's input conventions: what its weights saw, what neurofm feeds it, and the source of each.",
+    ),
 ) -> None:
     """List the registered foundation models."""
     import pandas as pd
@@ -65,8 +68,11 @@ def run(
     config: Path = typer.Argument(..., exists=True, dir_okay=False, help="A YAML run config (see examples/)."),
     out: Path = typer.Option(None, help="Results directory (overrides output_dir in the config)."),
     allow_import: list[str] = typer.Option(
-        [], "--allow-import", help="A package of yours whose estimators the config may name by import path "
-        "(repeat for several); a config alone may import only from scikit-learn, pyriemann, MNE and neurofm."),
+        [],
+        "--allow-import",
+        help="A package of yours whose estimators the config may name by import path "
+        "(repeat for several); a config alone may import only from scikit-learn, pyriemann, MNE and neurofm.",
+    ),
 ) -> None:
     """Load the data, run every model on the same folds, save and summarise the results."""
     from .run import run_config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
@@ -88,7 +88,8 @@ class BaseConfig(BaseModel):
             by import path, as :func:`neurofm.allow_imports` allows them (for
             this process). A config file alone can never allow an import.
         """
-        from .policy import allow_imports as allow, load_yaml
+        from .policy import allow_imports as allow
+        from .policy import load_yaml
 
         if allow_imports:
             allow(allow_imports)
@@ -508,8 +509,9 @@ class NeuralFineTuneConfig(BaseConfig):
 
     Parameters
     ----------
-    backend, model_key, weights, pooling, model_kwargs, trust_remote_code, adaptation
-        As in :class:`FoundationEmbeddingModelConfig`.
+    backend, model_key, weights, pooling, model_kwargs, trust_remote_code, adaptation : as in FoundationEmbeddingModelConfig
+        Where the backbone and its weights come from, how its tokens are
+        pooled, and which input conventions of its pretraining are reproduced.
     input_kind : {"epoched"}
         Windows cut around events (the only kind so far).
     train_mode : str
@@ -518,8 +520,16 @@ class NeuralFineTuneConfig(BaseConfig):
     n_outputs : int | None
         Output width; ``None`` infers it from ``y``. A value that disagrees with
         ``y`` is an error before training.
-    lora, quantization, device, checkpoints, trainer
-        Sub-configs.
+    lora : LoRAConfig
+        Adapter rank, scaling, dropout and targets (PEFT train modes).
+    quantization : QuantizationConfig
+        4-bit quantisation of the backbone (QLoRA).
+    device : DeviceConfig
+        Device, precision and deterministic algorithms.
+    checkpoints : CheckpointConfig
+        Which states are saved, judged by which metric.
+    trainer : TrainerConfig
+        The optimisation loop.
     peft_kwargs : dict
         Extra arguments for the peft config of the chosen method.
     """
@@ -559,9 +569,13 @@ class NeuralFineTuneConfig(BaseConfig):
                 f"train_mode={self.train_mode!r} is not listed for {spec.key!r}; use one of {format_choices(spec.train_modes)}."
             )
         if self.pooling not in spec.poolings:
-            raise ValueError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {format_choices(spec.poolings)}.")
+            raise ValueError(
+                f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {format_choices(spec.poolings)}."
+            )
         if self.backend == "hugging_face":
-            raise ValueError("Trainable decoding supports backend='braindecode' so far; hugging_face encoders are frozen-only.")
+            raise ValueError(
+                "Trainable decoding supports backend='braindecode' so far; hugging_face encoders are frozen-only."
+            )
         return self
 
 
@@ -587,11 +601,9 @@ def _model_kind(value: Any) -> str | None:
 
 
 ModelConfig = Annotated[
-    Union[
-        Annotated[FrozenBackboneDecoderConfig, Tag("frozen_backbone")],
-        Annotated[ClassicalModelConfig, Tag("classical")],
-        Annotated[NeuralFineTuneConfig, Tag("neural_finetune")],
-    ],
+    Annotated[FrozenBackboneDecoderConfig, Tag("frozen_backbone")]
+    | Annotated[ClassicalModelConfig, Tag("classical")]
+    | Annotated[NeuralFineTuneConfig, Tag("neural_finetune")],
     Discriminator(_model_kind),
 ]
 
@@ -721,9 +733,13 @@ class WindowConfig(BaseConfig):
             raise ValueError(f"tmax ({self.tmax}) must be after tmin ({self.tmin}).")
         if self.window is not None:
             if self.event_id is not None or self.tmin != 0.0:
-                raise ValueError("event_id and tmin apply to event-locked windows (tmax); fixed-length windows use neither.")
+                raise ValueError(
+                    "event_id and tmin apply to event-locked windows (tmax); fixed-length windows use neither."
+                )
             if self.stride is not None and self.stride > self.window:
-                raise ValueError(f"stride ({self.stride}) longer than window ({self.window}) would skip data; use stride <= window.")
+                raise ValueError(
+                    f"stride ({self.stride}) longer than window ({self.window}) would skip data; use stride <= window."
+                )
         if self.stride is not None and self.window is None:
             raise ValueError("stride applies to fixed-length windows; set window as well.")
         return self
@@ -839,8 +855,9 @@ class ExperimentConfig(BaseConfig):
                 check_estimator_task(model.estimator, model.params, self.task, f"model {name!r}")
             elif isinstance(model, FrozenBackboneDecoderConfig):
                 which = "the head" if "head" in model.model_fields_set else "the default head"
-                check_estimator_task(model.head.estimator, model.head.params, self.task, f"{which} of model {name!r}",
-                                     head=True)
+                check_estimator_task(
+                    model.head.estimator, model.head.params, self.task, f"{which} of model {name!r}", head=True
+                )
         return self
 
     @property
@@ -955,7 +972,9 @@ class DataConfig(BaseConfig):
     @model_validator(mode="after")
     def _source_has_what_it_reads(self) -> DataConfig:
         if self.source == "moabb" and self.moabb is None:
-            raise ValueError("source 'moabb' needs a 'moabb' section naming the data set, e.g. moabb: {dataset: BNCI2014_001}.")
+            raise ValueError(
+                "source 'moabb' needs a 'moabb' section naming the data set, e.g. moabb: {dataset: BNCI2014_001}."
+            )
         if self.source != "moabb" and self.moabb is not None:
             raise ValueError(f"the 'moabb' section only applies to source 'moabb', not {self.source!r}.")
         if self.source != "moabb" and self.path is None:
@@ -983,7 +1002,11 @@ class RunConfig(ExperimentConfig):
         # The default picks keep EEG only; asking for MEG then would fail only after every file is read.
         picks = self.data.preprocessing.picks
         meg = sorted({"meg", "mag", "grad"} & set(self.sensor_types or ()))
-        if meg and picks is not None and not {"meg", "mag", "grad", "data", "all"} & set([picks] if isinstance(picks, str) else picks):
+        if (
+            meg
+            and picks is not None
+            and not {"meg", "mag", "grad", "data", "all"} & set([picks] if isinstance(picks, str) else picks)
+        ):
             raise ValueError(
                 f"sensor_types asks for {meg}, but data.preprocessing.picks is {picks!r}, which drops MEG channels "
                 "before windows are cut; set data.preprocessing.picks to [meg, eeg] (or 'data')."

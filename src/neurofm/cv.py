@@ -59,9 +59,7 @@ def make_splits(
         n_groups = len(np.unique(groups))
         needed = 2 if cv.strategy in ("leave_one_group_out", "train_test_split") else cv.n_splits
         if n_groups < needed:
-            fix = (
-                f"lower n_splits to at most {n_groups}" if n_groups >= 2 else "collect data from more groups"
-            )
+            fix = f"lower n_splits to at most {n_groups}" if n_groups >= 2 else "collect data from more groups"
             raise CVSplitError(
                 f"CV strategy {cv.strategy!r} needs at least {needed} groups in column {cv.group_key!r}, "
                 f"but the data hold {n_groups}; {fix}."

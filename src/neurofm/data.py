@@ -95,11 +95,17 @@ class SignalInfo:
     def subset(self, keep: list[int]) -> SignalInfo:
         """The same description for the channels at indices ``keep``, in that order."""
         positions = None if self.positions is None else tuple(self.positions[i] for i in keep)
-        return SignalInfo(self.sfreq, tuple(self.ch_names[i] for i in keep), tuple(self.units[i] for i in keep), positions)
+        return SignalInfo(
+            self.sfreq, tuple(self.ch_names[i] for i in keep), tuple(self.units[i] for i in keep), positions
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"sfreq": self.sfreq, "ch_names": list(self.ch_names), "units": list(self.units),
-               "sensor_types": self.sensor_counts()}
+        out = {
+            "sfreq": self.sfreq,
+            "ch_names": list(self.ch_names),
+            "units": list(self.units),
+            "sensor_types": self.sensor_counts(),
+        }
         if self.positions is not None:  # positions change what position-aware models compute, so they are keyed
             known = sum(p is not None for p in self.positions)
             digest = hashlib.blake2b(repr(self.positions).encode(), digest_size=8).hexdigest()
@@ -213,8 +219,11 @@ def prepare_inputs(
     _refuse_continuous(X)
     lazy = is_lazy(X)
     if hasattr(X, "get_data") and hasattr(X, "info"):
-        given = [name for name, value in (("sfreq", sfreq), ("ch_names", ch_names), ("positions", positions))
-                 if value is not None]
+        given = [
+            name
+            for name, value in (("sfreq", sfreq), ("ch_names", ch_names), ("positions", positions))
+            if value is not None
+        ]
         if given:
             raise DataValidationError(
                 f"{'/'.join(given)} given together with mne.Epochs, which carry their own; drop these arguments "
@@ -251,7 +260,9 @@ def prepare_inputs(
 def _check_positions(positions: Any, n_chans: int) -> tuple[tuple[float, float, float] | None, ...]:
     rows = list(positions)
     if len(rows) != n_chans:
-        raise DataValidationError(f"positions has {len(rows)} entries but X has {n_chans} channels; give one per channel.")
+        raise DataValidationError(
+            f"positions has {len(rows)} entries but X has {n_chans} channels; give one per channel."
+        )
     out = []
     for i, row in enumerate(rows):
         if row is None:
@@ -302,7 +313,9 @@ def _as_window_array(X: Any) -> np.ndarray:
     try:
         arr = np.asarray(X)
     except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-        raise DataValidationError(f"X could not be read as a numpy array ({exc}); pass a float array or mne.Epochs.") from exc
+        raise DataValidationError(
+            f"X could not be read as a numpy array ({exc}); pass a float array or mne.Epochs."
+        ) from exc
     fix = "for a single window use X[np.newaxis]" if arr.ndim == 2 else "reshape it to (n_windows, n_channels, n_times)"
     _check_layout(arr.dtype, arr.shape, fix=fix)
     return arr
@@ -323,10 +336,14 @@ def _check_layout(dtype: np.dtype, shape: tuple[int, ...], fix: str) -> None:
 def _expand_units(units: str | list[str] | None, n_chans: int) -> tuple[str, ...]:
     units = "V" if units is None else units
     if not isinstance(units, (str, list, tuple)):
-        raise DataValidationError(f"units must be a unit name or a list of one per channel, got {type(units).__name__}.")
+        raise DataValidationError(
+            f"units must be a unit name or a list of one per channel, got {type(units).__name__}."
+        )
     unit_list = [units] * n_chans if isinstance(units, str) else list(units)
     if len(unit_list) != n_chans:
-        raise DataValidationError(f"units has {len(unit_list)} entries but X has {n_chans} channels; give one per channel.")
+        raise DataValidationError(
+            f"units has {len(unit_list)} entries but X has {n_chans} channels; give one per channel."
+        )
     for unit in unit_list:
         if not isinstance(unit, str) or unit not in UNIT_TO_SI:
             raise DataValidationError(f"Unknown unit {unit!r}; use one of {', '.join(sorted(UNIT_TO_SI))}.")
@@ -351,9 +368,7 @@ def _signal_info(X: np.ndarray, sfreq: Any, ch_names: Any, units: Any) -> Signal
             "foundation models map channels by name."
         )
     if isinstance(ch_names, str) or not all(isinstance(c, str) for c in ch_names):
-        raise DataValidationError(
-            f"ch_names must be a list of strings, one per channel; got {ch_names!r:.80}."
-        )
+        raise DataValidationError(f"ch_names must be a list of strings, one per channel; got {ch_names!r:.80}.")
     ch_names = list(ch_names)
     blank = [i for i, c in enumerate(ch_names) if not c.strip()]
     if blank:
@@ -464,7 +479,9 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
         if y_arr.ndim != 1:
             raise DataValidationError(f"y must be one-dimensional (one label per window), got shape {np.shape(y)}.")
     if len(y_arr) != n:
-        raise DataValidationError(f"y has {len(y_arr)} entries but X has {n} windows; give exactly one label per window.")
+        raise DataValidationError(
+            f"y has {len(y_arr)} entries but X has {n} windows; give exactly one label per window."
+        )
     if task == "classification":
         if y_arr.dtype.kind == "f" and not np.all(np.isfinite(y_arr)):
             raise DataValidationError("y contains NaN; remove the unlabeled windows before running.")
@@ -482,7 +499,9 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
         try:
             y_arr = y_arr.astype(np.float64)
         except (ValueError, TypeError) as exc:
-            raise DataValidationError("task='regression' needs numeric y; use task='classification' for labels.") from exc
+            raise DataValidationError(
+                "task='regression' needs numeric y; use task='classification' for labels."
+            ) from exc
         if not np.all(np.isfinite(y_arr)):
             raise DataValidationError("y contains NaN or Inf; remove those windows before running.")
     return y_arr
@@ -495,8 +514,10 @@ def _object_labels(y_arr: np.ndarray) -> np.ndarray:
         raise DataValidationError(
             f"y has no label for {len(missing)} window(s) (None or NaN at {missing[:10]}); remove them before running."
         )
-    kinds = {"text" if isinstance(v, str) else "number" if isinstance(v, (int, float, np.number)) else type(v).__name__
-             for v in y_arr}
+    kinds = {
+        "text" if isinstance(v, str) else "number" if isinstance(v, (int, float, np.number)) else type(v).__name__
+        for v in y_arr
+    }
     odd = kinds - {"text", "number"}
     if odd:
         raise DataValidationError(f"Labels must be strings or numbers; y holds {sorted(odd)}.")

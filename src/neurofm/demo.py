@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .configs import ClassicalModelConfig, CVConfig, ExperimentConfig, FoundationEmbeddingModelConfig, FrozenBackboneDecoderConfig
+from .configs import (
+    ClassicalModelConfig,
+    CVConfig,
+    ExperimentConfig,
+    FoundationEmbeddingModelConfig,
+    FrozenBackboneDecoderConfig,
+)
 from .experiment import Experiment
 from .results import ExperimentResult
 from .simulate import simulate_eeg_dataset
@@ -35,7 +41,9 @@ def demo_config(cache_dir: str = "~/.cache/neurofm", verbose: bool = True) -> Ex
     )
 
 
-def run_demo(out_dir: str | Path | None = None, cache_dir: str = "~/.cache/neurofm", verbose: bool = True) -> ExperimentResult:
+def run_demo(
+    out_dir: str | Path | None = None, cache_dir: str = "~/.cache/neurofm", verbose: bool = True
+) -> ExperimentResult:
     """Simulate 6 subjects of motor imagery and cross-validate the demo models across subjects."""
     X, y, meta, info = simulate_eeg_dataset(n_subjects=6, n_windows_per_class=20)
     result = Experiment(demo_config(cache_dir, verbose)).run(X, y, sample_metadata=meta, **info)

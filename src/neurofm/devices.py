@@ -67,7 +67,9 @@ def resolve_device(device: str) -> str:
         return "mps" if _mps_available() else "cpu"
     check_device(device, here=False)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} was requested but CUDA is not available here; use device='cpu' or 'auto'.")
+        raise ConfigError(
+            f"device={device!r} was requested but CUDA is not available here; use device='cpu' or 'auto'."
+        )
     if device.startswith("mps") and not _mps_available():
         raise ConfigError(f"device={device!r} was requested but MPS is not available here; use device='cpu' or 'auto'.")
     return device
@@ -96,8 +98,9 @@ def check_device(device: str, here: bool = True) -> None:
         try:
             torch.device(device)
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' or "
-                              f"'mps' ({exc}).") from None
+            raise ConfigError(
+                f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' ({exc})."
+            ) from None
     if here:
         resolve_device(device)
 
@@ -127,8 +130,10 @@ def check_precision(precision: str, device: str) -> None:
     if precision == "fp16" and kind not in ("cuda", "mps", "meta"):
         raise ConfigError("precision='fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU.")
     if precision == "bf16" and kind == "cuda" and not cuda_has_native_bf16(device):
-        raise ConfigError(f"precision='bf16' on {device!r}: this GPU predates bf16 hardware (compute capability "
-                          "below 8.0) and would emulate it; use 'fp16' (with loss scaling) or 'fp32', or 'auto'.")
+        raise ConfigError(
+            f"precision='bf16' on {device!r}: this GPU predates bf16 hardware (compute capability "
+            "below 8.0) and would emulate it; use 'fp16' (with loss scaling) or 'fp32', or 'auto'."
+        )
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -186,13 +191,19 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
     saved_env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     if on_cuda and saved_env is None:
         if torch.cuda.is_initialized():
-            msg = ("deterministic=True: CUDA was already in use in this process, so cuBLAS may keep a workspace "
-                   "under which products vary; set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting Python.")
+            msg = (
+                "deterministic=True: CUDA was already in use in this process, so cuBLAS may keep a workspace "
+                "under which products vary; set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting Python."
+            )
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC_WORKSPACE
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
@@ -206,9 +217,11 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
     except RuntimeError as exc:
         if "does not have a deterministic implementation" not in str(exc):
             raise
-        raise ConfigError(f"deterministic=True, but this model runs an operation PyTorch cannot make reproducible on "
-                          f"{device!r}: {str(exc).splitlines()[0]} Set deterministic=False (results then vary in "
-                          "the last bits from run to run), or run on the CPU, which is reproducible.") from exc
+        raise ConfigError(
+            f"deterministic=True, but this model runs an operation PyTorch cannot make reproducible on "
+            f"{device!r}: {str(exc).splitlines()[0]} Set deterministic=False (results then vary in "
+            "the last bits from run to run), or run on the CPU, which is reproducible."
+        ) from exc
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
-
 import warnings
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,8 +20,19 @@ if TYPE_CHECKING:
     from .adapt import AdaptationPlan
     from .models.weights import LoadedBackbone
 
-__all__ = ["attention_kernels", "autocast", "cpu_has_fast_bf16", "cpu_streams", "embed_windows", "full_batch",
-           "keep_freed_memory", "pool_tokens", "resolve_batch_size", "resolve_device", "warn_slow_precision"]
+__all__ = [
+    "attention_kernels",
+    "autocast",
+    "cpu_has_fast_bf16",
+    "cpu_streams",
+    "embed_windows",
+    "full_batch",
+    "keep_freed_memory",
+    "pool_tokens",
+    "resolve_batch_size",
+    "resolve_device",
+    "warn_slow_precision",
+]
 
 # Most batches in flight at once on the CPU: each holds its own activations.
 MAX_CPU_STREAMS = 8
@@ -214,7 +224,9 @@ def cpu_streams(n_batches: int) -> tuple[int, int]:
         try:
             streams = int(wanted)
         except ValueError:
-            raise ConfigError(f"NEUROFM_CPU_STREAMS={wanted!r} is not a whole number; set it to 1 or more, or unset it.")
+            raise ConfigError(
+                f"NEUROFM_CPU_STREAMS={wanted!r} is not a whole number; set it to 1 or more, or unset it."
+            ) from None
         if streams < 1:
             raise ConfigError(f"NEUROFM_CPU_STREAMS={wanted!r} must be at least 1.")
     else:
@@ -239,8 +251,10 @@ def warn_slow_precision(device: str, precision: str) -> None:
     precisions, so neurofm never switches on its own.
     """
     if precision == "bf16" and device == "cpu" and not cpu_has_fast_bf16():
-        msg = ("precision='bf16' on this CPU (no AVX-512 BF16 or AMX) emulates every bf16 product and runs several "
-               "times slower than fp32; use precision='fp32' here, or bf16 on a GPU or an AMX CPU.")
+        msg = (
+            "precision='bf16' on this CPU (no AVX-512 BF16 or AMX) emulates every bf16 product and runs several "
+            "times slower than fp32; use precision='fp32' here, or bf16 on a GPU or an AMX CPU."
+        )
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=3)
 
@@ -273,8 +287,10 @@ def resolve_batch_size(batch_size: int | str, device: str) -> int:
     if isinstance(batch_size, str) and batch_size == "auto":
         return CPU_AUTO_BATCH_SIZE if device == "cpu" else GPU_AUTO_BATCH_SIZE
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} must be a whole number of at least 1, or 'auto' "
-                          f"({CPU_AUTO_BATCH_SIZE} on the CPU, {GPU_AUTO_BATCH_SIZE} on a GPU).")
+        raise ConfigError(
+            f"batch_size={batch_size!r} must be a whole number of at least 1, or 'auto' "
+            f"({CPU_AUTO_BATCH_SIZE} on the CPU, {GPU_AUTO_BATCH_SIZE} on a GPU)."
+        )
     return int(batch_size)
 
 
@@ -426,7 +442,7 @@ def embed_windows(
         """One stream on a GPU: the CPU adapts the next batches while the device computes; one copy back at the end."""
         on_device = []
         with torch.no_grad(), autocast(device, precision):
-            for start, n_real, batch in prefetched(prepared()):
+            for _, n_real, batch in prefetched(prepared()):
                 tokens, cls = backbone.extract(module, batch.to(device, non_blocking=True), plan.target)
                 on_device.append(pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real])
                 if progress is not None:

@@ -60,8 +60,12 @@ def check_backend(config: ExecutionConfig) -> None:
             )
 
 
-_SUBMITIT_FOLDER = ("submitit folder", "this run's jobs", "pickles of the windows, labels and results that the run "
-                    "loads back", "execution.submitit_folder")
+_SUBMITIT_FOLDER = (
+    "submitit folder",
+    "this run's jobs",
+    "pickles of the windows, labels and results that the run loads back",
+    "execution.submitit_folder",
+)
 
 
 def private_folder(folder: Path, role: tuple[str, str, str, str] = _SUBMITIT_FOLDER) -> Path:
@@ -111,16 +115,34 @@ def _private_dask_security(folder: Path | None):
     generated = Security.temporary()
     if folder is None:
         return generated
-    private_folder(folder, ("Dask TLS folder", "the local cluster's key", "the private key of the local Dask "
-                            "cluster", "execution.scratch_folder"))
-    files = {"cert": (folder / "dask.crt", generated.tls_ca_file), "key": (folder / "dask.pem", generated.tls_client_key)}
+    private_folder(
+        folder,
+        (
+            "Dask TLS folder",
+            "the local cluster's key",
+            "the private key of the local Dask cluster",
+            "execution.scratch_folder",
+        ),
+    )
+    files = {
+        "cert": (folder / "dask.crt", generated.tls_ca_file),
+        "key": (folder / "dask.pem", generated.tls_client_key),
+    }
     for path, text in files.values():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
     cert, key = (str(path) for path, _ in files.values())
-    return Security(require_encryption=True, tls_ca_file=cert, tls_client_cert=cert, tls_client_key=key,
-                    tls_scheduler_cert=cert, tls_scheduler_key=key, tls_worker_cert=cert, tls_worker_key=key)
+    return Security(
+        require_encryption=True,
+        tls_ca_file=cert,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+    )
 
 
 def _scratch(config: ExecutionConfig, engine: str) -> Path | None:
@@ -182,8 +204,13 @@ def computes_here(config: ExecutionConfig) -> bool:
     return config.address is None  # a local Dask or Ray cluster runs here
 
 
-def map_tasks(config: ExecutionConfig, function: Callable[..., Any], tasks: Sequence[Any], shared: Any = None,
-              on_gpu: Sequence[bool] | None = None) -> list[Any]:
+def map_tasks(
+    config: ExecutionConfig,
+    function: Callable[..., Any],
+    tasks: Sequence[Any],
+    shared: Any = None,
+    on_gpu: Sequence[bool] | None = None,
+) -> list[Any]:
     """``[function(task, shared) for task in tasks]`` on the configured backend, in task order.
 
     ``shared`` holds what every task reads (features, labels): Dask scatters it
@@ -265,8 +292,14 @@ def _dask(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: lis
             # Workers keep spilled data and locks in local_directory, the scheduler its locks in the configured
             # temporary-directory (None: both in the system temp folder).
             with dask.config.set({} if local is None else {"temporary-directory": local}):
-                cluster = LocalCluster(n_workers=config.n_jobs, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, local_directory=local, security=security)
+                cluster = LocalCluster(
+                    n_workers=config.n_jobs,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    local_directory=local,
+                    security=security,
+                )
         client = Client(config.address or cluster)
 
         def close():
@@ -291,8 +324,10 @@ def _dask(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: lis
         if not request:
             # pure=False: two equal tasks are still two fits (Dask would otherwise merge them by content).
             return client.gather(client.map(function, tasks, pure=False, **extra))
-        futures = [client.submit(function, task, pure=False, **extra, **({"resources": {"GPU": request}} if g else {}))
-                   for task, g in zip(tasks, gpus, strict=True)]
+        futures = [
+            client.submit(function, task, pure=False, **extra, **({"resources": {"GPU": request}} if g else {}))
+            for task, g in zip(tasks, gpus, strict=True)
+        ]
         return client.gather(futures)
     finally:
         if close is not None:
@@ -326,8 +361,12 @@ def _ray(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list
         request = 0.0 if gpus is None else _gpu_request(config, lambda: ray.cluster_resources().get("GPU", 0) > 0)
         marks = gpus or [0.0] * len(tasks)
         stored = () if shared is None else (ray.put(shared),)  # one copy in the object store, read by every task
-        return ray.get([remote.options(num_gpus=request if g else 0).remote(function, task, *stored)
-                        for task, g in zip(tasks, marks, strict=True)])
+        return ray.get(
+            [
+                remote.options(num_gpus=request if g else 0).remote(function, task, *stored)
+                for task, g in zip(tasks, marks, strict=True)
+            ]
+        )
     finally:
         if close is not None:
             close()
@@ -358,12 +397,20 @@ def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any, gpus:
     calls = private_folder(Path(config.submitit_folder).expanduser()) / f"call-{secrets.token_hex(8)}"
     executor = submitit.AutoExecutor(folder=str(calls / "%j"), cluster=cluster)
     parameters = {"timeout_min": 60, **config.submitit_parameters}
-    if gpus is not None and config.gpus_per_task != "auto" and not {"gpus_per_node", "slurm_gpus_per_task"} & set(parameters):
+    if (
+        gpus is not None
+        and config.gpus_per_task != "auto"
+        and not {"gpus_per_node", "slurm_gpus_per_task"} & set(parameters)
+    ):
         # One job array for all tasks: each job gets the GPUs when any task computes on one.
         parameters["gpus_per_node"] = math.ceil(float(config.gpus_per_task))
     executor.update_parameters(**parameters)
     # Slurm jobs share no memory: each job's pickle carries the shared part.
-    jobs = executor.map_array(function, tasks) if shared is None else executor.map_array(function, tasks, [shared] * len(tasks))
+    jobs = (
+        executor.map_array(function, tasks)
+        if shared is None
+        else executor.map_array(function, tasks, [shared] * len(tasks))
+    )
     try:
         results = [job.result() for job in jobs]
     except BaseException:

@@ -66,8 +66,9 @@ class _PreparedModel:
 
 #: What neurofm writes directly in a cache folder: embeddings, weight digests, fine-tuning checkpoints, submitit
 #: jobs (per user; "submitit" before they were), the local engines' scratch.
-CACHE_NAMES = frozenset({"embeddings", "weight-digests", "checkpoints", "submitit", "submitit-*", "joblib", "dask",
-                         "ray", "scratch-*"})
+CACHE_NAMES = frozenset(
+    {"embeddings", "weight-digests", "checkpoints", "submitit", "submitit-*", "joblib", "dask", "ray", "scratch-*"}
+)
 
 
 class Experiment:
@@ -143,8 +144,16 @@ class Experiment:
 
         # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
         with mne.utils.use_log_level("warning"), engine_session():
-            return self._run(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, positions=positions,
-                             output_dir=output_dir)
+            return self._run(
+                X,
+                y,
+                sample_metadata,
+                sfreq=sfreq,
+                ch_names=ch_names,
+                units=units,
+                positions=positions,
+                output_dir=output_dir,
+            )
 
     def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
         cfg = self.config
@@ -152,20 +161,35 @@ class Experiment:
         # Every file a run writes lives in its output or cache folder, the engines' scratch files too.
         # In a cache shared with others, each user's engines keep their scratch in a folder of their own.
         cache_root = Path(cfg.cache_dir).expanduser()
-        defaults = {"submitit_folder": str(cache_root / f"submitit-{os.getuid()}"),
-                    "scratch_folder": str(cache_root / f"scratch-{os.getuid()}" if cfg.shared_folders else cache_root)}
+        defaults = {
+            "submitit_folder": str(cache_root / f"submitit-{os.getuid()}"),
+            "scratch_folder": str(cache_root / f"scratch-{os.getuid()}" if cfg.shared_folders else cache_root),
+        }
         self._execution = cfg.execution.model_copy(
-            update={key: value for key, value in defaults.items() if getattr(cfg.execution, key) is None})
+            update={key: value for key, value in defaults.items() if getattr(cfg.execution, key) is None}
+        )
         check_backend(self._execution)
         started = time.perf_counter()
         X, y, sample_metadata, recordings = self._windows(X, y, sample_metadata)
-        inputs = prepare_inputs(X, y, sample_metadata, sfreq=sfreq, ch_names=ch_names, units=units, task=cfg.task,
-                                sensor_types=cfg.sensor_types, positions=positions)
+        inputs = prepare_inputs(
+            X,
+            y,
+            sample_metadata,
+            sfreq=sfreq,
+            ch_names=ch_names,
+            units=units,
+            task=cfg.task,
+            sensor_types=cfg.sensor_types,
+            positions=positions,
+        )
         splits = make_splits(cfg.cv, inputs.y, inputs.metadata, cfg.task, cfg.random_state)
         # Each window's recording, where known (windows cut here from recordings, or a 'recording' column):
         # models pretrained on recording-level normalisation use its statistics (label-free, as in pretraining).
-        self._recordings = (inputs.metadata["recording"].to_numpy()
-                            if inputs.metadata is not None and "recording" in inputs.metadata.columns else None)
+        self._recordings = (
+            inputs.metadata["recording"].to_numpy()
+            if inputs.metadata is not None and "recording" in inputs.metadata.columns
+            else None
+        )
         # Only into folders of neurofm's own (a config from someone else cannot aim the run at a home folder),
         # checked once the input is known good and before anything is written (weight digests, records).
         # Others may write a shared folder: what is read back from one must carry this key.
@@ -185,7 +209,9 @@ class Experiment:
             if output_dir is not None:
                 progress = stack.enter_context(RunProgress(Path(output_dir).expanduser(), self._key).session())
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
-                self._records = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
+                self._records = {
+                    model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared
+                }
             result = self._compute(inputs, splits, prepared, classes, groups, started)
             if recordings is not None:
                 result.meta["recordings"] = recordings
@@ -225,8 +251,9 @@ class Experiment:
                     "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
                     "the metadata)."
                 )
-        epochs = windows_from_recordings(X, cfg.windows, recording_metadata=sample_metadata,
-                                         recording_labels=None if y is None else list(y))
+        epochs = windows_from_recordings(
+            X, cfg.windows, recording_metadata=sample_metadata, recording_labels=None if y is None else list(y)
+        )
         metadata = epochs.metadata.reset_index(drop=True)
         if y is not None and cfg.cv.group_key in metadata.columns:
             # A per-window column (e.g. 'event') as group_key would split a recording across groups, hence folds.
@@ -251,9 +278,15 @@ class Experiment:
         cfg = self.config
         # pragma: no mutate start - mutation testing: a key renamed or another dump mode renames every folder alike,
         # in every run, so it cannot change what is resumed (tests/mutation.py)
-        decisive = {"name": model.name, "model": model.config.model_dump(mode="json"), "task": cfg.task,
-                    "metrics": list(cfg.resolved_metrics), "cv": cfg.cv.model_dump(mode="json"),
-                    "random_state": cfg.random_state, "data": data_hash}
+        decisive = {
+            "name": model.name,
+            "model": model.config.model_dump(mode="json"),
+            "task": cfg.task,
+            "metrics": list(cfg.resolved_metrics),
+            "cv": cfg.cv.model_dump(mode="json"),
+            "random_state": cfg.random_state,
+            "data": data_hash,
+        }
         # pragma: no mutate end
         # The config names the weights by path or hub id, which new bytes can take over; their content decides.
         # Models without weights keep the key (and the records) they had.
@@ -272,7 +305,9 @@ class Experiment:
         wanted = [self._record_path(model.name, "fold", fold) for fold in range(n_folds)]
         if cfg.n_permutations and (cfg.permute_trainable or not isinstance(model.config, NeuralFineTuneConfig)):
             wanted += [self._record_path(model.name, "permutation", i) for i in range(cfg.n_permutations)]
-        return all(path.is_file() for path in wanted) and all(read_record(path, self._key) is not None for path in wanted)
+        return all(path.is_file() for path in wanted) and all(
+            read_record(path, self._key) is not None for path in wanted
+        )
 
     def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
         """``map_tasks`` that reads finished tasks from their records and records the others as they finish."""
@@ -307,15 +342,25 @@ class Experiment:
                 features[model.name] = None  # nothing of this model will run: its windows need no embedding
                 if model.embedder is not None:
                     model.artifacts.extend(model.embedder.fit(inputs.X, recordings=self._recordings).get_artifacts())
-                    model.artifacts.append((-1, "embedding_cache", "skipped", "every fold and permutation was on record"))
+                    model.artifacts.append(
+                        (-1, "embedding_cache", "skipped", "every fold and permutation was on record")
+                    )
             elif model.embedder is not None:
                 features[model.name] = self._embed(model, inputs.X, extracted)
             else:
                 features[model.name] = _in_memory(inputs, model.name)
             timings[model.name] = time.perf_counter() - t0
         tasks = [
-            _FoldTask(model.name, fold, clone(model.estimator), isinstance(model.config, NeuralFineTuneConfig),
-                      train, test, classes, tuple(cfg.resolved_metrics))
+            _FoldTask(
+                model.name,
+                fold,
+                clone(model.estimator),
+                isinstance(model.config, NeuralFineTuneConfig),
+                train,
+                test,
+                classes,
+                tuple(cfg.resolved_metrics),
+            )
             for model in prepared
             for fold, (train, test) in enumerate(splits)
         ]
@@ -335,13 +380,21 @@ class Experiment:
         for model in prepared:
             trainable = isinstance(model.config, NeuralFineTuneConfig)
             if cfg.n_permutations and trainable and not cfg.permute_trainable:
-                model.artifacts.append((-1, "permutation_test", "skipped",
-                                        f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
-                                        "permute_trainable=True to run them"))
+                model.artifacts.append(
+                    (
+                        -1,
+                        "permutation_test",
+                        "skipped",
+                        f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
+                        "permute_trainable=True to run them",
+                    )
+                )
             elif cfg.n_permutations:
                 t0 = time.perf_counter()
-                observed = {m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
-                            for m in cfg.resolved_metrics}
+                observed = {
+                    m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
+                    for m in cfg.resolved_metrics
+                }
                 model.artifacts.extend(
                     self._permutation_test(model, features[model.name], inputs.y, groups, splits, classes, observed)
                 )
@@ -376,8 +429,9 @@ class Experiment:
     def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
         cfg = self.config
         if isinstance(model_cfg, ClassicalModelConfig):
-            estimator = build_window_estimator(model_cfg.estimator, model_cfg.params, inputs.info.sfreq, cfg.random_state,
-                                               units=inputs.info.units)
+            estimator = build_window_estimator(
+                model_cfg.estimator, model_cfg.params, inputs.info.sfreq, cfg.random_state, units=inputs.info.units
+            )
             return _PreparedModel(name, model_cfg, estimator)
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
             from .estimators.frozen import FoundationEmbedder
@@ -412,8 +466,11 @@ class Experiment:
             model.artifacts.append((-1, "embedding_cache", "shared_with", owner))
             return features
         embedder = model.embedder.fit(X, recordings=recordings)
-        features = (embedder.transform(X, recordings=recordings) if self.config.execution.backend == "sequential"
-                    else self._extract_in_shards(embedder, X, recordings))
+        features = (
+            embedder.transform(X, recordings=recordings)
+            if self.config.execution.backend == "sequential"
+            else self._extract_in_shards(embedder, X, recordings)
+        )
         model.artifacts.extend(embedder.get_artifacts())
         extracted[key] = (model.name, features)
         return features
@@ -428,13 +485,18 @@ class Experiment:
         bounds = [(start, min(start + per_shard, len(source))) for start in range(0, len(source), per_shard)]
         worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; __getstate__ drops the backbone
         worker.verbose = False
-        tasks = [_ExtractionTask(worker, source.block(start, stop), None if recordings is None else recordings[start:stop])
-                 for start, stop in bounds]
+        tasks = [
+            _ExtractionTask(worker, source.block(start, stop), None if recordings is None else recordings[start:stop])
+            for start, stop in bounds
+        ]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
         outcomes = map_tasks(execution, _run_extraction, tasks, on_gpu=[embedder.device != "cpu"] * len(tasks))
         features = np.concatenate([embeddings for embeddings, *_ in outcomes], axis=0)
-        embedder.record_extraction(features, *(sum(outcome[i] for outcome in outcomes) for i in (1, 2, 3)),
-                                   made_on=[outcome[4] for outcome in outcomes])
+        embedder.record_extraction(
+            features,
+            *(sum(outcome[i] for outcome in outcomes) for i in (1, 2, 3)),
+            made_on=[outcome[4] for outcome in outcomes],
+        )
         return features
 
     def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
@@ -490,8 +552,12 @@ def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
         return inputs.X
     if "in_memory" not in inputs.extra:
         gigabytes = len(inputs.X) * inputs.X.window_bytes / 2**30
-        logger.warning("%s needs every window in memory: loading %s (%.2f GB). Frozen backbones stream instead.",
-                       model_name, inputs.X.describe(), gigabytes)
+        logger.warning(
+            "%s needs every window in memory: loading %s (%.2f GB). Frozen backbones stream instead.",
+            model_name,
+            inputs.X.describe(),
+            gigabytes,
+        )
         inputs.extra["in_memory"] = inputs.X.to_array()
     return inputs.extra["in_memory"]
 
@@ -531,16 +597,26 @@ class _FoldOutcome:
         """JSON-ready: a progress record (floats keep every bit; columns keep their dtype)."""
         frame = self.predictions
         columns = None if frame is None else [[name, str(frame[name].dtype), frame[name].tolist()] for name in frame]
-        return {"scores": self.scores, "predictions": columns, "artifacts": [list(a) for a in self.artifacts],
-                "seconds": self.seconds}
+        return {
+            "scores": self.scores,
+            "predictions": columns,
+            "artifacts": [list(a) for a in self.artifacts],
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> _FoldOutcome:
         frame = None
         if record["predictions"] is not None:
-            frame = pd.DataFrame({name: pd.Series(values, dtype=dtype) for name, dtype, values in record["predictions"]})
-        return cls({k: float(v) for k, v in record["scores"].items()}, frame,
-                   [tuple(a) for a in record["artifacts"]], float(record["seconds"]))
+            frame = pd.DataFrame(
+                {name: pd.Series(values, dtype=dtype) for name, dtype, values in record["predictions"]}
+            )
+        return cls(
+            {k: float(v) for k, v in record["scores"].items()},
+            frame,
+            [tuple(a) for a in record["artifacts"]],
+            float(record["seconds"]),
+        )
 
 
 def _encode(result: Any) -> Any:
@@ -564,8 +640,14 @@ def _fit_and_score(estimator, trainable, features, y, groups, train, test, class
 
     A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``)."""
     recordings = recordings if trainable else None
-    estimator = _fit(estimator, trainable, features[train], y[train], None if groups is None else groups[train],
-                     None if recordings is None else recordings[train])
+    estimator = _fit(
+        estimator,
+        trainable,
+        features[train],
+        y[train],
+        None if groups is None else groups[train],
+        None if recordings is None else recordings[train],
+    )
     if trainable and estimator.failed_:
         return estimator, dict.fromkeys(metrics, float("nan")), None, None
     y_pred, proba = _predict(estimator, features[test], classes, None if recordings is None else recordings[test])
@@ -577,8 +659,17 @@ def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
     y = shared.y
     try:
         estimator, scores, y_pred, proba = _fit_and_score(
-            task.estimator, task.trainable, shared.features[task.model_name], y, shared.groups, task.train, task.test,
-            task.classes, task.metrics, shared.recordings)
+            task.estimator,
+            task.trainable,
+            shared.features[task.model_name],
+            y,
+            shared.groups,
+            task.train,
+            task.test,
+            task.classes,
+            task.metrics,
+            shared.recordings,
+        )
     except NeuroFMError:
         raise
     except Exception as exc:
@@ -611,8 +702,18 @@ def _run_permutation(task: _PermutationTask, shared: _Shared) -> dict[str, float
     [features] = shared.features.values()
     fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
     for train, test in task.splits:
-        _, scores, _, _ = _fit_and_score(clone(task.estimator), task.trainable, features, task.y, shared.groups,
-                                         train, test, task.classes, task.metrics, shared.recordings)
+        _, scores, _, _ = _fit_and_score(
+            clone(task.estimator),
+            task.trainable,
+            features,
+            task.y,
+            shared.groups,
+            train,
+            test,
+            task.classes,
+            task.metrics,
+            shared.recordings,
+        )
         for metric, value in scores.items():
             fold_scores[metric].append(value)
     return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}

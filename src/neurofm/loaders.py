@@ -123,7 +123,9 @@ def windows_from_raw(
         stride = window if stride is None else stride
         if stride <= 0 or stride > window:
             raise DataValidationError(f"stride must be in (0, window]; got stride={stride}, window={window}.")
-        epochs = mne.make_fixed_length_epochs(raw, duration=window, overlap=window - stride, preload=True, verbose=False)
+        epochs = mne.make_fixed_length_epochs(
+            raw, duration=window, overlap=window - stride, preload=True, verbose=False
+        )
         if reject is not None:
             epochs.drop_bad(reject=reject, verbose=False)
         labels = [None] * len(epochs)
@@ -140,8 +142,18 @@ def windows_from_raw(
         present = {name: code for name, code in event_id.items() if name not in missing}
         # tmax is exclusive of the last sample so windows have a round number of samples.
         last = tmax - 1.0 / raw.info["sfreq"]
-        epochs = mne.Epochs(raw, events, present, tmin=tmin, tmax=last, baseline=None, reject=reject, preload=True,
-                            verbose=False, event_repeated="drop")
+        epochs = mne.Epochs(
+            raw,
+            events,
+            present,
+            tmin=tmin,
+            tmax=last,
+            baseline=None,
+            reject=reject,
+            preload=True,
+            verbose=False,
+            event_repeated="drop",
+        )
         by_code = {code: name for name, code in present.items()}
         labels = [by_code[code] for code in epochs.events[:, 2]]
     table = pd.DataFrame({"label": labels})
@@ -310,13 +322,12 @@ def _warn_if_heads_moved(raws: list) -> None:
         logger.warning(
             "The head sat differently in the MEG helmet across recordings (sensors move up to %.1f mm in head "
             "coordinates); models given sensor positions (LUNA, REVE) get those of recording 0. To align the "
-            "recordings, run mne.preprocessing.maxwell_filter(raw, destination=...) on each first.", 1000 * shift,
+            "recordings, run mne.preprocessing.maxwell_filter(raw, destination=...) on each first.",
+            1000 * shift,
         )
 
 
-def load_recording(
-    path: str | Path, *, preprocessing: PreprocessingConfig | None = None, **window_args: Any
-) -> Any:
+def load_recording(path: str | Path, *, preprocessing: PreprocessingConfig | None = None, **window_args: Any) -> Any:
     """Read any file MNE reads (EDF, BDF, GDF, FIF, BrainVision, EEGLAB ...) and cut windows.
 
     Parameters
@@ -460,10 +471,17 @@ def from_moabb(
                 preprocess_raw(raw, preprocessing or PreprocessingConfig())
                 entities = {"subject": subject, "session": session, "run": run}
                 try:
-                    epochs_list.append(windows_from_raw(
-                        raw, events=events, event_id=dataset.event_id, tmin=tmin, tmax=tmax,
-                        reject_peak_to_peak=reject_peak_to_peak, metadata=entities,
-                    ))
+                    epochs_list.append(
+                        windows_from_raw(
+                            raw,
+                            events=events,
+                            event_id=dataset.event_id,
+                            tmin=tmin,
+                            tmax=tmax,
+                            reject_peak_to_peak=reject_peak_to_peak,
+                            metadata=entities,
+                        )
+                    )
                 except DataValidationError:
                     continue  # a run without any of the data set's events (e.g. a resting run)
     return _concat(epochs_list)
@@ -509,8 +527,14 @@ def load_bids(
     mne_bids = soft_import("mne_bids", "Reading BIDS data sets")
     as_list = lambda v: None if v is None else [str(x) for x in v]  # noqa: E731
     paths = mne_bids.find_matching_paths(
-        root, subjects=as_list(subjects), sessions=as_list(sessions), tasks=as_list(tasks), runs=as_list(runs),
-        datatypes=datatype, suffixes=datatype, extensions=list(_BIDS_RAW_EXTENSIONS),
+        root,
+        subjects=as_list(subjects),
+        sessions=as_list(sessions),
+        tasks=as_list(tasks),
+        runs=as_list(runs),
+        datatypes=datatype,
+        suffixes=datatype,
+        extensions=list(_BIDS_RAW_EXTENSIONS),
     )
     if not paths:
         raise DataValidationError(
@@ -522,7 +546,12 @@ def load_bids(
         raw = mne_bids.read_raw_bids(bids_path, verbose=False)
         raw.load_data(verbose=False)
         preprocess_raw(raw, preprocessing or PreprocessingConfig(picks=datatype))
-        entities = {"subject": bids_path.subject, "session": bids_path.session, "task": bids_path.task, "run": bids_path.run}
+        entities = {
+            "subject": bids_path.subject,
+            "session": bids_path.session,
+            "task": bids_path.task,
+            "run": bids_path.run,
+        }
         epochs_list.append(windows_from_raw(raw, metadata=entities, **window_args))
     return _concat(epochs_list)
 
@@ -591,7 +620,9 @@ def load_eegmmi(
                         f"EEGMMI subject {subject} run {run} is not at {path}; point root at a copy in PhysioNet's "
                         "layout (S001/S001R04.edf ...) or pass download=True to fetch it through MNE (internet needed)."
                     )
-                path = Path(mne.datasets.eegbci.load_data(subject, [run], path=root, update_path=False, verbose=False)[0])
+                path = Path(
+                    mne.datasets.eegbci.load_data(subject, [run], path=root, update_path=False, verbose=False)[0]
+                )
             raw = mne.io.read_raw_edf(path, preload=True, verbose=False)
             mne.datasets.eegbci.standardize(raw)
             preprocess_raw(raw, preprocessing)
@@ -600,9 +631,15 @@ def load_eegmmi(
             events, _ = mne.events_from_annotations(raw, event_id=codes, verbose=False)
             names = {first: 2, second: 3} | ({"rest": 1} if include_rest else {})
             epochs_list.append(
-                windows_from_raw(raw, events=events, event_id=names, tmin=tmin, tmax=tmax,
-                                 reject_peak_to_peak=reject_peak_to_peak,
-                                 metadata={"subject": f"S{subject:03d}", "run": run, "kind": kind})
+                windows_from_raw(
+                    raw,
+                    events=events,
+                    event_id=names,
+                    tmin=tmin,
+                    tmax=tmax,
+                    reject_peak_to_peak=reject_peak_to_peak,
+                    metadata={"subject": f"S{subject:03d}", "run": run, "kind": kind},
+                )
             )
     return _concat(epochs_list)
 
@@ -647,9 +684,15 @@ def load_muse_csv(
         events = np.column_stack([onsets, np.zeros_like(onsets), marks[onsets].astype(int)])
         subject, session = path.parent.parent.name, path.parent.name
         epochs_list.append(
-            windows_from_raw(raw, events=events, event_id={name: int(code) for code, name in markers.items()},
-                             tmin=tmin, tmax=tmax, reject_peak_to_peak=reject_peak_to_peak,
-                             metadata={"subject": subject, "session": session, "run": run})
+            windows_from_raw(
+                raw,
+                events=events,
+                event_id={name: int(code) for code, name in markers.items()},
+                tmin=tmin,
+                tmax=tmax,
+                reject_peak_to_peak=reject_peak_to_peak,
+                metadata={"subject": subject, "session": session, "run": run},
+            )
         )
     sfreqs = {e.info["sfreq"] for e in epochs_list}
     if len(sfreqs) > 1:
@@ -794,8 +837,11 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
     path = resolve_path(config.path or ".", base_dir)
     events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
     common = {"preprocessing": config.preprocessing, "reject_peak_to_peak": config.reject_peak_to_peak}
-    window = {k: v for k, v in {"window": config.window, "stride": config.stride, "event_id": config.event_id}.items()
-              if v is not None}
+    window = {
+        k: v
+        for k, v in {"window": config.window, "stride": config.stride, "event_id": config.event_id}.items()
+        if v is not None
+    }
     if config.source == "eegmmi":
         extra = {k: v for k, v in {"subjects": config.subjects, "runs": config.runs}.items() if v is not None}
         epochs = load_eegmmi(path, **extra, **events, **common)
@@ -807,8 +853,16 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
         dataset, paradigm = _moabb_objects(config.moabb)
         epochs = from_moabb(dataset, paradigm=paradigm, subjects=config.subjects, **events, **common)
     elif config.source == "bids":
-        epochs = load_bids(path, subjects=config.subjects, sessions=config.sessions, tasks=config.tasks, runs=config.runs,
-                           **events, **window, **common)
+        epochs = load_bids(
+            path,
+            subjects=config.subjects,
+            sessions=config.sessions,
+            tasks=config.tasks,
+            runs=config.runs,
+            **events,
+            **window,
+            **common,
+        )
     else:
         epochs = load_recording(path, **events, **window, **common)
     if config.label not in epochs.metadata.columns:

@@ -141,8 +141,8 @@ def interpolation_matrix(source_names, target_names) -> np.ndarray:
     data = np.zeros((len(all_names), len(source_names)))
     data[: len(source_names)] = np.eye(len(source_names))
     raw = mne.io.RawArray(data, info, verbose=False)
-    raw.info["bads"] = all_names[len(source_names):]
+    raw.info["bads"] = all_names[len(source_names) :]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw.interpolate_bads(reset_bads=True, origin=(0.0, 0.0, 0.04), verbose=False)
-    return raw.get_data()[len(source_names):]
+    return raw.get_data()[len(source_names) :]

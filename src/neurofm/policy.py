@@ -111,9 +111,24 @@ def check_estimator_import(path: str) -> None:
 
 #: Estimator parameters that make scikit-learn (through joblib.Memory) or another library write and later unpickle
 #: files at a path, or read one: a config may not set them.
-REFUSED_ESTIMATOR_PARAMS = frozenset({"memory", "cachedir", "cache_dir", "location", "path", "filename", "file",
-                                      "folder", "directory", "checkpoint", "log_dir", "logdir", "output_dir",
-                                      "input"})  # input="filename": CountVectorizer opens each value as a file
+REFUSED_ESTIMATOR_PARAMS = frozenset(
+    {
+        "memory",
+        "cachedir",
+        "cache_dir",
+        "location",
+        "path",
+        "filename",
+        "file",
+        "folder",
+        "directory",
+        "checkpoint",
+        "log_dir",
+        "logdir",
+        "output_dir",
+        "input",
+    }
+)  # input="filename": CountVectorizer opens each value as a file
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
@@ -152,16 +167,45 @@ def check_estimator_params_are_data(params: Mapping[str, Any]) -> None:
 
 
 #: submitit parameters a config may set: resource requests, nothing that becomes a shell command or a path.
-SUBMITIT_PARAMETERS = frozenset({
-    # every cluster (submitit.AutoExecutor)
-    "name", "nodes", "tasks_per_node", "mem_gb", "timeout_min", "gpus_per_node", "cpus_per_task", "stderr_to_stdout",
-    # Slurm resource requests
-    "slurm_partition", "slurm_time", "slurm_qos", "slurm_account", "slurm_comment", "slurm_constraint",
-    "slurm_exclude", "slurm_nodelist", "slurm_exclusive", "slurm_array_parallelism", "slurm_mem",
-    "slurm_mem_per_cpu", "slurm_mem_per_gpu", "slurm_cpus_per_gpu", "slurm_cpus_per_task", "slurm_gpus_per_task",
-    "slurm_gpus_per_node", "slurm_num_gpus", "slurm_gres", "slurm_job_name", "slurm_ntasks_per_node", "slurm_nodes",
-    "slurm_signal_delay_s", "slurm_wckey", "slurm_use_srun",
-})
+SUBMITIT_PARAMETERS = frozenset(
+    {
+        # every cluster (submitit.AutoExecutor)
+        "name",
+        "nodes",
+        "tasks_per_node",
+        "mem_gb",
+        "timeout_min",
+        "gpus_per_node",
+        "cpus_per_task",
+        "stderr_to_stdout",
+        # Slurm resource requests
+        "slurm_partition",
+        "slurm_time",
+        "slurm_qos",
+        "slurm_account",
+        "slurm_comment",
+        "slurm_constraint",
+        "slurm_exclude",
+        "slurm_nodelist",
+        "slurm_exclusive",
+        "slurm_array_parallelism",
+        "slurm_mem",
+        "slurm_mem_per_cpu",
+        "slurm_mem_per_gpu",
+        "slurm_cpus_per_gpu",
+        "slurm_cpus_per_task",
+        "slurm_gpus_per_task",
+        "slurm_gpus_per_node",
+        "slurm_num_gpus",
+        "slurm_gres",
+        "slurm_job_name",
+        "slurm_ntasks_per_node",
+        "slurm_nodes",
+        "slurm_signal_delay_s",
+        "slurm_wckey",
+        "slurm_use_srun",
+    }
+)
 
 # A line break (or any control character) in a value would start a new line of the sbatch script: a shell command.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -171,8 +215,11 @@ def check_submitit_parameters(parameters: Mapping[str, Any]) -> None:
     """Refuse submitit parameters other than resource requests, and values that could break a script line."""
     for key, value in parameters.items():
         if key not in SUBMITIT_PARAMETERS:
-            why = ("its lines run as shell commands in every job" if "setup" in key or "teardown" in key
-                   else "it passes free text to srun/sbatch or picks an executable or a path")
+            why = (
+                "its lines run as shell commands in every job"
+                if "setup" in key or "teardown" in key
+                else "it passes free text to srun/sbatch or picks an executable or a path"
+            )
             raise ConfigError(
                 f"submitit parameter {key!r} is refused: {why}, and a config may not run commands. "
                 f"A config may request resources only: {format_choices(sorted(SUBMITIT_PARAMETERS))}. "

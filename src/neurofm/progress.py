@@ -167,8 +167,10 @@ class RunProgress:
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
-            raise ConfigError(f"{self.output_dir / _LOCK_NAME} is a symbolic link; neurofm never opens its files "
-                              "through a link. Remove it, or use a new output folder.") from exc
+            raise ConfigError(
+                f"{self.output_dir / _LOCK_NAME} is a symbolic link; neurofm never opens its files "
+                "through a link. Remove it, or use a new output folder."
+            ) from exc
         with os.fdopen(fd, "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -41,8 +41,9 @@ def _scores_figure(result: ExperimentResult) -> str:
     scores = result.scores
     metrics = list(dict.fromkeys(scores["Metric"]))
     models = list(dict.fromkeys(scores["Model"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.5 * len(models) + 1.8), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.2 * len(metrics), 0.5 * len(models) + 1.8), squeeze=False, sharey=True
+    )
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for row, model in enumerate(models):
@@ -107,7 +108,9 @@ def _roc_figure(result: ExperimentResult) -> str | None:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8)
-    return _figure("fig-roc", "ROC curves", fig, "Test predictions pooled over folds (micro-averaged one-vs-rest for >2 classes).")
+    return _figure(
+        "fig-roc", "ROC curves", fig, "Test predictions pooled over folds (micro-averaged one-vs-rest for >2 classes)."
+    )
 
 
 def _training_figure(result: ExperimentResult) -> str | None:
@@ -122,9 +125,21 @@ def _training_figure(result: ExperimentResult) -> str | None:
         part = history[history["Model"] == model]
         for fold, rows in part.groupby("Fold"):
             records = pd.DataFrame(list(rows["ArtifactValue"]))
-            ax.plot(records["epoch"], records["train_loss"], color="tab:blue", alpha=0.7, label="train" if fold == 0 else None)
+            ax.plot(
+                records["epoch"],
+                records["train_loss"],
+                color="tab:blue",
+                alpha=0.7,
+                label="train" if fold == 0 else None,
+            )
             if "val_loss" in records:
-                ax.plot(records["epoch"], records["val_loss"], color="tab:orange", alpha=0.7, label="validation" if fold == 0 else None)
+                ax.plot(
+                    records["epoch"],
+                    records["val_loss"],
+                    color="tab:orange",
+                    alpha=0.7,
+                    label="validation" if fold == 0 else None,
+                )
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
@@ -157,8 +172,17 @@ def _comparisons(result: ExperimentResult) -> pd.DataFrame:
     rows = []
     for a, b in combinations(models, 2):
         cmp = result.compare(a, b, metric)
-        rows.append({"Model A": a, "Model B": b, "Metric": metric, "mean A - B": cmp["mean_difference"],
-                     "Wilcoxon p": cmp["wilcoxon_p"], "corrected t p": cmp["corrected_t_p"], "folds": cmp["n_folds"]})
+        rows.append(
+            {
+                "Model A": a,
+                "Model B": b,
+                "Metric": metric,
+                "mean A - B": cmp["mean_difference"],
+                "Wilcoxon p": cmp["wilcoxon_p"],
+                "corrected t p": cmp["corrected_t_p"],
+                "folds": cmp["n_folds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -173,7 +197,7 @@ def _page(subtitle: str, sections: list[str]) -> str:
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 figure{{margin:1.5em 0}} img{{max-width:100%}} .table{{border-collapse:collapse;font-size:13px}}
 .table td,.table th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
-</head><body><h1>neurofm report</h1><p>{html.escape(subtitle)}</p>{''.join(sections)}</body></html>"""
+</head><body><h1>neurofm report</h1><p>{html.escape(subtitle)}</p>{"".join(sections)}</body></html>"""
 
 
 # Columns of a pretraining history that are not losses.
@@ -216,8 +240,11 @@ def _pretraining_report(run_dir: Path) -> list[str]:
     history = pd.read_csv(history_path)
     last = history.iloc[-1].to_frame("value").reset_index(names="quantity")
     sections = [
-        "<h2>Figures</h2>" + _figure(
-            "fig-pretraining", "Pretraining curves", pretraining_figure(history),
+        "<h2>Figures</h2>"
+        + _figure(
+            "fig-pretraining",
+            "Pretraining curves",
+            pretraining_figure(history),
             "Every logged step; losses are means over processes.",
         ),
         "<h2>Last step</h2>" + _table(last, "last-step"),
@@ -225,7 +252,9 @@ def _pretraining_report(run_dir: Path) -> list[str]:
     for name in ("tokenizer.json", "pretrain.json"):
         if (run_dir / name).is_file():
             summary = load_yaml((run_dir / name).read_text())
-            sections.append(f"<h2>Result ({name})</h2><pre>" + html.escape(yaml.safe_dump(summary, sort_keys=False)) + "</pre>")
+            sections.append(
+                f"<h2>Result ({name})</h2><pre>" + html.escape(yaml.safe_dump(summary, sort_keys=False)) + "</pre>"
+            )
     sections.append("<h2>Config</h2><pre>" + html.escape((run_dir / "pretrain.yaml").read_text()) + "</pre>")
     return sections
 
@@ -262,7 +291,11 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
         page = _page(str(results_dir), _pretraining_report(results_dir))
         return atomic_write(path, lambda tmp: tmp.write_text(page))
     result = ExperimentResult.load(results_dir)
-    figures = [f for f in (_scores_figure(result), _confusion_figure(result), _roc_figure(result), _training_figure(result)) if f]
+    figures = [
+        f
+        for f in (_scores_figure(result), _confusion_figure(result), _roc_figure(result), _training_figure(result))
+        if f
+    ]
     summary = result.summary()
     adaptations = _adaptations(result)
     stats = result.get_statistics()

@@ -17,8 +17,9 @@ __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
 #: What neurofm writes directly in an output folder: the saved result, its report, the run's progress records.
-OUTPUT_NAMES = frozenset({*(f"{name}.parquet" for name in _TABLES), "config.yaml", "meta.json", "report.html",
-                          *PROGRESS_NAMES})
+OUTPUT_NAMES = frozenset(
+    {*(f"{name}.parquet" for name in _TABLES), "config.yaml", "meta.json", "report.html", *PROGRESS_NAMES}
+)
 SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
 ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
 
@@ -67,7 +68,10 @@ class ExperimentResult:
     def summary_table(self) -> pd.DataFrame:
         """Readable wide table: one row per model, ``mean ± std`` per metric."""
         summ = self.summary()
-        summ["value"] = [f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}" for m, s in zip(summ["mean"], summ["std"])]
+        summ["value"] = [
+            f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
+            for m, s in zip(summ["mean"], summ["std"], strict=True)
+        ]
         wide = summ.pivot(index="Model", columns="Metric", values="value")
         order = list(dict.fromkeys(summ["Model"]))
         metrics = list(dict.fromkeys(summ["Metric"]))
@@ -128,8 +132,14 @@ class ExperimentResult:
             raise KeyError(f"No {metric!r} scores for {missing}; models are {list(table.columns)}.")
         diff = (table[model_a] - table[model_b]).dropna().to_numpy()
         k = len(diff)
-        out = {"metric": metric, "model_a": model_a, "model_b": model_b, "n_folds": k,
-               "differences": diff.tolist(), "mean_difference": float(np.mean(diff)) if k else float("nan")}
+        out = {
+            "metric": metric,
+            "model_a": model_a,
+            "model_b": model_b,
+            "n_folds": k,
+            "differences": diff.tolist(),
+            "mean_difference": float(np.mean(diff)) if k else float("nan"),
+        }
         out["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue) if k >= 2 and np.any(diff != 0) else float("nan")
         splits = self.splits[self.splits["Model"] == model_a]
         n_test = splits[splits["Set"] == "test"].groupby("Fold").size().mean()

@@ -29,8 +29,16 @@ from pathlib import Path
 
 from .exceptions import ConfigError
 
-__all__ = ["EntryKey", "SharedFolderError", "check_key_file_declared", "check_trusted_folder", "default_key_file",
-           "entry_key", "make_folders", "share_with_group"]
+__all__ = [
+    "EntryKey",
+    "SharedFolderError",
+    "check_key_file_declared",
+    "check_trusted_folder",
+    "default_key_file",
+    "entry_key",
+    "make_folders",
+    "share_with_group",
+]
 
 _KEY_FILE_NAME = "shared-folders.key"
 # Entries of a shared folder are readable by its group, whose members may hold its key; the folder's mode decides
@@ -117,8 +125,10 @@ def check_key_file_declared(shared_folders: bool, shared_key_file: str | os.Path
         When ``shared_key_file`` is given and ``shared_folders`` is false.
     """
     if shared_key_file is not None and not shared_folders:
-        raise ConfigError("shared_key_file is given but shared_folders is false; set shared_folders: true to "
-                          "authenticate entries with that key, or remove shared_key_file.")
+        raise ConfigError(
+            "shared_key_file is given but shared_folders is false; set shared_folders: true to "
+            "authenticate entries with that key, or remove shared_key_file."
+        )
 
 
 def share_with_group(path: str | Path, key: EntryKey | None) -> None:
@@ -147,8 +157,10 @@ def _read_key_file(path: Path) -> EntryKey:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise SharedFolderError(f"Cannot read the key file {path} ({exc.strerror}); give a key file you can read "
-                                "(shared_key_file), or remove shared_key_file to use your own key.") from exc
+        raise SharedFolderError(
+            f"Cannot read the key file {path} ({exc.strerror}); give a key file you can read "
+            "(shared_key_file), or remove shared_key_file to use your own key."
+        ) from exc
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -162,9 +174,11 @@ def _read_key_file(path: Path) -> EntryKey:
             )
         text = fh.read(4096).strip()
     if len(text) < _MIN_KEY_CHARS:
-        raise SharedFolderError(f"The key file {path} holds {len(text)} characters; a key needs at least "
-                                f"{_MIN_KEY_CHARS} random ones, e.g. python -c 'import secrets; "
-                                f"print(secrets.token_hex(32))' > {path}")
+        raise SharedFolderError(
+            f"The key file {path} holds {len(text)} characters; a key needs at least "
+            f"{_MIN_KEY_CHARS} random ones, e.g. python -c 'import secrets; "
+            f"print(secrets.token_hex(32))' > {path}"
+        )
     secret = hashlib.blake2b(text, digest_size=32, person=b"neurofm-key").digest()
     return EntryKey(secret, str(path))
 
@@ -180,8 +194,9 @@ def _writable_by_others(info: os.stat_result) -> str | None:
     return None
 
 
-def check_trusted_folder(folder: str | Path, root: str | Path, key: EntryKey | None, kind: str, *,
-                         shareable: bool = True) -> None:
+def check_trusted_folder(
+    folder: str | Path, root: str | Path, key: EntryKey | None, kind: str, *, shareable: bool = True
+) -> None:
     """Refuse to read entries from ``folder`` when others could have written them and no key authenticates them.
 
     Checks ``root`` and every existing folder below it down to ``folder``:
@@ -217,8 +232,14 @@ def check_trusted_folder(folder: str | Path, root: str | Path, key: EntryKey | N
             return  # nothing below a missing folder to read
         reason = _writable_by_others(info)
         if reason is not None:
-            share = (", or declare it shared (shared_folders: true; Python: shared_folders=True) so that every entry "
-                     "is authenticated with your key, or with a group's key (shared_key_file)") if shareable else ""
+            share = (
+                (
+                    ", or declare it shared (shared_folders: true; Python: shared_folders=True) so that every entry "
+                    "is authenticated with your key, or with a group's key (shared_key_file)"
+                )
+                if shareable
+                else ""
+            )
             raise SharedFolderError(
                 f"{kind} {root} cannot be trusted: {path} can be written by others ({reason}), so anyone there could "
                 "plant files (embeddings, records, digests, checkpoints) that this run would read back as its own. "

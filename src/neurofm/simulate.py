@@ -218,7 +218,7 @@ def simulate_meg_eeg_epochs(
         # MNE refuses to SSS data whose info records SSS already, so the basis comes from a fresh
         # MEG-only info with the same sensors, about the recording's own SSS origin if it has one.
         meg_info = mne.create_info(list(np.array(info.ch_names)[is_meg]), sf, list(types[is_meg]))
-        for new, old in zip(meg_info["chs"], np.array(info["chs"])[is_meg]):
+        for new, old in zip(meg_info["chs"], np.array(info["chs"])[is_meg], strict=True):
             new.update(old)
         meg_info["dev_head_t"] = info["dev_head_t"]
         done = [p["max_info"]["sss_info"] for p in info["proc_history"] if p["max_info"]["sss_info"]]

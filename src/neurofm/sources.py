@@ -183,7 +183,9 @@ class MemmapSource(WindowSource):
         array = self._open()
         out = np.array(array[start:stop], dtype=np.float32)
         if hasattr(mmap, "MADV_DONTNEED"):
-            array._mmap.madvise(mmap.MADV_DONTNEED)  # clean file pages: dropped from this process, kept in the page cache
+            array._mmap.madvise(
+                mmap.MADV_DONTNEED
+            )  # clean file pages: dropped from this process, kept in the page cache
         return out
 
     def block(self, start: int, stop: int) -> WindowSource:

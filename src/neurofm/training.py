@@ -45,8 +45,11 @@ def _trainable_state(net, on_host: bool = False) -> dict[str, Any]:
     best and last states (one copy each) stay on the device.
     """
     keep = {n for n, p in net.named_parameters() if p.requires_grad} | {n for n, _ in net.named_buffers()}
-    return {k: v.detach().to("cpu", copy=True) if on_host else v.detach().clone()
-            for k, v in net.state_dict().items() if k in keep}
+    return {
+        k: v.detach().to("cpu", copy=True) if on_host else v.detach().clone()
+        for k, v in net.state_dict().items()
+        if k in keep
+    }
 
 
 def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
@@ -196,12 +199,15 @@ def train_network(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net.to(device_name)
-    outcome = TrainingOutcome(diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None,
-                                           "overflow_steps": 0})
+    outcome = TrainingOutcome(
+        diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None, "overflow_steps": 0}
+    )
     X_t = torch.from_numpy(X_train)
     y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
     if task == "classification":
-        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
+        weight = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
+        )
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
     else:
         loss_fn = torch.nn.MSELoss()
@@ -265,7 +271,12 @@ def train_network(
                 bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
                 if bad:
                     first = micro - len(values) + 1 + bad[0]
-                    outcome.diagnostics["non_finite"] = {"what": "loss", "epoch": epoch, "step": global_step, "batch": first}
+                    outcome.diagnostics["non_finite"] = {
+                        "what": "loss",
+                        "epoch": epoch,
+                        "step": global_step,
+                        "batch": first,
+                    }
                     failed = True
                     break
                 losses.extend(values)
@@ -274,7 +285,12 @@ def train_network(
                 # With fp16 loss scaling an inf gradient is an overflow: the scaler skips the step and lowers its
                 # scale, by design. Only a run of them that no scale cures (or any without a scaler) is divergence.
                 if not finite and (scaler is None or overflows_in_a_row >= MAX_OVERFLOWS_IN_A_ROW):
-                    outcome.diagnostics["non_finite"] = {"what": "gradient", "epoch": epoch, "step": global_step, "batch": micro}
+                    outcome.diagnostics["non_finite"] = {
+                        "what": "gradient",
+                        "epoch": epoch,
+                        "step": global_step,
+                        "batch": micro,
+                    }
                     failed = True
                     break
                 if finite:
@@ -308,7 +324,9 @@ def train_network(
             "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
             "grad_norm_max": float(np.max(norms)) if norms else float("nan"),
         }
-        outcome.diagnostics["grad_norms"].append({"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]})
+        outcome.diagnostics["grad_norms"].append(
+            {"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]}
+        )
         if X_val is not None and len(X_val):
             val_out = predict_network(net, X_val, trainer.batch_size, device_name, device.precision)
             val_target = torch.from_numpy(y_val.astype(np.int64 if task == "classification" else np.float32))

@@ -39,7 +39,13 @@ __all__ = [
     "resolve_estimator_class",
 ]
 
-DEFAULT_BANDS = {"delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0)}
+DEFAULT_BANDS = {
+    "delta": (1.0, 4.0),
+    "theta": (4.0, 8.0),
+    "alpha": (8.0, 13.0),
+    "beta": (13.0, 30.0),
+    "gamma": (30.0, 45.0),
+}
 
 
 class BandPower(TransformerMixin, BaseEstimator):
@@ -80,7 +86,9 @@ class BandPower(TransformerMixin, BaseEstimator):
         for lo, hi in bands.values():
             mask = (freqs >= lo) & (freqs < hi)
             if not mask.any():
-                raise ValueError(f"band {lo}-{hi} Hz has no frequency bin at sfreq={self.sfreq} and {X.shape[-1]} samples.")
+                raise ValueError(
+                    f"band {lo}-{hi} Hz has no frequency bin at sfreq={self.sfreq} and {X.shape[-1]} samples."
+                )
             power = psd[..., mask].mean(axis=-1)
             feats.append(np.log10(power + np.finfo(float).tiny) if self.log else power)
         return np.concatenate(feats, axis=1)
@@ -216,7 +224,9 @@ def _csp_lda(sfreq: float, random_state: int | None):
     from mne.decoding import CSP
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    return make_pipeline(RankProjection(), CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis())
+    return make_pipeline(
+        RankProjection(), CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis()
+    )
 
 
 def _ts_lr(sfreq: float, random_state: int | None):
@@ -257,21 +267,27 @@ NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
         "bandpower_lr", "log band power (delta..gamma) per channel, standardised, logistic regression", _bandpower_lr
     ),
     "csp_lda": NamedEstimator(
-        "csp_lda", "MNE common spatial patterns (4 log-variance components, Ledoit-Wolf) + LDA; oscillatory tasks", _csp_lda
+        "csp_lda",
+        "MNE common spatial patterns (4 log-variance components, Ledoit-Wolf) + LDA; oscillatory tasks",
+        _csp_lda,
     ),
     "ts_lr": NamedEstimator(
         "ts_lr", "pyriemann covariances (OAS) + Riemannian tangent space + logistic regression (MOABB's TS+LR)", _ts_lr
     ),
     "xdawn_ts_lr": NamedEstimator(
-        "xdawn_ts_lr", "pyriemann Xdawn-augmented covariances + tangent space + logistic regression; for ERPs", _xdawn_ts_lr
+        "xdawn_ts_lr",
+        "pyriemann Xdawn-augmented covariances + tangent space + logistic regression; for ERPs",
+        _xdawn_ts_lr,
     ),
     "bandpower_ridge": NamedEstimator(
-        "bandpower_ridge", "log band power (delta..gamma) per channel, standardised, ridge (penalty by leave-one-out); "
-        "regression", _bandpower_ridge
+        "bandpower_ridge",
+        "log band power (delta..gamma) per channel, standardised, ridge (penalty by leave-one-out); regression",
+        _bandpower_ridge,
     ),
     "ts_ridge": NamedEstimator(
-        "ts_ridge", "pyriemann covariances (OAS) + Riemannian tangent space + ridge (penalty by leave-one-out); regression",
-        _ts_ridge
+        "ts_ridge",
+        "pyriemann covariances (OAS) + Riemannian tangent space + ridge (penalty by leave-one-out); regression",
+        _ts_ridge,
     ),
 }
 
@@ -395,8 +411,10 @@ def check_estimator_task(name: str, params: dict, task: str, role: str, *, head:
     if head:
         alternatives = f"a scikit-learn {wanted} such as {sklearn_ones} (e.g. head: {{estimator: {example}}})"
     else:
-        alternatives = (f"one of neurofm's {task} baselines {format_choices(list_estimators(task))} on raw windows, "
-                        f"or a scikit-learn {wanted} such as {sklearn_ones}")
+        alternatives = (
+            f"one of neurofm's {task} baselines {format_choices(list_estimators(task))} on raw windows, "
+            f"or a scikit-learn {wanted} such as {sklearn_ones}"
+        )
     if does is None:
         mixin = "ClassifierMixin" if task == "classification" else "RegressorMixin"
         raise ConfigError(
@@ -411,14 +429,21 @@ def check_estimator_task(name: str, params: dict, task: str, role: str, *, head:
 def _counterpart(name: str, task: str) -> str | None:
     """scikit-learn's estimator of the same family for ``task`` (RandomForestClassifier -> RandomForestRegressor)."""
     short = name.rpartition(".")[2]
-    swapped = (short.replace("Regressor", "Classifier") if task == "classification"
-               else short.replace("Classifier", "Regressor"))
+    swapped = (
+        short.replace("Regressor", "Classifier")
+        if task == "classification"
+        else short.replace("Classifier", "Regressor")
+    )
     candidate = _sklearn_estimators().get(swapped) if swapped != short else None
     return swapped if candidate is not None and estimator_task(swapped) == task else None
 
 
 def _with_seed(cls: type, params: dict, random_state: int | None) -> dict:
-    if random_state is not None and "random_state" not in params and "random_state" in inspect.signature(cls).parameters:
+    if (
+        random_state is not None
+        and "random_state" not in params
+        and "random_state" in inspect.signature(cls).parameters
+    ):
         return {**params, "random_state": random_state}
     return params
 
@@ -457,7 +482,12 @@ def check_estimator_params(estimator, name: str):
 
 
 def build_window_estimator(
-    name: str, params: dict, sfreq: float, random_state: int | None = None, *, units: list[str] | tuple[str, ...] | None = None
+    name: str,
+    params: dict,
+    sfreq: float,
+    random_state: int | None = None,
+    *,
+    units: list[str] | tuple[str, ...] | None = None,
 ):
     """Build an unfitted estimator on raw windows ``(n, channels, times)``.
 

@@ -213,8 +213,13 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     # -- validation before compute -------------------------------------------------
 
     def _signal_info(self, source: WindowSource) -> SignalInfo:
-        return prepare_inputs(source.read(0, 1), sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
-                              positions=self.sensor_positions).info
+        return prepare_inputs(
+            source.read(0, 1),
+            sfreq=self.sfreq,
+            ch_names=self.ch_names,
+            units=self.units,
+            positions=self.sensor_positions,
+        ).info
 
     def check_input(self, shape: tuple[int, ...], device_here: bool = True) -> None:
         """Plan the adaptation and resolve the weights for windows of ``shape``, computing nothing.
@@ -234,10 +239,13 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}.")
         resolve_batch_size(self.batch_size, "cpu")  # only checks the setting; fit resolves it for the device
         if self.pooling not in spec.poolings:
-            raise ConfigError(f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}.")
+            raise ConfigError(
+                f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}."
+            )
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
-        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
-                              positions=self.sensor_positions).info
+        info = prepare_inputs(
+            probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
+        ).info
         plan_adaptation(spec, info, shape[-1], self.adaptation)
         self._check_weights(spec)
         check_device(self.device, here=device_here)
@@ -257,8 +265,14 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     def _identified_weights(self, spec) -> tuple[WeightsSource, dict[str, Any]]:
         source = self._check_weights(spec)
-        return source, weights_identity(source, spec, self.backend, self.random_state, self.cache_dir,
-                                        entry_key(self.shared_folders, self.shared_key_file))
+        return source, weights_identity(
+            source,
+            spec,
+            self.backend,
+            self.random_state,
+            self.cache_dir,
+            entry_key(self.shared_folders, self.shared_key_file),
+        )
 
     def identify_weights(self) -> dict[str, Any]:
         """What identifies the weights: their files' digests (and a hub commit), or a random init's seed.
@@ -296,10 +310,12 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         spec = get_model_spec(self.model_key)
         info = self._signal_info(source)
         check_recordings(recordings, len(source))
-        self.plan_ = plan_adaptation(spec, info, source.shape[-1], self.adaptation,
-                                     recordings_known=recordings is not None)
-        self.recording_statistics_ = (recording_statistics(self.plan_, source, recordings)
-                                      if self.plan_.recording_statistics else None)
+        self.plan_ = plan_adaptation(
+            spec, info, source.shape[-1], self.adaptation, recordings_known=recordings is not None
+        )
+        self.recording_statistics_ = (
+            recording_statistics(self.plan_, source, recordings) if self.plan_.recording_statistics else None
+        )
         self.weights_source_, weights = self._identified_weights(spec)
         self.manifest_ = {
             "model_key": spec.key,
@@ -400,12 +416,20 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if getattr(self, "recording_statistics_", None) is None:
             return None
         if recordings is None:
-            raise ConfigError(f"{self.model_key!r} was fitted with each recording's normalisation statistics; give "
-                              "transform the windows' recordings too (recordings=...).")
+            raise ConfigError(
+                f"{self.model_key!r} was fitted with each recording's normalisation statistics; give "
+                "transform the windows' recordings too (recordings=...)."
+            )
         return window_statistics(self.recording_statistics_, recordings) if len(recordings) else None
 
-    def record_extraction(self, embeddings: np.ndarray, n_computed: int, n_damaged: int = 0,
-                          n_skipped: int = 0, made_on: list[tuple[str, str]] | None = None) -> None:
+    def record_extraction(
+        self,
+        embeddings: np.ndarray,
+        n_computed: int,
+        n_damaged: int = 0,
+        n_skipped: int = 0,
+        made_on: list[tuple[str, str]] | None = None,
+    ) -> None:
         """Count cache hits, misses, damaged and skipped packs of an extraction made here or by shards elsewhere.
 
         ``made_on``: the ``(device, fingerprint)`` each shard resolved, when
@@ -444,8 +468,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         cache = None
         if self.cache_embeddings:
             record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
-            cache = EmbeddingCache(self.cache_dir, self.fingerprint_, record,
-                                   entry_key(self.shared_folders, self.shared_key_file))
+            cache = EmbeddingCache(
+                self.cache_dir, self.fingerprint_, record, entry_key(self.shared_folders, self.shared_key_file)
+            )
         out: np.ndarray | None = None
         n_computed = 0
         from tqdm.auto import tqdm
@@ -463,8 +488,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         n_damaged, n_skipped = (cache.damaged_packs, cache.skipped_packs) if cache is not None else (0, 0)
         return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed, n_damaged, n_skipped
 
-    def _embed_chunk(self, windows: np.ndarray, cache: EmbeddingCache | None, progress,
-                     statistics: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    def _embed_chunk(
+        self, windows: np.ndarray, cache: EmbeddingCache | None, progress, statistics: np.ndarray | None = None
+    ) -> tuple[np.ndarray, int]:
         embeddings: np.ndarray | None = None
         missing = np.ones(len(windows), dtype=bool)
         if cache is not None:
@@ -476,16 +502,27 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if n_missing:
             with deterministic_algorithms(self.deterministic, self.device_):
                 computed = embed_windows(
-                    self.backbone_, self.plan_, windows[missing], self.pooling, self.batch_size_, self.device_,
-                    progress, self.precision_, None if statistics is None else statistics[missing],
+                    self.backbone_,
+                    self.plan_,
+                    windows[missing],
+                    self.pooling,
+                    self.batch_size_,
+                    self.device_,
+                    progress,
+                    self.precision_,
+                    None if statistics is None else statistics[missing],
                 )
             if embeddings is None:
                 embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
             embeddings[missing] = computed
             finite = np.isfinite(computed).all(axis=1)
             if not finite.all():  # an overflow (fp16) must not be served from the cache for good
-                logger.warning("%s gave non-finite embeddings for %d window(s) (precision=%r); they are returned but "
-                               "not cached.", self.model_key, int((~finite).sum()), self.precision_)
+                logger.warning(
+                    "%s gave non-finite embeddings for %d window(s) (precision=%r); they are returned but not cached.",
+                    self.model_key,
+                    int((~finite).sum()),
+                    self.precision_,
+                )
             if cache is not None:
                 cache.store(keys[missing][finite], computed[finite])
         return embeddings, n_missing
@@ -507,7 +544,12 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             (-1, "embedding_cache", "damaged_packs_set_aside", int(self.cache_damaged_packs_)),
             (-1, "embedding_cache", "packs_skipped", int(self.cache_skipped_packs_)),
             (-1, "embedding_cache", "fingerprint", self.fingerprint_),
-            (-1, "backbone", "device", ", ".join(sorted({d for d, _ in getattr(self, "made_on_", [(self.device_, "")])}))),
+            (
+                -1,
+                "backbone",
+                "device",
+                ", ".join(sorted({d for d, _ in getattr(self, "made_on_", [(self.device_, "")])})),
+            ),
             (-1, "embedding_cache", "enabled", bool(self.cache_embeddings)),
             (-1, "backbone", "model_key", self.model_key),
             (-1, "backbone", "backend", self.backend),
@@ -523,6 +565,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         if shards_keys:  # shards on other devices than this process's keyed their embeddings apart
             rows.append((-1, "embedding_cache", "shard_fingerprints", shards_keys))
         if loaded is not None:
-            rows += [(-1, "backbone", "weight_hash", loaded.weight_hash), (-1, "backbone", "load_report", loaded.report)]
+            rows += [
+                (-1, "backbone", "weight_hash", loaded.weight_hash),
+                (-1, "backbone", "load_report", loaded.report),
+            ]
         rows += [(-1, "input_adaptation", step["step"], step["detail"]) for step in self.plan_.steps]
         return rows

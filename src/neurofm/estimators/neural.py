@@ -77,7 +77,9 @@ class DecoderNet(_torch_module()):
         Run the backbone with torch's fused attention path disabled.
     """
 
-    def __init__(self, backbone, extract, signal, pooling, n_outputs, head="linear", hidden=128, dropout=0.1, fastpath_off=False):
+    def __init__(
+        self, backbone, extract, signal, pooling, n_outputs, head="linear", hidden=128, dropout=0.1, fastpath_off=False
+    ):
         import torch
 
         super().__init__()
@@ -95,7 +97,12 @@ class DecoderNet(_torch_module()):
         backbone.train(was_training)
         layers: list[torch.nn.Module] = [torch.nn.Dropout(dropout)]
         if head == "mlp":
-            layers += [torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Dropout(dropout), torch.nn.Linear(hidden, n_outputs)]
+            layers += [
+                torch.nn.Linear(dim, hidden),
+                torch.nn.GELU(),
+                torch.nn.Dropout(dropout),
+                torch.nn.Linear(hidden, n_outputs),
+            ]
         else:
             layers += [torch.nn.Linear(dim, n_outputs)]
         self.head = torch.nn.Sequential(*layers)
@@ -200,13 +207,16 @@ class NeuralFineTuner(BaseEstimator):
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
-        info = prepare_inputs(probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
-                              positions=self.sensor_positions).info
+        info = prepare_inputs(
+            probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
+        ).info
         plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation)
         resolve_weights(spec, cfg.weights)
         if _quantized(cfg):
             if cfg.train_mode == "full":
-                raise ConfigError("A 4-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or 'frozen'.")
+                raise ConfigError(
+                    "A 4-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or 'frozen'."
+                )
             if cfg.device.device != "auto":  # a device bitsandbytes cannot use, on any machine
                 check_quantization(cfg.device.device)
         check_device(cfg.device.device, here=device_here)
@@ -250,8 +260,14 @@ class NeuralFineTuner(BaseEstimator):
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
         source = resolve_weights(spec, cfg.weights)
-        return weights_identity(source, spec, cfg.backend, self.random_state, self.cache_dir,
-                                entry_key(self.shared_folders, self.shared_key_file))
+        return weights_identity(
+            source,
+            spec,
+            cfg.backend,
+            self.random_state,
+            self.cache_dir,
+            entry_key(self.shared_folders, self.shared_key_file),
+        )
 
     def _check_outputs(self, cfg: NeuralFineTuneConfig, y: np.ndarray) -> int:
         n = len(np.unique(y)) if self.task == "classification" else 1
@@ -271,8 +287,9 @@ class NeuralFineTuner(BaseEstimator):
             When the folder holds files neurofm did not write and no marker.
         """
         root = cfg.checkpoints.directory or Path(self.cache_dir) / "checkpoints"
-        return claim_folder(root, "checkpoints.directory", CHECKPOINT_NAMES,
-                            entry_key(self.shared_folders, self.shared_key_file))
+        return claim_folder(
+            root, "checkpoints.directory", CHECKPOINT_NAMES, entry_key(self.shared_folders, self.shared_key_file)
+        )
 
     def _check_monitor(self, cfg: NeuralFineTuneConfig) -> None:
         monitor = cfg.checkpoints.monitor
@@ -281,7 +298,11 @@ class NeuralFineTuner(BaseEstimator):
         if has_val:
             allowed += ["val_loss"] + [f"val_{m}" for m in (self.metrics or [])]
         if monitor not in allowed:
-            hint = " (validation metrics need trainer.validation_fraction > 0)" if monitor.startswith("val_") and not has_val else ""
+            hint = (
+                " (validation metrics need trainer.validation_fraction > 0)"
+                if monitor.startswith("val_") and not has_val
+                else ""
+            )
             raise ConfigError(f"checkpoint monitor {monitor!r} is not logged; choose one of {allowed}{hint}.")
 
     def _config(self) -> NeuralFineTuneConfig:
@@ -308,8 +329,9 @@ class NeuralFineTuner(BaseEstimator):
         self.check_input(X.shape, y)
         check_recordings(recordings, len(X))
         spec = get_model_spec(cfg.model_key)
-        info = prepare_inputs(X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units,
-                              positions=self.sensor_positions).info
+        info = prepare_inputs(
+            X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
+        ).info
         self.plan_ = plan_adaptation(spec, info, X.shape[-1], cfg.adaptation, recordings_known=recordings is not None)
         self.device_ = resolve_device(cfg.device.device)  # here, in the process that trains
         self.precision_ = resolve_precision(cfg.device.precision, self.device_)
@@ -318,7 +340,9 @@ class NeuralFineTuner(BaseEstimator):
         if self.task == "classification":
             self.classes_, y_index = np.unique(y, return_inverse=True)
             counts = np.bincount(y_index, minlength=len(self.classes_))
-            class_weights = len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
+            class_weights = (
+                len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
+            )
         else:
             y_index, class_weights = y.astype(np.float32), None
         train_idx, val_idx = self._validation_split(y_index, groups, cfg)
@@ -326,17 +350,24 @@ class NeuralFineTuner(BaseEstimator):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
-            loaded = create_backbone(spec.key, self.plan_.target, cfg.weights, model_kwargs=cfg.model_kwargs,
-                                     random_state=self.random_state)
+            loaded = create_backbone(
+                spec.key, self.plan_.target, cfg.weights, model_kwargs=cfg.model_kwargs, random_state=self.random_state
+            )
             if self.expected_weights is not None:
                 check_loaded_weights(self.expected_weights, loaded)
             # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
             # left behind on the CPU around its quantised layers would mix devices in every forward.
             backbone = loaded.module.to(self.device_)
             self.quantized_layers_ = (
-                quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, self.device_, spec.weight_read_directly) if _quantized(cfg) else []
+                quantize_linear_layers(
+                    backbone, cfg.quantization, spec.head_prefixes, self.device_, spec.weight_read_directly
+                )
+                if _quantized(cfg)
+                else []
             )
-            steps = cfg.trainer.max_epochs * max(1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation)))
+            steps = cfg.trainer.max_epochs * max(
+                1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation))
+            )
             peft_model = None
             self._adapter_names: set[str] = set()
             self._drifting_base_names: set[str] = set()
@@ -347,8 +378,15 @@ class NeuralFineTuner(BaseEstimator):
                 self._drifting_base_names = _mha_base_parameters(peft_model)
                 backbone = peft_model
             self.net_ = DecoderNet(
-                backbone, spec.extract, self.plan_.target, cfg.pooling, n_outputs, cfg.trainer.head,
-                cfg.trainer.head_hidden, cfg.trainer.head_dropout, fastpath_off=spec.mha_fastpath_bypasses_adapters,
+                backbone,
+                spec.extract,
+                self.plan_.target,
+                cfg.pooling,
+                n_outputs,
+                cfg.trainer.head,
+                cfg.trainer.head_hidden,
+                cfg.trainer.head_dropout,
+                fastpath_off=spec.mha_fastpath_bypasses_adapters,
             )
         self._weights_report = loaded.report | {"source": loaded.source.describe()}
         self._architecture = loaded.architecture
@@ -367,12 +405,21 @@ class NeuralFineTuner(BaseEstimator):
         with deterministic_algorithms(cfg.device.deterministic, self.device_):
             outcome = train_network(
                 self.net_,
-                adapted[train_idx], y_index[train_idx],
-                adapted[val_idx] if len(val_idx) else None, y_index[val_idx] if len(val_idx) else None,
-                task=self.task, trainer=cfg.trainer, checkpoints=cfg.checkpoints,
+                adapted[train_idx],
+                y_index[train_idx],
+                adapted[val_idx] if len(val_idx) else None,
+                y_index[val_idx] if len(val_idx) else None,
+                task=self.task,
+                trainer=cfg.trainer,
+                checkpoints=cfg.checkpoints,
                 device=cfg.device.model_copy(update={"precision": self.precision_}),
-                device_name=self.device_, class_weights=class_weights, metrics=list(self.metrics or []),
-                seed=self.random_state, stage_hook=stage_hook, step_hook=step_hook, verbose=self.verbose,
+                device_name=self.device_,
+                class_weights=class_weights,
+                metrics=list(self.metrics or []),
+                seed=self.random_state,
+                stage_hook=stage_hook,
+                step_hook=step_hook,
+                verbose=self.verbose,
             )
         self.history_ = outcome.history
         self.diagnostics_ = outcome.diagnostics
@@ -420,12 +467,18 @@ class NeuralFineTuner(BaseEstimator):
         statistics = None
         if self.plan_.recording_statistics:
             if recordings is None:
-                raise ConfigError(f"{self._config().model_key!r} was trained with each recording's normalisation "
-                                  "statistics; give the windows' recordings here too (recordings=...).")
+                raise ConfigError(
+                    f"{self._config().model_key!r} was trained with each recording's normalisation "
+                    "statistics; give the windows' recordings here too (recordings=...)."
+                )
             statistics = window_statistics(recording_statistics(self.plan_, X, recordings), recordings)
         batch = 256
-        return np.concatenate([self.plan_.apply(X[i : i + batch], None if statistics is None else statistics[i : i + batch])
-                               for i in range(0, len(X), batch)])
+        return np.concatenate(
+            [
+                self.plan_.apply(X[i : i + batch], None if statistics is None else statistics[i : i + batch])
+                for i in range(0, len(X), batch)
+            ]
+        )
 
     # -- predict ---------------------------------------------------------------------------
 
@@ -433,8 +486,9 @@ class NeuralFineTuner(BaseEstimator):
         check_is_fitted(self, "net_")
         cfg = self._config()
         with deterministic_algorithms(cfg.device.deterministic, self.device_):
-            return predict_network(self.net_, self._adapt(np.asarray(X), recordings), cfg.trainer.batch_size,
-                                   self.device_, self.precision_)
+            return predict_network(
+                self.net_, self._adapt(np.asarray(X), recordings), cfg.trainer.batch_size, self.device_, self.precision_
+            )
 
     def predict(self, X, recordings=None):
         """Predictions for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
@@ -457,8 +511,13 @@ class NeuralFineTuner(BaseEstimator):
     def _save_checkpoints(self, outcome, cfg: NeuralFineTuneConfig) -> dict[str, Any]:
         from safetensors.torch import save_file
 
-        manifest: dict[str, Any] = {"save": cfg.checkpoints.save, "monitor": cfg.checkpoints.monitor,
-                                    "best_epoch": outcome.best_epoch, "best_value": outcome.best_value, "paths": {}}
+        manifest: dict[str, Any] = {
+            "save": cfg.checkpoints.save,
+            "monitor": cfg.checkpoints.monitor,
+            "best_epoch": outcome.best_epoch,
+            "best_value": outcome.best_value,
+            "paths": {},
+        }
         if cfg.checkpoints.save == "none":
             return manifest
         folder = self._checkpoint_root(cfg) / f"{cfg.model_key}-{cfg.train_mode}-{uuid.uuid4().hex[:12]}"
@@ -482,12 +541,18 @@ class NeuralFineTuner(BaseEstimator):
             elif cfg.train_mode in PEFT_MODES:
                 state = self._merged_state(state)
             tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            path = atomic_write(folder / f"{tag}.safetensors", lambda tmp, tensors=tensors: save_file(tensors, str(tmp)))
+            path = atomic_write(
+                folder / f"{tag}.safetensors", lambda tmp, tensors=tensors: save_file(tensors, str(tmp))
+            )
             manifest["paths"][tag] = str(path)
         meta = {
             "config": cfg.model_dump(mode="json"),
-            "signal": {"sfreq": self.sfreq, "ch_names": list(self.ch_names or []), "units": self.units,
-                       "sensor_positions": self.sensor_positions},
+            "signal": {
+                "sfreq": self.sfreq,
+                "ch_names": list(self.ch_names or []),
+                "units": self.units,
+                "sensor_positions": self.sensor_positions,
+            },
             "n_times_in": int(self.plan_.n_times_in),
             "recording_statistics": bool(self.plan_.recording_statistics),
             "task": self.task,
@@ -537,19 +602,34 @@ class NeuralFineTuner(BaseEstimator):
         # windows adapted without them, and must predict on the same.
         meta["config"].setdefault("adaptation", {"reference": "as_recorded", "untrained_channels": "feed"})
         cfg = NeuralFineTuneConfig.model_validate(meta["config"])
-        est = cls(config=cfg, sfreq=meta["signal"]["sfreq"], ch_names=meta["signal"]["ch_names"], units=meta["signal"]["units"],
-                  sensor_positions=meta["signal"].get("sensor_positions"), task=meta["task"],
-                  random_state=meta["random_state"], verbose=False)
+        est = cls(
+            config=cfg,
+            sfreq=meta["signal"]["sfreq"],
+            ch_names=meta["signal"]["ch_names"],
+            units=meta["signal"]["units"],
+            sensor_positions=meta["signal"].get("sensor_positions"),
+            task=meta["task"],
+            random_state=meta["random_state"],
+            verbose=False,
+        )
         spec = get_model_spec(cfg.model_key)
-        info = prepare_inputs(np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32), sfreq=est.sfreq,
-                              ch_names=est.ch_names, units=est.units, positions=est.sensor_positions).info
-        est.plan_ = plan_adaptation(spec, info, meta["n_times_in"], cfg.adaptation,
-                                    recordings_known=meta.get("recording_statistics", False))
+        info = prepare_inputs(
+            np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32),
+            sfreq=est.sfreq,
+            ch_names=est.ch_names,
+            units=est.units,
+            positions=est.sensor_positions,
+        ).info
+        est.plan_ = plan_adaptation(
+            spec, info, meta["n_times_in"], cfg.adaptation, recordings_known=meta.get("recording_statistics", False)
+        )
         try:
             est.device_ = resolve_device(cfg.device.device if device is None else device)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} The checkpoint {folder} was trained with device={cfg.device.device!r}; "
-                              "reload it with NeuralFineTuner.from_checkpoint(..., device='cpu').") from None
+            raise ConfigError(
+                f"{exc} The checkpoint {folder} was trained with device={cfg.device.device!r}; "
+                "reload it with NeuralFineTuner.from_checkpoint(..., device='cpu')."
+            ) from None
         est.precision_ = resolve_precision(cfg.device.precision, est.device_)
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
         n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
@@ -558,15 +638,26 @@ class NeuralFineTuner(BaseEstimator):
         weights = "random" if meta["contents"] in ("full", "merged") else cfg.weights
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(est.random_state)
-            backbone = create_backbone(spec.key, est.plan_.target, weights, model_kwargs=cfg.model_kwargs,
-                                       random_state=est.random_state).module.to(est.device_)
+            backbone = create_backbone(
+                spec.key, est.plan_.target, weights, model_kwargs=cfg.model_kwargs, random_state=est.random_state
+            ).module.to(est.device_)
             if _quantized(cfg):
-                quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, est.device_, spec.weight_read_directly)
+                quantize_linear_layers(
+                    backbone, cfg.quantization, spec.head_prefixes, est.device_, spec.weight_read_directly
+                )
             if cfg.train_mode in PEFT_MODES and not merged:
                 backbone = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, 2, cfg.peft_kwargs)
-            est.net_ = DecoderNet(backbone, spec.extract, est.plan_.target, cfg.pooling, n_outputs, cfg.trainer.head,
-                                  cfg.trainer.head_hidden, cfg.trainer.head_dropout,
-                                  fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged)
+            est.net_ = DecoderNet(
+                backbone,
+                spec.extract,
+                est.plan_.target,
+                cfg.pooling,
+                n_outputs,
+                cfg.trainer.head,
+                cfg.trainer.head_hidden,
+                cfg.trainer.head_dropout,
+                fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged,
+            )
         if merged:
             state = {k.removeprefix("merged."): v for k, v in state.items()}
         result = est.net_.load_state_dict(state, strict=False)
@@ -601,7 +692,11 @@ class NeuralFineTuner(BaseEstimator):
             "train_mode": cfg.train_mode,
             "backbone_class": get_model_spec(cfg.model_key).braindecode_class,
             "architecture": self._architecture,
-            "head": {"kind": cfg.trainer.head, "pooling": cfg.pooling, "n_outputs": int(self.net_.head[-1].out_features)},
+            "head": {
+                "kind": cfg.trainer.head,
+                "pooling": cfg.pooling,
+                "n_outputs": int(self.net_.head[-1].out_features),
+            },
             "total_parameters": int(sum(p.numel() for p in params)),
             "quantized_layers": len(self.quantized_layers_),
             "trainable_parameters": int(sum(p.numel() for p in params if p.requires_grad)),

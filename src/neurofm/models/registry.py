@@ -20,7 +20,18 @@ if TYPE_CHECKING:
 
 __all__ = ["create_backbone", "get_model_spec", "list_foundation_models", "list_model_keys", "model_conventions"]
 
-_COLUMNS = ["key", "display_name", "hub_repo", "embedding_dim", "sfreq", "channels", "sensors", "interpolation", "train_modes", "backend"]
+_COLUMNS = [
+    "key",
+    "display_name",
+    "hub_repo",
+    "embedding_dim",
+    "sfreq",
+    "channels",
+    "sensors",
+    "interpolation",
+    "train_modes",
+    "backend",
+]
 
 
 def list_model_keys() -> list[str]:
@@ -90,26 +101,51 @@ def model_conventions(key: str) -> pd.DataFrame:
     spec = get_model_spec(key)
     rows = [
         ("sfreq", f"{spec.sfreq:g} Hz", "resampled to it (polyphase)", ""),
-        ("units", _AMPLITUDE.get(spec.amplitude_scale, f"microvolts x {spec.amplitude_scale:g}"),
-         "converted from the input's units", ""),
-        ("reference", "average of the channels" if spec.reference == "average" else "as recorded",
-         "re-referenced to the average of the channels fed" if spec.reference == "average" else "as recorded",
-         "adaptation.reference: as_recorded" if spec.reference == "average" else ""),
-        ("passband", f"{spec.passband[0]:g}-{spec.passband[1]:g} Hz" if spec.passband else "none stated",
-         "reported, not applied to windows (filter recordings before cutting)" if spec.passband else "", ""),
+        (
+            "units",
+            _AMPLITUDE.get(spec.amplitude_scale, f"microvolts x {spec.amplitude_scale:g}"),
+            "converted from the input's units",
+            "",
+        ),
+        (
+            "reference",
+            "average of the channels" if spec.reference == "average" else "as recorded",
+            "re-referenced to the average of the channels fed" if spec.reference == "average" else "as recorded",
+            "adaptation.reference: as_recorded" if spec.reference == "average" else "",
+        ),
+        (
+            "passband",
+            f"{spec.passband[0]:g}-{spec.passband[1]:g} Hz" if spec.passband else "none stated",
+            "reported, not applied to windows (filter recordings before cutting)" if spec.passband else "",
+            "",
+        ),
         ("channels", spec.channels, _channel_handling(spec), ""),
     ]
     if spec.untrained_channels:
         never_fed = spec.channel_mode == "vocabulary"
-        rows.append(("untrained_channels", f"{list(spec.untrained_channels)} never saw signal",
-                     "not fed" if never_fed else "fed zeros", "adaptation.untrained_channels: feed"))
+        rows.append(
+            (
+                "untrained_channels",
+                f"{list(spec.untrained_channels)} never saw signal",
+                "not fed" if never_fed else "fed zeros",
+                "adaptation.untrained_channels: feed",
+            )
+        )
     if spec.patch_size is not None:
-        rows.append(("patching", f"patches of {spec.patch_size} samples", "windows cropped or padded to a multiple", ""))
+        rows.append(
+            ("patching", f"patches of {spec.patch_size} samples", "windows cropped or padded to a multiple", "")
+        )
     normalization = describe_normalization(spec.normalization) or "none"
     if spec.normalization_statistics == "recording":
         by_recording = describe_normalization(spec.normalization, by_recording=True)
-        rows.append(("normalization", by_recording, f"{by_recording} when the windows' recordings are known, else "
-                     "each window's", "adaptation.normalization_statistics: window"))
+        rows.append(
+            (
+                "normalization",
+                by_recording,
+                f"{by_recording} when the windows' recordings are known, else each window's",
+                "adaptation.normalization_statistics: window",
+            )
+        )
     else:
         rows.append(("normalization", normalization, normalization, ""))
     if spec.needs_positions:
@@ -117,17 +153,26 @@ def model_conventions(key: str) -> pd.DataFrame:
     if "cls" in spec.poolings:
         rows.append(("cls", spec.cls_token, "what pooling='cls' returns", ""))
     if spec.scale_channel_reference_uv is not None:
-        rows.append(("scale_channel", f"relative amplitude against {spec.scale_channel_reference_uv:g} uV",
-                     "appended as the last channel", ""))
+        rows.append(
+            (
+                "scale_channel",
+                f"relative amplitude against {spec.scale_channel_reference_uv:g} uV",
+                "appended as the last channel",
+                "",
+            )
+        )
     table = pd.DataFrame(rows, columns=["convention", "pretraining", "neurofm", "alternative"])
     table["source"] = [spec.sources.get(name, "") for name in table["convention"]]
     return table
 
 
 def _channel_handling(spec: ModelSpec) -> str:
-    return {"any": "every channel, in input order", "vocabulary": "the channels in its vocabulary, in its order",
-            "fixed": "its fixed layout, missing channels interpolated" if spec.interpolation else "its fixed layout",
-            "bipolar": "derived from its electrodes, missing ones interpolated"}[spec.channel_mode]
+    return {
+        "any": "every channel, in input order",
+        "vocabulary": "the channels in its vocabulary, in its order",
+        "fixed": "its fixed layout, missing channels interpolated" if spec.interpolation else "its fixed layout",
+        "bipolar": "derived from its electrodes, missing ones interpolated",
+    }[spec.channel_mode]
 
 
 def create_backbone(

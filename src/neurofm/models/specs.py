@@ -330,7 +330,27 @@ def _signaljepa_vocabulary() -> tuple[str, ...]:
     return tuple(ch["ch_name"] for ch in _PRETRAIN_CHS_INFO)
 
 
-_BENDR_ORDER = ("FP1", "FP2", "F7", "F3", "FZ", "F4", "F8", "T7", "C3", "CZ", "C4", "T8", "T5", "P3", "PZ", "P4", "T6", "O1", "O2")
+_BENDR_ORDER = (
+    "FP1",
+    "FP2",
+    "F7",
+    "F3",
+    "FZ",
+    "F4",
+    "F8",
+    "T7",
+    "C3",
+    "CZ",
+    "C4",
+    "T8",
+    "T5",
+    "P3",
+    "PZ",
+    "P4",
+    "T6",
+    "O1",
+    "O2",
+)
 _TCP_PAIRS = (
     ("FP1", "F7"), ("F7", "T7"), ("T7", "P7"), ("P7", "O1"),
     ("FP2", "F8"), ("F8", "T8"), ("T8", "P8"), ("P8", "O2"),
@@ -353,7 +373,9 @@ def _extract_labram(module, x, signal: AdaptedSignal) -> Features:
 
 
 def _build_cbramod(signal: AdaptedSignal, **kw):
-    return _quiet_build("CBraMod", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    return _quiet_build(
+        "CBraMod", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+    )
 
 
 def _extract_cbramod(module, x, signal: AdaptedSignal) -> Features:
@@ -365,7 +387,9 @@ def _extract_cbramod(module, x, signal: AdaptedSignal) -> Features:
 
 
 def _build_codebrain(signal: AdaptedSignal, **kw):
-    return _quiet_build("CodeBrain", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    return _quiet_build(
+        "CodeBrain", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+    )
 
 
 def _extract_grid(module, x, signal: AdaptedSignal) -> Features:
@@ -402,7 +426,9 @@ def _build_eegpt(signal: AdaptedSignal, **kw):
     # Pretraining cut non-overlapping 64-sample patches; braindecode's default stride is 32 (overlapping),
     # which a checkpoint's config.json or model_kwargs may still set.
     kw = {"chan_proj_type": "none", "patch_stride": 64, **kw}
-    return _quiet_build("EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    return _quiet_build(
+        "EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+    )
 
 
 def _extract_tokens(module, x, signal: AdaptedSignal) -> Features:
@@ -412,7 +438,9 @@ def _extract_tokens(module, x, signal: AdaptedSignal) -> Features:
 def _build_luna(signal: AdaptedSignal, **kw):
     from .luna_features import RowStableFrequencyEmbedder
 
-    module = _quiet_build("LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    module = _quiet_build(
+        "LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+    )
     # torch.angle rounds the tail of each thread's share differently: a window's phase depended on its row
     module.freq_embed = RowStableFrequencyEmbedder(module.freq_embed)
     return module
@@ -426,13 +454,20 @@ def _extract_luna(module, x, signal: AdaptedSignal) -> Features:
 
 def _build_reve(signal: AdaptedSignal, **kw):
     with _reve_position_bank(signal):
-        return _quiet_build("REVE", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+        return _quiet_build(
+            "REVE", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+        )
 
 
 def _build_signaljepa(signal: AdaptedSignal, **kw):
     kw = {"channel_embedding": "pretrain_aligned", **kw}
     return _quiet_build(
-        "SignalJEPA_Contextual", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
+        "SignalJEPA_Contextual",
+        chs_info=signal.chs_info(),
+        n_times=signal.n_times,
+        sfreq=signal.sfreq,
+        n_outputs=2,
+        **kw,
     )
 
 
@@ -444,7 +479,7 @@ _SPECS = [
         sources={
             "sfreq": "935963004/LaBraM dataset_maker/make_h5dataset_for_pretrain.py (rsfreq 200)",
             "units": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (get_data(units='uV')); "
-                     "engine_for_pretraining.py (x / 100)",
+            "engine_for_pretraining.py (x / 100)",
             "reference": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (no re-referencing)",
             "passband": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (filter(0.1, 75), notch 50 Hz)",
             "channels": "935963004/LaBraM utils.py (standard_1020 vocabulary); braindecode labram.py LABRAM_CHANNEL_ORDER",
@@ -481,14 +516,14 @@ _SPECS = [
         sources={
             "sfreq": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (resample(200))",
             "units": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (to_data_frame: uV; "
-                     "samples under 100 uV kept); pretrain_trainer.py (x / 100)",
+            "samples under 100 uV kept); pretrain_trainer.py (x / 100)",
             "reference": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (TUEG as recorded)",
             "passband": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (filter(0.3, 75), "
-                        "notch 60 Hz)",
+            "notch 60 Hz)",
             "channels": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (19 TUEG channels); "
-                        "the paper: criss-cross attention takes any channels",
+            "the paper: criss-cross attention takes any channels",
             "patching": "wjq-learning/CBraMod preprocessing/preprocessing_tueg_for_pretraining.py (30 s x 200-sample "
-                        "patches)",
+            "patches)",
             "normalization": "wjq-learning/CBraMod pretrain_trainer.py (only the / 100 scaling)",
         },
         tiny_kwargs=dict(n_layer=1, dim_feedforward=64),
@@ -518,7 +553,7 @@ _SPECS = [
         sources={
             "sfreq": "huggingface.co/braindecode/codebrain-pretrained commit 1ba4589 (TUEG, 19 channels, 200 Hz)",
             "units": "unconfirmed: the authors' code (jingyingma01/CodeBrain) was not readable; microvolts / 100 "
-                     "follows CBraMod, whose TUEG preprocessing CodeBrain describes reusing",
+            "follows CBraMod, whose TUEG preprocessing CodeBrain describes reusing",
             "reference": "unconfirmed: TUEG as recorded is assumed (as CBraMod)",
             "passband": "unconfirmed: not stated in the sources read",
             "channels": "huggingface.co/braindecode/codebrain-pretrained commit 1ba4589 (19 channels of 10-20)",
@@ -583,13 +618,13 @@ _SPECS = [
             "reference": "SPOClab-ca/BENDR configs/pretraining.yml (TUEG as recorded)",
             "passband": "SPOClab-ca/BENDR configs/pretraining.yml (no filter)",
             "channels": "SPOClab-ca/dn3 dn3/transforms/instance.py To1020.EEG_20_div (19 names + SCALE); "
-                        "braindecode bendr.py BENDR_CHANNEL_ORDER",
+            "braindecode bendr.py BENDR_CHANNEL_ORDER",
             "untrained_channels": "SPOClab-ca/dn3 dn3/transforms/channels.py (exact-name mapping; T3/T4 are other "
-                                  "Deep1010 slots) and SPOClab-ca/BENDR configs/pretraining.yml (no T3/T4 rename)",
+            "Deep1010 slots) and SPOClab-ca/BENDR configs/pretraining.yml (no T3/T4 rename)",
             "normalization": "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 and dn3/utils.py "
-                             "min_max_normalize (one min/max over the window, unused slots reset to 0)",
+            "min_max_normalize (one min/max over the window, unused slots reset to 0)",
             "scale_channel": "SPOClab-ca/BENDR configs/pretraining.yml (data_max 3276.7, data_min -1583.93); "
-                             "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 (scale channel)",
+            "SPOClab-ca/dn3 dn3/transforms/instance.py MappingDeep1010 (scale channel)",
             "cls": "SPOClab-ca/BENDR dn3_ext.py BENDRClassification.features_forward (context[:, :, -1])",
         },
         tiny_kwargs=dict(encoder_h=32, contextualizer_hidden=64, transformer_layers=1, transformer_heads=2),
@@ -625,12 +660,12 @@ _SPECS = [
             "sfreq": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (interpolated to 256 Hz)",
             "units": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (volts x 1e3, microvolts / 1000: mV)",
             "reference": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py temporal_interpolation "
-                         "(x - x.mean(-2), before resampling)",
+            "(x - x.mean(-2), before resampling)",
             "passband": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (no filter stated)",
             "channels": "BINE022/EEGPT pretrain/modeling_pretraining.py CHANNEL_DICT (62 names); braindecode eegpt.py "
-                        "EEGPT_CHANNELS (the same order)",
+            "EEGPT_CHANNELS (the same order)",
             "untrained_channels": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py use_channels_names (58 "
-                                  "names: AF7, AF8, PO5, PO6 absent)",
+            "names: AF7, AF8, PO5, PO6 absent)",
             "patching": "BINE022/EEGPT pretrain/engine_pretraining.py (patch_size 64, no patch_stride: non-overlapping)",
             "normalization": "BINE022/EEGPT datasets/pretrain/prepare_pretrain_dataset.py (none beyond the reference)",
         },
@@ -664,14 +699,14 @@ _SPECS = [
             "sfreq": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (resample(256)); docs/model/LUNA.md",
             "units": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (get_data(units='uV')); z-scored after",
             "reference": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (TUEG as TCP bipolar derivations; "
-                         "referential for the other corpora)",
+            "referential for the other corpora)",
             "passband": "pulp-bio/BioFoundation make_datasets/make_tueg_bipolar.py (filter(0.1, 75), notch 60 Hz)",
             "channels": "pulp-bio/BioFoundation docs/model/LUNA.md (any montage, placed by position)",
             "patching": "pulp-bio/BioFoundation docs/model/LUNA.md (patch 40, 5 s windows)",
             "normalization": "pulp-bio/BioFoundation tasks/pretrain_task_LUNA.py ChannelWiseNormalize (per channel, "
-                             "per window)",
+            "per window)",
             "positions": "pulp-bio/BioFoundation models/modules/channel_embeddings.py (standard_1005 via "
-                         "info.get_montage(): head frame; min-max scaled per axis in models/LUNA.py)",
+            "info.get_montage(): head frame; min-max scaled per axis in models/LUNA.py)",
         },
         train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, num_heads=2, num_queries=2),
@@ -708,9 +743,9 @@ _SPECS = [
             "channels": "braindecode reve.py RevePositionBank (any channel with a position)",
             "patching": "elouayas/reve_eeg src/configs/encoder/base.yaml (patch_size 200, patch_overlap 20)",
             "normalization": "elouayas/reve_eeg src/utils/data_loading.py (mean/std per recording session and channel, "
-                             "clip 15)",
+            "clip 15)",
             "positions": "elouayas/reve_eeg hf/reve-positions/positions.json (MNE standard_1005 in its native MNI "
-                         "frame, metres)",
+            "frame, metres)",
         },
         train_modes=_WITHOUT_OFT,
         tiny_kwargs=dict(embed_dim=32, depth=1, heads=2, head_dim=16),
@@ -743,9 +778,9 @@ _SPECS = [
             "sfreq": "braindecode signal_jepa.py docstring; huggingface.co/braindecode/signal-jepa (128 Hz)",
             "units": "braindecode signal_jepa.py docstring (volts x 1e6: microvolts)",
             "reference": "the S-JEPA code's scripts/preprocess_moabb_dataset.py, read in its public copy "
-                         "labhamlet/wavjepa (set_eeg_reference('average'), then resample to 128 Hz, then filter)",
+            "labhamlet/wavjepa (set_eeg_reference('average'), then resample to 128 Hz, then filter)",
             "passband": "braindecode signal_jepa.py docstring (0.5-40 Hz); labhamlet/wavjepa "
-                        "scripts/preprocess_moabb_dataset.py (l_freq 0.5, h_freq 40)",
+            "scripts/preprocess_moabb_dataset.py (l_freq 0.5, h_freq 40)",
             "channels": "braindecode signal_jepa.py (the 62 channels of MOABB Lee2019_SSVEP, checkpoint order)",
             "normalization": "braindecode signal_jepa.py docstring (microvolts, no normalisation)",
         },

@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     from ..adapt import AdaptedSignal
     from .specs import ModelSpec
 
-__all__ = ["LoadedBackbone", "WeightsSource", "directory_weights_file", "load_backbone", "resolve_weights", "state_dict_hash", "weights_identity"]
+__all__ = [
+    "LoadedBackbone",
+    "WeightsSource",
+    "directory_weights_file",
+    "load_backbone",
+    "resolve_weights",
+    "state_dict_hash",
+    "weights_identity",
+]
 
 _SIGNAL_ARGS = ("n_chans", "n_times", "sfreq", "chs_info", "n_outputs", "input_window_seconds")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
@@ -154,6 +162,7 @@ def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None)
     value = digest.hexdigest()  # the digest _bytes_and_digest gives the same bytes
     if memo is not None:
         text = value if key is None else f"{value} {key.sign(b'neurofm-memo', tag.encode(), value.encode())}"
+
         def write(tmp: Path) -> None:
             tmp.write_text(text)
             share_with_group(tmp, key)
@@ -277,8 +286,11 @@ def _directory_checkpoint(folder: Path, spec: ModelSpec) -> tuple[Path, dict[str
 
 def _is_published(spec: ModelSpec, source: WeightsSource) -> bool:
     """Whether ``source`` is a snapshot of the registry's published repository (huggingface_hub's cache layout)."""
-    return (source.kind == "hub" and spec.hub_repo is not None
-            and Path(source.location).parent.parent.name == f"models--{spec.hub_repo.replace('/', '--')}")
+    return (
+        source.kind == "hub"
+        and spec.hub_repo is not None
+        and Path(source.location).parent.parent.name == f"models--{spec.hub_repo.replace('/', '--')}"
+    )
 
 
 def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +384,9 @@ def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str,
             "from the checkpoint's."
         )
     result = module.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(spec.head_prefixes) and k not in spec.module_owned_keys]
+    missing = [
+        k for k in result.missing_keys if not k.startswith(spec.head_prefixes) and k not in spec.module_owned_keys
+    ]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         raise WeightsError(
@@ -381,7 +395,9 @@ def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str,
             "loaded weights; check that the checkpoint belongs to this model and its model_kwargs."
         )
     loaded = len(state)
-    logger.info("Loaded %d tensors into %s from %s (skipped: %d head/input keys)", loaded, spec.key, origin, len(skipped))
+    logger.info(
+        "Loaded %d tensors into %s from %s (skipped: %d head/input keys)", loaded, spec.key, origin, len(skipped)
+    )
     return {"loaded_tensors": loaded, "skipped_keys": skipped, "missing_keys": missing, "unexpected_keys": unexpected}
 
 
@@ -455,4 +471,8 @@ def load_backbone(
 def _architecture(module, spec: ModelSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
     config = module.get_config() if hasattr(module, "get_config") else {}
     config.pop("chs_info", None)  # positions are part of the adaptation record
-    return {"class": type(module).__name__, "config": json.loads(json.dumps(config, default=str)), "kwargs": json.loads(json.dumps(kwargs, default=str))}
+    return {
+        "class": type(module).__name__,
+        "config": json.loads(json.dumps(config, default=str)),
+        "kwargs": json.loads(json.dumps(kwargs, default=str)),
+    }

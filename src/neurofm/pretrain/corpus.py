@@ -144,8 +144,11 @@ class Corpus:
             if n_windows == 0:
                 short.append(f"{name} ({raw.times[-1] if len(raw.times) else 0:.1f} s)")
                 continue
-            summaries.append(RecordingSummary(item, float(raw.info["sfreq"]), len(raw.times), tuple(eeg),
-                                              tuple(plan.target.ch_names), n_windows))
+            summaries.append(
+                RecordingSummary(
+                    item, float(raw.info["sfreq"]), len(raw.times), tuple(eeg), tuple(plan.target.ch_names), n_windows
+                )
+            )
         if unusable:
             raise DataValidationError(
                 f"{len(unusable)} corpus recording(s) have no channel {self.spec.display_name} can use: "
@@ -215,7 +218,11 @@ class Corpus:
             self._preprocess(signal)
             data = signal.get_data()
             starts = np.arange(0, data.shape[1] - self.n_times + 1, self.stride)
-            windows = np.stack([data[:, s:s + self.n_times] for s in starts]) if len(starts) else np.empty((0, data.shape[0], self.n_times))
+            windows = (
+                np.stack([data[:, s : s + self.n_times] for s in starts])
+                if len(starts)
+                else np.empty((0, data.shape[0], self.n_times))
+            )
         else:
             # A loader's windows come preprocessed by its own config; only the length is made exact.
             windows = signal.get_data()[..., : self.n_times]
@@ -242,7 +249,9 @@ class Corpus:
             steps = steps.model_copy(update={"resample": self.sfreq})
         preprocess_raw(raw, steps)
 
-    def batches(self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[np.ndarray, tuple[str, ...]]]:
+    def batches(
+        self, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[np.ndarray, tuple[str, ...]]]:
         """An endless stream of ``(windows, ch_names)`` batches of one montage each."""
         shard = self.shard(rank, world_size)
         waiting: dict[tuple[str, ...], np.ndarray] = {}
@@ -255,7 +264,7 @@ class Corpus:
                     windows = np.concatenate([waiting.pop(names), windows])
                 full = len(windows) // batch_size * batch_size
                 for start in range(0, full, batch_size):
-                    yield windows[start:start + batch_size], names
+                    yield windows[start : start + batch_size], names
                 if full < len(windows):
                     waiting[names] = windows[full:]
 

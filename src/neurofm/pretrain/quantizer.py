@@ -21,7 +21,6 @@ rank 0, so every process keeps the same codebook.
 from __future__ import annotations
 
 import contextlib
-
 import math
 from dataclasses import dataclass
 
@@ -65,7 +64,11 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b.T`` in float32 even under autocast: in bf16 the nearest code of about 2 % of the vectors changes."""
     kind = a.device.type
     # A device without autocast (meta, in the device-placement tests) has nothing to switch off.
-    off = torch.autocast(device_type=kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext()
+    off = (
+        torch.autocast(device_type=kind, enabled=False)
+        if torch.amp.is_autocast_available(kind)
+        else contextlib.nullcontext()
+    )
     with off:
         return a.float() @ b.float().T
 
@@ -121,7 +124,11 @@ class NormEMAQuantizer(nn.Module):
         n = z.shape[0]
         generator = torch.Generator(device="cpu").manual_seed(0)
         # With fewer vectors than codes, codes start on repeated vectors and separate as data arrives.
-        pick = torch.randperm(n, generator=generator) if n >= self.n_codes else torch.randint(n, (self.n_codes,), generator=generator)
+        pick = (
+            torch.randperm(n, generator=generator)
+            if n >= self.n_codes
+            else torch.randint(n, (self.n_codes,), generator=generator)
+        )
         centers = z[pick[: self.n_codes].to(z.device)].clone()
         for _ in range(self.kmeans_iters):
             assign = _cosine(z, centers).argmax(dim=-1)

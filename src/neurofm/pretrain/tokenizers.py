@@ -63,8 +63,9 @@ def _zscore(values: torch.Tensor) -> torch.Tensor:
 class _TokenTransformer(nn.Module):
     """Transformer over per-token vectors with learned time (and optionally channel) embeddings."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, num_heads: int, n_patches: int,
-                 n_channel_slots: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, dim: int, depth: int, num_heads: int, n_patches: int, n_channel_slots: int | None = None
+    ) -> None:
         super().__init__()
         self.project = nn.Linear(in_dim, dim)
         self.channel_embedding = nn.Embedding(n_channel_slots, dim) if n_channel_slots else None
@@ -137,8 +138,15 @@ class VQNSPTokenizer(nn.Module):
         width = labram_token_width(patch_size)
         self.patch_size, self.n_patches = patch_size, n_times // patch_size
         self.encoder = Labram(
-            n_chans=1, n_times=n_times, sfreq=200.0, n_outputs=1, patch_size=patch_size, embed_dim=width,
-            num_layers=depth, num_heads=num_heads, use_mean_pooling=False,
+            n_chans=1,
+            n_times=n_times,
+            sfreq=200.0,
+            n_outputs=1,
+            patch_size=patch_size,
+            embed_dim=width,
+            num_layers=depth,
+            num_heads=num_heads,
+            use_mean_pooling=False,
         )
         self.encode_task = _regression_head(width, code_dim)
         self.quantizer = NormEMAQuantizer(codebook_size, code_dim, **(quantizer_kwargs or {}))
@@ -165,8 +173,12 @@ class VQNSPTokenizer(nn.Module):
         phase_loss = F.mse_loss(self.phase_head(decoded), phase)
         loss = quantized.loss + amplitude_loss + phase_loss
         parts = {
-            "commitment": quantized.loss.item(), "amplitude": amplitude_loss.item(), "phase": phase_loss.item(),
-            "perplexity": quantized.perplexity, "codes_used": quantized.used, "dead_codes": quantized.dead,
+            "commitment": quantized.loss.item(),
+            "amplitude": amplitude_loss.item(),
+            "phase": phase_loss.item(),
+            "perplexity": quantized.perplexity,
+            "codes_used": quantized.used,
+            "dead_codes": quantized.dead,
             "restarted_codes": quantized.restarted,
         }
         return TokenizerOutput(loss=loss, parts=parts, indices=quantized.indices)
@@ -230,7 +242,9 @@ class TFDualTokenizer(nn.Module):
         _, temporal, frequency = self._branches(x)
         return [self.temporal_quantizer.lookup(temporal), self.frequency_quantizer.lookup(frequency)]
 
-    def forward(self, x: torch.Tensor, ch_names: list[str] | None = None, channel_ids: torch.Tensor | None = None) -> TokenizerOutput:
+    def forward(
+        self, x: torch.Tensor, ch_names: list[str] | None = None, channel_ids: torch.Tensor | None = None
+    ) -> TokenizerOutput:
         """Losses of one batch of windows ``(batch, n_chans, n_times)``."""
         patches, temporal, frequency = self._branches(x)
         q_time, q_freq = self.temporal_quantizer(temporal), self.frequency_quantizer(frequency)
@@ -242,11 +256,17 @@ class TFDualTokenizer(nn.Module):
         phase_loss = F.mse_loss(self.phase_head(decoded_freq), phase)
         loss = q_time.loss + q_freq.loss + waveform_loss + amplitude_loss + phase_loss
         parts = {
-            "commitment": q_time.loss.item() + q_freq.loss.item(), "waveform": waveform_loss.item(),
-            "amplitude": amplitude_loss.item(), "phase": phase_loss.item(),
-            "perplexity_temporal": q_time.perplexity, "perplexity_frequency": q_freq.perplexity,
-            "codes_used_temporal": q_time.used, "codes_used_frequency": q_freq.used,
-            "dead_codes_temporal": q_time.dead, "dead_codes_frequency": q_freq.dead,
-            "restarted_codes_temporal": q_time.restarted, "restarted_codes_frequency": q_freq.restarted,
+            "commitment": q_time.loss.item() + q_freq.loss.item(),
+            "waveform": waveform_loss.item(),
+            "amplitude": amplitude_loss.item(),
+            "phase": phase_loss.item(),
+            "perplexity_temporal": q_time.perplexity,
+            "perplexity_frequency": q_freq.perplexity,
+            "codes_used_temporal": q_time.used,
+            "codes_used_frequency": q_freq.used,
+            "dead_codes_temporal": q_time.dead,
+            "dead_codes_frequency": q_freq.dead,
+            "restarted_codes_temporal": q_time.restarted,
+            "restarted_codes_frequency": q_freq.restarted,
         }
         return TokenizerOutput(loss=loss, parts=parts, indices=q_time.indices)

@@ -75,8 +75,13 @@ def _labram_channel_ids(ch_names: tuple[str, ...]):
 
 
 def _quantizer_kwargs(config: TokenizerConfig) -> dict[str, Any]:
-    return {"decay": config.ema_decay, "commitment_weight": config.commitment_weight,
-            "kmeans_init": config.kmeans_init, "dead_after": config.dead_after, "restart_dead": config.restart_dead}
+    return {
+        "decay": config.ema_decay,
+        "commitment_weight": config.commitment_weight,
+        "kmeans_init": config.kmeans_init,
+        "dead_after": config.dead_after,
+        "restart_dead": config.restart_dead,
+    }
 
 
 def _build_vqnsp(config: TokenizerConfig, n_times: int):
@@ -88,8 +93,13 @@ def _build_vqnsp(config: TokenizerConfig, n_times: int):
             f"{config.patch_size} samples); remove tokenizer.width={config.width}."
         )
     return VQNSPTokenizer(
-        n_times=n_times, patch_size=config.patch_size, codebook_size=config.codebook_size, code_dim=config.code_dim,
-        depth=config.depth, num_heads=config.num_heads, decoder_depth=config.decoder_depth,
+        n_times=n_times,
+        patch_size=config.patch_size,
+        codebook_size=config.codebook_size,
+        code_dim=config.code_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        decoder_depth=config.decoder_depth,
         quantizer_kwargs=_quantizer_kwargs(config),
     )
 
@@ -98,8 +108,14 @@ def _build_tfdual(config: TokenizerConfig, n_times: int):
     from .tokenizers import TFDualTokenizer
 
     return TFDualTokenizer(
-        n_times=n_times, patch_size=config.patch_size, codebook_size=config.codebook_size, code_dim=config.code_dim,
-        dim=config.width or 200, depth=config.depth, num_heads=config.num_heads, decoder_depth=config.decoder_depth,
+        n_times=n_times,
+        patch_size=config.patch_size,
+        codebook_size=config.codebook_size,
+        code_dim=config.code_dim,
+        dim=config.width or 200,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        decoder_depth=config.decoder_depth,
         quantizer_kwargs=_quantizer_kwargs(config),
     )
 
@@ -118,12 +134,22 @@ def _masked_codebrain(backbone, codebook_sizes):
 
 RECIPES = {
     "labram": Recipe(
-        key="labram", backbone_key="labram", default_codebook_size=8192, build_tokenizer=_build_vqnsp,
-        channel_ids=_labram_channel_ids, masked_model=_masked_labram, n_codebooks=1,
+        key="labram",
+        backbone_key="labram",
+        default_codebook_size=8192,
+        build_tokenizer=_build_vqnsp,
+        channel_ids=_labram_channel_ids,
+        masked_model=_masked_labram,
+        n_codebooks=1,
     ),
     "codebrain": Recipe(
-        key="codebrain", backbone_key="codebrain", default_codebook_size=4096, build_tokenizer=_build_tfdual,
-        channel_ids=lambda ch_names: None, masked_model=_masked_codebrain, n_codebooks=2,
+        key="codebrain",
+        backbone_key="codebrain",
+        default_codebook_size=4096,
+        build_tokenizer=_build_tfdual,
+        channel_ids=lambda ch_names: None,
+        masked_model=_masked_codebrain,
+        n_codebooks=2,
         head_kwargs=lambda config: {"codebook_size_t": config.codebook_size, "codebook_size_f": config.codebook_size},
     ),
 }
@@ -324,7 +350,6 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     -------
     result : PretrainResult
     """
-    import torch
 
     if not isinstance(config, PretrainConfig):
         path = Path(config)
@@ -355,8 +380,16 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         _stop_world(world)
 
 
-def _run(config: PretrainConfig, run: Path, recipe: Recipe, spec, corpus: Corpus, token_config: TokenizerConfig,
-         frozen_tokenizer, world: _World) -> PretrainResult:
+def _run(
+    config: PretrainConfig,
+    run: Path,
+    recipe: Recipe,
+    spec,
+    corpus: Corpus,
+    token_config: TokenizerConfig,
+    frozen_tokenizer,
+    world: _World,
+) -> PretrainResult:
     """Train one stage in this process (one of ``world.size``)."""
     import torch
 
@@ -384,8 +417,10 @@ def _run(config: PretrainConfig, run: Path, recipe: Recipe, spec, corpus: Corpus
     # Only now, with the config known to work, is the run directory touched.
     resume = _prepare_run_dir(run, config, _config_identity(config, str(world.device)), world)
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.optimizer.lr,
-        betas=config.optimizer.betas, weight_decay=config.optimizer.weight_decay,
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.optimizer.lr,
+        betas=config.optimizer.betas,
+        weight_decay=config.optimizer.weight_decay,
     )
     start_step = 0
     if resume is not None:
@@ -410,33 +445,44 @@ def _run(config: PretrainConfig, run: Path, recipe: Recipe, spec, corpus: Corpus
     objective = _Objective(config, recipe, frozen_tokenizer)
     device_name = str(world.device)
     # Recordings are read, filtered and cut by a background thread, a few batches ahead of the model.
-    stream = prefetched((to_pinned(windows, device_name), names) for windows, names in
-                        corpus.batches(config.optimizer.batch_size, config.seed, world.rank, world.size))
+    stream = prefetched(
+        (to_pinned(windows, device_name), names)
+        for windows, names in corpus.batches(config.optimizer.batch_size, config.seed, world.rank, world.size)
+    )
     for _ in range(start_step):
         next(stream)  # replay the data the checkpoint has already seen
     started = time.perf_counter()
     try:
         with deterministic_algorithms(config.deterministic, device_name):
-            loss_value = _train_steps(config, run, world, model, trained, optimizer, objective, stream, start_step,
-                                      precision, started)
+            loss_value = _train_steps(
+                config, run, world, model, trained, optimizer, objective, stream, start_step, precision, started
+            )
     finally:
         stream.close()  # stops the reading thread
     replicas_identical = _replicas_identical(model, world)
     if world.main:
-        processes = {"world_size": world.size, "replicas_identical": replicas_identical,
-                     "shards": [[str(s.path) for s in corpus.shard(r, world.size)] for r in range(world.size)]}
+        processes = {
+            "world_size": world.size,
+            "replicas_identical": replicas_identical,
+            "shards": [[str(s.path) for s in corpus.shard(r, world.size)] for r in range(world.size)],
+        }
         _export(run, config, model, corpus, token_config, processes)
         _write_curves(run)
     _barrier(world)
     return PretrainResult(
-        output_dir=run, stage=config.stage, steps=config.optimizer.max_steps,
-        wall_seconds=time.perf_counter() - started, peak_memory_mb=_peak_memory_mb(),
-        final_loss=loss_value, resumed_from=start_step,
+        output_dir=run,
+        stage=config.stage,
+        steps=config.optimizer.max_steps,
+        wall_seconds=time.perf_counter() - started,
+        peak_memory_mb=_peak_memory_mb(),
+        final_loss=loss_value,
+        resumed_from=start_step,
     )
 
 
-def _train_steps(config, run, world, model, trained, optimizer, objective, stream, start_step, precision,
-                 started) -> float:
+def _train_steps(
+    config, run, world, model, trained, optimizer, objective, stream, start_step, precision, started
+) -> float:
     """The optimisation steps from ``start_step``; returns the last loss (mean over processes)."""
     import torch
 
@@ -451,8 +497,9 @@ def _train_steps(config, run, world, model, trained, optimizer, objective, strea
         lr = _lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        autocast = (torch.autocast(world.device.type, dtype=torch.bfloat16) if precision == "bf16"
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(world.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        )
         with autocast:
             loss, parts = objective(trained, x, ch_names, generator)
         if not _all_finite(loss, world):
@@ -468,8 +515,9 @@ def _train_steps(config, run, world, model, trained, optimizer, objective, strea
         parts = _mean_over_processes({"loss": loss.item(), **parts}, world)
         loss_value = parts["loss"]
         if world.main:
-            _append_history(history_path, {"step": step + 1, "lr": lr, **parts,
-                                           "seconds": round(time.perf_counter() - started, 3)})
+            _append_history(
+                history_path, {"step": step + 1, "lr": lr, **parts, "seconds": round(time.perf_counter() - started, 3)}
+            )
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
@@ -508,8 +556,9 @@ def _backbone_architecture(recipe: Recipe, token_config: TokenizerConfig, config
     return {"patch_size": token_config.patch_size, **config.backbone_kwargs, **recipe.head_kwargs(token_config)}
 
 
-def _check_tokenizer_fits(meta: dict[str, Any], token_config: TokenizerConfig, n_times: int,
-                          config: PretrainConfig) -> None:
+def _check_tokenizer_fits(
+    meta: dict[str, Any], token_config: TokenizerConfig, n_times: int, config: PretrainConfig
+) -> None:
     patch = token_config.patch_size
     if meta["n_times"] != n_times:
         raise ConfigError(
@@ -532,8 +581,20 @@ def _check_tokenizer_fits(meta: dict[str, Any], token_config: TokenizerConfig, n
 
 
 #: What a pretraining run writes directly in its output_dir.
-RUN_NAMES = frozenset({"pretrain.yaml", "history.csv", _CHECKPOINTS, "tokenizer.safetensors", "tokenizer.json",
-                       "model.safetensors", "config.json", "pretrain.json", "loss_curves.png", "report.html"})
+RUN_NAMES = frozenset(
+    {
+        "pretrain.yaml",
+        "history.csv",
+        _CHECKPOINTS,
+        "tokenizer.safetensors",
+        "tokenizer.json",
+        "model.safetensors",
+        "config.json",
+        "pretrain.json",
+        "loss_curves.png",
+        "report.html",
+    }
+)
 
 
 def _prepare_run_dir(run: Path, config: PretrainConfig, identity: dict, world: _World) -> tuple[int, Path] | None:
@@ -625,16 +686,24 @@ def _save_checkpoint(run: Path, step: int, model, optimizer, keep: int) -> None:
         old.unlink()
 
 
-def _export(run: Path, config: PretrainConfig, model, corpus: Corpus, token_config: TokenizerConfig,
-            processes: dict[str, Any]) -> None:
+def _export(
+    run: Path, config: PretrainConfig, model, corpus: Corpus, token_config: TokenizerConfig, processes: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file
 
     def tensors(module) -> dict:
         return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
     recipe = RECIPES[config.recipe]
-    summary = {"recipe": config.recipe, "stage": config.stage, "steps": config.optimizer.max_steps,
-               "n_times": corpus.n_times, "sfreq": corpus.sfreq, "recordings": len(corpus.check()), **processes}
+    summary = {
+        "recipe": config.recipe,
+        "stage": config.stage,
+        "steps": config.optimizer.max_steps,
+        "n_times": corpus.n_times,
+        "sfreq": corpus.sfreq,
+        "recordings": len(corpus.check()),
+        **processes,
+    }
     if config.stage == "tokenizer":
         meta = {**summary, "tokenizer": token_config.model_dump(mode="json")}
         atomic_write(run / "tokenizer.safetensors", lambda tmp: save_file(tensors(model), str(tmp)))
@@ -666,5 +735,10 @@ def _write_curves(run: Path) -> None:
 def _progress(config: PretrainConfig, world: _World, start: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=config.optimizer.max_steps, initial=start, disable=not (config.progress and world.main),
-                desc=f"pretrain {config.recipe}/{config.stage}", unit="step")
+    return tqdm(
+        total=config.optimizer.max_steps,
+        initial=start,
+        disable=not (config.progress and world.main),
+        desc=f"pretrain {config.recipe}/{config.stage}",
+        unit="step",
+    )

@@ -10,8 +10,15 @@ from typing import Any
 
 from ..exceptions import ConfigError, MissingDependencyError
 
-__all__ = ["available_memory", "check_fits_in_memory", "check_option", "closest_matches", "soft_import", "validate_type",
-           "format_choices"]
+__all__ = [
+    "available_memory",
+    "check_fits_in_memory",
+    "check_option",
+    "closest_matches",
+    "soft_import",
+    "validate_type",
+    "format_choices",
+]
 
 
 def format_choices(values: Iterable[Any]) -> str:
@@ -81,7 +88,9 @@ def soft_import(module: str, purpose: str, extra: str | None = None) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         how = f"pip install 'neurofm[{extra}]'" if extra else f"pip install {module}"
-        raise MissingDependencyError(f"{purpose} needs the optional package {module!r}; install it with: {how}") from exc
+        raise MissingDependencyError(
+            f"{purpose} needs the optional package {module!r}; install it with: {how}"
+        ) from exc
 
 
 def available_memory() -> int | None:

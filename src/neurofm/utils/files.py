@@ -44,8 +44,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in NO_ROOM_ERRNOS and not isinstance(exc, StorageError):
             raise StorageError(
-                exc.errno, f"No room to write {path} ({exc.strerror or exc}). Free space there or choose another "
-                "folder; files written before are intact, and a rerun resumes from them."
+                exc.errno,
+                f"No room to write {path} ({exc.strerror or exc}). Free space there or choose another "
+                "folder; files written before are intact, and a rerun resumes from them.",
             ) from exc
         raise
     return path
@@ -113,13 +114,20 @@ def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: 
     if info is not None:
         if stat.S_ISREG(info.st_mode):
             return folder
-        raise ConfigError(f"{marker} is not a regular file (a link?); neurofm does not take over {folder}. Remove it, "
-                          "or use a new folder.")
+        raise ConfigError(
+            f"{marker} is not a regular file (a link?); neurofm does not take over {folder}. Remove it, "
+            "or use a new folder."
+        )
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{kind} {folder} is not a folder; give a folder (neurofm makes it if missing).")
     if folder.is_dir():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name != MARKER_NAME and TMP_MARK not in p.name
-                         and not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in own_names))
+        foreign = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name != MARKER_NAME
+            and TMP_MARK not in p.name
+            and not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in own_names)
+        )
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             raise ConfigError(
