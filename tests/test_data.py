@@ -218,7 +218,7 @@ def test_microvolt_data_with_microvolt_units_is_accepted(data, unit):
 
 def test_unknown_unit_and_wrong_number_of_units(data):
     X, y, meta, info = data
-    with pytest.raises(DataValidationError, match="Unknown unit 'microvolt'; use one of T, T/m, V, "):
+    with pytest.raises(DataValidationError, match="Unknown unit 'microvolt'; use one of 'T', 'T/m', 'V', "):
         prepare_inputs(X, y, meta, sfreq=160.0, ch_names=info["ch_names"], units="microvolt")
     with pytest.raises(DataValidationError, match="units has 2 entries but X has 19 channels; give one per channel"):
         prepare_inputs(X, y, meta, sfreq=160.0, ch_names=info["ch_names"], units=["V", "V"])

@@ -306,3 +306,42 @@ def test_an_operation_without_a_deterministic_implementation_gets_a_clear_error(
     assert not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(RuntimeError, match="out of memory"), devices.deterministic_algorithms(True, "cuda"):
         raise RuntimeError("CUDA out of memory")
+
+
+def test_training_and_a_run_leave_the_callers_generator_and_log_level_as_they_were(tmp_path):
+    """No global side effect outlives the call that needed it: torch's global generator, neurofm's log level."""
+    from neurofm.simulate import simulate_eeg_dataset
+    from neurofm.utils.logging import logger
+
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((8, 19, 800)) * 20e-6).astype(np.float32)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _tuner(tmp_path, device="cpu").fit(X, np.tile([0, 1], 4))
+    assert torch.equal(torch.rand(3), expected)
+
+    from neurofm import Experiment
+    from neurofm.configs import ClassicalModelConfig, CVConfig, ExperimentConfig
+
+    X, y, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=4, random_state=0)
+    config = ExperimentConfig(
+        task="classification",
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+        cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"),
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+    )
+    logger.setLevel("DEBUG")
+    try:
+        Experiment(config).run(X, y, sample_metadata=meta, **info)
+        assert logger.level == 10  # DEBUG, as the caller set it
+    finally:
+        logger.setLevel("INFO")
+
+
+def test_the_cublas_setting_lasts_only_as_long_as_the_deterministic_call(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with devices.deterministic_algorithms(True, "cuda"):
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ

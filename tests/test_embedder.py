@@ -72,5 +72,7 @@ def test_bf16_extraction_is_close_to_fp32_and_cached_apart(small_dataset, cache_
     a, b = fp32.transform(X[:8]), bf16.transform(X[:8])
     assert bf16.cache_misses_ == 8 and not np.array_equal(a, b)
     np.testing.assert_allclose(b, a, rtol=0.1, atol=0.05 * np.abs(a).max())
-    with pytest.raises(ConfigError, match="precision='fp8' is not one of 'auto', 'fp32', 'bf16', 'fp16'"):
+    with pytest.raises(
+        ConfigError, match="precision='fp8' is not known; use one of 'auto', 'fp32', 'bf16', and 'fp16'"
+    ):
         embedder(info, cache_dir, precision="fp8").check_input(X.shape)

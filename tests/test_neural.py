@@ -149,8 +149,8 @@ def test_bad_inputs_fail_before_training(data, monkeypatch, tmp_path):
         config("cbramod", "oft")
     with pytest.raises(
         ConfigError,
-        match=r"checkpoint monitor 'val_f1_macro' is not logged; choose one of \[.*'val_loss', "
-        r"'val_balanced_accuracy'\]",
+        match=r"checkpoint monitor 'val_f1_macro' is not logged; use one of .*'val_loss', "
+        r"and 'val_balanced_accuracy'\.",
     ):
         tuner(config(checkpoints=CheckpointConfig(monitor="val_f1_macro")), info).fit(X, y)
     models = {"bad": config(lora=LoRAConfig(target_modules=["nope"]))}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigError
-from .utils.check import soft_import
+from .utils.check import format_choices, soft_import
 
 if TYPE_CHECKING:
     import torch
@@ -123,7 +123,7 @@ def _peft_config(
         return peft.AdaLoraConfig(**params, **common, **extra)
     if mode == "oft":
         return peft.OFTConfig(r=0, oft_block_size=oft_block, **common, **extra)
-    raise ConfigError(f"train_mode {mode!r} is not a PEFT method; use one of {PEFT_MODES}.")
+    raise ConfigError(f"train_mode={mode!r} is not a PEFT method; use one of {format_choices(PEFT_MODES)}.")
 
 
 def apply_adapters(

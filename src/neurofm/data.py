@@ -16,6 +16,7 @@ import pandas as pd
 
 from .exceptions import DataValidationError
 from .sources import WindowSource, as_window_source, is_lazy
+from .utils.check import format_choices
 from .utils.logging import logger
 
 __all__ = ["SignalInfo", "Inputs", "prepare_inputs", "sensor_positions", "UNIT_TO_SI"]
@@ -346,7 +347,7 @@ def _expand_units(units: str | list[str] | None, n_chans: int) -> tuple[str, ...
         )
     for unit in unit_list:
         if not isinstance(unit, str) or unit not in UNIT_TO_SI:
-            raise DataValidationError(f"Unknown unit {unit!r}; use one of {', '.join(sorted(UNIT_TO_SI))}.")
+            raise DataValidationError(f"Unknown unit {unit!r}; use one of {format_choices(sorted(UNIT_TO_SI))}.")
     return tuple(unit_list)
 
 

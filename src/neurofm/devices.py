@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .exceptions import ConfigError
+from .utils.check import format_choices
 from .utils.logging import logger
 
 __all__ = [
@@ -38,6 +39,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 #: cuBLAS's workspace setting under which its products are reproducible (NVIDIA's cuBLAS documentation).
 CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+
+#: Whether this process set the workspace before cuBLAS first read it (then later calls need not warn).
+_CUBLAS_WORKSPACE_SET = False
 
 
 def _mps_available() -> bool:
@@ -126,7 +130,7 @@ def check_precision(precision: str, device: str) -> None:
     """
     kind = device.split(":")[0]
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r} is not one of {', '.join(map(repr, PRECISIONS))}.")
+        raise ConfigError(f"precision={precision!r} is not known; use one of {format_choices(PRECISIONS)}.")
     if precision == "fp16" and kind not in ("cuda", "mps", "meta"):
         raise ConfigError("precision='fp16' needs a GPU; use 'bf16' or 'fp32' on the CPU.")
     if precision == "bf16" and kind == "cuda" and not cuda_has_native_bf16(device):
@@ -187,16 +191,19 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
         return
     import torch
 
+    global _CUBLAS_WORKSPACE_SET
     on_cuda = device.startswith("cuda")
     saved_env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     if on_cuda and saved_env is None:
-        if torch.cuda.is_initialized():
+        if torch.cuda.is_initialized() and not _CUBLAS_WORKSPACE_SET:
             msg = (
                 "deterministic=True: CUDA was already in use in this process, so cuBLAS may keep a workspace "
                 "under which products vary; set CUBLAS_WORKSPACE_CONFIG=:4096:8 before starting Python."
             )
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        elif not torch.cuda.is_initialized():
+            _CUBLAS_WORKSPACE_SET = True  # cuBLAS will read it: later calls in this process need not warn
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_DETERMINISTIC_WORKSPACE
     saved = (
         torch.are_deterministic_algorithms_enabled(),
@@ -225,5 +232,5 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
-        if on_cuda and saved_env is None:
+        if on_cuda and saved_env is None:  # cuBLAS keeps the workspace it read; the environment is the caller's again
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)

@@ -49,7 +49,7 @@ from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
 from .utils.check import format_choices, validate_type
 from .utils.files import claim_folder
-from .utils.logging import logger, set_log_level
+from .utils.logging import log_level, logger
 
 __all__ = ["Experiment"]
 
@@ -143,7 +143,7 @@ class Experiment:
         import mne
 
         # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
-        with mne.utils.use_log_level("warning"), engine_session():
+        with mne.utils.use_log_level("warning"), log_level(self.config.verbose), engine_session():
             return self._run(
                 X,
                 y,
@@ -157,7 +157,6 @@ class Experiment:
 
     def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
         cfg = self.config
-        set_log_level(cfg.verbose)
         # Every file a run writes lives in its output or cache folder, the engines' scratch files too.
         # In a cache shared with others, each user's engines keep their scratch in a folder of their own.
         cache_root = Path(cfg.cache_dir).expanduser()

@@ -194,6 +194,52 @@ def train_network(
         Progress bar.
     """
     import torch
+
+    # The loop seeds torch's global generator (dropout draws from it); the caller's stream continues afterwards
+    # as if training had not run.
+    devices = [torch.device(device_name)] if device_name.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        return _train_network(
+            net,
+            X_train,
+            y_train,
+            X_val,
+            y_val,
+            task=task,
+            trainer=trainer,
+            checkpoints=checkpoints,
+            device=device,
+            device_name=device_name,
+            class_weights=class_weights,
+            metrics=metrics,
+            seed=seed,
+            stage_hook=stage_hook,
+            step_hook=step_hook,
+            verbose=verbose,
+        )
+
+
+def _train_network(
+    net,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    task: str,
+    trainer: TrainerConfig,
+    checkpoints: CheckpointConfig,
+    device: DeviceConfig,
+    device_name: str,
+    class_weights: np.ndarray | None,
+    metrics: list[str],
+    seed: int,
+    stage_hook=None,
+    step_hook=None,
+    verbose: bool = True,
+) -> TrainingOutcome:
+    """The body of :func:`train_network`, with torch's global generator forked by the caller."""
+    import torch
     from tqdm.auto import tqdm
 
     generator = torch.Generator().manual_seed(seed)

@@ -33,6 +33,7 @@ from ..models.weights import (
 )
 from ..sharing import entry_key
 from ..sources import WindowSource, as_window_source
+from ..utils.check import format_choices
 from ..utils.logging import logger
 
 __all__ = ["FoundationEmbedder"]
@@ -236,11 +237,11 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         """
         spec = get_model_spec(self.model_key)
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}.")
+            raise ConfigError(f"precision={self.precision!r} is not known; use one of {format_choices(PRECISIONS)}.")
         resolve_batch_size(self.batch_size, "cpu")  # only checks the setting; fit resolves it for the device
         if self.pooling not in spec.poolings:
             raise ConfigError(
-                f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {spec.poolings}."
+                f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {format_choices(spec.poolings)}."
             )
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
         info = prepare_inputs(

@@ -40,6 +40,7 @@ from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import check_loaded_weights, resolve_weights, weights_identity
 from ..sharing import entry_key
 from ..training import predict_network, train_network
+from ..utils.check import format_choices
 from ..utils.files import atomic_write, claim_folder
 
 __all__ = ["NeuralFineTuner", "DecoderNet"]
@@ -303,7 +304,9 @@ class NeuralFineTuner(BaseEstimator):
                 if monitor.startswith("val_") and not has_val
                 else ""
             )
-            raise ConfigError(f"checkpoint monitor {monitor!r} is not logged; choose one of {allowed}{hint}.")
+            raise ConfigError(
+                f"checkpoint monitor {monitor!r} is not logged; use one of {format_choices(allowed)}{hint}."
+            )
 
     def _config(self) -> NeuralFineTuneConfig:
         if not isinstance(self.config, NeuralFineTuneConfig):

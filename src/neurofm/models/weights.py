@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import WeightsError
 from ..sharing import EntryKey, check_trusted_folder, make_folders, share_with_group
+from ..utils.check import format_choices
 from ..utils.files import atomic_write
 from ..utils.logging import logger
 
@@ -103,7 +104,9 @@ def resolve_weights(spec: ModelSpec, weights: str | None) -> WeightsSource:
     path = Path(weights).expanduser()
     if path.is_file():
         if path.suffix not in _FILE_SUFFIXES:
-            raise WeightsError(f"Unsupported checkpoint file {path.name!r}; use one of {', '.join(_FILE_SUFFIXES)}.")
+            raise WeightsError(
+                f"Unsupported checkpoint file {path.name!r}; use one of {format_choices(_FILE_SUFFIXES)}."
+            )
         return WeightsSource("file", str(path.resolve()))
     if path.is_dir():
         return WeightsSource("directory", str(path.resolve()))

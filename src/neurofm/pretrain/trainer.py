@@ -350,6 +350,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     -------
     result : PretrainResult
     """
+    import torch
 
     if not isinstance(config, PretrainConfig):
         path = Path(config)
@@ -374,8 +375,11 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     if tokenizer_meta is not None:
         _check_tokenizer_fits(tokenizer_meta, token_config, corpus.n_times, config)
     world = _start_world(config)
+    # Every step seeds torch's global generator (dropout); the caller's stream continues afterwards as before.
+    devices = [world.device] if world.device.type == "cuda" else []
     try:
-        return _run(config, run, recipe, spec, corpus, token_config, frozen_tokenizer, world)
+        with torch.random.fork_rng(devices=devices):
+            return _run(config, run, recipe, spec, corpus, token_config, frozen_tokenizer, world)
     finally:
         _stop_world(world)
 
