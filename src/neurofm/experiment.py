@@ -3,7 +3,7 @@
 Order of work in :meth:`Experiment.run`:
 
 1. cut continuous recordings into windows as ``config.windows`` says
-   (:func:`neurofm.loaders.windows_from_recordings`), then validate windows,
+   (:func:`neurofm.windows.windows_from_recordings`), then validate windows,
    labels and metadata (:func:`neurofm.data.prepare_inputs`);
 2. compute and check the outer folds (:func:`neurofm.cv.make_splits`);
 3. prepare every model: plan input adaptations, resolve weights, build the
@@ -41,7 +41,6 @@ from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError, DataValidationError, ModelFitError, NeuroFMError
 from .execution import check_backend, computes_here, engine_session, map_tasks
-from .loaders import windows_from_recordings
 from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
@@ -50,6 +49,7 @@ from .sources import as_window_source
 from .utils.check import format_choices, validate_type
 from .utils.files import claim_folder
 from .utils.logging import log_level, logger
+from .windows import windows_from_recordings
 
 __all__ = ["Experiment"]
 

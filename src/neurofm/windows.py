@@ -1,0 +1,302 @@
+"""Cut windows from continuous recordings: event-locked or fixed-length, with one metadata row per window.
+
+What :meth:`neurofm.Experiment.run` does with recordings it is given, and what
+every dataset reader of :mod:`neurofm.loaders` returns through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .configs import WindowConfig
+from .exceptions import DataValidationError
+from .utils.logging import logger
+
+__all__ = ["windows_from_raw", "windows_from_recordings"]
+
+
+def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
+    """One ``Epochs`` of the windows of several recordings, each window's recording in a ``recording`` column.
+
+    The column lets models pretrained with recording-level statistics (REVE)
+    normalise each window with its own recording's.
+    """
+    import mne
+    import pandas as pd
+
+    if not epochs_list:
+        raise DataValidationError("No windows were found in the given recordings; check the paths and event names.")
+    for index, epochs in enumerate(epochs_list):
+        table = epochs.metadata if epochs.metadata is not None else pd.DataFrame(index=range(len(epochs)))
+        if "recording" not in table.columns:
+            table = table.assign(recording=index)
+            with mne.utils.use_log_level("warning"):
+                epochs.metadata = table.reset_index(drop=True)
+    if len(epochs_list) == 1:
+        return epochs_list[0]
+    # Offsets keep event samples of different recordings apart.
+    import warnings
+
+    with mne.utils.use_log_level("warning"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Concatenation of Annotations", category=RuntimeWarning)
+        return mne.concatenate_epochs(epochs_list, add_offset=True, on_mismatch=on_mismatch, verbose=False)
+
+
+def windows_from_raw(
+    raw: Any,
+    *,
+    events: np.ndarray | None = None,
+    event_id: Mapping[str, int] | None = None,
+    tmin: float = 0.0,
+    tmax: float | None = None,
+    window: float | None = None,
+    stride: float | None = None,
+    reject_peak_to_peak: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """Cut windows from a continuous recording.
+
+    Event-locked windows (``tmin``/``tmax`` around each event, from ``events``
+    or from the recording's annotations) or, with ``window``, fixed-length
+    windows every ``stride`` seconds (default: no overlap).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (loaded into memory as needed).
+    events : array, shape (n, 3) | None
+        MNE events; ``None`` reads them from the annotations.
+    event_id : dict of str to int | None
+        Which events to keep and their names (the ``label``). With annotations,
+        the names are annotation descriptions.
+    tmin, tmax : float
+        Window around each event, in seconds (``tmax`` is inclusive of the
+        last sample's start, so a window has ``(tmax - tmin) * sfreq`` samples).
+    window, stride : float | None
+        Fixed-length windows of ``window`` seconds every ``stride`` seconds.
+    reject_peak_to_peak : float | None
+        Drop windows whose peak-to-peak amplitude on any EEG channel exceeds
+        this value in volts (e.g. ``150e-6``).
+    metadata : dict | None
+        Constant columns added to every window (``subject``, ``session``, ``run``).
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        With ``metadata`` holding ``label`` (event-locked) and the given columns.
+    """
+    import mne
+
+    # The threshold is in volts, so it applies to EEG channels; MEG-only recordings are not rejected by it.
+    has_eeg = "eeg" in raw.get_channel_types()
+    reject = {"eeg": reject_peak_to_peak} if reject_peak_to_peak is not None and has_eeg else None
+    if window is not None:
+        stride = window if stride is None else stride
+        if stride <= 0 or stride > window:
+            raise DataValidationError(f"stride must be in (0, window]; got stride={stride}, window={window}.")
+        epochs = mne.make_fixed_length_epochs(
+            raw, duration=window, overlap=window - stride, preload=True, verbose=False
+        )
+        if reject is not None:
+            epochs.drop_bad(reject=reject, verbose=False)
+        labels = [None] * len(epochs)
+    else:
+        if tmax is None:
+            raise DataValidationError("Event-locked windows need tmax (seconds after each event); or pass window=.")
+        if events is None:
+            events, event_id = _recorded_events(raw, event_id)
+        if event_id is None:
+            event_id = {str(code): int(code) for code in np.unique(events[:, 2])}
+        missing = [name for name, code in event_id.items() if code not in set(events[:, 2])]
+        if len(missing) == len(event_id):
+            raise DataValidationError(f"None of the events {list(event_id)} occurs in the recording.")
+        present = {name: code for name, code in event_id.items() if name not in missing}
+        # tmax is exclusive of the last sample so windows have a round number of samples.
+        last = tmax - 1.0 / raw.info["sfreq"]
+        epochs = mne.Epochs(
+            raw,
+            events,
+            present,
+            tmin=tmin,
+            tmax=last,
+            baseline=None,
+            reject=reject,
+            preload=True,
+            verbose=False,
+            event_repeated="drop",
+        )
+        by_code = {code: name for name, code in present.items()}
+        labels = [by_code[code] for code in epochs.events[:, 2]]
+    table = pd.DataFrame({"label": labels})
+    for key, value in (metadata or {}).items():
+        table[key] = value
+    with mne.utils.use_log_level("warning"):
+        epochs.metadata = table
+    return epochs
+
+
+def _recorded_events(raw: Any, event_id: Mapping[str, int] | None) -> tuple[np.ndarray, dict[str, int] | None]:
+    """Events of a recording: its annotations or, when it has none, its stim channel."""
+    import mne
+
+    if len(raw.annotations):
+        events, found = mne.events_from_annotations(raw, event_id=dict(event_id) if event_id else None, verbose=False)
+        return events, dict(event_id) if event_id else found
+    if len(mne.pick_types(raw.info, stim=True)):
+        # Neuromag and many EDF+ exports mark events on a trigger channel rather than as annotations.
+        events = mne.find_events(raw, shortest_event=1, initial_event=True, verbose=False)
+        return events, dict(event_id) if event_id else None
+    raise DataValidationError(
+        "The recording has neither annotations nor a stim channel, so it has no events to cut windows around. "
+        "Add them with raw.set_annotations(mne.Annotations(onsets, durations, descriptions)), or cut fixed-length "
+        "windows (window=...) with one label per recording."
+    )
+
+
+def windows_from_recordings(
+    recordings: Any,
+    windows: WindowConfig,
+    *,
+    recording_metadata: Any = None,
+    recording_labels: Any = None,
+) -> Any:
+    """Cut the same windows from each of several continuous recordings and join them.
+
+    Every recording must have the same sampling rate and the same good
+    channels; a channel marked bad in any recording is dropped from all of
+    them. Nothing of the recordings themselves is changed.
+
+    Parameters
+    ----------
+    recordings : mne.io.Raw | list of mne.io.Raw
+        The continuous recordings (loaded or not).
+    windows : WindowConfig
+        Event-locked or fixed-length windows.
+    recording_metadata : DataFrame | dict of str to list | list of dict | None
+        One row per recording (e.g. ``subject``, ``session``); every window
+        takes its recording's row.
+    recording_labels : sequence | None
+        One label per recording, given to all of its windows (the event names
+        of event-locked windows then go to an ``event`` column). ``None``
+        labels each event-locked window by its event.
+
+    Returns
+    -------
+    epochs : mne.Epochs
+        Metadata holds ``recording`` (its position in ``recordings``),
+        ``label`` and the columns of ``recording_metadata``.
+    """
+    import mne
+    from mne.io import BaseRaw
+
+    raws = [recordings] if isinstance(recordings, BaseRaw) else list(recordings)
+    if not raws or not all(isinstance(raw, BaseRaw) for raw in raws):
+        kinds = sorted({type(raw).__name__ for raw in raws})
+        raise DataValidationError(f"recordings must be mne.io.Raw objects (or a list of them); got {kinds or 'none'}.")
+    rows = _per_recording_rows(recording_metadata, len(raws))
+    if recording_labels is not None and len(recording_labels) != len(raws):
+        raise DataValidationError(
+            f"{len(recording_labels)} recording label(s) for {len(raws)} recording(s); give exactly one per recording."
+        )
+    if recording_labels is None and not windows.event_locked:
+        raise DataValidationError(
+            "Fixed-length windows carry no event to label them: give one label per recording, or cut event-locked "
+            "windows (tmax=...) around the recordings' events."
+        )
+    bads = _check_recordings_match(raws)
+    cut_args = windows.model_dump(exclude_none=True)
+    parts = []
+    for index, raw in enumerate(raws):
+        epochs = windows_from_raw(raw, **cut_args)
+        if not len(epochs):  # e.g. every window rejected as an artefact: the other recordings still count
+            logger.warning("Recording %d gives no window with %s; it is left out.", index, cut_args)
+            continue
+        if bads:
+            epochs.info["bads"] = sorted(bads)
+        epochs.reorder_channels(raws[0].ch_names)
+        table = epochs.metadata
+        if recording_labels is not None:
+            if windows.event_locked:
+                table = table.rename(columns={"label": "event"})
+            table["label"] = [recording_labels[index]] * len(table)
+        table["recording"] = index
+        for key, value in rows[index].items():
+            table[key] = [value] * len(table)
+        with mne.utils.use_log_level("warning"):
+            epochs.metadata = table.reset_index(drop=True)
+        parts.append(epochs)
+    if not parts:
+        raise DataValidationError(f"No recording gives a window with {cut_args}; check the events and the lengths.")
+    # Head positions were compared above; sensor positions follow the first recording.
+    return _concat(parts, on_mismatch="ignore")
+
+
+def _per_recording_rows(metadata: Any, n: int) -> list[dict[str, Any]]:
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadata, Mapping):
+        metadata = pd.DataFrame(dict(metadata))
+    table = metadata if isinstance(metadata, pd.DataFrame) else pd.DataFrame(list(metadata))
+    if len(table) != n:
+        raise DataValidationError(
+            f"The metadata has {len(table)} row(s) for {n} recording(s); with continuous recordings it gives one row "
+            "per recording (e.g. its subject), copied to each of its windows."
+        )
+    reserved = sorted({"label", "event", "recording"} & set(table.columns))
+    if reserved:
+        raise DataValidationError(
+            f"The recording metadata has column(s) {reserved}, which neurofm fills in (the label, the event and "
+            "the recording's index); rename them."
+        )
+    return table.reset_index(drop=True).to_dict("records")
+
+
+def _check_recordings_match(raws: list) -> set[str]:
+    """Refuse recordings that cannot share windows; return the union of their bad channels."""
+    first = raws[0]
+    for index, raw in enumerate(raws[1:], start=1):
+        if raw.info["sfreq"] != first.info["sfreq"]:
+            raise DataValidationError(
+                f"Recording {index} is sampled at {raw.info['sfreq']} Hz and recording 0 at {first.info['sfreq']} Hz; "
+                "resample them to one rate first (raw.resample(...))."
+            )
+        missing, extra = set(first.ch_names) - set(raw.ch_names), set(raw.ch_names) - set(first.ch_names)
+        if missing or extra:
+            raise DataValidationError(
+                f"Recording {index} lacks channels {sorted(missing)[:10]} and has extra channels {sorted(extra)[:10]} "
+                "compared with recording 0; give every recording the same channels (raw.pick(...), or "
+                "raw.interpolate_bads() for missing EEG electrodes)."
+            )
+    bads = set().union(*(raw.info["bads"] for raw in raws))
+    if any(set(raw.info["bads"]) != bads for raw in raws):
+        logger.warning("Channels bad in some recording are dropped from all of them: %s", sorted(bads))
+    _warn_if_heads_moved(raws)
+    return bads
+
+
+def _warn_if_heads_moved(raws: list) -> None:
+    """MEG sensors sit elsewhere relative to the head in each recording; say so when it matters."""
+    import mne
+
+    from .data import sensor_positions
+
+    meg = mne.pick_types(raws[0].info, meg=True, ref_meg=False, exclude=())
+    if not len(meg) or len(raws) < 2:
+        return
+
+    def head_frame(info: Any) -> np.ndarray:
+        return np.array([(np.nan,) * 3 if p is None else p for p in sensor_positions(info, meg)])
+
+    reference = head_frame(raws[0].info)
+    shift = max(np.nanmax(np.linalg.norm(head_frame(raw.info) - reference, axis=1), initial=0.0) for raw in raws[1:])
+    if shift > 1e-3:
+        logger.warning(
+            "The head sat differently in the MEG helmet across recordings (sensors move up to %.1f mm in head "
+            "coordinates); models given sensor positions (LUNA, REVE) get those of recording 0. To align the "
+            "recordings, run mne.preprocessing.maxwell_filter(raw, destination=...) on each first.",
+            1000 * shift,
+        )
