@@ -1,0 +1,341 @@
+"""The experiment: cross-validation, metrics, where the work runs, how recordings are cut, and the models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..utils.check import closest_matches, format_choices
+from .base import BaseConfig
+from .models import ClassicalModelConfig, FrozenBackboneDecoderConfig, ModelConfig
+
+CV_STRATEGIES = (
+    "kfold",
+    "stratified_kfold",
+    "group_kfold",
+    "stratified_group_kfold",
+    "leave_one_group_out",
+    "train_test_split",
+)
+GROUP_STRATEGIES = ("group_kfold", "stratified_group_kfold", "leave_one_group_out")
+# The strategies that keep a group_key's groups apart: the group strategies, and train_test_split, which
+# splits by group when a group_key is given. The others (kfold, stratified_kfold) would ignore it.
+GROUP_AWARE_STRATEGIES = GROUP_STRATEGIES + ("train_test_split",)
+STRATIFIED_STRATEGIES = ("stratified_kfold", "stratified_group_kfold")
+
+
+class CVConfig(BaseConfig):
+    """Outer cross-validation.
+
+    Parameters
+    ----------
+    strategy : str
+        One of ``kfold``, ``stratified_kfold``, ``group_kfold``,
+        ``stratified_group_kfold``, ``leave_one_group_out``, ``train_test_split``.
+    n_splits : int
+        Number of folds (ignored by ``leave_one_group_out`` and ``train_test_split``).
+    group_key : str | None
+        Column of ``sample_metadata`` holding the group (e.g. subject) of each
+        window; no group is then ever on both sides of a fold. Required by the
+        group strategies; with ``train_test_split`` it makes the split
+        group-aware; ``kfold`` and ``stratified_kfold`` would ignore it, so
+        they refuse it.
+    shuffle : bool
+        Shuffle before splitting (seeded by the experiment's ``random_state``).
+    test_size : float
+        Test fraction for ``train_test_split``.
+    """
+
+    strategy: Literal[CV_STRATEGIES] = "stratified_kfold"  # type: ignore[valid-type]
+    n_splits: int = Field(5, ge=2)
+    group_key: str | None = None
+    shuffle: bool = True
+    test_size: float = Field(0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _group_key_for_group_strategies(self) -> CVConfig:
+        if self.strategy in GROUP_STRATEGIES and not self.group_key:
+            raise ValueError(
+                f"CV strategy {self.strategy!r} splits by group but no group_key was given; "
+                "set group_key to the sample_metadata column that holds the group (e.g. group_key='Subject')."
+            )
+        if self.group_key and self.strategy not in GROUP_AWARE_STRATEGIES:
+            raise ValueError(group_key_ignored_message(self.strategy, self.group_key))
+        return self
+
+    @property
+    def keeps_groups_apart(self) -> bool:
+        """Whether no group of ``group_key`` can be on both sides of a fold."""
+        return bool(self.group_key) and self.strategy in GROUP_AWARE_STRATEGIES
+
+
+def group_key_ignored_message(strategy: str, group_key: str) -> str:
+    """Why a group_key with a strategy that ignores groups is refused, and what to use instead."""
+    return (
+        f"CV strategy {strategy!r} ignores groups, so with group_key={group_key!r} windows of one group would be "
+        f"in the training and the test partition of every fold; use one of the group-aware strategies "
+        f"{format_choices(GROUP_AWARE_STRATEGIES)} (train_test_split splits by group when group_key is set), "
+        "or remove group_key."
+    )
+
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1_macro", "cohen_kappa")
+REGRESSION_METRICS = ("r2", "mae", "rmse", "pearson")
+
+
+class ExecutionConfig(BaseConfig):
+    """Where embedding extraction, the (model, fold) fits and the permutation refits run.
+
+    Units of work: one extraction shard (a contiguous range of windows,
+    embedded by a frozen backbone and written to the shared cache), one
+    (model, fold) fit, one label permutation. Every backend runs the same
+    units with the same seeds, so scores do not depend on it (for
+    scikit-learn estimators exactly; trainable backbones are exact only for
+    the same number of torch threads per worker).
+
+    Parameters
+    ----------
+    backend : {"sequential", "joblib", "dask", "ray", "submitit"}
+        ``joblib``: local processes; ``dask``: a Dask cluster (``address``) or
+        a local one; ``ray``: a Ray cluster (``address``) or a local one;
+        ``submitit``: Slurm jobs (or local processes where there is no Slurm).
+    n_jobs : int
+        Processes of the local pools (joblib, local Dask or Ray).
+    address : str | None
+        Scheduler address of a running Dask cluster (``tcp://host:8786``) or
+        Ray cluster (``ray://host:10001`` or ``auto``).
+    submitit_folder : str | None
+        Where submitit writes job scripts, logs and the pickles of tasks and
+        results (``None``: ``<cache_dir>/submitit-<uid>`` of the experiment).
+        It must be this user's and closed to others: neurofm makes it with
+        mode 0700 and refuses a link, another user's folder or one others may
+        open. Each call's jobs are deleted once their results are read.
+    scratch_folder : str | None
+        Where the local engines keep their scratch files, each in its own
+        subfolder: joblib's memory maps (``joblib/``), a local Dask
+        cluster's spill and locks (``dask/``), a local Ray runtime's session:
+        logs, sockets, spilled objects (``ray/``). ``None``: the experiment's
+        ``cache_dir`` (``<cache_dir>/scratch-<uid>`` when it is declared
+        shared). Ray's socket paths must fit the system's 107 bytes,
+        which leaves this folder at most 39 characters for a local Ray
+        runtime. An engine given by ``address`` keeps its own folders.
+    submitit_cluster : {"slurm", "local", "debug"} | None
+        ``None`` picks Slurm when ``sbatch`` is found, local processes otherwise.
+    submitit_parameters : dict
+        Resource requests passed to ``executor.update_parameters``
+        (``slurm_partition``, ``timeout_min``, ``cpus_per_task``,
+        ``gpus_per_node`` ..., see :data:`neurofm.policy.SUBMITIT_PARAMETERS`);
+        set-up lines, ``srun`` arguments and free-form sbatch directives are
+        refused.
+    extraction_shards : int | None
+        Extraction shards per frozen backbone on a parallel backend
+        (``None``: ``n_jobs``). Each shard loads the backbone once, so a
+        few large shards beat many small ones. With ``sequential`` the caller
+        extracts.
+    gpus_per_task : float | "auto"
+        GPUs each task of a model that runs on a GPU (an extraction shard, a
+        fine-tuning fold; not a scikit-learn head) asks its engine for. Ray
+        hides the GPUs from a task that asks for none, so ``"auto"``
+        (default) asks Ray for one GPU per such task when the cluster has
+        GPUs. Dask workers offer GPUs only as declared resources
+        (``dask worker --resources GPU=1``): a number asks for that many,
+        ``"auto"`` for none. On Slurm a number becomes ``gpus_per_node`` of
+        each job unless ``submitit_parameters`` sets it.
+    """
+
+    backend: Literal["sequential", "joblib", "dask", "ray", "submitit"] = "sequential"
+    n_jobs: int = Field(2, ge=1)
+    address: str | None = None
+    submitit_folder: str | None = None
+    scratch_folder: str | None = None
+    submitit_cluster: Literal["slurm", "local", "debug"] | None = None
+    submitit_parameters: dict[str, Any] = Field(default_factory=dict)
+    extraction_shards: int | None = Field(None, ge=1)
+    gpus_per_task: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
+
+    @field_validator("submitit_parameters")
+    @classmethod
+    def _resource_requests_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ..policy import check_submitit_parameters
+
+        check_submitit_parameters(value)
+        return value
+
+
+class WindowConfig(BaseConfig):
+    """How windows are cut from continuous recordings given to :meth:`Experiment.run`.
+
+    Either event-locked windows (``tmin`` to ``tmax`` around each event) or
+    fixed-length windows (``window`` seconds every ``stride`` seconds).
+
+    Parameters
+    ----------
+    tmin, tmax : float
+        Start and end of each window relative to its event, in seconds. A
+        window holds ``(tmax - tmin) * sfreq`` samples. Events come from the
+        recording's annotations or, when it has none, from its stim channel.
+        Each window's label is its event's name.
+    window, stride : float | None
+        Fixed-length windows of ``window`` seconds every ``stride`` seconds
+        (default: ``stride = window``, no overlap). Such windows carry no
+        event, so their labels are given per recording.
+    event_id : dict of str to int | None
+        Events to keep and their names: annotation descriptions (the numbers
+        only tell them apart) or stim-channel codes. ``None`` keeps every event.
+    reject_peak_to_peak : float | None
+        Drop windows whose peak-to-peak amplitude on any EEG channel exceeds
+        this many volts (e.g. ``150e-6``).
+    """
+
+    tmin: float = 0.0
+    tmax: float | None = None
+    window: float | None = Field(None, gt=0)
+    stride: float | None = Field(None, gt=0)
+    event_id: dict[str, int] | None = Field(None, min_length=1)
+    reject_peak_to_peak: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_to_cut(self) -> WindowConfig:
+        if (self.tmax is None) == (self.window is None):
+            raise ValueError(
+                "say how to cut windows: tmax (event-locked, with tmin) or window (fixed length, with stride), "
+                "not both and not neither."
+            )
+        if self.tmax is not None and self.tmax <= self.tmin:
+            raise ValueError(f"tmax ({self.tmax}) must be after tmin ({self.tmin}).")
+        if self.window is not None:
+            if self.event_id is not None or self.tmin != 0.0:
+                raise ValueError(
+                    "event_id and tmin apply to event-locked windows (tmax); fixed-length windows use neither."
+                )
+            if self.stride is not None and self.stride > self.window:
+                raise ValueError(
+                    f"stride ({self.stride}) longer than window ({self.window}) would skip data; use stride <= window."
+                )
+        if self.stride is not None and self.window is None:
+            raise ValueError("stride applies to fixed-length windows; set window as well.")
+        return self
+
+    @property
+    def event_locked(self) -> bool:
+        """Whether windows are cut around events (and labelled by them)."""
+        return self.tmax is not None
+
+
+class ExperimentConfig(BaseConfig):
+    """A whole cross-validated decoding experiment.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+        What ``y`` is. Classical models and frozen decoders' heads must do
+        it, as scikit-learn's tags say: a classifier (``bandpower_lr``,
+        ``LogisticRegression`` ...) for classification, a regressor
+        (``bandpower_ridge``, ``ts_ridge``, ``Ridge`` ...) for regression;
+        anything else is refused when the config is made.
+    models : dict of str to model config
+        Named models to evaluate on the same folds.
+    metrics : list of str | None
+        Scores per fold. ``None`` uses ``accuracy``, ``balanced_accuracy`` and
+        ``roc_auc`` (classification) or ``r2``, ``mae``, ``rmse``, ``pearson``.
+    cv : CVConfig
+        The outer cross-validation.
+    cache_dir : str
+        Root of the on-disk embedding cache (``~`` is expanded). Like the
+        output folder, it must be private (yours, not writable by group or
+        others) unless ``shared_folders`` says otherwise.
+    shared_folders : bool
+        The cache and output folders may be written by others (a lab's shared
+        cache): every embedding, weight digest and progress record neurofm
+        reads back from them must then carry a checksum keyed with your key
+        (or the group's, ``shared_key_file``); others' entries are not read
+        and are left as they are; the local engines' scratch files default
+        to ``<cache_dir>/scratch-<uid>``. See :mod:`neurofm.sharing`.
+    shared_key_file : str | None
+        With ``shared_folders``: a group's key file, readable by its members
+        and nobody else. ``None``: your own key
+        (``~/.config/neurofm/shared-folders.key``, made on first use).
+    execution : ExecutionConfig
+        Where the fits run (default: one after the other in this process).
+    random_state : int
+        Seed for splits, heads and random initialisation of backbones.
+    n_permutations : int
+        Chance level by label permutation: refit every model on the same folds
+        this many times with shuffled labels (within groups when the CV has a
+        ``group_key``) and report p-values. 0 skips it; at most 100 000 (a
+        p-value's resolution is 1 / (n + 1): beyond that, more permutations
+        only cost time and record space).
+    permute_trainable : bool
+        Also permute trainable models (``NeuralFineTuneConfig``): that is
+        ``n_permutations`` x folds trainings, so it is off by default and the
+        result records that their permutation test was skipped.
+    verbose : bool
+        Progress bars and info logs.
+    sensor_types : list of {"eeg", "meg", "mag", "grad"} | None
+        Sensors every model sees (``"meg"`` = magnetometers and
+        gradiometers). ``None`` (default) keeps every EEG and MEG channel of
+        the windows; the channels kept per type are recorded in the result's
+        ``meta["signal"]["sensor_types"]``.
+    windows : WindowConfig | None
+        How to cut windows when :meth:`Experiment.run` receives continuous
+        recordings (``mne.io.Raw`` or a list of them); must be ``None`` when it
+        receives windows.
+    """
+
+    task: Literal["classification", "regression"] = "classification"
+    models: dict[str, ModelConfig]
+    metrics: list[str] | None = None
+    cv: CVConfig = Field(default_factory=CVConfig)
+    cache_dir: str = "~/.cache/neurofm"
+    shared_folders: bool = False
+    shared_key_file: str | None = None
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    random_state: int = 0
+    n_permutations: int = Field(0, ge=0, le=100_000)
+    permute_trainable: bool = False
+    verbose: bool = True
+    sensor_types: list[Literal["eeg", "meg", "mag", "grad"]] | None = Field(None, min_length=1)
+    windows: WindowConfig | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        if not self.models:
+            raise ValueError("models is empty; name at least one model, e.g. {'lr': ClassicalModelConfig(...)}.")
+        from ..sharing import check_key_file_declared
+
+        check_key_file_declared(self.shared_folders, self.shared_key_file)
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        for metric in self.metrics or []:
+            if metric not in allowed:
+                close = closest_matches(metric, allowed)
+                hint = f" Did you mean {format_choices(close)}?" if close else ""
+                raise ValueError(
+                    f"metric {metric!r} is not available for task={self.task!r}; "
+                    f"allowed metrics are {format_choices(allowed)}.{hint}"
+                )
+        if self.task == "regression" and self.cv.strategy in ("stratified_kfold", "stratified_group_kfold"):
+            raise ValueError(
+                f"CV strategy {self.cv.strategy!r} stratifies by class and cannot be used for regression; "
+                "use 'kfold' or 'group_kfold'."
+            )
+        from ..estimators.classical import check_estimator_task
+
+        # A classifier fitted on a regression target predicts only the values it saw (and the reverse fails
+        # late, or scores nonsense): refuse it now. Trainable models build their head for the task themselves.
+        for name, model in self.models.items():
+            if isinstance(model, ClassicalModelConfig):
+                check_estimator_task(model.estimator, model.params, self.task, f"model {name!r}")
+            elif isinstance(model, FrozenBackboneDecoderConfig):
+                which = "the head" if "head" in model.model_fields_set else "the default head"
+                check_estimator_task(
+                    model.head.estimator, model.head.params, self.task, f"{which} of model {name!r}", head=True
+                )
+        return self
+
+    @property
+    def resolved_metrics(self) -> list[str]:
+        """The metrics to compute, with the task's defaults filled in."""
+        if self.metrics:
+            return list(self.metrics)
+        return list(CLASSIFICATION_METRICS[:3] if self.task == "classification" else REGRESSION_METRICS)

@@ -1,0 +1,451 @@
+"""Model configs: classical baselines, frozen backbones and their heads, trainable decoders and their parts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+
+from ..utils.check import format_choices
+from .base import BaseConfig
+
+
+class ClassicalModelConfig(BaseConfig):
+    """A scikit-learn estimator, by name or import path.
+
+    Parameters
+    ----------
+    estimator : str
+        A scikit-learn estimator class name (``"LogisticRegression"``), a
+        neurofm named pipeline (see ``neurofm.estimators.list_estimators()``),
+        or an import path ``"package.module.ClassName"``.
+    params : dict
+        Keyword arguments for the estimator's constructor.
+
+    Notes
+    -----
+    On raw windows the estimator sees microvolts for EEG and EEG-equivalent
+    microvolts for MEG (a first ``units`` step, the rule every backbone gets),
+    so that sensor types share one scale; a plain scikit-learn estimator sees
+    each window flattened to one vector.
+    """
+
+    kind: Literal["classical"] = "classical"
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        from ..estimators.classical import NAMED_ESTIMATORS, resolve_estimator_class
+        from ..policy import check_estimator_import
+
+        if "." in value and value not in NAMED_ESTIMATORS:
+            check_estimator_import(value)  # before importing anything: a config may not choose the code to run
+        resolve_estimator_class(value)  # raises with suggestions
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params_are_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ..policy import check_estimator_params_are_data
+
+        check_estimator_params_are_data(value)
+        return value
+
+
+class AdaptationConfig(BaseConfig):
+    """Input conventions of the backbone's pretraining that neurofm reproduces, each of which can be turned off.
+
+    By default a backbone receives what its published weights saw in
+    pretraining (see the model's ``sources`` in ``neurofm models --details
+    KEY`` and the fidelity table in ``docs/fidelity.md``). Each option here
+    names the alternative for a user who wants it; the adaptation record
+    (``plan_.steps``, and the result's artifacts) says which was taken, and it
+    is part of the embedding cache key.
+
+    Parameters
+    ----------
+    reference : {"pretraining", "as_recorded"}
+        ``pretraining``: re-reference as the pretraining data were (EEGPT and
+        SignalJEPA: the average of the channels the model receives; the
+        others: as recorded). ``as_recorded``: never re-reference.
+    untrained_channels : {"pretraining", "feed"}
+        Input slots whose weights never saw signal in pretraining.
+        ``pretraining``: leave them as pretraining did (EEGPT: AF7, AF8, PO5
+        and PO6 are not fed; BENDR: its T7 and T8 slots are zero).
+        ``feed``: give them the recorded signal anyway.
+    normalization_statistics : {"pretraining", "window"}
+        ``pretraining``: normalise with the statistics pretraining used (REVE:
+        each recording's mean and standard deviation per channel, when the
+        windows' recordings are known: windows cut by neurofm from
+        continuous recordings, or a ``recording`` column in the sample
+        metadata; else each window's own, and the record says so).
+        ``window``: each window's own statistics, which keeps nothing of a
+        window's amplitude relative to its recording.
+    """
+
+    reference: Literal["pretraining", "as_recorded"] = "pretraining"
+    untrained_channels: Literal["pretraining", "feed"] = "pretraining"
+    normalization_statistics: Literal["pretraining", "window"] = "pretraining"
+
+
+class FoundationEmbeddingModelConfig(BaseConfig):
+    """A frozen foundation backbone used as a feature extractor.
+
+    Parameters
+    ----------
+    backend : {"braindecode", "hugging_face"}
+        ``braindecode`` builds the registry's braindecode class; ``hugging_face``
+        loads a transformers-format encoder with ``AutoModel``.
+    model_key : str
+        Registry key (see ``neurofm.list_foundation_models()``).
+    weights : str | None
+        ``"random"`` (explicit random initialisation), a local ``.pth``/``.pt``/
+        ``.safetensors`` file, a local directory in the hub layout, or a hub id
+        (``"org/name"``, optionally ``"org/name@revision"``) resolved through the
+        local hub cache. ``None`` uses the registry's published checkpoint.
+    pooling : {"mean", "max", "flatten", "cls"}
+        How token features become one vector per window.
+    cache_embeddings : bool
+        Store embeddings in the content-addressed cache under ``cache_dir``.
+    batch_size : int | "auto"
+        Windows per forward pass; ``"auto"``: 32 on the CPU (fastest there
+        with neurofm's streams, measured), 64 on a GPU (raise it there for
+        throughput). Not part of the cache key.
+    device : str
+        ``"auto"`` (default: CUDA when present, else MPS, else the CPU, as
+        for fine-tuning; resolved in the process that computes, so a worker
+        with a GPU uses it when the run was planned on a machine without),
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` ... Embeddings made on
+        a GPU are keyed apart from the CPU's in the cache (they differ in the
+        last bits, more with TF32).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass. ``"auto"`` (default): bf16 on
+        a CUDA GPU with bf16 hardware (Ampere and later), fp32 everywhere
+        else, the CPU included. bf16 pays off on GPUs and on CPUs with
+        AVX-512 BF16/AMX (CBraMod about 1.5x faster than fp32 on 2 AMX
+        cores, embeddings at cosine 0.9999 to fp32's); on AVX2-only CPUs it
+        is several times slower than fp32, and neurofm warns. Part of the
+        cache key as resolved (embeddings differ).
+    deterministic : bool
+        Reproducible algorithms on the GPU (see
+        :func:`neurofm.devices.deterministic_algorithms`); no effect on the
+        CPU's results.
+    trust_remote_code : bool
+        Allow a hugging_face checkpoint to run code shipped with it.
+    model_kwargs : dict
+        Architecture arguments passed to the backbone class (e.g. a smaller
+        depth for tests). They become part of the backbone fingerprint.
+    adaptation : AdaptationConfig
+        Which input conventions of the model's pretraining to reproduce
+        (default: all; part of the cache key).
+    """
+
+    kind: Literal["foundation_embedding"] = "foundation_embedding"
+    backend: Literal["braindecode", "hugging_face"] = "braindecode"
+    model_key: str
+    weights: str | None = None
+    pooling: Literal["mean", "max", "flatten", "cls"] = "mean"
+    cache_embeddings: bool = True
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    deterministic: bool = False
+    trust_remote_code: bool = False
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+
+    @field_validator("model_key")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from ..models.registry import get_model_spec
+
+        return get_model_spec(value).key  # raises UnknownModelError with suggestions
+
+    @model_validator(mode="after")
+    def _pooling_supported(self) -> FoundationEmbeddingModelConfig:
+        from ..models.registry import get_model_spec
+
+        spec = get_model_spec(self.model_key)
+        if self.pooling not in spec.poolings:
+            raise ValueError(
+                f"pooling={self.pooling!r} is not available for {spec.key!r}; "
+                f"use one of {format_choices(spec.poolings)}."
+            )
+        if self.backend not in spec.backends:
+            raise ValueError(
+                f"backend={self.backend!r} is not available for {spec.key!r}; use one of {format_choices(spec.backends)}."
+            )
+        return self
+
+
+class FrozenBackboneDecoderConfig(BaseConfig):
+    """Frozen backbone embeddings decoded by a classical estimator (mode 1).
+
+    The head defaults to ``LogisticRegression``; a regression experiment
+    needs a regressor head, e.g. ``ClassicalModelConfig(estimator="Ridge")``.
+    """
+
+    kind: Literal["frozen_backbone"] = "frozen_backbone"
+    backbone: FoundationEmbeddingModelConfig
+    head: ClassicalModelConfig = Field(
+        default_factory=lambda: ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000})
+    )
+
+
+class LoRAConfig(BaseConfig):
+    """Adapter settings shared by the PEFT train modes.
+
+    Parameters
+    ----------
+    r : int
+        Rank of the low-rank update (LoRA, DoRA; the initial rank of AdaLoRA; OFT's rank).
+    alpha : float
+        LoRA scaling numerator (the update is scaled by ``alpha / r``).
+    dropout : float
+        Dropout on the adapter input.
+    target_modules : list of str | str | None
+        Module names (suffix match) or a regular expression; ``None`` uses the
+        registry's default targets for the model.
+    save : {"adapters", "merged"}
+        Checkpoints hold the adapters alone (plus the head) or the backbone
+        with the adapters merged into its weights.
+    """
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | str | None = None
+    save: Literal["adapters", "merged"] = "adapters"
+
+
+class QuantizationConfig(BaseConfig):
+    """4-bit quantisation of the backbone's linear layers (``train_mode="qlora"``).
+
+    ``compute_dtype`` is the dtype the 4-bit weights are dequantised to for
+    each product: ``"auto"`` (default) is bfloat16 on a CUDA GPU with bf16
+    hardware, as in QLoRA, and float32 elsewhere (the CPU's bf16 is slow
+    without AMX, and results there stay as they were).
+    """
+
+    enabled: bool = False
+    load_in_4bit: bool = True
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    double_quant: bool = True
+
+
+class DeviceConfig(BaseConfig):
+    """Where and in which precision training runs.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"`` (default): CUDA when the process that trains has it, else
+        MPS, else the CPU; resolved in that process (a Slurm, Ray or Dask
+        worker), not where the run was planned. Or ``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ``"mps"``.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of forward passes. ``"auto"`` (default): bf16 on
+        CUDA GPUs with bf16 hardware (Ampere and later), fp32 elsewhere (the
+        CPU included: nothing changes there). ``fp16`` (GPUs) trains with
+        loss scaling; bf16 on an older GPU is refused (it would be emulated).
+    deterministic : bool
+        Reproducible algorithms on the GPU: PyTorch's deterministic
+        algorithms, deterministic cuDNN without autotuning, cuBLAS's fixed
+        workspace and the math attention kernel
+        (:func:`neurofm.devices.deterministic_algorithms`); slower. No effect
+        on the CPU's results, which are reproducible without it.
+    """
+
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    deterministic: bool = False
+
+
+class CheckpointConfig(BaseConfig):
+    """Which training states are saved, and by what they are judged.
+
+    Parameters
+    ----------
+    save : {"none", "best", "last", "all"}
+        ``best`` keeps the epoch with the best ``monitor`` value.
+    monitor : str
+        Any logged metric: ``val_loss``, ``val_balanced_accuracy``, ``train_loss`` ...
+    mode : {"min", "max"} | None
+        Whether lower or higher is better; ``None`` infers it (losses and
+        errors lower, the rest higher).
+    directory : str | None
+        Where to write; ``None`` uses ``<cache_dir>/checkpoints``.
+    """
+
+    save: Literal["none", "best", "last", "all"] = "best"
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] | None = None
+    directory: str | None = None
+
+    @property
+    def resolved_mode(self) -> str:
+        if self.mode is not None:
+            return self.mode
+        lower_is_better = ("loss", "mae", "rmse")
+        return "min" if any(self.monitor.endswith(s) for s in lower_is_better) else "max"
+
+
+class TrainerConfig(BaseConfig):
+    """The optimisation loop of trainable models.
+
+    Parameters
+    ----------
+    max_epochs : int
+        Upper bound on epochs.
+    batch_size : int
+        Windows per optimiser micro-batch.
+    lr : float
+        Peak learning rate of AdamW.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_epochs : float
+        Linear warm-up length (in epochs) before cosine decay to zero.
+    grad_clip : float | None
+        Clip the global gradient norm to this value.
+    grad_accumulation : int
+        Micro-batches per optimiser step.
+    early_stopping_patience : int | None
+        Stop after this many epochs without improvement of the checkpoint
+        monitor; ``None`` disables early stopping.
+    validation_fraction : float
+        Share of the training partition held out for validation (split by
+        group when the CV has a ``group_key``); 0 disables validation.
+    class_weight : {"balanced"} | None
+        Loss weights inversely proportional to class frequency.
+    head : {"linear", "mlp"}
+        The decoder on pooled backbone features.
+    head_hidden : int
+        Width of the MLP head.
+    head_dropout : float
+        Dropout before the head.
+    probe_epochs : int
+        Two-stage training: train only the head for this many epochs first,
+        then the chosen ``train_mode``.
+    """
+
+    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_accumulation: int = Field(1, ge=1)
+    early_stopping_patience: int | None = Field(5, ge=1)
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    class_weight: Literal["balanced"] | None = "balanced"
+    head: Literal["linear", "mlp"] = "linear"
+    head_hidden: int = Field(128, ge=1)
+    head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    probe_epochs: int = Field(0, ge=0)
+
+
+class NeuralFineTuneConfig(BaseConfig):
+    """A backbone trained with a neural head (modes 2 and 3).
+
+    Parameters
+    ----------
+    backend, model_key, weights, pooling, model_kwargs, trust_remote_code, adaptation : as in FoundationEmbeddingModelConfig
+        Where the backbone and its weights come from, how its tokens are
+        pooled, and which input conventions of its pretraining are reproduced.
+    input_kind : {"epoched"}
+        Windows cut around events (the only kind so far).
+    train_mode : str
+        ``frozen`` (head only), ``full``, or a PEFT method: ``lora``, ``qlora``,
+        ``ia3``, ``dora``, ``adalora``, ``oft``.
+    n_outputs : int | None
+        Output width; ``None`` infers it from ``y``. A value that disagrees with
+        ``y`` is an error before training.
+    lora : LoRAConfig
+        Adapter rank, scaling, dropout and targets (PEFT train modes).
+    quantization : QuantizationConfig
+        4-bit quantisation of the backbone (QLoRA).
+    device : DeviceConfig
+        Device, precision and deterministic algorithms.
+    checkpoints : CheckpointConfig
+        Which states are saved, judged by which metric.
+    trainer : TrainerConfig
+        The optimisation loop.
+    peft_kwargs : dict
+        Extra arguments for the peft config of the chosen method.
+    """
+
+    kind: Literal["neural_finetune"] = "neural_finetune"
+    backend: Literal["braindecode", "hugging_face"] = "braindecode"
+    model_key: str
+    weights: str | None = None
+    input_kind: Literal["epoched"] = "epoched"
+    train_mode: Literal["frozen", "full", "lora", "qlora", "ia3", "dora", "adalora", "oft"] = "lora"
+    pooling: Literal["mean", "max", "flatten", "cls"] = "mean"
+    n_outputs: int | None = Field(None, ge=1)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    peft_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+
+    @field_validator("model_key")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from ..models.registry import get_model_spec
+
+        return get_model_spec(value).key
+
+    @model_validator(mode="after")
+    def _supported(self) -> NeuralFineTuneConfig:
+        from ..models.registry import get_model_spec
+
+        spec = get_model_spec(self.model_key)
+        if self.train_mode not in spec.train_modes:
+            raise ValueError(
+                f"train_mode={self.train_mode!r} is not listed for {spec.key!r}; use one of {format_choices(spec.train_modes)}."
+            )
+        if self.pooling not in spec.poolings:
+            raise ValueError(
+                f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {format_choices(spec.poolings)}."
+            )
+        if self.backend == "hugging_face":
+            raise ValueError(
+                "Trainable decoding supports backend='braindecode' so far; hugging_face encoders are frozen-only."
+            )
+        return self
+
+
+_KIND_BY_KEY = (
+    ("backbone", "frozen_backbone"),
+    ("estimator", "classical"),
+    ("train_mode", "neural_finetune"),
+    ("model_key", "foundation_embedding"),
+)
+
+
+def _model_kind(value: Any) -> str | None:
+    """Pick the model config class from its ``kind`` tag or, failing that, its keys."""
+    if isinstance(value, BaseModel):
+        return getattr(value, "kind", None)
+    if isinstance(value, dict):
+        if "kind" in value:
+            return value["kind"]
+        for key, kind in _KIND_BY_KEY:
+            if key in value:
+                return kind
+    return None
+
+
+ModelConfig = Annotated[
+    Annotated[FrozenBackboneDecoderConfig, Tag("frozen_backbone")]
+    | Annotated[ClassicalModelConfig, Tag("classical")]
+    | Annotated[NeuralFineTuneConfig, Tag("neural_finetune")],
+    Discriminator(_model_kind),
+]
