@@ -23,7 +23,7 @@ from .embed import autocast, full_batch
 from .utils.logging import logger
 from .utils.prefetch import prefetched, to_pinned
 
-__all__ = ["TrainingOutcome", "train_network", "predict_network"]
+__all__ = ["TrainingOutcome", "predict_network", "train_network", "warmup_cosine"]
 
 
 @dataclass
@@ -106,6 +106,18 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
 
 #: Consecutive fp16 overflow steps (each halving the loss scale) after which training counts as diverged.
 MAX_OVERFLOWS_IN_A_ROW = 32
+
+
+def warmup_cosine(step: int, warmup: int, total: int, peak: float = 1.0, floor: float = 0.0) -> float:
+    """The learning rate at optimiser step ``step``: linear warm-up to ``peak``, then cosine decay to ``floor``.
+
+    The one schedule of fine-tuning (as a factor of the learning rate) and
+    of pretraining (with its peak and minimum rates).
+    """
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
 
 
 def _micro_batches(X_t, y_t, order, batch_size: int, device_name: str):
@@ -263,10 +275,7 @@ def _train_network(
     warmup = int(round(trainer.warmup_epochs * steps_per_epoch))
 
     def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return warmup_cosine(step, warmup, total_steps)
 
     def make_optimizer():
         params = [p for p in net.parameters() if p.requires_grad]

@@ -17,10 +17,8 @@ killed run that resumes ends where an uninterrupted one ends (on the CPU).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -31,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from ..devices import deterministic_algorithms, resolve_precision
+from ..embed import autocast
 from ..exceptions import ConfigError, WeightsError
 from ..policy import load_yaml
 from ..sharing import check_trusted_folder
+from ..training import warmup_cosine
 from ..utils.files import TMP_MARK, atomic_write, claim_folder, resolve_path
 from ..utils.logging import logger
 from ..utils.prefetch import prefetched, to_pinned
@@ -315,11 +315,7 @@ def load_tokenizer(run_dir: str | Path, recipe: str | None = None):
 
 def _lr_at(step: int, config: PretrainConfig) -> float:
     opt = config.optimizer
-    if step < opt.warmup_steps:
-        return opt.lr * (step + 1) / opt.warmup_steps
-    span = max(opt.max_steps - opt.warmup_steps, 1)
-    progress = min((step - opt.warmup_steps) / span, 1.0)
-    return opt.min_lr + 0.5 * (opt.lr - opt.min_lr) * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, opt.warmup_steps, opt.max_steps, peak=opt.lr, floor=opt.min_lr)
 
 
 def _step_generator(seed: int, rank: int, step: int):
@@ -501,10 +497,7 @@ def _train_steps(
         lr = _lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        autocast = (
-            torch.autocast(world.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(str(world.device), precision):
             loss, parts = objective(trained, x, ch_names, generator)
         if not _all_finite(loss, world):
             raise FloatingPointError(
