@@ -85,14 +85,25 @@ TARGETS = {
                 "xǁExperimentǁ_record_path",
                 "xǁExperimentǁ_all_recorded",
                 "xǁExperimentǁ_map_resumable",
-                "xǁ_FoldOutcomeǁto_record",
-                "xǁ_FoldOutcomeǁfrom_record",
-                "x__encode",
-                "x__decode_means",
             )
         ),
         ("tests/test_resume.py", "-k", _NEUROFM_RESUME_SLOW),
-        "experiment.py's record/resume path: record keys, what is read back, the fold-outcome encoding",
+        "experiment.py's record/resume path: record keys, what is read back",
+    ),
+    "outcomes": Target(
+        "neurofm/tasks.py",
+        # How a fold's outcome and a permutation's means are recorded and read back.
+        tuple(
+            f"neurofm.tasks.{name}__mutmut_*"
+            for name in (
+                "xǁFoldOutcomeǁto_record",
+                "xǁFoldOutcomeǁfrom_record",
+                "x_encode_outcome",
+                "x_decode_means",
+            )
+        ),
+        ("tests/test_resume.py", "-k", _NEUROFM_RESUME_SLOW),
+        "tasks.py's fold-outcome encoding",
     ),
     "results": Target(
         "neurofm/results.py",

@@ -122,8 +122,8 @@ def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, wi
 def test_an_extraction_shard_resolves_auto_where_it_runs(tmp_path, windows_19ch, monkeypatch):
     """A shard planned on a machine without a GPU, run on a worker with one, embeds there under that device's key."""
     import neurofm.estimators.frozen as frozen
-    from neurofm.experiment import _ExtractionTask, _run_extraction
     from neurofm.sources import as_window_source
+    from neurofm.tasks import ExtractionTask, run_extraction
 
     planned = FoundationEmbedder(
         "cbramod",
@@ -140,7 +140,7 @@ def test_an_extraction_shard_resolves_auto_where_it_runs(tmp_path, windows_19ch,
     worker.device = "auto"
     monkeypatch.setattr(frozen, "resolve_device", lambda device: "meta" if device == "auto" else device)
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
-        _run_extraction(_ExtractionTask(worker, as_window_source(windows_19ch)))
+        run_extraction(ExtractionTask(worker, as_window_source(windows_19ch)))
     assert worker.device_ == "meta" and worker.fingerprint_ != planned.fingerprint_
     assert worker.manifest_["device"] == "meta" and "device" not in planned.manifest_
 
@@ -241,13 +241,13 @@ def test_ray_tasks_that_compute_on_a_gpu_ask_for_one(cluster_gpus, setting, expe
 
 
 def test_experiment_marks_trainable_models_on_a_gpu_device_as_gpu_tasks(tmp_path):
-    from neurofm.experiment import _computes_on_gpu, _FoldTask
+    from neurofm.tasks import FoldTask, computes_on_gpu
 
     def task(device, trainable=True):
-        return _FoldTask("m", 0, _tuner(tmp_path, device=device), trainable, np.arange(2), np.arange(2), None, ())
+        return FoldTask("m", 0, _tuner(tmp_path, device=device), trainable, np.arange(2), np.arange(2), None, ())
 
-    assert _computes_on_gpu(task("auto")) and _computes_on_gpu(task("cuda"))
-    assert not _computes_on_gpu(task("cpu")) and not _computes_on_gpu(task("auto", trainable=False))
+    assert computes_on_gpu(task("auto")) and computes_on_gpu(task("cuda"))
+    assert not computes_on_gpu(task("cpu")) and not computes_on_gpu(task("auto", trainable=False))
 
 
 def test_prefetched_items_come_in_order_errors_surface_and_an_early_exit_stops_the_reader():

@@ -55,7 +55,7 @@ def _config(cache_dir, head="LogisticRegression", n_permutations=3):
 def count_work(monkeypatch):
     """Counts fold fits and permutations actually computed (not read back from records)."""
     calls = {"folds": [], "permutations": 0}
-    run_fold, run_permutation = neurofm.experiment._run_fold, neurofm.experiment._run_permutation
+    run_fold, run_permutation = neurofm.experiment.run_fold, neurofm.experiment.run_permutation
 
     def counting_fold(task, shared):
         calls["folds"].append((task.model_name, task.fold))
@@ -65,8 +65,8 @@ def count_work(monkeypatch):
         calls["permutations"] += 1
         return run_permutation(task, shared)
 
-    monkeypatch.setattr(neurofm.experiment, "_run_fold", counting_fold)
-    monkeypatch.setattr(neurofm.experiment, "_run_permutation", counting_permutation)
+    monkeypatch.setattr(neurofm.experiment, "run_fold", counting_fold)
+    monkeypatch.setattr(neurofm.experiment, "run_permutation", counting_permutation)
     return calls
 
 
@@ -416,7 +416,7 @@ def test_fine_tuned_weights_rewritten_while_the_run_uses_them_stop_it_before_tra
         cache_dir=str(tmp_path / "cache"),
         cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
     )
-    run_fold = neurofm.experiment._run_fold
+    run_fold = neurofm.experiment.run_fold
     trained = []
 
     def rewritten_first(task, shared):
@@ -424,7 +424,7 @@ def test_fine_tuned_weights_rewritten_while_the_run_uses_them_stop_it_before_tra
         monkeypatch.setattr("neurofm.estimators.neural.train_network", lambda *a, **k: trained.append(1))
         return run_fold(task, shared)
 
-    monkeypatch.setattr(neurofm.experiment, "_run_fold", rewritten_first)
+    monkeypatch.setattr(neurofm.experiment, "run_fold", rewritten_first)
     with pytest.raises(NeuroFMError, match="changed while this run was using it"):
         _run(config, data, output_dir=tmp_path / "out")
     assert not trained and not _records(tmp_path / "out", "fold")  # nothing trained or recorded under the old identity
@@ -529,8 +529,8 @@ def test_records_are_written_where_the_layout_says_by_whichever_worker_runs_the_
 def test_a_fold_outcome_reads_back_from_its_record_exactly_with_its_column_types():
     import pandas as pd
 
-    from neurofm.experiment import _FoldOutcome
     from neurofm.progress import round_trip
+    from neurofm.tasks import FoldOutcome
 
     frame = pd.DataFrame(
         {
@@ -542,11 +542,11 @@ def test_a_fold_outcome_reads_back_from_its_record_exactly_with_its_column_types
         }
     )
     artifacts = [(0, "fit", "seconds", 1.25), (0, "head", "classes", ["a", "b"])]
-    back = _FoldOutcome.from_record(round_trip(_FoldOutcome({"accuracy": 0.5}, frame, artifacts, 2.5).to_record()))
+    back = FoldOutcome.from_record(round_trip(FoldOutcome({"accuracy": 0.5}, frame, artifacts, 2.5).to_record()))
     assert_frame_equal(back.predictions, frame, check_exact=True)  # int32 and float32 stay what they were
     assert (back.scores, back.artifacts, back.seconds) == ({"accuracy": 0.5}, artifacts, 2.5)
     # A fold without predictions (a model that gives none) reads back without them.
-    empty = _FoldOutcome.from_record(round_trip(_FoldOutcome({"accuracy": 0.5}, None, [], 0.0).to_record()))
+    empty = FoldOutcome.from_record(round_trip(FoldOutcome({"accuracy": 0.5}, None, [], 0.0).to_record()))
     assert empty.predictions is None and empty.artifacts == []
 
 

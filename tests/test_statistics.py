@@ -106,7 +106,7 @@ def _rigged_permutations(monkeypatch, observed: dict[str, float], y):
         seen.append(offset)
         return {metric: observed[metric] + offset for metric in task.metrics}
 
-    monkeypatch.setattr(neurofm.experiment, "_run_permutation", rigged)
+    monkeypatch.setattr(neurofm.experiment, "run_permutation", rigged)
     return seen
 
 

@@ -39,13 +39,27 @@ from .configs import (
 from .cv import make_splits
 from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
-from .exceptions import ConfigError, DataValidationError, ModelFitError, NeuroFMError
+from .exceptions import ConfigError, DataValidationError
 from .execution import check_backend, computes_here, engine_session, map_tasks
-from .metrics import score
 from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
+from .tasks import (
+    ExtractionTask,
+    FoldOutcome,
+    FoldTask,
+    PermutationTask,
+    SharedInputs,
+    computes_on_gpu,
+    decode_means,
+    encode_outcome,
+    permute_labels,
+    run_extraction,
+    run_fold,
+    run_permutation,
+    split_frame,
+)
 from .utils.check import format_choices, validate_type
 from .utils.files import claim_folder
 from .utils.logging import log_level, logger
@@ -320,11 +334,11 @@ class Experiment:
                 results[i] = decode(record)
         if len(todo) < len(tasks):
             logger.info("Resuming: %d of %d task(s) read back from their records", len(tasks) - len(todo), len(tasks))
-        call = RecordingCall(function, _encode, self._key)
+        call = RecordingCall(function, encode_outcome, self._key)
         items = [(tasks[i], paths[i]) for i in todo]
-        on_gpu = [_computes_on_gpu(tasks[i]) for i in todo]
+        on_gpu = [computes_on_gpu(tasks[i]) for i in todo]
         for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared, on_gpu), strict=True):
-            results[i] = fresh if paths[i] is None else decode(round_trip(_encode(fresh)))
+            results[i] = fresh if paths[i] is None else decode(round_trip(encode_outcome(fresh)))
         return results
 
     def _compute(self, inputs, splits, prepared, classes, groups, started) -> ExperimentResult:
@@ -350,7 +364,7 @@ class Experiment:
                 features[model.name] = _in_memory(inputs, model.name)
             timings[model.name] = time.perf_counter() - t0
         tasks = [
-            _FoldTask(
+            FoldTask(
                 model.name,
                 fold,
                 clone(model.estimator),
@@ -366,15 +380,15 @@ class Experiment:
         logger.info("%d model(s) x %d folds on %s", len(prepared), len(splits), cfg.execution.backend)
         by_name = {model.name: model for model in prepared}
         # Features, labels and groups go to each worker once; a task names its model and fold.
-        shared = _Shared(features, inputs.y, groups, self._recordings)
+        shared = SharedInputs(features, inputs.y, groups, self._recordings)
         paths = [self._record_path(task.model_name, "fold", task.fold) for task in tasks]
-        outcomes = self._map_resumable(_run_fold, tasks, shared, paths, _FoldOutcome.from_record)
+        outcomes = self._map_resumable(run_fold, tasks, shared, paths, FoldOutcome.from_record)
         for task, outcome in zip(tasks, outcomes, strict=True):
             by_name[task.model_name].artifacts.extend(outcome.artifacts)
             scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
             if outcome.predictions is not None:
                 predictions.append(outcome.predictions)
-            split_rows.append(_split_frame(task.model_name, task.fold, task.train, task.test))
+            split_rows.append(split_frame(task.model_name, task.fold, task.train, task.test))
             timings[task.model_name] += outcome.seconds
         for model in prepared:
             trainable = isinstance(model.config, NeuralFineTuneConfig)
@@ -485,11 +499,11 @@ class Experiment:
         worker = copy.copy(embedder)  # the fitted plan and fingerprint travel; __getstate__ drops the backbone
         worker.verbose = False
         tasks = [
-            _ExtractionTask(worker, source.block(start, stop), None if recordings is None else recordings[start:stop])
+            ExtractionTask(worker, source.block(start, stop), None if recordings is None else recordings[start:stop])
             for start, stop in bounds
         ]
         logger.info("Extracting %s embeddings in %d shard(s) on %s", embedder.model_key, len(tasks), execution.backend)
-        outcomes = map_tasks(execution, _run_extraction, tasks, on_gpu=[embedder.device != "cpu"] * len(tasks))
+        outcomes = map_tasks(execution, run_extraction, tasks, on_gpu=[embedder.device != "cpu"] * len(tasks))
         features = np.concatenate([embeddings for embeddings, *_ in outcomes], axis=0)
         embedder.record_extraction(
             features,
@@ -504,13 +518,15 @@ class Experiment:
         rng = np.random.default_rng(cfg.random_state)
         trainable = isinstance(model.config, NeuralFineTuneConfig)
         tasks = [
-            _PermutationTask(model.estimator, trainable, _permute(y, groups, rng), splits, classes, tuple(observed))
+            PermutationTask(
+                model.estimator, trainable, permute_labels(y, groups, rng), splits, classes, tuple(observed)
+            )
             for _ in range(cfg.n_permutations)
         ]
         null = {metric: [] for metric in observed}
-        shared = _Shared({model.name: features}, y, groups, self._recordings)
+        shared = SharedInputs({model.name: features}, y, groups, self._recordings)
         paths = [self._record_path(model.name, "permutation", i) for i in range(len(tasks))]
-        for means in self._map_resumable(_run_permutation, tasks, shared, paths, _decode_means):
+        for means in self._map_resumable(run_permutation, tasks, shared, paths, decode_means):
             for metric in observed:
                 null[metric].append(means[metric])
         rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
@@ -523,26 +539,6 @@ class Experiment:
                 (-1, "permutation_test", f"{metric}_p_value", float((better.sum() + 1) / (len(values) + 1))),
             ]
         return rows
-
-
-@dataclass
-class _ExtractionTask:
-    """One extraction shard: a fitted embedder (without its backbone) and a range of windows. Picklable."""
-
-    embedder: Any
-    source: Any
-    recordings: Any = None
-
-
-def _computes_on_gpu(task: Any) -> bool:
-    """Whether a fold or permutation task trains a backbone that takes a GPU where it finds one."""
-    return bool(getattr(task, "trainable", False)) and task.estimator.config.device.device != "cpu"
-
-
-def _run_extraction(task: _ExtractionTask) -> tuple[np.ndarray, int, int, int, tuple[str, str]]:
-    """Embed a shard where it runs; also says on which device, under which cache key (both resolved there)."""
-    embedder = task.embedder
-    return (*embedder.embed_source(task.source, task.recordings), (embedder.device_, embedder.fingerprint_))
 
 
 def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
@@ -559,224 +555,6 @@ def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
         )
         inputs.extra["in_memory"] = inputs.X.to_array()
     return inputs.extra["in_memory"]
-
-
-@dataclass
-class _Shared:
-    """What every fold and permutation task reads: features by model name, labels, groups. Sent once per worker."""
-
-    features: dict[str, np.ndarray]
-    y: np.ndarray
-    groups: np.ndarray | None
-    recordings: np.ndarray | None = None  # each window's recording, where known (trainable models normalise by it)
-
-
-@dataclass
-class _FoldTask:
-    """One (model, fold): fit on the training partition, score the test partition. Picklable."""
-
-    model_name: str
-    fold: int
-    estimator: Any
-    trainable: bool
-    train: np.ndarray
-    test: np.ndarray
-    classes: np.ndarray | None
-    metrics: tuple[str, ...]
-
-
-@dataclass
-class _FoldOutcome:
-    scores: dict[str, float]
-    predictions: pd.DataFrame | None
-    artifacts: list[tuple[int, str, str, Any]]
-    seconds: float
-
-    def to_record(self) -> dict[str, Any]:
-        """JSON-ready: a progress record (floats keep every bit; columns keep their dtype)."""
-        frame = self.predictions
-        columns = None if frame is None else [[name, str(frame[name].dtype), frame[name].tolist()] for name in frame]
-        return {
-            "scores": self.scores,
-            "predictions": columns,
-            "artifacts": [list(a) for a in self.artifacts],
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> _FoldOutcome:
-        frame = None
-        if record["predictions"] is not None:
-            frame = pd.DataFrame(
-                {name: pd.Series(values, dtype=dtype) for name, dtype, values in record["predictions"]}
-            )
-        return cls(
-            {k: float(v) for k, v in record["scores"].items()},
-            frame,
-            [tuple(a) for a in record["artifacts"]],
-            float(record["seconds"]),
-        )
-
-
-def _encode(result: Any) -> Any:
-    """A fold outcome or a permutation's mean scores as a JSON-ready record."""
-    return result.to_record() if isinstance(result, _FoldOutcome) else result
-
-
-def _decode_means(record: dict[str, Any]) -> dict[str, float]:
-    return {metric: float(value) for metric, value in record.items()}
-
-
-def _fit(estimator, trainable: bool, X, y, groups, recordings=None):
-    """Fit on one training partition; a trainable model's validation split comes from it, by group."""
-    if trainable:
-        return estimator.fit(X, y, groups=groups, recordings=recordings)
-    return estimator.fit(X, y)
-
-
-def _fit_and_score(estimator, trainable, features, y, groups, train, test, classes, metrics, recordings=None):
-    """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training.
-
-    A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``)."""
-    recordings = recordings if trainable else None
-    estimator = _fit(
-        estimator,
-        trainable,
-        features[train],
-        y[train],
-        None if groups is None else groups[train],
-        None if recordings is None else recordings[train],
-    )
-    if trainable and estimator.failed_:
-        return estimator, dict.fromkeys(metrics, float("nan")), None, None
-    y_pred, proba = _predict(estimator, features[test], classes, None if recordings is None else recordings[test])
-    return estimator, {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}, y_pred, proba
-
-
-def _run_fold(task: _FoldTask, shared: _Shared) -> _FoldOutcome:
-    started = time.perf_counter()
-    y = shared.y
-    try:
-        estimator, scores, y_pred, proba = _fit_and_score(
-            task.estimator,
-            task.trainable,
-            shared.features[task.model_name],
-            y,
-            shared.groups,
-            task.train,
-            task.test,
-            task.classes,
-            task.metrics,
-            shared.recordings,
-        )
-    except NeuroFMError:
-        raise
-    except Exception as exc:
-        cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
-        raise ModelFitError(
-            f"Model {task.model_name!r} failed on fold {task.fold}: {cause}. Folds that finished are kept; with "
-            "output_dir set, running again resumes after them."
-        ) from exc
-    artifacts = _trainable_artifacts(estimator, task.fold) if task.trainable else []
-    frame = None
-    if y_pred is not None:
-        frame = _prediction_frame(task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes)
-    return _FoldOutcome(scores, frame, artifacts, time.perf_counter() - started)
-
-
-@dataclass
-class _PermutationTask:
-    """Every fold of one label permutation. Picklable."""
-
-    estimator: Any
-    trainable: bool
-    y: np.ndarray  # the shuffled labels
-    splits: list[tuple[np.ndarray, np.ndarray]]
-    classes: np.ndarray | None
-    metrics: tuple[str, ...]
-
-
-def _run_permutation(task: _PermutationTask, shared: _Shared) -> dict[str, float]:
-    """Mean score over folds of the estimator refitted on shuffled labels."""
-    [features] = shared.features.values()
-    fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
-    for train, test in task.splits:
-        _, scores, _, _ = _fit_and_score(
-            clone(task.estimator),
-            task.trainable,
-            features,
-            task.y,
-            shared.groups,
-            train,
-            test,
-            task.classes,
-            task.metrics,
-            shared.recordings,
-        )
-        for metric, value in scores.items():
-            fold_scores[metric].append(value)
-    return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
-
-
-def _predict(estimator, X, classes, recordings=None):
-    given = {} if recordings is None else {"recordings": recordings}  # only trainable models take them
-    y_pred = estimator.predict(X, **given)
-    if classes is None:
-        return y_pred, None
-    proba = None
-    est_classes = getattr(estimator, "classes_", None)
-    if hasattr(estimator, "predict_proba"):
-        try:
-            proba_raw = estimator.predict_proba(X, **given)
-        except (AttributeError, NotImplementedError):
-            proba_raw = None
-    else:
-        proba_raw = None
-    if proba_raw is None and hasattr(estimator, "decision_function"):
-        dec = np.asarray(estimator.decision_function(X))
-        proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
-    if proba_raw is not None and est_classes is not None:
-        proba = np.zeros((len(X), len(classes)))
-        cols = np.searchsorted(classes, est_classes)
-        proba[:, cols] = proba_raw
-    return y_pred, proba
-
-
-def _prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
-    frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
-    if proba is not None:
-        for k, cls in enumerate(classes):
-            frame[f"proba_{cls}"] = proba[:, k]
-    return frame
-
-
-def _permute(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """Shuffle labels, within each group when groups are given (keeps subject-level structure)."""
-    if groups is None:
-        return rng.permutation(y)
-    out = y.copy()
-    for group in np.unique(groups):
-        idx = np.flatnonzero(groups == group)
-        out[idx] = y[rng.permutation(idx)]
-    return out
-
-
-def _trainable_artifacts(estimator, fold: int) -> list[tuple[int, str, str, Any]]:
-    """The NeuralTrainable protocol's outputs as artifact rows of one fold."""
-    rows: list[tuple[int, str, str, Any]] = []
-    for kind, content in estimator.get_artifact_metadata().items():
-        if kind == "training_history":
-            rows += [(fold, kind, f"epoch_{record['epoch']:03d}", record) for record in content]
-        else:
-            rows += [(fold, kind, key, value) for key, value in content.items()]
-    return rows
-
-
-def _split_frame(name: str, fold: int, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
-    idx = np.concatenate([train, test])
-    sets = np.array(["train"] * len(train) + ["test"] * len(test))
-    order = np.argsort(idx, kind="stable")
-    return pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": idx[order], "Set": sets[order]})
 
 
 def _meta(inputs: Inputs, seconds: float, timings: dict) -> dict:

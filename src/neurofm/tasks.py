@@ -1,0 +1,275 @@
+"""The units of work of an experiment, picklable for any engine: extraction shards, (model, fold) fits, permutations.
+
+Each task carries what it needs (an estimator, index arrays); what every task
+reads (features, labels, groups) travels once per worker as
+:class:`SharedInputs`. A fold's outcome is recorded as JSON the moment it
+finishes (:class:`FoldOutcome`), so a resumed run reads it back instead of
+fitting again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from .exceptions import ModelFitError, NeuroFMError
+from .metrics import score
+
+__all__ = [
+    "ExtractionTask",
+    "FoldOutcome",
+    "FoldTask",
+    "PermutationTask",
+    "SharedInputs",
+    "computes_on_gpu",
+    "decode_means",
+    "encode_outcome",
+    "permute_labels",
+    "run_extraction",
+    "run_fold",
+    "run_permutation",
+    "split_frame",
+]
+
+
+@dataclass
+class ExtractionTask:
+    """One extraction shard: a fitted embedder (without its backbone) and a range of windows. Picklable."""
+
+    embedder: Any
+    source: Any
+    recordings: Any = None
+
+
+def computes_on_gpu(task: Any) -> bool:
+    """Whether a fold or permutation task trains a backbone that takes a GPU where it finds one."""
+    return bool(getattr(task, "trainable", False)) and task.estimator.config.device.device != "cpu"
+
+
+def run_extraction(task: ExtractionTask) -> tuple[np.ndarray, int, int, int, tuple[str, str]]:
+    """Embed a shard where it runs; also says on which device, under which cache key (both resolved there)."""
+    embedder = task.embedder
+    return (*embedder.embed_source(task.source, task.recordings), (embedder.device_, embedder.fingerprint_))
+
+
+@dataclass
+class SharedInputs:
+    """What every fold and permutation task reads: features by model name, labels, groups. Sent once per worker."""
+
+    features: dict[str, np.ndarray]
+    y: np.ndarray
+    groups: np.ndarray | None
+    recordings: np.ndarray | None = None  # each window's recording, where known (trainable models normalise by it)
+
+
+@dataclass
+class FoldTask:
+    """One (model, fold): fit on the training partition, score the test partition. Picklable."""
+
+    model_name: str
+    fold: int
+    estimator: Any
+    trainable: bool
+    train: np.ndarray
+    test: np.ndarray
+    classes: np.ndarray | None
+    metrics: tuple[str, ...]
+
+
+@dataclass
+class FoldOutcome:
+    scores: dict[str, float]
+    predictions: pd.DataFrame | None
+    artifacts: list[tuple[int, str, str, Any]]
+    seconds: float
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready: a progress record (floats keep every bit; columns keep their dtype)."""
+        frame = self.predictions
+        columns = None if frame is None else [[name, str(frame[name].dtype), frame[name].tolist()] for name in frame]
+        return {
+            "scores": self.scores,
+            "predictions": columns,
+            "artifacts": [list(a) for a in self.artifacts],
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FoldOutcome:
+        frame = None
+        if record["predictions"] is not None:
+            frame = pd.DataFrame(
+                {name: pd.Series(values, dtype=dtype) for name, dtype, values in record["predictions"]}
+            )
+        return cls(
+            {k: float(v) for k, v in record["scores"].items()},
+            frame,
+            [tuple(a) for a in record["artifacts"]],
+            float(record["seconds"]),
+        )
+
+
+def encode_outcome(result: Any) -> Any:
+    """A fold outcome or a permutation's mean scores as a JSON-ready record."""
+    return result.to_record() if isinstance(result, FoldOutcome) else result
+
+
+def decode_means(record: dict[str, Any]) -> dict[str, float]:
+    return {metric: float(value) for metric, value in record.items()}
+
+
+def _fit(estimator, trainable: bool, X, y, groups, recordings=None):
+    """Fit on one training partition; a trainable model's validation split comes from it, by group."""
+    if trainable:
+        return estimator.fit(X, y, groups=groups, recordings=recordings)
+    return estimator.fit(X, y)
+
+
+def fit_and_score(estimator, trainable, features, y, groups, train, test, classes, metrics, recordings=None):
+    """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training.
+
+    A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``)."""
+    recordings = recordings if trainable else None
+    estimator = _fit(
+        estimator,
+        trainable,
+        features[train],
+        y[train],
+        None if groups is None else groups[train],
+        None if recordings is None else recordings[train],
+    )
+    if trainable and estimator.failed_:
+        return estimator, dict.fromkeys(metrics, float("nan")), None, None
+    y_pred, proba = _predict(estimator, features[test], classes, None if recordings is None else recordings[test])
+    return estimator, {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}, y_pred, proba
+
+
+def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
+    started = time.perf_counter()
+    y = shared.y
+    try:
+        estimator, scores, y_pred, proba = fit_and_score(
+            task.estimator,
+            task.trainable,
+            shared.features[task.model_name],
+            y,
+            shared.groups,
+            task.train,
+            task.test,
+            task.classes,
+            task.metrics,
+            shared.recordings,
+        )
+    except NeuroFMError:
+        raise
+    except Exception as exc:
+        cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+        raise ModelFitError(
+            f"Model {task.model_name!r} failed on fold {task.fold}: {cause}. Folds that finished are kept; with "
+            "output_dir set, running again resumes after them."
+        ) from exc
+    artifacts = trainable_artifacts(estimator, task.fold) if task.trainable else []
+    frame = None
+    if y_pred is not None:
+        frame = prediction_frame(task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes)
+    return FoldOutcome(scores, frame, artifacts, time.perf_counter() - started)
+
+
+@dataclass
+class PermutationTask:
+    """Every fold of one label permutation. Picklable."""
+
+    estimator: Any
+    trainable: bool
+    y: np.ndarray  # the shuffled labels
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    classes: np.ndarray | None
+    metrics: tuple[str, ...]
+
+
+def run_permutation(task: PermutationTask, shared: SharedInputs) -> dict[str, float]:
+    """Mean score over folds of the estimator refitted on shuffled labels."""
+    [features] = shared.features.values()
+    fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
+    for train, test in task.splits:
+        _, scores, _, _ = fit_and_score(
+            clone(task.estimator),
+            task.trainable,
+            features,
+            task.y,
+            shared.groups,
+            train,
+            test,
+            task.classes,
+            task.metrics,
+            shared.recordings,
+        )
+        for metric, value in scores.items():
+            fold_scores[metric].append(value)
+    return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
+
+
+def _predict(estimator, X, classes, recordings=None):
+    given = {} if recordings is None else {"recordings": recordings}  # only trainable models take them
+    y_pred = estimator.predict(X, **given)
+    if classes is None:
+        return y_pred, None
+    proba = None
+    est_classes = getattr(estimator, "classes_", None)
+    if hasattr(estimator, "predict_proba"):
+        try:
+            proba_raw = estimator.predict_proba(X, **given)
+        except (AttributeError, NotImplementedError):
+            proba_raw = None
+    else:
+        proba_raw = None
+    if proba_raw is None and hasattr(estimator, "decision_function"):
+        dec = np.asarray(estimator.decision_function(X))
+        proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
+    if proba_raw is not None and est_classes is not None:
+        proba = np.zeros((len(X), len(classes)))
+        cols = np.searchsorted(classes, est_classes)
+        proba[:, cols] = proba_raw
+    return y_pred, proba
+
+
+def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
+    frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
+    if proba is not None:
+        for k, cls in enumerate(classes):
+            frame[f"proba_{cls}"] = proba[:, k]
+    return frame
+
+
+def permute_labels(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    """Shuffle labels, within each group when groups are given (keeps subject-level structure)."""
+    if groups is None:
+        return rng.permutation(y)
+    out = y.copy()
+    for group in np.unique(groups):
+        idx = np.flatnonzero(groups == group)
+        out[idx] = y[rng.permutation(idx)]
+    return out
+
+
+def trainable_artifacts(estimator, fold: int) -> list[tuple[int, str, str, Any]]:
+    """The NeuralTrainable protocol's outputs as artifact rows of one fold."""
+    rows: list[tuple[int, str, str, Any]] = []
+    for kind, content in estimator.get_artifact_metadata().items():
+        if kind == "training_history":
+            rows += [(fold, kind, f"epoch_{record['epoch']:03d}", record) for record in content]
+        else:
+            rows += [(fold, kind, key, value) for key, value in content.items()]
+    return rows
+
+
+def split_frame(name: str, fold: int, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
+    idx = np.concatenate([train, test])
+    sets = np.array(["train"] * len(train) + ["test"] * len(test))
+    order = np.argsort(idx, kind="stable")
+    return pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": idx[order], "Set": sets[order]})
