@@ -29,7 +29,7 @@ STAGES = [
     ("cache: store packs", "neurofm/cache.py", "store"),
     ("input adaptation", "neurofm/adapt.py", "apply"),
     ("pooling", "neurofm/embed.py", "pool_tokens"),
-    ("fold fits and scores", "neurofm/experiment.py", "_run_fold"),
+    ("fold fits and scores", "neurofm/tasks.py", "run_fold"),
     ("permutation refits", "neurofm/experiment.py", "_permutation_test"),
     ("save results", "neurofm/results.py", "save"),
 ]
