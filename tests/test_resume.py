@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,8 +110,20 @@ def test_a_rerun_skips_finished_work_and_gives_the_same_results(data, tmp_path, 
     _same_results(resumed, first)
     _same_results(ExperimentResult.load(out), first)
 
-    # Everything on record: no window is embedded again, not even from the cache.
-    done = _run(_config(tmp_path / "cache"), data, output_dir=out)
+    # Everything on record: no window is embedded again, not even from the cache; each record is read once.
+    reads = []
+    read_text = Path.read_text
+
+    def counting_read_text(path, *args, **kwargs):
+        if path in records:
+            reads.append(path)
+        return read_text(path, *args, **kwargs)
+
+    records = set(_records(out, "fold") + _records(out, "permutation"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "read_text", counting_read_text)
+        done = _run(_config(tmp_path / "cache"), data, output_dir=out)
+    assert len(reads) == len(set(reads)) == 12  # 6 folds and 6 permutations, each read from disk once
     _same_results(done, first)
     cache = done.get_model_artifacts(artifact_type="embedding_cache", model="probe")
     assert "skipped" in set(cache["ArtifactKey"])

@@ -41,7 +41,7 @@ from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError, DataValidationError
 from .execution import check_backend, computes_here, engine_session, map_tasks
-from .progress import RecordingCall, RunProgress, data_fingerprint, read_record, round_trip
+from .progress import RecordingCall, RunProgress, data_fingerprint, round_trip
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
@@ -218,9 +218,10 @@ class Experiment:
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         with contextlib.ExitStack() as stack:
-            self._records = None
+            self._records = self._progress = None
             if output_dir is not None:
                 progress = stack.enter_context(RunProgress(Path(output_dir).expanduser(), self._key).session())
+                self._progress = progress
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
                 self._records = {
                     model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared
@@ -318,16 +319,14 @@ class Experiment:
         wanted = [self._record_path(model.name, "fold", fold) for fold in range(n_folds)]
         if cfg.n_permutations and (cfg.permute_trainable or not isinstance(model.config, NeuralFineTuneConfig)):
             wanted += [self._record_path(model.name, "permutation", i) for i in range(cfg.n_permutations)]
-        return all(path.is_file() for path in wanted) and all(
-            read_record(path, self._key) is not None for path in wanted
-        )
+        return all(path.is_file() for path in wanted) and all(self._progress.read(path) is not None for path in wanted)
 
     def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
         """``map_tasks`` that reads finished tasks from their records and records the others as they finish."""
         results: list[Any] = [None] * len(tasks)
         todo = []
         for i, path in enumerate(paths):
-            record = read_record(path, self._key) if path is not None else None
+            record = self._progress.read(path) if path is not None else None
             if record is None:
                 todo.append(i)
             else:

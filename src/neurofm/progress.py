@@ -28,7 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,19 @@ class RunProgress:
 
     output_dir: Path
     key: EntryKey | None = None
+    _payloads: dict = field(default_factory=dict, init=False, repr=False)
+
+    def read(self, path: Path) -> Any | None:
+        """A record's payload (:func:`read_record` with this run's key), read from disk once per run.
+
+        A run reads its records before it computes what they hold (to skip a
+        frozen backbone's extraction when every fold is recorded, then to skip
+        each recorded task) and writes only records it did not find, so what
+        it read stays true for the rest of the run.
+        """
+        if path not in self._payloads:
+            self._payloads[path] = read_record(path, self.key)
+        return self._payloads[path]
 
     @property
     def directory(self) -> Path:
