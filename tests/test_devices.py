@@ -334,8 +334,10 @@ def test_training_and_a_run_leave_the_callers_generator_and_log_level_as_they_we
     )
     logger.setLevel("DEBUG")
     try:
-        Experiment(config).run(X, y, sample_metadata=meta, **info)
+        experiment = Experiment(config)
+        experiment.run(X, y, sample_metadata=meta, **info)
         assert logger.level == 10  # DEBUG, as the caller set it
+        assert vars(experiment) == {"config": config}  # the run's state lived in its own object, now gone
     finally:
         logger.setLevel("INFO")
 

@@ -197,7 +197,7 @@ def test_an_experiment_refuses_folders_others_can_write_before_any_work(tmp_path
     def no_work(*args, **kwargs):
         raise AssertionError("the run started working")
 
-    monkeypatch.setattr(neurofm.experiment.Experiment, "_prepare", no_work)
+    monkeypatch.setattr(neurofm.experiment.ExperimentRun, "_prepare", no_work)
     for folder in ("cache", "out"):
         (tmp_path / folder).mkdir(mode=0o770)
         os.chmod(tmp_path / folder, 0o770)

@@ -158,7 +158,7 @@ class Experiment:
 
         # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
         with mne.utils.use_log_level("warning"), log_level(self.config.verbose), engine_session():
-            return self._run(
+            return ExperimentRun(self.config).execute(
                 X,
                 y,
                 sample_metadata,
@@ -169,7 +169,29 @@ class Experiment:
                 output_dir=output_dir,
             )
 
-    def _run(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
+
+class ExperimentRun:
+    """One run of an experiment: its windows, folds, prepared models, records and engine.
+
+    :meth:`Experiment.run` makes one per call, so nothing of a run outlives it
+    and an :class:`Experiment` holds only its config.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        What to run.
+    """
+
+    def __init__(self, config: ExperimentConfig):
+        self.config = config
+        self._execution = config.execution
+        self._key = None  # the key of shared folders (set when the run checks its folders)
+        self._records: dict[str, Path] | None = None  # each model's record folder (with output_dir)
+        self._progress: RunProgress | None = None
+        self._recordings: np.ndarray | None = None  # each window's recording, when known
+
+    def execute(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
+        """Run every model on the outer folds (see :meth:`Experiment.run`)."""
         cfg = self.config
         # Every file a run writes lives in its output or cache folder, the engines' scratch files too.
         # In a cache shared with others, each user's engines keep their scratch in a folder of their own.
