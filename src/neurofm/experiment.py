@@ -77,6 +77,11 @@ class _PreparedModel:
     artifacts: list[tuple[int, str, str, Any]] = field(default_factory=list)
     weights: dict[str, Any] | None = None  # identity of the loaded weights (content, not path); None: no weights
 
+    @property
+    def trainable(self) -> bool:
+        """Whether the model trains a backbone inside each fold (it gets raw windows, not features)."""
+        return isinstance(self.config, NeuralFineTuneConfig)
+
 
 #: What neurofm writes directly in a cache folder: embeddings, weight digests, fine-tuning checkpoints, submitit
 #: jobs (per user; "submitit" before they were), the local engines' scratch.
@@ -339,7 +344,7 @@ class ExperimentRun:
             return False
         cfg = self.config
         wanted = [self._record_path(model.name, "fold", fold) for fold in range(n_folds)]
-        if cfg.n_permutations and (cfg.permute_trainable or not isinstance(model.config, NeuralFineTuneConfig)):
+        if cfg.n_permutations and (cfg.permute_trainable or not model.trainable):
             wanted += [self._record_path(model.name, "permutation", i) for i in range(cfg.n_permutations)]
         return all(path.is_file() for path in wanted) and all(self._progress.read(path) is not None for path in wanted)
 
@@ -389,7 +394,7 @@ class ExperimentRun:
                 model.name,
                 fold,
                 clone(model.estimator),
-                isinstance(model.config, NeuralFineTuneConfig),
+                model.trainable,
                 train,
                 test,
                 classes,
@@ -412,7 +417,7 @@ class ExperimentRun:
             split_rows.append(split_frame(task.model_name, task.fold, task.train, task.test))
             timings[task.model_name] += outcome.seconds
         for model in prepared:
-            trainable = isinstance(model.config, NeuralFineTuneConfig)
+            trainable = model.trainable
             if cfg.n_permutations and trainable and not cfg.permute_trainable:
                 model.artifacts.append(
                     (
@@ -537,7 +542,7 @@ class ExperimentRun:
         """Chance level: the same folds and estimator, labels shuffled (within groups when grouped)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.random_state)
-        trainable = isinstance(model.config, NeuralFineTuneConfig)
+        trainable = model.trainable
         tasks = [
             PermutationTask(
                 model.estimator, trainable, permute_labels(y, groups, rng), splits, classes, tuple(observed)
