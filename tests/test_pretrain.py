@@ -750,3 +750,13 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_before_backward(mo
     monkeypatch.setitem(sys.modules, "torch.distributed", FakeDist)
     assert trainer._all_finite(torch.tensor(1.0), world) is False and reduced == ["min"]
     assert trainer._all_finite(torch.tensor(float("nan")), trainer._World(0, 1, torch.device("cpu"))) is False
+
+
+def test_the_recipes_a_config_offers_are_the_registrys():
+    """What neurofm knows about pretraining a backbone lives in its spec; the config offers exactly those."""
+    from typing import get_args
+
+    from neurofm.models.registry import get_model_spec, list_model_keys
+
+    offered = set(get_args(PretrainConfig.model_fields["recipe"].annotation))
+    assert offered == {key for key in list_model_keys() if get_model_spec(key).pretraining is not None}

@@ -33,6 +33,45 @@ Features = tuple["torch.Tensor", "torch.Tensor | None"]
 
 
 @dataclass(frozen=True)
+class PretrainingRecipe:
+    """How :mod:`neurofm.pretrain` pretrains this backbone from scratch, in two stages.
+
+    Parameters
+    ----------
+    tokenizer : {"vq_nsp", "tf_dual"}
+        The stage-1 tokenizer: LaBraM's vector-quantised neural spectrum
+        prediction, or CodeBrain's time-frequency dual codebooks.
+    default_codebook_size : int
+        Codes per codebook when the config names none (LaBraM: 8192; CodeBrain: 4096).
+    n_codebooks : int
+        Codebooks the stage-2 heads predict.
+    masked_model : {"labram", "codebrain"}
+        The stage-2 masked-modelling wrapper of the backbone.
+    codebook_head_kwargs : tuple of str
+        braindecode arguments of the backbone's own pretraining heads, set to
+        the tokenizer's codebook size so that they predict its codes.
+    channel_ids : callable | None
+        Channel names -> the backbone's channel-embedding indices (``None``:
+        the backbone takes no channel identities).
+    """
+
+    tokenizer: str
+    default_codebook_size: int
+    n_codebooks: int
+    masked_model: str
+    codebook_head_kwargs: tuple[str, ...] = ()
+    channel_ids: Callable[[tuple[str, ...]], Any] | None = None
+
+
+def _labram_channel_ids(ch_names: tuple[str, ...]):
+    import torch
+    from braindecode.models.labram import _LABRAM_CANONICAL_INDEX
+
+    # Slot 0 is LaBraM's [CLS]; channel k of the vocabulary is slot k + 1.
+    return torch.tensor([_LABRAM_CANONICAL_INDEX[n.upper()] + 1 for n in ch_names], dtype=torch.long)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One backbone: where its weights live, what input it expects, how to run it.
 
@@ -151,6 +190,8 @@ class ModelSpec:
         a positional table built for longer windows).
     tiny_kwargs : dict
         A small architecture of the same family, for tests and smoke runs.
+    pretraining : PretrainingRecipe | None
+        How neurofm pretrains this backbone (``None``: it does not).
     notes : str
         Traps and unverified facts.
     """
@@ -202,6 +243,7 @@ class ModelSpec:
     short_attention: bool = False
     adapt_state_dict: Callable[[dict, Any], dict] | None = None
     tiny_kwargs: dict[str, Any] = field(default_factory=dict)
+    pretraining: PretrainingRecipe | None = None
     notes: str = ""
 
     @functools.cached_property
@@ -476,6 +518,13 @@ def _build_signaljepa(signal: AdaptedSignal, **kw):
 _SPECS = [
     ModelSpec(
         key="labram",
+        pretraining=PretrainingRecipe(
+            tokenizer="vq_nsp",
+            default_codebook_size=8192,
+            n_codebooks=1,
+            masked_model="labram",
+            channel_ids=_labram_channel_ids,
+        ),
         sources={
             "sfreq": "935963004/LaBraM dataset_maker/make_h5dataset_for_pretrain.py (rsfreq 200)",
             "units": "935963004/LaBraM dataset_maker/shock/utils/eegUtils.py (get_data(units='uV')); "
@@ -550,6 +599,13 @@ _SPECS = [
     ),
     ModelSpec(
         key="codebrain",
+        pretraining=PretrainingRecipe(
+            tokenizer="tf_dual",
+            default_codebook_size=4096,
+            n_codebooks=2,
+            masked_model="codebrain",
+            codebook_head_kwargs=("codebook_size_t", "codebook_size_f"),
+        ),
         sources={
             "sfreq": "huggingface.co/braindecode/codebrain-pretrained commit 1ba4589 (TUEG, 19 channels, 200 Hz)",
             "units": "unconfirmed: the authors' code (jingyingma01/CodeBrain) was not readable; microvolts / 100 "

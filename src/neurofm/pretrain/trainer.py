@@ -34,13 +34,14 @@ from ..exceptions import ConfigError, WeightsError
 from ..policy import load_yaml
 from ..sharing import check_trusted_folder
 from ..training import warmup_cosine
+from ..utils.check import format_choices
 from ..utils.files import TMP_MARK, atomic_write, claim_folder, resolve_path
 from ..utils.logging import logger
 from ..utils.prefetch import prefetched, to_pinned
 from .config import PretrainConfig, TokenizerConfig
 from .corpus import Corpus
 
-__all__ = ["PretrainResult", "pretrain", "load_tokenizer", "RECIPES"]
+__all__ = ["PretrainResult", "get_recipe", "load_tokenizer", "pretrain"]
 
 _CHECKPOINTS = "checkpoints"
 
@@ -64,14 +65,6 @@ class Recipe:
         if config.codebook_size is None:
             config = config.model_copy(update={"codebook_size": self.default_codebook_size})
         return config
-
-
-def _labram_channel_ids(ch_names: tuple[str, ...]):
-    import torch
-    from braindecode.models.labram import _LABRAM_CANONICAL_INDEX
-
-    # Slot 0 is LaBraM's [CLS]; channel k of the vocabulary is slot k + 1.
-    return torch.tensor([_LABRAM_CANONICAL_INDEX[n.upper()] + 1 for n in ch_names], dtype=torch.long)
 
 
 def _quantizer_kwargs(config: TokenizerConfig) -> dict[str, Any]:
@@ -132,27 +125,39 @@ def _masked_codebrain(backbone, codebook_sizes):
     return MaskedCodeBrain(backbone, codebook_sizes)
 
 
-RECIPES = {
-    "labram": Recipe(
-        key="labram",
-        backbone_key="labram",
-        default_codebook_size=8192,
-        build_tokenizer=_build_vqnsp,
-        channel_ids=_labram_channel_ids,
-        masked_model=_masked_labram,
-        n_codebooks=1,
-    ),
-    "codebrain": Recipe(
-        key="codebrain",
-        backbone_key="codebrain",
-        default_codebook_size=4096,
-        build_tokenizer=_build_tfdual,
-        channel_ids=lambda ch_names: None,
-        masked_model=_masked_codebrain,
-        n_codebooks=2,
-        head_kwargs=lambda config: {"codebook_size_t": config.codebook_size, "codebook_size_f": config.codebook_size},
-    ),
-}
+_TOKENIZERS = {"vq_nsp": _build_vqnsp, "tf_dual": _build_tfdual}
+_MASKED_MODELS = {"labram": _masked_labram, "codebrain": _masked_codebrain}
+
+
+def _no_channel_ids(ch_names: tuple[str, ...]) -> None:
+    return None
+
+
+def get_recipe(key: str) -> Recipe:
+    """The pretraining recipe of backbone ``key``, from its spec in the registry.
+
+    Raises
+    ------
+    ConfigError
+        When neurofm does not pretrain that backbone.
+    """
+    from ..models.registry import get_model_spec, list_model_keys
+
+    spec = get_model_spec(key)
+    known = spec.pretraining
+    if known is None:
+        choices = [k for k in list_model_keys() if get_model_spec(k).pretraining is not None]
+        raise ConfigError(f"neurofm does not pretrain {key!r}; use one of {format_choices(choices)}.")
+    return Recipe(
+        key=spec.key,
+        backbone_key=spec.key,
+        default_codebook_size=known.default_codebook_size,
+        build_tokenizer=_TOKENIZERS[known.tokenizer],
+        channel_ids=known.channel_ids or _no_channel_ids,
+        masked_model=_MASKED_MODELS[known.masked_model],
+        n_codebooks=known.n_codebooks,
+        head_kwargs=lambda config: {name: config.codebook_size for name in known.codebook_head_kwargs},
+    )
 
 
 @dataclass
@@ -303,7 +308,7 @@ def load_tokenizer(run_dir: str | Path, recipe: str | None = None):
     meta = json.loads(meta_file.read_text())
     if recipe is not None and meta["recipe"] != recipe:
         raise WeightsError(f"The tokenizer in {run} belongs to recipe {meta['recipe']!r}, not {recipe!r}.")
-    tokenizer = RECIPES[meta["recipe"]].build_tokenizer(TokenizerConfig(**meta["tokenizer"]), meta["n_times"])
+    tokenizer = get_recipe(meta["recipe"]).build_tokenizer(TokenizerConfig(**meta["tokenizer"]), meta["n_times"])
     state = load_file(str(weights_file), device="cpu")
     tokenizer.load_state_dict(state, strict=True)
     tokenizer.eval().requires_grad_(False)
@@ -354,7 +359,7 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
         base_dir = base_dir if base_dir is not None else path.resolve().parent
     base = Path(base_dir or ".")
     run = resolve_path(config.output_dir, base)
-    recipe = RECIPES[config.recipe]
+    recipe = get_recipe(config.recipe)
 
     from ..models.registry import get_model_spec
 
@@ -568,7 +573,7 @@ def _check_tokenizer_fits(
             f"backbone_kwargs.patch_size={wanted} does not match the tokenizer's patch size {patch}: the codes "
             "describe patches of the tokenizer's length. Remove patch_size from backbone_kwargs."
         )
-    heads = RECIPES[config.recipe].head_kwargs(token_config)
+    heads = get_recipe(config.recipe).head_kwargs(token_config)
     clash = {k: v for k, v in config.backbone_kwargs.items() if k in heads and heads[k] != v}
     if clash:
         raise ConfigError(
@@ -691,7 +696,7 @@ def _export(
     def tensors(module) -> dict:
         return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
-    recipe = RECIPES[config.recipe]
+    recipe = get_recipe(config.recipe)
     summary = {
         "recipe": config.recipe,
         "stage": config.stage,
