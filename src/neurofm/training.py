@@ -262,141 +262,214 @@ def _train_network(
     )
     X_t = torch.from_numpy(X_train)
     y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
-    if task == "classification":
-        weight = (
-            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
-        )
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    else:
-        loss_fn = torch.nn.MSELoss()
-
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(X_t) / trainer.batch_size) / trainer.grad_accumulation))
-    total_steps = steps_per_epoch * trainer.max_epochs
-    warmup = int(round(trainer.warmup_epochs * steps_per_epoch))
-
-    def lr_factor(step: int) -> float:
-        return warmup_cosine(step, warmup, total_steps)
-
-    def make_optimizer():
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=trainer.lr, weight_decay=trainer.weight_decay)
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-
-    optimizer, scheduler = make_optimizer()
-    scaler = _grad_scaler(device.precision, device_name)
-    overflows_in_a_row = 0
-    mode = checkpoints.resolved_mode
-    monitor = checkpoints.monitor
-    best = None
-    patience_left = trainer.early_stopping_patience
-    global_step = 0
+    loop = _Steps(
+        net,
+        task,
+        trainer,
+        device.precision,
+        device_name,
+        _loss_function(task, class_weights, device_name),
+        len(X_t),
+        outcome,
+        step_hook,
+    )
+    best = _BestEpoch(checkpoints, trainer.early_stopping_patience)
     bar = tqdm(total=trainer.max_epochs, desc="Training", unit="epoch", disable=not verbose, leave=False)
     for epoch in range(trainer.max_epochs):
         if stage_hook is not None and stage_hook(epoch):
-            optimizer, scheduler = make_optimizer()  # the trainable set changed
-            for _ in range(global_step):  # the new schedule, fast-forwarded before its optimiser ever stepped
-                _step_schedule(scheduler)
+            loop.new_optimizer()  # the trainable set changed
         started = time.perf_counter()
         net.train()
         order = torch.randperm(len(X_t), generator=generator)
-        losses, norms = [], []
-        optimizer.zero_grad(set_to_none=True)
-        n_micro = math.ceil(len(X_t) / trainer.batch_size)
-        failed = False
-        batches = _micro_batches(X_t, y_t, order, trainer.batch_size, device_name)
-        step_losses: list = []  # this optimiser step's micro-batch losses, still on the device
-        for micro, (xb, yb) in enumerate(batches):
-            xb, yb = xb.to(device_name, non_blocking=True), yb.to(device_name, non_blocking=True)
-            with autocast(device_name, device.precision):
-                out = net(xb)
-                loss = loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
-            scaled = loss / trainer.grad_accumulation
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            step_losses.append(loss.detach())
-            if (micro + 1) % trainer.grad_accumulation == 0 or micro == n_micro - 1:
-                if scaler:
-                    scaler.unscale_(optimizer)
-                params = [p for p in net.parameters() if p.requires_grad and p.grad is not None]
-                norm = torch.nn.utils.clip_grad_norm_(params, trainer.grad_clip or float("inf"))
-                # The losses and the norm are read once per optimiser step, not after every forward: each read
-                # makes the CPU wait for the GPU, which then idles while the next kernels are queued. A
-                # non-finite loss leaves non-finite gradients, which are never applied.
-                values = [float(v) for v in step_losses]
-                step_losses = []
-                bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-                if bad:
-                    first = micro - len(values) + 1 + bad[0]
-                    outcome.diagnostics["non_finite"] = {
-                        "what": "loss",
-                        "epoch": epoch,
-                        "step": global_step,
-                        "batch": first,
-                    }
-                    failed = True
-                    break
-                losses.extend(values)
-                norm_value = float(norm)
-                finite = math.isfinite(norm_value)
-                # With fp16 loss scaling an inf gradient is an overflow: the scaler skips the step and lowers its
-                # scale, by design. Only a run of them that no scale cures (or any without a scaler) is divergence.
-                if not finite and (scaler is None or overflows_in_a_row >= MAX_OVERFLOWS_IN_A_ROW):
-                    outcome.diagnostics["non_finite"] = {
-                        "what": "gradient",
-                        "epoch": epoch,
-                        "step": global_step,
-                        "batch": micro,
-                    }
-                    failed = True
-                    break
-                if finite:
-                    norms.append(norm_value)
-                    overflows_in_a_row = 0
-                else:
-                    overflows_in_a_row += 1
-                    outcome.diagnostics["overflow_steps"] += 1
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                global_step += 1
-                if step_hook is not None:
-                    step_hook(global_step)  # before zero_grad: AdaLoRA scores ranks from the gradients
-                optimizer.zero_grad(set_to_none=True)
-                _step_schedule(scheduler)
-        batches.close()  # a loop left early stops the gathering thread
-        if failed:
-            what = outcome.diagnostics["non_finite"]
-            msg = f"Non-finite {what['what']} at epoch {epoch}, optimiser step {what['step']}: training of this fold stopped"
-            logger.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-            outcome.diagnostics["stopped_early"] = f"non-finite {what['what']}"
+        record = loop.epoch(epoch, X_t, y_t, order)
+        if record is None:
+            _warn_stopped(outcome)
             break
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
-            "grad_norm_max": float(np.max(norms)) if norms else float("nan"),
-        }
-        outcome.diagnostics["grad_norms"].append(
-            {"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]}
-        )
         if X_val is not None and len(X_val):
-            val_out = predict_network(net, X_val, trainer.batch_size, device_name, device.precision)
-            val_target = torch.from_numpy(y_val.astype(np.int64 if task == "classification" else np.float32))
-            with torch.no_grad():
-                val_logits = torch.from_numpy(val_out)
-                if task == "classification":
-                    record["val_loss"] = float(loss_fn.cpu()(val_logits, val_target))
-                    loss_fn.to(device_name)
-                else:
-                    record["val_loss"] = float(torch.nn.functional.mse_loss(val_logits[:, 0], val_target))
-            record.update({f"val_{k}": v for k, v in _scores(task, y_val, val_out, metrics).items()})
+            record.update(loop.validate(X_val, y_val, metrics))
         record["seconds"] = time.perf_counter() - started
         outcome.history.append(record)
         bar.update(1)
+        if best.update(record, epoch, net, outcome, keep_every=checkpoints.save == "all"):
+            break
+    bar.close()
+    outcome.states["last"] = _trainable_state(net)
+    if "best" in outcome.states:
+        net.load_state_dict(outcome.states["best"], strict=False)
+    return outcome
 
+
+def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str):
+    import torch
+
+    if task != "classification":
+        return torch.nn.MSELoss()
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
+    return torch.nn.CrossEntropyLoss(weight=weight)
+
+
+def _warn_stopped(outcome: TrainingOutcome) -> None:
+    what = outcome.diagnostics["non_finite"]
+    msg = f"Non-finite {what['what']} at epoch {what['epoch']}, optimiser step {what['step']}: training of this fold stopped"
+    logger.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    outcome.diagnostics["stopped_early"] = f"non-finite {what['what']}"
+
+
+class _Steps:
+    """The optimisation steps of one training run: micro-batches, loss scaling, clipping, the schedule.
+
+    It guards against non-finite losses and gradients (recorded in the
+    outcome's diagnostics, which stop the run) and counts fp16 overflow
+    steps, which the loss scaler skips by design.
+    """
+
+    def __init__(self, net, task, trainer, precision, device_name, loss_fn, n_train, outcome, step_hook):
+        self.net, self.task, self.trainer, self.precision = net, task, trainer, precision
+        self.device_name, self.loss_fn, self.outcome, self.step_hook = device_name, loss_fn, outcome, step_hook
+        self.n_micro = math.ceil(n_train / trainer.batch_size)
+        steps_per_epoch = max(1, math.ceil(self.n_micro / trainer.grad_accumulation))
+        self.total_steps = steps_per_epoch * trainer.max_epochs
+        self.warmup = int(round(trainer.warmup_epochs * steps_per_epoch))
+        self.scaler = _grad_scaler(precision, device_name)
+        self.overflows_in_a_row = 0
+        self.global_step = 0
+        self.optimizer, self.scheduler = self._make_optimizer()
+
+    def _make_optimizer(self):
+        import torch
+
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.trainer.lr, weight_decay=self.trainer.weight_decay)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+
+    def _lr_factor(self, step: int) -> float:
+        return warmup_cosine(step, self.warmup, self.total_steps)
+
+    def new_optimizer(self) -> None:
+        """A new optimiser for a new trainable set, its schedule where the old one was."""
+        self.optimizer, self.scheduler = self._make_optimizer()
+        for _ in range(self.global_step):  # the new schedule, fast-forwarded before its optimiser ever stepped
+            _step_schedule(self.scheduler)
+
+    def epoch(self, epoch: int, X_t, y_t, order) -> dict[str, Any] | None:
+        """One pass over the training windows in ``order``; its history record, or ``None`` when it diverged."""
+        losses, norms = [], []
+        self.optimizer.zero_grad(set_to_none=True)
+        batches = _micro_batches(X_t, y_t, order, self.trainer.batch_size, self.device_name)
+        step_losses: list = []  # this optimiser step's micro-batch losses, still on the device
+        try:
+            for micro, (xb, yb) in enumerate(batches):
+                step_losses.append(self._forward_backward(xb, yb))
+                if (micro + 1) % self.trainer.grad_accumulation == 0 or micro == self.n_micro - 1:
+                    if not self._step(epoch, micro, step_losses, losses, norms):
+                        return None
+                    step_losses = []
+        finally:
+            batches.close()  # a loop left early stops the gathering thread
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
+            "grad_norm_max": float(np.max(norms)) if norms else float("nan"),
+        }
+        self.outcome.diagnostics["grad_norms"].append(
+            {"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]}
+        )
+        return record
+
+    def _forward_backward(self, xb, yb):
+        xb, yb = xb.to(self.device_name, non_blocking=True), yb.to(self.device_name, non_blocking=True)
+        with autocast(self.device_name, self.precision):
+            out = self.net(xb)
+            loss = (
+                self.loss_fn(out.float(), yb) if self.task == "classification" else self.loss_fn(out.float()[:, 0], yb)
+            )
+        scaled = loss / self.trainer.grad_accumulation
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        return loss.detach()
+
+    def _step(self, epoch: int, micro: int, step_losses: list, losses: list, norms: list) -> bool:
+        """Clip and apply the accumulated gradients; ``False`` when the loss or gradient is not finite."""
+        import torch
+
+        scaler, optimizer = self.scaler, self.optimizer
+        if scaler:
+            scaler.unscale_(optimizer)
+        params = [p for p in self.net.parameters() if p.requires_grad and p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.trainer.grad_clip or float("inf"))
+        # The losses and the norm are read once per optimiser step, not after every forward: each read
+        # makes the CPU wait for the GPU, which then idles while the next kernels are queued. A
+        # non-finite loss leaves non-finite gradients, which are never applied.
+        values = [float(v) for v in step_losses]
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            self._diverged("loss", epoch, micro - len(values) + 1 + bad[0])
+            return False
+        losses.extend(values)
+        norm_value = float(norm)
+        finite = math.isfinite(norm_value)
+        # With fp16 loss scaling an inf gradient is an overflow: the scaler skips the step and lowers its
+        # scale, by design. Only a run of them that no scale cures (or any without a scaler) is divergence.
+        if not finite and (scaler is None or self.overflows_in_a_row >= MAX_OVERFLOWS_IN_A_ROW):
+            self._diverged("gradient", epoch, micro)
+            return False
+        if finite:
+            norms.append(norm_value)
+            self.overflows_in_a_row = 0
+        else:
+            self.overflows_in_a_row += 1
+            self.outcome.diagnostics["overflow_steps"] += 1
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        self.global_step += 1
+        if self.step_hook is not None:
+            self.step_hook(self.global_step)  # before zero_grad: AdaLoRA scores ranks from the gradients
+        optimizer.zero_grad(set_to_none=True)
+        _step_schedule(self.scheduler)
+        return True
+
+    def _diverged(self, what: str, epoch: int, batch: int) -> None:
+        self.outcome.diagnostics["non_finite"] = {
+            "what": what,
+            "epoch": epoch,
+            "step": self.global_step,
+            "batch": batch,
+        }
+
+    def validate(self, X_val, y_val, metrics) -> dict[str, float]:
+        """Validation loss and metrics of the network as it is now."""
+        import torch
+
+        val_out = predict_network(self.net, X_val, self.trainer.batch_size, self.device_name, self.precision)
+        val_target = torch.from_numpy(y_val.astype(np.int64 if self.task == "classification" else np.float32))
+        scores: dict[str, float] = {}
+        with torch.no_grad():
+            val_logits = torch.from_numpy(val_out)
+            if self.task == "classification":
+                scores["val_loss"] = float(self.loss_fn.cpu()(val_logits, val_target))
+                self.loss_fn.to(self.device_name)
+            else:
+                scores["val_loss"] = float(torch.nn.functional.mse_loss(val_logits[:, 0], val_target))
+        scores.update({f"val_{k}": v for k, v in _scores(self.task, y_val, val_out, metrics).items()})
+        return scores
+
+
+class _BestEpoch:
+    """Keeps the best epoch by the checkpoint monitor, and says when early stopping ends the run."""
+
+    def __init__(self, checkpoints: CheckpointConfig, patience: int | None):
+        self.monitor, self.mode, self.patience = checkpoints.monitor, checkpoints.resolved_mode, patience
+        self.best = None
+        self.patience_left = patience
+
+    def update(self, record: dict[str, Any], epoch: int, net, outcome: TrainingOutcome, keep_every: bool) -> bool:
+        """Take this epoch's record; ``True`` when training should stop early."""
+        monitor = self.monitor
         if monitor not in record:
             available = sorted(k for k in record if k not in ("epoch", "seconds"))
             raise ValueError(
@@ -404,23 +477,19 @@ def _train_network(
                 + (" (validation metrics need validation_fraction > 0)" if monitor.startswith("val_") else "")
             )
         value = record[monitor]
-        improved = best is None or (value < best if mode == "min" else value > best)
-        if checkpoints.save == "all":
+        improved = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if keep_every:
             outcome.states[epoch] = _trainable_state(net, on_host=True)
         if improved and np.isfinite(value):
-            best = value
+            self.best = value
             outcome.best_epoch, outcome.best_value = epoch, float(value)
             outcome.states["best"] = _trainable_state(net)
-            patience_left = trainer.early_stopping_patience
-        elif trainer.early_stopping_patience is not None:
-            patience_left -= 1
-            if patience_left <= 0:
+            self.patience_left = self.patience
+        elif self.patience is not None:
+            self.patience_left -= 1
+            if self.patience_left <= 0:
                 outcome.diagnostics["stopped_early"] = (
-                    f"early stopping: {monitor} did not improve for {trainer.early_stopping_patience} epochs"
+                    f"early stopping: {monitor} did not improve for {self.patience} epochs"
                 )
-                break
-    bar.close()
-    outcome.states["last"] = _trainable_state(net)
-    if "best" in outcome.states:
-        net.load_state_dict(outcome.states["best"], strict=False)
-    return outcome
+                return True
+        return False
