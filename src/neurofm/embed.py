@@ -409,6 +409,17 @@ def embed_windows(
     lock = threading.Lock()
     failed = threading.Event()
 
+    def adapted(start: int) -> tuple[np.ndarray, int]:
+        """The batch from ``start`` as the backbone takes it (:func:`full_batch`), and its number of real rows."""
+        windows, n_real = full_batch(X, start, batch_size)
+        stats = None if statistics is None else full_batch(statistics, start, batch_size)[0]
+        return plan.apply(windows, stats), n_real
+
+    def embedded(batch, n_real: int):
+        """Pooled float32 features of the real rows of an adapted batch already on the device."""
+        tokens, cls = backbone.extract(module, batch, plan.target)
+        return pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real]
+
     def run(pending) -> None:
         """Embed batches taken from ``pending`` until it runs out (several streams may share it)."""
         # Grad and autocast modes are per thread: each stream opens its own, once, so the bf16
@@ -421,11 +432,8 @@ def embed_windows(
                     start = next(pending, None)
                 if start is None:
                     return
-                windows, n_real = full_batch(X, start, batch_size)
-                stats = None if statistics is None else full_batch(statistics, start, batch_size)[0]
-                batch = torch.from_numpy(plan.apply(windows, stats)).to(device)
-                tokens, cls = backbone.extract(module, batch, plan.target)
-                vectors = pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real]
+                rows, n_real = adapted(start)
+                vectors = embedded(torch.from_numpy(rows).to(device), n_real)
                 pooled[start] = vectors.cpu().numpy().astype(np.float32, copy=False)
                 if progress is not None:
                     with lock:
@@ -434,29 +442,27 @@ def embed_windows(
     def prepared():
         """Adapted batches, in page-locked memory for a GPU, made by a background thread ahead of the device."""
         for start in starts:
-            windows, n_real = full_batch(X, start, batch_size)
-            stats = None if statistics is None else full_batch(statistics, start, batch_size)[0]
-            yield start, n_real, to_pinned(plan.apply(windows, stats), device)
+            rows, n_real = adapted(start)
+            yield to_pinned(rows, device), n_real
 
-    def run_on_device() -> None:
+    def run_on_device() -> np.ndarray:
         """One stream on a GPU: the CPU adapts the next batches while the device computes; one copy back at the end."""
         on_device = []
         with torch.no_grad(), autocast(device, precision):
-            for _, n_real, batch in prefetched(prepared()):
-                tokens, cls = backbone.extract(module, batch.to(device, non_blocking=True), plan.target)
-                on_device.append(pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real])
+            for batch, n_real in prefetched(prepared()):
+                on_device.append(embedded(batch.to(device, non_blocking=True), n_real))
                 if progress is not None:
                     progress(n_real)  # counts windows handed to the device, without waiting for it
-        pooled[starts[0]] = torch.cat(on_device).cpu().numpy().astype(np.float32, copy=False)
+        return torch.cat(on_device).cpu().numpy().astype(np.float32, copy=False)
 
-    streams, threads_each = cpu_streams(len(starts)) if device == "cpu" else (1, 0)
     spec = getattr(backbone, "spec", None)
     with _numpy_blas_in_one_thread(), attention_kernels(spec, device), _flagged_for_dispatch(module):
         if device != "cpu":
-            run_on_device()
-            return pooled[starts[0]]
+            return run_on_device()
         else:
             from concurrent.futures import ThreadPoolExecutor
+
+            streams, threads_each = cpu_streams(len(starts))
 
             # Warning filters are process-wide; whatever a stream's extractor does to them is undone here.
             with warnings.catch_warnings(), _intra_op_threads(threads_each):
