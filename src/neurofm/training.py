@@ -206,97 +206,55 @@ def train_network(
         Progress bar.
     """
     import torch
+    from tqdm.auto import tqdm
 
     # The loop seeds torch's global generator (dropout draws from it); the caller's stream continues afterwards
     # as if training had not run.
     devices = [torch.device(device_name)] if device_name.startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
-        return _train_network(
-            net,
-            X_train,
-            y_train,
-            X_val,
-            y_val,
-            task=task,
-            trainer=trainer,
-            checkpoints=checkpoints,
-            device=device,
-            device_name=device_name,
-            class_weights=class_weights,
-            metrics=metrics,
-            seed=seed,
-            stage_hook=stage_hook,
-            step_hook=step_hook,
-            verbose=verbose,
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        net.to(device_name)
+        outcome = TrainingOutcome(
+            diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None, "overflow_steps": 0}
         )
-
-
-def _train_network(
-    net,
-    X_train: np.ndarray,
-    y_train: np.ndarray,
-    X_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    *,
-    task: str,
-    trainer: TrainerConfig,
-    checkpoints: CheckpointConfig,
-    device: DeviceConfig,
-    device_name: str,
-    class_weights: np.ndarray | None,
-    metrics: list[str],
-    seed: int,
-    stage_hook=None,
-    step_hook=None,
-    verbose: bool = True,
-) -> TrainingOutcome:
-    """The body of :func:`train_network`, with torch's global generator forked by the caller."""
-    import torch
-    from tqdm.auto import tqdm
-
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net.to(device_name)
-    outcome = TrainingOutcome(
-        diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None, "overflow_steps": 0}
-    )
-    X_t = torch.from_numpy(X_train)
-    y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
-    loop = _Steps(
-        net,
-        task,
-        trainer,
-        device.precision,
-        device_name,
-        _loss_function(task, class_weights, device_name),
-        len(X_t),
-        outcome,
-        step_hook,
-    )
-    best = _BestEpoch(checkpoints, trainer.early_stopping_patience)
-    bar = tqdm(total=trainer.max_epochs, desc="Training", unit="epoch", disable=not verbose, leave=False)
-    for epoch in range(trainer.max_epochs):
-        if stage_hook is not None and stage_hook(epoch):
-            loop.new_optimizer()  # the trainable set changed
-        started = time.perf_counter()
-        net.train()
-        order = torch.randperm(len(X_t), generator=generator)
-        record = loop.epoch(epoch, X_t, y_t, order)
-        if record is None:
-            _warn_stopped(outcome)
-            break
-        if X_val is not None and len(X_val):
-            record.update(loop.validate(X_val, y_val, metrics))
-        record["seconds"] = time.perf_counter() - started
-        outcome.history.append(record)
-        bar.update(1)
-        if best.update(record, epoch, net, outcome, keep_every=checkpoints.save == "all"):
-            break
-    bar.close()
-    outcome.states["last"] = _trainable_state(net)
-    if "best" in outcome.states:
-        net.load_state_dict(outcome.states["best"], strict=False)
-    return outcome
+        X_t = torch.from_numpy(X_train)
+        y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
+        loop = _Steps(
+            net,
+            task,
+            trainer,
+            device.precision,
+            device_name,
+            _loss_function(task, class_weights, device_name),
+            len(X_t),
+            outcome,
+            step_hook,
+        )
+        best = _BestEpoch(checkpoints, trainer.early_stopping_patience)
+        bar = tqdm(total=trainer.max_epochs, desc="Training", unit="epoch", disable=not verbose, leave=False)
+        for epoch in range(trainer.max_epochs):
+            if stage_hook is not None and stage_hook(epoch):
+                loop.new_optimizer()  # the trainable set changed
+            started = time.perf_counter()
+            net.train()
+            order = torch.randperm(len(X_t), generator=generator)
+            record = loop.epoch(epoch, X_t, y_t, order)
+            if record is None:
+                _warn_stopped(outcome)
+                break
+            if X_val is not None and len(X_val):
+                record.update(loop.validate(X_val, y_val, metrics))
+            record["seconds"] = time.perf_counter() - started
+            outcome.history.append(record)
+            bar.update(1)
+            if best.update(record, epoch, net, outcome, keep_every=checkpoints.save == "all"):
+                break
+        bar.close()
+        outcome.states["last"] = _trainable_state(net)
+        if "best" in outcome.states:
+            net.load_state_dict(outcome.states["best"], strict=False)
+        return outcome
 
 
 def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str):
