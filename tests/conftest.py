@@ -134,3 +134,36 @@ def two_threads():
 @pytest.fixture()
 def cache_dir(tmp_path):
     return str(tmp_path / "cache")
+
+
+def _write_eeg_recording(path: Path, names: list[str], sfreq: float, seconds: float, seed: int) -> None:
+    """An alpha rhythm plus noise (volts), written as a FIF file."""
+    import mne
+
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sfreq)
+    t = np.arange(n) / sfreq
+    alpha = np.sin(2 * np.pi * rng.uniform(8, 12) * t + rng.uniform(0, 6, (len(names), 1)))
+    data = (20 * alpha + 10 * rng.standard_normal((len(names), n))) * 1e-6
+    mne.io.RawArray(data, mne.create_info(names, sfreq, "eeg"), verbose=False).save(path, verbose=False)
+
+
+@pytest.fixture()
+def write_eeg_recording():
+    """``write_eeg_recording(path, names, sfreq, seconds, seed)``: one unlabeled recording for pretraining tests."""
+    return _write_eeg_recording
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    """A pretraining corpus: four unlabeled recordings, two montages, three sampling rates (two shards of two)."""
+    root = tmp_path_factory.mktemp("corpus")
+    montage_a = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "Cz"]
+    montage_b = ["AF7", "AF8", "TP9", "TP10"]
+    for i, (names, sfreq) in enumerate(
+        [(montage_a, 250.0), (montage_a, 250.0), (montage_b, 256.0), (montage_b, 160.0)]
+    ):
+        folder = root / f"sub-{i + 1:02d}"
+        folder.mkdir()
+        _write_eeg_recording(folder / f"sub-{i + 1:02d}_eeg.fif", names, sfreq, 24.0, seed=i)
+    return root

@@ -230,31 +230,6 @@ def test_fp16_overflow_steps_are_skipped_and_training_goes_on(dataset, tmp_path,
 # --------------------------------------------------------------------------- NCCL pretraining
 
 TINY_TOKENIZER = {"codebook_size": 32, "code_dim": 8, "depth": 1, "num_heads": 2, "decoder_depth": 1}
-MONTAGE_A = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "Cz"]
-MONTAGE_B = ["AF7", "AF8", "TP9", "TP10"]
-
-
-def _write_recording(path: Path, names: list[str], sfreq: float, seconds: float, seed: int) -> None:
-    """Write an alpha-rhythm-plus-noise recording (volts) as a FIF file, as ``tests/test_pretrain.py`` does."""
-    import mne
-
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sfreq)
-    t = np.arange(n) / sfreq
-    alpha = np.sin(2 * np.pi * rng.uniform(8, 12) * t + rng.uniform(0, 6, (len(names), 1)))
-    data = (20 * alpha + 10 * rng.standard_normal((len(names), n))) * 1e-6
-    mne.io.RawArray(data, mne.create_info(names, sfreq, "eeg"), verbose=False).save(path, verbose=False)
-
-
-def _write_corpus(root: Path) -> Path:
-    """Four unlabeled recordings, two montages, three sampling rates: two shards of two for two processes."""
-    for i, (names, sfreq) in enumerate(
-        [(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]
-    ):
-        folder = root / f"sub-{i + 1:02d}"
-        folder.mkdir(parents=True)
-        _write_recording(folder / f"sub-{i + 1:02d}_eeg.fif", names, sfreq, 24.0, seed=i)
-    return root
 
 
 def _tokenizer_stage_config(tmp: Path, corpus: Path, device: str, max_steps: int = 3) -> PretrainConfig:
@@ -298,11 +273,11 @@ def _torchrun_pretrain(config_path: Path, n_processes: int = 2) -> subprocess.Co
 
 
 @needs_cuda
-def test_torchrun_pretrains_on_two_gpus_over_nccl_and_keeps_the_replicas_identical(tmp_path):
+def test_torchrun_pretrains_on_two_gpus_over_nccl_and_keeps_the_replicas_identical(tmp_path, corpus_dir):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA devices")  # NCCL cannot run two ranks on one GPU
     config_path = tmp_path / "stage1.yaml"
-    _tokenizer_stage_config(tmp_path, _write_corpus(tmp_path / "corpus"), device="cuda").to_yaml(config_path)
+    _tokenizer_stage_config(tmp_path, corpus_dir, device="cuda").to_yaml(config_path)
     done = _torchrun_pretrain(config_path)
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((tmp_path / "tokenizer" / "tokenizer.json").read_text())

@@ -26,32 +26,8 @@ from neurofm.pretrain.tokenizers import spectrum_targets
 
 TINY_TOKENIZER = {"codebook_size": 32, "code_dim": 8, "depth": 1, "num_heads": 2, "decoder_depth": 1}
 TINY_BACKBONE = {"num_layers": 1, "num_heads": 2}
-MONTAGE_A = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "Cz"]
+# The montage of the corpus_dir fixture's sub-03 and sub-04 (tests/conftest.py).
 MONTAGE_B = ["AF7", "AF8", "TP9", "TP10"]
-
-
-def _write_recording(path: Path, names: list[str], sfreq: float, seconds: float, seed: int) -> None:
-    import mne
-
-    rng = np.random.default_rng(seed)
-    n = int(seconds * sfreq)
-    t = np.arange(n) / sfreq
-    alpha = np.sin(2 * np.pi * rng.uniform(8, 12) * t + rng.uniform(0, 6, (len(names), 1)))
-    data = (20 * alpha + 10 * rng.standard_normal((len(names), n))) * 1e-6
-    mne.io.RawArray(data, mne.create_info(names, sfreq, "eeg"), verbose=False).save(path, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    """Four unlabeled recordings, two montages, two sampling rates."""
-    root = tmp_path_factory.mktemp("corpus")
-    for i, (names, sfreq) in enumerate(
-        [(MONTAGE_A, 250.0), (MONTAGE_A, 250.0), (MONTAGE_B, 256.0), (MONTAGE_B, 160.0)]
-    ):
-        folder = root / f"sub-{i + 1:02d}"
-        folder.mkdir()
-        _write_recording(folder / f"sub-{i + 1:02d}_eeg.fif", names, sfreq, 24.0, seed=i)
-    return root
 
 
 def stage_config(tmp, corpus_path, stage="tokenizer", **overrides):
@@ -355,7 +331,7 @@ def test_torchrun_two_processes_keep_one_codebook(tmp_path, corpus_dir):
 # --------------------------------------------------------------------------- bad input
 
 
-def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, tokenizer_run):
+def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, tokenizer_run, write_eeg_recording):
     with pytest.raises(DataValidationError, match="not a multiple of the patch size 200"):
         pretrain(stage_config(tmp_path, corpus_dir, corpus={"window_seconds": 1.5}))
     empty = tmp_path / "empty"
@@ -364,7 +340,7 @@ def test_bad_pretraining_input_fails_before_training(tmp_path, corpus_dir, token
         pretrain(stage_config(tmp_path, empty))
     odd = tmp_path / "odd"
     odd.mkdir()
-    _write_recording(odd / "odd_eeg.fif", ["foo", "bar"], 200.0, 10.0, seed=0)
+    write_eeg_recording(odd / "odd_eeg.fif", ["foo", "bar"], 200.0, 10.0, seed=0)
     with pytest.raises(DataValidationError, match="no channel LaBraM can use"):
         pretrain(stage_config(tmp_path, odd))
     token = str(tokenizer_run / "tokenizer")
