@@ -25,27 +25,9 @@ import sys
 import tempfile
 import time
 
-CHANNELS = [
-    "Fp1",
-    "Fp2",
-    "F7",
-    "F3",
-    "Fz",
-    "F4",
-    "F8",
-    "T7",
-    "C3",
-    "Cz",
-    "C4",
-    "T8",
-    "P7",
-    "P3",
-    "Pz",
-    "P4",
-    "P8",
-    "O1",
-    "O2",
-]
+from neurofm.simulate import STANDARD_1020_19
+
+CHANNELS = list(STANDARD_1020_19)  # the 10-20 system's 19 channels, in that order
 N_TIMES = 800
 
 
