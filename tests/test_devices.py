@@ -117,6 +117,38 @@ def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, wi
     embedder.fit(windows_19ch)  # plans (and takes recording statistics) without the device
     with pytest.raises(ConfigError, match="CUDA is not available here"):  # computing here still needs it
         embedder.transform(windows_19ch)
+    bf16 = copy.deepcopy(embedder).set_params(precision="bf16")  # whether this GPU has bf16 is the worker's to judge
+    bf16.check_input(windows_19ch.shape, device_here=False)
+    assert bf16.fit(windows_19ch).device_ is None and bf16.precision_ == "bf16"
+
+
+@needs_no_gpu
+def test_a_worker_settles_auto_precision_for_the_device_the_planner_named(tmp_path, windows_19ch, monkeypatch):
+    """Planned without the GPU for device='cuda', a worker with an Ampere GPU embeds in bf16 and keys it so."""
+    import neurofm.estimators.frozen as frozen
+    from neurofm.sources import as_window_source
+    from neurofm.tasks import ExtractionTask, run_extraction
+
+    planned = FoundationEmbedder(
+        "cbramod",
+        weights="random",
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        device="cuda",
+        cache_dir=str(tmp_path),
+        verbose=False,
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+    )
+    planned.check_input(windows_19ch.shape, device_here=False)
+    planned.fit(windows_19ch)
+    assert planned.device_ is None and planned.precision_ == "auto"
+    worker = copy.copy(planned)
+    monkeypatch.setattr(frozen, "resolve_device", lambda device: device)  # the worker has the GPU
+    monkeypatch.setattr(devices, "cuda_has_native_bf16", lambda device="cuda": True)
+    with pytest.raises((RuntimeError, AssertionError)):  # settled, it goes to a CUDA device this machine lacks
+        run_extraction(ExtractionTask(worker, as_window_source(windows_19ch)))
+    assert (worker.device_, worker.precision_) == ("cuda", "bf16")
+    assert worker.manifest_["precision"] == "bf16" and worker.fingerprint_ != planned.fingerprint_
 
 
 def test_an_extraction_shard_resolves_auto_where_it_runs(tmp_path, windows_19ch, monkeypatch):

@@ -133,7 +133,9 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         Each recording's mean and standard deviation per channel, for a plan
         that normalises with them (:func:`neurofm.adapt.recording_statistics`).
     device_, precision_ : str
-        The device and precision resolved in the process that embeds.
+        The device and precision resolved in the process that embeds
+        (``device_`` is ``None`` in a process that only planned the run,
+        without the device; ``precision_`` is then the configured one).
     batch_size_ : int
         Windows per forward pass (``batch_size`` with ``"auto"`` resolved for the device).
     weights_source_ : WeightsSource
@@ -347,24 +349,26 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         extraction shard may run on a machine with another device than the
         one that planned the run, and its embeddings are keyed by where they
         were made. ``strict=False`` (planned elsewhere): a device missing here
-        is kept as named, for the workers to resolve.
+        leaves it unsettled (``device_`` is ``None``), for the workers to resolve.
         """
         try:
             device = resolve_device(self.device)
         except ConfigError:
             if strict:
                 raise
-            device = self.device
-        if device == self.device_:
+            device = None  # not here: unsettled, so that every process that embeds settles it for itself
+        if device is not None and device == self.device_:
             return
         self.device_ = device
-        self.precision_ = resolve_precision(self.precision, device) if device != "auto" else self.precision
-        self.batch_size_ = resolve_batch_size(self.batch_size, device)
-        if strict:
+        named = self.device if device is None else device
+        # Unsettled, the precision stays as configured: "auto" or bf16 cannot be judged without the GPU.
+        self.precision_ = self.precision if device is None else resolve_precision(self.precision, device)
+        self.batch_size_ = resolve_batch_size(self.batch_size, named)  # the planner cuts shards into whole batches
+        if device is not None:
             warn_slow_precision(device, self.precision_)
         manifest = {k: v for k, v in self.manifest_.items() if k not in ("device", "tf32", "precision")}
         # On the CPU the device adds nothing to the key, so keys made before devices were keyed stay valid.
-        self.manifest_ = manifest | device_key(device) | {"precision": self.precision_}
+        self.manifest_ = manifest | device_key(named) | {"precision": self.precision_}
         # Where the weights live is not part of the key (their bytes are): it is kept for the record only.
         self.fingerprint_ = stable_hash(self.manifest_)
 
