@@ -5,9 +5,18 @@ its wall time into stages by the cumulative time of the functions that own
 them. Data: simulated motor imagery (19 channels, 160 Hz, 4 s, volts; the
 backbones run at 200 Hz, so adaptation resamples). Models: full-size CBraMod
 (random weights) with a logistic-regression head, and the band-power baseline;
-5-fold group CV; ``--permutations`` label permutations; results saved to disk.
+LaBraM fine-tuned with LoRA (random weights, two layers, 2 epochs); 5-fold group
+CV; ``--permutations`` label permutations (of the frozen and classical models:
+trainable ones are not permuted by default); results saved to disk.
 
-Usage: python benchmarks/profile_run.py [--subjects 6 --per-class 40 --permutations 5]
+The last line splits the wall time into the backbones' own work (building
+them, their forward passes, the training and prediction loops) and neurofm's
+overhead around them: what "prepare once" is measured on. ``--scores FILE``
+writes the warm run's scores with every bit (``float.hex``), so that two trees
+can be compared: run the script once per tree, the other tree's ``src`` on
+``PYTHONPATH``.
+
+Usage: python benchmarks/profile_run.py [--subjects 6 --per-class 40 --permutations 5 --scores scores.txt]
 """
 
 from __future__ import annotations
@@ -27,19 +36,43 @@ STAGES = [
     ("cache: hash windows", "neurofm/cache.py", "hash_windows"),
     ("cache: look up", "neurofm/cache.py", "lookup"),
     ("cache: store packs", "neurofm/cache.py", "store"),
-    ("input adaptation", "neurofm/adapt.py", "apply"),
     ("pooling", "neurofm/embed.py", "pool_tokens"),
+    ("fine-tuning: training loop", "neurofm/training.py", "train_network"),
+    ("fine-tuning: prediction", "neurofm/training.py", "predict_network"),
     ("fold fits and scores", "neurofm/tasks.py", "run_fold"),
     ("permutation refits", "neurofm/experiment.py", "_permutation_test"),
     ("save results", "neurofm/results.py", "save"),
 ]
 
 
+# The backbones' own work; everything else is neurofm's overhead around them.
+BACKBONE_STAGES = (
+    "build backbone (first: import braindecode)",
+    "backbone forward",
+    "fine-tuning: training loop",
+    "fine-tuning: prediction",
+)
+
+
 def _cumulative(stats: pstats.Stats, suffix: str, name: str) -> float:
     return sum(row[3] for (path, _, func), row in stats.stats.items() if func == name and path.endswith(suffix))
 
 
-def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple[float, dict[str, float]]:
+def _by_caller(stats: pstats.Stats, suffix: str, name: str, caller_suffix: str) -> tuple[float, float]:
+    """Cumulative time of a function: called from the module ``caller_suffix``, and from everywhere else."""
+    inside = outside = 0.0
+    for (path, _, func), row in stats.stats.items():
+        if func == name and path.endswith(suffix):
+            for (caller_path, _, _), caller_row in row[4].items():
+                if caller_path.endswith(caller_suffix):
+                    inside += caller_row[3]
+                else:
+                    outside += caller_row[3]
+    return inside, outside
+
+
+def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple[float, dict[str, float], object]:
+    """One run under the profiler: its wall time, its stages' times and its result."""
     from neurofm import Experiment
     from neurofm.configs import (
         ClassicalModelConfig,
@@ -47,7 +80,10 @@ def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple
         ExperimentConfig,
         FoundationEmbeddingModelConfig,
         FrozenBackboneDecoderConfig,
+        NeuralFineTuneConfig,
+        TrainerConfig,
     )
+    from neurofm.models import get_model_spec
 
     X, y, meta, info = data
     config = ExperimentConfig(
@@ -57,6 +93,13 @@ def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple
                 head=ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000}),
             ),
             "bandpower_lr": ClassicalModelConfig(estimator="bandpower_lr"),
+            "labram_lora": NeuralFineTuneConfig(
+                model_key="labram",
+                weights="random",
+                train_mode="lora",
+                model_kwargs=get_model_spec("labram").tiny_kwargs,
+                trainer=TrainerConfig(max_epochs=2, batch_size=32),
+            ),
         },
         cv=CVConfig(strategy="stratified_group_kfold", n_splits=5, group_key="Subject"),
         n_permutations=permutations,
@@ -66,17 +109,29 @@ def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple
     profiler = cProfile.Profile()
     t0 = time.perf_counter()
     profiler.enable()
-    Experiment(config).run(X, y, sample_metadata=meta, **info).save(out_dir)
+    result = Experiment(config).run(X, y, sample_metadata=meta, **info)
+    result.save(out_dir)
     profiler.disable()
     wall = time.perf_counter() - t0
     stats = pstats.Stats(profiler)
     stages = {stage: _cumulative(stats, suffix, name) for stage, suffix, name in STAGES}
     embed = _cumulative(stats, "neurofm/embed.py", "embed_windows")
+    # Extraction adapts in embed.py (on a GPU in a thread of its own, which the profiler does not see);
+    # the fine-tuner adapts its windows elsewhere.
+    frozen_adaptation, tuning_adaptation = _by_caller(stats, "neurofm/adapt.py", "apply", "neurofm/embed.py")
+    tuning_build, _ = _by_caller(stats, "neurofm/models/registry.py", "create_backbone", "estimators/neural.py")
+    stages["input adaptation (frozen)"] = frozen_adaptation
+    stages["input adaptation (fine-tuning)"] = tuning_adaptation
     # The backbone's own forward: extraction minus the adaptation and pooling it also runs.
-    stages["backbone forward"] = max(0.0, embed - stages["input adaptation"] - stages["pooling"])
+    stages["backbone forward"] = max(0.0, embed - frozen_adaptation - stages["pooling"])
+    # Fold fits hold the training and prediction loops (and the fine-tuner's adaptation): counted once, there.
+    stages["fold fits and scores"] -= stages["fine-tuning: training loop"] + stages["fine-tuning: prediction"]
+    # Adapted inside the folds' fits, or once per run ahead of them (``_trainable_windows``, where it exists).
+    ahead = _cumulative(stats, "neurofm/experiment.py", "_trainable_windows")
+    stages["fold fits and scores"] -= tuning_adaptation - ahead + tuning_build
     # The stages do not nest (the backbone is built before its first forward, outside embed_windows).
     stages["other (assembly, bookkeeping)"] = max(0.0, wall - sum(stages.values()))
-    return wall, stages
+    return wall, stages, result
 
 
 def main() -> None:
@@ -84,6 +139,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=6)
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--permutations", type=int, default=5)
+    parser.add_argument("--scores", help="write the warm run's scores here, every bit (float.hex), to compare trees")
     args = parser.parse_args()
 
     from neurofm.simulate import simulate_eeg_dataset
@@ -95,8 +151,9 @@ def main() -> None:
             for label in ("cold cache", "warm cache")
         }
     print(
-        f"Experiment.run profile: {len(data[0])} windows (19 ch, 160 Hz, 4 s), full-size CBraMod + LR head and "
-        f"bandpower_lr, 5-fold group CV, {args.permutations} permutations, results saved\n"
+        f"Experiment.run profile: {len(data[0])} windows (19 ch, 160 Hz, 4 s), full-size CBraMod + LR head, "
+        f"bandpower_lr and a two-layer LaBraM LoRA (2 epochs), 5-fold group CV, {args.permutations} permutations, "
+        "results saved\n"
     )
     stages = list(runs["cold cache"][1])
     print(f"{'stage':<44}" + "".join(f"{label:>22}" for label in runs))
@@ -106,6 +163,22 @@ def main() -> None:
         )
         print(f"{stage:<44}{cells}")
     print(f"{'wall':<44}" + "".join(f"{runs[label][0]:>12.2f} s {100.0:>6.1f} %" for label in runs))
+    backbone_stages = BACKBONE_STAGES
+    for label in runs:
+        wall, stages, _ = runs[label]
+        own = sum(stages[stage] for stage in backbone_stages)
+        print(f"{label}: backbones {own:.2f} s, neurofm around them {wall - own:.2f} s")
+    if args.scores:
+        result = runs["warm cache"][2]
+        chance = result.artifacts[result.artifacts["ArtifactType"] == "permutation_test"]
+        with open(args.scores, "w") as out:
+            for row in result.scores.itertuples(index=False):
+                out.write(f"{row.Model} {row.Fold} {row.Metric} {float(row.Value).hex()}\n")
+            for row in chance.itertuples(index=False):
+                if isinstance(row.ArtifactValue, str):  # "skipped" notes
+                    continue
+                out.write(f"{row.Model} {row.ArtifactKey} {float(row.ArtifactValue).hex()}\n")
+        print(f"scores written to {args.scores}")
 
 
 if __name__ == "__main__":

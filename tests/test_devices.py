@@ -113,13 +113,31 @@ def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, wi
     )
     with pytest.raises(ConfigError, match="CUDA is not available here"):
         copy.deepcopy(embedder).check_input(windows_19ch.shape)
-    embedder.check_input(windows_19ch.shape, device_here=False)
-    embedder.fit(windows_19ch)  # plans (and takes recording statistics) without the device
+    prepared = embedder.check_input(windows_19ch.shape, device_here=False)
+    embedder.fit(windows_19ch, prepared=prepared)  # plans (and takes recording statistics) without the device
     with pytest.raises(ConfigError, match="CUDA is not available here"):  # computing here still needs it
         embedder.transform(windows_19ch)
     bf16 = copy.deepcopy(embedder).set_params(precision="bf16")  # whether this GPU has bf16 is the worker's to judge
-    bf16.check_input(windows_19ch.shape, device_here=False)
-    assert bf16.fit(windows_19ch).device_ is None and bf16.precision_ == "bf16"
+    prepared = bf16.check_input(windows_19ch.shape, device_here=False)
+    assert bf16.fit(windows_19ch, prepared=prepared).device_ is None and bf16.precision_ == "bf16"
+
+
+@needs_no_gpu
+def test_fit_after_a_check_without_the_device_still_plans_without_it_but_warns(tmp_path, windows_19ch):
+    """Deprecated for one release: the check's result, not the estimator, now carries 'planned elsewhere'."""
+    embedder = FoundationEmbedder(
+        "cbramod",
+        weights="random",
+        sfreq=160.0,
+        ch_names=list(STANDARD_1020_19),
+        device="cuda",
+        cache_dir=str(tmp_path),
+        verbose=False,
+        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+    )
+    embedder.check_input(windows_19ch.shape, device_here=False)
+    with pytest.warns(FutureWarning, match="prepared="):
+        assert embedder.fit(windows_19ch).device_ is None
 
 
 @needs_no_gpu
@@ -139,8 +157,7 @@ def test_a_worker_settles_auto_precision_for_the_device_the_planner_named(tmp_pa
         verbose=False,
         model_kwargs=get_model_spec("cbramod").tiny_kwargs,
     )
-    planned.check_input(windows_19ch.shape, device_here=False)
-    planned.fit(windows_19ch)
+    planned.fit(windows_19ch, prepared=planned.check_input(windows_19ch.shape, device_here=False))
     assert planned.device_ is None and planned.precision_ == "auto"
     worker = copy.copy(planned)
     monkeypatch.setattr(frozen, "resolve_device", lambda device: device)  # the worker has the GPU

@@ -351,11 +351,7 @@ def plan_adaptation(
 
     by_recording = False
     if spec.normalization != "none":
-        by_recording = (
-            spec.normalization_statistics == "recording"
-            and recordings_known
-            and options.normalization_statistics == "pretraining"
-        )
+        by_recording = recordings_known and uses_recording_statistics(spec, options)
         detail = describe_normalization(spec.normalization, by_recording)
         if spec.normalization_statistics == "recording":
             if by_recording:
@@ -411,6 +407,15 @@ def plan_adaptation(
         recording_statistics=by_recording,
     )
     return plan
+
+
+def uses_recording_statistics(spec: ModelSpec, options: AdaptationConfig) -> bool:
+    """Whether windows of known recordings are normalised with their recording's statistics (as in pretraining)."""
+    return (
+        spec.normalization != "none"
+        and spec.normalization_statistics == "recording"
+        and options.normalization_statistics == "pretraining"
+    )
 
 
 def recording_statistics(plan: AdaptationPlan, source: Any, recordings: Any) -> dict[Any, np.ndarray]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import platform
 import time
@@ -76,6 +77,7 @@ class _PreparedModel:
     embedder: Any = None  # FoundationEmbedder for frozen backbones
     artifacts: list[tuple[int, str, str, Any]] = field(default_factory=list)
     weights: dict[str, Any] | None = None  # identity of the loaded weights (content, not path); None: no weights
+    prepared: Any = None  # a backbone's checked plan (PreparedInput), made once per run and handed to every fit
 
     @property
     def trainable(self) -> bool:
@@ -373,19 +375,23 @@ class ExperimentRun:
         timings: dict[str, float] = {}
         # Embeddings first, as extraction shards into the shared cache; models that share a
         # backbone config share one extraction. Then every (model, fold) fit is one task.
-        extracted: dict[str, tuple[str, np.ndarray]] = {}
+        extracted: dict[str, tuple[str, np.ndarray, Any]] = {}
+        adapted: dict[str, Any] = {}  # trainable models' windows, adapted once per plan
         features: dict[str, np.ndarray] = {}
         for model in prepared:
             t0 = time.perf_counter()
             if self._all_recorded(model, len(splits)):
                 features[model.name] = None  # nothing of this model will run: its windows need no embedding
                 if model.embedder is not None:
-                    model.artifacts.extend(model.embedder.fit(inputs.X, recordings=self._recordings).get_artifacts())
+                    fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
+                    model.artifacts.extend(fitted.get_artifacts())
                     model.artifacts.append(
                         (-1, "embedding_cache", "skipped", "every fold and permutation was on record")
                     )
             elif model.embedder is not None:
                 features[model.name] = self._embed(model, inputs.X, extracted)
+            elif model.trainable:
+                features[model.name] = _trainable_windows(inputs, model, adapted)
             else:
                 features[model.name] = _in_memory(inputs, model.name)
             timings[model.name] = time.perf_counter() - t0
@@ -399,6 +405,7 @@ class ExperimentRun:
                 test,
                 classes,
                 tuple(cfg.resolved_metrics),
+                model.prepared if model.trainable else None,
             )
             for model in prepared
             for fold, (train, test) in enumerate(splits)
@@ -478,40 +485,49 @@ class ExperimentRun:
             head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
             embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
             # Adaptation plan and weights resolved before any compute; the device where it will be computed.
-            embedder.check_input(inputs.X.shape, device_here=computes_here(self._execution))
-            return _PreparedModel(name, model_cfg, head, embedder=embedder, weights=embedder.identify_weights())
+            prepared = embedder.check_input(
+                inputs.X.shape,
+                device_here=computes_here(self._execution),
+                recordings_known=self._recordings is not None,
+            )
+            return _PreparedModel(name, model_cfg, head, embedder=embedder, weights=prepared.weights, prepared=prepared)
         if isinstance(model_cfg, NeuralFineTuneConfig):
             from .estimators.neural import NeuralFineTuner
 
             tuner = NeuralFineTuner(
                 config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
             )
-            tuner.check_input(inputs.X.shape, inputs.y, device_here=computes_here(self._execution))
-            weights = tuner.identify_weights()
+            prepared = tuner.check_input(
+                inputs.X.shape,
+                inputs.y,
+                device_here=computes_here(self._execution),
+                recordings_known=self._recordings is not None,
+            )
             # Trained in a worker later: the bytes it loads must be those the records are keyed on.
-            tuner.set_params(expected_weights=weights)
-            return _PreparedModel(name, model_cfg, tuner, weights=weights)
+            tuner.set_params(expected_weights=prepared.weights)
+            return _PreparedModel(name, model_cfg, tuner, weights=prepared.weights, prepared=prepared)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
 
-    def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray]]) -> np.ndarray:
+    def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray, Any]]) -> np.ndarray:
         key = model.config.backbone.model_dump_json()
         recordings = self._recordings
         if key in extracted:
-            owner, features = extracted[key]
-            for fold, kind, name, value in model.embedder.fit(X, recordings=recordings).get_artifacts():
+            # The same backbone config on the same windows: the owner's fitted embedder is this model's too.
+            owner, features, fitted = extracted[key]
+            for fold, kind, name, value in fitted.get_artifacts():
                 if kind == "embedding_cache" and name in ("hits", "misses"):
                     value = len(X) if name == "hits" else 0
                 model.artifacts.append((fold, kind, name, value))
             model.artifacts.append((-1, "embedding_cache", "shared_with", owner))
             return features
-        embedder = model.embedder.fit(X, recordings=recordings)
+        embedder = model.embedder.fit(X, recordings=recordings, prepared=model.prepared)
         features = (
             embedder.transform(X, recordings=recordings)
             if self.config.execution.backend == "sequential"
             else self._extract_in_shards(embedder, X, recordings)
         )
         model.artifacts.extend(embedder.get_artifacts())
-        extracted[key] = (model.name, features)
+        extracted[key] = (model.name, features, embedder)
         return features
 
     def _extract_in_shards(self, embedder, X, recordings=None) -> np.ndarray:
@@ -545,7 +561,13 @@ class ExperimentRun:
         trainable = model.trainable
         tasks = [
             PermutationTask(
-                model.estimator, trainable, permute_labels(y, groups, rng), splits, classes, tuple(observed)
+                model.estimator,
+                trainable,
+                permute_labels(y, groups, rng),
+                splits,
+                classes,
+                tuple(observed),
+                model.prepared if trainable else None,
             )
             for _ in range(cfg.n_permutations)
         ]
@@ -581,6 +603,19 @@ def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
         )
         inputs.extra["in_memory"] = inputs.X.to_array()
     return inputs.extra["in_memory"]
+
+
+def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str, Any]) -> Any:
+    """A trainable model's windows: adapted once per run (shared by models of one plan), unless its recording
+    statistics depend on the windows each fold's fit sees, which then adapts them itself."""
+    windows = _in_memory(inputs, model.name)
+    plan = model.prepared.plan
+    if plan.recording_statistics:
+        return windows
+    key = json.dumps(plan.describe(), sort_keys=True, default=str)
+    if key not in adapted:
+        adapted[key] = model.prepared.adapt(windows)
+    return adapted[key]
 
 
 def _meta(inputs: Inputs, seconds: float, timings: dict) -> dict:

@@ -79,6 +79,7 @@ class FoldTask:
     test: np.ndarray
     classes: np.ndarray | None
     metrics: tuple[str, ...]
+    prepared: Any = None  # a trainable model's checked plan (PreparedInput): its fit plans nothing again
 
 
 @dataclass
@@ -123,17 +124,20 @@ def decode_means(record: dict[str, Any]) -> dict[str, float]:
     return {metric: float(value) for metric, value in record.items()}
 
 
-def _fit(estimator, trainable: bool, X, y, groups, recordings=None):
+def _fit(estimator, trainable: bool, X, y, groups, recordings=None, prepared=None):
     """Fit on one training partition; a trainable model's validation split comes from it, by group."""
     if trainable:
-        return estimator.fit(X, y, groups=groups, recordings=recordings)
+        return estimator.fit(X, y, groups=groups, recordings=recordings, prepared=prepared)
     return estimator.fit(X, y)
 
 
-def fit_and_score(estimator, trainable, features, y, groups, train, test, classes, metrics, recordings=None):
+def fit_and_score(
+    estimator, trainable, features, y, groups, train, test, classes, metrics, recordings=None, prepared=None
+):
     """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training.
 
-    A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``)."""
+    A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``) and its
+    checked plan (``prepared``); its ``features`` are its windows, adapted once per run where they can be."""
     recordings = recordings if trainable else None
     estimator = _fit(
         estimator,
@@ -142,6 +146,7 @@ def fit_and_score(estimator, trainable, features, y, groups, train, test, classe
         y[train],
         None if groups is None else groups[train],
         None if recordings is None else recordings[train],
+        prepared,
     )
     if trainable and estimator.failed_:
         return estimator, dict.fromkeys(metrics, float("nan")), None, None
@@ -164,6 +169,7 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
             task.classes,
             task.metrics,
             shared.recordings,
+            task.prepared,
         )
     except NeuroFMError:
         raise
@@ -190,6 +196,7 @@ class PermutationTask:
     splits: list[tuple[np.ndarray, np.ndarray]]
     classes: np.ndarray | None
     metrics: tuple[str, ...]
+    prepared: Any = None  # as in FoldTask
 
 
 def run_permutation(task: PermutationTask, shared: SharedInputs) -> dict[str, float]:
@@ -208,6 +215,7 @@ def run_permutation(task: PermutationTask, shared: SharedInputs) -> dict[str, fl
             task.classes,
             task.metrics,
             shared.recordings,
+            task.prepared,
         )
         for metric, value in scores.items():
             fold_scores[metric].append(value)

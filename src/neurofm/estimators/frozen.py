@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,15 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ..adapt import check_recordings, plan_adaptation, recording_statistics, window_statistics
+from ..adapt import (
+    check_recordings,
+    plan_adaptation,
+    recording_statistics,
+    uses_recording_statistics,
+    window_statistics,
+)
 from ..cache import EmbeddingCache, hash_windows, stable_hash
+from ..configs import AdaptationConfig
 from ..data import SignalInfo, prepare_inputs
 from ..devices import (
     PRECISIONS,
@@ -35,6 +43,7 @@ from ..sharing import entry_key
 from ..sources import WindowSource, as_window_source
 from ..utils.check import format_choices
 from ..utils.logging import logger
+from .prepared import PreparedInput, estimator_settings
 
 __all__ = ["FoundationEmbedder"]
 
@@ -224,13 +233,27 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             positions=self.sensor_positions,
         ).info
 
-    def check_input(self, shape: tuple[int, ...], device_here: bool = True) -> None:
-        """Plan the adaptation and resolve the weights for windows of ``shape``, computing nothing.
+    def check_input(
+        self, shape: tuple[int, ...], device_here: bool = True, recordings_known: bool = False
+    ) -> PreparedInput:
+        """Plan the adaptation and identify the weights for windows of ``shape``, computing no embedding.
 
-        ``device_here=False``: the embeddings will be computed in other
-        processes (extraction shards on a Slurm, Ray or Dask cluster), which
-        resolve the device themselves; only the device's name is checked, and
-        :meth:`fit` then plans without the device.
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(n_windows, n_channels, n_times)`` of the windows to embed.
+        device_here : bool
+            ``False``: the embeddings will be computed in other processes
+            (extraction shards on a Slurm, Ray or Dask cluster), which resolve
+            the device themselves; only the device's name is checked here.
+        recordings_known : bool
+            Whether :meth:`fit` will be given each window's recording.
+
+        Returns
+        -------
+        prepared : PreparedInput
+            The plan and the weights' identity; pass it to :meth:`fit` so that
+            neither is made again.
 
         Raises
         ------
@@ -249,12 +272,27 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         info = prepare_inputs(
             probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
         ).info
-        plan_adaptation(spec, info, shape[-1], self.adaptation)
-        self._check_weights(spec)
+        prepared = self._prepare(spec, info, shape[-1], device_here, recordings_known)
+        # Deprecated (one release): a fit without prepared= after this check planned without the device.
+        self._planned_elsewhere = not device_here
+        return prepared
+
+    def _prepare(self, spec, info: SignalInfo, n_times: int, device_here: bool, recordings_known: bool):
+        options = AdaptationConfig(**(self.adaptation or {}))
+        plan = plan_adaptation(spec, info, n_times, options, recordings_known=recordings_known)
+        source, identity = self._identified_weights(spec)
         check_device(self.device, here=device_here)
         if device_here:
             check_precision(self.precision, resolve_device(self.device))
-        self._planned_elsewhere = not device_here
+        return PreparedInput(
+            plan,
+            identity,
+            estimator_settings(self, ignore=("verbose",)),
+            device_here=device_here,
+            recordings_known=recordings_known,
+            recordings_matter=uses_recording_statistics(spec, options),
+            weights_source=source,
+        )
 
     def _check_weights(self, spec):
         source = resolve_weights(spec, self.weights)
@@ -294,7 +332,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
 
     # -- estimator API ---------------------------------------------------------------
 
-    def fit(self, X, y=None, recordings=None):
+    def fit(self, X, y=None, recordings=None, prepared: PreparedInput | None = None):
         """Plan the input adaptation and identify the weights (nothing is learned).
 
         Parameters
@@ -308,18 +346,38 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             statistics over its windows are taken here and used for its
             windows in :meth:`transform`, which then needs the same ids;
             label-free, as in pretraining. ``None``: each window's own.
+        prepared : PreparedInput | None
+            What :meth:`check_input` returned for these windows: its plan and
+            weights' identity are used as they are. ``None``: made here.
+
+        Raises
+        ------
+        ConfigError
+            When ``prepared`` was made for other windows or other parameters.
         """
         source = as_window_source(X)
         spec = get_model_spec(self.model_key)
-        info = self._signal_info(source)
         check_recordings(recordings, len(source))
-        self.plan_ = plan_adaptation(
-            spec, info, source.shape[-1], self.adaptation, recordings_known=recordings is not None
-        )
+        if prepared is None:
+            device_here = not getattr(self, "_planned_elsewhere", False)
+            if not device_here:
+                warnings.warn(
+                    "fit after check_input(device_here=False) plans without the device only when given what that "
+                    "check returned: pass fit(..., prepared=embedder.check_input(...)). Without it, fit will check "
+                    "the device here from the next release.",
+                    FutureWarning,
+                    stacklevel=2,
+                )
+            info = self._signal_info(source)
+            prepared = self._prepare(spec, info, source.shape[-1], device_here, recordings is not None)
+        else:
+            prepared.check_matches(estimator_settings(self, ignore=("verbose",)), source.shape, recordings is not None)
+        self.plan_ = prepared.plan
         self.recording_statistics_ = (
             recording_statistics(self.plan_, source, recordings) if self.plan_.recording_statistics else None
         )
-        self.weights_source_, weights = self._identified_weights(spec)
+        self.weights_source_ = prepared.weights_source
+        weights = prepared.weights
         self.manifest_ = {
             "model_key": spec.key,
             "backend": self.backend,
@@ -333,7 +391,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             "extraction_version": EXTRACTION_VERSION,
         }
         self.device_ = None
-        self._settle_device(strict=not getattr(self, "_planned_elsewhere", False))
+        self._settle_device(strict=prepared.device_here)
         self._backbone = None
         self.cache_hits_ = 0
         self.cache_misses_ = 0

@@ -21,7 +21,13 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..adapt import check_recordings, plan_adaptation, recording_statistics, window_statistics
+from ..adapt import (
+    check_recordings,
+    plan_adaptation,
+    recording_statistics,
+    uses_recording_statistics,
+    window_statistics,
+)
 from ..adapters import (
     PEFT_MODES,
     apply_adapters,
@@ -42,8 +48,12 @@ from ..sharing import entry_key
 from ..training import predict_network, train_network
 from ..utils.check import format_choices
 from ..utils.files import atomic_write, claim_folder
+from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator_settings
 
 __all__ = ["NeuralFineTuner", "DecoderNet"]
+
+#: Parameters a check does not depend on: the weights' expected identity is set from the check's own result.
+_UNCHECKED_PARAMS = ("expected_weights", "verbose")
 
 #: What neurofm puts in a checkpoints folder: one ``<model>-<train mode>-<12 hex>`` folder per saving fit.
 CHECKPOINT_NAMES = frozenset({"*-*-" + "[0-9a-f]" * 12})
@@ -198,12 +208,34 @@ class NeuralFineTuner(BaseEstimator):
 
     # -- checks before any training ----------------------------------------------------
 
-    def check_input(self, shape: tuple[int, ...], y: np.ndarray | None = None, device_here: bool = True) -> None:
+    def check_input(
+        self,
+        shape: tuple[int, ...],
+        y: np.ndarray | None = None,
+        device_here: bool = True,
+        recordings_known: bool = False,
+    ) -> PreparedInput:
         """Raise the errors training would meet, before any of it runs.
 
-        ``device_here=False``: training runs in other processes (a Slurm, Ray
-        or Dask cluster planned from a login node), which resolve the device
-        themselves; only settings wrong on every machine are refused here.
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(n_windows, n_channels, n_times)`` of the training windows.
+        y : ndarray | None
+            The targets, when known (checked against ``n_outputs``).
+        device_here : bool
+            ``False``: training runs in other processes (a Slurm, Ray or Dask
+            cluster planned from a login node), which resolve the device
+            themselves; only settings wrong on every machine are refused here.
+        recordings_known : bool
+            Whether :meth:`fit` will be given each window's recording.
+
+        Returns
+        -------
+        prepared : PreparedInput
+            The adaptation plan and the weights' identity; :meth:`fit` given
+            it checks and plans nothing again, and
+            :meth:`PreparedInput.adapt` adapts windows once for every fold.
         """
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
@@ -211,8 +243,8 @@ class NeuralFineTuner(BaseEstimator):
         info = prepare_inputs(
             probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
         ).info
-        plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation)
-        resolve_weights(spec, cfg.weights)
+        plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation, recordings_known=recordings_known)
+        source = resolve_weights(spec, cfg.weights)
         if _quantized(cfg):
             if cfg.train_mode == "full":
                 raise ConfigError(
@@ -220,16 +252,7 @@ class NeuralFineTuner(BaseEstimator):
                 )
             if cfg.device.device != "auto":  # a device bitsandbytes cannot use, on any machine
                 check_quantization(cfg.device.device)
-        check_device(cfg.device.device, here=device_here)
-        # Where the device is known, everything about it is checked; elsewhere only what an explicit name rules out.
-        device = resolve_device(cfg.device.device) if device_here else cfg.device.device
-        if device_here or device != "auto":
-            if cfg.device.precision == "fp16" and not device.startswith("cuda"):
-                raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
-        if device_here:
-            check_precision(cfg.device.precision, device)
-            if _quantized(cfg):
-                check_quantization(device)
+        self._check_device(cfg, device_here)
         if y is not None:
             self._check_outputs(cfg, y)
         self._check_monitor(cfg)
@@ -244,6 +267,26 @@ class NeuralFineTuner(BaseEstimator):
             except (RuntimeError, NotImplementedError):  # constructors that read tensor values cannot run on meta
                 module = spec.build(plan.target, **cfg.model_kwargs)
             match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode), spec.head_prefixes)
+        return PreparedInput(
+            plan,
+            self._weights_identity(spec, source),
+            estimator_settings(self, ignore=_UNCHECKED_PARAMS),
+            device_here=device_here,
+            recordings_known=recordings_known,
+            recordings_matter=uses_recording_statistics(spec, cfg.adaptation),
+        )
+
+    def _check_device(self, cfg: NeuralFineTuneConfig, device_here: bool) -> None:
+        """The device and precision: where the device is known, everything about it; elsewhere its name only."""
+        check_device(cfg.device.device, here=device_here)
+        device = resolve_device(cfg.device.device) if device_here else cfg.device.device
+        if device_here or device != "auto":
+            if cfg.device.precision == "fp16" and not device.startswith("cuda"):
+                raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
+        if device_here:
+            check_precision(cfg.device.precision, device)
+            if _quantized(cfg):
+                check_quantization(device)
 
     def identify_weights(self) -> dict[str, Any]:
         """What identifies the starting weights: their files' digests (and a hub commit), or a random init's seed.
@@ -258,13 +301,14 @@ class NeuralFineTuner(BaseEstimator):
         identity : dict
             JSON-ready.
         """
-        cfg = self._config()
-        spec = get_model_spec(cfg.model_key)
-        source = resolve_weights(spec, cfg.weights)
+        spec = get_model_spec(self._config().model_key)
+        return self._weights_identity(spec, resolve_weights(spec, self._config().weights))
+
+    def _weights_identity(self, spec, source) -> dict[str, Any]:
         return weights_identity(
             source,
             spec,
-            cfg.backend,
+            self._config().backend,
             self.random_state,
             self.cache_dir,
             entry_key(self.shared_folders, self.shared_key_file),
@@ -315,28 +359,49 @@ class NeuralFineTuner(BaseEstimator):
 
     # -- fit -------------------------------------------------------------------------------
 
-    def fit(self, X, y, groups=None, recordings=None):
+    def fit(self, X, y, groups=None, recordings=None, prepared: PreparedInput | None = None):
         """Train on windows ``X`` (n, channels, times) and targets ``y``.
 
-        ``groups`` keep the validation split by group; ``recordings`` (one id
-        per window) let a model pretrained with recording-level normalisation
-        (REVE) normalise each window with its recording's statistics, taken
-        over the windows given here (and, in :meth:`predict`, over the windows
-        predicted), so no statistic crosses from test to training.
+        Parameters
+        ----------
+        X : array-like, shape (n_windows, n_channels, n_times), or AdaptedWindows
+            The windows, raw or already adapted (:meth:`PreparedInput.adapt`).
+        y : array-like, shape (n_windows,)
+            The targets.
+        groups : array-like | None
+            Keep the validation split by group.
+        recordings : array-like | None
+            One id per window: a model pretrained with recording-level
+            normalisation (REVE) normalises each window with its recording's
+            statistics, taken over the windows given here (and, in
+            :meth:`predict`, over the windows predicted), so no statistic
+            crosses from test to training.
+        prepared : PreparedInput | None
+            What :meth:`check_input` returned for these windows under these
+            parameters: nothing is checked or planned again. ``None``: made
+            here (windows that are :class:`AdaptedWindows` bring their own).
+
+        Raises
+        ------
+        ConfigError
+            When ``prepared`` was made for other windows or parameters.
         """
         import torch
 
         cfg = self._config()
-        X = np.asarray(X)
+        if isinstance(X, AdaptedWindows) and prepared is None:
+            raise ConfigError("Adapted windows come with the PreparedInput that adapted them; pass it as prepared=.")
+        X = X if isinstance(X, AdaptedWindows) else np.asarray(X)
         y = np.asarray(y)
-        self.check_input(X.shape, y)
         check_recordings(recordings, len(X))
+        if prepared is None:
+            prepared = self.check_input(X.shape, y, recordings_known=recordings is not None)
+        else:
+            prepared.check_matches(estimator_settings(self, ignore=_UNCHECKED_PARAMS), X.shape, recordings is not None)
+            self._check_device(cfg, device_here=True)  # here, in the process that trains
         spec = get_model_spec(cfg.model_key)
-        info = prepare_inputs(
-            X[:1], sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
-        ).info
-        self.plan_ = plan_adaptation(spec, info, X.shape[-1], cfg.adaptation, recordings_known=recordings is not None)
-        self.device_ = resolve_device(cfg.device.device)  # here, in the process that trains
+        self.plan_ = prepared.plan
+        self.device_ = resolve_device(cfg.device.device)
         self.precision_ = resolve_precision(cfg.device.precision, self.device_)
         warn_slow_precision(self.device_, self.precision_)
         n_outputs = self._check_outputs(cfg, y)
@@ -466,7 +531,10 @@ class NeuralFineTuner(BaseEstimator):
             train, val = next(ShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state).split(idx))
         return np.sort(train), np.sort(val)
 
-    def _adapt(self, X: np.ndarray, recordings=None) -> np.ndarray:
+    def _adapt(self, X, recordings=None) -> np.ndarray:
+        if isinstance(X, AdaptedWindows):
+            return X.check_plan(self.plan_)
+        X = np.asarray(X)
         statistics = None
         if self.plan_.recording_statistics:
             if recordings is None:
@@ -475,13 +543,7 @@ class NeuralFineTuner(BaseEstimator):
                     "statistics; give the windows' recordings here too (recordings=...)."
                 )
             statistics = window_statistics(recording_statistics(self.plan_, X, recordings), recordings)
-        batch = 256
-        return np.concatenate(
-            [
-                self.plan_.apply(X[i : i + batch], None if statistics is None else statistics[i : i + batch])
-                for i in range(0, len(X), batch)
-            ]
-        )
+        return adapt_in_batches(self.plan_, X, statistics)
 
     # -- predict ---------------------------------------------------------------------------
 
@@ -490,7 +552,7 @@ class NeuralFineTuner(BaseEstimator):
         cfg = self._config()
         with deterministic_algorithms(cfg.device.deterministic, self.device_):
             return predict_network(
-                self.net_, self._adapt(np.asarray(X), recordings), cfg.trainer.batch_size, self.device_, self.precision_
+                self.net_, self._adapt(X, recordings), cfg.trainer.batch_size, self.device_, self.precision_
             )
 
     def predict(self, X, recordings=None):
