@@ -706,8 +706,8 @@ def test_pretraining_steps_run_wholly_on_the_device(stage, tmp_path, corpus_dir,
     assert len(steps) == 6  # every step ran; the export of the trained weights is the first copy back
 
 
-def test_a_non_finite_loss_on_one_process_stops_every_process_before_backward(monkeypatch):
-    """With one process's loss non-finite, every process must learn it before the gradients' all-reduce."""
+def test_a_non_finite_loss_on_one_process_stops_every_process_together(monkeypatch):
+    """With one process's loss non-finite, every process must learn it before any update (none stops alone)."""
     import neurofm.pretrain.trainer as trainer
 
     world = trainer._World(0, 2, torch.device("cpu"))

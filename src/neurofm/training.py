@@ -1,8 +1,10 @@
-"""The optimisation loop of trainable decoders: history, diagnostics and checkpoints.
+"""The optimisation loops: fine-tuning's epochs, and the optimiser steps it shares with pretraining.
 
-One epoch = one pass over the training windows in shuffled micro-batches;
-the optimiser (AdamW) steps every ``grad_accumulation`` micro-batches under a
-linear warm-up then cosine decay. After each epoch the validation windows are
+:class:`OptimizerSteps` takes one optimiser step at a time for both (loss
+scaling, the non-finite guard, clipping and gradient norms, the warm-up +
+cosine schedule). Fine-tuning runs it in epochs: one pass over the training
+windows in shuffled micro-batches, the optimiser (AdamW) stepping every
+``grad_accumulation`` of them. After each epoch the validation windows are
 scored; the best epoch by the checkpoint monitor is kept in memory and
 restored before prediction, so the reported scores come from the checkpoint
 the user would reload, not from the last epoch.
@@ -23,7 +25,7 @@ from .embed import autocast, full_batch
 from .utils.logging import logger
 from .utils.prefetch import prefetched, to_pinned
 
-__all__ = ["TrainingOutcome", "predict_network", "train_network", "warmup_cosine"]
+__all__ = ["OptimizerSteps", "StepResult", "TrainingOutcome", "predict_network", "train_network", "warmup_cosine"]
 
 
 @dataclass
@@ -139,18 +141,6 @@ def _micro_batches(X_t, y_t, order, batch_size: int, device_name: str):
     return prefetched(gathered()) if pin else gathered()
 
 
-def _step_schedule(scheduler) -> None:
-    """Advance the learning-rate schedule by one optimiser step.
-
-    torch warns when a schedule steps before its optimiser has: here that is
-    by design, when two-stage training fast-forwards a new schedule and when
-    fp16 loss scaling skips an overflowing first step.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
-        scheduler.step()
-
-
 def _grad_scaler(precision: str, device_name: str):
     """The loss scaler fp16 training needs on CUDA (``None`` elsewhere: bf16 and fp32 need none)."""
     import torch
@@ -220,37 +210,47 @@ def train_network(
         )
         X_t = torch.from_numpy(X_train)
         y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
-        loop = _Steps(
+        n_micro = math.ceil(len(X_t) / trainer.batch_size)
+        steps_per_epoch = max(1, math.ceil(n_micro / trainer.grad_accumulation))
+        total, warmup = steps_per_epoch * trainer.max_epochs, int(round(trainer.warmup_epochs * steps_per_epoch))
+
+        def new_optimizer():
+            params = [p for p in net.parameters() if p.requires_grad]
+            return torch.optim.AdamW(params, lr=trainer.lr, weight_decay=trainer.weight_decay)
+
+        steps = OptimizerSteps(
             net,
-            task,
-            trainer,
-            device.precision,
-            device_name,
-            _loss_function(task, class_weights, device_name),
-            len(X_t),
-            outcome,
-            step_hook,
+            new_optimizer(),
+            lambda step: trainer.lr * warmup_cosine(step, warmup, total),
+            precision=device.precision,
+            device_name=device_name,
+            grad_clip=trainer.grad_clip,
+            accumulation=trainer.grad_accumulation,
+            after_update=step_hook,
         )
+        loss_fn = _loss_function(task, class_weights, device_name)
+        epochs = _Epochs(net, steps, task, trainer, device.precision, device_name, loss_fn)
         best = _BestEpoch(checkpoints, trainer.early_stopping_patience)
         bar = tqdm(total=trainer.max_epochs, desc="Training", unit="epoch", disable=not verbose, leave=False)
         for epoch in range(trainer.max_epochs):
             if stage_hook is not None and stage_hook(epoch):
-                loop.new_optimizer()  # the trainable set changed
+                steps.new_optimizer(new_optimizer())  # the trainable set changed
             started = time.perf_counter()
             net.train()
             order = torch.randperm(len(X_t), generator=generator)
-            record = loop.epoch(epoch, X_t, y_t, order)
+            record = epochs.train(epoch, X_t, y_t, order, outcome)
             if record is None:
                 _warn_stopped(outcome)
                 break
             if X_val is not None and len(X_val):
-                record.update(loop.validate(X_val, y_val, metrics))
+                record.update(epochs.validate(X_val, y_val, metrics))
             record["seconds"] = time.perf_counter() - started
             outcome.history.append(record)
             bar.update(1)
             if best.update(record, epoch, net, outcome, keep_every=checkpoints.save == "all"):
                 break
         bar.close()
+        outcome.diagnostics["overflow_steps"] = steps.overflow_steps
         outcome.states["last"] = _trainable_state(net)
         if "best" in outcome.states:
             net.load_state_dict(outcome.states["best"], strict=False)
@@ -274,130 +274,210 @@ def _warn_stopped(outcome: TrainingOutcome) -> None:
     outcome.diagnostics["stopped_early"] = f"non-finite {what['what']}"
 
 
-class _Steps:
-    """The optimisation steps of one training run: micro-batches, loss scaling, clipping, the schedule.
+@dataclass
+class StepResult:
+    """What one optimiser step did.
 
-    It guards against non-finite losses and gradients (recorded in the
-    outcome's diagnostics, which stop the run) and counts fp16 overflow
-    steps, which the loss scaler skips by design.
+    Attributes
+    ----------
+    losses : list of float
+        The losses of its micro-batches (read once per step).
+    lr : float
+        The learning rate the step used.
+    grad_norm : float | None
+        The gradients' norm before clipping; ``None`` for an fp16 overflow
+        step (skipped by the loss scaler) or a non-finite step.
+    non_finite : {"loss", "gradient"} | None
+        What was not finite; the update was then not applied.
+    micro_batch : int | None
+        With a non-finite loss on this process, the first such micro-batch of the step.
     """
 
-    def __init__(self, net, task, trainer, precision, device_name, loss_fn, n_train, outcome, step_hook):
-        self.net, self.task, self.trainer, self.precision = net, task, trainer, precision
-        self.device_name, self.loss_fn, self.outcome, self.step_hook = device_name, loss_fn, outcome, step_hook
-        self.n_micro = math.ceil(n_train / trainer.batch_size)
-        steps_per_epoch = max(1, math.ceil(self.n_micro / trainer.grad_accumulation))
-        self.total_steps = steps_per_epoch * trainer.max_epochs
-        self.warmup = int(round(trainer.warmup_epochs * steps_per_epoch))
+    losses: list[float]
+    lr: float
+    grad_norm: float | None = None
+    non_finite: str | None = None
+    micro_batch: int | None = None
+
+
+class OptimizerSteps:
+    """One optimiser step at a time: the steps of fine-tuning and of pretraining alike.
+
+    Micro-batch losses go through :meth:`backward` (scaled for fp16 on CUDA,
+    divided for gradient accumulation); :meth:`step` then guards against
+    non-finite losses and gradients (the update is not applied, and the caller
+    decides: a fold stops, a pretraining run raises), clips the gradients and
+    logs their norm, counts fp16 overflow steps (which the loss scaler skips
+    by design), and applies the update at the schedule's learning rate.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Its parameters with ``requires_grad`` (and a gradient) are clipped.
+    optimizer : torch.optim.Optimizer
+        The optimiser (:meth:`new_optimizer` replaces it).
+    lr_at : callable
+        ``lr_at(step) -> float``: the learning rate of optimiser step ``step``.
+    precision : str
+        Resolved precision; ``fp16`` on CUDA scales the loss.
+    device_name : str
+        Resolved device.
+    grad_clip : float | None
+        Gradient-norm clipping threshold (``None``: not clipped, norm still logged).
+    accumulation : int
+        Micro-batches per optimiser step.
+    finite_everywhere : callable | None
+        ``finite_everywhere(local_ok) -> bool``: whether every process's
+        losses are finite (a data-parallel run decides together, so that no
+        process stops alone); ``None``: this process's say.
+    after_update : callable | None
+        ``after_update(step)`` after each applied update, before the
+        gradients are cleared (AdaLoRA's rank allocation reads them).
+    start_step : int
+        The first step's number (a resumed run's).
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        lr_at,
+        *,
+        precision: str,
+        device_name: str,
+        grad_clip: float | None,
+        accumulation: int = 1,
+        finite_everywhere=None,
+        after_update=None,
+        start_step: int = 0,
+    ):
+        self.model, self.lr_at, self.grad_clip, self.accumulation = model, lr_at, grad_clip, accumulation
+        self.finite_everywhere = finite_everywhere or (lambda local_ok: local_ok)
+        self.after_update = after_update
         self.scaler = _grad_scaler(precision, device_name)
+        self.step_number = start_step
         self.overflows_in_a_row = 0
-        self.global_step = 0
-        self.optimizer, self.scheduler = self._make_optimizer()
+        self.overflow_steps = 0
+        self._pending: list = []
+        self.new_optimizer(optimizer)
 
-    def _make_optimizer(self):
-        import torch
+    def new_optimizer(self, optimizer) -> None:
+        """Step ``optimizer`` from now on (a new trainable set), at the schedule's current learning rate."""
+        self.optimizer = optimizer
+        self._set_lr()
+        optimizer.zero_grad(set_to_none=True)
 
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.trainer.lr, weight_decay=self.trainer.weight_decay)
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+    def _set_lr(self) -> None:
+        lr = self.lr_at(self.step_number)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
-    def _lr_factor(self, step: int) -> float:
-        return warmup_cosine(step, self.warmup, self.total_steps)
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
-    def new_optimizer(self) -> None:
-        """A new optimiser for a new trainable set, its schedule where the old one was."""
-        self.optimizer, self.scheduler = self._make_optimizer()
-        for _ in range(self.global_step):  # the new schedule, fast-forwarded before its optimiser ever stepped
-            _step_schedule(self.scheduler)
-
-    def epoch(self, epoch: int, X_t, y_t, order) -> dict[str, Any] | None:
-        """One pass over the training windows in ``order``; its history record, or ``None`` when it diverged."""
-        losses, norms = [], []
-        self.optimizer.zero_grad(set_to_none=True)
-        batches = _micro_batches(X_t, y_t, order, self.trainer.batch_size, self.device_name)
-        step_losses: list = []  # this optimiser step's micro-batch losses, still on the device
-        try:
-            for micro, (xb, yb) in enumerate(batches):
-                step_losses.append(self._forward_backward(xb, yb))
-                if (micro + 1) % self.trainer.grad_accumulation == 0 or micro == self.n_micro - 1:
-                    if not self._step(epoch, micro, step_losses, losses, norms):
-                        return None
-                    step_losses = []
-        finally:
-            batches.close()  # a loop left early stops the gathering thread
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
-            "grad_norm_max": float(np.max(norms)) if norms else float("nan"),
-        }
-        self.outcome.diagnostics["grad_norms"].append(
-            {"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]}
-        )
-        return record
-
-    def _forward_backward(self, xb, yb):
-        xb, yb = xb.to(self.device_name, non_blocking=True), yb.to(self.device_name, non_blocking=True)
-        with autocast(self.device_name, self.precision):
-            out = self.net(xb)
-            loss = (
-                self.loss_fn(out.float(), yb) if self.task == "classification" else self.loss_fn(out.float()[:, 0], yb)
-            )
-        scaled = loss / self.trainer.grad_accumulation
+    def backward(self, loss) -> None:
+        """Accumulate the gradients of one micro-batch's loss (kept on the device until :meth:`step`)."""
+        scaled = loss / self.accumulation
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        return loss.detach()
+        self._pending.append(loss.detach())
 
-    def _step(self, epoch: int, micro: int, step_losses: list, losses: list, norms: list) -> bool:
-        """Clip and apply the accumulated gradients; ``False`` when the loss or gradient is not finite."""
+    def step(self) -> StepResult:
+        """Apply the accumulated gradients, unless a loss or the gradient is not finite."""
         import torch
 
         scaler, optimizer = self.scaler, self.optimizer
+        lr = self.lr
         if scaler:
             scaler.unscale_(optimizer)
-        params = [p for p in self.net.parameters() if p.requires_grad and p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.trainer.grad_clip or float("inf"))
+        params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
         # The losses and the norm are read once per optimiser step, not after every forward: each read
         # makes the CPU wait for the GPU, which then idles while the next kernels are queued. A
         # non-finite loss leaves non-finite gradients, which are never applied.
-        values = [float(v) for v in step_losses]
-        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-        if bad:
-            self._diverged("loss", epoch, micro - len(values) + 1 + bad[0])
-            return False
-        losses.extend(values)
+        losses = [float(v) for v in self._pending]
+        self._pending = []
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if not self.finite_everywhere(bad is None):
+            return StepResult(losses, lr, non_finite="loss", micro_batch=bad)
         norm_value = float(norm)
         finite = math.isfinite(norm_value)
         # With fp16 loss scaling an inf gradient is an overflow: the scaler skips the step and lowers its
         # scale, by design. Only a run of them that no scale cures (or any without a scaler) is divergence.
         if not finite and (scaler is None or self.overflows_in_a_row >= MAX_OVERFLOWS_IN_A_ROW):
-            self._diverged("gradient", epoch, micro)
-            return False
+            return StepResult(losses, lr, non_finite="gradient")
         if finite:
-            norms.append(norm_value)
             self.overflows_in_a_row = 0
         else:
             self.overflows_in_a_row += 1
-            self.outcome.diagnostics["overflow_steps"] += 1
+            self.overflow_steps += 1
         if scaler:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
-        self.global_step += 1
-        if self.step_hook is not None:
-            self.step_hook(self.global_step)  # before zero_grad: AdaLoRA scores ranks from the gradients
+        self.step_number += 1
+        if self.after_update is not None:
+            self.after_update(self.step_number)
         optimizer.zero_grad(set_to_none=True)
-        _step_schedule(self.scheduler)
-        return True
+        self._set_lr()
+        return StepResult(losses, lr, grad_norm=norm_value if finite else None)
 
-    def _diverged(self, what: str, epoch: int, batch: int) -> None:
-        self.outcome.diagnostics["non_finite"] = {
-            "what": what,
+
+class _Epochs:
+    """Fine-tuning's epochs: shuffled micro-batches through :class:`OptimizerSteps`, and validation."""
+
+    def __init__(self, net, steps: OptimizerSteps, task, trainer, precision, device_name, loss_fn):
+        self.net, self.steps, self.task, self.trainer = net, steps, task, trainer
+        self.precision, self.device_name, self.loss_fn = precision, device_name, loss_fn
+
+    def train(self, epoch: int, X_t, y_t, order, outcome: TrainingOutcome) -> dict[str, Any] | None:
+        """One pass over the training windows in ``order``; its history record, or ``None`` when it diverged."""
+        steps, accumulation = self.steps, self.trainer.grad_accumulation
+        n_micro = math.ceil(len(order) / self.trainer.batch_size)
+        losses, norms = [], []
+        batches = _micro_batches(X_t, y_t, order, self.trainer.batch_size, self.device_name)
+        try:
+            for micro, (xb, yb) in enumerate(batches):
+                steps.backward(self._loss(xb, yb))
+                if (micro + 1) % accumulation == 0 or micro == n_micro - 1:
+                    result = steps.step()
+                    if result.non_finite is not None:
+                        first = (
+                            micro if result.micro_batch is None else micro - len(result.losses) + 1 + result.micro_batch
+                        )
+                        outcome.diagnostics["non_finite"] = {
+                            "what": result.non_finite,
+                            "epoch": epoch,
+                            "step": steps.step_number,
+                            "batch": first,
+                        }
+                        return None
+                    losses.extend(result.losses)
+                    if result.grad_norm is not None:
+                        norms.append(result.grad_norm)
+        finally:
+            batches.close()  # a loop left early stops the gathering thread
+        record: dict[str, Any] = {
             "epoch": epoch,
-            "step": self.global_step,
-            "batch": batch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "lr": steps.lr,
+            "grad_norm_mean": float(np.mean(norms)) if norms else float("nan"),
+            "grad_norm_max": float(np.max(norms)) if norms else float("nan"),
         }
+        outcome.diagnostics["grad_norms"].append(
+            {"epoch": epoch, "mean": record["grad_norm_mean"], "max": record["grad_norm_max"]}
+        )
+        return record
+
+    def _loss(self, xb, yb):
+        xb, yb = xb.to(self.device_name, non_blocking=True), yb.to(self.device_name, non_blocking=True)
+        with autocast(self.device_name, self.precision):
+            out = self.net(xb)
+            return (
+                self.loss_fn(out.float(), yb) if self.task == "classification" else self.loss_fn(out.float()[:, 0], yb)
+            )
 
     def validate(self, X_val, y_val, metrics) -> dict[str, float]:
         """Validation loss and metrics of the network as it is now."""

@@ -33,7 +33,7 @@ from ..embed import autocast
 from ..exceptions import ConfigError, WeightsError
 from ..policy import load_yaml
 from ..sharing import check_trusted_folder
-from ..training import warmup_cosine
+from ..training import OptimizerSteps, warmup_cosine
 from ..utils.check import format_choices
 from ..utils.files import TMP_MARK, atomic_write, claim_folder, resolve_path
 from ..utils.logging import logger
@@ -218,15 +218,18 @@ def _stop_world(world: _World) -> None:
             dist.destroy_process_group()
 
 
-def _all_finite(loss, world: _World) -> bool:
-    """Whether the loss is finite on every process.
+def _all_finite(local_ok, world: _World) -> bool:
+    """Whether the step's losses are finite on every process (``local_ok``: a bool, or this process's loss).
 
-    Decided together before the backward pass: a process that stopped alone
-    would leave the others waiting forever in the gradients' all-reduce.
+    Decided together, after every process's backward pass (the gradients'
+    all-reduce) and before any update: a process that stopped alone would
+    leave the others waiting forever in the next all-reduce.
     """
     import torch
 
-    finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+    if isinstance(local_ok, torch.Tensor):
+        local_ok = bool(torch.isfinite(local_ok.detach()).all())
+    finite = torch.tensor([1.0 if local_ok else 0.0], dtype=torch.float32, device=world.device)
     if world.size > 1:
         import torch.distributed as dist
 
@@ -489,37 +492,43 @@ def _train_steps(
     config, run, world, model, trained, optimizer, objective, stream, start_step, precision, started
 ) -> float:
     """The optimisation steps from ``start_step``; returns the last loss (mean over processes)."""
-    import torch
-
     history_path = run / "history.csv"
     progress = _progress(config, world, start_step)
+    device_name = str(world.device)
+    steps = OptimizerSteps(
+        model,
+        optimizer,
+        lambda step: _lr_at(step, config),
+        precision=precision,
+        device_name=device_name,
+        grad_clip=config.optimizer.clip_grad,
+        finite_everywhere=lambda local_ok: _all_finite(local_ok, world),
+        start_step=start_step,
+    )
     loss_value = float("nan")
     model.train()
     for step in range(start_step, config.optimizer.max_steps):
         windows, ch_names = next(stream)
         x = windows.to(world.device, non_blocking=True)
         generator = _step_generator(config.seed, world.rank, step)
-        lr = _lr_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(str(world.device), precision):
+        with autocast(device_name, precision):
             loss, parts = objective(trained, x, ch_names, generator)
-        if not _all_finite(loss, world):
+        steps.backward(loss)
+        result = steps.step()
+        if result.non_finite is not None:
             raise FloatingPointError(
-                f"The pretraining loss became {float(loss)} at step {step}. Lower optimizer.lr, keep clip_grad set, "
-                "or check the corpus for flat or huge channels (reject_peak_to_peak)."
+                f"The pretraining {result.non_finite} became non-finite at step {step} (on "
+                f"{'this process' if result.micro_batch is not None or world.size == 1 else 'another process'}). "
+                "Lower optimizer.lr, keep clip_grad set, or check the corpus for flat or huge channels "
+                "(reject_peak_to_peak)."
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         if config.optimizer.clip_grad is not None:
-            parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.clip_grad))
-        optimizer.step()
-        parts = _mean_over_processes({"loss": loss.item(), **parts}, world)
+            parts["grad_norm"] = result.grad_norm
+        parts = _mean_over_processes({"loss": result.losses[0], **parts}, world)
         loss_value = parts["loss"]
         if world.main:
-            _append_history(
-                history_path, {"step": step + 1, "lr": lr, **parts, "seconds": round(time.perf_counter() - started, 3)}
-            )
+            row = {"step": step + 1, "lr": result.lr, **parts, "seconds": round(time.perf_counter() - started, 3)}
+            _append_history(history_path, row)
             progress.update(1)
             progress.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
