@@ -118,7 +118,7 @@ def profile_once(data, cache_dir: str, out_dir: str, permutations: int) -> tuple
     embed = _cumulative(stats, "neurofm/embed.py", "embed_windows")
     # Extraction adapts in embed.py (on a GPU in a thread of its own, which the profiler does not see);
     # the fine-tuner adapts its windows elsewhere.
-    frozen_adaptation, tuning_adaptation = _by_caller(stats, "neurofm/adapt.py", "apply", "neurofm/embed.py")
+    frozen_adaptation, tuning_adaptation = _by_caller(stats, "neurofm/adapt/plan.py", "apply", "neurofm/embed.py")
     tuning_build, _ = _by_caller(stats, "neurofm/models/registry.py", "create_backbone", "estimators/neural.py")
     stages["input adaptation (frozen)"] = frozen_adaptation
     stages["input adaptation (fine-tuning)"] = tuning_adaptation
