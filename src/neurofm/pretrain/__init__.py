@@ -1,7 +1,8 @@
 """Self-supervised pretraining of backbones on unlabeled recordings (LaBraM's two-stage recipe)."""
 
 from .config import CorpusConfig, OptimizerConfig, PretrainConfig, TokenizerConfig
-from .trainer import PretrainResult, load_tokenizer, pretrain
+from .run_folder import load_tokenizer
+from .trainer import PretrainResult, pretrain
 
 __all__ = [
     "CorpusConfig",
