@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import sys
+import threading
 import warnings
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +20,11 @@ from .devices import resolve_device
 from .exceptions import ConfigError
 from .utils.logging import logger
 from .utils.prefetch import prefetched, to_pinned
+
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # scikit-learn depends on it, but do not fail extraction without it
+    ThreadpoolController = None
 
 if TYPE_CHECKING:
     import torch
@@ -68,10 +80,6 @@ def keep_freed_memory() -> bool:
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:
         return True
-    import ctypes
-    import os
-    import sys
-
     if os.environ.get("NEUROFM_KEEP_ALLOCATOR") == "1" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -87,7 +95,7 @@ def keep_freed_memory() -> bool:
 
 def autocast(device: str, precision: str):
     """The autocast context of a precision: none for ``fp32``, else bf16 or fp16 on ``device``'s type."""
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -105,9 +113,7 @@ def _numpy_blas_in_one_thread():
     every forward by about 10 % (paired runs in one process). One BLAS
     thread for a 19 x 19 product costs nothing.
     """
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # scikit-learn depends on it, but do not fail extraction without it
+    if ThreadpoolController is None:
         yield
         return
     global _OPENBLAS
@@ -214,9 +220,7 @@ def cpu_streams(n_batches: int) -> tuple[int, int]:
     -------
     streams, threads_per_batch : int
     """
-    import os
-
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     n_threads = torch.get_num_threads()
     wanted = os.environ.get("NEUROFM_CPU_STREAMS")
@@ -236,7 +240,7 @@ def cpu_streams(n_batches: int) -> tuple[int, int]:
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX), so bf16 autocast pays off."""
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
     return any(probe() for probe in probes if probe is not None)
@@ -307,7 +311,7 @@ def attention_kernels(spec, device: str):
     if not (spec is not None and spec.short_attention and device == "cpu"):
         yield
         return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend, sdpa_kernel  # heavy: import neurofm does not load torch
 
     with sdpa_kernel([SDPBackend.MATH]):
         yield
@@ -315,7 +319,7 @@ def attention_kernels(spec, device: str):
 
 @contextlib.contextmanager
 def _intra_op_threads(n: int):
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -345,6 +349,121 @@ def _flagged_for_dispatch(module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+@dataclass(frozen=True)
+class _Extraction:
+    """One call of :func:`embed_windows`: its windows, and how each batch of them is adapted, forwarded and pooled.
+
+    The CPU streams (:func:`_embed_on_cpu`) and the device pipeline
+    (:func:`_embed_on_device`) both make and embed their batches through
+    :meth:`adapted` and :meth:`embedded`.
+    """
+
+    backbone: LoadedBackbone
+    module: torch.nn.Module
+    plan: AdaptationPlan
+    X: np.ndarray
+    statistics: np.ndarray | None
+    pooling: str
+    batch_size: int
+    device: str
+    precision: str
+    progress: Callable[[int], Any] | None
+
+    def adapted(self, start: int) -> tuple[np.ndarray, int]:
+        """The batch from ``start`` as the backbone takes it (:func:`full_batch`), and its number of real rows."""
+        windows, n_real = full_batch(self.X, start, self.batch_size)
+        stats = None if self.statistics is None else full_batch(self.statistics, start, self.batch_size)[0]
+        return self.plan.apply(windows, stats), n_real
+
+    def embedded(self, batch: torch.Tensor, n_real: int) -> torch.Tensor:
+        """Pooled float32 features of the real rows of an adapted batch already on the device."""
+        tokens, cls = self.backbone.extract(self.module, batch, self.plan.target)
+        return pool_tokens(tokens.float(), None if cls is None else cls.float(), self.pooling)[:n_real]
+
+
+def _embed_stream(
+    job: _Extraction,
+    pending: Iterator[int],
+    pooled: dict[int, np.ndarray],
+    lock: threading.Lock,
+    failed: threading.Event,
+) -> None:
+    """Embed batches taken from ``pending`` into ``pooled`` until it runs out (several streams may share it)."""
+    import torch  # heavy: import neurofm does not load torch
+
+    # Grad and autocast modes are per thread: each stream opens its own, once, so the bf16
+    # copies of the weights are made once per stream (see _flagged_for_dispatch). no_grad,
+    # not inference_mode: under inference_mode those copies require no grad, and matmul
+    # stops folding (CodeBrain in bf16: 1.45x slower).
+    with torch.no_grad(), autocast(job.device, job.precision):
+        while not failed.is_set():
+            with lock:
+                start = next(pending, None)
+            if start is None:
+                return
+            rows, n_real = job.adapted(start)
+            vectors = job.embedded(torch.from_numpy(rows).to(job.device), n_real)
+            pooled[start] = vectors.cpu().numpy().astype(np.float32, copy=False)
+            if job.progress is not None:
+                with lock:
+                    job.progress(n_real)
+
+
+def _embed_on_cpu(job: _Extraction, starts: list[int]) -> np.ndarray:
+    """Embed the batches from ``starts`` in :func:`cpu_streams` streams; they come out in order."""
+    streams, threads_each = cpu_streams(len(starts))
+    pooled: dict[int, np.ndarray] = {}
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def run(pending: Iterator[int]) -> None:
+        _embed_stream(job, pending, pooled, lock, failed)
+
+    # Warning filters are process-wide; whatever a stream's extractor does to them is undone here.
+    with warnings.catch_warnings(), _intra_op_threads(threads_each):
+        rest = starts
+        if job.module not in _FORWARDED:
+            # A module's first batch runs alone: some build state on their first forward
+            # (SignalJEPA's time encoding), and streams must not see it half-built.
+            run(iter(starts[:1]))
+            _FORWARDED.add(job.module)
+            rest = starts[1:]
+        pending = iter(rest)
+        streams = min(streams, len(rest))
+        if streams <= 1:
+            run(pending)
+        else:
+            with ThreadPoolExecutor(streams) as pool:
+                futures = [pool.submit(run, pending) for _ in range(streams)]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    failed.set()
+                    raise
+    return np.concatenate([pooled[start] for start in starts], axis=0)
+
+
+def _prepared(job: _Extraction, starts: list[int]) -> Iterator[tuple[torch.Tensor, int]]:
+    """Adapted batches as CPU tensors, in page-locked memory for a GPU (:func:`~neurofm.utils.prefetch.to_pinned`)."""
+    for start in starts:
+        rows, n_real = job.adapted(start)
+        yield to_pinned(rows, job.device), n_real
+
+
+def _embed_on_device(job: _Extraction, starts: list[int]) -> np.ndarray:
+    """One stream on a GPU: a background thread adapts the next batches while the device computes; one copy back at the end."""
+    import torch  # heavy: import neurofm does not load torch
+
+    on_device = []
+    with torch.no_grad(), autocast(job.device, job.precision):
+        for batch, n_real in prefetched(_prepared(job, starts)):
+            on_device.append(job.embedded(batch.to(job.device, non_blocking=True), n_real))
+            if job.progress is not None:
+                job.progress(n_real)  # counts windows handed to the device, without waiting for it
+    return torch.cat(on_device).cpu().numpy().astype(np.float32, copy=False)
 
 
 def embed_windows(
@@ -394,10 +513,6 @@ def embed_windows(
     -------
     embeddings : ndarray of float32, shape (n, dim)
     """
-    import threading
-
-    import torch
-
     if device == "cpu":
         keep_freed_memory()
     module = backbone.module.to(device)
@@ -405,85 +520,7 @@ def embed_windows(
     starts = list(range(0, len(X), batch_size))
     if not starts:
         return np.zeros((0, 0), np.float32)
-    pooled: dict[int, np.ndarray] = {}
-    lock = threading.Lock()
-    failed = threading.Event()
-
-    def adapted(start: int) -> tuple[np.ndarray, int]:
-        """The batch from ``start`` as the backbone takes it (:func:`full_batch`), and its number of real rows."""
-        windows, n_real = full_batch(X, start, batch_size)
-        stats = None if statistics is None else full_batch(statistics, start, batch_size)[0]
-        return plan.apply(windows, stats), n_real
-
-    def embedded(batch, n_real: int):
-        """Pooled float32 features of the real rows of an adapted batch already on the device."""
-        tokens, cls = backbone.extract(module, batch, plan.target)
-        return pool_tokens(tokens.float(), None if cls is None else cls.float(), pooling)[:n_real]
-
-    def run(pending) -> None:
-        """Embed batches taken from ``pending`` until it runs out (several streams may share it)."""
-        # Grad and autocast modes are per thread: each stream opens its own, once, so the bf16
-        # copies of the weights are made once per stream (see _flagged_for_dispatch). no_grad,
-        # not inference_mode: under inference_mode those copies require no grad, and matmul
-        # stops folding (CodeBrain in bf16: 1.45x slower).
-        with torch.no_grad(), autocast(device, precision):
-            while not failed.is_set():
-                with lock:
-                    start = next(pending, None)
-                if start is None:
-                    return
-                rows, n_real = adapted(start)
-                vectors = embedded(torch.from_numpy(rows).to(device), n_real)
-                pooled[start] = vectors.cpu().numpy().astype(np.float32, copy=False)
-                if progress is not None:
-                    with lock:
-                        progress(n_real)
-
-    def prepared():
-        """Adapted batches, in page-locked memory for a GPU, made by a background thread ahead of the device."""
-        for start in starts:
-            rows, n_real = adapted(start)
-            yield to_pinned(rows, device), n_real
-
-    def run_on_device() -> np.ndarray:
-        """One stream on a GPU: the CPU adapts the next batches while the device computes; one copy back at the end."""
-        on_device = []
-        with torch.no_grad(), autocast(device, precision):
-            for batch, n_real in prefetched(prepared()):
-                on_device.append(embedded(batch.to(device, non_blocking=True), n_real))
-                if progress is not None:
-                    progress(n_real)  # counts windows handed to the device, without waiting for it
-        return torch.cat(on_device).cpu().numpy().astype(np.float32, copy=False)
-
+    job = _Extraction(backbone, module, plan, X, statistics, pooling, batch_size, device, precision, progress)
     spec = getattr(backbone, "spec", None)
     with _numpy_blas_in_one_thread(), attention_kernels(spec, device), _flagged_for_dispatch(module):
-        if device != "cpu":
-            return run_on_device()
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            streams, threads_each = cpu_streams(len(starts))
-
-            # Warning filters are process-wide; whatever a stream's extractor does to them is undone here.
-            with warnings.catch_warnings(), _intra_op_threads(threads_each):
-                rest = starts
-                if module not in _FORWARDED:
-                    # A module's first batch runs alone: some build state on their first forward
-                    # (SignalJEPA's time encoding), and streams must not see it half-built.
-                    run(iter(starts[:1]))
-                    _FORWARDED.add(module)
-                    rest = starts[1:]
-                pending = iter(rest)
-                streams = min(streams, len(rest))
-                if streams <= 1:
-                    run(pending)
-                else:
-                    with ThreadPoolExecutor(streams) as pool:
-                        futures = [pool.submit(run, pending) for _ in range(streams)]
-                        try:
-                            for future in futures:
-                                future.result()
-                        except BaseException:
-                            failed.set()
-                            raise
-    return np.concatenate([pooled[start] for start in starts], axis=0)
+        return _embed_on_device(job, starts) if device != "cpu" else _embed_on_cpu(job, starts)

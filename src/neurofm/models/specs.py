@@ -2,7 +2,10 @@
 
 Adding a backbone means adding one entry to :data:`MODEL_SPECS`; the adapter,
 the embedder, the registry table and the parametrised tests read it from here.
-No other module branches on a model key.
+No other module branches on a model key. An entry names its builder
+(:mod:`neurofm.models.builders`) and its forward adapter
+(:mod:`neurofm.models.extract`); the type of an entry is in
+:mod:`neurofm.models.modelspec`.
 
 Facts come from braindecode 1.8.1's source, the original papers' code and
 ``MODEL_NOTES.md``; where a fact could not be checked offline the entry's
@@ -11,363 +14,73 @@ Facts come from braindecode 1.8.1's source, the original papers' code and
 
 from __future__ import annotations
 
-import contextlib
-import functools
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
-
-    from ..adapt import AdaptedSignal
+# Names defined here before the builders, forward adapters and spec type moved to their own modules stay
+# importable from here: the "x as x" imports re-export those this module does not use (tests import _capture_output).
+from .builders import (
+    _braindecode,
+    _build_bendr,
+    _build_biot,
+    _build_cbramod,
+    _build_codebrain,
+    _build_eegpt,
+    _build_labram,
+    _build_luna,
+    _build_reve,
+    _build_signaljepa,
+    _slice_temporal_embedding,
+)
+from .builders import _quiet_build as _quiet_build
+from .builders import _reve_position_bank as _reve_position_bank
+from .extract import _capture_output as _capture_output
+from .extract import (
+    _extract_bendr,
+    _extract_biot,
+    _extract_cbramod,
+    _extract_grid,
+    _extract_labram,
+    _extract_luna,
+    _extract_tokens,
+)
+from .extract import _features_dict as _features_dict
+from .extract import _grid_tokens as _grid_tokens
+from .modelspec import TRAIN_MODES, ModelSpec, PretrainingRecipe
+from .modelspec import Features as Features
 
 __all__ = ["ModelSpec", "MODEL_SPECS", "TRAIN_MODES"]
 
-TRAIN_MODES = ("frozen", "full", "lora", "qlora", "ia3", "dora", "adalora", "oft")
 # peft 0.21's OFT layer reshapes inputs assuming one block size for every targeted layer and
 # at most 3-D activations; on these models it fails or degenerates to 1x1 blocks (no effect).
 _WITHOUT_OFT = tuple(m for m in TRAIN_MODES if m != "oft")
 
-Features = tuple["torch.Tensor", "torch.Tensor | None"]
 
-
-@dataclass(frozen=True)
-class PretrainingRecipe:
-    """How :mod:`neurofm.pretrain` pretrains this backbone from scratch, in two stages.
-
-    Parameters
-    ----------
-    tokenizer : {"vq_nsp", "tf_dual"}
-        The stage-1 tokenizer: LaBraM's vector-quantised neural spectrum
-        prediction, or CodeBrain's time-frequency dual codebooks.
-    default_codebook_size : int
-        Codes per codebook when the config names none (LaBraM: 8192; CodeBrain: 4096).
-    n_codebooks : int
-        Codebooks the stage-2 heads predict.
-    masked_model : {"labram", "codebrain"}
-        The stage-2 masked-modelling wrapper of the backbone.
-    codebook_head_kwargs : tuple of str
-        braindecode arguments of the backbone's own pretraining heads, set to
-        the tokenizer's codebook size so that they predict its codes.
-    channel_ids : callable | None
-        Channel names -> the backbone's channel-embedding indices (``None``:
-        the backbone takes no channel identities).
-    """
-
-    tokenizer: str
-    default_codebook_size: int
-    n_codebooks: int
-    masked_model: str
-    codebook_head_kwargs: tuple[str, ...] = ()
-    channel_ids: Callable[[tuple[str, ...]], Any] | None = None
+# --------------------------------------------------------------------------- channel tables
 
 
 def _labram_channel_ids(ch_names: tuple[str, ...]):
-    import torch
-    from braindecode.models.labram import _LABRAM_CANONICAL_INDEX
+    import torch  # heavy: import neurofm does not load torch
+    from braindecode.models.labram import _LABRAM_CANONICAL_INDEX  # heavy: import neurofm does not load braindecode
 
     # Slot 0 is LaBraM's [CLS]; channel k of the vocabulary is slot k + 1.
     return torch.tensor([_LABRAM_CANONICAL_INDEX[n.upper()] + 1 for n in ch_names], dtype=torch.long)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One backbone: where its weights live, what input it expects, how to run it.
-
-    Parameters
-    ----------
-    key, display_name : str
-        Registry key and human name.
-    braindecode_class : str
-        Class in ``braindecode.models``.
-    hub_repo, hub_revision, hub_filename : str | None
-        Published checkpoint (hub id, pinned revision, file inside the repo).
-    embedding_dim : int
-        Size of one pooled embedding (``mean``/``max``/``cls`` pooling).
-    sfreq : float
-        Sampling rate the checkpoint was trained at.
-    channels : str
-        Human description of the channel contract.
-    channel_mode : {"any", "vocabulary", "fixed", "bipolar"}
-        ``any``: any channels in input order; ``vocabulary``: the input
-        channels found in :attr:`channel_names`; ``fixed``: exactly
-        :attr:`channel_names` in that order; ``bipolar``: the differences
-        :attr:`bipolar_pairs` of the electrodes :attr:`channel_names`.
-    channel_source : callable
-        Returns the channel names (evaluated lazily: some come from braindecode).
-    interpolation : bool
-        Whether missing channels of a fixed layout are filled by spherical-spline
-        interpolation.
-    min_channel_fraction : float
-        Fraction of a fixed layout that must be recorded before interpolating the rest.
-    amplitude_scale : float
-        Factor applied to microvolts (``0.01`` = the "µV / 100" convention).
-    normalization : str
-        Per-window amplitude normalisation (see :mod:`neurofm.adapt`).
-    normalization_statistics : {"window", "recording"}
-        Whose statistics the pretraining's normalisation used: each window's,
-        or each recording's (REVE), which neurofm uses when the windows'
-        recordings are known.
-    patch_size : int | None
-        Samples per patch; windows are cropped or padded to a multiple.
-    max_patches : int | None
-        Largest number of patches per channel the checkpoint supports.
-    min_times : int
-        Shortest window in samples at :attr:`sfreq`.
-    passband : (float, float) | None
-        Band-pass of the pretraining data (reported, not applied to windows).
-    scale_channel_reference_uv : float | None
-        When set, a relative-amplitude channel is appended (BENDR).
-    reference : {"as_recorded", "average"}
-        The reference of the pretraining data: ``average`` re-references the
-        channels the model receives to their mean (EEGPT, SignalJEPA).
-    untrained_channels : tuple of str
-        Input slots whose weights never saw signal in pretraining: vocabulary
-        names that are then not fed (EEGPT), fixed slots that are then zero
-        (BENDR). :class:`~neurofm.configs.AdaptationConfig` can feed them.
-    published_kwargs : dict
-        Architecture settings that override the published checkpoint's own
-        ``config.json`` where it does not say what pretraining used (EEGPT:
-        braindecode saved its default overlapping stride). Other checkpoints'
-        configs, and ``model_kwargs``, still win.
-    sources : dict of str to str
-        For each input convention (``sfreq``, ``units``, ``reference``,
-        ``passband``, ``channels``, ``patching``, ``normalization``,
-        ``positions`` ...), where it comes from: the authors' code (repository
-        and file), the model card or the paper. ``"unconfirmed: ..."`` marks a
-        convention no primary source confirms.
-    needs_positions : bool
-        The model needs sensor positions: the recording's own (``info``),
-        else MNE's template position of the electrode's name.
-    positions_frame : {"head", "template"}
-        The frame the pretraining's positions were in: MNE's head frame, or
-        the template's native (MNI) frame; every position is moved there.
-    sensor_types : tuple of {"eeg", "mag", "grad"}
-        Sensors the backbone takes. Backbones bound to EEG electrode names or
-        positions take ``eeg`` only; channel-agnostic ones also take MEG
-        magnetometers and gradiometers, scaled to EEG-equivalent microvolts
-        (see :data:`neurofm.adapt.MEG_TYPICAL_STD`).
-    poolings : tuple of str
-        Pooling modes available.
-    cls_token : str
-        What ``"cls"`` pooling reads, for models that offer it (part of the
-        embedding cache key of ``cls`` embeddings).
-    train_modes, backends : tuple of str
-        Supported training modes and backends.
-    lora_targets : tuple of str | str
-        Submodules LoRA targets by default (names matched by suffix, or one regular expression) (each verified to take effect).
-    linear_targets : tuple of str | None
-        Default targets of the adapter methods peft applies to linear layers
-        only (IA3, DoRA, AdaLoRA, OFT); ``None`` means ``lora_targets``. Models
-        whose attention is ``nn.MultiheadAttention`` list their feed-forward
-        layers here: an adapter on ``out_proj`` alone would never run.
-    head_prefixes : tuple of str
-        State-dict prefixes of classification or pretraining heads, skipped
-        when loading a checkpoint for embedding.
-    module_owned_keys : tuple of str
-        State-dict entries that describe this input rather than learned
-        weights (e.g. channel ids); the module built here keeps its own.
-    weight_read_directly : tuple of str
-        Linear layers whose parent reads ``.weight`` itself instead of calling
-        the layer (LaBraM's ``qkv``): adapters there have no effect and 4-bit
-        quantisation would break the forward, so both leave them alone.
-    mha_fastpath_bypasses_adapters : bool
-        torch's fused transformer path reads the base weights of
-        ``nn.MultiheadAttention`` in eval mode, so adapters on it would change
-        nothing at predict time; the fast path is switched off around this
-        model's adapted forward.
-    short_attention : bool
-        Attention runs over a handful of tokens at a time. torch's flash
-        kernel is slower there than its math kernel on the CPU, so extraction
-        selects the math kernel (:func:`neurofm.embed.attention_kernels`).
-    build : callable
-        ``build(signal, **model_kwargs) -> nn.Module``.
-    extract : callable
-        ``extract(module, x, signal) -> (tokens (B, N, D), cls (B, D) or None)``.
-    adapt_state_dict : callable | None
-        Fixes a checkpoint's state dict for the module built here (e.g. slices
-        a positional table built for longer windows).
-    tiny_kwargs : dict
-        A small architecture of the same family, for tests and smoke runs.
-    pretraining : PretrainingRecipe | None
-        How neurofm pretrains this backbone (``None``: it does not).
-    notes : str
-        Traps and unverified facts.
-    """
-
-    key: str
-    display_name: str
-    braindecode_class: str
-    hub_repo: str | None
-    embedding_dim: int
-    sfreq: float
-    channels: str
-    channel_mode: str
-    build: Callable[..., Any]
-    extract: Callable[..., Features]
-    channel_source: Callable[[], tuple[str, ...]] = tuple
-    bipolar_pairs: tuple[tuple[str, str], ...] = ()
-    interpolation: bool = False
-    min_channel_fraction: float = 0.6
-    min_channels: int = 1
-    max_channels: int = 1024
-    amplitude_scale: float = 1.0
-    normalization: str = "none"
-    normalization_statistics: str = "window"
-    patch_size: int | None = None
-    max_patches: int | None = None
-    max_tokens: int | None = None
-    min_times: int = 1
-    passband: tuple[float, float] | None = None
-    scale_channel_reference_uv: float | None = None
-    reference: str = "as_recorded"
-    untrained_channels: tuple[str, ...] = ()
-    published_kwargs: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    needs_positions: bool = False
-    positions_frame: str = "head"
-    sensor_types: tuple[str, ...] = ("eeg",)
-    poolings: tuple[str, ...] = ("mean", "max", "flatten")
-    cls_token: str = ""
-    train_modes: tuple[str, ...] = TRAIN_MODES
-    backends: tuple[str, ...] = ("braindecode", "hugging_face")
-    hub_revision: str | None = "main"
-    hub_filename: str | None = None
-    lora_targets: tuple[str, ...] | str = ()
-    linear_targets: tuple[str, ...] | str | None = None
-    head_prefixes: tuple[str, ...] = ("final_layer.",)
-    module_owned_keys: tuple[str, ...] = ()
-    weight_read_directly: tuple[str, ...] = ()
-    mha_fastpath_bypasses_adapters: bool = False
-    short_attention: bool = False
-    adapt_state_dict: Callable[[dict, Any], dict] | None = None
-    tiny_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretraining: PretrainingRecipe | None = None
-    notes: str = ""
-
-    @functools.cached_property
-    def channel_names(self) -> tuple[str, ...]:
-        """Vocabulary, fixed layout or electrodes of the model (empty for ``any``)."""
-        return tuple(self.channel_source())
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _braindecode(name: str):
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # MNE montage rename, raised at braindecode import
-        import braindecode.models as bd_models
-    return getattr(bd_models, name)
-
-
-def _quiet_build(cls_name: str, **kwargs):
-    import warnings
-
-    cls = _braindecode(cls_name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # nested-tensor and chs_info notices at construction
-        return cls(**kwargs)
-
-
-@contextlib.contextmanager
-def _capture_output(module, submodule: str) -> Iterator[dict]:
-    """Record the output of ``module.<submodule>`` during this thread's forward pass.
-
-    Extraction runs batches in several threads through one module (see
-    :func:`neurofm.embed.cpu_streams`); every thread's hook fires on every
-    thread's forward, so each keeps only the output computed in its own thread.
-    """
-    import threading
-
-    store: dict[str, Any] = {}
-    owner = threading.get_ident()
-
-    def keep(_module, _inputs, out):
-        if threading.get_ident() == owner:
-            store["out"] = out
-
-    target = module.get_submodule(submodule)
-    handle = target.register_forward_hook(keep)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
-def _grid_tokens(features):
-    """(B, C, P, D) channel-by-patch features to (B, C*P, D) tokens."""
-    return features.reshape(features.shape[0], -1, features.shape[-1])
-
-
-def _features_dict(module, x, **kwargs):
-    return module(x, return_features=True, **kwargs)
-
-
-def _slice_temporal_embedding(state: dict, module) -> dict:
-    # braindecode's Labram slices its temporal table by embedding size, not by the real
-    # number of patches (braindecode issue 1153): a checkpoint built for 15 s fails on
-    # 4 s windows unless the table is cut to the patches of the module built here.
-    key = "temporal_embedding"
-    if key in state and state[key].shape[1] > module.temporal_embedding.shape[1]:
-        state = dict(state)
-        state[key] = state[key][:, : module.temporal_embedding.shape[1]].clone()
-    return state
-
-
-@contextlib.contextmanager
-def _reve_position_bank(signal: AdaptedSignal) -> Iterator[None]:
-    """Give REVE a position bank holding the signal's positions, in memory.
-
-    REVE's constructor builds its bank from a JSON file it downloads (to
-    ``~/mne_data`` or ``REVE_POSITIONS_PATH``). The bank here is built from
-    the positions the adaptation chose (the recording's, else MNE's
-    template), so construction reads no network and writes no file anywhere.
-    """
-    from unittest import mock
-
-    import torch
-
-    _braindecode("REVE")
-    from braindecode.models import reve
-
-    bank_class = reve.RevePositionBank
-
-    def bank():
-        # A genuine RevePositionBank (it pickles and serves REVE as the downloaded one would), filled
-        # with the attributes its own __init__ sets from the JSON file, without reading one.
-        made = bank_class.__new__(bank_class)
-        torch.nn.Module.__init__(made)
-        made.position_names = list(signal.positions)
-        made.mapping = {name: i for i, name in enumerate(made.position_names)}
-        table = torch.tensor([list(signal.positions[name]) for name in made.position_names], dtype=torch.float32)
-        made.register_buffer("embedding", table.reshape(-1, 3), persistent=False)
-        return made
-
-    with mock.patch.object(reve, "RevePositionBank", bank):
-        yield
-
-
 def _labram_vocabulary() -> tuple[str, ...]:
     _braindecode("Labram")
-    from braindecode.models.labram import LABRAM_CHANNEL_ORDER
+    from braindecode.models.labram import LABRAM_CHANNEL_ORDER  # heavy: import neurofm does not load braindecode
 
     return tuple(LABRAM_CHANNEL_ORDER)
 
 
 def _eegpt_vocabulary() -> tuple[str, ...]:
     _braindecode("EEGPT")
-    from braindecode.models.eegpt import EEGPT_CHANNELS
+    from braindecode.models.eegpt import EEGPT_CHANNELS  # heavy: import neurofm does not load braindecode
 
     return tuple(EEGPT_CHANNELS)
 
 
 def _signaljepa_vocabulary() -> tuple[str, ...]:
     _braindecode("SignalJEPA")
-    from braindecode.models.signal_jepa import _PRETRAIN_CHS_INFO
+    from braindecode.models.signal_jepa import _PRETRAIN_CHS_INFO  # heavy: import neurofm does not load braindecode
 
     return tuple(ch["ch_name"] for ch in _PRETRAIN_CHS_INFO)
 
@@ -400,117 +113,6 @@ _TCP_PAIRS = (
     ("FP2", "F4"), ("F4", "C4"), ("C4", "P4"), ("P4", "O2"),
 )  # fmt: skip
 _TCP_ELECTRODES = tuple(dict.fromkeys(e for pair in _TCP_PAIRS for e in pair))
-
-
-# --------------------------------------------------------------------------- builders and extractors
-
-
-def _build_labram(signal: AdaptedSignal, **kw):
-    return _quiet_build("Labram", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
-
-
-def _extract_labram(module, x, signal: AdaptedSignal) -> Features:
-    out = _features_dict(module, x, ch_names=list(signal.ch_names))
-    return out["features"], out["cls_token"]
-
-
-def _build_cbramod(signal: AdaptedSignal, **kw):
-    return _quiet_build(
-        "CBraMod", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
-
-
-def _extract_cbramod(module, x, signal: AdaptedSignal) -> Features:
-    # return_features passes through proj_out, the pretraining reconstruction head;
-    # the encoder's own output is the representation upstream fine-tuning uses.
-    with _capture_output(module, "encoder") as store:
-        _features_dict(module, x)
-    return _grid_tokens(store["out"]), None
-
-
-def _build_codebrain(signal: AdaptedSignal, **kw):
-    return _quiet_build(
-        "CodeBrain", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
-
-
-def _extract_grid(module, x, signal: AdaptedSignal) -> Features:
-    return _grid_tokens(_features_dict(module, x)["features"]), None
-
-
-def _build_biot(signal: AdaptedSignal, **kw):
-    return _quiet_build("BIOT", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
-
-
-def _extract_biot(module, x, signal: AdaptedSignal) -> Features:
-    import warnings
-
-    with _capture_output(module, "encoder.transformer") as store, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # torch.stft window notice on every call
-        module(x)
-    return store["out"], None
-
-
-def _build_bendr(signal: AdaptedSignal, **kw):
-    return _quiet_build("BENDR", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
-
-
-def _extract_bendr(module, x, signal: AdaptedSignal) -> Features:
-    # The context tokens carry the signal; the start token (what return_features gives) barely varies across
-    # windows. The authors' classifier reads the last context vector (BENDRClassification in dn3_ext.py): "cls".
-    with _capture_output(module, "contextualizer") as store:
-        module(x)
-    out = store["out"]  # (B, D, T + 1): the start token, then one vector per encoded step
-    return out[:, :, 1:].transpose(1, 2), out[:, :, -1]
-
-
-def _build_eegpt(signal: AdaptedSignal, **kw):
-    # Pretraining cut non-overlapping 64-sample patches; braindecode's default stride is 32 (overlapping),
-    # which a checkpoint's config.json or model_kwargs may still set.
-    kw = {"chan_proj_type": "none", "patch_stride": 64, **kw}
-    return _quiet_build(
-        "EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
-
-
-def _extract_tokens(module, x, signal: AdaptedSignal) -> Features:
-    return _features_dict(module, x)["features"], None
-
-
-def _build_luna(signal: AdaptedSignal, **kw):
-    from .luna_features import RowStableFrequencyEmbedder
-
-    module = _quiet_build(
-        "LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
-    # torch.angle rounds the tail of each thread's share differently: a window's phase depended on its row
-    module.freq_embed = RowStableFrequencyEmbedder(module.freq_embed)
-    return module
-
-
-def _extract_luna(module, x, signal: AdaptedSignal) -> Features:
-    with _capture_output(module, "norm") as store:  # LUNA.forward has no return_features
-        module(x)
-    return store["out"], None
-
-
-def _build_reve(signal: AdaptedSignal, **kw):
-    with _reve_position_bank(signal):
-        return _quiet_build(
-            "REVE", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-        )
-
-
-def _build_signaljepa(signal: AdaptedSignal, **kw):
-    kw = {"channel_embedding": "pretrain_aligned", **kw}
-    return _quiet_build(
-        "SignalJEPA_Contextual",
-        chs_info=signal.chs_info(),
-        n_times=signal.n_times,
-        sfreq=signal.sfreq,
-        n_outputs=2,
-        **kw,
-    )
 
 
 # --------------------------------------------------------------------------- the registry
