@@ -395,6 +395,11 @@ class NeuralFineTuneConfig(BaseConfig):
     trust_remote_code: bool = False
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
 
+    @property
+    def quantized(self) -> bool:
+        """Whether the backbone's linear layers are quantised to 4 bit (``qlora``, or ``quantization.enabled``)."""
+        return self.train_mode == "qlora" or self.quantization.enabled
+
     @field_validator("model_key")
     @classmethod
     def _known_model(cls, value: str) -> str:

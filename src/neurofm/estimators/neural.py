@@ -11,13 +11,13 @@ implements the ``NeuralTrainable`` protocol: ``get_training_history``,
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -33,105 +33,28 @@ from ..adapters import (
     apply_adapters,
     check_quantization,
     match_targets,
-    mha_fastpath_disabled,
     quantize_linear_layers,
     resolve_targets,
 )
 from ..configs import NeuralFineTuneConfig
 from ..data import prepare_inputs
 from ..devices import check_device, check_precision, deterministic_algorithms, resolve_device, resolve_precision
-from ..embed import pool_tokens, warn_slow_precision
+from ..embed import warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import check_loaded_weights, resolve_weights, weights_identity
 from ..sharing import entry_key
 from ..training import predict_network, train_network
 from ..utils.check import format_choices
-from ..utils.files import atomic_write, claim_folder
+from ..utils.files import claim_folder
+from .checkpoints import CHECKPOINT_NAMES, checkpoint_manifest, mha_base_parameters, read_checkpoint, write_checkpoints
+from .decoder_net import DecoderNet
 from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator_settings
 
 __all__ = ["NeuralFineTuner", "DecoderNet"]
 
 #: Parameters a check does not depend on: the weights' expected identity is set from the check's own result.
 _UNCHECKED_PARAMS = ("expected_weights", "verbose")
-
-#: What neurofm puts in a checkpoints folder: one ``<model>-<train mode>-<12 hex>`` folder per saving fit.
-CHECKPOINT_NAMES = frozenset({"*-*-" + "[0-9a-f]" * 12})
-
-
-def _torch_module():
-    import torch
-
-    return torch.nn.Module
-
-
-class DecoderNet(_torch_module()):
-    """Backbone features, pooled, through a linear or MLP head.
-
-    Parameters
-    ----------
-    backbone : nn.Module
-        The backbone (possibly wrapped by peft).
-    extract : callable
-        ``extract(module, x, signal) -> (tokens, cls)`` from the model spec.
-    signal : AdaptedSignal
-        What the backbone sees.
-    pooling : str
-        Pooling of tokens.
-    n_outputs : int
-        Output width.
-    head : {"linear", "mlp"}
-        Head type.
-    hidden, dropout : int, float
-        MLP width and dropout before the head.
-    fastpath_off : bool
-        Run the backbone with torch's fused attention path disabled.
-    """
-
-    def __init__(
-        self, backbone, extract, signal, pooling, n_outputs, head="linear", hidden=128, dropout=0.1, fastpath_off=False
-    ):
-        import torch
-
-        super().__init__()
-        self.backbone = backbone
-        self._extract = extract
-        self._signal = signal
-        self._pooling = pooling
-        self._fastpath_off = fastpath_off
-        # The probe goes where the backbone is: a quantised backbone already lives on its device.
-        probe = torch.zeros(2, signal.n_chans, signal.n_times, device=_device_of(backbone))
-        was_training = backbone.training
-        backbone.eval()
-        with torch.no_grad():
-            dim = self.features(probe).shape[1]
-        backbone.train(was_training)
-        layers: list[torch.nn.Module] = [torch.nn.Dropout(dropout)]
-        if head == "mlp":
-            layers += [
-                torch.nn.Linear(dim, hidden),
-                torch.nn.GELU(),
-                torch.nn.Dropout(dropout),
-                torch.nn.Linear(hidden, n_outputs),
-            ]
-        else:
-            layers += [torch.nn.Linear(dim, n_outputs)]
-        self.head = torch.nn.Sequential(*layers)
-
-    def _inner(self):
-        # peft wraps custom modules as PeftModel -> tuner -> model; hooks and submodule names live on the model.
-        module = self.backbone
-        if hasattr(module, "base_model") and hasattr(module.base_model, "model"):
-            module = module.base_model.model
-        return module
-
-    def features(self, x):
-        with mha_fastpath_disabled(self._fastpath_off):
-            tokens, cls = self._extract(self._inner(), x, self._signal)
-        return pool_tokens(tokens, cls, self._pooling)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class NeuralFineTuner(BaseEstimator):
@@ -245,7 +168,7 @@ class NeuralFineTuner(BaseEstimator):
         ).info
         plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation, recordings_known=recordings_known)
         source = resolve_weights(spec, cfg.weights)
-        if _quantized(cfg):
+        if cfg.quantized:
             if cfg.train_mode == "full":
                 raise ConfigError(
                     "A 4-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or 'frozen'."
@@ -259,8 +182,6 @@ class NeuralFineTuner(BaseEstimator):
         if cfg.checkpoints.save != "none":
             self._checkpoint_root(cfg)
         if cfg.train_mode in PEFT_MODES:
-            import torch
-
             try:
                 with torch.device("meta"):  # names only: no memory, no initialisation
                     module = spec.build(plan.target, **cfg.model_kwargs)
@@ -285,7 +206,7 @@ class NeuralFineTuner(BaseEstimator):
                 raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
         if device_here:
             check_precision(cfg.device.precision, device)
-            if _quantized(cfg):
+            if cfg.quantized:
                 check_quantization(device)
 
     def identify_weights(self) -> dict[str, Any]:
@@ -386,8 +307,6 @@ class NeuralFineTuner(BaseEstimator):
         ConfigError
             When ``prepared`` was made for other windows or parameters.
         """
-        import torch
-
         cfg = self._config()
         if isinstance(X, AdaptedWindows) and prepared is None:
             raise ConfigError("Adapted windows come with the PreparedInput that adapted them; pass it as prepared=.")
@@ -405,57 +324,28 @@ class NeuralFineTuner(BaseEstimator):
         self.precision_ = resolve_precision(cfg.device.precision, self.device_)
         warn_slow_precision(self.device_, self.precision_)
         n_outputs = self._check_outputs(cfg, y)
-        if self.task == "classification":
-            self.classes_, y_index = np.unique(y, return_inverse=True)
-            counts = np.bincount(y_index, minlength=len(self.classes_))
-            class_weights = (
-                len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
-            )
-        else:
-            y_index, class_weights = y.astype(np.float32), None
+        y_index, class_weights = self._targets(y, cfg)
         train_idx, val_idx = self._validation_split(y_index, groups, cfg)
         adapted = self._adapt(X, recordings)
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.random_state)
-            loaded = create_backbone(
-                spec.key, self.plan_.target, cfg.weights, model_kwargs=cfg.model_kwargs, random_state=self.random_state
-            )
-            if self.expected_weights is not None:
-                check_loaded_weights(self.expected_weights, loaded)
-            # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
-            # left behind on the CPU around its quantised layers would mix devices in every forward.
-            backbone = loaded.module.to(self.device_)
-            self.quantized_layers_ = (
-                quantize_linear_layers(
-                    backbone, cfg.quantization, spec.head_prefixes, self.device_, spec.weight_read_directly
-                )
-                if _quantized(cfg)
-                else []
-            )
-            steps = cfg.trainer.max_epochs * max(
-                1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation))
-            )
-            peft_model = None
-            self._adapter_names: set[str] = set()
-            self._drifting_base_names: set[str] = set()
-            if cfg.train_mode in PEFT_MODES:
-                peft_model = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, steps, cfg.peft_kwargs)
-                # peft marks exactly its own parameters trainable: remember them for two-stage training and saving.
-                self._adapter_names = {n for n, p in peft_model.named_parameters() if p.requires_grad}
-                self._drifting_base_names = _mha_base_parameters(peft_model)
-                backbone = peft_model
-            self.net_ = DecoderNet(
-                backbone,
-                spec.extract,
-                self.plan_.target,
-                cfg.pooling,
-                n_outputs,
-                cfg.trainer.head,
-                cfg.trainer.head_hidden,
-                cfg.trainer.head_dropout,
-                fastpath_off=spec.mha_fastpath_bypasses_adapters,
-            )
+        steps = cfg.trainer.max_epochs * max(
+            1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation))
+        )
+        self.net_, loaded, self.quantized_layers_, peft_model = _build_network(
+            spec,
+            cfg,
+            self.plan_.target,
+            n_outputs,
+            cfg.weights,
+            self.random_state,
+            self.device_,
+            steps,
+            expected_weights=self.expected_weights,
+        )
+        # peft marks exactly its own parameters trainable: remember them for two-stage training and saving.
+        self._adapter_names = (
+            set() if peft_model is None else {n for n, p in peft_model.named_parameters() if p.requires_grad}
+        )
+        self._drifting_base_names = set() if peft_model is None else mha_base_parameters(peft_model)
         self._weights_report = loaded.report | {"source": loaded.source.describe()}
         self._architecture = loaded.architecture
         self._set_trainable(cfg.trainer.probe_epochs == 0)
@@ -498,6 +388,15 @@ class NeuralFineTuner(BaseEstimator):
         self.checkpoint_manifest_ = self._save_checkpoints(outcome, cfg)
         self.failed_ = outcome.diagnostics.get("non_finite") is not None and outcome.best_epoch is None
         return self
+
+    def _targets(self, y: np.ndarray, cfg: NeuralFineTuneConfig) -> tuple[np.ndarray, np.ndarray | None]:
+        """Training targets (class indices, or floats) and, with ``class_weight``, each class's loss weight."""
+        if self.task != "classification":
+            return y.astype(np.float32), None
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        counts = np.bincount(y_index, minlength=len(self.classes_))
+        weights = len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
+        return y_index, weights
 
     def _set_trainable(self, backbone_trains: bool) -> None:
         cfg = self._config()
@@ -574,68 +473,10 @@ class NeuralFineTuner(BaseEstimator):
     # -- checkpoints -----------------------------------------------------------------------
 
     def _save_checkpoints(self, outcome, cfg: NeuralFineTuneConfig) -> dict[str, Any]:
-        from safetensors.torch import save_file
-
-        manifest: dict[str, Any] = {
-            "save": cfg.checkpoints.save,
-            "monitor": cfg.checkpoints.monitor,
-            "best_epoch": outcome.best_epoch,
-            "best_value": outcome.best_value,
-            "paths": {},
-        }
         if cfg.checkpoints.save == "none":
-            return manifest
+            return checkpoint_manifest(outcome, cfg)
         folder = self._checkpoint_root(cfg) / f"{cfg.model_key}-{cfg.train_mode}-{uuid.uuid4().hex[:12]}"
-        folder.mkdir(parents=True, exist_ok=True)
-        wanted: dict[str, Any] = {}
-        if cfg.checkpoints.save in ("best", "all") and "best" in outcome.states:
-            wanted["best"] = self.net_.state_dict()  # the net holds the restored best state
-        if cfg.checkpoints.save in ("last", "all"):
-            wanted["last"] = {**self.net_.state_dict(), **outcome.states["last"]}
-        if cfg.checkpoints.save == "all":
-            base = self.net_.state_dict()
-            wanted |= {f"epoch-{e:03d}": {**base, **s} for e, s in outcome.states.items() if isinstance(e, int)}
-        # A quantised base is rebuilt from its source weights on reload (quantisation is deterministic),
-        # so only what training changed is stored.
-        adapters_only = (cfg.train_mode in PEFT_MODES and cfg.lora.save == "adapters") or _quantized(cfg)
-        saved_keys = {f"backbone.{n}" for n in self._adapter_names | self._drifting_base_names}
-        saved_keys |= {k for k in self.net_.state_dict() if k.startswith("head.")}
-        for tag, state in wanted.items():
-            if adapters_only:
-                state = {k: v for k, v in state.items() if k in saved_keys}
-            elif cfg.train_mode in PEFT_MODES:
-                state = self._merged_state(state)
-            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-            path = atomic_write(
-                folder / f"{tag}.safetensors", lambda tmp, tensors=tensors: save_file(tensors, str(tmp))
-            )
-            manifest["paths"][tag] = str(path)
-        meta = {
-            "config": cfg.model_dump(mode="json"),
-            "signal": {
-                "sfreq": self.sfreq,
-                "ch_names": list(self.ch_names or []),
-                "units": self.units,
-                "sensor_positions": self.sensor_positions,
-            },
-            "n_times_in": int(self.plan_.n_times_in),
-            "recording_statistics": bool(self.plan_.recording_statistics),
-            "task": self.task,
-            "classes": self.classes_.tolist() if self.task == "classification" else None,
-            "random_state": self.random_state,
-            "contents": "trainable" if adapters_only else ("merged" if cfg.train_mode in PEFT_MODES else "full"),
-            "history": outcome.history,
-        }
-        text = json.dumps(meta, indent=2, default=str)
-        atomic_write(folder / "config.json", lambda tmp: tmp.write_text(text))
-        manifest["directory"] = str(folder)
-        return manifest
-
-    def _merged_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        net = copy.deepcopy(self.net_)
-        net.load_state_dict(state, strict=False)
-        net.backbone = net.backbone.merge_and_unload()
-        return {f"merged.{k}": v for k, v in net.state_dict().items()}
+        return write_checkpoints(self, outcome, cfg, folder)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, tag: str = "best", device: str | None = None) -> NeuralFineTuner:
@@ -658,15 +499,8 @@ class NeuralFineTuner(BaseEstimator):
         ConfigError
             When the device is not available here.
         """
-        import torch
-        from safetensors.torch import load_file
-
         folder = Path(path)
-        meta = json.loads((folder / "config.json").read_text())
-        # Saved before neurofm reproduced the pretraining's reference and untrained slots: it was trained on
-        # windows adapted without them, and must predict on the same.
-        meta["config"].setdefault("adaptation", {"reference": "as_recorded", "untrained_channels": "feed"})
-        cfg = NeuralFineTuneConfig.model_validate(meta["config"])
+        meta, cfg, state = read_checkpoint(folder, tag)
         est = cls(
             config=cfg,
             sfreq=meta["signal"]["sfreq"],
@@ -698,33 +532,11 @@ class NeuralFineTuner(BaseEstimator):
         est.precision_ = resolve_precision(cfg.device.precision, est.device_)
         est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
         n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
-        state = load_file(str(folder / f"{tag}.safetensors"))
         merged = meta["contents"] == "merged"
         weights = "random" if meta["contents"] in ("full", "merged") else cfg.weights
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(est.random_state)
-            backbone = create_backbone(
-                spec.key, est.plan_.target, weights, model_kwargs=cfg.model_kwargs, random_state=est.random_state
-            ).module.to(est.device_)
-            if _quantized(cfg):
-                quantize_linear_layers(
-                    backbone, cfg.quantization, spec.head_prefixes, est.device_, spec.weight_read_directly
-                )
-            if cfg.train_mode in PEFT_MODES and not merged:
-                backbone = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, 2, cfg.peft_kwargs)
-            est.net_ = DecoderNet(
-                backbone,
-                spec.extract,
-                est.plan_.target,
-                cfg.pooling,
-                n_outputs,
-                cfg.trainer.head,
-                cfg.trainer.head_hidden,
-                cfg.trainer.head_dropout,
-                fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged,
-            )
-        if merged:
-            state = {k.removeprefix("merged."): v for k, v in state.items()}
+        est.net_ = _build_network(
+            spec, cfg, est.plan_.target, n_outputs, weights, est.random_state, est.device_, 2, merged=merged
+        )[0]
         result = est.net_.load_state_dict(state, strict=False)
         if result.unexpected_keys or (meta["contents"] != "trainable" and result.missing_keys):
             raise ConfigError(
@@ -792,29 +604,40 @@ class NeuralFineTuner(BaseEstimator):
         }
 
 
-def _mha_base_parameters(peft_model) -> set[str]:
-    """Base weights of adapted ``nn.MultiheadAttention`` layers.
+def _build_network(
+    spec, cfg, target, n_outputs, weights, random_state, device, total_steps, expected_weights=None, merged=False
+):
+    """The decoder ``fit`` trains and ``from_checkpoint`` rebuilds: the backbone on ``device`` (quantised, wrapped
+    by its adapters unless they were merged into a checkpoint's weights) under its head.
 
-    peft adds the adapter into these weights before each forward and subtracts
-    it after, which leaves floating-point residue: they drift slightly during
-    training, so an adapter checkpoint must carry them to reproduce predictions.
+    Returns ``(net, loaded, quantized_layers, peft_model)``; ``peft_model`` is ``None`` without adapters.
     """
-    import torch
-
-    names = set()
-    for module_name, module in peft_model.named_modules():
-        base = getattr(module, "base_layer", None)
-        if isinstance(base, torch.nn.MultiheadAttention) and hasattr(module, "lora_A"):
-            names |= {f"{module_name}.base_layer.{n}" for n, _ in base.named_parameters()}
-    return names
-
-
-def _device_of(module) -> Any:
-    """The device of a module's first parameter (the CPU for one without parameters)."""
-    import torch
-
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
-
-
-def _quantized(cfg: NeuralFineTuneConfig) -> bool:
-    return cfg.train_mode == "qlora" or cfg.quantization.enabled
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        loaded = create_backbone(spec.key, target, weights, model_kwargs=cfg.model_kwargs, random_state=random_state)
+        if expected_weights is not None:
+            check_loaded_weights(expected_weights, loaded)
+        # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
+        # left behind on the CPU around its quantised layers would mix devices in every forward.
+        backbone = loaded.module.to(device)
+        quantized = (
+            quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, device, spec.weight_read_directly)
+            if cfg.quantized
+            else []
+        )
+        peft_model = None
+        if cfg.train_mode in PEFT_MODES and not merged:
+            peft_model = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, total_steps, cfg.peft_kwargs)
+            backbone = peft_model
+        net = DecoderNet(
+            backbone,
+            spec.extract,
+            target,
+            cfg.pooling,
+            n_outputs,
+            cfg.trainer.head,
+            cfg.trainer.head_hidden,
+            cfg.trainer.head_dropout,
+            fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged,
+        )
+    return net, loaded, quantized, peft_model
