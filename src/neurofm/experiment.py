@@ -42,7 +42,7 @@ from .data import Inputs, is_continuous, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError, DataValidationError
 from .execution import check_backend, computes_here, engine_session, map_tasks
-from .progress import RecordingCall, RunProgress, data_fingerprint, round_trip
+from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
@@ -193,8 +193,7 @@ class ExperimentRun:
         self.config = config
         self._execution = config.execution
         self._key = None  # the key of shared folders (set when the run checks its folders)
-        self._records: dict[str, Path] | None = None  # each model's record folder (with output_dir)
-        self._progress: RunProgress | None = None
+        self._records = RunRecords()  # what is on record, with output_dir
         self._recordings: np.ndarray | None = None  # each window's recording, when known
 
     def execute(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
@@ -212,7 +211,7 @@ class ExperimentRun:
         )
         check_backend(self._execution)
         started = time.perf_counter()
-        X, y, sample_metadata, recordings = self._windows(X, y, sample_metadata)
+        X, y, sample_metadata, recordings = _experiment_windows(X, y, sample_metadata, cfg)
         inputs = prepare_inputs(
             X,
             y,
@@ -247,74 +246,18 @@ class ExperimentRun:
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         with contextlib.ExitStack() as stack:
-            self._records = self._progress = None
+            self._records = RunRecords()
             if output_dir is not None:
                 progress = stack.enter_context(RunProgress(Path(output_dir).expanduser(), self._key).session())
-                self._progress = progress
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
-                self._records = {
-                    model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared
-                }
+                folders = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
+                self._records = RunRecords(progress, folders)
             result = self._compute(inputs, splits, prepared, classes, groups, started)
             if recordings is not None:
                 result.meta["recordings"] = recordings
             if output_dir is not None:
                 result.save(output_dir)
         return result
-
-    def _windows(self, X: Any, y: Any, sample_metadata: Any) -> tuple[Any, Any, Any, dict | None]:
-        """Windows, labels and metadata of ``X``: as given, or cut from continuous recordings."""
-        cfg = self.config
-        if not is_continuous(X):
-            if cfg.windows is not None:
-                raise ConfigError(
-                    "config.windows says how to cut continuous recordings, but X already holds windows; "
-                    "set windows=None, or pass the mne.io.Raw recordings themselves."
-                )
-            return X, y, sample_metadata, None
-        if cfg.windows is None:
-            raise ConfigError(
-                "X is a continuous recording; say how to cut it into windows with ExperimentConfig(windows="
-                "WindowConfig(tmin=-0.1, tmax=0.5)) for windows around its events (labelled by them), or "
-                "WindowConfig(window=4.0) for fixed-length windows with one label per recording in y."
-            )
-        n_recordings = 1 if not isinstance(X, (list, tuple)) else len(X)
-        if y is not None:
-            if np.ndim(y) != 1 or len(y) != n_recordings:
-                raise DataValidationError(
-                    f"With continuous recordings y gives one label per recording ({n_recordings}), got "
-                    f"{np.shape(y)}; or leave y=None to label event-locked windows by their events."
-                )
-            if not cfg.cv.keeps_groups_apart:
-                # Windows of one recording share far more than its label; split across them and the score leaks.
-                raise ConfigError(
-                    f"y labels whole recordings, so the CV must keep each recording's windows together, which "
-                    f"strategy {cfg.cv.strategy!r} without a group_key does not: use one of the group-aware "
-                    f"strategies {format_choices(GROUP_AWARE_STRATEGIES)} with a group_key, e.g. "
-                    "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
-                    "the metadata)."
-                )
-        epochs = windows_from_recordings(
-            X, cfg.windows, recording_metadata=sample_metadata, recording_labels=None if y is None else list(y)
-        )
-        metadata = epochs.metadata.reset_index(drop=True)
-        if y is not None and cfg.cv.group_key in metadata.columns:
-            # A per-window column (e.g. 'event') as group_key would split a recording across groups, hence folds.
-            spread = metadata.groupby("recording")[cfg.cv.group_key].nunique()
-            if (spread > 1).any():
-                raise ConfigError(
-                    f"y labels whole recordings, but group_key={cfg.cv.group_key!r} puts the windows of recording(s) "
-                    f"{spread.index[spread > 1].tolist()} in several groups, so a recording could be on both sides of "
-                    "a fold; use group_key='recording' or a column of the recording metadata (one value per recording)."
-                )
-        counts = metadata["recording"].value_counts().sort_index()
-        summary = {
-            "n_recordings": n_recordings,
-            "windows_per_recording": [int(counts.get(i, 0)) for i in range(n_recordings)],
-            "labels_from": "events" if y is None else "one label per recording",
-        }
-        logger.info("Cut %d windows from %d recording(s)", len(metadata), n_recordings)
-        return epochs, metadata["label"].to_numpy(), metadata, summary
 
     def _decisive(self, model: _PreparedModel, data_hash: str) -> dict[str, Any]:
         """What decides a model's fold and permutation results (not where or how fast they run)."""
@@ -337,32 +280,15 @@ class ExperimentRun:
             decisive["weights"] = model.weights
         return decisive
 
-    def _record_path(self, model_name: str, kind: str, index: int) -> Path | None:
-        return None if self._records is None else RunProgress.path(self._records[model_name], kind, index)
-
-    def _all_recorded(self, model: _PreparedModel, n_folds: int) -> bool:
-        """Whether every fold (and permutation, when they run) of ``model`` has an intact record."""
-        if self._records is None:
-            return False
+    def _permutations_run(self, model: _PreparedModel) -> int:
+        """How many label permutations of ``model`` this run computes (trainable ones only when asked)."""
         cfg = self.config
-        wanted = [self._record_path(model.name, "fold", fold) for fold in range(n_folds)]
-        if cfg.n_permutations and (cfg.permute_trainable or not model.trainable):
-            wanted += [self._record_path(model.name, "permutation", i) for i in range(cfg.n_permutations)]
-        return all(path.is_file() for path in wanted) and all(self._progress.read(path) is not None for path in wanted)
+        return cfg.n_permutations if cfg.permute_trainable or not model.trainable else 0
 
     def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
         """``map_tasks`` that reads finished tasks from their records and records the others as they finish."""
-        results: list[Any] = [None] * len(tasks)
-        todo = []
-        for i, path in enumerate(paths):
-            record = self._progress.read(path) if path is not None else None
-            if record is None:
-                todo.append(i)
-            else:
-                results[i] = decode(record)
-        if len(todo) < len(tasks):
-            logger.info("Resuming: %d of %d task(s) read back from their records", len(tasks) - len(todo), len(tasks))
-        call = RecordingCall(function, encode_outcome, self._key)
+        results, todo = self._records.resume(paths, decode)
+        call = self._records.recording(function, encode_outcome)
         items = [(tasks[i], paths[i]) for i in todo]
         on_gpu = [computes_on_gpu(tasks[i]) for i in todo]
         for i, fresh in zip(todo, map_tasks(self._execution, call, items, shared, on_gpu), strict=True):
@@ -370,31 +296,10 @@ class ExperimentRun:
         return results
 
     def _compute(self, inputs, splits, prepared, classes, groups, started) -> ExperimentResult:
+        """Features first, then every (model, fold) fit as one task, then the permutations; one result."""
         cfg = self.config
-        scores, predictions, split_rows, artifacts = [], [], [], []
         timings: dict[str, float] = {}
-        # Embeddings first, as extraction shards into the shared cache; models that share a
-        # backbone config share one extraction. Then every (model, fold) fit is one task.
-        extracted: dict[str, tuple[str, np.ndarray, Any]] = {}
-        adapted: dict[str, Any] = {}  # trainable models' windows, adapted once per plan
-        features: dict[str, np.ndarray] = {}
-        for model in prepared:
-            t0 = time.perf_counter()
-            if self._all_recorded(model, len(splits)):
-                features[model.name] = None  # nothing of this model will run: its windows need no embedding
-                if model.embedder is not None:
-                    fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
-                    model.artifacts.extend(fitted.get_artifacts())
-                    model.artifacts.append(
-                        (-1, "embedding_cache", "skipped", "every fold and permutation was on record")
-                    )
-            elif model.embedder is not None:
-                features[model.name] = self._embed(model, inputs.X, extracted)
-            elif model.trainable:
-                features[model.name] = _trainable_windows(inputs, model, adapted)
-            else:
-                features[model.name] = _in_memory(inputs, model.name)
-            timings[model.name] = time.perf_counter() - t0
+        features = self._features(inputs, splits, prepared, timings)
         tasks = [
             FoldTask(
                 model.name,
@@ -414,8 +319,9 @@ class ExperimentRun:
         by_name = {model.name: model for model in prepared}
         # Features, labels and groups go to each worker once; a task names its model and fold.
         shared = SharedInputs(features, inputs.y, groups, self._recordings)
-        paths = [self._record_path(task.model_name, "fold", task.fold) for task in tasks]
+        paths = [self._records.path(task.model_name, "fold", task.fold) for task in tasks]
         outcomes = self._map_resumable(run_fold, tasks, shared, paths, FoldOutcome.from_record)
+        scores, predictions, split_rows = [], [], []
         for task, outcome in zip(tasks, outcomes, strict=True):
             by_name[task.model_name].artifacts.extend(outcome.artifacts)
             scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
@@ -423,31 +329,11 @@ class ExperimentRun:
                 predictions.append(outcome.predictions)
             split_rows.append(split_frame(task.model_name, task.fold, task.train, task.test))
             timings[task.model_name] += outcome.seconds
+        artifacts = []
         for model in prepared:
-            trainable = model.trainable
-            if cfg.n_permutations and trainable and not cfg.permute_trainable:
-                model.artifacts.append(
-                    (
-                        -1,
-                        "permutation_test",
-                        "skipped",
-                        f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
-                        "permute_trainable=True to run them",
-                    )
-                )
-            elif cfg.n_permutations:
-                t0 = time.perf_counter()
-                observed = {
-                    m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
-                    for m in cfg.resolved_metrics
-                }
-                model.artifacts.extend(
-                    self._permutation_test(model, features[model.name], inputs.y, groups, splits, classes, observed)
-                )
-                timings[model.name] += time.perf_counter() - t0
+            self._chance_level(model, features[model.name], inputs.y, groups, splits, classes, scores, timings)
             artifacts.extend((model.name, *row) for row in model.artifacts)
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
-
         return ExperimentResult(
             scores=pd.DataFrame(scores, columns=SCORE_COLUMNS),
             predictions=pd.concat(predictions, ignore_index=True),
@@ -456,6 +342,53 @@ class ExperimentRun:
             config=cfg.model_dump(mode="json"),
             meta=_meta(inputs, time.perf_counter() - started, timings),
         )
+
+    def _features(self, inputs, splits, prepared, timings: dict[str, float]) -> dict[str, Any]:
+        """What each model's folds read: embeddings (as extraction shards into the shared cache; models that share a
+        backbone config share one extraction), windows adapted once for a trainable model, or the windows."""
+        extracted: dict[str, tuple[str, np.ndarray, Any]] = {}
+        adapted: dict[str, Any] = {}  # trainable models' windows, adapted once per plan
+        features: dict[str, Any] = {}
+        for model in prepared:
+            t0 = time.perf_counter()
+            if self._records.all_recorded(model.name, len(splits), self._permutations_run(model)):
+                features[model.name] = None  # nothing of this model will run: its windows need no embedding
+                if model.embedder is not None:
+                    fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
+                    model.artifacts.extend(fitted.get_artifacts())
+                    model.artifacts.append(
+                        (-1, "embedding_cache", "skipped", "every fold and permutation was on record")
+                    )
+            elif model.embedder is not None:
+                features[model.name] = self._embed(model, inputs.X, extracted)
+            elif model.trainable:
+                features[model.name] = _trainable_windows(inputs, model, adapted)
+            else:
+                features[model.name] = _in_memory(inputs, model.name)
+            timings[model.name] = time.perf_counter() - t0
+        return features
+
+    def _chance_level(self, model, features, y, groups, splits, classes, scores, timings) -> None:
+        """The model's permutation test (or why it is skipped), into its artifacts."""
+        cfg = self.config
+        if cfg.n_permutations and model.trainable and not cfg.permute_trainable:
+            model.artifacts.append(
+                (
+                    -1,
+                    "permutation_test",
+                    "skipped",
+                    f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
+                    "permute_trainable=True to run them",
+                )
+            )
+        elif cfg.n_permutations:
+            t0 = time.perf_counter()
+            observed = {
+                m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
+                for m in cfg.resolved_metrics
+            }
+            model.artifacts.extend(self._permutation_test(model, features, y, groups, splits, classes, observed))
+            timings[model.name] += time.perf_counter() - t0
 
     def _signal_and_run_args(self, inputs: Inputs) -> dict[str, Any]:
         """What every backbone estimator is told about the windows and the run."""
@@ -573,7 +506,7 @@ class ExperimentRun:
         ]
         null = {metric: [] for metric in observed}
         shared = SharedInputs({model.name: features}, y, groups, self._recordings)
-        paths = [self._record_path(model.name, "permutation", i) for i in range(len(tasks))]
+        paths = [self._records.path(model.name, "permutation", i) for i in range(len(tasks))]
         for means in self._map_resumable(run_permutation, tasks, shared, paths, decode_means):
             for metric in observed:
                 null[metric].append(means[metric])
@@ -603,6 +536,80 @@ def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
         )
         inputs.extra["in_memory"] = inputs.X.to_array()
     return inputs.extra["in_memory"]
+
+
+def _experiment_windows(X: Any, y: Any, sample_metadata: Any, cfg: Any) -> tuple[Any, Any, Any, dict | None]:
+    """An experiment's windows, labels and metadata: ``X`` as given, or cut from continuous recordings.
+
+    Parameters
+    ----------
+    X, y, sample_metadata
+        What :meth:`neurofm.Experiment.run` was given.
+    cfg : ExperimentConfig
+        Its ``windows`` say how to cut recordings; its ``cv`` must keep a
+        recording's windows together when ``y`` labels whole recordings.
+
+    Returns
+    -------
+    X, y, metadata, summary
+        The windows, their labels and metadata, and (when cut here) how many
+        came from each recording; ``summary`` is ``None`` for windows given.
+
+    Raises
+    ------
+    ConfigError, DataValidationError
+        When ``X`` and ``cfg.windows`` disagree, or labels per recording meet a CV that would split recordings.
+    """
+    if not is_continuous(X):
+        if cfg.windows is not None:
+            raise ConfigError(
+                "config.windows says how to cut continuous recordings, but X already holds windows; "
+                "set windows=None, or pass the mne.io.Raw recordings themselves."
+            )
+        return X, y, sample_metadata, None
+    if cfg.windows is None:
+        raise ConfigError(
+            "X is a continuous recording; say how to cut it into windows with ExperimentConfig(windows="
+            "WindowConfig(tmin=-0.1, tmax=0.5)) for windows around its events (labelled by them), or "
+            "WindowConfig(window=4.0) for fixed-length windows with one label per recording in y."
+        )
+    n_recordings = 1 if not isinstance(X, (list, tuple)) else len(X)
+    if y is not None:
+        if np.ndim(y) != 1 or len(y) != n_recordings:
+            raise DataValidationError(
+                f"With continuous recordings y gives one label per recording ({n_recordings}), got "
+                f"{np.shape(y)}; or leave y=None to label event-locked windows by their events."
+            )
+        if not cfg.cv.keeps_groups_apart:
+            # Windows of one recording share far more than its label; split across them and the score leaks.
+            raise ConfigError(
+                f"y labels whole recordings, so the CV must keep each recording's windows together, which "
+                f"strategy {cfg.cv.strategy!r} without a group_key does not: use one of the group-aware "
+                f"strategies {format_choices(GROUP_AWARE_STRATEGIES)} with a group_key, e.g. "
+                "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
+                "the metadata)."
+            )
+    epochs = windows_from_recordings(
+        X, cfg.windows, recording_metadata=sample_metadata, recording_labels=None if y is None else list(y)
+    )
+    metadata = epochs.metadata.reset_index(drop=True)
+    if y is not None and cfg.cv.group_key in metadata.columns:
+        # A per-window column (e.g. 'event') as group_key would split a recording across groups, hence folds.
+        spread = metadata.groupby("recording")[cfg.cv.group_key].nunique()
+        if (spread > 1).any():
+            raise ConfigError(
+                f"y labels whole recordings, but group_key={cfg.cv.group_key!r} puts the windows of recording(s) "
+                f"{spread.index[spread > 1].tolist()} in several groups, so a recording could be on both sides of "
+                "a fold; use group_key='recording' or a column of the recording metadata (one value per recording)."
+            )
+    counts = metadata["recording"].value_counts().sort_index()
+    summary = {
+        "n_recordings": n_recordings,
+        "windows_per_recording": [int(counts.get(i, 0)) for i in range(n_recordings)],
+        "labels_from": "events" if y is None else "one label per recording",
+    }
+    logger.info("Cut %d windows from %d recording(s)", len(metadata), n_recordings)
+    return epochs, metadata["label"].to_numpy(), metadata, summary
 
 
 def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str, Any]) -> Any:

@@ -238,3 +238,52 @@ class RecordingCall:
         if record_path is not None:
             write_record(record_path, self.encode(result), self.key)
         return result
+
+
+@dataclass
+class RunRecords:
+    """One run's records of finished work: each model's folder, what is on record, and the call that records.
+
+    Without an output folder (``progress=None``) nothing is recorded and
+    nothing resumes: every path is ``None``.
+
+    Parameters
+    ----------
+    progress : RunProgress | None
+        The output folder's progress, held for the run.
+    folders : dict
+        Each model's record folder (:meth:`RunProgress.model_folder`).
+    """
+
+    progress: RunProgress | None = None
+    folders: dict[str, Path] = field(default_factory=dict)
+
+    def path(self, model_name: str, kind: str, index: int) -> Path | None:
+        """Where fold or permutation ``index`` of a model is recorded (``None``: not recorded)."""
+        return None if self.progress is None else RunProgress.path(self.folders[model_name], kind, index)
+
+    def all_recorded(self, model_name: str, n_folds: int, n_permutations: int) -> bool:
+        """Whether every fold and the first ``n_permutations`` permutations of a model have intact records."""
+        if self.progress is None:
+            return False
+        wanted = [self.path(model_name, "fold", fold) for fold in range(n_folds)]
+        wanted += [self.path(model_name, "permutation", i) for i in range(n_permutations)]
+        return all(path.is_file() for path in wanted) and all(self.progress.read(path) is not None for path in wanted)
+
+    def resume(self, paths: list[Path | None], decode) -> tuple[list[Any], list[int]]:
+        """What the records already hold (decoded, ``None`` elsewhere), and the indices of the tasks still to run."""
+        results: list[Any] = [None] * len(paths)
+        todo = []
+        for i, path in enumerate(paths):
+            record = self.progress.read(path) if path is not None else None
+            if record is None:
+                todo.append(i)
+            else:
+                results[i] = decode(record)
+        if len(todo) < len(paths):
+            logger.info("Resuming: %d of %d task(s) read back from their records", len(paths) - len(todo), len(paths))
+        return results, todo
+
+    def recording(self, function, encode) -> RecordingCall:
+        """``function``, recording each result where it finishes (with the output folder's key)."""
+        return RecordingCall(function, encode, None if self.progress is None else self.progress.key)
