@@ -10,11 +10,13 @@ into ``Experiment.run`` as they are; the config's ``windows`` section cuts them.
 
 Usage::
 
-    python examples/meg_simulated.py [--info path/to/raw.fif] [--random-weights] [--tiny]
+    python examples/meg_simulated.py [--info path/to/raw.fif] [--random-weights] [--tiny] [--dry-run]
 
 ``--random-weights`` runs the backbones with random weights (no download: the
 rows then show the workflow, not what pretrained weights reach); ``--tiny``
-also shrinks them to a few layers for a quick check.
+also shrinks them to a few layers for a quick check. ``--dry-run`` simulates
+the recordings, cuts the config's windows and lists the models and folds, then
+stops before any model is fitted (seconds, where the run takes minutes).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=6)
     parser.add_argument("--windows-per-class", type=int, default=16)
     parser.add_argument("--cache-dir", default="~/.cache/neurofm")
+    parser.add_argument("--dry-run", action="store_true", help="cut the windows and list the models, fit nothing")
     args = parser.parse_args()
 
     import mne
@@ -55,8 +58,10 @@ def main() -> None:
     recordings = simulate_meg_eeg_recordings(info, n_subjects=args.subjects, n_windows_per_class=args.windows_per_class)
     types = recordings[0].get_channel_types()
     counts = {kind: types.count(kind) for kind in dict.fromkeys(types)}
-    print(f"simulated {len(recordings)} recordings of {recordings[0].times[-1]:.0f} s, {counts}, "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(
+        f"simulated {len(recordings)} recordings of {recordings[0].times[-1]:.0f} s, {counts}, "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
 
     config = ExperimentConfig.from_yaml(args.config).model_copy(update={"cache_dir": args.cache_dir})
     if args.random_weights or args.tiny:
@@ -71,15 +76,44 @@ def main() -> None:
             backbone = backbone.model_copy(update=update)
             config.models[name] = model.model_copy(update={"backbone": backbone}) if frozen else backbone
 
-    start = time.perf_counter()
     # Labels come from the annotations; the metadata gives each recording's subject.
     subjects = {"Subject": list(range(1, len(recordings) + 1))}
+    if args.dry_run:
+        dry_run(config, recordings, subjects)
+        return
+
+    start = time.perf_counter()
     result = Experiment(config).run(recordings, None, sample_metadata=subjects)
     seconds = time.perf_counter() - start
     summary = result.summary()
-    print(f"\nwindows per recording: {result.meta['recordings']['windows_per_recording']}; "
-          f"sensors kept: {result.meta['signal']['sensor_types']}; {seconds:.0f} s")
+    print(
+        f"\nwindows per recording: {result.meta['recordings']['windows_per_recording']}; "
+        f"sensors kept: {result.meta['signal']['sensor_types']}; {seconds:.0f} s"
+    )
     print(summary.pivot_table(index="Model", columns="Metric", values="mean").round(3).to_string())
+
+
+def dry_run(config, recordings, subjects) -> None:
+    """Print the windows the config cuts (as ``Experiment.run`` cuts them) and the models it would fit."""
+    from neurofm.loaders import windows_from_recordings
+
+    epochs = windows_from_recordings(recordings, config.windows, recording_metadata=subjects)
+    classes = epochs.metadata["label"].value_counts().sort_index().to_dict()
+    print(
+        f"windows: {len(epochs)} of {epochs.times[-1] - epochs.times[0]:.1f} s "
+        f"({config.windows.tmin} to {config.windows.tmax} s around each tone), classes {classes}"
+    )
+    print(f"cv: {config.cv.strategy}, {config.cv.n_splits} folds by {config.cv.group_key}; models:")
+    for name, model in config.models.items():
+        backbone = getattr(model, "backbone", model)
+        if hasattr(backbone, "model_key"):
+            weights = backbone.weights or "published"
+            size = ", tiny" if backbone.model_kwargs else ""
+            mode = f", {model.train_mode}" if hasattr(model, "train_mode") else ""
+            print(f"  {name}: {model.kind}, {backbone.model_key} ({weights} weights{size}{mode})")
+        else:
+            print(f"  {name}: {model.kind} ({backbone.estimator})")
+    print("dry run: nothing was fitted")
 
 
 if __name__ == "__main__":
