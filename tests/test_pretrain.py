@@ -736,3 +736,12 @@ def test_the_recipes_a_config_offers_are_the_registrys():
 
     offered = set(get_args(PretrainConfig.model_fields["recipe"].annotation))
     assert offered == {key for key in list_model_keys() if get_model_spec(key).pretraining is not None}
+
+
+def test_pretraining_leaves_the_callers_generator_as_it_was(tmp_path, corpus_dir):
+    """Every step seeds torch's global generator (dropout); the caller's stream continues as if nothing ran."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pretrain(stage_config(tmp_path, corpus_dir, optimizer={"max_steps": 2}))
+    assert torch.equal(torch.rand(3), expected)
