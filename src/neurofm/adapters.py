@@ -11,16 +11,18 @@ training, with the model's module names to choose from.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from . import devices
 from .exceptions import ConfigError
 from .utils.check import format_choices, soft_import
 
 if TYPE_CHECKING:
-    import torch
-
     from .configs import LoRAConfig
     from .models.specs import ModelSpec
 
@@ -83,8 +85,6 @@ def match_targets(
 
 def _oft_block_size(module, matched: list[str], limit: int = 32) -> int:
     """Largest block size up to ``limit`` dividing every targeted layer's input width (OFT's requirement)."""
-    import math
-
     widths = [getattr(module.get_submodule(n), "in_features", None) for n in matched]
     g = 0
     for w in widths:
@@ -172,11 +172,9 @@ def check_quantization(device: str) -> Any:
 
 def quantization_compute_dtype(compute_dtype: str, device: str) -> str:
     """The dtype 4-bit weights are dequantised to: ``"auto"`` is bfloat16 on CUDA GPUs with bf16 hardware."""
-    from .devices import cuda_has_native_bf16
-
     if compute_dtype != "auto":
         return compute_dtype
-    return "bfloat16" if device.startswith("cuda") and cuda_has_native_bf16(device) else "float32"
+    return "bfloat16" if device.startswith("cuda") and devices.cuda_has_native_bf16(device) else "float32"
 
 
 def quantize_linear_layers(
@@ -193,8 +191,6 @@ def quantize_linear_layers(
     names : list of str
         The quantised layers.
     """
-    import torch
-
     bnb = check_quantization(device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         quantization_compute_dtype(quantization.compute_dtype, device)
@@ -247,8 +243,6 @@ def quantize_linear_layers(
 @contextlib.contextmanager
 def mha_fastpath_disabled(active: bool = True) -> Iterator[None]:
     """Switch off torch's fused multi-head-attention path (it reads base weights, bypassing adapters)."""
-    import torch
-
     if not active:
         yield
         return

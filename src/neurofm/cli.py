@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pandas as pd
 import typer
+
+from .demo import DEMO_BACKBONES, run_demo
+from .exceptions import NeuroFMError
+from .models.registry import get_model_spec, list_foundation_models, model_conventions
+from .report import write_report
+from .run import run_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Decode EEG/MEG with foundation models.")
 
@@ -19,10 +27,6 @@ def models(
     ),
 ) -> None:
     """List the registered foundation models."""
-    import pandas as pd
-
-    from .models.registry import get_model_spec, list_foundation_models, model_conventions
-
     if details is None:
         with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 40):
             typer.echo(list_foundation_models().to_string(index=False))
@@ -45,8 +49,6 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Run the built-in demo on simulated multi-subject EEG (offline, a few minutes on a CPU)."""
-    from .demo import DEMO_BACKBONES, run_demo
-
     typer.echo(
         "neurofm demo: simulated motor imagery, 6 subjects x 40 windows (19 channels, 160 Hz, 4 s, volts); "
         "3-fold cross-subject CV.\n"
@@ -75,8 +77,6 @@ def run(
     ),
 ) -> None:
     """Load the data, run every model on the same folds, save and summarise the results."""
-    from .run import run_config
-
     result, directory = run_config(config, out, allow_imports=allow_import)
     typer.echo(result.summary_table().to_string())
     typer.echo(f"Results saved to {directory}")
@@ -90,9 +90,7 @@ def pretrain(
 
     Many processes: torchrun --nproc_per_node=2 -m neurofm pretrain CONFIG.yaml
     """
-    import os
-
-    from .pretrain import pretrain as run_pretraining
+    from .pretrain import pretrain as run_pretraining  # heavy: neurofm.pretrain loads torch, neurofm --help does not
 
     result = run_pretraining(config)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -106,8 +104,6 @@ def pretrain(
 @app.command()
 def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A results directory.")) -> None:
     """Write a self-contained report.html with figures into RESULTS_DIR."""
-    from .report import write_report
-
     typer.echo(f"Report written to {write_report(results_dir)}")
 
 
@@ -118,8 +114,6 @@ def main() -> None:
     the problem and the fix: they are printed as one message with exit status
     2, without a traceback. Anything else is a bug and keeps its traceback.
     """
-    from .exceptions import NeuroFMError
-
     try:
         app()
     except NeuroFMError as exc:

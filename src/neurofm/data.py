@@ -127,7 +127,7 @@ class Inputs:
 
 def _epochs_signal(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | None]:
     """Data-channel picks, signal info (SI units) and metadata of ``mne.Epochs``."""
-    import mne
+    import mne  # heavy: import neurofm does not load mne
 
     # CTF/4D reference magnetometers sit far from the head and only serve noise compensation: never data.
     picks = mne.pick_types(epochs.info, eeg=True, meg=True, seeg=True, ecog=True, ref_meg=False, exclude="bads")
@@ -157,8 +157,8 @@ def sensor_positions(info: Any, picks: Any) -> tuple[tuple[float, float, float] 
     without head digitisation, they stay in the device frame, whose origin is
     also inside the helmet).
     """
-    from mne.io.constants import FIFF
-    from mne.transforms import apply_trans
+    from mne.io.constants import FIFF  # heavy: import neurofm does not load mne
+    from mne.transforms import apply_trans  # heavy: import neurofm does not load mne
 
     dev_head = info["dev_head_t"]
     out = []
@@ -284,7 +284,7 @@ def _micrometres(pos: np.ndarray) -> tuple[float, float, float]:
 def is_continuous(X: Any) -> bool:
     """Whether ``X`` is a continuous recording (``mne.io.Raw``) or a non-empty list of them."""
     try:
-        from mne.io import BaseRaw
+        from mne.io import BaseRaw  # heavy: import neurofm does not load mne
     except ImportError:  # pragma: no cover - MNE is a dependency
         return False
     if isinstance(X, BaseRaw):

@@ -45,7 +45,7 @@ _CUBLAS_WORKSPACE_SET = False
 
 
 def _mps_available() -> bool:
-    import torch
+    import torch  # heavy: estimators.frozen and embed import this module without torch
 
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
@@ -63,7 +63,7 @@ def resolve_device(device: str) -> str:
     ConfigError
         When the device named is not available here.
     """
-    import torch
+    import torch  # heavy: estimators.frozen and embed import this module without torch
 
     if device == "auto":
         if torch.cuda.is_available():
@@ -96,7 +96,7 @@ def check_device(device: str, here: bool = True) -> None:
     ConfigError
         When torch does not know the name, or (``here``) the device is missing.
     """
-    import torch
+    import torch  # heavy: estimators.frozen and embed import this module without torch
 
     if device != "auto":
         try:
@@ -111,7 +111,7 @@ def check_device(device: str, here: bool = True) -> None:
 
 def cuda_has_native_bf16(device: str = "cuda") -> bool:
     """Whether this CUDA device multiplies bf16 in hardware (compute capability 8.0, Ampere, and later)."""
-    import torch
+    import torch  # heavy: estimators.frozen and embed import this module without torch
 
     if not torch.cuda.is_available():
         return False
@@ -158,7 +158,7 @@ def resolve_precision(precision: str, device: str) -> str:
 def device_key(device: str) -> dict[str, Any]:
     """What the device adds to a cache key: nothing on the CPU (its keys stay as they were), else its type and,
     on CUDA, whether fp32 products may run in TF32 (they then differ well beyond the last bits)."""
-    import torch
+    import torch  # heavy: estimators.frozen and embed import this module without torch
 
     kind = device.split(":")[0]
     if kind == "cpu":
@@ -189,7 +189,7 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
     if not enabled:
         yield
         return
-    import torch
+    import torch  # heavy: estimators.frozen and embed import this module without torch
 
     global _CUBLAS_WORKSPACE_SET
     on_cuda = device.startswith("cuda")
@@ -215,7 +215,7 @@ def deterministic_algorithms(enabled: bool, device: str) -> Iterator[None]:
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         if on_cuda:
-            from torch.nn.attention import SDPBackend, sdpa_kernel
+            from torch.nn.attention import SDPBackend, sdpa_kernel  # heavy: as torch above
 
             with sdpa_kernel(SDPBackend.MATH):
                 yield

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from joblib import Parallel, delayed
+
 from .configs import ExecutionConfig
 from .exceptions import ConfigError
 from .utils.check import soft_import
@@ -46,7 +48,7 @@ def check_backend(config: ExecutionConfig) -> None:
     if config.backend == "submitit" and config.submitit_folder is not None:
         private_folder(Path(config.submitit_folder).expanduser())
     if config.backend == "ray" and config.address is None and config.scratch_folder is not None:
-        import ray
+        import ray  # optional: the [ray] extra
 
         folder = _scratch(config, "ray")
         longest = len(str(folder).encode()) + _RAY_SOCKET_TAIL
@@ -110,7 +112,7 @@ def _private_dask_security(folder: Path | None):
     ``folder`` (the run's private scratch) the key and certificate live there
     instead, mode 0600, and the caller removes them when the cluster closes.
     """
-    from distributed.security import Security
+    from distributed.security import Security  # optional: the [cluster] extra
 
     generated = Security.temporary()
     if folder is None:
@@ -267,8 +269,6 @@ def _sequential(config: ExecutionConfig, function, tasks: list, shared: Any) -> 
 
 
 def _joblib(config: ExecutionConfig, function, tasks: list, shared: Any) -> list:
-    from joblib import Parallel, delayed
-
     # joblib hands large arrays to the workers as memory maps in temp_folder (by default /dev/shm or the
     # system temp folder); it deletes them when the call ends.
     folder = _scratch(config, "joblib")
@@ -278,8 +278,8 @@ def _joblib(config: ExecutionConfig, function, tasks: list, shared: Any) -> list
 
 def _dask(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list[float] | None = None) -> list:
     def start():
-        import dask
-        from distributed import Client, LocalCluster
+        import dask  # optional: the [cluster] extra
+        from distributed import Client, LocalCluster  # optional: the [cluster] extra
 
         cluster = tls = None
         if config.address is None:
@@ -335,7 +335,7 @@ def _dask(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: lis
 
 
 def _ray(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list[float] | None = None) -> list:
-    import ray
+    import ray  # optional: the [ray] extra
 
     def start():
         if ray.is_initialized():  # the user's own runtime: use it, leave it running
@@ -388,7 +388,7 @@ def _apply(function: Callable[..., Any], *args: Any) -> Any:
 
 
 def _submitit(config: ExecutionConfig, function, tasks: list, shared: Any, gpus: list[float] | None = None) -> list:
-    import submitit
+    import submitit  # optional: the [cluster] extra
 
     cluster = config.submitit_cluster or ("slurm" if shutil.which("sbatch") else "local")
     if config.submitit_folder is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata as md
 import json
 import os
 import platform
@@ -161,7 +162,7 @@ class Experiment:
         -------
         result : ExperimentResult
         """
-        import mne
+        import mne  # heavy: import neurofm does not load mne
 
         # MNE's estimators (CSP, filters) log every fit at INFO; one local cluster serves the whole run.
         with mne.utils.use_log_level("warning"), log_level(self.config.verbose), engine_session():
@@ -413,7 +414,7 @@ class ExperimentRun:
             )
             return _PreparedModel(name, model_cfg, estimator)
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
-            from .estimators.frozen import FoundationEmbedder
+            from .estimators.frozen import FoundationEmbedder  # lazy: keeps the backbone stack out of import neurofm
 
             head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
             embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
@@ -425,7 +426,7 @@ class ExperimentRun:
             )
             return _PreparedModel(name, model_cfg, head, embedder=embedder, weights=prepared.weights, prepared=prepared)
         if isinstance(model_cfg, NeuralFineTuneConfig):
-            from .estimators.neural import NeuralFineTuner
+            from .estimators.neural import NeuralFineTuner  # heavy: neurofm.estimators.neural loads torch
 
             tuner = NeuralFineTuner(
                 config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
@@ -626,8 +627,6 @@ def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str,
 
 
 def _meta(inputs: Inputs, seconds: float, timings: dict) -> dict:
-    import importlib.metadata as md
-
     versions = {}
     for pkg in ("neurofm", "torch", "braindecode", "mne", "scikit-learn", "numpy", "pandas"):
         try:

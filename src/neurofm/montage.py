@@ -61,7 +61,7 @@ def match_channels(input_names, target_names) -> dict[int, int]:
 
 @functools.cache
 def _template_montage():
-    import mne
+    import mne  # heavy: neurofm.adapt loads this module, not mne
 
     names = ("colin27_1005", "standard_1005")
     available = mne.channels.get_builtin_montages()
@@ -97,7 +97,7 @@ def standard_positions(names) -> dict[str, np.ndarray]:
 @functools.cache
 def _head_transform() -> np.ndarray:
     """The template's native frame -> MNE's head frame (4 x 4), from the template's own fiducials."""
-    import mne
+    import mne  # heavy: neurofm.adapt loads this module, not mne
 
     fiducials = _template_montage().get_positions()
     return mne.transforms.get_ras_to_neuromag_trans(fiducials["nasion"], fiducials["lpa"], fiducials["rpa"])
@@ -130,7 +130,7 @@ def interpolation_matrix(source_names, target_names) -> np.ndarray:
     -------
     weights : ndarray, shape (n_targets, n_sources)
     """
-    import mne
+    import mne  # heavy: neurofm.adapt loads this module, not mne
 
     source_names, target_names = list(source_names), list(target_names)
     positions = standard_positions(source_names + target_names)

@@ -13,7 +13,7 @@ __all__ = ["preprocess_raw", "describe_preprocessing"]
 
 def preprocess_raw(raw: Any, config: PreprocessingConfig | None) -> Any:
     """Apply ``config`` to a loaded ``mne.io.Raw`` (or ``mne.Epochs``) in place and return it."""
-    import mne
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     if config is None:
         return raw

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+from sklearn.metrics import confusion_matrix, roc_curve
 
 from .policy import load_yaml
 from .results import ExperimentResult
@@ -19,7 +21,7 @@ __all__ = ["pretraining_figure", "write_report"]
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -36,7 +38,7 @@ def _figure(fig_id: str, title: str, fig, caption: str = "") -> str:
 
 
 def _scores_figure(result: ExperimentResult) -> str:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     scores = result.scores
     metrics = list(dict.fromkeys(scores["Metric"]))
@@ -62,8 +64,7 @@ def _scores_figure(result: ExperimentResult) -> str:
 
 
 def _confusion_figure(result: ExperimentResult) -> str | None:
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     preds = result.predictions
     if not any(c.startswith("proba_") for c in preds.columns):
@@ -86,8 +87,7 @@ def _confusion_figure(result: ExperimentResult) -> str | None:
 
 
 def _roc_figure(result: ExperimentResult) -> str | None:
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     preds = result.predictions
     proba_cols = [c for c in preds.columns if c.startswith("proba_")]
@@ -114,7 +114,7 @@ def _roc_figure(result: ExperimentResult) -> str | None:
 
 
 def _training_figure(result: ExperimentResult) -> str | None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     history = result.get_model_artifacts(artifact_type="training_history")
     if history.empty:
@@ -163,8 +163,6 @@ def _adaptations(result: ExperimentResult) -> pd.DataFrame:
 
 def _comparisons(result: ExperimentResult) -> pd.DataFrame:
     """Every pair of models on the first metric, fold by fold."""
-    from itertools import combinations
-
     if result.scores.empty:
         return pd.DataFrame()
     metric = result.scores["Metric"].iloc[0]
@@ -207,7 +205,7 @@ _NOT_LOSSES = ("step", "lr", "seconds", "grad_norm", "code_accuracy")
 
 def pretraining_figure(history: pd.DataFrame):
     """Loss parts, codebook usage or code accuracy, and the learning rate against the step (a matplotlib figure)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     losses = [c for c in history.columns if c not in _NOT_LOSSES and not c.startswith(_USAGE_PREFIXES)]
     usage = [c for c in history.columns if c.startswith(_USAGE_PREFIXES)]
@@ -276,7 +274,7 @@ def write_report(results_dir: str | Path, output: str | Path | None = None) -> P
     path : Path
         The report; every figure is embedded, so the file stands alone.
     """
-    import matplotlib
+    import matplotlib  # heavy: neurofm --help loads this module, not matplotlib
 
     matplotlib.use("Agg")
     # Model, channel and column names are the user's (or a shared config's) strings: never TeX or mathtext,

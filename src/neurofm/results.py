@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from scipy import stats
 
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
@@ -124,8 +125,6 @@ class ExperimentResult:
         signed-rank p-value, and the corrected resampled t-test of Nadeau and
         Bengio (2003), which accounts for overlapping training sets across folds.
         """
-        from scipy import stats
-
         table = self.scores[self.scores["Metric"] == metric].pivot(index="Fold", columns="Model", values="Value")
         missing = [m for m in (model_a, model_b) if m not in table.columns]
         if missing:

@@ -214,7 +214,7 @@ class HDF5Source(WindowSource):
 
     def _read(self, start: int, stop: int) -> np.ndarray:
         if self._dataset is None:
-            import h5py
+            import h5py  # optional: the [lazy] extra
 
             self._dataset = h5py.File(self.filename, "r")[self.name]
         return self._dataset[self.start + start : self.start + stop]
@@ -296,7 +296,7 @@ def as_window_source(X: Any, picks: np.ndarray | None = None) -> WindowSource:
         return ZarrSource(X)
     if hasattr(X, "get_data") and hasattr(X, "info"):
         if picks is None:
-            import mne
+            import mne  # heavy: import neurofm does not load mne
 
             picks = mne.pick_types(X.info, eeg=True, meg=True, seeg=True, ecog=True, exclude="bads")
         return EpochsSource(X, picks)

@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from .configs import CheckpointConfig, DeviceConfig, TrainerConfig
 from .embed import autocast, full_batch
+from .metrics import score
 from .utils.logging import logger
 from .utils.prefetch import prefetched, to_pinned
 
@@ -55,8 +58,6 @@ def _trainable_state(net, on_host: bool = False) -> dict[str, Any]:
 
 
 def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
-    from .metrics import score
-
     out = {}
     if task == "classification":
         proba = _softmax(logits)
@@ -84,8 +85,6 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
     window's output does not depend on how many windows are predicted with
     it; at most one batch of extra compute per call.
     """
-    import torch
-
     net.to(device).eval()  # the batches go to device: so must the net (a reloaded one starts on the CPU)
     out = []
     # torch picks its fused attention kernels by the parameters' requires_grad flags even
@@ -143,8 +142,6 @@ def _micro_batches(X_t, y_t, order, batch_size: int, device_name: str):
 
 def _grad_scaler(precision: str, device_name: str):
     """The loss scaler fp16 training needs on CUDA (``None`` elsewhere: bf16 and fp32 need none)."""
-    import torch
-
     return torch.amp.GradScaler("cuda") if precision == "fp16" and device_name.startswith("cuda") else None
 
 
@@ -195,9 +192,6 @@ def train_network(
     verbose : bool
         Progress bar.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     # The loop seeds torch's global generator (dropout draws from it); the caller's stream continues afterwards
     # as if training had not run.
     devices = [torch.device(device_name)] if device_name.startswith("cuda") else []
@@ -258,8 +252,6 @@ def train_network(
 
 
 def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str):
-    import torch
-
     if task != "classification":
         return torch.nn.MSELoss()
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
@@ -385,8 +377,6 @@ class OptimizerSteps:
 
     def step(self) -> StepResult:
         """Apply the accumulated gradients, unless a loss or the gradient is not finite."""
-        import torch
-
         scaler, optimizer = self.scaler, self.optimizer
         lr = self.lr
         if scaler:
@@ -481,8 +471,6 @@ class _Epochs:
 
     def validate(self, X_val, y_val, metrics) -> dict[str, float]:
         """Validation loss and metrics of the network as it is now."""
-        import torch
-
         val_out = predict_network(self.net, X_val, self.trainer.batch_size, self.device_name, self.precision)
         val_target = torch.from_numpy(y_val.astype(np.int64 if self.task == "classification" else np.float32))
         scores: dict[str, float] = {}

@@ -6,6 +6,7 @@ every dataset reader of :mod:`neurofm.loaders` returns through.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .configs import WindowConfig
+from .data import sensor_positions
 from .exceptions import DataValidationError
 from .utils.logging import logger
 
@@ -25,8 +27,7 @@ def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
     The column lets models pretrained with recording-level statistics (REVE)
     normalise each window with its own recording's.
     """
-    import mne
-    import pandas as pd
+    import mne  # heavy: import neurofm loads this module, not mne
 
     if not epochs_list:
         raise DataValidationError("No windows were found in the given recordings; check the paths and event names.")
@@ -39,8 +40,6 @@ def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
     if len(epochs_list) == 1:
         return epochs_list[0]
     # Offsets keep event samples of different recordings apart.
-    import warnings
-
     with mne.utils.use_log_level("warning"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Concatenation of Annotations", category=RuntimeWarning)
         return mne.concatenate_epochs(epochs_list, add_offset=True, on_mismatch=on_mismatch, verbose=False)
@@ -89,7 +88,7 @@ def windows_from_raw(
     epochs : mne.Epochs
         With ``metadata`` holding ``label`` (event-locked) and the given columns.
     """
-    import mne
+    import mne  # heavy: import neurofm loads this module, not mne
 
     # The threshold is in volts, so it applies to EEG channels; MEG-only recordings are not rejected by it.
     has_eeg = "eeg" in raw.get_channel_types()
@@ -141,7 +140,7 @@ def windows_from_raw(
 
 def _recorded_events(raw: Any, event_id: Mapping[str, int] | None) -> tuple[np.ndarray, dict[str, int] | None]:
     """Events of a recording: its annotations or, when it has none, its stim channel."""
-    import mne
+    import mne  # heavy: import neurofm loads this module, not mne
 
     if len(raw.annotations):
         events, found = mne.events_from_annotations(raw, event_id=dict(event_id) if event_id else None, verbose=False)
@@ -190,8 +189,8 @@ def windows_from_recordings(
         Metadata holds ``recording`` (its position in ``recordings``),
         ``label`` and the columns of ``recording_metadata``.
     """
-    import mne
-    from mne.io import BaseRaw
+    import mne  # heavy: import neurofm loads this module, not mne
+    from mne.io import BaseRaw  # heavy: import neurofm loads this module, not mne
 
     raws = [recordings] if isinstance(recordings, BaseRaw) else list(recordings)
     if not raws or not all(isinstance(raw, BaseRaw) for raw in raws):
@@ -280,9 +279,7 @@ def _check_recordings_match(raws: list) -> set[str]:
 
 def _warn_if_heads_moved(raws: list) -> None:
     """MEG sensors sit elsewhere relative to the head in each recording; say so when it matters."""
-    import mne
-
-    from .data import sensor_positions
+    import mne  # heavy: import neurofm loads this module, not mne
 
     meg = mne.pick_types(raws[0].info, meg=True, ref_meg=False, exclude=())
     if not len(meg) or len(raws) < 2:

@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..exceptions import ConfigError
+from ..policy import allow_imports as allow
+from ..policy import load_yaml
 from ..utils.files import atomic_write
 
 
@@ -43,9 +45,6 @@ class BaseConfig(BaseModel):
             by import path, as :func:`neurofm.allow_imports` allows them (for
             this process). A config file alone can never allow an import.
         """
-        from ..policy import allow_imports as allow
-        from ..policy import load_yaml
-
         if allow_imports:
             allow(allow_imports)
         where = f" in {source}" if isinstance(source, Path) or _looks_like_path(source) else ""

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..policy import check_submitit_parameters
+from ..sharing import check_key_file_declared
 from ..utils.check import closest_matches, format_choices
 from .base import BaseConfig
 from .models import ClassicalModelConfig, FrozenBackboneDecoderConfig, ModelConfig
@@ -157,8 +159,6 @@ class ExecutionConfig(BaseConfig):
     @field_validator("submitit_parameters")
     @classmethod
     def _resource_requests_only(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from ..policy import check_submitit_parameters
-
         check_submitit_parameters(value)
         return value
 
@@ -302,8 +302,6 @@ class ExperimentConfig(BaseConfig):
     def _consistent(self) -> ExperimentConfig:
         if not self.models:
             raise ValueError("models is empty; name at least one model, e.g. {'lr': ClassicalModelConfig(...)}.")
-        from ..sharing import check_key_file_declared
-
         check_key_file_declared(self.shared_folders, self.shared_key_file)
         allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
         for metric in self.metrics or []:
@@ -319,6 +317,7 @@ class ExperimentConfig(BaseConfig):
                 f"CV strategy {self.cv.strategy!r} stratifies by class and cannot be used for regression; "
                 "use 'kfold' or 'group_kfold'."
             )
+        # import cycle: estimators.classical imports adapt, which imports configs
         from ..estimators.classical import check_estimator_task
 
         # A classifier fitted on a regression target predicts only the values it saw (and the reverse fails

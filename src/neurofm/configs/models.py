@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
+from ..policy import check_estimator_import, check_estimator_params_are_data
 from ..utils.check import format_choices
 from .base import BaseConfig
 
@@ -37,8 +38,8 @@ class ClassicalModelConfig(BaseConfig):
     @field_validator("estimator")
     @classmethod
     def _known_estimator(cls, value: str) -> str:
+        # import cycle: estimators.classical imports adapt, which imports configs
         from ..estimators.classical import NAMED_ESTIMATORS, resolve_estimator_class
-        from ..policy import check_estimator_import
 
         if "." in value and value not in NAMED_ESTIMATORS:
             check_estimator_import(value)  # before importing anything: a config may not choose the code to run
@@ -48,8 +49,6 @@ class ClassicalModelConfig(BaseConfig):
     @field_validator("params")
     @classmethod
     def _params_are_data(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from ..policy import check_estimator_params_are_data
-
         check_estimator_params_are_data(value)
         return value
 
@@ -159,12 +158,14 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     @field_validator("model_key")
     @classmethod
     def _known_model(cls, value: str) -> str:
+        # import cycle: models.registry imports adapt, which imports configs
         from ..models.registry import get_model_spec
 
         return get_model_spec(value).key  # raises UnknownModelError with suggestions
 
     @model_validator(mode="after")
     def _pooling_supported(self) -> FoundationEmbeddingModelConfig:
+        # import cycle: models.registry imports adapt, which imports configs
         from ..models.registry import get_model_spec
 
         spec = get_model_spec(self.model_key)
@@ -403,12 +404,14 @@ class NeuralFineTuneConfig(BaseConfig):
     @field_validator("model_key")
     @classmethod
     def _known_model(cls, value: str) -> str:
+        # import cycle: models.registry imports adapt, which imports configs
         from ..models.registry import get_model_spec
 
         return get_model_spec(value).key
 
     @model_validator(mode="after")
     def _supported(self) -> NeuralFineTuneConfig:
+        # import cycle: models.registry imports adapt, which imports configs
         from ..models.registry import get_model_spec
 
         spec = get_model_spec(self.model_key)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, is_classifier, is_regressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils import all_estimators
 
+from ..adapt import working_unit_scale
 from ..exceptions import ConfigError
 from ..utils.check import closest_matches, format_choices
 
@@ -76,7 +78,7 @@ class BandPower(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        from scipy.signal import welch
+        from scipy.signal import welch  # start-up: scipy.signal would add ~200 ms to import neurofm
 
         X = np.asarray(X, dtype=np.float64)
         bands = self.bands or DEFAULT_BANDS
@@ -199,13 +201,13 @@ class NamedEstimator:
 
 
 def _logistic(random_state):
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # start-up: would add ~100 ms to import neurofm
 
     return LogisticRegression(max_iter=1000, random_state=random_state)
 
 
 def _ridge():
-    from sklearn.linear_model import RidgeCV
+    from sklearn.linear_model import RidgeCV  # start-up: would add ~100 ms to import neurofm
 
     # The penalty is chosen per training partition by efficient leave-one-out, so one default fits features
     # of any scale (band powers standardised, tangent vectors not) without a nested CV by hand.
@@ -221,8 +223,8 @@ def _bandpower_ridge(sfreq: float, random_state: int | None):
 
 
 def _csp_lda(sfreq: float, random_state: int | None):
-    from mne.decoding import CSP
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from mne.decoding import CSP  # heavy: import neurofm does not load mne
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # start-up: ~100 ms on import neurofm
 
     return make_pipeline(
         RankProjection(), CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis()
@@ -230,8 +232,8 @@ def _csp_lda(sfreq: float, random_state: int | None):
 
 
 def _ts_lr(sfreq: float, random_state: int | None):
-    from pyriemann.estimation import Covariances
-    from pyriemann.tangentspace import TangentSpace
+    from pyriemann.estimation import Covariances  # heavy: pyriemann loads torch
+    from pyriemann.tangentspace import TangentSpace  # heavy: pyriemann loads torch
 
     # No standardising of the tangent vectors (MOABB's "Tangent Space LR" has none either): with hundreds
     # of sensors it lifts thousands of noise features to the size of the informative ones. On simulated
@@ -242,16 +244,16 @@ def _ts_lr(sfreq: float, random_state: int | None):
 
 
 def _ts_ridge(sfreq: float, random_state: int | None):
-    from pyriemann.estimation import Covariances
-    from pyriemann.tangentspace import TangentSpace
+    from pyriemann.estimation import Covariances  # heavy: pyriemann loads torch
+    from pyriemann.tangentspace import TangentSpace  # heavy: pyriemann loads torch
 
     # Tangent space + ridge: the Riemannian regression of Sabbagh et al. (NeurIPS 2019; NeuroImage 2020).
     return make_pipeline(RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), _ridge())
 
 
 def _xdawn_ts_lr(sfreq: float, random_state: int | None):
-    from pyriemann.estimation import XdawnCovariances
-    from pyriemann.tangentspace import TangentSpace
+    from pyriemann.estimation import XdawnCovariances  # heavy: pyriemann loads torch
+    from pyriemann.tangentspace import TangentSpace  # heavy: pyriemann loads torch
 
     return make_pipeline(
         RankProjection(),
@@ -299,8 +301,6 @@ def list_estimators(task: Literal["classification", "regression"] | None = None)
 
 @functools.cache
 def _sklearn_estimators() -> dict[str, type]:
-    from sklearn.utils import all_estimators
-
     return dict(all_estimators())
 
 
@@ -336,8 +336,6 @@ def resolve_estimator_class(name: str) -> type | NamedEstimator:
 
 def _task_of(estimator: Any) -> Literal["classification", "regression"] | None:
     """What scikit-learn's tags say ``estimator`` does; ``None``: neither, or no tags to read."""
-    from sklearn.base import is_classifier, is_regressor
-
     try:
         return "classification" if is_classifier(estimator) else "regression" if is_regressor(estimator) else None
     except AttributeError:  # not derived from BaseEstimator: scikit-learn has no tags for it
@@ -497,8 +495,6 @@ def build_window_estimator(
     every channel to (EEG-equivalent) microvolts, so EEG and MEG enter on one
     scale; covariance baselines then project onto the windows' rank.
     """
-    from ..adapt import working_unit_scale
-
     target = resolve_estimator_class(name)
     if isinstance(target, NamedEstimator):
         estimator = target.factory(sfreq, random_state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import warnings
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from ..adapt import (
     check_recordings,
@@ -31,6 +33,7 @@ from ..devices import (
 )
 from ..embed import embed_windows, resolve_batch_size, warn_slow_precision
 from ..exceptions import ConfigError
+from ..models.hf import check_hf_checkpoint
 from ..models.registry import create_backbone, get_model_spec
 from ..models.weights import (
     WeightsSource,
@@ -55,8 +58,6 @@ EXTRACTION_VERSION = 2
 
 def _library_versions(backend: str) -> dict[str, str | None]:
     """Versions of the code that builds and runs the backbone (architectures and initialisations change)."""
-    import importlib.metadata as md
-
     names = ("torch", "braindecode") + (("transformers",) if backend == "hugging_face" else ())
     out = {}
     for name in names:
@@ -297,8 +298,6 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     def _check_weights(self, spec):
         source = resolve_weights(spec, self.weights)
         if self.backend == "hugging_face":
-            from ..models.hf import check_hf_checkpoint
-
             check_hf_checkpoint(source, self.trust_remote_code)
         elif source.kind in ("directory", "hub"):
             directory_weights_file(Path(source.location), spec)
@@ -536,8 +535,6 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             )
         out: np.ndarray | None = None
         n_computed = 0
-        from tqdm.auto import tqdm
-
         desc = f"Embedding with {self.model_key}"
         with tqdm(total=len(source), desc=desc, unit="win", disable=not self.verbose, leave=False) as bar:
             statistics = self.window_statistics(recordings)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapt import (
@@ -414,8 +415,6 @@ class NeuralFineTuner(BaseEstimator):
             param.requires_grad_(True)
 
     def _validation_split(self, y_index, groups, cfg) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
-
         idx = np.arange(len(y_index))
         fraction = cfg.trainer.validation_fraction
         if fraction <= 0:

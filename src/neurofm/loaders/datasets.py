@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..configs import PreprocessingConfig
 from ..exceptions import DataValidationError
+from ..montage import standard_spelling
 from ..preprocess import preprocess_raw
 from ..windows import _concat, windows_from_raw
 
@@ -65,7 +66,7 @@ def load_eegmmi(
         (movement/imagery) are metadata columns. Channel names follow the 10-05
         system (PhysioNet's trailing dots removed).
     """
-    import mne
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     epochs_list = []
     for subject in subjects:
@@ -165,7 +166,7 @@ def read_muse_csv(path: str | Path) -> tuple[Any, np.ndarray]:
     The sampling rate is estimated from the timestamps; the four EEG columns
     ``TP9, AF7, AF8, TP10`` are kept (``Right AUX`` is not EEG).
     """
-    import mne
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     table = pd.read_csv(path)
     channels = ["TP9", "AF7", "AF8", "TP10"]
@@ -228,9 +229,7 @@ def load_uci_smni(
         ``s2_nomatch``); ``subject`` and ``group`` (``alcoholic``/``control``,
         a subject-level label) are metadata columns.
     """
-    import mne
-
-    from ..montage import standard_spelling
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     folders = sorted(p for p in Path(root).glob("co2*") if p.is_dir())
     if subjects is not None:

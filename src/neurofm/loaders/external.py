@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from ..configs import PreprocessingConfig
+from ..data import UNIT_TO_SI
 from ..exceptions import DataValidationError
 from ..preprocess import preprocess_raw
+from ..utils.check import closest_matches, soft_import
 from ..windows import _concat, windows_from_raw
 
 
@@ -31,9 +33,7 @@ def from_braindecode(dataset: Any, units: str = "V") -> Any:
         ``label`` is each window's target; the columns of each recording's
         ``description`` (subject, session, run ...) become metadata.
     """
-    import mne
-
-    from ..data import UNIT_TO_SI
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     parts, rows, info = [], [], None
     for recording in getattr(dataset, "datasets", [dataset]):
@@ -99,7 +99,7 @@ def from_moabb(
     epochs : mne.Epochs
         In volts, with ``label``, ``subject``, ``session`` and ``run`` metadata.
     """
-    import mne
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     subject_list = list(getattr(dataset, "subject_list", []))
     if not hasattr(dataset, "get_data") or not subject_list:
@@ -154,11 +154,9 @@ def from_moabb(
 
 def _moabb_objects(config: Any) -> tuple[Any, Any]:
     """The MOABB data set and paradigm a :class:`~neurofm.configs.MoabbConfig` names."""
-    from ..utils.check import closest_matches, soft_import
-
     soft_import("moabb", "Loading MOABB data sets")
-    import moabb.datasets
-    import moabb.paradigms
+    import moabb.datasets  # optional: the [moabb] extra
+    import moabb.paradigms  # optional: the [moabb] extra
 
     def build(module: Any, name: str, params: dict, what: str) -> Any:
         cls = getattr(module, name, None)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..configs import DataConfig
 from ..exceptions import DataValidationError
+from ..utils.files import resolve_path
 from .datasets import load_eegmmi, load_muse_csv, load_uci_smni
 from .external import _moabb_objects, from_moabb
 from .recordings import load_bids, load_recording
@@ -17,8 +18,6 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
 
     Relative paths are taken from ``base_dir`` (the config file's folder).
     """
-    from ..utils.files import resolve_path
-
     path = resolve_path(config.path or ".", base_dir)
     events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
     common = {"preprocessing": config.preprocessing, "reject_peak_to_peak": config.reject_peak_to_peak}

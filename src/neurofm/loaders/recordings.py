@@ -9,6 +9,7 @@ from typing import Any
 from ..configs import PreprocessingConfig
 from ..exceptions import DataValidationError
 from ..preprocess import preprocess_raw
+from ..utils.check import soft_import
 from ..windows import _concat, windows_from_raw
 
 
@@ -24,7 +25,7 @@ def load_recording(path: str | Path, *, preprocessing: PreprocessingConfig | Non
     **window_args
         Passed to :func:`windows_from_raw`.
     """
-    import mne
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
     path = Path(path)
     if not path.exists():
@@ -69,8 +70,6 @@ def load_bids(
     epochs : mne.Epochs
         With ``subject``, ``session``, ``task`` and ``run`` metadata columns.
     """
-    from ..utils.check import soft_import
-
     mne_bids = soft_import("mne_bids", "Reading BIDS data sets")
     as_list = lambda v: None if v is None else [str(x) for x in v]  # noqa: E731
     paths = mne_bids.find_matching_paths(

@@ -9,23 +9,22 @@ sets ``trust_remote_code=True``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import WeightsError
 from ..utils.check import soft_import
+from .weights import LoadedBackbone, WeightsSource, state_dict_hash
 
 if TYPE_CHECKING:
     from .specs import ModelSpec
-    from .weights import LoadedBackbone, WeightsSource
 
 __all__ = ["check_hf_checkpoint", "load_hf_backbone", "extract_hf_tokens"]
 
 
 def check_hf_checkpoint(source: WeightsSource, trust_remote_code: bool) -> None:
     """Refuse, before anything runs, a checkpoint this backend cannot or may not load."""
-    import json
-    from pathlib import Path
-
     if source.kind not in ("directory", "hub"):
         raise WeightsError(
             f"backend='hugging_face' loads a transformers directory or hub id, got weights of kind {source.kind!r}; "
@@ -57,8 +56,6 @@ def extract_hf_tokens(module, x, signal) -> tuple[Any, None]:
 
 def load_hf_backbone(spec: ModelSpec, source: WeightsSource, *, trust_remote_code: bool = False) -> LoadedBackbone:
     """Load a transformers encoder from a local directory or the hub cache."""
-    from .weights import LoadedBackbone, state_dict_hash
-
     transformers = soft_import("transformers", "backend='hugging_face'", extra="hf")
     check_hf_checkpoint(source, trust_remote_code)
     try:

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..adapt import describe_normalization
 from ..exceptions import UnknownModelError
 from ..utils.check import closest_matches, format_choices
 from .specs import MODEL_SPECS, ModelSpec
+from .weights import LoadedBackbone, load_backbone
 
 if TYPE_CHECKING:
     from ..adapt import AdaptedSignal
-    from .weights import LoadedBackbone
 
 __all__ = ["create_backbone", "get_model_spec", "list_foundation_models", "list_model_keys", "model_conventions"]
 
@@ -96,8 +97,6 @@ def model_conventions(key: str) -> pd.DataFrame:
     (the authors' code, model card or paper; "unconfirmed: ..." where no
     primary source confirms it). ``neurofm models --details KEY`` prints it.
     """
-    from ..adapt import describe_normalization
-
     spec = get_model_spec(key)
     rows = [
         ("sfreq", f"{spec.sfreq:g} Hz", "resampled to it (polyphase)", ""),
@@ -210,8 +209,6 @@ def create_backbone(
     backbone : LoadedBackbone
         The module in eval mode plus a report of what was loaded.
     """
-    from .weights import load_backbone
-
     spec = get_model_spec(key)
     return load_backbone(
         spec,

@@ -21,7 +21,10 @@ tensors without a word (braindecode issue 992); neurofm refuses instead.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import WeightsError
 from ..sharing import EntryKey, check_trusted_folder, make_folders, share_with_group
-from ..utils.check import format_choices
+from ..utils.check import check_fits_in_memory, format_choices
 from ..utils.files import atomic_write
 from ..utils.logging import logger
 
@@ -120,8 +123,8 @@ def resolve_weights(spec: ModelSpec, weights: str | None) -> WeightsSource:
 
 
 def _cached_hub_snapshot(spec: ModelSpec, repo: str, revision: str | None) -> str:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import snapshot_download  # start-up: would add ~250 ms to import neurofm
+    from huggingface_hub.errors import LocalEntryNotFoundError  # start-up: as snapshot_download
 
     try:
         return snapshot_download(repo_id=repo, revision=revision, local_files_only=True)
@@ -141,8 +144,6 @@ def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None)
     Memos are read only from a private cache or, in a shared one, when keyed
     with ``key``: a planted memo would give other weights this file's identity.
     """
-    import time
-
     stat = path.stat()
     memo = None
     # A file rewritten within the file system's timestamp granularity keeps its mtime
@@ -235,14 +236,12 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     checkpoint rewritten while a run uses it can never pass for the one that
     was identified (and cached under) earlier.
     """
-    import io
-
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     try:
         data, digest = _bytes_and_digest(path)
         if path.suffix == ".safetensors":
-            from safetensors.torch import load
+            from safetensors.torch import load  # heavy: loads torch
 
             state = load(data)
         else:
@@ -298,8 +297,6 @@ def _is_published(spec: ModelSpec, source: WeightsSource) -> bool:
 
 def _restore_types(config: dict[str, Any]) -> dict[str, Any]:
     """braindecode writes module classes as dotted strings; turn them back into classes."""
-    import importlib
-
     restored = {}
     for key, value in config.items():
         if isinstance(value, str) and value.startswith("torch.nn."):
@@ -322,9 +319,7 @@ def _check_model_fits_in_memory(spec: ModelSpec, signal: AdaptedSignal, kwargs: 
     dimensions are cheap to check. A model whose construction computes on real values cannot be built there;
     the real build is then the check (its MemoryError becomes a WeightsError naming the dimensions).
     """
-    import torch
-
-    from ..utils.check import check_fits_in_memory
+    import torch  # heavy: import neurofm does not load torch
 
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
@@ -358,7 +353,7 @@ def check_loaded_weights(identified: dict[str, Any], loaded: LoadedBackbone) -> 
 
 def state_dict_hash(module: torch.nn.Module) -> str:
     """Hash of every tensor of the module's state dict (names, shapes, bytes)."""
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(module.state_dict().items()):
@@ -418,11 +413,11 @@ def load_backbone(
 
     See :func:`neurofm.models.create_backbone` for the parameters.
     """
-    import torch
+    import torch  # heavy: import neurofm does not load torch
 
     source = resolve_weights(spec, weights)
     if backend == "hugging_face":
-        from .hf import load_hf_backbone
+        from .hf import load_hf_backbone  # import cycle: models.hf imports models.weights
 
         return load_hf_backbone(spec, source, trust_remote_code=trust_remote_code)
 

@@ -24,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mne
 import numpy as np
 
+from ..adapt import plan_adaptation
+from ..data import SignalInfo
 from ..exceptions import AdaptationError, DataValidationError
+from ..loaders import load_data, read_muse_csv
+from ..preprocess import preprocess_raw
 from ..utils.files import resolve_path
 from ..utils.logging import logger
 from .config import CorpusConfig
@@ -59,11 +64,7 @@ def find_recordings(config: CorpusConfig, base_dir: str | Path = ".") -> list[Pa
 
 
 def _read(path: Path) -> Any:
-    import mne
-
     if path.suffix.lower() == ".csv":
-        from ..loaders import read_muse_csv
-
         return read_muse_csv(path)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -180,8 +181,6 @@ class Corpus:
         if isinstance(item, Path):
             raw = _read(item)
             return raw if header_only else raw.load_data(verbose=False)
-        from ..loaders import load_data
-
         source = self.config.sources[int(item.split(":", 1)[1])]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -199,9 +198,6 @@ class Corpus:
         return epochs
 
     def _plan(self, signal: Any, eeg: list[str]) -> Any:
-        from ..adapt import plan_adaptation
-        from ..data import SignalInfo
-
         return plan_adaptation(self.spec, SignalInfo(self.sfreq, tuple(eeg), ("V",) * len(eeg)), self.n_times)
 
     def _count_windows(self, signal: Any) -> int:
@@ -235,8 +231,6 @@ class Corpus:
         return plan.apply(windows), tuple(plan.target.ch_names)
 
     def _preprocess(self, raw: Any) -> None:
-        from ..preprocess import preprocess_raw
-
         nyquist = raw.info["sfreq"] / 2
         steps = self.config.preprocessing.model_copy(update={"picks": None})
         # A recording cannot carry frequencies at or above its Nyquist rate: skip what does not apply.
@@ -270,6 +264,4 @@ class Corpus:
 
 
 def _eeg_picks(raw: Any) -> list[int]:
-    import mne
-
     return list(mne.pick_types(raw.info, eeg=True, exclude=[]))

@@ -133,7 +133,7 @@ class VQNSPTokenizer(nn.Module):
         quantizer_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-        from braindecode.models import Labram
+        from braindecode.models import Labram  # heavy: import neurofm.pretrain does not load braindecode (~5 s)
 
         width = labram_token_width(patch_size)
         self.patch_size, self.n_patches = patch_size, n_times // patch_size

@@ -138,7 +138,7 @@ def claim_folder(folder: str | Path, kind: str, own_names: frozenset[str], key: 
             )
     make_folders(folder, key)
     if info is None:  # (also when a folder of neurofm's names only is taken over)
-        from .. import __version__
+        from .. import __version__  # import cycle: neurofm imports utils.files (before it sets __version__)
 
         text = json.dumps({"neurofm": __version__, "kind": kind}) + "\n"
         atomic_write(marker, lambda tmp: tmp.write_text(text))

@@ -84,7 +84,7 @@ def to_pinned(array, device: str):
     From page-locked memory a copy to the GPU runs asynchronously
     (``.to(device, non_blocking=True)``), overlapping the GPU's work.
     """
-    import torch
+    import torch  # heavy: embed imports this module without loading torch
 
     tensor = torch.from_numpy(array)
     return tensor.pin_memory() if device.startswith("cuda") else tensor
