@@ -92,16 +92,9 @@ def _tuner(tmp_path, device="cuda", **device_settings):
     )
 
 
-@needs_no_gpu
-def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, windows_19ch):
-    shape = (8, 19, 800)
-    with pytest.raises(ConfigError, match="CUDA is not available here"):
-        _tuner(tmp_path).check_input(shape)
-    _tuner(tmp_path).check_input(shape, device_here=False)
-    with pytest.raises(ConfigError, match="'fp16' needs a CUDA device"):  # wrong on every machine: refused anyway
-        _tuner(tmp_path, device="cpu", precision="fp16").check_input(shape, device_here=False)
-
-    embedder = FoundationEmbedder(
+def _cuda_embedder(tmp_path):
+    """A tiny CBraMod embedder named for CUDA (which the planning machine may lack)."""
+    return FoundationEmbedder(
         "cbramod",
         weights="random",
         sfreq=160.0,
@@ -111,6 +104,18 @@ def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, wi
         verbose=False,
         model_kwargs=get_model_spec("cbramod").tiny_kwargs,
     )
+
+
+@needs_no_gpu
+def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, windows_19ch):
+    shape = (8, 19, 800)
+    with pytest.raises(ConfigError, match="CUDA is not available here"):
+        _tuner(tmp_path).check_input(shape)
+    _tuner(tmp_path).check_input(shape, device_here=False)
+    with pytest.raises(ConfigError, match="'fp16' needs a CUDA device"):  # wrong on every machine: refused anyway
+        _tuner(tmp_path, device="cpu", precision="fp16").check_input(shape, device_here=False)
+
+    embedder = _cuda_embedder(tmp_path)
     with pytest.raises(ConfigError, match="CUDA is not available here"):
         copy.deepcopy(embedder).check_input(windows_19ch.shape)
     prepared = embedder.check_input(windows_19ch.shape, device_here=False)
@@ -125,16 +130,7 @@ def test_a_run_planned_without_a_gpu_for_gpu_workers_is_not_refused(tmp_path, wi
 @needs_no_gpu
 def test_fit_after_a_check_without_the_device_still_plans_without_it_but_warns(tmp_path, windows_19ch):
     """Deprecated for one release: the check's result, not the estimator, now carries 'planned elsewhere'."""
-    embedder = FoundationEmbedder(
-        "cbramod",
-        weights="random",
-        sfreq=160.0,
-        ch_names=list(STANDARD_1020_19),
-        device="cuda",
-        cache_dir=str(tmp_path),
-        verbose=False,
-        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-    )
+    embedder = _cuda_embedder(tmp_path)
     embedder.check_input(windows_19ch.shape, device_here=False)
     with pytest.warns(FutureWarning, match="prepared="):
         assert embedder.fit(windows_19ch).device_ is None
@@ -147,16 +143,7 @@ def test_a_worker_settles_auto_precision_for_the_device_the_planner_named(tmp_pa
     from neurofm.sources import as_window_source
     from neurofm.tasks import ExtractionTask, run_extraction
 
-    planned = FoundationEmbedder(
-        "cbramod",
-        weights="random",
-        sfreq=160.0,
-        ch_names=list(STANDARD_1020_19),
-        device="cuda",
-        cache_dir=str(tmp_path),
-        verbose=False,
-        model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-    )
+    planned = _cuda_embedder(tmp_path)
     planned.fit(windows_19ch, prepared=planned.check_input(windows_19ch.shape, device_here=False))
     assert planned.device_ is None and planned.precision_ == "auto"
     worker = copy.copy(planned)
