@@ -120,7 +120,7 @@ def test_fp16_overflow_steps_are_skipped_by_the_scaler_not_taken_for_divergence(
     def overflowing_scaler(precision, device_name):
         return torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=2.0**-64)
 
-    monkeypatch.setattr(neurofm.training, "_grad_scaler", overflowing_scaler)
+    monkeypatch.setattr(neurofm.training.steps, "_grad_scaler", overflowing_scaler)
     tuner, _ = _fitted(tmp_path, save="none")
     diagnostics = tuner.get_failure_diagnostics()
     assert diagnostics["overflow_steps"] == 1 and diagnostics["non_finite"] is None and not tuner.failed_
@@ -129,8 +129,8 @@ def test_fp16_overflow_steps_are_skipped_by_the_scaler_not_taken_for_divergence(
     def always_overflowing(precision, device_name):  # a scale no backing-off cures: that is divergence
         return torch.amp.GradScaler("cpu", init_scale=2.0**127, backoff_factor=0.999)
 
-    monkeypatch.setattr(neurofm.training, "_grad_scaler", always_overflowing)
-    monkeypatch.setattr(neurofm.training, "MAX_OVERFLOWS_IN_A_ROW", 1)
+    monkeypatch.setattr(neurofm.training.steps, "_grad_scaler", always_overflowing)
+    monkeypatch.setattr(neurofm.training.steps, "MAX_OVERFLOWS_IN_A_ROW", 1)
     with pytest.warns(RuntimeWarning, match="Non-finite gradient"):
         diverged, _ = _fitted(tmp_path / "again", save="none")
     assert diverged.get_failure_diagnostics()["non_finite"]["what"] == "gradient"

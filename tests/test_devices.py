@@ -310,7 +310,7 @@ def test_prefetched_items_come_in_order_errors_surface_and_an_early_exit_stops_t
 
 
 def test_micro_batches_bound_for_a_gpu_are_the_same_batches_gathered_ahead(monkeypatch):
-    from neurofm.training import _micro_batches
+    from neurofm.training.finetune import _micro_batches
 
     X = torch.arange(40, dtype=torch.float32).reshape(10, 4)
     y = torch.arange(10)

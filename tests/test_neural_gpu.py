@@ -205,7 +205,7 @@ def test_fp16_overflow_steps_are_skipped_and_training_goes_on(dataset, tmp_path,
     def overflowing_scaler(precision, device_name):
         return torch.amp.GradScaler("cuda", init_scale=2.0**127, backoff_factor=2.0**-64)
 
-    monkeypatch.setattr(neurofm.training, "_grad_scaler", overflowing_scaler)
+    monkeypatch.setattr(neurofm.training.steps, "_grad_scaler", overflowing_scaler)
     X, y, meta, info = dataset
     config = NeuralFineTuneConfig(
         model_key=MODEL,

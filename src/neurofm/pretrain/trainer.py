@@ -28,7 +28,17 @@ from ..devices import deterministic_algorithms, resolve_precision
 from ..embed import autocast
 from ..exceptions import ConfigError
 from ..models.registry import get_model_spec
-from ..training import OptimizerSteps, warmup_cosine
+from ..training import (
+    Callback,
+    GradNormLog,
+    History,
+    NonFiniteGuard,
+    OptimizerSteps,
+    PeriodicCheckpoint,
+    ProgressBar,
+    TrainingLoop,
+    warmup_cosine,
+)
 from ..utils.files import resolve_path
 from ..utils.logging import logger
 from ..utils.prefetch import prefetched, to_pinned
@@ -253,9 +263,10 @@ def _finish(
 def _train_steps(
     config, run, world, model, trained, optimizer, objective, stream, start_step, precision, started
 ) -> float:
-    """The optimisation steps from ``start_step``; returns the last loss (mean over processes)."""
-    history_path = run / "history.csv"
-    progress = _progress(config, world, start_step)
+    """The optimisation steps from ``start_step`` (one round of the loop each); returns the last loss.
+
+    The loss is the mean over processes, as is every value in the history row.
+    """
     device_name = str(world.device)
     steps = OptimizerSteps(
         model,
@@ -267,39 +278,63 @@ def _train_steps(
         finite_everywhere=lambda local_ok: _all_finite(local_ok, world),
         start_step=start_step,
     )
-    loss_value = float("nan")
-    model.train()
-    for step in range(start_step, config.optimizer.max_steps):
+
+    def one_step(step: int):
         windows, ch_names = next(stream)
         x = windows.to(world.device, non_blocking=True)
         generator = _step_generator(config.seed, world.rank, step)
         with autocast(device_name, precision):
-            loss, parts = objective(trained, x, ch_names, generator)
-        steps.backward(loss)
-        result = steps.step()
-        if result.non_finite is not None:
-            raise FloatingPointError(
-                f"The pretraining {result.non_finite} became non-finite at step {step} (on "
-                f"{'this process' if result.micro_batch is not None or world.size == 1 else 'another process'}). "
-                "Lower optimizer.lr, keep clip_grad set, or check the corpus for flat or huge channels "
-                "(reject_peak_to_peak)."
-            )
-        if config.optimizer.clip_grad is not None:
-            parts["grad_norm"] = result.grad_norm
-        parts = _mean_over_processes({"loss": result.losses[0], **parts}, world)
-        loss_value = parts["loss"]
+            loss_and_parts = objective(trained, x, ch_names, generator)
+        yield loss_and_parts  # outside autocast: the backward pass runs in the loop
+
+    def save(done: int) -> None:
         if world.main:
-            row = {"step": step + 1, "lr": result.lr, **parts, "seconds": round(time.perf_counter() - started, 3)}
-            _append_history(history_path, row)
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}")
-        done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.optimizer.max_steps:
-            if world.main:
-                _save_checkpoint(run, done, model, optimizer, config.keep_checkpoints)
-            _barrier(world)
-    progress.close()
-    return loss_value
+            _save_checkpoint(run, done, model, optimizer, config.keep_checkpoints)
+        _barrier(world)
+
+    history_path = run / "history.csv"
+    callbacks = [
+        NonFiniteGuard(error=lambda loop, result: _diverged(loop, result, world)),
+        None if config.optimizer.clip_grad is None else GradNormLog(column="grad_norm"),
+        _MeanOverProcesses(world),
+        History(
+            (lambda row: _append_history(history_path, row)) if world.main else (lambda row: None),
+            since="run",
+            digits=3,
+        ),
+        ProgressBar(_progress(config, world, start_step), postfix="loss"),
+        PeriodicCheckpoint(config.checkpoint_every, config.optimizer.max_steps, save),
+    ]
+    loop = TrainingLoop(steps, one_step, _describe_step, [c for c in callbacks if c is not None])
+    loop.started = started
+    model.train()
+    loop.run(start_step, config.optimizer.max_steps)
+    return float("nan") if loop.last_record is None else loop.last_record["loss"]
+
+
+def _describe_step(loop: TrainingLoop) -> dict[str, Any]:
+    result = loop.last_result
+    return {"step": loop.index + 1, "lr": result.lr, "loss": result.losses[0], **loop.parts}
+
+
+def _diverged(loop: TrainingLoop, result, world: _World) -> FloatingPointError:
+    where = "this process" if result.micro_batch is not None or world.size == 1 else "another process"
+    return FloatingPointError(
+        f"The pretraining {result.non_finite} became non-finite at step {loop.index} (on {where}). "
+        "Lower optimizer.lr, keep clip_grad set, or check the corpus for flat or huge channels "
+        "(reject_peak_to_peak)."
+    )
+
+
+class _MeanOverProcesses(Callback):
+    """The record's losses and norms averaged over the processes (the step and learning rate are everyone's)."""
+
+    def __init__(self, world: _World):
+        self.world = world
+
+    def on_round_end(self, loop: TrainingLoop, record: dict[str, Any]) -> None:
+        values = {k: record.pop(k) for k in list(record) if k not in ("step", "lr")}
+        record.update(_mean_over_processes(values, self.world))
 
 
 class _Objective:

@@ -1,0 +1,309 @@
+"""Fine-tuning: a decoder trained in epochs on the shared loop, and its predictions.
+
+Each epoch is one round of :class:`~neurofm.training.loop.TrainingLoop`: the
+training windows in shuffled micro-batches, the optimiser (AdamW) stepping
+every ``grad_accumulation`` of them. After each epoch the validation windows
+are scored; the best epoch by the checkpoint monitor is kept in memory and
+restored before prediction, so the reported scores come from the checkpoint
+the user would reload, not from the last epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..configs import CheckpointConfig, DeviceConfig, TrainerConfig
+from ..embed import autocast, full_batch
+from ..metrics import score
+from ..utils.prefetch import prefetched, to_pinned
+from .loop import (
+    BestCheckpoint,
+    Callback,
+    EarlyStopping,
+    GradNormLog,
+    History,
+    NonFiniteGuard,
+    ProgressBar,
+    TrainingLoop,
+)
+from .steps import OptimizerSteps, warmup_cosine
+
+__all__ = ["TrainingOutcome", "predict_network", "train_network"]
+
+
+@dataclass
+class TrainingOutcome:
+    """What a training run produced besides the trained network."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    states: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> trainable state (for "all")
+
+
+def _trainable_state(net, on_host: bool = False) -> dict[str, Any]:
+    """What training can change: trainable parameters and buffers (e.g. normalisation statistics).
+
+    ``on_host``: copied to the CPU's memory. The per-epoch states of
+    ``save="all"`` grow with the epochs, and would fill a GPU's memory; the
+    best and last states (one copy each) stay on the device.
+    """
+    keep = {n for n, p in net.named_parameters() if p.requires_grad} | {n for n, _ in net.named_buffers()}
+    return {
+        k: v.detach().to("cpu", copy=True) if on_host else v.detach().clone()
+        for k, v in net.state_dict().items()
+        if k in keep
+    }
+
+
+def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
+    out = {}
+    if task == "classification":
+        proba = _softmax(logits)
+        classes = np.arange(logits.shape[1])
+        y_pred = proba.argmax(axis=1)
+        for metric in metrics:
+            out[metric] = score(metric, y_true, y_pred, proba, classes)
+    else:
+        for metric in metrics:
+            out[metric] = score(metric, y_true, logits[:, 0])
+    return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision: str = "fp32") -> np.ndarray:
+    """Raw outputs (logits or regression values) of ``net`` on adapted windows.
+
+    Every forward sees ``batch_size`` windows (a short last batch is padded
+    with copies of its own windows, :func:`neurofm.embed.full_batch`), so a
+    window's output does not depend on how many windows are predicted with
+    it; at most one batch of extra compute per call.
+    """
+    net.to(device).eval()  # the batches go to device: so must the net (a reloaded one starts on the CPU)
+    out = []
+    # torch picks its fused attention kernels by the parameters' requires_grad flags even
+    # without autograd; predicting with all flags off makes the outputs independent of
+    # which parameters were being trained, so a reloaded checkpoint predicts bit for bit alike.
+    flags = [(p, p.requires_grad) for p in net.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for start in range(0, len(X), batch_size):
+                rows, n_real = full_batch(X, start, batch_size)
+                # From page-locked memory on a GPU, so the copy overlaps; outputs stay there until one copy back.
+                out.append(net(to_pinned(rows, device).to(device, non_blocking=True))[:n_real].float())
+            return torch.cat(out).cpu().numpy() if out else np.zeros((0, 1), np.float32)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _micro_batches(X_t, y_t, order, batch_size: int, device_name: str):
+    """The epoch's ``(windows, targets)`` micro-batches in ``order``.
+
+    Bound for a GPU, a background thread gathers the next ones into
+    page-locked memory while the device trains on the current one (the
+    copies then run asynchronously); elsewhere they are gathered in turn.
+    The batches are the same either way.
+    """
+    pin = device_name.startswith("cuda")
+
+    def gathered():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = X_t[idx], y_t[idx]
+            yield (xb.pin_memory(), yb.pin_memory()) if pin else (xb, yb)
+
+    return prefetched(gathered()) if pin else gathered()
+
+
+def train_network(
+    net,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    task: str,
+    trainer: TrainerConfig,
+    checkpoints: CheckpointConfig,
+    device: DeviceConfig,
+    device_name: str,
+    class_weights: np.ndarray | None,
+    metrics: list[str],
+    seed: int,
+    stage_hook=None,
+    step_hook=None,
+    verbose: bool = True,
+) -> TrainingOutcome:
+    """Train ``net`` in place and restore its best epoch.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The decoder; parameters with ``requires_grad`` are trained.
+    X_train, y_train, X_val, y_val : ndarray
+        Adapted windows (float32) and targets (class indices or floats).
+    task : str
+        ``classification`` or ``regression``.
+    trainer, checkpoints, device : configs
+        Loop, checkpoint and precision settings.
+    device_name : str
+        Resolved torch device.
+    class_weights : ndarray | None
+        Per-class loss weights.
+    metrics : list of str
+        Metrics logged on the validation set each epoch.
+    seed : int
+        Seed of shuffling and dropout.
+    stage_hook : callable | None
+        ``stage_hook(epoch)`` before each epoch (two-stage training switches
+        what trains); returns True when the trainable set changed.
+    step_hook : callable | None
+        ``step_hook(global_step)`` after each optimiser step (AdaLoRA's rank allocation).
+    verbose : bool
+        Progress bar.
+    """
+    # The loop seeds torch's global generator (dropout draws from it); the caller's stream continues afterwards
+    # as if training had not run.
+    devices = [torch.device(device_name)] if device_name.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        net.to(device_name)
+        outcome = TrainingOutcome(
+            diagnostics={"non_finite": None, "grad_norms": [], "stopped_early": None, "overflow_steps": 0}
+        )
+        X_t = torch.from_numpy(X_train)
+        y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
+        n_micro = math.ceil(len(X_t) / trainer.batch_size)
+        steps_per_epoch = max(1, math.ceil(n_micro / trainer.grad_accumulation))
+        total, warmup = steps_per_epoch * trainer.max_epochs, int(round(trainer.warmup_epochs * steps_per_epoch))
+
+        def new_optimizer():
+            params = [p for p in net.parameters() if p.requires_grad]
+            return torch.optim.AdamW(params, lr=trainer.lr, weight_decay=trainer.weight_decay)
+
+        steps = OptimizerSteps(
+            net,
+            new_optimizer(),
+            lambda step: trainer.lr * warmup_cosine(step, warmup, total),
+            precision=device.precision,
+            device_name=device_name,
+            grad_clip=trainer.grad_clip,
+            accumulation=trainer.grad_accumulation,
+            after_update=step_hook,
+        )
+        loss_fn = _loss_function(task, class_weights, device_name)
+
+        def epoch(index: int):
+            net.train()
+            order = torch.randperm(len(X_t), generator=generator)
+            batches = _micro_batches(X_t, y_t, order, trainer.batch_size, device_name)
+            try:
+                for xb, yb in batches:
+                    yield _batch_loss(net, loss_fn, task, xb, yb, device_name, device.precision), {}
+            finally:
+                batches.close()  # a loop left early stops the gathering thread
+
+        best = BestCheckpoint(
+            checkpoints.monitor,
+            checkpoints.resolved_mode,
+            lambda on_host: _trainable_state(net, on_host),
+            keep_every=checkpoints.save == "all",
+        )
+        callbacks = [
+            None if stage_hook is None else _TrainingStages(stage_hook, new_optimizer),
+            NonFiniteGuard(outcome.diagnostics),
+            GradNormLog(diagnostics=outcome.diagnostics),
+            None
+            if X_val is None or not len(X_val)
+            else _Validation(net, X_val, y_val, task, trainer, device, device_name, loss_fn, metrics),
+            History(outcome.history.append),
+            ProgressBar(
+                tqdm(total=trainer.max_epochs, desc="Training", unit="epoch", disable=not verbose, leave=False)
+            ),
+            best,
+            None
+            if trainer.early_stopping_patience is None
+            else EarlyStopping(
+                checkpoints.monitor, checkpoints.resolved_mode, trainer.early_stopping_patience, outcome.diagnostics
+            ),
+        ]
+        loop = TrainingLoop(steps, epoch, _describe_epoch, [c for c in callbacks if c is not None])
+        loop.run(0, trainer.max_epochs)
+        outcome.best_epoch, outcome.best_value = best.best_index, best.best_value
+        outcome.states = best.states
+        outcome.diagnostics["overflow_steps"] = steps.overflow_steps
+        outcome.states["last"] = _trainable_state(net)
+        if "best" in outcome.states:
+            net.load_state_dict(outcome.states["best"], strict=False)
+        return outcome
+
+
+def _describe_epoch(loop: TrainingLoop) -> dict[str, Any]:
+    losses = loop.losses
+    return {
+        "epoch": loop.index,
+        "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        "lr": loop.steps.lr,
+    }
+
+
+def _batch_loss(net, loss_fn, task: str, xb, yb, device_name: str, precision: str):
+    xb, yb = xb.to(device_name, non_blocking=True), yb.to(device_name, non_blocking=True)
+    with autocast(device_name, precision):
+        out = net(xb)
+        return loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
+
+
+def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str):
+    if task != "classification":
+        return torch.nn.MSELoss()
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
+    return torch.nn.CrossEntropyLoss(weight=weight)
+
+
+class _TrainingStages(Callback):
+    """Two-stage training: before each epoch, ``stage_hook(epoch)`` may change what trains (a new optimiser then)."""
+
+    def __init__(self, stage_hook, new_optimizer):
+        self.stage_hook, self.new_optimizer = stage_hook, new_optimizer
+
+    def on_round_start(self, loop: TrainingLoop) -> None:
+        if self.stage_hook(loop.index):
+            loop.steps.new_optimizer(self.new_optimizer())
+
+
+class _Validation(Callback):
+    """Each epoch's validation loss and metrics, of the network as it is after the epoch."""
+
+    def __init__(self, net, X_val, y_val, task, trainer, device, device_name, loss_fn, metrics):
+        self.net, self.X_val, self.y_val, self.task = net, X_val, y_val, task
+        self.batch_size, self.precision, self.device_name = trainer.batch_size, device.precision, device_name
+        self.loss_fn, self.metrics = loss_fn, metrics
+
+    def on_round_end(self, loop: TrainingLoop, record: dict[str, Any]) -> None:
+        val_out = predict_network(self.net, self.X_val, self.batch_size, self.device_name, self.precision)
+        val_target = torch.from_numpy(self.y_val.astype(np.int64 if self.task == "classification" else np.float32))
+        with torch.no_grad():
+            val_logits = torch.from_numpy(val_out)
+            if self.task == "classification":
+                record["val_loss"] = float(self.loss_fn.cpu()(val_logits, val_target))
+                self.loss_fn.to(self.device_name)
+            else:
+                record["val_loss"] = float(torch.nn.functional.mse_loss(val_logits[:, 0], val_target))
+        record.update({f"val_{k}": v for k, v in _scores(self.task, self.y_val, val_out, self.metrics).items()})
