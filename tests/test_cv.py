@@ -320,7 +320,7 @@ def test_no_group_is_ever_on_both_sides_of_a_fold(small_dataset, cache_dir, monk
 
     experiment = Experiment(ExperimentConfig.from_yaml(text))
     if outcome == "refused at run":
-        monkeypatch.setattr("neurofm.experiment.windows_from_recordings", _no_compute)
+        monkeypatch.setattr("neurofm.windows.windows_from_recordings", _no_compute)
         monkeypatch.setattr(BandPower, "fit", _no_compute)
         raws, labels = _recordings(small_dataset)
         with pytest.raises(ConfigError, match="keep each recording's windows together") as err:

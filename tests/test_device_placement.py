@@ -52,6 +52,7 @@ def quantize_in_place_on_meta(monkeypatch):
     each layer where it is moved; a backbone left on the CPU around them mixes
     devices at the first forward). The layers stay full-precision ones.
     """
+    import neurofm.estimators.decoder_net as decoder_net
     import neurofm.estimators.neural as neural
 
     def quantize(backbone, quantization, exclude_prefixes, device, read_directly=()):
@@ -59,7 +60,7 @@ def quantize_in_place_on_meta(monkeypatch):
         assert devices == {torch.device(device).type}, f"backbone on {devices} when quantised for {device}"
         return [name for name, m in backbone.named_modules() if type(m) is torch.nn.Linear]
 
-    monkeypatch.setattr(neural, "quantize_linear_layers", quantize)
+    monkeypatch.setattr(decoder_net, "quantize_linear_layers", quantize)
     monkeypatch.setattr(neural, "check_quantization", lambda device: None)
 
 

@@ -54,7 +54,14 @@ from .sharing import EntryKey, check_trusted_folder, make_folders, share_with_gr
 from .utils.files import NO_ROOM_ERRNOS, atomic_write
 from .utils.logging import logger
 
-__all__ = ["CacheWriteError", "EmbeddingCache", "entry_checksums", "hash_windows", "stable_hash"]
+__all__ = [
+    "CacheWriteError",
+    "EmbeddingCache",
+    "embed_through_cache",
+    "entry_checksums",
+    "hash_windows",
+    "stable_hash",
+]
 
 _FORMAT_VERSION = "v2"  # v2: one checksum per entry
 _KEY_BYTES = 16
@@ -381,6 +388,63 @@ class EmbeddingCache:
             return
         text = json.dumps(self.manifest, indent=2, sort_keys=True, default=str)
         atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def embed_through_cache(
+    windows: np.ndarray,
+    cache: EmbeddingCache | None,
+    compute,
+    progress,
+    statistics: np.ndarray | None = None,
+    label: str = "the backbone",
+) -> tuple[np.ndarray, int]:
+    """Embeddings of ``windows``: those in ``cache`` read from it, the others computed and stored.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (n_windows, n_channels, n_times)
+    cache : EmbeddingCache | None
+        ``None``: every window is computed.
+    compute : callable
+        ``compute(windows, statistics) -> ndarray (n, dim)`` for the windows not found.
+    progress : callable
+        ``progress(n)`` for windows found (``compute`` reports its own).
+    statistics : ndarray | None
+        Each window's normalisation statistics: part of its key, since a window
+        normalised otherwise is another input.
+    label : str
+        What the warning about non-finite embeddings names.
+
+    Returns
+    -------
+    embeddings : ndarray of float32, shape (n_windows, dim)
+    n_computed : int
+        Windows that were not in the cache. Non-finite embeddings (an fp16
+        overflow) are returned but never stored, so a cache never serves them for good.
+    """
+    embeddings: np.ndarray | None = None
+    missing = np.ones(len(windows), dtype=bool)
+    if cache is not None:
+        keys = hash_windows(windows, statistics)
+        embeddings, found = cache.lookup(keys)
+        missing = ~found
+        progress(int(found.sum()))
+    n_missing = int(missing.sum())
+    if n_missing:
+        computed = compute(windows[missing], None if statistics is None else statistics[missing])
+        if embeddings is None:
+            embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
+        embeddings[missing] = computed
+        finite = np.isfinite(computed).all(axis=1)
+        if not finite.all():
+            logger.warning(
+                "%s gave non-finite embeddings for %d window(s); they are returned but not cached.",
+                label,
+                int((~finite).sum()),
+            )
+        if cache is not None:
+            cache.store(keys[missing][finite], computed[finite])
+    return embeddings, n_missing
 
 
 def _write_error(directory: Path, exc: OSError) -> CacheWriteError:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.metadata as md
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,19 +30,18 @@ import pandas as pd
 from sklearn.base import clone
 
 from .configs import (
-    GROUP_AWARE_STRATEGIES,
     ClassicalModelConfig,
     ExperimentConfig,
     FrozenBackboneDecoderConfig,
     NeuralFineTuneConfig,
 )
 from .cv import make_splits
-from .data import Inputs, is_continuous, prepare_inputs
+from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
-from .exceptions import ConfigError, DataValidationError
+from .exceptions import ConfigError
 from .execution import check_backend, computes_here, engine_session, map_tasks
 from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
-from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult
+from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
 from .tasks import (
@@ -62,10 +59,10 @@ from .tasks import (
     run_permutation,
     split_frame,
 )
-from .utils.check import format_choices, validate_type
+from .utils.check import validate_type
 from .utils.files import claim_folder
 from .utils.logging import log_level, logger
-from .windows import windows_from_recordings
+from .windows import experiment_windows
 
 __all__ = ["Experiment"]
 
@@ -212,7 +209,7 @@ class ExperimentRun:
         )
         check_backend(self._execution)
         started = time.perf_counter()
-        X, y, sample_metadata, recordings = _experiment_windows(X, y, sample_metadata, cfg)
+        X, y, sample_metadata, recordings = experiment_windows(X, y, sample_metadata, cfg)
         inputs = prepare_inputs(
             X,
             y,
@@ -341,7 +338,7 @@ class ExperimentRun:
             splits=pd.concat(split_rows, ignore_index=True),
             artifacts=pd.DataFrame(artifacts, columns=ARTIFACT_COLUMNS),
             config=cfg.model_dump(mode="json"),
-            meta=_meta(inputs, time.perf_counter() - started, timings),
+            meta=run_metadata(inputs, time.perf_counter() - started, timings),
         )
 
     def _features(self, inputs, splits, prepared, timings: dict[str, float]) -> dict[str, Any]:
@@ -539,80 +536,6 @@ def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:
     return inputs.extra["in_memory"]
 
 
-def _experiment_windows(X: Any, y: Any, sample_metadata: Any, cfg: Any) -> tuple[Any, Any, Any, dict | None]:
-    """An experiment's windows, labels and metadata: ``X`` as given, or cut from continuous recordings.
-
-    Parameters
-    ----------
-    X, y, sample_metadata
-        What :meth:`neurofm.Experiment.run` was given.
-    cfg : ExperimentConfig
-        Its ``windows`` say how to cut recordings; its ``cv`` must keep a
-        recording's windows together when ``y`` labels whole recordings.
-
-    Returns
-    -------
-    X, y, metadata, summary
-        The windows, their labels and metadata, and (when cut here) how many
-        came from each recording; ``summary`` is ``None`` for windows given.
-
-    Raises
-    ------
-    ConfigError, DataValidationError
-        When ``X`` and ``cfg.windows`` disagree, or labels per recording meet a CV that would split recordings.
-    """
-    if not is_continuous(X):
-        if cfg.windows is not None:
-            raise ConfigError(
-                "config.windows says how to cut continuous recordings, but X already holds windows; "
-                "set windows=None, or pass the mne.io.Raw recordings themselves."
-            )
-        return X, y, sample_metadata, None
-    if cfg.windows is None:
-        raise ConfigError(
-            "X is a continuous recording; say how to cut it into windows with ExperimentConfig(windows="
-            "WindowConfig(tmin=-0.1, tmax=0.5)) for windows around its events (labelled by them), or "
-            "WindowConfig(window=4.0) for fixed-length windows with one label per recording in y."
-        )
-    n_recordings = 1 if not isinstance(X, (list, tuple)) else len(X)
-    if y is not None:
-        if np.ndim(y) != 1 or len(y) != n_recordings:
-            raise DataValidationError(
-                f"With continuous recordings y gives one label per recording ({n_recordings}), got "
-                f"{np.shape(y)}; or leave y=None to label event-locked windows by their events."
-            )
-        if not cfg.cv.keeps_groups_apart:
-            # Windows of one recording share far more than its label; split across them and the score leaks.
-            raise ConfigError(
-                f"y labels whole recordings, so the CV must keep each recording's windows together, which "
-                f"strategy {cfg.cv.strategy!r} without a group_key does not: use one of the group-aware "
-                f"strategies {format_choices(GROUP_AWARE_STRATEGIES)} with a group_key, e.g. "
-                "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
-                "the metadata)."
-            )
-    epochs = windows_from_recordings(
-        X, cfg.windows, recording_metadata=sample_metadata, recording_labels=None if y is None else list(y)
-    )
-    metadata = epochs.metadata.reset_index(drop=True)
-    if y is not None and cfg.cv.group_key in metadata.columns:
-        # A per-window column (e.g. 'event') as group_key would split a recording across groups, hence folds.
-        spread = metadata.groupby("recording")[cfg.cv.group_key].nunique()
-        if (spread > 1).any():
-            raise ConfigError(
-                f"y labels whole recordings, but group_key={cfg.cv.group_key!r} puts the windows of recording(s) "
-                f"{spread.index[spread > 1].tolist()} in several groups, so a recording could be on both sides of "
-                "a fold; use group_key='recording' or a column of the recording metadata (one value per recording)."
-            )
-    counts = metadata["recording"].value_counts().sort_index()
-    summary = {
-        "n_recordings": n_recordings,
-        "windows_per_recording": [int(counts.get(i, 0)) for i in range(n_recordings)],
-        "labels_from": "events" if y is None else "one label per recording",
-    }
-    logger.info("Cut %d windows from %d recording(s)", len(metadata), n_recordings)
-    return epochs, metadata["label"].to_numpy(), metadata, summary
-
-
 def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str, Any]) -> Any:
     """A trainable model's windows: adapted once per run (shared by models of one plan), unless its recording
     statistics depend on the windows each fold's fit sees, which then adapts them itself."""
@@ -624,21 +547,3 @@ def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str,
     if key not in adapted:
         adapted[key] = model.prepared.adapt(windows)
     return adapted[key]
-
-
-def _meta(inputs: Inputs, seconds: float, timings: dict) -> dict:
-    versions = {}
-    for pkg in ("neurofm", "torch", "braindecode", "mne", "scikit-learn", "numpy", "pandas"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {
-        "versions": versions,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "n_windows": int(inputs.X.shape[0]),
-        "signal": inputs.info.to_dict() | {"n_times": int(inputs.X.shape[-1])},
-        "wall_seconds": round(seconds, 3),
-        "model_seconds": {k: round(v, 3) for k, v in timings.items()},
-    }

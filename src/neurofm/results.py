@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from scipy import stats
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
 from .utils.files import atomic_write, claim_folder, jsonable
+from .utils.versions import package_versions
 
 __all__ = ["ExperimentResult"]
 
@@ -184,3 +186,19 @@ class ExperimentResult:
         config = load_yaml((src / "config.yaml").read_text())
         meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").exists() else {}
         return cls(config=config, meta=meta, **tables)
+
+
+def run_metadata(inputs, seconds: float, timings: dict) -> dict:
+    """What a result records about its run: package versions, platform, the windows' signal, times.
+
+    ``inputs`` is the run's :class:`neurofm.data.Inputs`; ``timings`` each model's seconds.
+    """
+    return {
+        "versions": package_versions(("neurofm", "torch", "braindecode", "mne", "scikit-learn", "numpy", "pandas")),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "n_windows": int(inputs.X.shape[0]),
+        "signal": inputs.info.to_dict() | {"n_times": int(inputs.X.shape[-1])},
+        "wall_seconds": round(seconds, 3),
+        "model_seconds": {k: round(v, 3) for k, v in timings.items()},
+    }

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .configs import WindowConfig
-from .data import sensor_positions
-from .exceptions import DataValidationError
+from .configs import GROUP_AWARE_STRATEGIES, WindowConfig
+from .data import is_continuous, sensor_positions
+from .exceptions import ConfigError, DataValidationError
+from .utils.check import format_choices
 from .utils.logging import logger
 
-__all__ = ["windows_from_raw", "windows_from_recordings"]
+__all__ = ["experiment_windows", "windows_from_raw", "windows_from_recordings"]
 
 
 def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
@@ -297,3 +298,77 @@ def _warn_if_heads_moved(raws: list) -> None:
             "recordings, run mne.preprocessing.maxwell_filter(raw, destination=...) on each first.",
             1000 * shift,
         )
+
+
+def experiment_windows(X: Any, y: Any, sample_metadata: Any, cfg: Any) -> tuple[Any, Any, Any, dict | None]:
+    """An experiment's windows, labels and metadata: ``X`` as given, or cut from continuous recordings.
+
+    Parameters
+    ----------
+    X, y, sample_metadata
+        What :meth:`neurofm.Experiment.run` was given.
+    cfg : ExperimentConfig
+        Its ``windows`` say how to cut recordings; its ``cv`` must keep a
+        recording's windows together when ``y`` labels whole recordings.
+
+    Returns
+    -------
+    X, y, metadata, summary
+        The windows, their labels and metadata, and (when cut here) how many
+        came from each recording; ``summary`` is ``None`` for windows given.
+
+    Raises
+    ------
+    ConfigError, DataValidationError
+        When ``X`` and ``cfg.windows`` disagree, or labels per recording meet a CV that would split recordings.
+    """
+    if not is_continuous(X):
+        if cfg.windows is not None:
+            raise ConfigError(
+                "config.windows says how to cut continuous recordings, but X already holds windows; "
+                "set windows=None, or pass the mne.io.Raw recordings themselves."
+            )
+        return X, y, sample_metadata, None
+    if cfg.windows is None:
+        raise ConfigError(
+            "X is a continuous recording; say how to cut it into windows with ExperimentConfig(windows="
+            "WindowConfig(tmin=-0.1, tmax=0.5)) for windows around its events (labelled by them), or "
+            "WindowConfig(window=4.0) for fixed-length windows with one label per recording in y."
+        )
+    n_recordings = 1 if not isinstance(X, (list, tuple)) else len(X)
+    if y is not None:
+        if np.ndim(y) != 1 or len(y) != n_recordings:
+            raise DataValidationError(
+                f"With continuous recordings y gives one label per recording ({n_recordings}), got "
+                f"{np.shape(y)}; or leave y=None to label event-locked windows by their events."
+            )
+        if not cfg.cv.keeps_groups_apart:
+            # Windows of one recording share far more than its label; split across them and the score leaks.
+            raise ConfigError(
+                f"y labels whole recordings, so the CV must keep each recording's windows together, which "
+                f"strategy {cfg.cv.strategy!r} without a group_key does not: use one of the group-aware "
+                f"strategies {format_choices(GROUP_AWARE_STRATEGIES)} with a group_key, e.g. "
+                "CVConfig(strategy='stratified_group_kfold', group_key='recording') (or a subject column of "
+                "the metadata)."
+            )
+    epochs = windows_from_recordings(
+        X, cfg.windows, recording_metadata=sample_metadata, recording_labels=None if y is None else list(y)
+    )
+    metadata = epochs.metadata.reset_index(drop=True)
+    if y is not None and cfg.cv.group_key in metadata.columns:
+        # A per-window column (e.g. 'event') as group_key would split a recording across groups, hence folds.
+        spread = metadata.groupby("recording")[cfg.cv.group_key].nunique()
+        if (spread > 1).any():
+            raise ConfigError(
+                f"y labels whole recordings, but group_key={cfg.cv.group_key!r} puts the windows of recording(s) "
+                f"{spread.index[spread > 1].tolist()} in several groups, so a recording could be on both sides of "
+                "a fold; use group_key='recording' or a column of the recording metadata (one value per recording)."
+            )
+    counts = metadata["recording"].value_counts().sort_index()
+    summary = {
+        "n_recordings": n_recordings,
+        "windows_per_recording": [int(counts.get(i, 0)) for i in range(n_recordings)],
+        "labels_from": "events" if y is None else "one label per recording",
+    }
+    logger.info("Cut %d windows from %d recording(s)", len(metadata), n_recordings)
+    return epochs, metadata["label"].to_numpy(), metadata, summary

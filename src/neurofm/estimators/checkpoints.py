@@ -13,14 +13,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..adapt import plan_adaptation
 from ..adapters import PEFT_MODES
 from ..configs import NeuralFineTuneConfig
+from ..data import prepare_inputs
+from ..devices import resolve_device, resolve_precision
+from ..exceptions import ConfigError
+from ..models.registry import get_model_spec
 from ..utils.files import atomic_write
+from .decoder_net import build_decoder_net
 
-__all__ = ["CHECKPOINT_NAMES", "checkpoint_manifest", "mha_base_parameters", "read_checkpoint", "write_checkpoints"]
+__all__ = [
+    "CHECKPOINT_NAMES",
+    "checkpoint_manifest",
+    "mha_base_parameters",
+    "read_checkpoint",
+    "rebuild_from_checkpoint",
+    "write_checkpoints",
+]
 
 #: What neurofm puts in a checkpoints folder: one ``<model>-<train mode>-<12 hex>`` folder per saving fit.
 CHECKPOINT_NAMES = frozenset({"*-*-" + "[0-9a-f]" * 12})
@@ -124,3 +138,54 @@ def mha_base_parameters(peft_model) -> set[str]:
         if isinstance(base, torch.nn.MultiheadAttention) and hasattr(module, "lora_A"):
             names |= {f"{module_name}.base_layer.{n}" for n, _ in base.named_parameters()}
     return names
+
+
+def rebuild_from_checkpoint(cls, folder: Path, tag: str, device: str | None):
+    """A ``cls`` (:class:`~neurofm.estimators.neural.NeuralFineTuner`) rebuilt from a checkpoint folder and its
+    ``tag``'s weights, on ``device`` (``None``: the training config's, resolved here)."""
+    meta, cfg, state = read_checkpoint(folder, tag)
+    est = cls(
+        config=cfg,
+        sfreq=meta["signal"]["sfreq"],
+        ch_names=meta["signal"]["ch_names"],
+        units=meta["signal"]["units"],
+        sensor_positions=meta["signal"].get("sensor_positions"),
+        task=meta["task"],
+        random_state=meta["random_state"],
+        verbose=False,
+    )
+    spec = get_model_spec(cfg.model_key)
+    info = prepare_inputs(
+        np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32),
+        sfreq=est.sfreq,
+        ch_names=est.ch_names,
+        units=est.units,
+        positions=est.sensor_positions,
+    ).info
+    est.plan_ = plan_adaptation(
+        spec, info, meta["n_times_in"], cfg.adaptation, recordings_known=meta.get("recording_statistics", False)
+    )
+    try:
+        est.device_ = resolve_device(cfg.device.device if device is None else device)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} The checkpoint {folder} was trained with device={cfg.device.device!r}; "
+            "reload it with NeuralFineTuner.from_checkpoint(..., device='cpu')."
+        ) from None
+    est.precision_ = resolve_precision(cfg.device.precision, est.device_)
+    est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
+    n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
+    merged = meta["contents"] == "merged"
+    weights = "random" if meta["contents"] in ("full", "merged") else cfg.weights
+    est.net_ = build_decoder_net(
+        spec, cfg, est.plan_.target, n_outputs, weights, est.random_state, est.device_, 2, merged=merged
+    )[0]
+    result = est.net_.load_state_dict(state, strict=False)
+    if result.unexpected_keys or (meta["contents"] != "trainable" and result.missing_keys):
+        raise ConfigError(
+            f"Checkpoint {folder} does not fit the rebuilt model: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}."
+        )
+    est.net_.to(est.device_).eval()
+    est.history_ = meta["history"]
+    return est

@@ -6,10 +6,12 @@ from typing import Any
 
 import torch
 
-from ..adapters import mha_fastpath_disabled
+from ..adapters import PEFT_MODES, apply_adapters, mha_fastpath_disabled, quantize_linear_layers
 from ..embed import pool_tokens
+from ..models.registry import create_backbone
+from ..models.weights import check_loaded_weights
 
-__all__ = ["DecoderNet"]
+__all__ = ["DecoderNet", "build_decoder_net"]
 
 
 class DecoderNet(torch.nn.Module):
@@ -82,3 +84,42 @@ class DecoderNet(torch.nn.Module):
 def _device_of(module) -> Any:
     """The device of a module's first parameter (the CPU for one without parameters)."""
     return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
+def build_decoder_net(
+    spec, cfg, target, n_outputs, weights, random_state, device, total_steps, expected_weights=None, merged=False
+):
+    """The decoder ``fit`` trains and ``from_checkpoint`` rebuilds: the backbone on ``device`` (quantised, wrapped
+    by its adapters unless they were merged into a checkpoint's weights) under its head.
+
+    Returns ``(net, loaded, quantized_layers, peft_model)``; ``peft_model`` is ``None`` without adapters.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(random_state)
+        loaded = create_backbone(spec.key, target, weights, model_kwargs=cfg.model_kwargs, random_state=random_state)
+        if expected_weights is not None:
+            check_loaded_weights(expected_weights, loaded)
+        # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
+        # left behind on the CPU around its quantised layers would mix devices in every forward.
+        backbone = loaded.module.to(device)
+        quantized = (
+            quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, device, spec.weight_read_directly)
+            if cfg.quantized
+            else []
+        )
+        peft_model = None
+        if cfg.train_mode in PEFT_MODES and not merged:
+            peft_model = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, total_steps, cfg.peft_kwargs)
+            backbone = peft_model
+        net = DecoderNet(
+            backbone,
+            spec.extract,
+            target,
+            cfg.pooling,
+            n_outputs,
+            cfg.trainer.head,
+            cfg.trainer.head_hidden,
+            cfg.trainer.head_dropout,
+            fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged,
+        )
+    return net, loaded, quantized, peft_model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from ..adapt import (
     uses_recording_statistics,
     window_statistics,
 )
-from ..cache import EmbeddingCache, hash_windows, stable_hash
+from ..cache import EmbeddingCache, embed_through_cache, stable_hash
 from ..configs import AdaptationConfig
 from ..data import SignalInfo, prepare_inputs
 from ..devices import (
@@ -45,7 +44,7 @@ from ..models.weights import (
 from ..sharing import entry_key
 from ..sources import WindowSource, as_window_source
 from ..utils.check import format_choices
-from ..utils.logging import logger
+from ..utils.versions import package_versions
 from .prepared import PreparedInput, estimator_settings
 
 __all__ = ["FoundationEmbedder"]
@@ -58,14 +57,7 @@ EXTRACTION_VERSION = 2
 
 def _library_versions(backend: str) -> dict[str, str | None]:
     """Versions of the code that builds and runs the backbone (architectures and initialisations change)."""
-    names = ("torch", "braindecode") + (("transformers",) if backend == "hugging_face" else ())
-    out = {}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
-    return out
+    return package_versions(("torch", "braindecode") + (("transformers",) if backend == "hugging_face" else ()))
 
 
 class FoundationEmbedder(TransformerMixin, BaseEstimator):
@@ -551,41 +543,22 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     def _embed_chunk(
         self, windows: np.ndarray, cache: EmbeddingCache | None, progress, statistics: np.ndarray | None = None
     ) -> tuple[np.ndarray, int]:
-        embeddings: np.ndarray | None = None
-        missing = np.ones(len(windows), dtype=bool)
-        if cache is not None:
-            keys = hash_windows(windows, statistics)  # a window normalised otherwise is another input
-            embeddings, found = cache.lookup(keys)
-            missing = ~found
-            progress(int(found.sum()))
-        n_missing = int(missing.sum())
-        if n_missing:
+        def compute(missing: np.ndarray, missing_statistics: np.ndarray | None) -> np.ndarray:
             with deterministic_algorithms(self.deterministic, self.device_):
-                computed = embed_windows(
+                return embed_windows(
                     self.backbone_,
                     self.plan_,
-                    windows[missing],
+                    missing,
                     self.pooling,
                     self.batch_size_,
                     self.device_,
                     progress,
                     self.precision_,
-                    None if statistics is None else statistics[missing],
+                    missing_statistics,
                 )
-            if embeddings is None:
-                embeddings = np.zeros((len(windows), computed.shape[1]), dtype=np.float32)
-            embeddings[missing] = computed
-            finite = np.isfinite(computed).all(axis=1)
-            if not finite.all():  # an overflow (fp16) must not be served from the cache for good
-                logger.warning(
-                    "%s gave non-finite embeddings for %d window(s) (precision=%r); they are returned but not cached.",
-                    self.model_key,
-                    int((~finite).sum()),
-                    self.precision_,
-                )
-            if cache is not None:
-                cache.store(keys[missing][finite], computed[finite])
-        return embeddings, n_missing
+
+        label = f"{self.model_key} (precision={self.precision_!r})"
+        return embed_through_cache(windows, cache, compute, progress, statistics, label)
 
     def __getstate__(self):
         # A loaded backbone never travels: a worker that receives this embedder builds its own.

@@ -31,10 +31,8 @@ from ..adapt import (
 )
 from ..adapters import (
     PEFT_MODES,
-    apply_adapters,
     check_quantization,
     match_targets,
-    quantize_linear_layers,
     resolve_targets,
 )
 from ..configs import NeuralFineTuneConfig
@@ -42,14 +40,20 @@ from ..data import prepare_inputs
 from ..devices import check_device, check_precision, deterministic_algorithms, resolve_device, resolve_precision
 from ..embed import warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
-from ..models.registry import create_backbone, get_model_spec
-from ..models.weights import check_loaded_weights, resolve_weights, weights_identity
+from ..models.registry import get_model_spec
+from ..models.weights import resolve_weights, weights_identity
 from ..sharing import entry_key
 from ..training import predict_network, train_network
 from ..utils.check import format_choices
 from ..utils.files import claim_folder
-from .checkpoints import CHECKPOINT_NAMES, checkpoint_manifest, mha_base_parameters, read_checkpoint, write_checkpoints
-from .decoder_net import DecoderNet
+from .checkpoints import (
+    CHECKPOINT_NAMES,
+    checkpoint_manifest,
+    mha_base_parameters,
+    rebuild_from_checkpoint,
+    write_checkpoints,
+)
+from .decoder_net import DecoderNet, build_decoder_net
 from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator_settings
 
 __all__ = ["NeuralFineTuner", "DecoderNet"]
@@ -328,10 +332,24 @@ class NeuralFineTuner(BaseEstimator):
         y_index, class_weights = self._targets(y, cfg)
         train_idx, val_idx = self._validation_split(y_index, groups, cfg)
         adapted = self._adapt(X, recordings)
+        peft_model = self._build(spec, cfg, n_outputs, len(train_idx))
+        outcome = self._train(cfg, adapted, y_index, class_weights, train_idx, val_idx, peft_model)
+        self.history_ = outcome.history
+        self.diagnostics_ = outcome.diagnostics
+        self.best_epoch_ = outcome.best_epoch
+        self.best_value_ = outcome.best_value
+        self.n_train_, self.n_val_ = int(len(train_idx)), int(len(val_idx))
+        self.validation_indices_ = val_idx
+        self.checkpoint_manifest_ = self._save_checkpoints(outcome, cfg)
+        self.failed_ = outcome.diagnostics.get("non_finite") is not None and outcome.best_epoch is None
+        return self
+
+    def _build(self, spec, cfg: NeuralFineTuneConfig, n_outputs: int, n_train: int):
+        """The decoder (``net_``) with its weights, adapters and trainable set; returns the peft model or ``None``."""
         steps = cfg.trainer.max_epochs * max(
-            1, int(np.ceil(len(train_idx) / cfg.trainer.batch_size / cfg.trainer.grad_accumulation))
+            1, int(np.ceil(n_train / cfg.trainer.batch_size / cfg.trainer.grad_accumulation))
         )
-        self.net_, loaded, self.quantized_layers_, peft_model = _build_network(
+        self.net_, loaded, self.quantized_layers_, peft_model = build_decoder_net(
             spec,
             cfg,
             self.plan_.target,
@@ -350,6 +368,10 @@ class NeuralFineTuner(BaseEstimator):
         self._weights_report = loaded.report | {"source": loaded.source.describe()}
         self._architecture = loaded.architecture
         self._set_trainable(cfg.trainer.probe_epochs == 0)
+        return peft_model
+
+    def _train(self, cfg: NeuralFineTuneConfig, adapted, y_index, class_weights, train_idx, val_idx, peft_model):
+        """Train ``net_`` on the training windows, scored on the validation ones; the training's outcome."""
 
         def stage_hook(epoch: int) -> bool:
             if cfg.trainer.probe_epochs and epoch == cfg.trainer.probe_epochs:
@@ -362,7 +384,7 @@ class NeuralFineTuner(BaseEstimator):
                 peft_model.base_model.update_and_allocate(step)
 
         with deterministic_algorithms(cfg.device.deterministic, self.device_):
-            outcome = train_network(
+            return train_network(
                 self.net_,
                 adapted[train_idx],
                 y_index[train_idx],
@@ -380,15 +402,6 @@ class NeuralFineTuner(BaseEstimator):
                 step_hook=step_hook,
                 verbose=self.verbose,
             )
-        self.history_ = outcome.history
-        self.diagnostics_ = outcome.diagnostics
-        self.best_epoch_ = outcome.best_epoch
-        self.best_value_ = outcome.best_value
-        self.n_train_, self.n_val_ = int(len(train_idx)), int(len(val_idx))
-        self.validation_indices_ = val_idx
-        self.checkpoint_manifest_ = self._save_checkpoints(outcome, cfg)
-        self.failed_ = outcome.diagnostics.get("non_finite") is not None and outcome.best_epoch is None
-        return self
 
     def _targets(self, y: np.ndarray, cfg: NeuralFineTuneConfig) -> tuple[np.ndarray, np.ndarray | None]:
         """Training targets (class indices, or floats) and, with ``class_weight``, each class's loss weight."""
@@ -498,53 +511,7 @@ class NeuralFineTuner(BaseEstimator):
         ConfigError
             When the device is not available here.
         """
-        folder = Path(path)
-        meta, cfg, state = read_checkpoint(folder, tag)
-        est = cls(
-            config=cfg,
-            sfreq=meta["signal"]["sfreq"],
-            ch_names=meta["signal"]["ch_names"],
-            units=meta["signal"]["units"],
-            sensor_positions=meta["signal"].get("sensor_positions"),
-            task=meta["task"],
-            random_state=meta["random_state"],
-            verbose=False,
-        )
-        spec = get_model_spec(cfg.model_key)
-        info = prepare_inputs(
-            np.zeros((1, len(est.ch_names), meta["n_times_in"]), np.float32),
-            sfreq=est.sfreq,
-            ch_names=est.ch_names,
-            units=est.units,
-            positions=est.sensor_positions,
-        ).info
-        est.plan_ = plan_adaptation(
-            spec, info, meta["n_times_in"], cfg.adaptation, recordings_known=meta.get("recording_statistics", False)
-        )
-        try:
-            est.device_ = resolve_device(cfg.device.device if device is None else device)
-        except ConfigError as exc:
-            raise ConfigError(
-                f"{exc} The checkpoint {folder} was trained with device={cfg.device.device!r}; "
-                "reload it with NeuralFineTuner.from_checkpoint(..., device='cpu')."
-            ) from None
-        est.precision_ = resolve_precision(cfg.device.precision, est.device_)
-        est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
-        n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
-        merged = meta["contents"] == "merged"
-        weights = "random" if meta["contents"] in ("full", "merged") else cfg.weights
-        est.net_ = _build_network(
-            spec, cfg, est.plan_.target, n_outputs, weights, est.random_state, est.device_, 2, merged=merged
-        )[0]
-        result = est.net_.load_state_dict(state, strict=False)
-        if result.unexpected_keys or (meta["contents"] != "trainable" and result.missing_keys):
-            raise ConfigError(
-                f"Checkpoint {folder} does not fit the rebuilt model: missing {result.missing_keys[:5]}, "
-                f"unexpected {result.unexpected_keys[:5]}."
-            )
-        est.net_.to(est.device_).eval()
-        est.history_ = meta["history"]
-        return est
+        return rebuild_from_checkpoint(cls, Path(path), tag, device)
 
     # -- NeuralTrainable protocol -------------------------------------------------------------
 
@@ -601,42 +568,3 @@ class NeuralFineTuner(BaseEstimator):
             "failure_diagnostics": self.get_failure_diagnostics(),
             "input_adaptation": adaptation,
         }
-
-
-def _build_network(
-    spec, cfg, target, n_outputs, weights, random_state, device, total_steps, expected_weights=None, merged=False
-):
-    """The decoder ``fit`` trains and ``from_checkpoint`` rebuilds: the backbone on ``device`` (quantised, wrapped
-    by its adapters unless they were merged into a checkpoint's weights) under its head.
-
-    Returns ``(net, loaded, quantized_layers, peft_model)``; ``peft_model`` is ``None`` without adapters.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(random_state)
-        loaded = create_backbone(spec.key, target, weights, model_kwargs=cfg.model_kwargs, random_state=random_state)
-        if expected_weights is not None:
-            check_loaded_weights(expected_weights, loaded)
-        # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
-        # left behind on the CPU around its quantised layers would mix devices in every forward.
-        backbone = loaded.module.to(device)
-        quantized = (
-            quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, device, spec.weight_read_directly)
-            if cfg.quantized
-            else []
-        )
-        peft_model = None
-        if cfg.train_mode in PEFT_MODES and not merged:
-            peft_model = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, total_steps, cfg.peft_kwargs)
-            backbone = peft_model
-        net = DecoderNet(
-            backbone,
-            spec.extract,
-            target,
-            cfg.pooling,
-            n_outputs,
-            cfg.trainer.head,
-            cfg.trainer.head_hidden,
-            cfg.trainer.head_dropout,
-            fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged,
-        )
-    return net, loaded, quantized, peft_model

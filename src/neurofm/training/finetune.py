@@ -189,9 +189,6 @@ def train_network(
         )
         X_t = torch.from_numpy(X_train)
         y_t = torch.from_numpy(y_train.astype(np.int64 if task == "classification" else np.float32))
-        n_micro = math.ceil(len(X_t) / trainer.batch_size)
-        steps_per_epoch = max(1, math.ceil(n_micro / trainer.grad_accumulation))
-        total, warmup = steps_per_epoch * trainer.max_epochs, int(round(trainer.warmup_epochs * steps_per_epoch))
 
         def new_optimizer():
             params = [p for p in net.parameters() if p.requires_grad]
@@ -200,7 +197,7 @@ def train_network(
         steps = OptimizerSteps(
             net,
             new_optimizer(),
-            lambda step: trainer.lr * warmup_cosine(step, warmup, total),
+            _learning_rates(trainer, len(X_t)),
             precision=device.precision,
             device_name=device_name,
             grad_clip=trainer.grad_clip,
@@ -208,17 +205,7 @@ def train_network(
             after_update=step_hook,
         )
         loss_fn = _loss_function(task, class_weights, device_name)
-
-        def epoch(index: int):
-            net.train()
-            order = torch.randperm(len(X_t), generator=generator)
-            batches = _micro_batches(X_t, y_t, order, trainer.batch_size, device_name)
-            try:
-                for xb, yb in batches:
-                    yield _batch_loss(net, loss_fn, task, xb, yb, device_name, device.precision), {}
-            finally:
-                batches.close()  # a loop left early stops the gathering thread
-
+        epochs = _Epochs(net, X_t, y_t, generator, loss_fn, task, trainer.batch_size, device_name, device.precision)
         best = BestCheckpoint(
             checkpoints.monitor,
             checkpoints.resolved_mode,
@@ -243,8 +230,7 @@ def train_network(
                 checkpoints.monitor, checkpoints.resolved_mode, trainer.early_stopping_patience, outcome.diagnostics
             ),
         ]
-        loop = TrainingLoop(steps, epoch, _describe_epoch, [c for c in callbacks if c is not None])
-        loop.run(0, trainer.max_epochs)
+        TrainingLoop(steps, epochs, _describe_epoch, [c for c in callbacks if c is not None]).run(0, trainer.max_epochs)
         outcome.best_epoch, outcome.best_value = best.best_index, best.best_value
         outcome.states = best.states
         outcome.diagnostics["overflow_steps"] = steps.overflow_steps
@@ -254,6 +240,38 @@ def train_network(
         return outcome
 
 
+def _learning_rates(trainer: TrainerConfig, n_windows: int):
+    """``lr_at(step)``: warm-up over ``warmup_epochs``, then cosine decay to zero at the last epoch's last step."""
+    n_micro = math.ceil(n_windows / trainer.batch_size)
+    steps_per_epoch = max(1, math.ceil(n_micro / trainer.grad_accumulation))
+    total, warmup = steps_per_epoch * trainer.max_epochs, int(round(trainer.warmup_epochs * steps_per_epoch))
+    return lambda step: trainer.lr * warmup_cosine(step, warmup, total)
+
+
+class _Epochs:
+    """``epochs(index)``: one epoch's micro-batch losses, the windows shuffled by the training's own generator."""
+
+    def __init__(self, net, X_t, y_t, generator, loss_fn, task, batch_size, device_name, precision):
+        self.net, self.X_t, self.y_t, self.generator, self.loss_fn = net, X_t, y_t, generator, loss_fn
+        self.task, self.batch_size, self.device_name, self.precision = task, batch_size, device_name, precision
+
+    def __call__(self, index: int):
+        self.net.train()
+        order = torch.randperm(len(self.X_t), generator=self.generator)
+        batches = _micro_batches(self.X_t, self.y_t, order, self.batch_size, self.device_name)
+        try:
+            for xb, yb in batches:
+                yield self._loss(xb, yb), {}
+        finally:
+            batches.close()  # a loop left early stops the gathering thread
+
+    def _loss(self, xb, yb):
+        xb, yb = xb.to(self.device_name, non_blocking=True), yb.to(self.device_name, non_blocking=True)
+        with autocast(self.device_name, self.precision):
+            out = self.net(xb).float()
+            return self.loss_fn(out, yb) if self.task == "classification" else self.loss_fn(out[:, 0], yb)
+
+
 def _describe_epoch(loop: TrainingLoop) -> dict[str, Any]:
     losses = loop.losses
     return {
@@ -261,13 +279,6 @@ def _describe_epoch(loop: TrainingLoop) -> dict[str, Any]:
         "train_loss": float(np.mean(losses)) if losses else float("nan"),
         "lr": loop.steps.lr,
     }
-
-
-def _batch_loss(net, loss_fn, task: str, xb, yb, device_name: str, precision: str):
-    xb, yb = xb.to(device_name, non_blocking=True), yb.to(device_name, non_blocking=True)
-    with autocast(device_name, precision):
-        out = net(xb)
-        return loss_fn(out.float(), yb) if task == "classification" else loss_fn(out.float()[:, 0], yb)
 
 
 def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str):
