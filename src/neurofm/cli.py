@@ -10,7 +10,7 @@ import typer
 
 from .demo import DEMO_BACKBONES, run_demo
 from .exceptions import NeuroFMError
-from .models.registry import get_model_spec, list_foundation_models, model_conventions
+from .models.registry import get_model_spec, list_foundation_models, list_model_keys, model_conventions
 from .report import write_report
 from .run import run_config
 
@@ -99,6 +99,46 @@ def pretrain(
             f"{result.stage}: {result.steps} steps in {result.wall_seconds:.1f} s{resumed}; final loss "
             f"{result.final_loss:.4f}; peak memory {result.peak_memory_mb:.0f} MB. Written to {result.output_dir}"
         )
+
+
+@app.command()
+def download(
+    model_keys: list[str] = typer.Argument(None, metavar="[MODEL]...", help="Registry keys (see `neurofm models`)."),
+    all_models: bool = typer.Option(False, "--all", help="Every model with a published checkpoint."),
+    revision: str = typer.Option(
+        None, "--revision", help="A commit, branch or tag (default: the commit each model's spec pins, else main)."
+    ),
+) -> None:
+    """Download published checkpoints into the Hugging Face cache, so that runs without internet find them.
+
+    Run it where there is internet (a login node) with the cache the compute nodes will read (HF_HOME or
+    HF_HUB_CACHE); set HF_HUB_OFFLINE=1 there.
+    """
+    from .models.hub import hub_cache_dir, hub_offline, snapshot_size  # start-up: huggingface_hub, only here
+    from .models.weights import download_published  # as above
+
+    keys = _download_keys(model_keys or [], all_models)
+    if hub_offline():
+        raise typer.BadParameter(
+            "downloads need the network, but HF_HUB_OFFLINE is set here; unset it for this command"
+        )
+    typer.echo(f"Hub cache: {hub_cache_dir()}")
+    for key in keys:
+        snapshot = download_published(key, revision)
+        size = snapshot_size(snapshot.path) / 2**20
+        typer.echo(f"{key}: {snapshot.repo}@{snapshot.commit[:12]} -> {snapshot.path} ({size:.1f} MiB)")
+
+
+def _download_keys(model_keys: list[str], all_models: bool) -> list[str]:
+    if all_models and model_keys:
+        raise typer.BadParameter("give model names or --all, not both")
+    if all_models:
+        return [key for key in list_model_keys() if get_model_spec(key).hub_repo is not None]
+    if not model_keys:
+        raise typer.BadParameter("name the models to download (e.g. `neurofm download labram cbramod`), or pass --all")
+    for key in model_keys:
+        get_model_spec(key)  # every name checked before the first download
+    return model_keys
 
 
 @app.command()

@@ -102,8 +102,9 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     weights : str | None
         ``"random"`` (explicit random initialisation), a local ``.pth``/``.pt``/
         ``.safetensors`` file, a local directory in the hub layout, or a hub id
-        (``"org/name"``, optionally ``"org/name@revision"``) resolved through the
-        local hub cache. ``None`` uses the registry's published checkpoint.
+        (``"org/name"``, optionally ``"org/name@revision"``), downloaded once into
+        the Hugging Face cache on first use and read from it afterwards (offline
+        too). ``None`` uses the registry's published checkpoint.
     pooling : {"mean", "max", "flatten", "cls"}
         How token features become one vector per window.
     cache_embeddings : bool

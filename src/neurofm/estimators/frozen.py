@@ -288,7 +288,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         )
 
     def _check_weights(self, spec):
-        source = resolve_weights(spec, self.weights)
+        source = resolve_weights(spec, self.weights, self.backend)
         if self.backend == "hugging_face":
             check_hf_checkpoint(source, self.trust_remote_code)
         elif source.kind in ("directory", "hub"):

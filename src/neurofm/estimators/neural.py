@@ -172,7 +172,7 @@ class NeuralFineTuner(BaseEstimator):
             probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
         ).info
         plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation, recordings_known=recordings_known)
-        source = resolve_weights(spec, cfg.weights)
+        source = resolve_weights(spec, cfg.weights, cfg.backend)
         if cfg.quantized:
             if cfg.train_mode == "full":
                 raise ConfigError(
@@ -228,7 +228,7 @@ class NeuralFineTuner(BaseEstimator):
             JSON-ready.
         """
         spec = get_model_spec(self._config().model_key)
-        return self._weights_identity(spec, resolve_weights(spec, self._config().weights))
+        return self._weights_identity(spec, resolve_weights(spec, self._config().weights, self._config().backend))
 
     def _weights_identity(self, spec, source) -> dict[str, Any]:
         return weights_identity(

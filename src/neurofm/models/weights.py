@@ -8,8 +8,9 @@
 - a local directory in the hub layout that braindecode's ``save_pretrained``
   writes (``config.json`` + ``model.safetensors``); its architecture
   arguments are used to build the model;
-- a hub id ``"org/name"`` or ``"org/name@revision"``, resolved through the local
-  hub cache (works offline once cached);
+- a hub id ``"org/name"`` or ``"org/name@revision"``: downloaded once into the
+  Hugging Face cache on first use, served from it afterwards, offline too
+  (:mod:`neurofm.models.hub`);
 - ``None``: the spec's published checkpoint, as a hub id.
 
 Loading is strict: every key of the checkpoint must fill a parameter of the
@@ -35,6 +36,7 @@ from ..sharing import EntryKey, check_trusted_folder, make_folders, share_with_g
 from ..utils.check import check_fits_in_memory, format_choices
 from ..utils.files import atomic_write
 from ..utils.logging import logger
+from .hub import fetch_snapshot
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +48,7 @@ __all__ = [
     "LoadedBackbone",
     "WeightsSource",
     "directory_weights_file",
+    "download_published",
     "load_backbone",
     "resolve_weights",
     "state_dict_hash",
@@ -54,6 +57,8 @@ __all__ = [
 
 _SIGNAL_ARGS = ("n_chans", "n_times", "sfreq", "chs_info", "n_outputs", "input_window_seconds")
 _FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+#: The weights files of a braindecode ``save_pretrained`` folder, in order of preference.
+_STANDARD_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclass(frozen=True)
@@ -62,10 +67,12 @@ class WeightsSource:
 
     kind: str  # random | file | directory | hub
     location: str | None = None
-    revision: str | None = None
+    revision: str | None = None  # as asked for (a hub id's @revision)
+    commit: str | None = None  # what a hub revision resolved to
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "location": self.location, "revision": self.revision}
+        out = {"kind": self.kind, "location": self.location, "revision": self.revision}
+        return out | ({"commit": self.commit} if self.commit else {})
 
 
 @dataclass
@@ -88,13 +95,17 @@ def _looks_like_hub_id(text: str) -> bool:
     return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
 
 
-def resolve_weights(spec: ModelSpec, weights: str | None) -> WeightsSource:
-    """Find the weights without reading them; errors name the fix.
+def resolve_weights(spec: ModelSpec, weights: str | None, backend: str = "braindecode") -> WeightsSource:
+    """Find the weights without reading them (a hub checkpoint is downloaded once, if not cached); errors name the fix.
+
+    A hub checkpoint for the ``braindecode`` backend brings only the files
+    loading reads (the spec's weights file or the standard names, and
+    ``config.json``); for ``hugging_face``, the whole repository.
 
     Raises
     ------
     WeightsError
-        When a path does not exist or a hub id is not in the local cache.
+        When a path does not exist, or a hub checkpoint is neither in the cache nor downloadable.
     """
     if weights is None:
         if spec.hub_repo is None:
@@ -115,27 +126,55 @@ def resolve_weights(spec: ModelSpec, weights: str | None) -> WeightsSource:
         return WeightsSource("directory", str(path.resolve()))
     if _looks_like_hub_id(weights):
         repo, _, revision = weights.partition("@")
-        return WeightsSource("hub", _cached_hub_snapshot(spec, repo, revision or None), revision or None)
+        snapshot = _fetch_checkpoint(spec, repo, revision or None, backend)
+        return WeightsSource("hub", str(snapshot.path), revision or None, snapshot.commit)
     raise WeightsError(
         f"weights={weights!r} is neither 'random', an existing file or directory, nor a hub id 'org/name'. "
         "Check the path, or pass weights='random' for an explicitly random backbone."
     )
 
 
-def _cached_hub_snapshot(spec: ModelSpec, repo: str, revision: str | None) -> str:
-    from huggingface_hub import snapshot_download  # start-up: would add ~250 ms to import neurofm
-    from huggingface_hub.errors import LocalEntryNotFoundError  # start-up: as snapshot_download
+def _fetch_checkpoint(spec: ModelSpec, repo: str, revision: str | None, backend: str):
+    """A hub checkpoint's files that loading reads, from the cache or downloaded once.
 
-    try:
-        return snapshot_download(repo_id=repo, revision=revision, local_files_only=True)
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as exc:
-        rev = f"@{revision}" if revision else ""
-        raise WeightsError(
-            f"The hub checkpoint {repo}{rev!s} for {spec.key!r} is not in the local Hugging Face cache and neurofm "
-            f"does not download during a run. With internet, fetch it once with "
-            f"`hf download {repo}`{' --revision ' + revision if revision else ''}; or pass a local "
-            "file/directory, or weights='random'."
-        ) from exc
+    For ``braindecode``: ``config.json`` and the first weights file the repository has, in the order loading
+    prefers them (braindecode's ``save_pretrained`` writes the same weights twice, and a repository may hold
+    several checkpoints); for ``hugging_face``, every file.
+    """
+    if backend == "hugging_face":
+        return fetch_snapshot(repo, revision, model=spec.key)
+    candidates = [*([spec.hub_filename] if spec.hub_filename else []), *_STANDARD_WEIGHTS]
+    for name in candidates:
+        snapshot = fetch_snapshot(repo, revision, model=spec.key, files=[name, "config.json"])
+        if (snapshot.path / name).is_file():
+            break
+        revision = snapshot.commit  # every try reads the commit the first resolved
+    return snapshot  # without any weights file, loading names what the folder holds
+
+
+def download_published(key: str, revision: str | None = None, backend: str = "braindecode"):
+    """Download a model's published checkpoint into the hub cache (for runs without internet later).
+
+    Parameters
+    ----------
+    key : str
+        Registry key.
+    revision : str | None
+        A commit, branch or tag; ``None``: the one the spec pins (else ``main``).
+    backend : str
+        Which files: the braindecode checkpoint's, or the whole repository.
+
+    Returns
+    -------
+    snapshot : neurofm.models.hub.HubSnapshot
+    """
+    from .registry import get_model_spec  # import cycle: the registry imports this module
+
+    spec = get_model_spec(key)
+    if spec.hub_repo is None:
+        raise WeightsError(f"{key!r} has no published checkpoint to download.")
+    pinned = revision or (spec.hub_revision if spec.hub_revision not in (None, "main") else None)
+    return _fetch_checkpoint(spec, spec.hub_repo, pinned, backend)
 
 
 def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None) -> str:
@@ -263,7 +302,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def directory_weights_file(folder: Path, spec: ModelSpec) -> Path:
     """The weights file a braindecode checkpoint directory is loaded from."""
-    candidates = ([spec.hub_filename] if spec.hub_filename else []) + ["model.safetensors", "pytorch_model.bin"]
+    candidates = ([spec.hub_filename] if spec.hub_filename else []) + list(_STANDARD_WEIGHTS)
     weights_file = next((folder / c for c in candidates if (folder / c).is_file()), None)
     if weights_file is None:
         found = sorted(p.name for p in folder.iterdir())[:10]
@@ -415,7 +454,7 @@ def load_backbone(
     """
     import torch  # heavy: import neurofm does not load torch
 
-    source = resolve_weights(spec, weights)
+    source = resolve_weights(spec, weights, backend)
     if backend == "hugging_face":
         from .hf import load_hf_backbone  # import cycle: models.hf imports models.weights
 
