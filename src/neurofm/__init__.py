@@ -15,6 +15,7 @@ from .exceptions import (
 from .experiment import Experiment
 from .models.registry import create_backbone, get_model_spec, list_foundation_models
 from .policy import allow_imports
+from .protocols import NeuralTrainable
 from .results import ExperimentResult
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "ExperimentResult",
     "MissingDependencyError",
     "ModelFitError",
+    "NeuralTrainable",
     "NeuroFMError",
     "StorageError",
     "UnknownModelError",

@@ -119,6 +119,11 @@ def _training_figure(result: ExperimentResult) -> str | None:
     history = result.get_model_artifacts(artifact_type="training_history")
     if history.empty:
         return None
+    # A user's NeuralTrainable estimator may log other fields: only histories with epochs and a training loss plot.
+    plottable = [isinstance(v, dict) and {"epoch", "train_loss"} <= set(v) for v in history["ArtifactValue"]]
+    history = history[plottable]
+    if history.empty:
+        return None
     models = list(dict.fromkeys(history["Model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
@@ -157,7 +162,11 @@ def _adaptations(result: ExperimentResult) -> pd.DataFrame:
     cards = result.get_model_artifacts(artifact_type="model_card")
     cards = cards[(cards["ArtifactKey"] == "input_adaptation") & (cards["Fold"] == 0)]
     for model, steps in zip(cards["Model"], cards["ArtifactValue"], strict=True):
-        rows += [(model, step["step"], step["detail"]) for step in steps]
+        # neurofm's fine-tuner lists {"step", "detail"} records; another NeuralTrainable may describe it otherwise.
+        if isinstance(steps, list) and all(isinstance(s, dict) and {"step", "detail"} <= set(s) for s in steps):
+            rows += [(model, step["step"], step["detail"]) for step in steps]
+        else:
+            rows.append((model, "input_adaptation", str(steps)))
     return pd.DataFrame(rows, columns=["Model", "Step", "Detail"])
 
 

@@ -9,16 +9,21 @@ fitting again.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.pipeline import Pipeline
 
 from .exceptions import ModelFitError, NeuroFMError
 from .metrics import score
+from .protocols import TRAINABLE_METHODS, NeuralTrainable
+from .utils.files import jsonable
 
 __all__ = [
     "ExtractionTask",
@@ -34,6 +39,8 @@ __all__ = [
     "run_fold",
     "run_permutation",
     "split_frame",
+    "trainable_artifacts",
+    "trainable_estimator",
 ]
 
 
@@ -179,7 +186,8 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
             f"Model {task.model_name!r} failed on fold {task.fold}: {cause}. Folds that finished are kept; with "
             "output_dir set, running again resumes after them."
         ) from exc
-    artifacts = trainable_artifacts(estimator, task.fold) if task.trainable else []
+    # Any estimator that reports its training gets its artifacts recorded, whatever config brought it.
+    artifacts = trainable_artifacts(estimator, task.fold, task.model_name)
     frame = None
     if y_pred is not None:
         frame = prediction_frame(task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes)
@@ -265,15 +273,104 @@ def permute_labels(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Gene
     return out
 
 
-def trainable_artifacts(estimator, fold: int) -> list[tuple[int, str, str, Any]]:
-    """The NeuralTrainable protocol's outputs as artifact rows of one fold."""
+#: Artifact types the experiment writes itself for a model (and reads back): an estimator's would mix with them.
+RESERVED_ARTIFACT_TYPES = ("permutation_test", "timing")
+
+
+def trainable_estimator(estimator) -> NeuralTrainable | None:
+    """The estimator that implements :class:`~neurofm.protocols.NeuralTrainable`, or ``None``.
+
+    Raw-window models wrap a user's estimator in a pipeline (flattening, unit
+    scaling): its final step is then the one that trained.
+    """
+    if isinstance(estimator, NeuralTrainable):
+        return estimator
+    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], NeuralTrainable):
+        return estimator.steps[-1][1]
+    return None
+
+
+def trainable_artifacts(estimator, fold: int, model_name: str = "model") -> list[tuple[int, str, str, Any]]:
+    """The NeuralTrainable protocol's outputs as artifact rows of one fold; none for other estimators.
+
+    Values are made JSON-ready here (numpy to Python, tuples to lists, keys to
+    strings), as saving the result and a run's records would: a fresh result
+    then holds what a saved or resumed one reads back.
+
+    Raises
+    ------
+    ModelFitError
+        When a protocol method raises, or returns what cannot be recorded (not
+        a dict keyed by artifact type, a value JSON cannot hold), naming the
+        estimator's class and the method. A silent skip would hand back a
+        result without the diagnostics its author asked for.
+    """
+    trainable = trainable_estimator(estimator)
+    if trainable is None:
+        return []
+    owner = f"Model {model_name!r} on fold {fold}: {type(trainable).__name__}"
+    try:
+        metadata = trainable.get_artifact_metadata()
+    except Exception as exc:
+        method = _raising_method(exc, trainable)
+        via = "" if method == "get_artifact_metadata" else " (called by get_artifact_metadata())"
+        cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+        raise ModelFitError(
+            f"{owner}.{method}(){via} raised {cause}. An estimator with the five NeuralTrainable methods has "
+            "its artifacts recorded for every fold: fix the method (one without all five records none)."
+        ) from exc
+    if not isinstance(metadata, Mapping):
+        raise ModelFitError(
+            f"{owner}.get_artifact_metadata() returned {type(metadata).__name__}, not a dict keyed by artifact type "
+            "(e.g. {'training_history': [...], 'checkpoints': {...}})."
+        )
     rows: list[tuple[int, str, str, Any]] = []
-    for kind, content in estimator.get_artifact_metadata().items():
+    for kind, content in metadata.items():
+        where = f"{owner}.get_artifact_metadata()[{kind!r}]"
+        if kind in RESERVED_ARTIFACT_TYPES:
+            raise ModelFitError(f"{where}: {kind!r} is an artifact type the experiment records itself; rename it.")
         if kind == "training_history":
-            rows += [(fold, kind, f"epoch_{record['epoch']:03d}", record) for record in content]
+            if not isinstance(content, (list, tuple)):
+                raise ModelFitError(f"{where} is {type(content).__name__}, not a list of one dict per epoch.")
+            for position, record in enumerate(content):
+                if not isinstance(record, Mapping):
+                    raise ModelFitError(f"{where}[{position}] is {type(record).__name__}, not a dict of one epoch.")
+                epoch = record.get("epoch", position)
+                number = int(epoch) if isinstance(epoch, (int, np.integer)) else position
+                rows.append((fold, str(kind), f"epoch_{number:03d}", _recordable(record, f"{where}[{position}]")))
+        elif isinstance(content, Mapping):
+            rows += [
+                (fold, str(kind), str(key), _recordable(value, f"{where}[{key!r}]")) for key, value in content.items()
+            ]
         else:
-            rows += [(fold, kind, key, value) for key, value in content.items()]
+            raise ModelFitError(f"{where} is {type(content).__name__}, not a dict (one artifact row per key).")
     return rows
+
+
+def _recordable(value: Any, where: str) -> Any:
+    """``value`` as a saved result reads it back, or a :class:`ModelFitError` saying what JSON cannot hold."""
+    try:
+        ready = jsonable(value)
+        json.dumps(ready, allow_nan=True)
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a container that holds itself
+        raise ModelFitError(
+            f"{where} cannot be recorded: {exc}. Artifacts are saved as JSON; return numbers, strings, booleans, "
+            "None, or lists and dicts of them (e.g. str() of a path)."
+        ) from exc
+    return ready
+
+
+def _raising_method(exc: BaseException, estimator: Any) -> str:
+    """The innermost protocol method of ``estimator`` that ``exc`` passed through (``get_artifact_metadata`` calls
+    the others: the one that failed is what its author needs to fix)."""
+    method = "get_artifact_metadata"
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in TRAINABLE_METHODS and tb.tb_frame.f_locals.get("self") is estimator:
+            method = code.co_name
+        tb = tb.tb_next
+    return method
 
 
 def split_frame(name: str, fold: int, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
