@@ -40,6 +40,7 @@ from .data import Inputs, prepare_inputs
 from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError
 from .execution import check_backend, computes_here, engine_session, map_tasks
+from .metrics import check_metrics_for_classes, expand_metrics
 from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .sharing import check_trusted_folder, entry_key
@@ -239,9 +240,11 @@ class ExperimentRun:
         cache = claim_folder(cfg.cache_dir, "The cache folder (cache_dir)", CACHE_NAMES, self._key)
         out = None if output_dir is None else claim_folder(output_dir, "The output folder", OUTPUT_NAMES, self._key)
         logger.info("neurofm writes into %s%s", cache, "" if out is None else f" (cache) and {out} (results)")
+        classes = np.unique(inputs.y) if cfg.task == "classification" else None
+        if classes is not None:
+            check_metrics_for_classes(cfg.resolved_metrics, classes)  # a binary-only score on 3 classes: refused now
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
 
-        classes = np.unique(inputs.y) if cfg.task == "classification" else None
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         with contextlib.ExitStack() as stack:
             self._records = RunRecords()
@@ -307,7 +310,7 @@ class ExperimentRun:
                 train,
                 test,
                 classes,
-                tuple(cfg.resolved_metrics),
+                tuple(expand_metrics(cfg.resolved_metrics, classes)),  # one name per class for per-class scores
                 model.prepared if model.trainable else None,
             )
             for model in prepared
@@ -383,7 +386,7 @@ class ExperimentRun:
             t0 = time.perf_counter()
             observed = {
                 m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
-                for m in cfg.resolved_metrics
+                for m in expand_metrics(cfg.resolved_metrics, classes)
             }
             model.artifacts.extend(self._permutation_test(model, features, y, groups, splits, classes, observed))
             timings[model.name] += time.perf_counter() - t0

@@ -1,12 +1,50 @@
-"""Scores computed per fold from predictions."""
+"""Scores computed per fold from predictions.
+
+A metric is named in one of three ways:
+
+* neurofm's own names, :data:`METRIC_FUNCTIONS`: ``accuracy``,
+  ``balanced_accuracy``, ``roc_auc``, ``f1_macro``, ``cohen_kappa``
+  (classification) and ``r2``, ``mae``, ``rmse``, ``pearson`` (regression).
+  They take precedence over scikit-learn's scorers of the same name.
+* any scikit-learn scorer name (:func:`sklearn.metrics.get_scorer_names`):
+  ``f1_weighted``, ``average_precision``, ``neg_log_loss``,
+  ``neg_mean_absolute_error`` ... The scorer's function, keyword arguments,
+  sign and response method (predictions, probabilities or decision values)
+  are applied to the predictions the fold already has; the estimator is
+  neither refitted nor called again. Values keep scikit-learn's sign, so
+  higher is always better: ``neg_mean_absolute_error`` is reported negative,
+  as scikit-learn reports it.
+* per-class scores, :data:`PER_CLASS_METRICS`: ``precision_per_class``,
+  ``recall_per_class`` and ``f1_per_class`` yield one score per class, named
+  ``recall[<class>]`` (:func:`expand_metrics`), the values of
+  :func:`sklearn.metrics.precision_recall_fscore_support` with ``average=None``.
+"""
 
 from __future__ import annotations
+
+import functools
+import inspect
+import re
+import warnings
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-__all__ = ["score", "METRIC_FUNCTIONS"]
+from .exceptions import ConfigError
+from .utils.check import format_choices
+
+__all__ = [
+    "METRIC_FUNCTIONS",
+    "PER_CLASS_METRICS",
+    "check_metrics_for_classes",
+    "expand_metrics",
+    "metric_names",
+    "metric_task",
+    "score",
+    "score_all",
+]
 
 
 def _roc_auc(y_true, y_pred, proba, classes):
@@ -42,6 +80,167 @@ METRIC_FUNCTIONS = {
     "rmse": lambda t, p, pr, c: float(np.sqrt(skm.mean_squared_error(t, p))),
     "pearson": _pearson,
 }
+_OWN_REGRESSION = ("r2", "mae", "rmse", "pearson")
+
+#: The scores of precision_recall_fscore_support, one value per class, and the suffix that asks for them.
+_PER_CLASS_FUNCTIONS = {
+    "precision": skm.precision_score,
+    "recall": skm.recall_score,
+    "f1": skm.f1_score,
+}
+PER_CLASS_SUFFIX = "_per_class"
+PER_CLASS_METRICS = tuple(f"{base}{PER_CLASS_SUFFIX}" for base in _PER_CLASS_FUNCTIONS)
+_ONE_CLASS = re.compile(rf"^({'|'.join(_PER_CLASS_FUNCTIONS)})\[(.*)\]$", re.DOTALL)
+
+
+@functools.cache
+def _scorer(name: str):
+    return skm.get_scorer(name)
+
+
+@functools.cache
+def _scorer_tasks() -> dict[str, str]:
+    """Each scikit-learn scorer name and the task it scores.
+
+    Regression scorers are exactly those whose function lives in
+    ``sklearn.metrics._regression``; the rest compare labels, probabilities or
+    labelings (the clustering scores), so they score classification.
+    """
+    return {
+        name: "regression" if _scorer(name)._score_func.__module__.endswith("._regression") else "classification"
+        for name in skm.get_scorer_names()
+    }
+
+
+def metric_task(metric: str) -> str | None:
+    """The task a metric name scores: ``"classification"``, ``"regression"``, or ``None`` when unknown."""
+    if metric in METRIC_FUNCTIONS:
+        return "regression" if metric in _OWN_REGRESSION else "classification"
+    if metric in PER_CLASS_METRICS:
+        return "classification"
+    return _scorer_tasks().get(metric)
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """Every metric name accepted for ``task``: neurofm's own, then the per-class ones, then scikit-learn's scorers.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+        The experiment's task.
+    """
+    own = tuple(m for m in METRIC_FUNCTIONS if metric_task(m) == task)
+    per_class = PER_CLASS_METRICS if task == "classification" else ()
+    scorers = tuple(n for n, t in _scorer_tasks().items() if t == task and n not in METRIC_FUNCTIONS)
+    return own + per_class + scorers
+
+
+def expand_metrics(metrics: Iterable[str], classes: Sequence | np.ndarray | None) -> list[str]:
+    """The metrics with every per-class request replaced by one name per class.
+
+    ``recall_per_class`` on classes ``["left", "right"]`` becomes
+    ``recall[left]`` and ``recall[right]`` (the class as ``str`` renders it);
+    these are the names the score tables carry, one row each. Other names are
+    kept as they are, in order.
+
+    Parameters
+    ----------
+    metrics : iterable of str
+        Metric names.
+    classes : array-like | None
+        Sorted class labels; a per-class request without them is refused.
+    """
+    out = []
+    for metric in metrics:
+        if metric in PER_CLASS_METRICS:
+            if classes is None:
+                raise ValueError(f"metric {metric!r} scores each class of a classification task; none were given.")
+            base = metric.removesuffix(PER_CLASS_SUFFIX)
+            out += [f"{base}[{label}]" for label in classes]
+        else:
+            out.append(metric)
+    return out
+
+
+def _one_class(base: str, label: str, y_true, y_pred, classes) -> float:
+    """One class's precision, recall or F1 score.
+
+    A score undefined in this fold (e.g. the recall of a class the test fold
+    lacks) is NaN, not 0: the summary's fold means then skip it instead of
+    counting an absent class as a failure.
+    """
+    names = [] if classes is None else [str(c) for c in classes]
+    if label not in names:
+        raise ValueError(f"no class {label!r} to score {base!r} on; the classes are {format_choices(names)}.")
+    function = _PER_CLASS_FUNCTIONS[base]
+    label_value = classes[names.index(label)]
+    return float(function(y_true, y_pred, labels=[label_value], average=None, zero_division=np.nan)[0])
+
+
+def _are_probabilities(proba: np.ndarray) -> bool:
+    """Whether ``proba`` holds probabilities, not the decision values neurofm falls back on without them."""
+    if not len(proba):
+        return True
+    return bool(np.all(proba >= 0) and np.all(proba <= 1) and np.allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-4))
+
+
+def _scorer_arguments(name: str, y_pred, proba, classes) -> tuple[object, dict] | None:
+    """What a scorer's function receives besides ``y_true``: the response and the keyword arguments.
+
+    ``None`` when the response the scorer needs is missing (no probabilities).
+    """
+    scorer = _scorer(name)
+    kwargs = dict(scorer._kwargs)
+    params = inspect.signature(scorer._score_func).parameters
+    response = scorer._response_method
+    methods = (response,) if isinstance(response, str) else tuple(response)
+    binary = classes is not None and len(classes) == 2
+    if "predict" in methods:
+        y_score = y_pred
+    else:
+        # Probabilities, or decision values where the scorer takes them ("decision_function" among its methods).
+        if proba is None or (methods == ("predict_proba",) and not _are_probabilities(proba)):
+            return None
+        # scikit-learn hands binary scorers the positive class's column only; proba's columns follow ``classes``.
+        y_score = proba[:, 1] if binary else proba
+        if "labels" in params and "labels" not in kwargs and classes is not None:
+            # The columns are the task's classes, which a test fold may not all hold: say which they are.
+            kwargs["labels"] = np.asarray(classes)
+    if binary and "pos_label" in params:
+        default_average = params["average"].default if "average" in params else None
+        # Precision, recall, F1 and Jaccard use pos_label only with average="binary" (and warn when it is given
+        # otherwise); the other scores (average precision, Brier) use it on any binary target.
+        if default_average != "binary" or kwargs.get("average", default_average) == "binary":
+            # The second of the sorted classes is the positive one, as for roc_auc: any label values work.
+            kwargs["pos_label"] = classes[1]
+    return y_score, kwargs
+
+
+def _scorer_value(name: str, y_true, y_pred, proba, classes) -> float:
+    """A scikit-learn scorer's value on these predictions, in its sign; raises what scikit-learn raises."""
+    arguments = _scorer_arguments(name, y_pred, proba, classes)
+    if arguments is None:
+        return float("nan")
+    y_score, kwargs = arguments
+    scorer = _scorer(name)
+    return float(scorer._sign * scorer._score_func(y_true, y_score, **kwargs))
+
+
+def _value(metric: str, y_true, y_pred, proba, classes) -> float:
+    if metric in METRIC_FUNCTIONS:
+        return METRIC_FUNCTIONS[metric](y_true, y_pred, proba, classes)
+    one_class = _ONE_CLASS.match(metric)
+    if one_class:
+        return _one_class(*one_class.groups(), y_true, y_pred, classes)
+    if metric in PER_CLASS_METRICS:
+        raise ValueError(
+            f"metric {metric!r} gives one score per class: score the names expand_metrics gives "
+            f"(e.g. {metric.removesuffix(PER_CLASS_SUFFIX)!r}[<class>]), or use score_all."
+        )
+    if metric not in _scorer_tasks():
+        allowed = [*METRIC_FUNCTIONS, *PER_CLASS_METRICS, *(n for n in _scorer_tasks() if n not in METRIC_FUNCTIONS)]
+        raise ValueError(f"unknown metric {metric!r}; use one of {format_choices(allowed)}.")
+    return _scorer_value(metric, y_true, y_pred, proba, classes)
 
 
 def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
@@ -50,12 +249,106 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
     Parameters
     ----------
     metric : str
-        A key of :data:`METRIC_FUNCTIONS`.
+        A key of :data:`METRIC_FUNCTIONS`, a scikit-learn scorer name, or one
+        class's score as :func:`expand_metrics` names it (``recall[left]``).
+        Scorer values keep scikit-learn's sign: ``neg_mean_absolute_error``
+        and ``neg_log_loss`` are negative, so higher is better for every
+        scorer name (neurofm's ``mae`` and ``rmse`` are positive, lower
+        better).
     y_true, y_pred : ndarray
         True and predicted targets.
     proba : ndarray, shape (n, n_classes) | None
-        Class probabilities (or scores) in the order of ``classes``.
+        Class probabilities (or decision values) in the order of ``classes``.
     classes : ndarray | None
-        Sorted class labels.
+        Sorted class labels of the task.
+
+    Returns
+    -------
+    value : float
+        NaN where the metric cannot be computed from what the fold has: a
+        scorer that needs probabilities when there are none (``proba`` is
+        ``None`` or holds decision values), ``roc_auc`` on a single-class test
+        fold, a per-class score undefined in the fold, or a scorer that
+        scikit-learn refuses on this fold's values (e.g. ``neg_log_loss`` on a
+        single-class fold, ``neg_mean_squared_log_error`` on negative targets:
+        then with a warning, as scikit-learn's cross-validation does with its
+        default ``error_score``).
+
+    Notes
+    -----
+    On a binary task, scores that need a positive class (``precision``,
+    ``recall``, ``f1``, ``average_precision``, ``neg_brier_score`` ...) take
+    the second of the sorted ``classes``, whatever the label values. On more
+    than two classes, the binary-only ones (``precision``, ``f1``,
+    ``positive_likelihood_ratio`` ...) cannot be computed:
+    :func:`check_metrics_for_classes` refuses them before an experiment
+    computes anything; called here they give NaN with scikit-learn's reason
+    as a warning.
+
+    The value equals ``sklearn.metrics.get_scorer(metric)(estimator, X, y)``
+    on the same fold, with one exception: the scorers that prefer decision
+    values (``average_precision``, ``top_k_accuracy``) receive the
+    probabilities where the estimator has them. On two classes, and for
+    ``top_k_accuracy`` on any number, both rank the windows alike and the
+    values agree; multiclass ``average_precision`` can differ from
+    scikit-learn's on an estimator that has ``decision_function`` too.
     """
-    return METRIC_FUNCTIONS[metric](np.asarray(y_true), np.asarray(y_pred), proba, classes)
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if metric in METRIC_FUNCTIONS or _ONE_CLASS.match(metric) or metric not in _scorer_tasks():
+        return _value(metric, y_true, y_pred, proba, classes)
+    try:
+        return _scorer_value(metric, y_true, y_pred, proba, classes)
+    except ValueError as exc:
+        # A scorer scikit-learn refuses on this fold's values scores NaN, as cross_validate's error_score does:
+        # one fold without a class must not discard the others.
+        warnings.warn(f"metric {metric!r} is NaN on this fold: scikit-learn says: {exc}", UserWarning, stacklevel=2)
+        return float("nan")
+
+
+def score_all(metrics: Iterable[str], y_true, y_pred, proba=None, classes=None) -> dict[str, float]:
+    """Every metric by name, per-class requests expanded (:func:`expand_metrics`); arguments as :func:`score`."""
+    return {metric: score(metric, y_true, y_pred, proba, classes) for metric in expand_metrics(metrics, classes)}
+
+
+def check_metrics_for_classes(metrics: Iterable[str], classes: Sequence | np.ndarray) -> None:
+    """Refuse, before any compute, the metrics that cannot score a task with these classes.
+
+    Each metric is computed on a small made-up fold of these classes (each
+    class three times, a third of the predictions wrong): what scikit-learn
+    refuses there (a binary-only score such as ``precision`` on three
+    classes, a ``*_samples`` score, which needs multilabel targets) it would
+    refuse on every fold.
+
+    Parameters
+    ----------
+    metrics : iterable of str
+        The experiment's metric names (per-class requests included).
+    classes : array-like
+        Sorted class labels of the task.
+
+    Raises
+    ------
+    ConfigError
+        Naming the metric, scikit-learn's reason and, for a binary-only
+        score, its averaged forms.
+    """
+    classes = np.asarray(classes)
+    k = len(classes)
+    y_true = np.tile(classes, 3)
+    y_pred = np.concatenate([classes, np.roll(classes, 1), classes])
+    proba = np.full((3 * k, k), 0.4 / max(k - 1, 1))
+    proba[np.arange(3 * k), np.searchsorted(classes, y_pred)] = 0.6
+    for metric in expand_metrics(metrics, classes):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # undefined values are not the question here
+                _value(metric, y_true, y_pred, proba, classes)
+        except ValueError as exc:
+            averaged = [
+                f"{metric}_{avg}" for avg in ("macro", "weighted", "micro") if f"{metric}_{avg}" in _scorer_tasks()
+            ]
+            hint = f" Use {format_choices(averaged)} instead." if averaged else ""
+            raise ConfigError(
+                f"metric {metric!r} cannot score a task with {k} classes ({format_choices(classes.tolist())}): "
+                f"scikit-learn says: {str(exc).rstrip('.')}.{hint}"
+            ) from exc

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..metrics import metric_names, metric_task
 from ..policy import check_submitit_parameters
 from ..sharing import check_key_file_declared
 from ..utils.check import closest_matches, format_choices
@@ -239,6 +240,12 @@ class ExperimentConfig(BaseConfig):
     metrics : list of str | None
         Scores per fold. ``None`` uses ``accuracy``, ``balanced_accuracy`` and
         ``roc_auc`` (classification) or ``r2``, ``mae``, ``rmse``, ``pearson``.
+        Also accepted: ``f1_macro``, ``cohen_kappa``, every scikit-learn
+        scorer name of the task (``f1_weighted``, ``average_precision``,
+        ``neg_mean_absolute_error`` ..., in scikit-learn's sign), and
+        ``precision_per_class``, ``recall_per_class``, ``f1_per_class`` (one
+        score per class, ``recall[<class>]``); see :mod:`neurofm.metrics`.
+        Other names are refused with the list.
     cv : CVConfig
         The outer cross-validation.
     cache_dir : str
@@ -303,13 +310,15 @@ class ExperimentConfig(BaseConfig):
         if not self.models:
             raise ValueError("models is empty; name at least one model, e.g. {'lr': ClassicalModelConfig(...)}.")
         check_key_file_declared(self.shared_folders, self.shared_key_file)
-        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        allowed = metric_names(self.task)
         for metric in self.metrics or []:
             if metric not in allowed:
+                other = metric_task(metric)
+                scores = f" (it scores {other})" if other else ""
                 close = closest_matches(metric, allowed)
                 hint = f" Did you mean {format_choices(close)}?" if close else ""
                 raise ValueError(
-                    f"metric {metric!r} is not available for task={self.task!r}; "
+                    f"metric {metric!r} is not available for task={self.task!r}{scores}; "
                     f"allowed metrics are {format_choices(allowed)}.{hint}"
                 )
         if self.task == "regression" and self.cv.strategy in ("stratified_kfold", "stratified_group_kfold"):

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..configs import CheckpointConfig, DeviceConfig, TrainerConfig
 from ..embed import autocast, full_batch
-from ..metrics import score
+from ..metrics import score_all
 from ..utils.prefetch import prefetched, to_pinned
 from .loop import (
     BestCheckpoint,
@@ -64,17 +64,16 @@ def _trainable_state(net, on_host: bool = False) -> dict[str, Any]:
 
 
 def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
-    out = {}
+    """The validation metrics of one epoch, named as the experiment names them (``neurofm.metrics``).
+
+    The targets here are class indices, so per-class scores are named by index (``recall[0]`` is the first of the
+    sorted classes).
+    """
     if task == "classification":
         proba = _softmax(logits)
         classes = np.arange(logits.shape[1])
-        y_pred = proba.argmax(axis=1)
-        for metric in metrics:
-            out[metric] = score(metric, y_true, y_pred, proba, classes)
-    else:
-        for metric in metrics:
-            out[metric] = score(metric, y_true, logits[:, 0])
-    return out
+        return score_all(metrics, y_true, proba.argmax(axis=1), proba, classes)
+    return score_all(metrics, y_true, logits[:, 0])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
