@@ -297,8 +297,8 @@ def test_qlora_bad_inputs(data, monkeypatch):
         )
     from neurofm.configs import QuantizationConfig
 
-    with pytest.raises(ConfigError, match="cannot be fully fine-tuned"):
-        tuner(config(mode="full", quantization=QuantizationConfig(enabled=True)), info).check_input(X.shape, y)
+    with pytest.raises(ValueError, match="cannot be fully fine-tuned"):  # refused by the config itself
+        config(mode="full", quantization=QuantizationConfig(enabled=True))
     import neurofm.adapters
     from neurofm.exceptions import MissingDependencyError
 

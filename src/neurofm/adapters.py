@@ -160,27 +160,31 @@ _QUANT_DEVICES = ("cpu", "cuda")
 
 
 def check_quantization(device: str) -> Any:
-    """Import bitsandbytes and check the device can run its 4-bit layers; returns the module."""
-    bnb = soft_import("bitsandbytes", "4-bit quantisation (train_mode='qlora')", extra="quant")
+    """Import bitsandbytes and check the device can run its quantised layers; returns the module."""
+    bnb = soft_import("bitsandbytes", "4- and 8-bit quantisation (train_mode='qlora')", extra="quant")
     if device.split(":")[0] not in _QUANT_DEVICES:
         raise ConfigError(
-            f"bitsandbytes 4-bit layers run on {' and '.join(_QUANT_DEVICES)}, not on {device!r}; "
+            f"bitsandbytes quantised layers run on {' and '.join(_QUANT_DEVICES)}, not on {device!r}; "
             "use device='cpu' or a CUDA device."
         )
     return bnb
 
 
 def quantization_compute_dtype(compute_dtype: str, device: str) -> str:
-    """The dtype 4-bit weights are dequantised to: ``"auto"`` is bfloat16 on CUDA GPUs with bf16 hardware."""
+    """The torch dtype 4-bit weights are dequantised to: ``"auto"`` is bfloat16 on CUDA GPUs with bf16 hardware.
+
+    ``compute_dtype`` is a config's spelling (``fp32``, ``bf16``, ``fp16`` or ``auto``; torch's names also pass).
+    """
+    torch_names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
     if compute_dtype != "auto":
-        return compute_dtype
+        return torch_names.get(compute_dtype, compute_dtype)
     return "bfloat16" if device.startswith("cuda") and devices.cuda_has_native_bf16(device) else "float32"
 
 
 def quantize_linear_layers(
     module, quantization, exclude_prefixes: tuple[str, ...], device: str, read_directly: tuple[str, ...] = ()
 ) -> list[str]:
-    """Replace the backbone's ``nn.Linear`` layers by bitsandbytes 4-bit layers, in place.
+    """Replace the backbone's ``nn.Linear`` layers by bitsandbytes 4- or 8-bit layers (``quantization.bits``), in place.
 
     Linear layers owned by ``nn.MultiheadAttention`` stay as they are: the
     attention reads their weight tensors directly, so a quantised layer would
@@ -211,6 +215,24 @@ def quantize_linear_layers(
     ]
     for name in targets:
         linear = module.get_submodule(name)
+        quantized = _quantized_linear(bnb, linear, quantization, dtype)
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, quantized.to(device))  # moving the layer quantises its weight
+    if not targets:
+        raise ConfigError("The backbone has no nn.Linear layer outside attention modules to quantise.")
+    return targets
+
+
+def _quantized_linear(bnb, linear, quantization, dtype):
+    """A bitsandbytes layer holding ``linear``'s weights, quantised when moved to its device."""
+    bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+    if quantization.bits == 8:
+        quantized = _flat_rows_int8_class()(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, has_fp16_weights=False
+        )
+        quantized.weight = bnb.nn.Int8Params(linear.weight.data.clone(), requires_grad=False, has_fp16_weights=False)
+    else:
         quantized = bnb.nn.Linear4bit(
             linear.in_features,
             linear.out_features,
@@ -225,19 +247,53 @@ def quantize_linear_layers(
             quant_type=quantization.quant_type,
             compress_statistics=quantization.double_quant,
         )
-        if linear.bias is not None:
-            quantized.bias = torch.nn.Parameter(linear.bias.data.clone(), requires_grad=False)
         # On CPUs with AVX-512 BF16, bitsandbytes 0.50 repacks a 4-bit weight for its own kernel at
         # the first no-grad forward and asserts out_features % 32 == 0 there, so LaBraM's 200-wide
         # layers crash at predict time. Its portable kernel takes every shape, on every CPU alike.
         if hasattr(quantized, "support_avx512bf16_for_cpu"):
             quantized.support_avx512bf16_for_cpu = False
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, quantized.to(device))  # moving the layer quantises its weight
-    if not targets:
-        raise ConfigError("The backbone has no nn.Linear layer outside attention modules to quantise.")
-    return targets
+    if bias is not None:
+        quantized.bias = bias
+    return quantized
+
+
+def _flat_rows_int8_class():
+    """bitsandbytes' ``Linear8bitLt``, fed its input as rows (made once, on first use: bitsandbytes is optional)."""
+    cls = globals().get("FlatRowsLinear8bitLt")
+    if cls is None:
+        import bitsandbytes as bnb  # optional: the quant extra
+
+        class FlatRowsLinear8bitLt(bnb.nn.Linear8bitLt):
+            # bitsandbytes 0.50's int8 product on the CPU takes each row's scale over dimension 1, so an input with
+            # more than two dimensions (a backbone's tokens) fails; the layer sees rows and gives back the shape.
+            def forward(self, x):
+                shape = x.shape
+                return super().forward(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.out_features)
+
+        FlatRowsLinear8bitLt.__module__ = __name__  # pickled by name, found again through __getattr__ below
+        cls = globals()["FlatRowsLinear8bitLt"] = FlatRowsLinear8bitLt
+    return cls
+
+
+def __getattr__(name: str):
+    if name == "FlatRowsLinear8bitLt":
+        return _flat_rows_int8_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def describe_quantization(quantization, device: str, layers: list[str]) -> dict[str, Any]:
+    """What the artifacts record of a quantised backbone: which layers, to what."""
+    out: dict[str, Any] = {"bits": quantization.bits, "layers": list(layers)}
+    if quantization.bits == 4:
+        compute = quantization_compute_dtype(quantization.compute_dtype, device)
+        out |= {
+            "quant_type": quantization.quant_type,
+            "double_quant": quantization.double_quant,
+            "compute_dtype": {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[compute],
+        }
+    else:
+        out["layer_type"] = "int8 (bitsandbytes Linear8bitLt, no outlier decomposition)"
+    return out
 
 
 @contextlib.contextmanager

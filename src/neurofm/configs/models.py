@@ -152,6 +152,8 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     deterministic: bool = False
+
+    _spelling = field_validator("precision", mode="before")(classmethod(lambda cls, v: _one_dtype_spelling(v)))
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
@@ -222,20 +224,76 @@ class LoRAConfig(BaseConfig):
     save: Literal["adapters", "merged"] = "adapters"
 
 
-class QuantizationConfig(BaseConfig):
-    """4-bit quantisation of the backbone's linear layers (``train_mode="qlora"``).
+#: The one spelling of a floating-point dtype in every config (``fp32``); torch's names are accepted as well.
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
-    ``compute_dtype`` is the dtype the 4-bit weights are dequantised to for
-    each product: ``"auto"`` (default) is bfloat16 on a CUDA GPU with bf16
-    hardware, as in QLoRA, and float32 elsewhere (the CPU's bf16 is slow
-    without AMX, and results there stay as they were).
+
+def _one_dtype_spelling(value: Any) -> Any:
+    return DTYPE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+class QuantizationConfig(BaseConfig):
+    """Quantisation of the backbone's linear layers (``train_mode="qlora"``, or any mode with ``enabled=True``).
+
+    Parameters
+    ----------
+    enabled : bool | None
+        ``True``: quantise with a train mode other than ``qlora`` (``frozen``
+        or ``lora`` on a quantised backbone); refused with ``full`` (4- and
+        8-bit weights cannot be trained). ``None`` (default): as the train mode
+        says (``qlora`` quantises, the others do not). ``False`` with ``qlora``
+        is a contradiction, refused.
+    load_in_4bit, load_in_8bit : bool
+        The width: 4-bit (bitsandbytes ``Linear4bit``, the default) or 8-bit
+        (``Linear8bitLt``, int8 weights without outlier decomposition). One of
+        them; ``load_in_8bit=True`` alone means 8-bit.
+    quant_type : {"nf4", "fp4"}
+        The 4-bit data type (4-bit only).
+    compute_dtype : {"auto", "fp32", "bf16", "fp16"}
+        The dtype 4-bit weights are dequantised to for each product (4-bit
+        only): ``"auto"`` is bf16 on a CUDA GPU with bf16 hardware, as in
+        QLoRA, and fp32 elsewhere (the CPU's bf16 is slow without AMX).
+        ``float32``, ``bfloat16`` and ``float16`` are read as ``fp32``,
+        ``bf16`` and ``fp16``, the spelling configs write.
+    double_quant : bool
+        Quantise the 4-bit quantisation constants too (4-bit only).
     """
 
-    enabled: bool = False
+    enabled: bool | None = None
     load_in_4bit: bool = True
+    load_in_8bit: bool = False
     quant_type: Literal["nf4", "fp4"] = "nf4"
-    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     double_quant: bool = True
+
+    _spelling = field_validator("compute_dtype", mode="before")(classmethod(lambda cls, v: _one_dtype_spelling(v)))
+
+    @model_validator(mode="after")
+    def _one_width(self) -> QuantizationConfig:
+        explicit = self.model_fields_set
+        if self.load_in_8bit and self.load_in_4bit:
+            if "load_in_4bit" in explicit:
+                raise ValueError("load_in_4bit and load_in_8bit are both set; choose one width.")
+            self.load_in_4bit = False  # load_in_8bit=True alone: the 4-bit default gives way
+        if not (self.load_in_4bit or self.load_in_8bit):
+            raise ValueError("Neither load_in_4bit nor load_in_8bit is set; choose a width (4-bit by default).")
+        # Set to other than their defaults, 4-bit settings would say something that 8-bit layers cannot honour.
+        four_bit_only = [
+            name
+            for name in ("quant_type", "compute_dtype", "double_quant")
+            if getattr(self, name) != type(self).model_fields[name].default
+        ]
+        if self.load_in_8bit and four_bit_only:
+            raise ValueError(
+                f"{format_choices(four_bit_only)} {'is a 4-bit setting' if len(four_bit_only) == 1 else 'are 4-bit settings'}"
+                ", but load_in_8bit=True; remove it or use 4 bits."
+            )
+        return self
+
+    @property
+    def bits(self) -> int:
+        """4 or 8."""
+        return 8 if self.load_in_8bit else 4
 
 
 class DeviceConfig(BaseConfig):
@@ -253,6 +311,8 @@ class DeviceConfig(BaseConfig):
         CUDA GPUs with bf16 hardware (Ampere and later), fp32 elsewhere (the
         CPU included: nothing changes there). ``fp16`` (GPUs) trains with
         loss scaling; bf16 on an older GPU is refused (it would be emulated).
+        ``float32``, ``bfloat16`` and ``float16`` are read as ``fp32``,
+        ``bf16`` and ``fp16``.
     deterministic : bool
         Reproducible algorithms on the GPU: PyTorch's deterministic
         algorithms, deterministic cuDNN without autotuning, cuBLAS's fixed
@@ -264,6 +324,8 @@ class DeviceConfig(BaseConfig):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     deterministic: bool = False
+
+    _spelling = field_validator("precision", mode="before")(classmethod(lambda cls, v: _one_dtype_spelling(v)))
 
 
 class CheckpointConfig(BaseConfig):
@@ -291,6 +353,9 @@ class CheckpointConfig(BaseConfig):
     def resolved_mode(self) -> str:
         if self.mode is not None:
             return self.mode
+        # scikit-learn's scorer names keep its sign: neg_log_loss and neg_mean_absolute_error grow as they improve.
+        if self.monitor.removeprefix("val_").startswith("neg_"):
+            return "max"
         lower_is_better = ("loss", "mae", "rmse")
         return "min" if any(self.monitor.endswith(s) for s in lower_is_better) else "max"
 
@@ -400,7 +465,7 @@ class NeuralFineTuneConfig(BaseConfig):
     @property
     def quantized(self) -> bool:
         """Whether the backbone's linear layers are quantised to 4 bit (``qlora``, or ``quantization.enabled``)."""
-        return self.train_mode == "qlora" or self.quantization.enabled
+        return self.train_mode == "qlora" or self.quantization.enabled is True
 
     @field_validator("model_key")
     @classmethod
@@ -427,6 +492,17 @@ class NeuralFineTuneConfig(BaseConfig):
         if self.backend == "hugging_face":
             raise ValueError(
                 "Trainable decoding supports backend='braindecode' so far; hugging_face encoders are frozen-only."
+            )
+        quantization = self.quantization
+        if self.train_mode == "qlora" and quantization.enabled is False:
+            raise ValueError(
+                "train_mode='qlora' quantises the backbone, but quantization.enabled=False; remove enabled=False, "
+                "or use train_mode='lora' for LoRA on a full-precision backbone."
+            )
+        if self.quantized and self.train_mode == "full":
+            raise ValueError(
+                f"A {quantization.bits}-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or "
+                "'frozen', or quantization.enabled=False."
             )
         return self
 

@@ -4,14 +4,15 @@
 config and signal arguments, ``fit`` builds the backbone, applies the train
 mode (frozen, full, or a PEFT method), trains, keeps the best epoch and writes
 checkpoints; ``predict``/``predict_proba`` use the restored best state. It
-implements the ``NeuralTrainable`` protocol: ``get_training_history``,
-``get_checkpoint_manifest``, ``get_model_card_info``,
+implements the :class:`~neurofm.protocols.NeuralTrainable` protocol:
+``get_training_history``, ``get_checkpoint_manifest``, ``get_model_card_info``,
 ``get_failure_diagnostics`` and ``get_artifact_metadata``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from ..adapt import (
 from ..adapters import (
     PEFT_MODES,
     check_quantization,
+    describe_quantization,
     match_targets,
     resolve_targets,
 )
@@ -40,8 +42,10 @@ from ..data import prepare_inputs
 from ..devices import check_device, check_precision, deterministic_algorithms, resolve_device, resolve_precision
 from ..embed import warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
+from ..metrics import PER_CLASS_SUFFIX
 from ..models.registry import get_model_spec
 from ..models.weights import resolve_weights, weights_identity
+from ..protocols import NeuralTrainable
 from ..sharing import entry_key
 from ..training import predict_network, train_network
 from ..utils.check import format_choices
@@ -62,8 +66,13 @@ __all__ = ["NeuralFineTuner", "DecoderNet"]
 _UNCHECKED_PARAMS = ("expected_weights", "verbose")
 
 
-class NeuralFineTuner(BaseEstimator):
+class NeuralFineTuner(BaseEstimator, NeuralTrainable):
     """Train a foundation backbone with a neural head (frozen, full or PEFT).
+
+    Implements :class:`~neurofm.protocols.NeuralTrainable` (declared, so a
+    type checker holds its five methods to the protocol): an experiment
+    records its training history, checkpoints, model card and failure
+    diagnostics for every fold.
 
     Parameters
     ----------
@@ -173,13 +182,8 @@ class NeuralFineTuner(BaseEstimator):
         ).info
         plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation, recordings_known=recordings_known)
         source = resolve_weights(spec, cfg.weights, cfg.backend)
-        if cfg.quantized:
-            if cfg.train_mode == "full":
-                raise ConfigError(
-                    "A 4-bit quantised backbone cannot be fully fine-tuned; use train_mode='qlora' or 'frozen'."
-                )
-            if cfg.device.device != "auto":  # a device bitsandbytes cannot use, on any machine
-                check_quantization(cfg.device.device)
+        if cfg.quantized and cfg.device.device != "auto":  # a device bitsandbytes cannot use, on any machine
+            check_quantization(cfg.device.device)
         self._check_device(cfg, device_here)
         if y is not None:
             self._check_outputs(cfg, y)
@@ -266,9 +270,13 @@ class NeuralFineTuner(BaseEstimator):
         monitor = cfg.checkpoints.monitor
         has_val = cfg.trainer.validation_fraction > 0
         allowed = ["train_loss", "lr", "grad_norm_mean", "grad_norm_max"]
+        per_class = []
         if has_val:
-            allowed += ["val_loss"] + [f"val_{m}" for m in (self.metrics or [])]
-        if monitor not in allowed:
+            allowed += ["val_loss"] + [f"val_{m}" for m in (self.metrics or []) if not m.endswith(PER_CLASS_SUFFIX)]
+            # A per-class metric is logged once per class, by class index: val_recall[0], val_recall[1] ...
+            per_class = [m.removesuffix(PER_CLASS_SUFFIX) for m in (self.metrics or []) if m.endswith(PER_CLASS_SUFFIX)]
+            allowed += [f"val_{base}[<class index>]" for base in per_class]
+        if monitor not in allowed and not any(re.fullmatch(rf"val_{b}\[\d+\]", monitor) for b in per_class):
             hint = (
                 " (validation metrics need trainer.validation_fraction > 0)"
                 if monitor.startswith("val_") and not has_val
@@ -542,6 +550,10 @@ class NeuralFineTuner(BaseEstimator):
             },
             "total_parameters": int(sum(p.numel() for p in params)),
             "quantized_layers": len(self.quantized_layers_),
+            # What was quantised and to what; a "lora" on a quantised backbone is recorded as such.
+            "quantization": (
+                describe_quantization(cfg.quantization, self.device_, self.quantized_layers_) if cfg.quantized else None
+            ),
             "trainable_parameters": int(sum(p.numel() for p in params if p.requires_grad)),
             "weights": self._weights_report,
             "input_adaptation": self.plan_.steps,
