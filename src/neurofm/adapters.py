@@ -43,14 +43,36 @@ PEFT_MODES = ("lora", "qlora", "ia3", "dora", "adalora", "oft")
 LORA_FAMILY = ("lora", "qlora")
 
 
-def resolve_targets(spec: ModelSpec, lora: LoRAConfig, mode: str = "lora") -> list[str] | str:
-    """The adapter targets: the user's, else the registry's defaults for ``mode``."""
-    defaults = spec.lora_targets if mode in LORA_FAMILY or spec.linear_targets is None else spec.linear_targets
-    targets = lora.target_modules if lora.target_modules is not None else defaults
+def resolve_targets(
+    spec: ModelSpec, lora: LoRAConfig, mode: str = "lora", module: torch.nn.Module | None = None
+) -> list[str] | str:
+    """The adapter targets: the user's, else the registry's defaults for ``mode``.
+
+    ``module``: a transformers encoder (``backend="hugging_face"``), whose layers the registry does not know:
+    its defaults are its own linear layers (:func:`linear_layer_names`).
+    """
+    if lora.target_modules is not None:
+        targets = lora.target_modules
+    elif module is not None:
+        targets = linear_layer_names(module)
+    else:
+        targets = spec.lora_targets if mode in LORA_FAMILY or spec.linear_targets is None else spec.linear_targets
     targets = targets if isinstance(targets, str) else list(targets)
     if not targets:
         raise ConfigError(f"{spec.key!r} names no default adapter targets; set LoRAConfig.target_modules.")
     return targets
+
+
+def linear_layer_names(module: torch.nn.Module) -> list[str]:
+    """Every ``nn.Linear`` of ``module`` that runs as a layer: those of ``nn.MultiheadAttention`` are left out, since
+    the attention reads their weights directly and an adapter there would have no effect."""
+    mha_owned = {
+        f"{name}.{child}" if name else child
+        for name, mod in module.named_modules()
+        if isinstance(mod, torch.nn.MultiheadAttention)
+        for child, _ in mod.named_children()
+    }
+    return [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and n and n not in mha_owned]
 
 
 def _matches(name: str, targets: list[str] | str) -> bool:
@@ -133,17 +155,24 @@ def apply_adapters(
     lora: LoRAConfig,
     total_steps: int,
     peft_kwargs: dict[str, Any] | None = None,
+    transformers_encoder: bool = False,
 ):
     """Wrap ``module`` with the PEFT method of ``mode``; the base weights are frozen.
+
+    ``transformers_encoder``: ``module`` is a ``backend="hugging_face"`` encoder; the registry's layer names and
+    heads do not apply to it, and its default targets are its own linear layers.
 
     Returns
     -------
     peft_model : peft.PeftModel
         The wrapper (saving adapters, AdaLoRA's rank allocation, merging).
     """
-    targets = resolve_targets(spec, lora, mode)
-    matched = match_targets(module, targets, spec.head_prefixes)
-    head_modules = sorted({n for n, _ in module.named_modules() if n and n.startswith(spec.head_prefixes)})
+    targets = resolve_targets(spec, lora, mode, module if transformers_encoder else None)
+    head_prefixes = () if transformers_encoder else spec.head_prefixes
+    matched = match_targets(module, targets, head_prefixes)
+    head_modules = (
+        sorted({n for n, _ in module.named_modules() if n and n.startswith(head_prefixes)}) if head_prefixes else []
+    )
     exclude = [n for n in head_modules if _matches(n, targets)]
     config = _peft_config(
         mode, lora, targets, exclude, total_steps, dict(peft_kwargs or {}), oft_block=_oft_block_size(module, matched)

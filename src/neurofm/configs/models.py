@@ -481,7 +481,8 @@ class NeuralFineTuneConfig(BaseConfig):
         from ..models.registry import get_model_spec
 
         spec = get_model_spec(self.model_key)
-        if self.train_mode not in spec.train_modes:
+        # The registry's train modes are what its braindecode module supports; a transformers encoder is its own.
+        if self.backend == "braindecode" and self.train_mode not in spec.train_modes:
             raise ValueError(
                 f"train_mode={self.train_mode!r} is not listed for {spec.key!r}; use one of {format_choices(spec.train_modes)}."
             )
@@ -489,9 +490,9 @@ class NeuralFineTuneConfig(BaseConfig):
             raise ValueError(
                 f"pooling={self.pooling!r} is not available for {spec.key!r}; use one of {format_choices(spec.poolings)}."
             )
-        if self.backend == "hugging_face":
+        if self.backend not in spec.backends:
             raise ValueError(
-                "Trainable decoding supports backend='braindecode' so far; hugging_face encoders are frozen-only."
+                f"backend={self.backend!r} is not available for {spec.key!r}; use one of {format_choices(spec.backends)}."
             )
         quantization = self.quantization
         if self.train_mode == "qlora" and quantization.enabled is False:

@@ -176,7 +176,10 @@ def rebuild_from_checkpoint(cls, folder: Path, tag: str, device: str | None):
     est.classes_ = np.asarray(meta["classes"]) if meta["classes"] is not None else None
     n_outputs = len(meta["classes"]) if meta["classes"] is not None else 1
     merged = meta["contents"] == "merged"
-    weights = "random" if meta["contents"] in ("full", "merged") else cfg.weights
+    # A braindecode backbone whose every weight is in the checkpoint is built from its config; a transformers
+    # encoder is always built from its own folder (its architecture lives there), then overwritten.
+    whole = meta["contents"] in ("full", "merged") and cfg.backend != "hugging_face"
+    weights = "random" if whole else cfg.weights
     est.net_ = build_decoder_net(
         spec, cfg, est.plan_.target, n_outputs, weights, est.random_state, est.device_, 2, merged=merged
     )[0]

@@ -94,32 +94,48 @@ def build_decoder_net(
 
     Returns ``(net, loaded, quantized_layers, peft_model)``; ``peft_model`` is ``None`` without adapters.
     """
+    transformers_encoder = cfg.backend == "hugging_face"
+    # A transformers encoder's layers are its own: the registry's head names and directly-read layers are not.
+    exclude, read_directly = ((), ()) if transformers_encoder else (spec.head_prefixes, spec.weight_read_directly)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
-        loaded = create_backbone(spec.key, target, weights, model_kwargs=cfg.model_kwargs, random_state=random_state)
+        loaded = create_backbone(
+            spec.key,
+            target,
+            weights,
+            backend=cfg.backend,
+            model_kwargs=cfg.model_kwargs,
+            random_state=random_state,
+            trust_remote_code=cfg.trust_remote_code,
+        )
         if expected_weights is not None:
             check_loaded_weights(expected_weights, loaded)
         # On the device before quantisation: bitsandbytes quantises a layer where it is moved, and a backbone
         # left behind on the CPU around its quantised layers would mix devices in every forward.
         backbone = loaded.module.to(device)
         quantized = (
-            quantize_linear_layers(backbone, cfg.quantization, spec.head_prefixes, device, spec.weight_read_directly)
-            if cfg.quantized
-            else []
+            quantize_linear_layers(backbone, cfg.quantization, exclude, device, read_directly) if cfg.quantized else []
+        )
+        bypassed = (
+            any(isinstance(m, torch.nn.MultiheadAttention) for m in backbone.modules())
+            if transformers_encoder
+            else spec.mha_fastpath_bypasses_adapters
         )
         peft_model = None
         if cfg.train_mode in PEFT_MODES and not merged:
-            peft_model = apply_adapters(backbone, spec, cfg.train_mode, cfg.lora, total_steps, cfg.peft_kwargs)
+            peft_model = apply_adapters(
+                backbone, spec, cfg.train_mode, cfg.lora, total_steps, cfg.peft_kwargs, transformers_encoder
+            )
             backbone = peft_model
         net = DecoderNet(
             backbone,
-            spec.extract,
+            loaded.extract,
             target,
             cfg.pooling,
             n_outputs,
             cfg.trainer.head,
             cfg.trainer.head_hidden,
             cfg.trainer.head_dropout,
-            fastpath_off=spec.mha_fastpath_bypasses_adapters and not merged,
+            fastpath_off=bypassed and not merged,
         )
     return net, loaded, quantized, peft_model

@@ -43,6 +43,7 @@ from ..devices import check_device, check_precision, deterministic_algorithms, r
 from ..embed import warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
 from ..metrics import PER_CLASS_SUFFIX
+from ..models.hf import check_hf_checkpoint, encoder_skeleton
 from ..models.registry import get_model_spec
 from ..models.weights import resolve_weights, weights_identity
 from ..protocols import NeuralTrainable
@@ -190,13 +191,10 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         self._check_monitor(cfg)
         if cfg.checkpoints.save != "none":
             self._checkpoint_root(cfg)
+        if cfg.backend == "hugging_face":
+            check_hf_checkpoint(source, cfg.trust_remote_code)
         if cfg.train_mode in PEFT_MODES:
-            try:
-                with torch.device("meta"):  # names only: no memory, no initialisation
-                    module = spec.build(plan.target, **cfg.model_kwargs)
-            except (RuntimeError, NotImplementedError):  # constructors that read tensor values cannot run on meta
-                module = spec.build(plan.target, **cfg.model_kwargs)
-            match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode), spec.head_prefixes)
+            self._check_adapter_targets(spec, cfg, plan, source)
         return PreparedInput(
             plan,
             self._weights_identity(spec, source),
@@ -205,6 +203,19 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
             recordings_known=recordings_known,
             recordings_matter=uses_recording_statistics(spec, cfg.adaptation),
         )
+
+    def _check_adapter_targets(self, spec, cfg: NeuralFineTuneConfig, plan, source) -> None:
+        """Every adapter target names a layer of the backbone, checked on a skeleton (no weights read)."""
+        if cfg.backend == "hugging_face":
+            module = encoder_skeleton(source, cfg.trust_remote_code)
+            match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode, module))
+            return
+        try:
+            with torch.device("meta"):  # names only: no memory, no initialisation
+                module = spec.build(plan.target, **cfg.model_kwargs)
+        except (RuntimeError, NotImplementedError):  # constructors that read tensor values cannot run on meta
+            module = spec.build(plan.target, **cfg.model_kwargs)
+        match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode), spec.head_prefixes)
 
     def _check_device(self, cfg: NeuralFineTuneConfig, device_here: bool) -> None:
         """The device and precision: where the device is known, everything about it; elsewhere its name only."""

@@ -20,7 +20,7 @@ from .weights import LoadedBackbone, WeightsSource, state_dict_hash
 if TYPE_CHECKING:
     from .specs import ModelSpec
 
-__all__ = ["check_hf_checkpoint", "load_hf_backbone", "extract_hf_tokens"]
+__all__ = ["check_hf_checkpoint", "encoder_skeleton", "extract_hf_tokens", "load_hf_backbone"]
 
 
 def check_hf_checkpoint(source: WeightsSource, trust_remote_code: bool) -> None:
@@ -39,6 +39,19 @@ def check_hf_checkpoint(source: WeightsSource, trust_remote_code: bool) -> None:
             f"The checkpoint at {source.location} ships its own model code ({sorted(config['auto_map'])}). Review it, "
             "then set trust_remote_code=True in FoundationEmbeddingModelConfig to allow running it."
         )
+
+
+def encoder_skeleton(source: WeightsSource, trust_remote_code: bool = False):
+    """The encoder's modules on PyTorch's meta device, from its config alone (no weights read, no memory):
+    what checks of its layer names need."""
+    import torch  # heavy: import neurofm does not load torch
+
+    transformers = soft_import("transformers", "backend='hugging_face'", extra="hf")
+    config = transformers.AutoConfig.from_pretrained(
+        source.location, trust_remote_code=trust_remote_code, local_files_only=True
+    )
+    with torch.device("meta"):
+        return transformers.AutoModel.from_config(config, trust_remote_code=trust_remote_code)
 
 
 def extract_hf_tokens(module, x, signal) -> tuple[Any, None]:
