@@ -217,3 +217,29 @@ def test_neurofm_download_fetches_for_offline_runs_later(hub, tmp_path, windows_
     assert refused.exit_code != 0 and "HF_HUB_OFFLINE is set" in refused.output
     assert runner.invoke(app, ["download"]).exit_code != 0
     assert runner.invoke(app, ["download", "--all", KEY]).exit_code != 0
+
+
+def _published_tiny(key: str, tmp_path: Path) -> dict[str, bytes]:
+    spec = get_model_spec(key)
+    info = SignalInfo(sfreq=160.0, ch_names=tuple(STANDARD_1020_19), units=("V",) * 19)
+    module = create_backbone(
+        key, plan_adaptation(spec, info, 640).target, "random", model_kwargs=spec.tiny_kwargs, random_state=1
+    ).module
+    module.save_pretrained(str(tmp_path / key))
+    return {p.name: p.read_bytes() for p in (tmp_path / key).iterdir() if p.is_file()}
+
+
+def test_the_demo_with_published_weights_downloads_them_and_says_so_offline(hub, tmp_path, monkeypatch):
+    from neurofm.demo import DEMO_BACKBONES, run_demo
+
+    commits = {key: hub.publish(get_model_spec(key).hub_repo, _published_tiny(key, tmp_path)) for key in DEMO_BACKBONES}
+    result = run_demo(cache_dir=str(tmp_path / "cache"), verbose=False, pretrained=True)
+    assert set(result.summary_table().index) == {f"{key}_pretrained_probe" for key in DEMO_BACKBONES} | {"bandpower_lr"}
+    weights = result.get_model_artifacts(artifact_type="backbone").query("ArtifactKey == 'weights'")
+    assert sorted(w["commit"] for w in weights["ArtifactValue"]) == sorted(commits.values())
+
+    _new_process(monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match=r"HF_HUB_OFFLINE is set.*`neurofm download cbramod`"):
+        run_demo(cache_dir=str(tmp_path / "cache"), verbose=False, pretrained=True)

@@ -20,12 +20,27 @@ __all__ = ["demo_config", "run_demo"]
 DEMO_BACKBONES = ("cbramod", "labram")
 
 
-def demo_config(cache_dir: str = "~/.cache/neurofm", verbose: bool = True) -> ExperimentConfig:
-    """The demo's experiment: randomly initialised CBraMod and LaBraM probes and a band-power baseline."""
+def demo_config(
+    cache_dir: str = "~/.cache/neurofm", verbose: bool = True, pretrained: bool = False
+) -> ExperimentConfig:
+    """The demo's experiment: CBraMod and LaBraM probes and a band-power baseline.
+
+    Parameters
+    ----------
+    cache_dir : str
+        The embedding cache.
+    verbose : bool
+        Progress bars and logs.
+    pretrained : bool
+        The backbones with their published weights (downloaded once into the
+        Hugging Face cache: :mod:`neurofm.models.hub`); ``False`` (default):
+        randomly initialised, offline.
+    """
     head = ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 2000, "C": 0.1})
+    weights, label = (None, "pretrained") if pretrained else ("random", "random")
     models = {
-        f"{key}_random_probe": FrozenBackboneDecoderConfig(
-            backbone=FoundationEmbeddingModelConfig(model_key=key, weights="random", pooling="mean"),
+        f"{key}_{label}_probe": FrozenBackboneDecoderConfig(
+            backbone=FoundationEmbeddingModelConfig(model_key=key, weights=weights, pooling="mean"),
             head=head,
         )
         for key in DEMO_BACKBONES
@@ -42,11 +57,17 @@ def demo_config(cache_dir: str = "~/.cache/neurofm", verbose: bool = True) -> Ex
 
 
 def run_demo(
-    out_dir: str | Path | None = None, cache_dir: str = "~/.cache/neurofm", verbose: bool = True
+    out_dir: str | Path | None = None,
+    cache_dir: str = "~/.cache/neurofm",
+    verbose: bool = True,
+    pretrained: bool = False,
 ) -> ExperimentResult:
-    """Simulate 6 subjects of motor imagery and cross-validate the demo models across subjects."""
+    """Simulate 6 subjects of motor imagery and cross-validate the demo models across subjects.
+
+    ``pretrained``: the backbones' published weights (see :func:`demo_config`).
+    """
     X, y, meta, info = simulate_eeg_dataset(n_subjects=6, n_windows_per_class=20)
-    result = Experiment(demo_config(cache_dir, verbose)).run(X, y, sample_metadata=meta, **info)
+    result = Experiment(demo_config(cache_dir, verbose, pretrained)).run(X, y, sample_metadata=meta, **info)
     if out_dir is not None:
         result.save(out_dir)
     return result
