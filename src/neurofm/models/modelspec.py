@@ -171,6 +171,14 @@ class ModelSpec:
     adapt_state_dict : callable | None
         Fixes a checkpoint's state dict for the module built here (e.g. slices
         a positional table built for longer windows).
+    convert_checkpoint : callable | None
+        Recognises, by its keys, a checkpoint saved in the authors' own layout
+        rather than braindecode's, and maps it onto the module built here:
+        ``convert_checkpoint(state, module)`` returns ``(state, record)``, the
+        record going into the load report, or ``None`` for a state not in that
+        layout. It raises :class:`~neurofm.exceptions.WeightsError` for a file
+        in that layout that does not fit. Runs before the head keys are skipped
+        and before :attr:`adapt_state_dict`.
     tiny_kwargs : dict
         A small architecture of the same family, for tests and smoke runs.
     pretraining : PretrainingRecipe | None
@@ -225,6 +233,7 @@ class ModelSpec:
     mha_fastpath_bypasses_adapters: bool = False
     short_attention: bool = False
     adapt_state_dict: Callable[[dict, Any], dict] | None = None
+    convert_checkpoint: Callable[[dict, Any], tuple[dict, dict] | None] | None = None
     tiny_kwargs: dict[str, Any] = field(default_factory=dict)
     pretraining: PretrainingRecipe | None = None
     notes: str = ""

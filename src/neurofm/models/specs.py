@@ -43,6 +43,7 @@ from .extract import (
 )
 from .extract import _features_dict as _features_dict
 from .extract import _grid_tokens as _grid_tokens
+from .labram_original import convert_labram_checkpoint
 from .modelspec import TRAIN_MODES, ModelSpec, PretrainingRecipe
 from .modelspec import Features as Features
 
@@ -159,8 +160,12 @@ _SPECS = [
         build=_build_labram,
         extract=_extract_labram,
         adapt_state_dict=_slice_temporal_embedding,
+        # The authors' own files (labram-base.pth: student.*, pos_embed, time_embed ...) load as weights too.
+        convert_checkpoint=convert_labram_checkpoint,
         notes="qkv adapters have no effect (forward reads qkv.weight directly). The published checkpoint "
-        "has a 16-slot temporal table (15 patches); shorter windows get the table sliced at load time.",
+        "has a 16-slot temporal table (15 patches); shorter windows get the table sliced at load time. "
+        "The authors' labram-base.pth is recognised by its keys and renamed onto braindecode's names "
+        "(neurofm.models.labram_original); its pretraining heads are dropped and reported.",
     ),
     ModelSpec(
         key="cbramod",

@@ -21,6 +21,7 @@ tensors without a word (braindecode issue 992); neurofm refuses instead.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import io
@@ -284,7 +285,10 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
             state = load(data)
         else:
-            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            # Training scripts built on argparse (LaBraM's utils.save_model) store their arguments beside the
+            # weights; a Namespace only holds the plain values weights_only admits anyway, and runs no code.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         del data
     except Exception as exc:  # noqa: BLE001 - any read failure gets the same fix
         raise WeightsError(
@@ -404,6 +408,14 @@ def state_dict_hash(module: torch.nn.Module) -> str:
 
 
 def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str, Any]:
+    conversion = None
+    if spec.convert_checkpoint is not None:  # a checkpoint in the authors' own layout, recognised by its keys
+        try:
+            converted = spec.convert_checkpoint(state, module)
+        except WeightsError as exc:
+            raise WeightsError(f"{origin}: {exc}") from exc
+        if converted is not None:
+            state, conversion = converted
     skipped = sorted(k for k in state if k.startswith(spec.head_prefixes) or k in spec.module_owned_keys)
     state = {k: v for k, v in state.items() if k not in skipped}
     if spec.adapt_state_dict is not None:
@@ -435,7 +447,8 @@ def _strict_load(module, state: dict, spec: ModelSpec, origin: str) -> dict[str,
     logger.info(
         "Loaded %d tensors into %s from %s (skipped: %d head/input keys)", loaded, spec.key, origin, len(skipped)
     )
-    return {"loaded_tensors": loaded, "skipped_keys": skipped, "missing_keys": missing, "unexpected_keys": unexpected}
+    report = {"loaded_tensors": loaded, "skipped_keys": skipped, "missing_keys": missing, "unexpected_keys": unexpected}
+    return report if conversion is None else report | {"converted": conversion}
 
 
 def load_backbone(

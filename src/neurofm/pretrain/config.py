@@ -156,7 +156,10 @@ class PretrainConfig(BaseConfig):
     tokenizer : TokenizerConfig
         Stage 1 architecture (stage 2 reads it from ``tokenizer_run``).
     tokenizer_run : str | None
-        Stage 2: the run directory of a finished stage 1.
+        Stage 2: the run directory of a finished stage 1, or LaBraM's released
+        ``vqnsp.pth`` (or a folder holding it), whose encoder and codebook then
+        give the codes; the corpus must then cut 8 s windows, the original's
+        (:func:`neurofm.pretrain.load_tokenizer`).
     backbone_kwargs : dict
         braindecode arguments of the stage-2 backbone (``num_layers``, ``num_heads`` ...).
     mask_ratio : float
@@ -207,7 +210,10 @@ class PretrainConfig(BaseConfig):
     @model_validator(mode="after")
     def _stage_inputs(self) -> PretrainConfig:
         if self.stage == "masked" and self.tokenizer_run is None:
-            raise ValueError("stage 'masked' needs tokenizer_run: the run directory of a finished stage 'tokenizer'.")
+            raise ValueError(
+                "stage 'masked' needs tokenizer_run: the run directory of a finished stage 'tokenizer', or LaBraM's "
+                "released vqnsp.pth."
+            )
         if self.stage == "tokenizer" and self.tokenizer_run is not None:
             raise ValueError("tokenizer_run only applies to stage 'masked'; remove it for stage 'tokenizer'.")
         return self

@@ -11,6 +11,8 @@ A run directory holds
   ``weights="path/to/run"`` loads the backbone in every decoding mode.
 
 neurofm writes only its own names in it, never through a symbolic link.
+Stage 2 also takes, instead of a stage-1 run, LaBraM's released ``vqnsp.pth``
+(or a folder holding it) as its tokenizer (:func:`load_tokenizer`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from ..devices import resolve_precision
 from ..exceptions import ConfigError, WeightsError
+from ..models.labram_original import ORIGINAL_TOKENIZER_N_TIMES, vqnsp_tokenizer_state
+from ..models.weights import _read_state_dict
 from ..policy import load_yaml
 from ..report import pretraining_figure
 from ..sharing import check_trusted_folder
@@ -35,6 +39,7 @@ from ..utils.logging import logger
 from .config import PretrainConfig, TokenizerConfig
 from .corpus import Corpus
 from .recipes import _backbone_architecture, get_recipe
+from .tokenizers import VQNSPTokenizer
 from .world import _barrier, _World
 
 __all__ = ["RUN_NAMES", "load_tokenizer"]
@@ -58,21 +63,51 @@ RUN_NAMES = frozenset(
 )
 
 
-def load_tokenizer(run_dir: str | Path, recipe: str | None = None):
-    """The frozen tokenizer of a finished stage-1 run, with its metadata.
+#: The file name of LaBraM's released tokenizer, looked for in a folder given as a tokenizer.
+ORIGINAL_TOKENIZER_FILE = "vqnsp.pth"
+
+
+def load_tokenizer(run_dir: str | Path, recipe: str | None = None, *, n_times: int | None = None):
+    """The frozen tokenizer of a finished stage-1 run, or LaBraM's released ``vqnsp.pth``, with its metadata.
+
+    Parameters
+    ----------
+    run_dir : str | Path
+        A stage-1 run directory; or the authors' ``vqnsp.pth`` (any ``.pth``/``.pt``
+        file in its layout), or a folder holding ``vqnsp.pth`` and no stage-1 run.
+    recipe : str | None
+        The recipe the tokenizer must belong to (``"labram"`` for the authors' file).
+    n_times : int | None
+        Only for the authors' file: the window to tokenize (a multiple of 200
+        samples, at most 15 patches). ``None``: 1600 samples, the window of the
+        original tokenizer's training and stage 2 (8 s at 200 Hz), which the
+        metadata then records and stage 2's corpus must cut.
+
+    Returns
+    -------
+    tokenizer : torch.nn.Module
+        In eval mode, without gradients.
+    meta : dict
+        ``recipe``, ``n_times`` and ``tokenizer`` (a :class:`TokenizerConfig`); for
+        the authors' file also ``original``: the file, its digest and what the
+        mapping renamed, dropped and filled.
 
     Raises
     ------
     WeightsError
-        When the directory holds no finished tokenizer or one of another recipe.
+        When the directory holds no finished tokenizer or one of another recipe,
+        or the authors' file does not map exactly onto neurofm's tokenizer.
     """
     run = Path(run_dir).expanduser()
+    original = _original_tokenizer_file(run)
+    if original is not None:
+        return _load_original_tokenizer(original, recipe, n_times)
     meta_file, weights_file = run / "tokenizer.json", run / "tokenizer.safetensors"
     if not meta_file.is_file() or not weights_file.is_file():
         hint = " It holds a stage-2 backbone; pass a stage-1 run." if (run / "model.safetensors").is_file() else ""
         raise WeightsError(
             f"{run} holds no finished tokenizer (tokenizer.json + tokenizer.safetensors).{hint} Run stage "
-            "'tokenizer' to the end first."
+            f"'tokenizer' to the end first, or give LaBraM's released {ORIGINAL_TOKENIZER_FILE}."
         )
     meta = json.loads(meta_file.read_text())
     if recipe is not None and meta["recipe"] != recipe:
@@ -81,6 +116,68 @@ def load_tokenizer(run_dir: str | Path, recipe: str | None = None):
     state = load_file(str(weights_file), device="cpu")
     tokenizer.load_state_dict(state, strict=True)
     tokenizer.eval().requires_grad_(False)
+    return tokenizer, meta
+
+
+def _original_tokenizer_file(path: Path) -> Path | None:
+    """The authors' tokenizer file ``path`` names: itself, or the ``vqnsp.pth`` of a folder without a stage-1 run."""
+    if path.is_file():
+        return path if path.suffix in (".pth", ".pt") else None
+    if path.is_dir() and not (path / "tokenizer.json").exists() and (path / ORIGINAL_TOKENIZER_FILE).is_file():
+        return path / ORIGINAL_TOKENIZER_FILE
+    return None
+
+
+def _load_original_tokenizer(path: Path, recipe: str | None, n_times: int | None):
+    """LaBraM's released VQ-NSP tokenizer as neurofm's, its encoder and codebook loaded tensor for tensor."""
+    if recipe not in (None, "labram"):
+        raise WeightsError(f"{path} is LaBraM's VQ-NSP tokenizer: it serves recipe 'labram', not {recipe!r}.")
+    state, digest = _read_state_dict(path)  # torch.load(weights_only=True): no pickled code runs
+    n_times = ORIGINAL_TOKENIZER_N_TIMES if n_times is None else n_times
+    try:
+        original = vqnsp_tokenizer_state(state, n_times)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
+    architecture = original.architecture
+    tokenizer = VQNSPTokenizer(
+        n_times=n_times,
+        patch_size=architecture["patch_size"],
+        codebook_size=architecture["codebook_size"],
+        code_dim=architecture["code_dim"],
+        depth=architecture["depth"],
+        num_heads=architecture["num_heads"],
+        encoder_kwargs=original.encoder_kwargs,
+        decoder=False,
+    )
+    own = tokenizer.state_dict()
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs neurofm {tuple(own[k].shape)}"
+        for k, v in original.state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = sorted(set(own) - set(original.state) - set(original.kept_as_built))
+    unexpected = sorted(set(original.state) - set(own))
+    if mismatched or missing or unexpected:
+        # The tokenizer is built from the file's own shapes: only an incomplete file gets here.
+        raise WeightsError(
+            f"{path} does not map exactly onto neurofm's VQ-NSP tokenizer: shapes {mismatched[:5]}, not filled "
+            f"{missing[:5]}, without a place {unexpected[:5]}. Refusing to load it partly."
+        )
+    tokenizer.load_state_dict({**{k: own[k] for k in original.kept_as_built}, **original.state}, strict=True)
+    tokenizer.eval().requires_grad_(False)
+    config = TokenizerConfig(
+        **{k: architecture[k] for k in ("patch_size", "codebook_size", "code_dim", "depth", "num_heads")},
+        decoder_depth=architecture["decoder_depth"],
+    )
+    meta = {
+        "recipe": "labram",
+        "n_times": n_times,
+        "tokenizer": config.model_dump(mode="json"),
+        "original": {"file": str(path), "digest": digest, **original.record},
+    }
+    logger.info(
+        "Loaded LaBraM's original tokenizer %s (%d codes of %d values)", path, config.codebook_size, config.code_dim
+    )
     return tokenizer, meta
 
 

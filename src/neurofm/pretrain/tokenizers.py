@@ -117,6 +117,15 @@ class VQNSPTokenizer(nn.Module):
         Decoder transformer layers (LaBraM: 3).
     quantizer_kwargs : dict
         Passed to :class:`NormEMAQuantizer`.
+    encoder_kwargs : dict
+        More braindecode ``Labram`` arguments of the encoder. LaBraM's released
+        tokenizer has q/v biases and a final ``fc_norm`` but no q/k norms and no
+        layer scales (:func:`neurofm.models.labram_original.vqnsp_tokenizer_state`
+        derives them from the file).
+    decoder : bool
+        Build the decoder and its spectrum heads. Without them the tokenizer
+        only gives codes (stage 2), as when it holds LaBraM's released
+        ``vqnsp.pth``, whose decoder neurofm's cannot represent.
     """
 
     def __init__(
@@ -131,11 +140,14 @@ class VQNSPTokenizer(nn.Module):
         num_heads: int = 10,
         decoder_depth: int = 3,
         quantizer_kwargs: dict | None = None,
+        encoder_kwargs: dict | None = None,
+        decoder: bool = True,
     ) -> None:
         super().__init__()
         from braindecode.models import Labram  # heavy: import neurofm.pretrain does not load braindecode (~5 s)
 
-        width = labram_token_width(patch_size)
+        encoder_kwargs = {"use_mean_pooling": False, **(encoder_kwargs or {})}
+        width = labram_token_width(patch_size, encoder_kwargs.get("conv_out_channels", 8))
         self.patch_size, self.n_patches = patch_size, n_times // patch_size
         self.encoder = Labram(
             n_chans=1,
@@ -146,13 +158,15 @@ class VQNSPTokenizer(nn.Module):
             embed_dim=width,
             num_layers=depth,
             num_heads=num_heads,
-            use_mean_pooling=False,
+            **encoder_kwargs,
         )
         self.encode_task = _regression_head(width, code_dim)
         self.quantizer = NormEMAQuantizer(codebook_size, code_dim, **(quantizer_kwargs or {}))
-        self.decoder = _TokenTransformer(code_dim, width, decoder_depth, num_heads, self.n_patches, n_channel_slots)
-        self.amplitude_head = _regression_head(width, patch_size // 2)
-        self.phase_head = _regression_head(width, patch_size // 2)
+        self.decoder = self.amplitude_head = self.phase_head = None
+        if decoder:
+            self.decoder = _TokenTransformer(code_dim, width, decoder_depth, num_heads, self.n_patches, n_channel_slots)
+            self.amplitude_head = _regression_head(width, patch_size // 2)
+            self.phase_head = _regression_head(width, patch_size // 2)
 
     def _encode(self, x: torch.Tensor, ch_names: list[str]) -> torch.Tensor:
         tokens = self.encoder(x, ch_names=ch_names, return_features=True)["features"]
@@ -165,6 +179,11 @@ class VQNSPTokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor, ch_names: list[str], channel_ids: torch.Tensor) -> TokenizerOutput:
         """Losses of one batch of windows ``(batch, n_chans, n_times)``."""
+        if self.decoder is None:
+            raise RuntimeError(
+                "This tokenizer has no decoder (it holds LaBraM's released vqnsp.pth, or was built with "
+                "decoder=False): it gives codes for stage 2 and cannot be trained."
+            )
         quantized = self.quantizer(self._encode(x, ch_names))
         decoded = self.decoder(quantized.quantized, self.n_patches, channel_ids)
         patches = x.reshape(x.shape[0], -1, self.patch_size)
