@@ -6,16 +6,30 @@ It answers the requests ``snapshot_download`` makes: the revision's info
 (``/{repo}/resolve/{rev}/{path}``, with ``X-Repo-Commit`` and ``ETag``).
 Errors carry the ``X-Error-Code`` the client maps to its exceptions. Every
 request is logged, so a test can say that a run made none.
+
+It also answers what ``create_repo`` and ``upload_folder`` send: repository
+creation (``POST /api/repos/create``, 409 when it exists), the model card's
+metadata check (``POST /api/validate-yaml``), the preupload
+check (``POST /api/models/{repo}/preupload/{rev}``, which it answers
+"regular" for every file: their bytes come inline in the commit) and the
+commit itself (``POST /api/models/{repo}/commit/{rev}``, NDJSON: a header,
+then base64 files and deletions), which becomes a new commit at the head of
+``rev``. Writes need a token (``Authorization: Bearer ...``); LFS uploads are
+not served (a commit naming one is refused).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+import yaml
 
 
 @dataclass
@@ -102,6 +116,73 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802
         self._answer(send_body=True)
+
+    def do_POST(self):  # noqa: N802
+        path = urlsplit(self.path).path
+        self.served.requests.append((self.command, path))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if path == "/api/validate-yaml":
+            self._validate_card(json.loads(body)["content"])
+            return
+        if not self.headers.get("Authorization", "").startswith("Bearer "):
+            self._error(401, "Unauthorized", True)
+            return
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts == ["api", "repos", "create"]:
+            self._create(json.loads(body))
+        elif parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] in ("preupload", "commit"):
+            repo, kind, rev = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
+            if repo not in self.served.repos:
+                self._error(404, "RepoNotFound", True)
+            elif kind == "preupload":
+                files = json.loads(body)["files"]
+                answer = {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+                self._send(200, json.dumps(answer).encode(), {"Content-Type": "application/json"}, True)
+            else:
+                self._commit(repo, rev, body)
+        else:
+            self._error(404, "RepoNotFound", True)
+
+    def _validate_card(self, content: str) -> None:
+        """A README's metadata block must be YAML mapping, as the hub checks before a commit that holds one."""
+        match = re.match(r"---\n(.*?)\n---\n", content, re.DOTALL)
+        try:
+            valid = match is None or isinstance(yaml.safe_load(match.group(1)), dict)
+        except yaml.YAMLError:
+            valid = False
+        if valid:
+            self._send(200, json.dumps({"warnings": []}).encode(), {"Content-Type": "application/json"}, True)
+        else:
+            body = json.dumps({"errors": [{"message": "metadata is not a YAML mapping"}]}).encode()
+            self._send(400, body, {"Content-Type": "application/json", "X-Error-Code": "BadRequest"}, True)
+
+    def _create(self, payload: dict) -> None:
+        repo = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+        if repo in self.served.repos:  # the hub names the existing repository; create_repo(exist_ok=True) reads it
+            body = json.dumps({"error": "You already created this model repo", "url": f"{self.served.url}/{repo}"})
+            self._send(409, body.encode(), {"Content-Type": "application/json"}, True)
+            return
+        self.served.repos[repo] = _Repo()
+        body = json.dumps({"url": f"{self.served.url}/{repo}", "name": repo}).encode()
+        self._send(200, body, {"Content-Type": "application/json"}, True)
+
+    def _commit(self, repo: str, rev: str, body: bytes) -> None:
+        entry = self.served.repos[repo]
+        head = entry.refs.get(rev)
+        files = dict(entry.commits[head]) if head is not None else {}
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "file" and value.get("encoding") == "base64":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif item["key"] == "deletedFile":
+                files.pop(value["path"], None)
+            elif item["key"] != "header":
+                self._error(400, "BadRequest", True)  # LFS files and copies are not served here
+                return
+        commit = self.served.publish(repo, files, branch=rev)
+        answer = {"commitUrl": f"{self.served.url}/{repo}/commit/{commit}", "commitOid": commit, "pullRequestUrl": None}
+        self._send(200, json.dumps(answer).encode(), {"Content-Type": "application/json"}, True)
 
     def _answer(self, send_body: bool) -> None:
         path = urlsplit(self.path).path

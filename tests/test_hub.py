@@ -10,7 +10,6 @@ import pytest
 from hub_server import LocalHub  # tests/, on the path as pytest imports test files
 from typer.testing import CliRunner
 
-import neurofm.models.hub as hub_module
 from neurofm.adapt import plan_adaptation
 from neurofm.cli import app
 from neurofm.data import SignalInfo
@@ -34,14 +33,8 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     # The client reads HF_HUB_OFFLINE once, at import (the tests import it offline): a user's process sets it first.
     monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_module, "_RESOLVED", {})
     yield served
     served.stop()
-
-
-def _new_process(monkeypatch) -> None:
-    """What a new process starts with: no branch resolved yet."""
-    monkeypatch.setattr(hub_module, "_RESOLVED", {})
 
 
 def _checkpoint_files(tmp_path: Path, seed: int) -> tuple[dict[str, bytes], Path]:
@@ -83,7 +76,6 @@ def test_first_use_downloads_then_runs_without_a_request_and_offline(hub, tmp_pa
     assert sorted(path.rsplit("/", 1)[-1] for method, path in hub.file_requests() if method == "GET") == read
 
     hub.requests.clear()
-    _new_process(monkeypatch)
     again, _ = _embed(f"{REPO}@{commit}", windows_19ch)
     np.testing.assert_array_equal(again, reference)
     assert hub.requests == []  # a pinned commit in the cache: no request at all
@@ -112,25 +104,22 @@ def test_a_moved_branch_gives_new_weights_new_keys_and_a_pinned_commit_stays(hub
     old_files, old_folder = _checkpoint_files(tmp_path, seed=5)
     new_files, new_folder = _checkpoint_files(tmp_path, seed=6)
     old = hub.publish(REPO, old_files)
+    fitted = _embedder(REPO, cache_embeddings=False).fit(windows_19ch)  # identified, not loaded yet
     old_out, old_emb = _embed(REPO, windows_19ch)
     np.testing.assert_array_equal(old_out, _embed(str(old_folder), windows_19ch)[0])
 
-    # Within one process a branch is asked for once: a run never mixes two commits.
     new = hub.publish(REPO, new_files)
+    # An embedder loads the commit it identified, however the branch moved since, without asking again.
     hub.requests.clear()
-    same_process, emb = _embed(REPO, windows_19ch)
-    np.testing.assert_array_equal(same_process, old_out)
-    assert emb.weights_source_.commit == old and hub.requests == []
+    np.testing.assert_array_equal(fitted.transform(windows_19ch), old_out)
+    assert fitted.weights_source_.commit == old and hub.requests == []
 
-    _new_process(monkeypatch)
-    hub.requests.clear()
-    new_out, new_emb = _embed(REPO, windows_19ch)
+    new_out, new_emb = _embed(REPO, windows_19ch)  # a new resolution asks the hub and finds the new commit
     np.testing.assert_array_equal(new_out, _embed(str(new_folder), windows_19ch)[0])
     assert new_emb.weights_source_.commit == new != old
     assert new_emb.fingerprint_ != old_emb.fingerprint_  # cached embeddings of the old commit are never served
     assert ("GET", f"/api/models/{REPO}/revision/main") in hub.requests
 
-    _new_process(monkeypatch)
     hub.requests.clear()
     pinned, pinned_emb = _embed(f"{REPO}@{old}", windows_19ch)
     np.testing.assert_array_equal(pinned, old_out)
@@ -191,7 +180,6 @@ def test_an_unreachable_hub_and_offline_mode_say_how_to_fetch_it(monkeypatch, tm
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hub_module, "_RESOLVED", {})
     with pytest.raises(WeightsError, match=rf"could not be reached.*`neurofm download {KEY}`"):
         _embedder(REPO).check_input(windows_19ch.shape)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -238,7 +226,6 @@ def test_the_demo_with_published_weights_downloads_them_and_says_so_offline(hub,
     weights = result.get_model_artifacts(artifact_type="backbone").query("ArtifactKey == 'weights'")
     assert sorted(w["commit"] for w in weights["ArtifactValue"]) == sorted(commits.values())
 
-    _new_process(monkeypatch)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match=r"HF_HUB_OFFLINE is set.*`neurofm download cbramod`"):

@@ -13,6 +13,7 @@ from .exceptions import (
     WeightsError,
 )
 from .experiment import Experiment
+from .export import load_exported
 from .models.registry import create_backbone, get_model_spec, list_foundation_models
 from .policy import allow_imports
 from .protocols import NeuralTrainable
@@ -38,4 +39,5 @@ __all__ = [
     "create_backbone",
     "get_model_spec",
     "list_foundation_models",
+    "load_exported",
 ]

@@ -11,7 +11,9 @@ Order of work in :meth:`Experiment.run`:
 4. run: a frozen backbone embeds all windows once (a label-free, deterministic
    function, served from the content-addressed cache when possible); heads
    and classical estimators are then fitted on each training partition only
-   and scored on its test partition.
+   and scored on its test partition;
+5. with ``refit``, after every fold and permutation: each model fitted once
+   more on all windows, kept in the result and saved with it, never scored.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .exceptions import ConfigError
 from .execution import check_backend, computes_here, engine_session, map_tasks
 from .metrics import check_metrics_for_classes, expand_metrics
 from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
+from .refit_step import RefitStep
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
@@ -194,6 +197,7 @@ class ExperimentRun:
         self._key = None  # the key of shared folders (set when the run checks its folders)
         self._records = RunRecords()  # what is on record, with output_dir
         self._recordings: np.ndarray | None = None  # each window's recording, when known
+        self._refits: RefitStep | None = None  # with config.refit: the models to fit once more on all windows
 
     def execute(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
         """Run every model on the outer folds (see :meth:`Experiment.run`)."""
@@ -300,6 +304,8 @@ class ExperimentRun:
         """Features first, then every (model, fold) fit as one task, then the permutations; one result."""
         cfg = self.config
         timings: dict[str, float] = {}
+        if cfg.refit:
+            self._refits = RefitStep(self._records, self._execution, self._recordings, prepared)
         features = self._features(inputs, splits, prepared, timings)
         tasks = [
             FoldTask(
@@ -335,13 +341,22 @@ class ExperimentRun:
             self._chance_level(model, features[model.name], inputs.y, groups, splits, classes, scores, timings)
             artifacts.extend((model.name, *row) for row in model.artifacts)
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
+        # After every fold and permutation, so that nothing scored depends on whether the run refits.
+        refit_models, refit_folders, refit_meta = (
+            self._refits.run(prepared, features, inputs, groups) if self._refits is not None else ({}, {}, None)
+        )
+        meta = run_metadata(inputs, time.perf_counter() - started, timings)
+        if refit_meta is not None:
+            meta["refit"] = refit_meta
         return ExperimentResult(
             scores=pd.DataFrame(scores, columns=SCORE_COLUMNS),
             predictions=pd.concat(predictions, ignore_index=True),
             splits=pd.concat(split_rows, ignore_index=True),
             artifacts=pd.DataFrame(artifacts, columns=ARTIFACT_COLUMNS),
             config=cfg.model_dump(mode="json"),
-            meta=run_metadata(inputs, time.perf_counter() - started, timings),
+            meta=meta,
+            refit_models=refit_models,
+            refit_folders=refit_folders,
         )
 
     def _features(self, inputs, splits, prepared, timings: dict[str, float]) -> dict[str, Any]:
@@ -352,7 +367,9 @@ class ExperimentRun:
         features: dict[str, Any] = {}
         for model in prepared:
             t0 = time.perf_counter()
-            if self._records.all_recorded(model.name, len(splits), self._permutations_run(model)):
+            if self._records.all_recorded(model.name, len(splits), self._permutations_run(model)) and (
+                self._refits is None or model.name not in self._refits.todo
+            ):
                 features[model.name] = None  # nothing of this model will run: its windows need no embedding
                 if model.embedder is not None:
                     fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from .export import copy_refit, export_model, load_fine_tuned, load_probe, push_to_hub, save_probe, write_refit_record
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
 from .utils.files import atomic_write, claim_folder, jsonable
@@ -19,9 +21,18 @@ from .utils.versions import package_versions
 __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
+#: Where the refit models of a run are saved in its output folder (one ``model-<hash>`` folder each).
+MODELS_FOLDER = "models"
 #: What neurofm writes directly in an output folder: the saved result, its report, the run's progress records.
 OUTPUT_NAMES = frozenset(
-    {*(f"{name}.parquet" for name in _TABLES), "config.yaml", "meta.json", "report.html", *PROGRESS_NAMES}
+    {
+        *(f"{name}.parquet" for name in _TABLES),
+        "config.yaml",
+        "meta.json",
+        "report.html",
+        MODELS_FOLDER,
+        *PROGRESS_NAMES,
+    }
 )
 SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
 ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
@@ -46,16 +57,36 @@ class ExperimentResult:
     config : dict
         The resolved experiment config.
     meta : dict
-        Software versions, timings, signal info.
+        Software versions, timings, signal info; ``meta["refit"]`` describes
+        each refit model (its kind, the folder it is saved in, or why it is
+        kept in memory only).
+    refit_models : dict | None
+        Models fitted once more on all windows after the folds
+        (``ExperimentConfig(refit=True)``), by name.
+    refit_folders : dict | None
+        Where each saved refit model's files are, by name.
     """
 
-    def __init__(self, scores, predictions, splits, artifacts, config: dict, meta: dict | None = None):
+    def __init__(
+        self,
+        scores,
+        predictions,
+        splits,
+        artifacts,
+        config: dict,
+        meta: dict | None = None,
+        *,
+        refit_models: dict | None = None,
+        refit_folders: dict | None = None,
+    ):
         self.scores = scores
         self.predictions = predictions
         self.splits = splits
         self.artifacts = artifacts
         self.config = config
         self.meta = meta or {}
+        self._refit_models = dict(refit_models or {})
+        self._refit_folders = {name: Path(folder) for name, folder in (refit_folders or {}).items()}
 
     def __repr__(self) -> str:
         models = list(dict.fromkeys(self.scores["Model"])) if len(self.scores) else []
@@ -155,6 +186,136 @@ class ExperimentResult:
             out["corrected_t"] = out["corrected_t_p"] = float("nan")
         return out
 
+    # -- models refitted on all windows, and their export ---------------------------------------------------------
+
+    def refit_names(self) -> list[str]:
+        """The models refitted on all windows (``ExperimentConfig(refit=True)``)."""
+        return list(self.meta.get("refit", {}))
+
+    @property
+    def refit_models(self) -> dict:
+        """Every refit model by name (those saved with a loaded result are read on first access).
+
+        Fine-tuned decoders are :class:`~neurofm.estimators.neural.NeuralFineTuner`
+        (adapters merged into the weights), frozen decoders
+        :class:`~neurofm.export.FrozenProbe`, classical models their fitted
+        scikit-learn estimator. None of them is scored: scores come from the folds.
+        A loaded result holds those that were saved (``meta["refit"][name]["note"]``
+        says why another was kept in memory only).
+        """
+        return {
+            name: self.get_refit_model(name)
+            for name in self.refit_names()
+            if name in self._refit_models or name in self._refit_folders
+        }
+
+    def get_refit_model(self, name: str, **options):
+        """The model ``name`` refitted on all windows.
+
+        Parameters
+        ----------
+        name : str
+            The model's name in the config.
+        **options
+            How a saved model is read back: ``device`` for a fine-tuned one,
+            ``cache_dir``, ``device``... for a frozen probe (see
+            :func:`neurofm.load_exported`).
+
+        Raises
+        ------
+        KeyError
+            When the run did not refit ``name``, or kept it in memory only
+            and this result was loaded from disk.
+        """
+        if name in self._refit_models and not options:
+            return self._refit_models[name]
+        entry = self.meta.get("refit", {}).get(name)
+        if entry is None:
+            raise KeyError(
+                f"Model {name!r} was not refitted on all windows (refitted: {self.refit_names()}); run with "
+                "ExperimentConfig(refit=True)."
+            )
+        if name not in self._refit_folders:
+            raise KeyError(f"The refit of model {name!r} was not saved: {entry.get('note')}.")
+        folder = self._refit_folders[name]
+        if entry["kind"] == "fine_tuned":
+            model = load_fine_tuned(folder, device=options.get("device"))
+        else:
+            model = load_probe(folder, **options)
+        if not options:
+            self._refit_models[name] = model
+        return model
+
+    def refit_folder(self, name: str) -> Path:
+        """Where the saved refit of model ``name`` lies (its files, in the layout :mod:`neurofm.export` reads)."""
+        if name not in self._refit_folders:
+            raise KeyError(f"No saved refit of model {name!r}.")
+        return self._refit_folders[name]
+
+    def export_model(self, name: str, path: str | Path, fold: int | None = None, format: str | None = None) -> Path:
+        """Write a model where plain braindecode (or neurofm) loads it, with a model card.
+
+        Parameters
+        ----------
+        name : str
+            The model's name in the config.
+        path : str | Path
+            A new or empty folder.
+        fold : int | None
+            ``None``: the model refitted on all windows (the run needs
+            ``refit=True``); ``k``: fold ``k``'s model, rebuilt from its
+            checkpoint (fine-tuned models saved with ``checkpoints.save``).
+        format : {"braindecode", "checkpoint", "frozen-probe"} | None
+            ``None``: ``braindecode`` for a fine-tuned backbone (``config.json``
+            + ``model.safetensors``, loaded by ``<Class>.from_pretrained(path)``
+            with adapters merged and neurofm's head as the class's
+            ``final_layer``, refused with the reason where that head cannot be
+            written exactly), ``frozen-probe`` for a frozen backbone + linear
+            head (read by :func:`neurofm.load_exported`). ``checkpoint``:
+            neurofm's own checkpoint folder, for any fine-tuned model.
+
+        Returns
+        -------
+        path : Path
+            The folder written: the model, ``neurofm_export.json`` (the input
+            adaptation it expects, its weights' origin) and ``README.md``.
+
+        Raises
+        ------
+        ConfigError
+            Before anything is written: no refit model and no fold given, a
+            fold without checkpoint, a head braindecode's class cannot hold, a
+            non-empty folder.
+        """
+        return export_model(self, name, path, fold=fold, format=format)
+
+    def push_to_hub(
+        self,
+        name: str,
+        repo_id: str,
+        *,
+        fold: int | None = None,
+        format: str | None = None,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str | None = None,
+    ) -> str:
+        """Export a model (:meth:`export_model`) and upload it to a hub repository, made if missing.
+
+        The hub is ``HF_ENDPOINT`` (huggingface.co by default); ``token``:
+        ``None`` uses the one you are logged in with. Returns the commit.
+        """
+        return push_to_hub(
+            self,
+            name,
+            repo_id,
+            fold=fold,
+            format=format,
+            token=token,
+            private=private,
+            commit_message=commit_message,
+        )
+
     def save(self, directory: str | Path) -> Path:
         """Write tables as Parquet, the config as YAML and metadata as JSON.
 
@@ -170,9 +331,27 @@ class ExperimentResult:
             atomic_write(out / f"{name}.parquet", lambda tmp, table=table: table.to_parquet(tmp, index=False))
         config_text = yaml.safe_dump(self.config, sort_keys=False)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(config_text))
+        self._save_refit_models(out)
         meta_text = json.dumps(jsonable(self.meta), indent=2)
         atomic_write(out / "meta.json", lambda tmp: tmp.write_text(meta_text))
         return out
+
+    def _save_refit_models(self, out: Path) -> None:
+        """Each saved refit model into ``out/models``: copied from where it lies, or written from memory."""
+        for name, entry in self.meta.get("refit", {}).items():
+            relative = entry.get("folder")
+            if relative is None:
+                continue
+            target = out / relative
+            source = self._refit_folders.get(name)
+            if source is not None and source.resolve() == target.resolve():
+                continue
+            if source is not None:
+                copy_refit(source, target)
+            else:
+                save_probe(target, self._refit_models[name])
+                write_refit_record(target, name, entry["kind"])
+            self._refit_folders[name] = target
 
     @classmethod
     def load(cls, directory: str | Path) -> ExperimentResult:
@@ -185,7 +364,15 @@ class ExperimentResult:
         tables["artifacts"]["ArtifactValue"] = [json.loads(v) for v in tables["artifacts"]["ArtifactValue"]]
         config = load_yaml((src / "config.yaml").read_text())
         meta = json.loads((src / "meta.json").read_text()) if (src / "meta.json").exists() else {}
-        return cls(config=config, meta=meta, **tables)
+        # Only neurofm's own folder names: a meta.json from elsewhere cannot point the reading outside the result.
+        folders = {
+            name: src / entry["folder"]
+            for name, entry in meta.get("refit", {}).items()
+            if isinstance(entry.get("folder"), str)
+            and re.fullmatch(rf"{MODELS_FOLDER}/model-[0-9a-f]+", entry["folder"])
+            and (src / entry["folder"]).is_dir()
+        }
+        return cls(config=config, meta=meta, refit_folders=folders, **tables)
 
 
 def run_metadata(inputs, seconds: float, timings: dict) -> dict:

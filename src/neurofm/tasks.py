@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .exceptions import ModelFitError, NeuroFMError
+from .export import save_fine_tuned
 from .metrics import score
 from .protocols import TRAINABLE_METHODS, NeuralTrainable
 from .utils.files import jsonable
@@ -30,6 +32,7 @@ __all__ = [
     "FoldOutcome",
     "FoldTask",
     "PermutationTask",
+    "RefitTask",
     "SharedInputs",
     "computes_on_gpu",
     "decode_means",
@@ -38,6 +41,7 @@ __all__ = [
     "run_extraction",
     "run_fold",
     "run_permutation",
+    "run_refit",
     "split_frame",
     "trainable_artifacts",
     "trainable_estimator",
@@ -181,11 +185,7 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
     except NeuroFMError:
         raise
     except Exception as exc:
-        cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
-        raise ModelFitError(
-            f"Model {task.model_name!r} failed on fold {task.fold}: {cause}. Folds that finished are kept; with "
-            "output_dir set, running again resumes after them."
-        ) from exc
+        raise _fit_failed(task.model_name, f"on fold {task.fold}", "Folds that finished are kept", exc) from exc
     # Any estimator that reports its training gets its artifacts recorded, whatever config brought it.
     artifacts = trainable_artifacts(estimator, task.fold, task.model_name)
     frame = None
@@ -228,6 +228,52 @@ def run_permutation(task: PermutationTask, shared: SharedInputs) -> dict[str, fl
         for metric, value in scores.items():
             fold_scores[metric].append(value)
     return {metric: float(np.nanmean(values)) for metric, values in fold_scores.items()}
+
+
+@dataclass
+class RefitTask:
+    """One model fitted once more on every window, after the folds (``ExperimentConfig.refit``). Picklable."""
+
+    model_name: str
+    estimator: Any  # unfitted
+    trainable: bool
+    prepared: Any = None  # as in FoldTask
+    folder: str | None = None  # where a trainable model's checkpoint is written, by the worker that trains it
+
+
+def run_refit(task: RefitTask, shared: SharedInputs) -> Any:
+    """The estimator fitted on every window (a trainable model takes its validation split from them, by group).
+
+    Nothing is scored: the model has seen every window. Scores stay those of the folds. A trainable model is
+    written to ``task.folder`` where it trained (its weights never travel through the engine, and may live on a
+    GPU the caller lacks); what it trained on is returned instead.
+    """
+    features = shared.features[task.model_name]
+    try:
+        estimator = _fit(
+            task.estimator,
+            task.trainable,
+            features,
+            shared.y,
+            shared.groups,
+            shared.recordings if task.trainable else None,
+            task.prepared,
+        )
+        if task.trainable and task.folder is not None:
+            return save_fine_tuned(estimator, Path(task.folder))
+        return estimator
+    except NeuroFMError:
+        raise
+    except Exception as exc:
+        raise _fit_failed(task.model_name, "in its refit on all windows", "Its folds are kept", exc) from exc
+
+
+def _fit_failed(model_name: str, where: str, kept: str, exc: Exception) -> ModelFitError:
+    """An estimator's own error, named with the model and where it failed; neurofm's errors pass as they are."""
+    cause = f"{type(exc).__name__}: {str(exc).rstrip('.')}"
+    return ModelFitError(
+        f"Model {model_name!r} failed {where}: {cause}. {kept}; with output_dir set, running again resumes after them."
+    )
 
 
 def _predict(estimator, X, classes, recordings=None):

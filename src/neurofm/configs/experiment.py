@@ -288,6 +288,15 @@ class ExperimentConfig(BaseConfig):
         How to cut windows when :meth:`Experiment.run` receives continuous
         recordings (``mne.io.Raw`` or a list of them); must be ``None`` when it
         receives windows.
+    refit : bool
+        After the outer folds, fit every model once more on all windows (a
+        fine-tuner takes its validation split from them, as in each fold)
+        and keep it in the result (:meth:`ExperimentResult.get_refit_model`),
+        ready for :meth:`ExperimentResult.export_model`. Scores, predictions
+        and statistics still come from the folds alone: the refit model has
+        seen every window, so nothing scores it. With an output folder it is
+        saved there (``models/``), and a resumed run reads it back instead of
+        fitting it again.
     """
 
     task: Literal["classification", "regression"] = "classification"
@@ -304,6 +313,7 @@ class ExperimentConfig(BaseConfig):
     verbose: bool = True
     sensor_types: list[Literal["eeg", "meg", "mag", "grad"]] | None = Field(None, min_length=1)
     windows: WindowConfig | None = None
+    refit: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:

@@ -153,7 +153,11 @@ class FoundationEmbeddingModelConfig(BaseConfig):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     deterministic: bool = False
 
-    _spelling = field_validator("precision", mode="before")(classmethod(lambda cls, v: _one_dtype_spelling(v)))
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any) -> Any:
+        return _one_dtype_spelling(value)
+
     trust_remote_code: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
@@ -266,7 +270,10 @@ class QuantizationConfig(BaseConfig):
     compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     double_quant: bool = True
 
-    _spelling = field_validator("compute_dtype", mode="before")(classmethod(lambda cls, v: _one_dtype_spelling(v)))
+    @field_validator("compute_dtype", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any) -> Any:
+        return _one_dtype_spelling(value)
 
     @model_validator(mode="after")
     def _one_width(self) -> QuantizationConfig:
@@ -325,7 +332,10 @@ class DeviceConfig(BaseConfig):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     deterministic: bool = False
 
-    _spelling = field_validator("precision", mode="before")(classmethod(lambda cls, v: _one_dtype_spelling(v)))
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _one_spelling(cls, value: Any) -> Any:
+        return _one_dtype_spelling(value)
 
 
 class CheckpointConfig(BaseConfig):

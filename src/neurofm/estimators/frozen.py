@@ -429,7 +429,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             self._backbone = create_backbone(
                 self.model_key,
                 self.plan_.target,
-                self.weights,
+                self.weights_source_.pinned(),  # what fit identified, though a hub branch moved since
                 backend=self.backend,
                 model_kwargs=self.model_kwargs,
                 random_state=self.random_state,

@@ -12,15 +12,15 @@ or private repositories).
 
 A revision that is a commit (``org/name@<40 hex>``) is immutable: once in the
 cache it is served without any request. A branch or tag (``main``) is asked
-for once per process, then pinned to the commit it resolved to, so that one
-run never mixes two commits; the commit enters the weights' identity, so a
-moved branch never serves embeddings or results of the old one.
+for at each resolution (offline: the commit the cache last resolved it to);
+the commit enters the weights' identity, so a moved branch never serves
+embeddings or results of the old one, and an estimator loads the very commit
+it identified (:meth:`neurofm.models.weights.WeightsSource.pinned`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +28,7 @@ from ..exceptions import WeightsError
 
 __all__ = ["HubSnapshot", "fetch_snapshot", "hub_cache_dir", "hub_endpoint", "hub_offline", "snapshot_size"]
 
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _DEFAULT_ENDPOINT = "https://huggingface.co"
-
-#: (endpoint, repo, branch or tag) -> the commit it resolved to in this process.
-_RESOLVED: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -105,10 +101,7 @@ def fetch_snapshot(
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     endpoint, cache_dir, offline = hub_endpoint(), hub_cache_dir(), hub_offline()
-    wanted = revision or "main"
-    # A commit in the cache is served by huggingface_hub without a request; a branch resolved earlier in this
-    # process is asked for as that commit, so one run never mixes two commits of a moving branch.
-    asked = wanted if _COMMIT.fullmatch(wanted) else _RESOLVED.get((endpoint, repo, wanted), wanted)
+    asked = revision or "main"  # a commit in the cache is served by huggingface_hub without a request
     were_disabled = are_progress_bars_disabled()
     if not progress:
         disable_progress_bars()
@@ -128,8 +121,6 @@ def fetch_snapshot(
     finally:
         if not progress and not were_disabled:
             enable_progress_bars()
-    if not _COMMIT.fullmatch(wanted):
-        _RESOLVED[(endpoint, repo, wanted)] = path.name
     return HubSnapshot(repo, revision, path.name, path)
 
 

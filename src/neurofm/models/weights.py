@@ -70,10 +70,18 @@ class WeightsSource:
     location: str | None = None
     revision: str | None = None  # as asked for (a hub id's @revision)
     commit: str | None = None  # what a hub revision resolved to
+    repo: str | None = None  # a hub id's org/name
 
     def describe(self) -> dict[str, Any]:
         out = {"kind": self.kind, "location": self.location, "revision": self.revision}
-        return out | ({"commit": self.commit} if self.commit else {})
+        return out | ({"commit": self.commit, "repo": self.repo} if self.commit else {})
+
+    def pinned(self) -> str:
+        """``weights=`` that finds these very weights again: a hub checkpoint at its commit (served from the
+        cache without a request, however its branch moved since), a path, or ``"random"``."""
+        if self.kind == "hub" and self.repo and self.commit:
+            return f"{self.repo}@{self.commit}"
+        return "random" if self.kind == "random" else str(self.location)
 
 
 @dataclass
@@ -128,7 +136,7 @@ def resolve_weights(spec: ModelSpec, weights: str | None, backend: str = "braind
     if _looks_like_hub_id(weights):
         repo, _, revision = weights.partition("@")
         snapshot = _fetch_checkpoint(spec, repo, revision or None, backend)
-        return WeightsSource("hub", str(snapshot.path), revision or None, snapshot.commit)
+        return WeightsSource("hub", str(snapshot.path), revision or None, snapshot.commit, repo)
     raise WeightsError(
         f"weights={weights!r} is neither 'random', an existing file or directory, nor a hub id 'org/name'. "
         "Check the path, or pass weights='random' for an explicitly random backbone."

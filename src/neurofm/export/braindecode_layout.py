@@ -1,0 +1,172 @@
+"""A fine-tuned decoder in braindecode's own layout, loaded by ``<Class>.from_pretrained`` to the same logits."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConfigError
+from ..utils.files import atomic_write, jsonable
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True)
+class BraindecodeHead:
+    """How neurofm's trained head is written as a braindecode class's ``final_layer`` (or why it cannot be).
+
+    Attributes
+    ----------
+    pooling : tuple of str
+        The poolings whose head the class's ``final_layer`` holds exactly.
+    how : str
+        What the export writes (model card), or, with no pooling, why nothing can be.
+    """
+
+    pooling: tuple[str, ...]
+    how: str
+
+
+#: Per backbone: which of neurofm's heads (a linear layer on pooled tokens) braindecode's class holds exactly.
+#: Exact means the same operations on the same numbers, so braindecode's forward gives neurofm's logits bit for
+#: bit: a head that is only mathematically equal (a mean folded into a linear layer) sums in another order.
+BRAINDECODE_HEADS = {
+    "cbramod": BraindecodeHead(
+        ("flatten",),
+        "CBraMod's final_layer is Flatten + Linear over every (channel, patch) token of proj_out's output: "
+        "proj_out is written as the identity (emb_dim = the encoder's width, weight I, bias 0: exact in floating "
+        "point) and final_layer holds neurofm's linear head on the flattened encoder tokens (pooling='flatten'). "
+        "A mean or max pooling has no place in final_layer",
+    ),
+    "labram": BraindecodeHead(
+        (),
+        "not written yet: Labram's final_layer is a Linear on the class token, which neurofm's pooling='cls' "
+        "matches, but its forward needs ch_names for montages other than its 128 channels and the export is not "
+        "verified for it",
+    ),
+    "codebrain": BraindecodeHead(
+        (), "CodeBrain's final_layer is a fixed three-layer ELU MLP on the flattened tokens, not a linear head"
+    ),
+    "biot": BraindecodeHead((), "BIOT's final_layer applies an ELU before its Linear, which neurofm's head does not"),
+    "bendr": BraindecodeHead(
+        (),
+        "BENDR's final_layer is a weight-normalised Linear on the start token, while neurofm reads the context "
+        "tokens that follow it",
+    ),
+    "eegpt": BraindecodeHead(
+        (), "EEGPT's final_layer is its two-layer LinearWithConstraint probe (or a class built without arguments)"
+    ),
+    "luna": BraindecodeHead((), "LUNA's final_layer is a cross-attention head with learned queries"),
+    "reve": BraindecodeHead((), "REVE's final_layer normalises the flattened tokens (LayerNorm) before its Linear"),
+    "signaljepa": BraindecodeHead((), "SignalJEPA_Contextual's final_layer is a spatial convolution before its Linear"),
+}
+
+
+def braindecode_refusal(config: Any) -> str | None:
+    """Why a fine-tuned model cannot be written in the braindecode layout (``None``: it can)."""
+    head = BRAINDECODE_HEADS.get(config.model_key)
+    if config.backend != "braindecode":
+        return f"it was built by the {config.backend!r} backend, not braindecode"
+    if config.quantized:
+        return "its backbone is quantised to 4 bit, which a braindecode class cannot hold"
+    if head is None or not head.pooling:
+        return head.how if head is not None else f"no braindecode head is known for {config.model_key!r}"
+    if config.pooling not in head.pooling:
+        return (
+            f"neurofm pooled its tokens with pooling={config.pooling!r}; the class's final_layer holds only "
+            f"pooling={' or '.join(repr(p) for p in head.pooling)} exactly ({head.how})"
+        )
+    if config.trainer.head != "linear":
+        return f"its head is trainer.head={config.trainer.head!r}; the class's final_layer holds a linear head only"
+    return None
+
+
+def decoder_for_export(estimator: Any) -> Any:
+    """neurofm's decoder as an export writes it: a CPU copy in eval mode, PEFT adapters merged into the weights.
+
+    Its outputs on adapted windows (:func:`neurofm.training.predict_network`)
+    are what the exported braindecode model gives. A model whose adapters are
+    already merged (a refit model, a checkpoint saved with
+    ``lora.save="merged"``) is copied as it is; merging adapters changes the
+    last bits of the outputs (``W + BA`` is rounded once, not per forward).
+    """
+    net = copy.deepcopy(estimator.net_).to("cpu")
+    if hasattr(net.backbone, "merge_and_unload"):
+        net.backbone = net.backbone.merge_and_unload()
+        net._fastpath_off = False  # adapters merged: nothing for torch's fused attention to bypass
+    return net.eval()
+
+
+def _cbramod_module(net: Any, n_outputs: int) -> Any:
+    import torch  # heavy: torch and braindecode load on use
+
+    backbone = net.backbone
+    linear = net.head[-1]
+    width = backbone.patch_embedding.d_model
+    config = backbone.get_config() | {"n_outputs": n_outputs, "emb_dim": width, "return_encoder_output": False}
+    module = type(backbone).from_config(config)
+    state = {k: v for k, v in backbone.state_dict().items() if not k.startswith(("proj_out.", "final_layer."))}
+    state["proj_out.0.weight"] = torch.eye(width, dtype=linear.weight.dtype)
+    state["proj_out.0.bias"] = torch.zeros(width, dtype=linear.weight.dtype)
+    state["final_layer.1.weight"] = linear.weight.detach().clone()
+    state["final_layer.1.bias"] = linear.bias.detach().clone()
+    module.load_state_dict(state, strict=True)
+    return module.eval()
+
+
+_MODULE_WRITERS = {"cbramod": _cbramod_module}
+
+
+def _verify_input(n_chans: int, n_times: int):
+    import torch  # heavy: torch and braindecode load on use
+
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, n_chans, n_times, generator=generator)
+
+
+def _write_braindecode(folder: Path, estimator: Any) -> dict[str, Any]:
+    """Write the braindecode layout of a fine-tuner into ``folder``; what the check of its logits found."""
+    import torch  # heavy: torch and braindecode load on use
+    from braindecode import __version__ as braindecode_version  # heavy: torch and braindecode load on use
+    from braindecode.models.base import build_model_config  # heavy: torch and braindecode load on use
+    from safetensors.torch import save_model  # heavy: torch and braindecode load on use
+
+    from ..training import predict_network  # heavy: torch and braindecode load on use
+
+    cfg = estimator.config
+    net = decoder_for_export(estimator)
+    n_outputs = int(net.head[-1].out_features)
+    module = _MODULE_WRITERS[cfg.model_key](net, n_outputs)
+    config = build_model_config(module) | {"braindecode_version": braindecode_version}
+    text = json.dumps(jsonable(config), indent=2)
+    atomic_write(folder / "config.json", lambda tmp: tmp.write_text(text))
+    atomic_write(folder / "model.safetensors", lambda tmp: save_model(module, str(tmp)))
+    # What plain braindecode builds from these files must give neurofm's logits, bit for bit.
+    reloaded = type(module).from_pretrained(str(folder)).eval()
+    target = estimator.plan_.target
+    x = _verify_input(target.n_chans, target.n_times)
+    expected = torch.from_numpy(predict_network(net, x.numpy(), len(x), "cpu", "fp32"))
+    with torch.inference_mode():
+        found = reloaded(x).float()
+    if not torch.equal(found, expected):
+        difference = float((found - expected).abs().max())
+        for name in ("config.json", "model.safetensors"):
+            (folder / name).unlink(missing_ok=True)
+        raise ConfigError(
+            f"The braindecode {type(module).__name__} written for this model gives other logits than neurofm's "
+            f"(largest difference {difference:.3g}); nothing was exported. Export neurofm's checkpoint instead "
+            "(format='checkpoint')."
+        )
+    return {
+        "class": type(module).__name__,
+        "check": {
+            "inputs": f"{len(x)} seeded normal windows of shape {tuple(x.shape[1:])}",
+            "device": "cpu",
+            "precision": "fp32",
+            "largest_difference": 0.0,
+        },
+    }
