@@ -230,3 +230,22 @@ def test_the_demo_with_published_weights_downloads_them_and_says_so_offline(hub,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match=r"HF_HUB_OFFLINE is set.*`neurofm download cbramod`"):
         run_demo(cache_dir=str(tmp_path / "cache"), verbose=False, pretrained=True)
+
+
+def test_a_spec_that_pins_a_commit_downloads_that_commit_however_main_moved(hub, tmp_path):
+    from neurofm.models.weights import download_published
+
+    spec = get_model_spec("codebrain")
+    assert len(spec.hub_revision) == 40  # pinned in the registry, from the hub's commit page
+    info = SignalInfo(sfreq=160.0, ch_names=tuple(STANDARD_1020_19), units=("V",) * 19)
+    module = create_backbone(
+        "codebrain", plan_adaptation(spec, info, 640).target, "random", model_kwargs=spec.tiny_kwargs
+    ).module
+    module.save_pretrained(str(tmp_path / "codebrain"))
+    files = {p.name: p.read_bytes() for p in (tmp_path / "codebrain").iterdir() if p.is_file()}
+    published = hub.publish(spec.hub_repo, files)
+    hub.repos[spec.hub_repo].commits[spec.hub_revision] = hub.repos[spec.hub_repo].commits.pop(published)
+    hub.publish(spec.hub_repo, {**files, "config.json": b"{}"})  # main moves on
+    snapshot = download_published("codebrain")
+    assert snapshot.commit == spec.hub_revision
+    assert (snapshot.path / "model.safetensors").read_bytes() == files["model.safetensors"]

@@ -227,6 +227,9 @@ _SPECS = [
         display_name="CodeBrain",
         braindecode_class="CodeBrain",
         hub_repo="braindecode/codebrain-pretrained",
+        # The commit that added the weights ("Add CodeBrain pretrained weights (TUEG, 19ch 10-20, 200Hz)", on the
+        # hub's commit page): a later push to main cannot change what weights=None loads.
+        hub_revision="1ba45893685e6d5d2d51967cb48b1992c61668ef",
         embedding_dim=200,
         sfreq=200.0,
         channels="any",
