@@ -17,9 +17,8 @@ if TYPE_CHECKING:
 
 def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict[str, Any]) -> str:
     """README.md of an export: how to load it, data, CV scores, input adaptation, weights, config, versions."""
-    from ..models.registry import (
-        get_model_spec,
-    )  # import cycle: the registry and configs import the estimators that import this package
+    # import cycle: the registry and configs import the estimators that import this package
+    from ..models.registry import get_model_spec
 
     fmt = info["format"]
     spec = get_model_spec(info["model_key"])
@@ -34,6 +33,39 @@ def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict
     lines += [f"# {name}: {spec.display_name}, {what[fmt]} with neurofm", ""]
     fitted = "all windows of the experiment (refit)" if fold is None else f"the training partition of fold {fold}"
     lines += [f"Fitted on {fitted}. Scores below are cross-validated; the exported model itself is not scored.", ""]
+    lines += _how_to_load(fmt, info)
+    lines += _data_section(result, name, fold, signal, classes)
+    lines += ["", "## Cross-validated scores", "", "| metric | mean ± sd | folds |", "|---|---|---|"]
+    summary = result.summary()
+    for row in summary[summary["Model"] == name].itertuples():
+        spread = f" ± {row.std:.4f}" if np.isfinite(row.std) else ""
+        lines += [f"| {row.Metric} | {row.mean:.4f}{spread} | {row.n_folds} |"]
+    lines += ["", "## Input adaptation", ""]
+    adaptation = info.get("input_adaptation") or {}
+    for step in adaptation.get("steps", []):
+        lines += [f"- {step['step']}: {step['detail']}"]
+    target = adaptation.get("target")
+    if target:
+        lines += [
+            f"- model input: {target.get('sfreq')} Hz, {target.get('n_times')} samples, channels "
+            f"{', '.join(map(str, target.get('ch_names', [])))}"
+        ]
+    lines += ["", "## Weights", ""]
+    origin = info.get("weights_origin") or {}
+    lines += [f"- started from: {origin.get('weights') or 'the registry checkpoint (' + str(spec.hub_repo) + ')'}"]
+    lines += [f"- identity: `{json.dumps(origin.get('identity'), sort_keys=True)}`"]
+    if info.get("written_as"):
+        lines += [f"- head: {info['written_as']}"]
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(result.config["models"][name], sort_keys=False).strip()]
+    lines += ["```", "", "## Versions", ""]
+    for package, version in package_versions(("neurofm", "torch", "braindecode", "scikit-learn")).items():
+        lines += [f"- {package}: {version}"]
+    return "\n".join(lines) + "\n"
+
+
+def _how_to_load(fmt: str, info: dict[str, Any]) -> list[str]:
+    """The card's "How to load" section for an export of format ``fmt``."""
+    lines: list[str] = []
     lines += ["## How to load", "", "```python"]
     if fmt == "braindecode":
         lines += [
@@ -65,6 +97,12 @@ def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict
             "Its logits equal neurofm's bit for bit (checked on export, CPU, fp32, the same batch shape).",
             "",
         ]
+    return lines
+
+
+def _data_section(result: ExperimentResult, name: str, fold: int | None, signal: dict, classes) -> list[str]:
+    """The card's "Data" section: windows, channels, rate, classes, and a fold's training windows."""
+    lines: list[str] = []
     lines += ["## Data", ""]
     n_windows = result.meta.get("n_windows")
     lines += [f"- windows: {n_windows}" if n_windows is not None else "- windows: unknown"]
@@ -83,29 +121,4 @@ def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict
             ).sum()
         )
         lines += [f"- fitted on fold {fold}'s {n_train} training windows"]
-    lines += ["", "## Cross-validated scores", "", "| metric | mean ± sd | folds |", "|---|---|---|"]
-    summary = result.summary()
-    for row in summary[summary["Model"] == name].itertuples():
-        spread = f" ± {row.std:.4f}" if np.isfinite(row.std) else ""
-        lines += [f"| {row.Metric} | {row.mean:.4f}{spread} | {row.n_folds} |"]
-    lines += ["", "## Input adaptation", ""]
-    adaptation = info.get("input_adaptation") or {}
-    for step in adaptation.get("steps", []):
-        lines += [f"- {step['step']}: {step['detail']}"]
-    target = adaptation.get("target")
-    if target:
-        lines += [
-            f"- model input: {target.get('sfreq')} Hz, {target.get('n_times')} samples, channels "
-            f"{', '.join(map(str, target.get('ch_names', [])))}"
-        ]
-    lines += ["", "## Weights", ""]
-    origin = info.get("weights_origin") or {}
-    lines += [f"- started from: {origin.get('weights') or 'the registry checkpoint (' + str(spec.hub_repo) + ')'}"]
-    lines += [f"- identity: `{json.dumps(origin.get('identity'), sort_keys=True)}`"]
-    if info.get("written_as"):
-        lines += [f"- head: {info['written_as']}"]
-    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(result.config["models"][name], sort_keys=False).strip()]
-    lines += ["```", "", "## Versions", ""]
-    for package, version in package_versions(("neurofm", "torch", "braindecode", "scikit-learn")).items():
-        lines += [f"- {package}: {version}"]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -393,7 +393,6 @@ def vqnsp_tokenizer_state(state: dict[str, Any], n_times: int) -> OriginalTokeni
         When ``state`` is not in that layout, has a key it does not have, is
         inconsistent, or cannot serve windows of ``n_times`` samples.
     """
-    import torch  # heavy: import neurofm does not load torch
 
     what = "the file"
     layout = _layout(state)
@@ -405,6 +404,40 @@ def vqnsp_tokenizer_state(state: dict[str, Any], n_times: int) -> OriginalTokeni
             f"{what} is not LaBraM's VQ-NSP tokenizer (encoder.*, quantize.embedding.weight ...): it holds {got}. "
             "Give stage 2 the authors' vqnsp.pth, or the run directory of a finished stage 'tokenizer'."
         )
+    mapped, encoder, quantize, dropped, decoder_keys = _vqnsp_parts(state, what)
+    found = _file_architecture(encoder, what)
+    heads, codebook_size, code_dim, patches = _check_vqnsp(found, quantize, mapped, n_times, what)
+    # braindecode's Labram holds a row per patch of the window and one more; the rows beyond are never read.
+    encoder["temporal_embedding"] = encoder["temporal_embedding"][:, : patches + 1].clone()
+    mapped |= {f"encoder.{k}": v for k, v in encoder.items()}
+    filled = _quantizer_state(quantize, codebook_size, mapped)
+    decoder_blocks = {int(m.group(1)) for k in decoder_keys if (m := re.match(r"blocks\.(\d+)\.", k))}
+    architecture = {
+        "patch_size": ORIGINAL_PATCH_SIZE,
+        "codebook_size": codebook_size,
+        "code_dim": code_dim,
+        "depth": found["depth"],
+        "num_heads": heads,
+        "decoder_depth": len(decoder_blocks) or 3,
+    }
+    encoder_kwargs = {k: v for k, v in labram_kwargs(found).items() if k not in ("num_layers", "num_heads")}
+    kept = ("encoder.final_layer.weight", "encoder.final_layer.bias")
+    record = {
+        "layout": _LAYOUT + " vqnsp",
+        "n_times": n_times,
+        "mapped_tensors": len(mapped) - len(filled),
+        "dropped_keys": dict(sorted(dropped.items())),
+        "filled": filled,
+        "kept_as_built": {k: "braindecode's classifier, which the tokenizer never calls" for k in kept},
+        "heads": "from the q/k norms" if "heads" in found else "the original's default (not in the file's shapes)",
+        "architecture": found,
+    }
+    return OriginalTokenizer(mapped, architecture, encoder_kwargs, kept, record)
+
+
+def _vqnsp_parts(state: dict[str, Any], what: str):
+    """The file's keys sorted into the encoder's, the quantizer's, the task layer's (mapped) and the dropped ones;
+    any other key, or a missing one, is an error."""
     groups: dict[str, dict[str, Any]] = {"encoder": {}, "quantize": {}}
     mapped: dict[str, Any] = {}
     dropped: dict[str, str] = {}
@@ -445,8 +478,12 @@ def vqnsp_tokenizer_state(state: dict[str, Any], n_times: int) -> OriginalTokeni
             k.replace("encode_task", "encode_task_layer") for k in absent
         ]
         raise WeightsError(f"{what} lacks {missing}: it is incomplete.")
+    return mapped, encoder, quantize, dropped, decoder_keys
 
-    found = _file_architecture(encoder, what)
+
+def _check_vqnsp(found: dict[str, Any], quantize: dict[str, Any], mapped: dict[str, Any], n_times: int, what: str):
+    """The file's shapes agree with one another and with windows of ``n_times`` samples; returns the heads, the
+    codebook's size and code dimension, and the window's patch count."""
     codebook = quantize["embedding.weight"].float()
     codebook_size, code_dim = (int(n) for n in codebook.shape)
     width = found["width"]
@@ -483,9 +520,13 @@ def vqnsp_tokenizer_state(state: dict[str, Any], n_times: int) -> OriginalTokeni
             f"{found['time_slots'] - 1} of them (its time table has {found['time_slots']} rows); {n_times} samples "
             "do not fit."
         )
-    # braindecode's Labram holds a row per patch of the window and one more; the rows beyond are never read.
-    encoder["temporal_embedding"] = encoder["temporal_embedding"][:, : patches + 1].clone()
-    mapped |= {f"encoder.{k}": v for k, v in encoder.items()}
+    return heads, codebook_size, code_dim, patches
+
+
+def _quantizer_state(quantize: dict[str, Any], codebook_size: int, mapped: dict[str, Any]) -> dict[str, str]:
+    """neurofm's quantizer entries from the original's codebook, into ``mapped``; returns what was filled in."""
+    import torch  # heavy: import neurofm does not load torch
+
     filled = {
         "quantizer.code_sum": "the codebook (neurofm's running sum of the vectors assigned to each code; frozen here)",
         "quantizer.steps_unused": "zeros (neurofm's count of steps without use; frozen here)",
@@ -500,25 +541,4 @@ def vqnsp_tokenizer_state(state: dict[str, Any], n_times: int) -> OriginalTokeni
     else:  # the original counts code usage only with statistic_code_usage (its default)
         mapped["quantizer.cluster_size"] = torch.zeros(codebook_size)
         filled["quantizer.cluster_size"] = "zeros (the file has no code-usage statistics)"
-    decoder_blocks = {int(m.group(1)) for k in decoder_keys if (m := re.match(r"blocks\.(\d+)\.", k))}
-    architecture = {
-        "patch_size": ORIGINAL_PATCH_SIZE,
-        "codebook_size": codebook_size,
-        "code_dim": code_dim,
-        "depth": found["depth"],
-        "num_heads": heads,
-        "decoder_depth": len(decoder_blocks) or 3,
-    }
-    encoder_kwargs = {k: v for k, v in labram_kwargs(found).items() if k not in ("num_layers", "num_heads")}
-    kept = ("encoder.final_layer.weight", "encoder.final_layer.bias")
-    record = {
-        "layout": _LAYOUT + " vqnsp",
-        "n_times": n_times,
-        "mapped_tensors": len(mapped) - len(filled),
-        "dropped_keys": dict(sorted(dropped.items())),
-        "filled": filled,
-        "kept_as_built": {k: "braindecode's classifier, which the tokenizer never calls" for k in kept},
-        "heads": "from the q/k norms" if "heads" in found else "the original's default (not in the file's shapes)",
-        "architecture": found,
-    }
-    return OriginalTokenizer(mapped, architecture, encoder_kwargs, kept, record)
+    return filled
