@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hub_server import LocalHub  # tests/, on the path as pytest imports test files
 from typer.testing import CliRunner
 
@@ -249,3 +250,33 @@ def test_a_spec_that_pins_a_commit_downloads_that_commit_however_main_moved(hub,
     snapshot = download_published("codebrain")
     assert snapshot.commit == spec.hub_revision
     assert (snapshot.path / "model.safetensors").read_bytes() == files["model.safetensors"]
+
+
+def test_a_fine_tuner_trains_the_commit_its_check_identified(hub, tmp_path, windows_19ch):
+    from safetensors.torch import load_file
+
+    from neurofm.configs import CheckpointConfig, NeuralFineTuneConfig, TrainerConfig
+    from neurofm.estimators.neural import NeuralFineTuner
+
+    old_files, old_folder = _checkpoint_files(tmp_path, seed=10)
+    new_files, _ = _checkpoint_files(tmp_path, seed=11)
+    old = hub.publish(REPO, old_files)
+    config = NeuralFineTuneConfig(
+        model_key=KEY,
+        weights=REPO,
+        train_mode="frozen",
+        trainer=TrainerConfig(max_epochs=1, batch_size=4, validation_fraction=0.0, early_stopping_patience=None),
+        checkpoints=CheckpointConfig(save="none", monitor="train_loss"),
+    )
+    tuner = NeuralFineTuner(config=config, sfreq=160.0, ch_names=list(STANDARD_1020_19), verbose=False)
+    y = np.array([0, 1, 0])
+    prepared = tuner.check_input(windows_19ch.shape, y)
+    hub.publish(REPO, new_files)  # main moves between the check and the fit (a fold in another process)
+    tuner.fit(windows_19ch, y, prepared=prepared)
+    assert prepared.weights["commit"] == old
+    saved = load_file(str(old_folder / "model.safetensors"))
+    backbone = tuner.net_.backbone.state_dict()
+    # Frozen: the backbone holds the identified commit's tensors, not the new main's (the heads it leaves out aside).
+    heads = get_model_spec(KEY).head_prefixes
+    compared = [k for k in saved if k in backbone and not k.startswith(heads)]
+    assert compared and all(torch.equal(backbone[k], saved[k]) for k in compared)

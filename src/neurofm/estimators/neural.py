@@ -202,6 +202,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
             device_here=device_here,
             recordings_known=recordings_known,
             recordings_matter=uses_recording_statistics(spec, cfg.adaptation),
+            weights_source=source,
         )
 
     def _check_adapter_targets(self, spec, cfg: NeuralFineTuneConfig, plan, source) -> None:
@@ -351,7 +352,10 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         y_index, class_weights = self._targets(y, cfg)
         train_idx, val_idx = self._validation_split(y_index, groups, cfg)
         adapted = self._adapt(X, recordings)
-        peft_model = self._build(spec, cfg, n_outputs, len(train_idx))
+        # The weights the check identified, found again however a hub branch moved since (older prepared inputs
+        # carry no source: the config's weights, checked against the identity when loaded).
+        weights = cfg.weights if prepared.weights_source is None else prepared.weights_source.pinned()
+        peft_model = self._build(spec, cfg, n_outputs, len(train_idx), weights)
         outcome = self._train(cfg, adapted, y_index, class_weights, train_idx, val_idx, peft_model)
         self.history_ = outcome.history
         self.diagnostics_ = outcome.diagnostics
@@ -363,7 +367,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         self.failed_ = outcome.diagnostics.get("non_finite") is not None and outcome.best_epoch is None
         return self
 
-    def _build(self, spec, cfg: NeuralFineTuneConfig, n_outputs: int, n_train: int):
+    def _build(self, spec, cfg: NeuralFineTuneConfig, n_outputs: int, n_train: int, weights: str | None):
         """The decoder (``net_``) with its weights, adapters and trainable set; returns the peft model or ``None``."""
         steps = cfg.trainer.max_epochs * max(
             1, int(np.ceil(n_train / cfg.trainer.batch_size / cfg.trainer.grad_accumulation))
@@ -373,7 +377,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
             cfg,
             self.plan_.target,
             n_outputs,
-            cfg.weights,
+            weights,
             self.random_state,
             self.device_,
             steps,
