@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..configs import ExperimentConfig
 from ..exceptions import ConfigError
+from ..models.registry import get_model_spec
 from ..utils.files import atomic_write, jsonable
 from .braindecode_layout import BRAINDECODE_HEADS, _write_braindecode, braindecode_refusal
 from .files import _FORMAT_VERSION, _PROBE_FORMAT, EXPORT_JSON, REFIT_RECORD
@@ -22,9 +24,6 @@ if TYPE_CHECKING:
 
 
 def _model_config(result: ExperimentResult, name: str) -> Any:
-    from ..configs import (
-        ExperimentConfig,
-    )  # import cycle: the registry and configs import the estimators that import this package
 
     models = result.config.get("models", {})
     if name not in models:
@@ -135,9 +134,6 @@ def _source(name: str, fold: int | None) -> dict[str, Any]:
 
 
 def _fine_tuned_info(estimator: Any, result: ExperimentResult, name: str, fold: int | None, format: str) -> dict:
-    from ..models.registry import (
-        get_model_spec,
-    )  # import cycle: the registry and configs import the estimators that import this package
 
     cfg = estimator.config
     spec = get_model_spec(cfg.model_key)

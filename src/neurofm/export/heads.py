@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -75,7 +76,6 @@ def _head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 
 def _read_head(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
     """The head :func:`_head_state` wrote, rebuilt from its class name (allow-listed), parameters and arrays."""
-    import importlib  # only for reading or writing a head
 
     name = doc.get("estimator")
     if name not in LINEAR_HEADS:

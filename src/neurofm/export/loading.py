@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigError
+from ..models.hub import hub_endpoint
+from ..models.registry import get_model_spec
 from .files import _PROBE_FORMAT
 from .folders import export_model
 from .probes import _read_json, _read_probe
@@ -68,10 +70,6 @@ def load_exported(
     if fmt == "braindecode":
         import braindecode.models  # heavy: torch and braindecode load on use
 
-        from ..models.registry import (
-            get_model_spec,
-        )  # import cycle: the registry and configs import the estimators that import this package
-
         name = get_model_spec(doc["model_key"]).braindecode_class  # the registry's class, never one the file names
         return getattr(braindecode.models, name).from_pretrained(str(folder)).eval()
     raise ConfigError(f"{folder} holds an export of unknown format {fmt!r}.")
@@ -90,10 +88,6 @@ def push_to_hub(
 ) -> str:
     """Export a model to a temporary folder and upload it; see :meth:`ExperimentResult.push_to_hub`."""
     from huggingface_hub import HfApi  # start-up: huggingface_hub would add ~250 ms to import neurofm
-
-    from ..models.hub import (
-        hub_endpoint,
-    )  # import cycle: the registry and configs import the estimators that import this package
 
     with tempfile.TemporaryDirectory(prefix="neurofm-export-") as tmp:
         folder = export_model(result, name, Path(tmp) / "export", fold=fold, format=format)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from ..models.registry import get_model_spec
 from ..utils.versions import package_versions
 from .files import _PROBE_FORMAT
 
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 
 def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict[str, Any]) -> str:
     """README.md of an export: how to load it, data, CV scores, input adaptation, weights, config, versions."""
-    # import cycle: the registry and configs import the estimators that import this package
-    from ..models.registry import get_model_spec
 
     fmt = info["format"]
     spec = get_model_spec(info["model_key"])

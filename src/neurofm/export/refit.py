@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from ..configs import FrozenBackboneDecoderConfig, NeuralFineTuneConfig
 from ..exceptions import ConfigError
 from ..progress import read_record, write_record
 from ..utils.files import atomic_write
@@ -31,10 +32,6 @@ class RefitKind:
 
 def refit_kind(model_config: Any, head: Any = None) -> RefitKind:
     """The kind of a model's refit and why it would not be saved, from its config (before any compute)."""
-    from ..configs import (
-        FrozenBackboneDecoderConfig,
-        NeuralFineTuneConfig,
-    )  # import cycle: the registry and configs import the estimators that import this package
 
     if isinstance(model_config, NeuralFineTuneConfig):
         return RefitKind("fine_tuned", None)
