@@ -38,13 +38,14 @@ def hub(monkeypatch, tmp_path):
     served.stop()
 
 
-def _checkpoint_files(tmp_path: Path, seed: int) -> tuple[dict[str, bytes], Path]:
-    """A tiny CBraMod as braindecode's ``save_pretrained`` writes it (what the published repos hold)."""
-    spec = get_model_spec(KEY)
+def _checkpoint_files(tmp_path: Path, seed: int, key: str = KEY) -> tuple[dict[str, bytes], Path]:
+    """A tiny model (CBraMod unless ``key``) as braindecode's ``save_pretrained`` writes it (what the published
+    repos hold)."""
+    spec = get_model_spec(key)
     info = SignalInfo(sfreq=160.0, ch_names=tuple(STANDARD_1020_19), units=("V",) * 19)
     signal = plan_adaptation(spec, info, 640).target
-    module = create_backbone(KEY, signal, "random", model_kwargs=spec.tiny_kwargs, random_state=seed).module
-    folder = tmp_path / f"saved-{seed}"
+    module = create_backbone(key, signal, "random", model_kwargs=spec.tiny_kwargs, random_state=seed).module
+    folder = tmp_path / f"saved-{key}-{seed}"
     module.save_pretrained(str(folder))
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}, folder
 
@@ -208,20 +209,12 @@ def test_neurofm_download_fetches_for_offline_runs_later(hub, tmp_path, windows_
     assert runner.invoke(app, ["download", "--all", KEY]).exit_code != 0
 
 
-def _published_tiny(key: str, tmp_path: Path) -> dict[str, bytes]:
-    spec = get_model_spec(key)
-    info = SignalInfo(sfreq=160.0, ch_names=tuple(STANDARD_1020_19), units=("V",) * 19)
-    module = create_backbone(
-        key, plan_adaptation(spec, info, 640).target, "random", model_kwargs=spec.tiny_kwargs, random_state=1
-    ).module
-    module.save_pretrained(str(tmp_path / key))
-    return {p.name: p.read_bytes() for p in (tmp_path / key).iterdir() if p.is_file()}
-
-
 def test_the_demo_with_published_weights_downloads_them_and_says_so_offline(hub, tmp_path, monkeypatch):
     from neurofm.demo import DEMO_BACKBONES, run_demo
 
-    commits = {key: hub.publish(get_model_spec(key).hub_repo, _published_tiny(key, tmp_path)) for key in DEMO_BACKBONES}
+    commits = {
+        key: hub.publish(get_model_spec(key).hub_repo, _checkpoint_files(tmp_path, 1, key)[0]) for key in DEMO_BACKBONES
+    }
     result = run_demo(cache_dir=str(tmp_path / "cache"), verbose=False, pretrained=True)
     assert set(result.summary_table().index) == {f"{key}_pretrained_probe" for key in DEMO_BACKBONES} | {"bandpower_lr"}
     weights = result.get_model_artifacts(artifact_type="backbone").query("ArtifactKey == 'weights'")
@@ -238,12 +231,7 @@ def test_a_spec_that_pins_a_commit_downloads_that_commit_however_main_moved(hub,
 
     spec = get_model_spec("codebrain")
     assert len(spec.hub_revision) == 40  # pinned in the registry, from the hub's commit page
-    info = SignalInfo(sfreq=160.0, ch_names=tuple(STANDARD_1020_19), units=("V",) * 19)
-    module = create_backbone(
-        "codebrain", plan_adaptation(spec, info, 640).target, "random", model_kwargs=spec.tiny_kwargs
-    ).module
-    module.save_pretrained(str(tmp_path / "codebrain"))
-    files = {p.name: p.read_bytes() for p in (tmp_path / "codebrain").iterdir() if p.is_file()}
+    files, _ = _checkpoint_files(tmp_path, 0, "codebrain")
     published = hub.publish(spec.hub_repo, files)
     hub.repos[spec.hub_repo].commits[spec.hub_revision] = hub.repos[spec.hub_repo].commits.pop(published)
     hub.publish(spec.hub_repo, {**files, "config.json": b"{}"})  # main moves on
