@@ -66,13 +66,18 @@ def resolve_targets(
 def linear_layer_names(module: torch.nn.Module) -> list[str]:
     """Every ``nn.Linear`` of ``module`` that runs as a layer: those of ``nn.MultiheadAttention`` are left out, since
     the attention reads their weights directly and an adapter there would have no effect."""
-    mha_owned = {
+    mha_owned = _mha_owned(module)
+    return [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and n and n not in mha_owned]
+
+
+def _mha_owned(module: torch.nn.Module) -> set[str]:
+    """Names of the layers ``nn.MultiheadAttention`` modules own (it reads their weights itself, not calling them)."""
+    return {
         f"{name}.{child}" if name else child
         for name, mod in module.named_modules()
         if isinstance(mod, torch.nn.MultiheadAttention)
         for child, _ in mod.named_children()
     }
-    return [n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear) and n and n not in mha_owned]
 
 
 def _matches(name: str, targets: list[str] | str) -> bool:
@@ -228,12 +233,7 @@ def quantize_linear_layers(
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
         quantization_compute_dtype(quantization.compute_dtype, device)
     ]
-    mha_owned = {
-        f"{name}.{child}" if name else child
-        for name, mod in module.named_modules()
-        if isinstance(mod, torch.nn.MultiheadAttention)
-        for child, _ in mod.named_children()
-    }
+    mha_owned = _mha_owned(module)
     targets = [
         name
         for name, mod in module.named_modules()
