@@ -64,9 +64,7 @@ def hub_offline() -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def fetch_snapshot(
-    repo: str, revision: str | None, *, model: str, files: list[str] | None = None, progress: bool = True
-) -> HubSnapshot:
+def fetch_snapshot(repo: str, revision: str | None, *, model: str, files: list[str] | None = None) -> HubSnapshot:
     """The files of ``repo`` at ``revision``: from the cache, or downloaded into it.
 
     Parameters
@@ -80,8 +78,6 @@ def fetch_snapshot(
         ``neurofm download`` command they suggest).
     files : list of str | None
         The files wanted (names or patterns); ``None``: every file of the repository.
-    progress : bool
-        Show ``huggingface_hub``'s progress bars while downloading.
 
     Returns
     -------
@@ -97,14 +93,8 @@ def fetch_snapshot(
     """
     from huggingface_hub import snapshot_download  # start-up: would add ~250 ms to import neurofm
 
-    # start-up: as above
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
     endpoint, cache_dir, offline = hub_endpoint(), hub_cache_dir(), hub_offline()
     asked = revision or "main"  # a commit in the cache is served by huggingface_hub without a request
-    were_disabled = are_progress_bars_disabled()
-    if not progress:
-        disable_progress_bars()
     try:
         path = Path(
             snapshot_download(
@@ -118,9 +108,6 @@ def fetch_snapshot(
         )
     except Exception as exc:  # noqa: BLE001 - every failure of the hub client becomes one error naming the fix
         raise _download_error(exc, repo, revision, model, endpoint, offline) from exc
-    finally:
-        if not progress and not were_disabled:
-            enable_progress_bars()
     return HubSnapshot(repo, revision, path.name, path)
 
 
