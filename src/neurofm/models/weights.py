@@ -152,8 +152,7 @@ def _fetch_checkpoint(spec: ModelSpec, repo: str, revision: str | None, backend:
     """
     if backend == "hugging_face":
         return fetch_snapshot(repo, revision, model=spec.key)
-    candidates = [*([spec.hub_filename] if spec.hub_filename else []), *_STANDARD_WEIGHTS]
-    for name in candidates:
+    for name in _weights_file_names(spec):
         snapshot = fetch_snapshot(repo, revision, model=spec.key, files=[name, "config.json"])
         if (snapshot.path / name).is_file():
             break
@@ -312,9 +311,14 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     return {k.removeprefix("module."): v for k, v in state.items()}, digest
 
 
+def _weights_file_names(spec: ModelSpec) -> list[str]:
+    """The weights files a checkpoint folder may hold, in the order loading prefers them."""
+    return [*([spec.hub_filename] if spec.hub_filename else []), *_STANDARD_WEIGHTS]
+
+
 def directory_weights_file(folder: Path, spec: ModelSpec) -> Path:
     """The weights file a braindecode checkpoint directory is loaded from."""
-    candidates = ([spec.hub_filename] if spec.hub_filename else []) + list(_STANDARD_WEIGHTS)
+    candidates = _weights_file_names(spec)
     weights_file = next((folder / c for c in candidates if (folder / c).is_file()), None)
     if weights_file is None:
         found = sorted(p.name for p in folder.iterdir())[:10]
