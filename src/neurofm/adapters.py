@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import devices
+from .configs.models import DTYPE_ALIASES
 from .exceptions import ConfigError
 from .utils.check import format_choices, soft_import
 
@@ -204,14 +205,17 @@ def check_quantization(device: str) -> Any:
     return bnb
 
 
+#: A config's dtype spelling -> torch's name (the inverse of the configs' aliases).
+_TORCH_NAMES = {spelling: name for name, spelling in DTYPE_ALIASES.items()}
+
+
 def quantization_compute_dtype(compute_dtype: str, device: str) -> str:
     """The torch dtype 4-bit weights are dequantised to: ``"auto"`` is bfloat16 on CUDA GPUs with bf16 hardware.
 
     ``compute_dtype`` is a config's spelling (``fp32``, ``bf16``, ``fp16`` or ``auto``; torch's names also pass).
     """
-    torch_names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
     if compute_dtype != "auto":
-        return torch_names.get(compute_dtype, compute_dtype)
+        return _TORCH_NAMES.get(compute_dtype, compute_dtype)
     return "bfloat16" if device.startswith("cuda") and devices.cuda_has_native_bf16(device) else "float32"
 
 
@@ -318,7 +322,7 @@ def describe_quantization(quantization, device: str, layers: list[str]) -> dict[
         out |= {
             "quant_type": quantization.quant_type,
             "double_quant": quantization.double_quant,
-            "compute_dtype": {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[compute],
+            "compute_dtype": DTYPE_ALIASES[compute],
         }
     else:
         out["layer_type"] = "int8 (bitsandbytes Linear8bitLt, no outlier decomposition)"
