@@ -74,6 +74,34 @@ def test_trainable_parameters_grow_from_frozen_to_lora_to_full(data, tmp_path):
     assert counts["frozen"] < counts["lora"] < counts["full"]
 
 
+@pytest.mark.parametrize("key", ["cbramod", "codebrain", "labram"])
+def test_the_own_head_trains_the_class_head_alone_when_the_backbone_is_frozen(key, data):
+    X, y, meta, info = data
+    native = TrainerConfig(max_epochs=2, batch_size=8, early_stopping_patience=None, head="native")
+    est = tuner(config(key, "frozen", trainer=native), info)
+    est.fit(X, y)
+    spec = get_model_spec(key)
+    start = create_backbone(key, est.plan_.target, "random", model_kwargs=spec.tiny_kwargs | {"n_outputs": 2}).module
+    trained = dict(est.net_.backbone.named_parameters())
+    head = {n for n in trained if n.startswith(spec.own_head)}
+    # The class's classification head alone trains: not the pretraining heads it also holds (CodeBrain's lm_head_*).
+    assert head and {n for n, p in trained.items() if p.requires_grad} == head
+    card = est.get_model_card_info()
+    assert card["trainable_parameters"] == sum(trained[n].numel() for n in head)
+    assert card["head"] == {"kind": "native", "pooling": None, "n_outputs": 2}
+    for name, param in start.named_parameters():
+        assert torch.equal(param, trained[name]) != (name in head), name  # the head moved, nothing else did
+    assert est.predict_proba(X).shape == (len(X), 2)
+
+
+def test_the_own_head_is_refused_where_it_means_nothing():
+    native = TrainerConfig(head="native")
+    with pytest.raises(ValueError, match=r"pooling='max' has no effect with trainer.head='native'"):
+        NeuralFineTuneConfig(model_key="labram", weights="random", pooling="max", trainer=native)
+    with pytest.raises(ValueError, match="transformers encoder has none"):
+        NeuralFineTuneConfig(backend="hugging_face", model_key="reve", weights="x/y", trainer=native)
+
+
 def _adapted_net(key, mode, fastpath_off=None):
     spec = get_model_spec(key)
     info = SignalInfo(160.0, tuple(STANDARD_1020_19), ("V",) * 19)

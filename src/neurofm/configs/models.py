@@ -397,8 +397,13 @@ class TrainerConfig(BaseConfig):
         group when the CV has a ``group_key``); 0 disables validation.
     class_weight : {"balanced"} | None
         Loss weights inversely proportional to class frequency.
-    head : {"linear", "mlp"}
-        The decoder on pooled backbone features.
+    head : {"linear", "mlp", "native"}
+        The decoder on pooled backbone features, or ``"native"``: the
+        braindecode class's own head (its ``final_layer``, freshly
+        initialised), run by the class's own forward, so no pooling applies.
+        A model trained with its native head exports to braindecode's layout
+        for every backbone whose class can be rebuilt offline
+        (:func:`neurofm.export.export_model`).
     head_hidden : int
         Width of the MLP head.
     head_dropout : float
@@ -418,7 +423,7 @@ class TrainerConfig(BaseConfig):
     early_stopping_patience: int | None = Field(5, ge=1)
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     class_weight: Literal["balanced"] | None = "balanced"
-    head: Literal["linear", "mlp"] = "linear"
+    head: Literal["linear", "mlp", "native"] = "linear"
     head_hidden: int = Field(128, ge=1)
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     probe_epochs: int = Field(0, ge=0)
@@ -504,6 +509,7 @@ class NeuralFineTuneConfig(BaseConfig):
             raise ValueError(
                 f"backend={self.backend!r} is not available for {spec.key!r}; use one of {format_choices(spec.backends)}."
             )
+        self._check_native_head()
         quantization = self.quantization
         if self.train_mode == "qlora" and quantization.enabled is False:
             raise ValueError(
@@ -516,6 +522,20 @@ class NeuralFineTuneConfig(BaseConfig):
                 "'frozen', or quantization.enabled=False."
             )
         return self
+
+    def _check_native_head(self) -> None:
+        if self.trainer.head != "native":
+            return
+        if self.backend != "braindecode":
+            raise ValueError(
+                "trainer.head='native' trains the braindecode class's own head; a transformers encoder has none "
+                "neurofm knows. Use trainer.head='linear' or 'mlp'."
+            )
+        if self.pooling != "mean":
+            raise ValueError(
+                f"pooling={self.pooling!r} has no effect with trainer.head='native': the class's own forward "
+                "decides what its head reads. Remove pooling, or use trainer.head='linear'."
+            )
 
 
 _KIND_BY_KEY = (

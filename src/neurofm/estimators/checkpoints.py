@@ -73,7 +73,7 @@ def write_checkpoints(estimator, outcome, cfg: NeuralFineTuneConfig, folder: Pat
     # so only what training changed is stored.
     adapters_only = (cfg.train_mode in PEFT_MODES and cfg.lora.save == "adapters") or cfg.quantized
     saved_keys = {f"backbone.{n}" for n in estimator._adapter_names | estimator._drifting_base_names}
-    saved_keys |= {k for k in estimator.net_.state_dict() if k.startswith("head.")}
+    saved_keys |= estimator.net_.head_parameter_names()
     for tag, state in wanted.items():
         if adapters_only:
             state = {k: v for k, v in state.items() if k in saved_keys}

@@ -15,7 +15,7 @@ __all__ = ["DecoderNet", "build_decoder_net"]
 
 
 class DecoderNet(torch.nn.Module):
-    """Backbone features, pooled, through a linear or MLP head.
+    """Backbone features, pooled, through a linear or MLP head; or the backbone's own forward through its own head.
 
     Parameters
     ----------
@@ -29,16 +29,32 @@ class DecoderNet(torch.nn.Module):
         Pooling of tokens.
     n_outputs : int
         Output width.
-    head : {"linear", "mlp"}
-        Head type.
+    head : {"linear", "mlp", "native"}
+        Head type; ``"native"``: the backbone's own head, already built into
+        it with ``n_outputs`` outputs, and ``self.head`` is empty.
     hidden, dropout : int, float
         MLP width and dropout before the head.
     fastpath_off : bool
         Run the backbone with torch's fused attention path disabled.
+    classify : callable | None
+        ``classify(module, x, signal)``: the backbone's own forward (native head).
+    own_head : tuple of str
+        Where the backbone's own head lives in its state dict (native head).
     """
 
     def __init__(
-        self, backbone, extract, signal, pooling, n_outputs, head="linear", hidden=128, dropout=0.1, fastpath_off=False
+        self,
+        backbone,
+        extract,
+        signal,
+        pooling,
+        n_outputs,
+        head="linear",
+        hidden=128,
+        dropout=0.1,
+        fastpath_off=False,
+        classify=None,
+        own_head=(),
     ):
         super().__init__()
         self.backbone = backbone
@@ -46,6 +62,12 @@ class DecoderNet(torch.nn.Module):
         self._signal = signal
         self._pooling = pooling
         self._fastpath_off = fastpath_off
+        self.n_outputs = int(n_outputs)
+        self._classify = classify if head == "native" else None
+        self._own_head = tuple(own_head)
+        if self._classify is not None:
+            self.head = torch.nn.Sequential()
+            return
         # The probe goes where the backbone is: a quantised backbone already lives on its device.
         probe = torch.zeros(2, signal.n_chans, signal.n_times, device=_device_of(backbone))
         was_training = backbone.training
@@ -78,7 +100,20 @@ class DecoderNet(torch.nn.Module):
         return pool_tokens(tokens, cls, self._pooling)
 
     def forward(self, x):
+        if self._classify is not None:
+            with mha_fastpath_disabled(self._fastpath_off):
+                return self._classify(self._inner(), x, self._signal)
         return self.head(self.features(x))
+
+    def head_parameter_names(self) -> set[str]:
+        """Names (as in ``named_parameters``) of the head's parameters, wherever the head lives."""
+        if self._classify is None:
+            return {f"head.{n}" for n, _ in self.head.named_parameters()}
+        return {
+            f"backbone.{name}"
+            for name, _ in self.backbone.named_parameters()
+            if name.split("base_model.model.")[-1].startswith(self._own_head)
+        }
 
 
 def _device_of(module) -> Any:
@@ -97,6 +132,9 @@ def build_decoder_net(
     transformers_encoder = cfg.backend == "hugging_face"
     # A transformers encoder's layers are its own: the registry's head names and directly-read layers are not.
     exclude, read_directly = ((), ()) if transformers_encoder else (spec.head_prefixes, spec.weight_read_directly)
+    native = cfg.trainer.head == "native"
+    # The class's own head, sized for this task, when the decoder trains it; a checkpoint's is skipped as always.
+    model_kwargs = cfg.model_kwargs | ({"n_outputs": n_outputs} if native else {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(random_state)
         loaded = create_backbone(
@@ -104,7 +142,7 @@ def build_decoder_net(
             target,
             weights,
             backend=cfg.backend,
-            model_kwargs=cfg.model_kwargs,
+            model_kwargs=model_kwargs,
             random_state=random_state,
             trust_remote_code=cfg.trust_remote_code,
         )
@@ -137,5 +175,7 @@ def build_decoder_net(
             cfg.trainer.head_hidden,
             cfg.trainer.head_dropout,
             fastpath_off=bypassed and not merged,
+            classify=spec.classify,
+            own_head=spec.own_head,
         )
     return net, loaded, quantized, peft_model

@@ -447,8 +447,10 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
                 param.requires_grad_(self._backbone_trainable and name in self._adapter_names)
             else:
                 param.requires_grad_(False)
-        for param in self.net_.head.parameters():
-            param.requires_grad_(True)
+        head = self.net_.head_parameter_names()  # the backbone's own head, for trainer.head="native"
+        for name, param in self.net_.named_parameters():
+            if name in head:
+                param.requires_grad_(True)
 
     def _validation_split(self, y_index, groups, cfg) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(len(y_index))
@@ -560,8 +562,8 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
             "architecture": self._architecture,
             "head": {
                 "kind": cfg.trainer.head,
-                "pooling": cfg.pooling,
-                "n_outputs": int(self.net_.head[-1].out_features),
+                "pooling": None if cfg.trainer.head == "native" else cfg.pooling,
+                "n_outputs": self.net_.n_outputs,
             },
             "total_parameters": int(sum(p.numel() for p in params)),
             "quantized_layers": len(self.quantized_layers_),

@@ -6,34 +6,43 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..exceptions import ConfigError
+from ..models.registry import get_model_spec
 from ..utils.files import atomic_write, jsonable
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
 class BraindecodeHead:
-    """How neurofm's trained head is written as a braindecode class's ``final_layer`` (or why it cannot be).
+    """How neurofm's trained head is written in a braindecode class (or why it cannot be).
 
     Attributes
     ----------
     pooling : tuple of str
-        The poolings whose head the class's ``final_layer`` holds exactly.
+        The poolings whose linear head the class's ``final_layer`` holds exactly.
     how : str
-        What the export writes (model card), or, with no pooling, why nothing can be.
+        What the export of a linear head writes (model card), or, with no pooling, why nothing can be.
+    native : str
+        Why a model trained with the class's own head (``trainer.head="native"``) cannot be written; empty when
+        it can (the class as trained, adapters merged).
+    call : tuple of str
+        What the class's forward takes besides the adapted windows, from the signal (keyword names, e.g.
+        LaBraM's ``ch_names``); the export records their values.
     """
 
     pooling: tuple[str, ...]
     how: str
+    native: str = ""
+    call: tuple[str, ...] = ()
 
 
-#: Per backbone: which of neurofm's heads (a linear layer on pooled tokens) braindecode's class holds exactly.
-#: Exact means the same operations on the same numbers, so braindecode's forward gives neurofm's logits bit for
-#: bit: a head that is only mathematically equal (a mean folded into a linear layer) sums in another order.
+_OWN_HEAD = "the class as fine-tuned with its own head (trainer.head='native'), adapters merged into the weights"
+
+#: Per backbone: which of neurofm's heads braindecode's class holds exactly. Exact means the same operations on
+#: the same numbers, so braindecode's forward gives neurofm's logits bit for bit: a head that is only
+#: mathematically equal (a mean folded into a linear layer) sums in another order. A decoder trained with the
+#: class's own head (``trainer.head="native"``) is the class itself, written as it is.
 BRAINDECODE_HEADS = {
     "cbramod": BraindecodeHead(
         ("flatten",),
@@ -43,10 +52,10 @@ BRAINDECODE_HEADS = {
         "A mean or max pooling has no place in final_layer",
     ),
     "labram": BraindecodeHead(
-        (),
-        "not written yet: Labram's final_layer is a Linear on the class token, which neurofm's pooling='cls' "
-        "matches, but its forward needs ch_names for montages other than its 128 channels and the export is not "
-        "verified for it",
+        ("cls",),
+        "Labram's final_layer is a Linear on the normed class token, which neurofm's linear head read with "
+        "pooling='cls': final_layer holds that head",
+        call=("ch_names",),
     ),
     "codebrain": BraindecodeHead(
         (), "CodeBrain's final_layer is a fixed three-layer ELU MLP on the flattened tokens, not a linear head"
@@ -60,8 +69,22 @@ BRAINDECODE_HEADS = {
     "eegpt": BraindecodeHead(
         (), "EEGPT's final_layer is its two-layer LinearWithConstraint probe (or a class built without arguments)"
     ),
-    "luna": BraindecodeHead((), "LUNA's final_layer is a cross-attention head with learned queries"),
-    "reve": BraindecodeHead((), "REVE's final_layer normalises the flattened tokens (LayerNorm) before its Linear"),
+    "luna": BraindecodeHead(
+        (),
+        "LUNA's final_layer is a cross-attention head with learned queries",
+        native=(
+            "neurofm computes LUNA's frequency phases one window at a time (torch.angle rounds the rows of a batch "
+            "differently), braindecode's class per batch: their logits agree to float32 rounding, not bit for bit"
+        ),
+    ),
+    "reve": BraindecodeHead(
+        (),
+        "REVE's final_layer normalises the flattened tokens (LayerNorm) before its Linear",
+        native=(
+            "braindecode's REVE downloads its electrode-position bank when built and places the channels by that "
+            "bank, not by the positions neurofm adapted the windows with, so its logits cannot be checked here"
+        ),
+    ),
     "signaljepa": BraindecodeHead((), "SignalJEPA_Contextual's final_layer is a spatial convolution before its Linear"),
 }
 
@@ -73,16 +96,26 @@ def braindecode_refusal(config: Any) -> str | None:
         return f"it was built by the {config.backend!r} backend, not braindecode"
     if config.quantized:
         return "its backbone is quantised to 4 bit, which a braindecode class cannot hold"
-    if head is None or not head.pooling:
-        return head.how if head is not None else f"no braindecode head is known for {config.model_key!r}"
+    if head is None:
+        return f"no braindecode head is known for {config.model_key!r}"
+    if config.trainer.head == "native":
+        return head.native or None
+    own_head = "" if head.native else "; a decoder trained with the class's own head (trainer.head='native') can be"
+    if not head.pooling:
+        return head.how + own_head
     if config.pooling not in head.pooling:
         return (
             f"neurofm pooled its tokens with pooling={config.pooling!r}; the class's final_layer holds only "
-            f"pooling={' or '.join(repr(p) for p in head.pooling)} exactly ({head.how})"
+            f"pooling={' or '.join(repr(p) for p in head.pooling)} exactly ({head.how}){own_head}"
         )
     if config.trainer.head != "linear":
         return f"its head is trainer.head={config.trainer.head!r}; the class's final_layer holds a linear head only"
     return None
+
+
+def written_as(config: Any) -> str:
+    """What the braindecode export of a model holds (model card)."""
+    return _OWN_HEAD if config.trainer.head == "native" else BRAINDECODE_HEADS[config.model_key].how
 
 
 def decoder_for_export(estimator: Any) -> Any:
@@ -101,24 +134,44 @@ def decoder_for_export(estimator: Any) -> Any:
     return net.eval()
 
 
-def _cbramod_module(net: Any, n_outputs: int) -> Any:
-    import torch  # heavy: torch and braindecode load on use
-
+def _with_head(
+    net: Any, config_changes: dict[str, Any], head_state: dict[str, Any], replaced: tuple[str, ...] = ("final_layer.",)
+) -> Any:
+    """The backbone's class rebuilt with ``config_changes``: its weights, with ``head_state`` in place of the
+    layers under ``replaced``."""
     backbone = net.backbone
-    linear = net.head[-1]
-    width = backbone.patch_embedding.d_model
-    config = backbone.get_config() | {"n_outputs": n_outputs, "emb_dim": width, "return_encoder_output": False}
-    module = type(backbone).from_config(config)
-    state = {k: v for k, v in backbone.state_dict().items() if not k.startswith(("proj_out.", "final_layer."))}
-    state["proj_out.0.weight"] = torch.eye(width, dtype=linear.weight.dtype)
-    state["proj_out.0.bias"] = torch.zeros(width, dtype=linear.weight.dtype)
-    state["final_layer.1.weight"] = linear.weight.detach().clone()
-    state["final_layer.1.bias"] = linear.bias.detach().clone()
-    module.load_state_dict(state, strict=True)
+    module = type(backbone).from_config(backbone.get_config() | {"n_outputs": net.n_outputs} | config_changes)
+    state = {k: v for k, v in backbone.state_dict().items() if not k.startswith(replaced)}
+    module.load_state_dict(state | head_state, strict=True)
     return module.eval()
 
 
-_MODULE_WRITERS = {"cbramod": _cbramod_module}
+def _linear_state(net: Any, prefix: str) -> dict[str, Any]:
+    linear = net.head[-1]
+    return {f"{prefix}.weight": linear.weight.detach().clone(), f"{prefix}.bias": linear.bias.detach().clone()}
+
+
+def _cbramod_module(net: Any) -> Any:
+    import torch  # heavy: torch and braindecode load on use
+
+    width = net.backbone.patch_embedding.d_model
+    identity = {"proj_out.0.weight": torch.eye(width), "proj_out.0.bias": torch.zeros(width)}
+    changes = {"emb_dim": width, "return_encoder_output": False}
+    return _with_head(net, changes, identity | _linear_state(net, "final_layer.1"), ("proj_out.", "final_layer."))
+
+
+def _labram_module(net: Any) -> Any:
+    # Without mean pooling (braindecode's default) Labram's final_layer reads the normed class token, as
+    # neurofm's pooling='cls' does.
+    if getattr(net.backbone, "fc_norm", None) is not None:
+        raise ConfigError(
+            "This Labram was built with use_mean_pooling=True: its final_layer reads fc_norm of the mean patch "
+            "token, not the class token neurofm's head read. Export it with format='checkpoint'."
+        )
+    return _with_head(net, {}, _linear_state(net, "final_layer"))
+
+
+_MODULE_WRITERS = {"cbramod": _cbramod_module, "labram": _labram_module}
 
 
 def _verify_input(n_chans: int, n_times: int):
@@ -138,9 +191,10 @@ def _write_braindecode(folder: Path, estimator: Any) -> dict[str, Any]:
     from ..training import predict_network  # heavy: torch and braindecode load on use
 
     cfg = estimator.config
+    spec = get_model_spec(cfg.model_key)
     net = decoder_for_export(estimator)
-    n_outputs = int(net.head[-1].out_features)
-    module = _MODULE_WRITERS[cfg.model_key](net, n_outputs)
+    native = cfg.trainer.head == "native"
+    module = net.backbone if native else _MODULE_WRITERS[cfg.model_key](net)
     config = build_model_config(module) | {"braindecode_version": braindecode_version}
     text = json.dumps(jsonable(config), indent=2)
     atomic_write(folder / "config.json", lambda tmp: tmp.write_text(text))
@@ -151,7 +205,7 @@ def _write_braindecode(folder: Path, estimator: Any) -> dict[str, Any]:
     x = _verify_input(target.n_chans, target.n_times)
     expected = torch.from_numpy(predict_network(net, x.numpy(), len(x), "cpu", "fp32"))
     with torch.inference_mode():
-        found = reloaded(x).float()
+        found = spec.classify(reloaded, x, target).float()
     if not torch.equal(found, expected):
         difference = float((found - expected).abs().max())
         for name in ("config.json", "model.safetensors"):
@@ -163,6 +217,7 @@ def _write_braindecode(folder: Path, estimator: Any) -> dict[str, Any]:
         )
     return {
         "class": type(module).__name__,
+        "call": {name: list(getattr(target, name)) for name in BRAINDECODE_HEADS[cfg.model_key].call},
         "check": {
             "inputs": f"{len(x)} seeded normal windows of shape {tuple(x.shape[1:])}",
             "device": "cpu",

@@ -13,7 +13,7 @@ from ..configs import ExperimentConfig
 from ..exceptions import ConfigError
 from ..models.registry import get_model_spec
 from ..utils.files import atomic_write, jsonable
-from .braindecode_layout import BRAINDECODE_HEADS, _write_braindecode, braindecode_refusal
+from .braindecode_layout import _write_braindecode, braindecode_refusal, written_as
 from .files import _FORMAT_VERSION, _PROBE_FORMAT, EXPORT_JSON, REFIT_RECORD
 from .model_card import model_card
 from .probes import FrozenProbe, _write_probe
@@ -159,8 +159,8 @@ def _fine_tuned_info(estimator: Any, result: ExperimentResult, name: str, fold: 
             "kind": "logits" if estimator.task == "classification" else "regression values",
             "classes": classes,
         },
-        "head": {"pooling": cfg.pooling, "kind": cfg.trainer.head},
-        "written_as": BRAINDECODE_HEADS[cfg.model_key].how if format == "braindecode" else "neurofm checkpoint",
+        "head": {"pooling": None if cfg.trainer.head == "native" else cfg.pooling, "kind": cfg.trainer.head},
+        "written_as": written_as(cfg) if format == "braindecode" else "neurofm checkpoint",
         "weights_origin": _weights_origin(result, name, cfg),
         "neurofm_config": cfg.model_dump(mode="json"),
     }

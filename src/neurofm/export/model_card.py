@@ -71,7 +71,11 @@ def _how_to_load(fmt: str, info: dict[str, Any]) -> list[str]:
             f"from braindecode.models import {info['class']}",
             "",
             f'model = {info["class"]}.from_pretrained("<this folder or hub repository>").eval()',
-            "logits = model(adapted_windows)  # torch.float32, shape "
+        ]
+        call = info.get("call") or {}
+        lines += [f"{name} = {value!r}" for name, value in call.items()]
+        lines += [
+            f"logits = model(adapted_windows{''.join(f', {name}={name}' for name in call)})  # torch.float32, shape "
             f"(n, {info['input']['shape'][1]}, {info['input']['shape'][2]})",
         ]
     elif fmt == "checkpoint":

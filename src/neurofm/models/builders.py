@@ -28,6 +28,9 @@ def _braindecode(name: str):
 
 
 def _quiet_build(cls_name: str, **kwargs):
+    # The class's own head: two outputs where neurofm reads features beneath it; a decoder that trains that
+    # head (``trainer.head="native"``) sizes it through model_kwargs.
+    kwargs = {"n_outputs": 2, **kwargs}
     cls = _braindecode(cls_name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # nested-tensor and chs_info notices at construction
@@ -77,44 +80,36 @@ def _reve_position_bank(signal: AdaptedSignal) -> Iterator[None]:
 
 
 def _build_labram(signal: AdaptedSignal, **kw):
-    return _quiet_build("Labram", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    return _quiet_build("Labram", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_cbramod(signal: AdaptedSignal, **kw):
-    return _quiet_build(
-        "CBraMod", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
+    return _quiet_build("CBraMod", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_codebrain(signal: AdaptedSignal, **kw):
-    return _quiet_build(
-        "CodeBrain", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
+    return _quiet_build("CodeBrain", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_biot(signal: AdaptedSignal, **kw):
-    return _quiet_build("BIOT", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    return _quiet_build("BIOT", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_bendr(signal: AdaptedSignal, **kw):
-    return _quiet_build("BENDR", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw)
+    return _quiet_build("BENDR", n_chans=signal.n_chans, n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_eegpt(signal: AdaptedSignal, **kw):
     # Pretraining cut non-overlapping 64-sample patches; braindecode's default stride is 32 (overlapping),
     # which a checkpoint's config.json or model_kwargs may still set.
     kw = {"chan_proj_type": "none", "patch_stride": 64, **kw}
-    return _quiet_build(
-        "EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
+    return _quiet_build("EEGPT", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_luna(signal: AdaptedSignal, **kw):
     from .luna_features import RowStableFrequencyEmbedder  # heavy: it imports torch, which import neurofm does not load
 
-    module = _quiet_build(
-        "LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-    )
+    module = _quiet_build("LUNA", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, **kw)
     # torch.angle rounds the tail of each thread's share differently: a window's phase depended on its row
     module.freq_embed = RowStableFrequencyEmbedder(module.freq_embed)
     return module
@@ -122,9 +117,7 @@ def _build_luna(signal: AdaptedSignal, **kw):
 
 def _build_reve(signal: AdaptedSignal, **kw):
     with _reve_position_bank(signal):
-        return _quiet_build(
-            "REVE", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, n_outputs=2, **kw
-        )
+        return _quiet_build("REVE", chs_info=signal.chs_info(), n_times=signal.n_times, sfreq=signal.sfreq, **kw)
 
 
 def _build_signaljepa(signal: AdaptedSignal, **kw):
@@ -134,6 +127,5 @@ def _build_signaljepa(signal: AdaptedSignal, **kw):
         chs_info=signal.chs_info(),
         n_times=signal.n_times,
         sfreq=signal.sfreq,
-        n_outputs=2,
         **kw,
     )

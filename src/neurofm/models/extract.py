@@ -14,10 +14,9 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .modelspec import Features
-
 if TYPE_CHECKING:
     from ..adapt import AdaptedSignal
+    from .modelspec import Features
 
 
 @contextlib.contextmanager
@@ -93,3 +92,19 @@ def _extract_luna(module, x, signal: AdaptedSignal) -> Features:
     with _capture_output(module, "norm") as store:  # LUNA.forward has no return_features
         module(x)
     return store["out"], None
+
+
+def _classify(module, x, signal: AdaptedSignal):
+    """The class's own forward, its own head included (``trainer.head="native"``)."""
+    return module(x)
+
+
+def _classify_labram(module, x, signal: AdaptedSignal):
+    # Without ch_names braindecode's Labram takes only its 128 channels in their canonical order.
+    return module(x, ch_names=list(signal.ch_names))
+
+
+def _classify_biot(module, x, signal: AdaptedSignal):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch.stft window notice on every call
+        return module(x)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .extract import _classify
+
 if TYPE_CHECKING:
     import torch
 
@@ -148,6 +150,10 @@ class ModelSpec:
     head_prefixes : tuple of str
         State-dict prefixes of classification or pretraining heads, skipped
         when loading a checkpoint for embedding.
+    own_head : tuple of str
+        State-dict prefixes of the class's own classification head, the part
+        of :attr:`head_prefixes` its forward runs after the encoder: what
+        ``trainer.head="native"`` trains.
     module_owned_keys : tuple of str
         State-dict entries that describe this input rather than learned
         weights (e.g. channel ids); the module built here keeps its own.
@@ -168,6 +174,10 @@ class ModelSpec:
         ``build(signal, **model_kwargs) -> nn.Module``.
     extract : callable
         ``extract(module, x, signal) -> (tokens (B, N, D), cls (B, D) or None)``.
+    classify : callable
+        ``classify(module, x, signal) -> logits``: the class's own forward
+        through its own head (``trainer.head="native"``), given the inputs
+        its forward needs besides the windows.
     adapt_state_dict : callable | None
         Fixes a checkpoint's state dict for the module built here (e.g. slices
         a positional table built for longer windows).
@@ -228,10 +238,12 @@ class ModelSpec:
     lora_targets: tuple[str, ...] | str = ()
     linear_targets: tuple[str, ...] | str | None = None
     head_prefixes: tuple[str, ...] = ("final_layer.",)
+    own_head: tuple[str, ...] = ("final_layer.",)
     module_owned_keys: tuple[str, ...] = ()
     weight_read_directly: tuple[str, ...] = ()
     mha_fastpath_bypasses_adapters: bool = False
     short_attention: bool = False
+    classify: Callable[..., Any] = _classify
     adapt_state_dict: Callable[[dict, Any], dict] | None = None
     convert_checkpoint: Callable[[dict, Any], tuple[dict, dict] | None] | None = None
     tiny_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -33,6 +33,8 @@ from .builders import _quiet_build as _quiet_build
 from .builders import _reve_position_bank as _reve_position_bank
 from .extract import _capture_output as _capture_output
 from .extract import (
+    _classify_biot,
+    _classify_labram,
     _extract_bendr,
     _extract_biot,
     _extract_cbramod,
@@ -159,6 +161,7 @@ _SPECS = [
         weight_read_directly=("attn.qkv",),
         build=_build_labram,
         extract=_extract_labram,
+        classify=_classify_labram,
         adapt_state_dict=_slice_temporal_embedding,
         # The authors' own files (labram-base.pth: student.*, pos_embed, time_embed ...) load as weights too.
         convert_checkpoint=convert_labram_checkpoint,
@@ -199,6 +202,7 @@ _SPECS = [
         linear_targets=("linear1", "linear2"),
         train_modes=_WITHOUT_OFT,
         head_prefixes=("final_layer.", "proj_out."),
+        own_head=("proj_out.", "final_layer."),  # the class's forward maps the encoder through both
         short_attention=True,  # 19 channels of a patch, 4 patches of a channel (bf16 on 2 cores: 1.1-1.3x)
         build=_build_cbramod,
         extract=_extract_cbramod,
@@ -274,6 +278,7 @@ _SPECS = [
         lora_targets=("to_q", "to_k", "to_v", "to_out", "w1", "w2"),
         build=_build_biot,
         extract=_extract_biot,
+        classify=_classify_biot,
         notes="Bipolar derivations are computed by position from 16 electrodes (old names T3-T6 accepted).",
     ),
     ModelSpec(

@@ -92,22 +92,25 @@ def predict_network(net, X: np.ndarray, batch_size: int, device: str, precision:
     """
     net.to(device).eval()  # the batches go to device: so must the net (a reloaded one starts on the CPU)
     out = []
-    # torch picks its fused attention kernels by the parameters' requires_grad flags even
-    # without autograd; predicting with all flags off makes the outputs independent of
-    # which parameters were being trained, so a reloaded checkpoint predicts bit for bit alike.
-    flags = [(p, p.requires_grad) for p in net.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        with torch.inference_mode(), autocast(device, precision):
+    # torch picks kernels by the parameters' requires_grad flags even without autograd (nn.MultiheadAttention's
+    # fused path, matmul's folding of batch dimensions). Predicting with every flag on makes the outputs
+    # independent of which parameters were being trained, so a reloaded checkpoint predicts bit for bit alike,
+    # and equal to a module freshly built by braindecode (every flag on) under no_grad or inference_mode.
+    flags = [(p, p.requires_grad) for p in net.parameters() if p.is_floating_point()]
+    # Flags set and put back inside inference_mode: peft remakes the weights of an adapted MultiheadAttention in
+    # each forward, so after one prediction they are inference tensors, whose flag can only be set in there.
+    with torch.inference_mode(), autocast(device, precision):
+        for p, _ in flags:
+            p.requires_grad_(True)
+        try:
             for start in range(0, len(X), batch_size):
                 rows, n_real = full_batch(X, start, batch_size)
                 # From page-locked memory on a GPU, so the copy overlaps; outputs stay there until one copy back.
                 out.append(net(to_pinned(rows, device).to(device, non_blocking=True))[:n_real].float())
             return torch.cat(out).cpu().numpy() if out else np.zeros((0, 1), np.float32)
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
 
 def _micro_batches(X_t, y_t, order, batch_size: int, device_name: str):
