@@ -21,7 +21,7 @@ from braindecode.models import Labram
 from neurofm.adapt import plan_adaptation
 from neurofm.data import SignalInfo
 from neurofm.estimators.frozen import FoundationEmbedder
-from neurofm.exceptions import ConfigError, WeightsError
+from neurofm.exceptions import WeightsError
 from neurofm.models import create_backbone, get_model_spec
 from neurofm.pretrain import PretrainConfig, load_tokenizer, pretrain
 from neurofm.pretrain import trainer as trainer_module
@@ -380,8 +380,8 @@ def test_stage_2_trains_on_the_codes_of_vqnsp(vqnsp, tmp_path, corpus_dir, monke
     used = {}
 
     def recording_load(*args, **kwargs):
-        used["tokenizer"], meta = load_tokenizer(*args, **kwargs)
-        return used["tokenizer"], meta
+        used["tokenizer"], used["meta"] = load_tokenizer(*args, **kwargs)
+        return used["tokenizer"], used["meta"]
 
     monkeypatch.setattr(trainer_module, "load_tokenizer", recording_load)
     config = {
@@ -402,9 +402,17 @@ def test_stage_2_trains_on_the_codes_of_vqnsp(vqnsp, tmp_path, corpus_dir, monke
     # The backbone stage 2 wrote loads back as weights like any other.
     assert create_backbone("labram", _signal(), str(tmp_path / "masked"), random_state=0).report["random_init"] is False
 
-    # Other windows than the original tokenizer's are refused before training.
-    with pytest.raises(ConfigError, match="windows of 1600 samples, this corpus gives 400"):
-        pretrain(PretrainConfig.model_validate({**config, "corpus": {**config["corpus"], "window_seconds": 2.0}}))
+    # Other windows: the released tokenizer is built for the corpus's, any whole number of patches its time
+    # table covers (2 s: 2 patches), with the same codebook.
+    short = {**config, "output_dir": str(tmp_path / "short"), "corpus": {**config["corpus"], "window_seconds": 2.0}}
+    result = pretrain(PretrainConfig.model_validate(short))
+    assert result.steps == 2 and np.isfinite(result.final_loss) and used["meta"]["n_times"] == 400
+    assert torch.equal(used["tokenizer"].quantizer.codebook, state["quantize.embedding.weight"])
+    # Longer than its 15-patch table: refused before any training, the run folder untouched.
+    long = {**config, "output_dir": str(tmp_path / "long"), "corpus": {**config["corpus"], "window_seconds": 16.0}}
+    with pytest.raises(WeightsError, match=r"at most 15 of them.*3200 samples"):
+        pretrain(PretrainConfig.model_validate(long))
+    assert not (tmp_path / "long").exists()
 
 
 def test_a_mismatched_tokenizer_file_is_refused_clearly(vqnsp, labram_base, tmp_path, corpus_dir):

@@ -158,8 +158,8 @@ class PretrainConfig(BaseConfig):
     tokenizer_run : str | None
         Stage 2: the run directory of a finished stage 1, or LaBraM's released
         ``vqnsp.pth`` (or a folder holding it), whose encoder and codebook then
-        give the codes; the corpus must then cut 8 s windows, the original's
-        (:func:`neurofm.pretrain.load_tokenizer`).
+        give the codes, built for the corpus's windows (whole 200-sample
+        patches, at most 15; :func:`neurofm.pretrain.load_tokenizer`).
     backbone_kwargs : dict
         braindecode arguments of the stage-2 backbone (``num_layers``, ``num_heads`` ...).
     mask_ratio : float

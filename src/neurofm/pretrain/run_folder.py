@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ..devices import resolve_precision
 from ..exceptions import ConfigError, WeightsError
-from ..models.labram_original import ORIGINAL_TOKENIZER_N_TIMES, vqnsp_tokenizer_state
+from ..models.labram_original import ORIGINAL_PATCH_SIZE, ORIGINAL_TOKENIZER_N_TIMES, vqnsp_tokenizer_state
 from ..models.weights import _read_state_dict
 from ..policy import load_yaml
 from ..report import pretraining_figure
@@ -42,7 +42,7 @@ from .recipes import _backbone_architecture, get_recipe
 from .tokenizers import VQNSPTokenizer
 from .world import _barrier, _World
 
-__all__ = ["RUN_NAMES", "load_tokenizer"]
+__all__ = ["RUN_NAMES", "load_tokenizer", "tokenizer_patch_size"]
 
 _CHECKPOINTS = "checkpoints"
 
@@ -79,9 +79,9 @@ def load_tokenizer(run_dir: str | Path, recipe: str | None = None, *, n_times: i
         The recipe the tokenizer must belong to (``"labram"`` for the authors' file).
     n_times : int | None
         Only for the authors' file: the window to tokenize (a multiple of 200
-        samples, at most 15 patches). ``None``: 1600 samples, the window of the
-        original tokenizer's training and stage 2 (8 s at 200 Hz), which the
-        metadata then records and stage 2's corpus must cut.
+        samples, at most 15 patches; stage 2 gives its corpus's). ``None``:
+        1600 samples, the window of the original tokenizer's training and
+        stage 2 (8 s at 200 Hz).
 
     Returns
     -------
@@ -102,6 +102,29 @@ def load_tokenizer(run_dir: str | Path, recipe: str | None = None, *, n_times: i
     original = _original_tokenizer_file(run)
     if original is not None:
         return _load_original_tokenizer(original, recipe, n_times)
+    meta = _stage_one_meta(run)
+    if recipe is not None and meta["recipe"] != recipe:
+        raise WeightsError(f"The tokenizer in {run} belongs to recipe {meta['recipe']!r}, not {recipe!r}.")
+    tokenizer = get_recipe(meta["recipe"]).build_tokenizer(TokenizerConfig(**meta["tokenizer"]), meta["n_times"])
+    state = load_file(str(run / "tokenizer.safetensors"), device="cpu")
+    tokenizer.load_state_dict(state, strict=True)
+    tokenizer.eval().requires_grad_(False)
+    return tokenizer, meta
+
+
+def tokenizer_patch_size(run_dir: str | Path) -> int:
+    """The patch length (samples) of the tokenizer :func:`load_tokenizer` would load, read without its weights.
+
+    Stage 2 cuts its corpus into patches of this length before it loads the tokenizer for the corpus's windows.
+    """
+    run = Path(run_dir).expanduser()
+    if _original_tokenizer_file(run) is not None:
+        return ORIGINAL_PATCH_SIZE
+    return int(_stage_one_meta(run)["tokenizer"]["patch_size"])
+
+
+def _stage_one_meta(run: Path) -> dict[str, Any]:
+    """``tokenizer.json`` of a finished stage-1 run; an error naming what to give instead."""
     meta_file, weights_file = run / "tokenizer.json", run / "tokenizer.safetensors"
     if not meta_file.is_file() or not weights_file.is_file():
         hint = " It holds a stage-2 backbone; pass a stage-1 run." if (run / "model.safetensors").is_file() else ""
@@ -109,14 +132,7 @@ def load_tokenizer(run_dir: str | Path, recipe: str | None = None, *, n_times: i
             f"{run} holds no finished tokenizer (tokenizer.json + tokenizer.safetensors).{hint} Run stage "
             f"'tokenizer' to the end first, or give LaBraM's released {ORIGINAL_TOKENIZER_FILE}."
         )
-    meta = json.loads(meta_file.read_text())
-    if recipe is not None and meta["recipe"] != recipe:
-        raise WeightsError(f"The tokenizer in {run} belongs to recipe {meta['recipe']!r}, not {recipe!r}.")
-    tokenizer = get_recipe(meta["recipe"]).build_tokenizer(TokenizerConfig(**meta["tokenizer"]), meta["n_times"])
-    state = load_file(str(weights_file), device="cpu")
-    tokenizer.load_state_dict(state, strict=True)
-    tokenizer.eval().requires_grad_(False)
-    return tokenizer, meta
+    return json.loads(meta_file.read_text())
 
 
 def _original_tokenizer_file(path: Path) -> Path | None:

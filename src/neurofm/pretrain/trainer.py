@@ -55,6 +55,7 @@ from .run_folder import (
     _save_checkpoint,
     _write_curves,
     load_tokenizer,
+    tokenizer_patch_size,
 )
 from .world import (
     _all_finite,
@@ -128,13 +129,17 @@ def pretrain(config: PretrainConfig | str | Path, *, base_dir: str | Path | None
     tokenizer_meta = None
     frozen_tokenizer = None
     if config.stage == "masked":
-        frozen_tokenizer, tokenizer_meta = load_tokenizer(resolve_path(config.tokenizer_run, base), config.recipe)
-        token_config = TokenizerConfig(**tokenizer_meta["tokenizer"])
+        tokenizer_path = resolve_path(config.tokenizer_run, base)
+        patch_size = tokenizer_patch_size(tokenizer_path)
     else:
         token_config = recipe.resolve(config.tokenizer)
-    spec = dataclasses.replace(spec, patch_size=token_config.patch_size)
-    corpus = Corpus(config.corpus, spec, token_config.patch_size, base_dir=base)
-    if tokenizer_meta is not None:
+        patch_size = token_config.patch_size
+    spec = dataclasses.replace(spec, patch_size=patch_size)
+    corpus = Corpus(config.corpus, spec, patch_size, base_dir=base)
+    if config.stage == "masked":
+        # LaBraM's released tokenizer is built for the corpus's windows; a stage-1 run's holds its own.
+        frozen_tokenizer, tokenizer_meta = load_tokenizer(tokenizer_path, config.recipe, n_times=corpus.n_times)
+        token_config = TokenizerConfig(**tokenizer_meta["tokenizer"])
         _check_tokenizer_fits(tokenizer_meta, token_config, corpus.n_times, config)
     world = _start_world(config)
     # Every step seeds torch's global generator (dropout); the caller's stream continues afterwards as before.
