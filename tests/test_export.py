@@ -164,25 +164,27 @@ def test_refit_models_are_fitted_on_all_windows_and_kept(runs, small_dataset):
     assert models["probe"].predict(X).shape == (len(X),)
     assert models["bandpower"].predict(X).shape == (len(X),)
     # What cannot be written without pickle stays in memory, and the result says so.
-    for name in ("knn_probe", "bandpower"):
-        assert result.meta["refit"][name]["folder"] is None
-        assert "in memory only" in result.meta["refit"][name]["note"]
-    assert "KNeighborsClassifier" in result.meta["refit"]["knn_probe"]["note"]
+    assert result.meta["refit"]["bandpower"]["folder"] is None
+    assert "in memory only" in result.meta["refit"]["bandpower"]["note"]
+    assert result.meta["refit"]["knn_probe"]["folder"] is not None  # not linear: written with skops
 
 
 def test_saved_refit_models_load_back_and_predict_alike(runs, small_dataset):
     X = small_dataset[0]
     result, loaded = runs["refit"], ExperimentResult.load(runs["out"])
     assert loaded.refit_names() == result.refit_names()
-    assert set(loaded.refit_models) == {"lora", "full", "probe"}  # what was saved; the rest lived in memory
+    assert set(loaded.refit_models) == {"lora", "full", "probe", "knn_probe"}  # saved; the rest lived in memory
     np.testing.assert_array_equal(
         loaded.get_refit_model("lora").predict_proba(X), result.get_refit_model("lora").predict_proba(X)
     )
     np.testing.assert_array_equal(
         loaded.get_refit_model("probe").predict_proba(X), result.get_refit_model("probe").predict_proba(X)
     )
+    np.testing.assert_array_equal(
+        loaded.get_refit_model("knn_probe").predict_proba(X), result.get_refit_model("knn_probe").predict_proba(X)
+    )
     with pytest.raises(KeyError, match="was not saved"):
-        loaded.get_refit_model("knn_probe")
+        loaded.get_refit_model("bandpower")
     with pytest.raises(KeyError, match="refit=True"):
         runs["plain"].get_refit_model("lora")
 
@@ -204,7 +206,7 @@ def test_a_resumed_run_reads_saved_refits_back_and_refits_only_what_is_not_saved
     config = experiment_config(runs["root"] / "cache", refit=True)
     again = Experiment(config).run(X, y, sample_metadata=meta, output_dir=out, **info)
     # What is saved is read back; what lives in memory only is cheap and fitted again.
-    assert sorted(refitted) == ["bandpower", "knn_probe"]
+    assert sorted(refitted) == ["bandpower"]
     assert again.meta["refit"]["lora"]["resumed"] and not again.meta["refit"]["bandpower"]["resumed"]
     np.testing.assert_array_equal(
         again.get_refit_model("lora").predict_proba(X), runs["refit"].get_refit_model("lora").predict_proba(X)
@@ -434,10 +436,44 @@ def test_frozen_probe_exports_its_backbone_reference_and_head_without_pickle(run
     expected = result.get_refit_model("probe").predict_proba(X)
     np.testing.assert_array_equal(loaded.predict_proba(X), expected)
     np.testing.assert_array_equal(loaded.predict(X), result.get_refit_model("probe").predict(X))
-    for refused in (result, ExperimentResult.load(runs["out"])):  # in memory, or loaded: the same refusal
-        with pytest.raises(ConfigError, match="KNeighborsClassifier is not one neurofm writes without pickle"):
-            refused.export_model("knn_probe", tmp_path / "knn")
-    assert not (tmp_path / "knn").exists()
+    # A head that is not linear is written with skops, and read back trusting scikit-learn's types only.
+    for i, source in enumerate((result, ExperimentResult.load(runs["out"]))):  # in memory, or loaded: alike
+        knn = source.export_model("knn_probe", tmp_path / f"knn{i}")
+        assert {p.name for p in knn.iterdir()} == {EXPORT_JSON, "head.skops", "README.md"}
+        assert json.loads((knn / EXPORT_JSON).read_text())["head"]["stored"] == "skops"
+        np.testing.assert_array_equal(
+            neurofm.load_exported(knn, cache_dir=str(tmp_path / "other-cache")).predict_proba(X),
+            result.get_refit_model("knn_probe").predict_proba(X),
+        )
+
+
+def _distance(a, b):  # a metric defined here: a type skops cannot vouch for
+    return float(np.abs(a - b).sum())
+
+
+def test_heads_holding_foreign_types_are_neither_written_nor_read(tmp_path, monkeypatch):
+    import skops.io
+    from sklearn.neighbors import KNeighborsClassifier
+
+    import neurofm.export.heads as heads
+
+    X, y = np.random.default_rng(0).standard_normal((12, 3)), np.arange(12) % 2
+    foreign = KNeighborsClassifier(n_neighbors=3, metric=_distance).fit(X, y)
+    assert "_distance" in heads.head_unsaved_reason(foreign)
+    with pytest.raises(ConfigError, match="cannot be exported: its head KNeighborsClassifier holds types from outside"):
+        heads.write_head(tmp_path, foreign)
+    assert not any(tmp_path.iterdir())
+    # A file someone else wrote that names such a type is refused before anything in it is built.
+    skops.io.dump(foreign, tmp_path / "head.skops")
+    with pytest.raises(ConfigError, match="refuses to build them"):
+        heads.read_head(tmp_path, {"estimator": "KNeighborsClassifier", "stored": "skops"})
+    # Without skops, a head that is not linear says how to get it.
+    plain = KNeighborsClassifier(n_neighbors=3).fit(X, y)
+    assert heads.head_unsaved_reason(plain) is None
+    monkeypatch.setattr(heads, "_skops_io", lambda: None)
+    assert "skops is not installed (pip install skops" in heads.head_unsaved_reason(plain)
+    with pytest.raises(ConfigError, match="was written with skops, but skops is not installed"):
+        heads.read_head(tmp_path, {"estimator": "KNeighborsClassifier", "stored": "skops"})
 
 
 def test_a_frozen_probe_checks_its_weights_and_reads_no_foreign_class(runs, small_dataset, tmp_path):

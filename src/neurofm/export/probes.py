@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sklearn.base import clone
 
 from ..exceptions import ConfigError, WeightsError
 from ..utils.files import atomic_write, jsonable
-from .files import _FORMAT_VERSION, _HEAD_FILE, _PROBE_FORMAT, EXPORT_JSON
-from .heads import _head_state, _read_head
-
-if TYPE_CHECKING:
-    pass
-
+from .files import _FORMAT_VERSION, _PROBE_FORMAT, EXPORT_JSON
+from .heads import read_head, write_head
 
 _EMBEDDER_KEYS = (
     "model_key",
@@ -102,10 +98,8 @@ class FrozenProbe:
 
 def _write_probe(folder: Path, probe: FrozenProbe, extra: dict[str, Any] | None = None) -> list[str]:
     """Write a frozen probe's files into ``folder``; their names."""
-    # start-up: safetensors' extension adds ~12 ms to import neurofm, for exports only
-    from safetensors.numpy import save_file
-
-    head_doc, arrays = _head_state(probe.head)
+    folder.mkdir(parents=True, exist_ok=True)
+    head_doc, head_files = write_head(folder, probe.head)
     params = probe.embedder.get_params()
     doc = {
         "format": _PROBE_FORMAT,
@@ -118,12 +112,9 @@ def _write_probe(folder: Path, probe: FrozenProbe, extra: dict[str, Any] | None 
         "head": head_doc,
         **(extra or {}),
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value for key, value in arrays.items()}
-    atomic_write(folder / _HEAD_FILE, lambda tmp: save_file(tensors, str(tmp)))
     text = json.dumps(doc, indent=2)
     atomic_write(folder / EXPORT_JSON, lambda tmp: tmp.write_text(text))
-    return [_HEAD_FILE, EXPORT_JSON]
+    return [*head_files, EXPORT_JSON]
 
 
 def _read_probe(
@@ -137,15 +128,12 @@ def _read_probe(
     embedder: Any = None,
 ) -> FrozenProbe:
     """A :class:`FrozenProbe` from a folder :func:`_write_probe` wrote (``embedder``: use these parameters)."""
-    # start-up: safetensors' extension adds ~12 ms to import neurofm, for exports only
-    from safetensors.numpy import load_file
-
     from ..estimators.frozen import FoundationEmbedder  # heavy: torch and braindecode load on use
 
     doc = _read_json(folder)
     if doc.get("format") != _PROBE_FORMAT:
         raise ConfigError(f"{folder} holds a {doc.get('format')!r} export, not a frozen probe.")
-    head = _read_head(doc["head"], load_file(str(folder / _HEAD_FILE)))
+    head = read_head(folder, doc["head"])
     if embedder is None:
         if doc.get("trust_remote_code") and not trust_remote_code:
             raise ConfigError(
