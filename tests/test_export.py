@@ -376,13 +376,18 @@ def test_backbones_trained_with_their_own_head_load_in_plain_braindecode_with_id
             in (folder / "README.md").read_text()
         )
         jobs.append((record["class"], str(folder), adapted, record["call"]))
-        expected.append(model._outputs(raw))
-    # Two classes cannot be rebuilt here as neurofm ran them; each says why.
-    assert sorted(refused) == ["luna", "reve"]
-    assert "bit for bit" in refused["luna"] and "position bank" in refused["reve"]
+        expected.append((model._outputs(raw), record["check"]))
+    # REVE cannot be rebuilt here as neurofm ran it, and says why.
+    assert list(refused) == ["reve"] and "position bank" in refused["reve"]
     logits = _plain_braindecode_logits(jobs, tmp_path)
-    for (cls, *_), found, want in zip(jobs, logits, expected, strict=True):
-        assert found.shape == (BATCH, 2) and np.array_equal(found, want), cls
+    for (cls, *_), found, (want, check) in zip(jobs, logits, expected, strict=True):
+        assert found.shape == (BATCH, 2), cls
+        if cls == "LUNA":  # neurofm's row-stable phases: float32 rounding apart, within the stated tolerance
+            assert check["tolerance"] == 1e-5 and check["largest_difference"] <= 1e-5
+            np.testing.assert_allclose(found, want, rtol=1e-5, atol=1e-5)
+        else:
+            assert check == check | {"tolerance": 0.0, "largest_difference": 0.0}, cls
+            assert np.array_equal(found, want), cls
 
 
 def test_linear_head_refusals_point_to_the_own_head_where_it_exports():
