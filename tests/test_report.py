@@ -66,6 +66,20 @@ def test_report_is_self_contained_with_every_figure(results_dir):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_names_each_folds_held_out_subjects_and_scores_each_subject(results_dir):
+    from neurofm import ExperimentResult
+
+    assert CliRunner().invoke(app, ["report", str(results_dir)]).exit_code == 0
+    page = (results_dir / "report.html").read_text()
+    result = ExperimentResult.load(results_dir)
+    fold_table = re.search(r'<table[^>]*id="fold-scores".*?</table>', page, re.S).group(0)
+    for held_out in result.get_detailed_scores()["HeldOut"].unique():
+        assert f"<td>{held_out}</td>" in fold_table
+    group_table = re.search(r'<table[^>]*id="group-scores".*?</table>', page, re.S).group(0)
+    for subject in ("sub-01", "sub-02", "sub-03"):
+        assert f"<td>{subject}</td>" in group_table
+
+
 def test_figures_render_in_headless_chromium(results_dir, tmp_path):
     from neurofm.report import write_report
 

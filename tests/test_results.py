@@ -62,7 +62,8 @@ def test_bandpower_beats_chance_on_simulated_data(result):
 
 def test_detailed_scores_columns(result):
     scores = result.get_detailed_scores()
-    assert list(scores.columns) == ["Model", "Fold", "Metric", "Value"]
+    # HeldOut: the subjects each fold tested on (the CV split by Subject).
+    assert list(scores.columns) == ["Model", "Fold", "Metric", "Value", "HeldOut"]
     assert len(scores) == 2 * 3 * len(METRICS)
     assert set(scores["Fold"]) == {0, 1, 2}
     assert scores["Value"].between(-1, 1).all()
@@ -111,7 +112,7 @@ def test_splits_table(result, small_dataset):
     X, _, meta, _ = small_dataset
     n = len(X)
     splits = result.get_splits()
-    assert list(splits.columns) == ["Model", "Fold", "SampleIndex", "Set"]
+    assert list(splits.columns) == ["Model", "Fold", "SampleIndex", "Set", "Subject", "Trial"]  # + the metadata
     assert set(splits["Set"]) == {"train", "test"}
     subjects = meta["Subject"].to_numpy()
     for _, per_model in splits.groupby("Model"):
@@ -166,6 +167,7 @@ def test_saved_files_are_open_formats(result, tmp_path):
             "predictions.parquet",
             "splits.parquet",
             "artifacts.parquet",
+            "metadata.parquet",
             "config.yaml",
             "meta.json",
             ".neurofm",

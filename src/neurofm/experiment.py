@@ -357,6 +357,7 @@ class ExperimentRun:
             meta=meta,
             refit_models=refit_models,
             refit_folders=refit_folders,
+            metadata=inputs.metadata,
         )
 
     def _features(self, inputs, splits, prepared, timings: dict[str, float]) -> dict[str, Any]:

@@ -193,6 +193,25 @@ def _comparisons(result: ExperimentResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _group_sections(result: ExperimentResult) -> list[str]:
+    """Scores per fold, each named by the groups it held out, and per group, when the CV split by a group key."""
+    group_key = (result.config.get("cv") or {}).get("group_key")
+    scores = result.get_detailed_scores()
+    if not group_key or "HeldOut" not in scores:
+        return []
+    per_fold = scores.pivot_table(index=["Model", "Fold", "HeldOut"], columns="Metric", values="Value", sort=False)
+    per_group = result.get_group_scores(by=group_key)
+    per_group = per_group.pivot_table(
+        index=["Model", group_key, "n_windows"], columns="Metric", values="Value", sort=False
+    )
+    return [
+        f"<h2>Scores per fold (held-out {html.escape(str(group_key))})</h2>"
+        + _table(per_fold.round(4).reset_index(), "fold-scores"),
+        f"<h2>Scores per {html.escape(str(group_key))} (test predictions pooled over folds)</h2>"
+        + _table(per_group.round(4).reset_index(), "group-scores"),
+    ]
+
+
 def _table(frame: pd.DataFrame, table_id: str) -> str:
     return frame.to_html(index=False, border=0, classes="table", table_id=table_id, escape=True)
 
@@ -310,6 +329,7 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
         "<h2>Summary</h2>" + _table(summary.round(4), "summary"),
         "<h2>Figures</h2>" + "".join(figures),
     ]
+    sections += _group_sections(result)
     if not stats.empty:
         sections.append("<h2>Chance level (label permutation)</h2>" + _table(stats.round(4), "statistics"))
     comparisons = _comparisons(result)

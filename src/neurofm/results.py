@@ -13,6 +13,7 @@ import yaml
 from scipy import stats
 
 from .export import copy_refit, export_model, load_fine_tuned, load_probe, push_to_hub, save_probe, write_refit_record
+from .group_scores import group_scores, held_out_groups, metadata_table, with_metadata
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
 from .utils.files import atomic_write, claim_folder, jsonable
@@ -21,12 +22,15 @@ from .utils.versions import package_versions
 __all__ = ["ExperimentResult"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
+#: The windows' metadata, saved beside the tables (results saved before it existed have none).
+_METADATA_FILE = "metadata.parquet"
 #: Where the refit models of a run are saved in its output folder (one ``model-<hash>`` folder each).
 MODELS_FOLDER = "models"
 #: What neurofm writes directly in an output folder: the saved result, its report, the run's progress records.
 OUTPUT_NAMES = frozenset(
     {
         *(f"{name}.parquet" for name in _TABLES),
+        _METADATA_FILE,
         "config.yaml",
         "meta.json",
         "report.html",
@@ -65,6 +69,10 @@ class ExperimentResult:
         (``ExperimentConfig(refit=True)``), by name.
     refit_folders : dict | None
         Where each saved refit model's files are, by name.
+    metadata : DataFrame | None
+        The windows' metadata (``sample_metadata``), one row per window in
+        ``SampleIndex`` order; its columns are joined to predictions and
+        splits, group folds and group scores (:meth:`get_group_scores`).
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class ExperimentResult:
         *,
         refit_models: dict | None = None,
         refit_folders: dict | None = None,
+        metadata: pd.DataFrame | None = None,
     ):
         self.scores = scores
         self.predictions = predictions
@@ -87,6 +96,7 @@ class ExperimentResult:
         self.meta = meta or {}
         self._refit_models = dict(refit_models or {})
         self._refit_folders = {name: Path(folder) for name, folder in (refit_folders or {}).items()}
+        self.metadata = metadata_table(metadata)
 
     def __repr__(self) -> str:
         models = list(dict.fromkeys(self.scores["Model"])) if len(self.scores) else []
@@ -112,16 +122,52 @@ class ExperimentResult:
         return wide.loc[order, metrics]
 
     def get_detailed_scores(self) -> pd.DataFrame:
-        """Every score: columns ``Model, Fold, Metric, Value``."""
-        return self.scores.copy()
+        """Every score: columns ``Model, Fold, Metric, Value``, and ``HeldOut`` (the groups a fold tested on,
+        e.g. ``"S003"``) when the CV split by a ``group_key``."""
+        held_out = held_out_groups(self.splits, self.metadata, self._group_key())
+        if held_out.empty:
+            return self.scores.copy()
+        return self.scores.merge(held_out, on=["Model", "Fold"], how="left")
 
     def get_predictions(self) -> pd.DataFrame:
-        """Test-set predictions of every fold."""
-        return self.predictions.copy()
+        """Test-set predictions of every fold, with each window's metadata columns (``Subject``, ``Run`` ...)."""
+        return with_metadata(self.predictions, self.metadata)
 
     def get_splits(self) -> pd.DataFrame:
-        """Which window was in train or test, per model and fold."""
-        return self.splits.copy()
+        """Which window was in train or test, per model and fold, with each window's metadata columns."""
+        return with_metadata(self.splits, self.metadata)
+
+    def get_metadata(self) -> pd.DataFrame:
+        """The windows' metadata: ``SampleIndex`` and the columns of ``sample_metadata``."""
+        return self.metadata.copy()
+
+    def get_group_scores(self, by: str | list[str] = "Subject", metrics: list[str] | None = None) -> pd.DataFrame:
+        """Scores per group of windows: per subject, session, or recording (``by=["Subject", "Session", "Run"]``).
+
+        Each model's test predictions are pooled over the folds (every window
+        is tested once) and scored within each group, with the run's metrics
+        unless ``metrics`` names others.
+
+        Parameters
+        ----------
+        by : str | list of str
+            Metadata column(s) defining the groups.
+        metrics : list of str | None
+            Metric names (default: the experiment's).
+
+        Returns
+        -------
+        DataFrame
+            ``Model, <by...>, Metric, Value, n_windows``.
+        """
+        classification = (
+            any(c.startswith("proba_") for c in self.predictions.columns) or self.config.get("task") == "classification"
+        )
+        chosen = list(metrics) if metrics is not None else list(self.config.get("metrics", []))
+        return group_scores(self.predictions, self.metadata, by, chosen, classification)
+
+    def _group_key(self) -> str | None:
+        return (self.config.get("cv") or {}).get("group_key")
 
     def get_model_artifacts(self, artifact_type: str | None = None, model: str | None = None) -> pd.DataFrame:
         """Artifacts of the models (embedding cache statistics, adaptations, ...).
@@ -329,6 +375,8 @@ class ExperimentResult:
             if name == "artifacts":
                 table["ArtifactValue"] = [json.dumps(jsonable(v)) for v in table["ArtifactValue"]]
             atomic_write(out / f"{name}.parquet", lambda tmp, table=table: table.to_parquet(tmp, index=False))
+        if len(self.metadata.columns) > 1:
+            atomic_write(out / _METADATA_FILE, lambda tmp: self.metadata.to_parquet(tmp, index=False))
         config_text = yaml.safe_dump(self.config, sort_keys=False)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(config_text))
         self._save_refit_models(out)
@@ -372,7 +420,10 @@ class ExperimentResult:
             and re.fullmatch(rf"{MODELS_FOLDER}/model-[0-9a-f]+", entry["folder"])
             and (src / entry["folder"]).is_dir()
         }
-        return cls(config=config, meta=meta, refit_folders=folders, **tables)
+        result = cls(config=config, meta=meta, refit_folders=folders, **tables)
+        if (src / _METADATA_FILE).exists():
+            result.metadata = pd.read_parquet(src / _METADATA_FILE)  # as saved: SampleIndex and the columns
+        return result
 
 
 def run_metadata(inputs, seconds: float, timings: dict) -> dict:
