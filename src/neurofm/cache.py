@@ -376,7 +376,7 @@ class EmbeddingCache:
         try:
             make_folders(self.directory, self.key)
             self._write_manifest()
-            path = atomic_write(self.directory / name, write)
+            path = atomic_write(self.directory / name, write, private=True)
         except OSError as exc:
             raise _write_error(self.directory, exc) from exc
         self._remember(path, keys)
@@ -387,7 +387,7 @@ class EmbeddingCache:
         if self.manifest is None or path.exists():
             return
         text = json.dumps(self.manifest, indent=2, sort_keys=True, default=str)
-        atomic_write(path, lambda tmp: tmp.write_text(text))
+        atomic_write(path, lambda tmp: tmp.write_text(text), private=True)
 
 
 def embed_through_cache(

@@ -90,7 +90,7 @@ def write_record(path: str | Path, payload: Any, key: EntryKey | None = None) ->
         share_with_group(tmp, key)
 
     make_folders(Path(path).parent, key)
-    atomic_write(path, write)
+    atomic_write(path, write, private=True)
 
 
 def read_record(path: str | Path, key: EntryKey | None = None) -> Any | None:

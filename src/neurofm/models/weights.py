@@ -219,7 +219,7 @@ def _file_digest(path: Path, memo_dir: Path | None, key: EntryKey | None = None)
             share_with_group(tmp, key)
 
         make_folders(memo_dir, key)
-        atomic_write(memo, write)
+        atomic_write(memo, write, private=True)
     return value
 
 

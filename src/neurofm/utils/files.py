@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,16 @@ import numpy as np
 from ..exceptions import ConfigError, StorageError
 from ..sharing import EntryKey, make_folders
 
-__all__ = ["MARKER_NAME", "NO_ROOM_ERRNOS", "TMP_MARK", "atomic_write", "claim_folder", "jsonable", "resolve_path"]
+__all__ = [
+    "MARKER_NAME",
+    "NO_ROOM_ERRNOS",
+    "TMP_MARK",
+    "atomic_write",
+    "claim_folder",
+    "current_umask",
+    "jsonable",
+    "resolve_path",
+]
 
 # Part of every temporary file's name: a file carrying it was never completed.
 TMP_MARK = ".tmp-"
@@ -25,19 +35,44 @@ TMP_MARK = ".tmp-"
 NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it, briefly, for every thread
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any], *, private: bool = False) -> Path:
     """Write ``path`` through ``write(tmp)`` on a temporary file of the same folder, then rename it into place.
 
     Readers see the old file or the whole new one, never a part; concurrent
     writers each get their own temporary file. A failed write (full disk,
     exception) removes the temporary file and leaves ``path`` as it was; a
     full disk raises :class:`~neurofm.exceptions.StorageError`.
+
+    The file gets the permissions the user's umask gives new files (results,
+    reports and exports are read by colleagues as the user's other files
+    are), or, with ``private=True``, the owner's alone (``write`` may still
+    widen them, as a shared cache does for its group).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_MARK}")
     os.close(fd)
     try:
+        if not private:
+            # mkstemp makes the file 0600 whatever the umask; set what an ordinary new file would have
+            os.chmod(tmp, 0o666 & ~current_umask())
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException as exc:
