@@ -564,7 +564,7 @@ def test_model_card_records_data_scores_config_versions_adaptation_and_weights(r
     summary = result.summary().query("Model == 'full'")
     for row in summary.itertuples():
         assert f"| {row.Metric} | {row.mean:.4f} ± {row.std:.4f} | 2 |" in card
-    assert "units: V -> uV" in card and "resample: 160 Hz -> 200 Hz" in card
+    assert "units: volts to microvolts (x1e6), then divided by 100" in card and "resample: 160 Hz -> 200 Hz" in card
     assert "train_mode: full" in card and "pooling: flatten" in card  # the config, as YAML
     versions = package_versions(["torch", "braindecode"])
     assert f"- torch: {versions['torch']}" in card and f"- braindecode: {versions['braindecode']}" in card
@@ -572,3 +572,21 @@ def test_model_card_records_data_scores_config_versions_adaptation_and_weights(r
     assert '"kind": "random"' in card  # the weights' origin
     probe_card = (result.export_model("probe", tmp_path / "probe-card") / "README.md").read_text()
     assert "neurofm.load_exported" in probe_card and "LogisticRegression" in probe_card
+
+
+def test_a_frozen_probe_whose_head_was_an_object_exports_and_reloads(small_dataset, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, meta, info = small_dataset
+    head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))  # not linear by itself: skops
+    probe_config = probe().model_copy(update={"head": ClassicalModelConfig(estimator=head)})
+    config = experiment_config(tmp_path / "cache", refit=True, models={"mine": probe_config})
+    result = Experiment(config).run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    for source in (result, ExperimentResult.load(tmp_path / "out")):  # the saved config holds the head's description
+        folder = source.export_model("mine", tmp_path / f"export-{id(source)}")
+        np.testing.assert_array_equal(
+            neurofm.load_exported(folder, cache_dir=str(tmp_path / "cache")).predict_proba(X),
+            result.get_refit_model("mine").predict_proba(X),
+        )

@@ -428,7 +428,12 @@ class ExperimentRun:
         cfg = self.config
         if isinstance(model_cfg, ClassicalModelConfig):
             estimator = build_window_estimator(
-                model_cfg.estimator, model_cfg.params, inputs.info.sfreq, cfg.random_state, units=inputs.info.units
+                model_cfg.estimator,
+                model_cfg.params,
+                inputs.info.sfreq,
+                cfg.random_state,
+                units=inputs.info.units,
+                input=model_cfg.input,
             )
             return _PreparedModel(name, model_cfg, estimator)
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):

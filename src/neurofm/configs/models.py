@@ -4,43 +4,86 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    Tag,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..policy import check_estimator_import, check_estimator_params_are_data
 from ..utils.check import format_choices
+from ..utils.objects import describe_object, is_described_object, object_refusal
 from .base import BaseConfig
 
 
 class ClassicalModelConfig(BaseConfig):
-    """A scikit-learn estimator, by name or import path.
+    """A scikit-learn estimator on raw windows (or a head on embeddings): by name, import path, or as an object.
 
     Parameters
     ----------
-    estimator : str
+    estimator : str | estimator
         A scikit-learn estimator class name (``"LogisticRegression"``), a
         neurofm named pipeline (see ``neurofm.estimators.list_estimators()``),
-        or an import path ``"package.module.ClassName"``.
+        a pyriemann class name (``"MDM"``, ``"TangentSpace"``; scikit-learn's
+        names come first), an import path ``"package.module.ClassName"``
+        (outside scikit-learn, pyriemann, MNE and neurofm only after
+        ``neurofm.allow_imports("package")``), or, from Python, any
+        scikit-learn-compatible estimator object, a ``Pipeline`` included
+        (``make_pipeline(Covariances("oas"), MDM())``). The config keeps a
+        clone of the object, and each fold fits a fresh clone of that: your
+        object is never fitted. Like a named estimator's, each of its
+        ``random_state`` parameters left at ``None`` gets the experiment's
+        ``random_state``.
     params : dict
-        Keyword arguments for the estimator's constructor.
+        Keyword arguments for a named estimator's constructor (plain data).
+        An object carries its own: set them on it.
+    input : {"windows", "flat"} | None
+        What a model on raw windows receives: ``"windows"``, shaped
+        ``(n, channels, times)``, or ``"flat"``, each window flattened to one
+        vector ``(n, channels * times)``. ``None`` (default): ``"windows"``
+        for neurofm's named pipelines and for estimators whose first step
+        (a pipeline's first step) comes from pyriemann or MNE, ``"flat"`` for
+        every other. Named pipelines take windows only. Not for a head, which
+        always receives embedding vectors.
 
     Notes
     -----
     On raw windows the estimator sees microvolts for EEG and EEG-equivalent
     microvolts for MEG (a first ``units`` step, the rule every backbone gets),
-    so that sensor types share one scale; a plain scikit-learn estimator sees
-    each window flattened to one vector.
+    so that sensor types share one scale.
+
+    An object is not data: a config holding one is written (``to_yaml``, the
+    ``config.yaml`` of a saved result, the keys of a run's records) as its
+    class's import path and its parameters (``get_params``, estimators among
+    them described alike), never pickled. Objects with equal parameters thus
+    share a run's records and objects that differ do not. Such a file cannot
+    be read back into a config (the error names the class): pass the object
+    again from Python. A config file names its estimator by name or import
+    path instead.
     """
 
     kind: Literal["classical"] = "classical"
-    estimator: str
+    estimator: Any
     params: dict[str, Any] = Field(default_factory=dict)
+    input: Literal["windows", "flat"] | None = None
 
     @field_validator("estimator")
     @classmethod
-    def _known_estimator(cls, value: str) -> str:
+    def _known_estimator(cls, value: Any) -> Any:
         # import cycle: estimators.classical imports adapt, which imports configs
-        from ..estimators.classical import NAMED_ESTIMATORS, resolve_estimator_class
+        from ..estimators.classical import NAMED_ESTIMATORS, check_estimator_object, resolve_estimator_class
 
+        if is_described_object(value):
+            raise ValueError(object_refusal(value))  # a dumped object, read back from a file
+        if not isinstance(value, str):
+            return check_estimator_object(value)  # a clone: the user's object is never fitted
         if "." in value and value not in NAMED_ESTIMATORS:
             check_estimator_import(value)  # before importing anything: a config may not choose the code to run
         resolve_estimator_class(value)  # raises with suggestions
@@ -51,6 +94,37 @@ class ClassicalModelConfig(BaseConfig):
     def _params_are_data(cls, value: dict[str, Any]) -> dict[str, Any]:
         check_estimator_params_are_data(value)
         return value
+
+    @model_validator(mode="after")
+    def _input_fits_the_estimator(self) -> ClassicalModelConfig:
+        # import cycle: estimators.classical imports adapt, which imports configs
+        from ..estimators.classical import NAMED_ESTIMATORS
+
+        if not isinstance(self.estimator, str) and self.params:
+            raise ValueError(
+                f"params={self.params!r} with an estimator object: an object carries its own parameters; set them "
+                f"on it (e.g. make_pipeline(..., MDM(metric='riemann'))) and remove params."
+            )
+        if self.input == "flat" and isinstance(self.estimator, str) and self.estimator in NAMED_ESTIMATORS:
+            raise ValueError(
+                f"input='flat' with neurofm's named pipeline {self.estimator!r}, which reads windows "
+                "(n, channels, times); remove input, or name a scikit-learn estimator to give flattened windows."
+            )
+        return self
+
+    @field_serializer("estimator")
+    def _estimator_as_data(self, value: Any, info: SerializationInfo) -> Any:
+        if isinstance(value, str) or not info.mode_is_json():
+            return value
+        return describe_object(value)  # what the object is, as data; never pickled
+
+    @model_serializer(mode="wrap")
+    def _without_automatic_input(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        # Left automatic, input is not written: configs (and the keys of runs' records) read as before it existed.
+        if self.input is None:
+            data.pop("input", None)
+        return data
 
 
 class AdaptationConfig(BaseConfig):
@@ -193,6 +267,8 @@ class FrozenBackboneDecoderConfig(BaseConfig):
 
     The head defaults to ``LogisticRegression``; a regression experiment
     needs a regressor head, e.g. ``ClassicalModelConfig(estimator="Ridge")``.
+    A head may be an estimator object given from Python as well
+    (``ClassicalModelConfig(estimator=make_pipeline(StandardScaler(), SVC()))``).
     """
 
     kind: Literal["frozen_backbone"] = "frozen_backbone"
@@ -200,6 +276,16 @@ class FrozenBackboneDecoderConfig(BaseConfig):
     head: ClassicalModelConfig = Field(
         default_factory=lambda: ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000})
     )
+
+    @field_validator("head")
+    @classmethod
+    def _head_reads_embeddings(cls, value: ClassicalModelConfig) -> ClassicalModelConfig:
+        if value.input is not None:
+            raise ValueError(
+                f"head.input={value.input!r}: input says what a model on raw windows receives, and a head always "
+                "receives embedding vectors (n, features); remove input from the head."
+            )
+        return value
 
 
 class LoRAConfig(BaseConfig):

@@ -1,11 +1,15 @@
-"""Classical scikit-learn estimators, by name, and neurofm's named baselines.
+"""Classical scikit-learn estimators, by name or as objects, and neurofm's named baselines.
 
 ``ClassicalModelConfig.estimator`` is resolved here: a scikit-learn class name
 (``"LogisticRegression"``), a named baseline of :data:`NAMED_ESTIMATORS` that
-works on raw windows (``"bandpower_lr"``), or an import path
-(``"package.module.ClassName"``). Whether an estimator classifies or regresses
-is what scikit-learn's tags say (:func:`estimator_task`), checked against the
-experiment's task before any compute (:func:`check_estimator_task`).
+works on raw windows (``"bandpower_lr"``), a pyriemann class name of
+:data:`PYRIEMANN_ESTIMATORS` (``"MDM"``), an import path
+(``"package.module.ClassName"``), or an estimator object given from Python
+(each fold fits a fresh ``sklearn.base.clone`` of it). Whether it gets windows
+``(n, channels, times)`` or flattened ones is :func:`window_input`'s answer.
+Whether an estimator classifies or regresses is what scikit-learn's tags say
+(:func:`estimator_task`), checked against the experiment's task before any
+compute (:func:`check_estimator_task`).
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, is_classifier, is_regressor
-from sklearn.pipeline import make_pipeline
+from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier, is_regressor
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import all_estimators
 
 from ..adapt import working_unit_scale
 from ..exceptions import ConfigError
 from ..utils.check import closest_matches, format_choices
+from ..utils.objects import class_path
 
 __all__ = [
     "BandPower",
@@ -33,12 +38,17 @@ __all__ = [
     "SensorScaling",
     "NAMED_ESTIMATORS",
     "NamedEstimator",
+    "PYRIEMANN_ESTIMATORS",
+    "WINDOW_LIBRARIES",
     "build_estimator",
     "build_window_estimator",
+    "check_estimator_object",
     "check_estimator_task",
+    "check_window_model",
     "estimator_task",
     "list_estimators",
     "resolve_estimator_class",
+    "window_input",
 ]
 
 DEFAULT_BANDS = {
@@ -304,19 +314,114 @@ def _sklearn_estimators() -> dict[str, type]:
     return dict(all_estimators())
 
 
+#: pyriemann's estimators that a config may name by class name alone, as scikit-learn's (``"MDM"``), and the
+#: module of pyriemann 0.12 that holds each. scikit-learn's names come first: pyriemann's ``SVC``, ``SVR``,
+#: ``MeanShift``, ``GaussianMixture`` and embeddings need their import path, as do the transfer-learning
+#: estimators (they need domain labels), and ``CSP`` and ``SPoC`` (:data:`_AMBIGUOUS_NAMES`).
+PYRIEMANN_ESTIMATORS: dict[str, str] = {
+    **dict.fromkeys(
+        ["MDM", "FgMDM", "TSClassifier", "KNearestNeighbor", "MeanField", "NearestConvexHull"],
+        "pyriemann.classification",
+    ),
+    "KNearestNeighborRegressor": "pyriemann.regression",
+    **dict.fromkeys(
+        [
+            "Covariances",
+            "ERPCovariances",
+            "XdawnCovariances",
+            "BlockCovariances",
+            "CrossSpectra",
+            "CoSpectra",
+            "Coherences",
+            "TimeDelayCovariances",
+            "Kernels",
+            "Shrinkage",
+        ],
+        "pyriemann.estimation",
+    ),
+    "TangentSpace": "pyriemann.tangentspace",
+    "FGDA": "pyriemann.tangentspace",
+    "Xdawn": "pyriemann.spatialfilters",
+    "BilinearFilter": "pyriemann.spatialfilters",
+    "AJDC": "pyriemann.spatialfilters",
+    "ElectrodeSelection": "pyriemann.channelselection",
+    "FlatChannelRemover": "pyriemann.channelselection",
+    "Kmeans": "pyriemann.clustering",
+    "KmeansPerClassTransform": "pyriemann.clustering",
+    "Potato": "pyriemann.artifact_detection",
+    "PotatoField": "pyriemann.artifact_detection",
+    "Whitening": "pyriemann.preprocessing",
+}
+
+#: The pyriemann estimators of :data:`PYRIEMANN_ESTIMATORS` that read windows ``(n, channels, times)``; all the
+#: others read covariance matrices ``(n, channels, channels)``, which a model on raw windows must make first.
+_PYRIEMANN_WINDOW_INPUT = frozenset(
+    {
+        "Covariances",
+        "ERPCovariances",
+        "XdawnCovariances",
+        "BlockCovariances",
+        "CrossSpectra",
+        "CoSpectra",
+        "Coherences",
+        "TimeDelayCovariances",
+        "Kernels",
+        "Xdawn",
+        "FlatChannelRemover",
+    }
+)
+_PYRIEMANN_MATRIX_INPUT = frozenset(
+    f"{module}.{name}" for name, module in PYRIEMANN_ESTIMATORS.items() if name not in _PYRIEMANN_WINDOW_INPUT
+)
+
+#: Class names that pyriemann and MNE both use for different estimators: a config names one by import path.
+_AMBIGUOUS_NAMES = {
+    "CSP": ("pyriemann.spatialfilters.CSP", "mne.decoding.CSP"),
+    "SPoC": ("pyriemann.spatialfilters.SPoC", "mne.decoding.SPoC"),
+}
+
+#: Libraries whose estimators read windows ``(n, channels, times)`` (a model whose first step comes from one
+#: gets the windows by default, see :func:`window_input`).
+WINDOW_LIBRARIES = ("pyriemann", "mne")
+
+
 def resolve_estimator_class(name: str) -> type | NamedEstimator:
     """Find the estimator class (or named baseline) that ``name`` refers to.
+
+    In this order: neurofm's named baselines, scikit-learn's class names,
+    pyriemann's class names (:data:`PYRIEMANN_ESTIMATORS`), import paths.
 
     Raises
     ------
     ConfigError
-        When the name is unknown; the message suggests close names.
+        When the name is unknown; the message suggests close names. A
+        pyriemann name without pyriemann installed says what to install.
     """
     if name in NAMED_ESTIMATORS:
         return NAMED_ESTIMATORS[name]
     sk = _sklearn_estimators()
     if name in sk:
         return sk[name]
+    if name in PYRIEMANN_ESTIMATORS:
+        path = f"{PYRIEMANN_ESTIMATORS[name]}.{name}"
+        try:
+            return getattr(importlib.import_module(PYRIEMANN_ESTIMATORS[name]), name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"Estimator {name!r} is pyriemann's {path}, and pyriemann cannot be imported ({exc}): install it "
+                f"(pip install pyriemann), then name it {name!r} or {path!r}."
+            ) from exc
+        except AttributeError as exc:
+            raise ConfigError(
+                f"Estimator {name!r} is {path} in pyriemann 0.12, which the installed pyriemann does not have: "
+                "upgrade pyriemann (pip install -U pyriemann), or name the class by its import path in your version."
+            ) from exc
+    if name in _AMBIGUOUS_NAMES:
+        riemann, mne_path = _AMBIGUOUS_NAMES[name]
+        raise ConfigError(
+            f"Estimator {name!r} is ambiguous: {riemann!r} works on covariance matrices, {mne_path!r} on windows "
+            "(n, channels, times); name the one you mean by its import path."
+        )
     if "." in name:
         module_name, _, attr = name.rpartition(".")
         try:
@@ -326,12 +431,121 @@ def resolve_estimator_class(name: str) -> type | NamedEstimator:
         if not (inspect.isclass(obj) and hasattr(obj, "fit")):
             raise ConfigError(f"{name!r} is not an estimator class with a fit method.")
         return obj
-    close = closest_matches(name, list(sk) + list(NAMED_ESTIMATORS))
+    close = closest_matches(name, list(sk) + list(NAMED_ESTIMATORS) + list(PYRIEMANN_ESTIMATORS))
     hint = f" Did you mean {format_choices(close)}?" if close else ""
     raise ConfigError(
         f"Unknown estimator {name!r}.{hint} Use a scikit-learn estimator class name, one of neurofm's "
-        f"baselines ({format_choices(list_estimators())}), or an import path 'package.module.ClassName'."
+        f"baselines ({format_choices(list_estimators())}), a pyriemann class name ('MDM', 'TangentSpace', ...), "
+        "or an import path 'package.module.ClassName'."
     )
+
+
+def _first_step(estimator: Any) -> Any:
+    """The estimator that reads the input first: a pipeline's first step (inside nested pipelines too)."""
+    while isinstance(estimator, Pipeline):
+        steps = [step for _, step in estimator.steps if not (step is None or isinstance(step, str))]  # "passthrough"
+        if not steps:
+            break
+        estimator = steps[0]
+    return estimator
+
+
+def _from_window_library(target: Any) -> bool:
+    module = (target if isinstance(target, type) else type(target)).__module__
+    return module.partition(".")[0] in WINDOW_LIBRARIES
+
+
+def window_input(estimator: Any, input: Literal["windows", "flat"] | None = None) -> Literal["windows", "flat"]:
+    """Whether a model on raw windows gets them as they are or flattened, as ``ClassicalModelConfig.input`` says.
+
+    Parameters
+    ----------
+    estimator : str | estimator
+        As in ``ClassicalModelConfig.estimator``.
+    input : {"windows", "flat"} | None
+        ``None``: ``"windows"`` for neurofm's named baselines and for
+        estimators whose first step comes from pyriemann or MNE (for a
+        pipeline, its first step), ``"flat"`` for every other.
+
+    Returns
+    -------
+    input : {"windows", "flat"}
+        ``"windows"``: ``(n, channels, times)``; ``"flat"``: each window
+        flattened to one vector ``(n, channels * times)``.
+    """
+    if input is not None:
+        return input
+    if isinstance(estimator, str):
+        target = resolve_estimator_class(estimator)
+        if isinstance(target, NamedEstimator):
+            return "windows"
+        return "windows" if _from_window_library(target) else "flat"
+    return "windows" if _from_window_library(_first_step(estimator)) else "flat"
+
+
+def check_window_model(estimator: Any, input: Literal["windows", "flat"] | None) -> None:
+    """Refuse a pyriemann estimator of covariance matrices first in a model on windows, before any compute.
+
+    Only when ``input`` is left automatic: ``input="windows"`` says the
+    windows are what the estimator reads (e.g. covariance matrices already).
+
+    Raises
+    ------
+    ConfigError
+        Naming the estimator and the covariance step to put before it.
+    """
+    if input is not None:
+        return
+    if isinstance(estimator, str):
+        target = resolve_estimator_class(estimator)
+        if isinstance(target, NamedEstimator):
+            return
+        first = target
+    else:
+        first = _first_step(estimator)
+    path = class_path(first)
+    if path not in _PYRIEMANN_MATRIX_INPUT:
+        return
+    short = path.rpartition(".")[2]
+    raise ConfigError(
+        f"{short!r} ({path}) reads covariance matrices (n, channels, channels), not windows (n, channels, times): "
+        f"put a covariance estimator before it, from Python e.g. "
+        f"ClassicalModelConfig(estimator=make_pipeline(Covariances('oas'), {short}())), or use neurofm's 'ts_lr'. "
+        "If your windows already are covariance matrices, set input='windows'."
+    )
+
+
+def check_estimator_object(value: Any) -> Any:
+    """An estimator object given from Python, checked: a fresh clone of it (the config never holds the user's object).
+
+    Raises
+    ------
+    ConfigError
+        When ``value`` is a class rather than an instance, lacks ``fit`` or
+        ``get_params``, or cannot be cloned (each fold fits a fresh clone).
+    """
+    if isinstance(value, type):
+        name = value.__name__
+        raise ConfigError(
+            f"estimator is the class {class_path(value)} itself; pass an instance, estimator={name}(...), or its name."
+        )
+    if not (hasattr(value, "fit") and hasattr(value, "get_params")):
+        raise ConfigError(
+            f"estimator must be a name (a scikit-learn class, a neurofm baseline, a pyriemann class or an import path) "
+            f"or an estimator object with fit and get_params (scikit-learn's contract), got a {class_path(value)}."
+        )
+    try:
+        return clone(value)
+    except Exception as exc:  # noqa: BLE001 - whatever clone meets, the fix is the same: the estimator contract
+        raise ConfigError(
+            f"The estimator {class_path(value)} cannot be cloned with sklearn.base.clone ({exc}); each fold fits a "
+            "fresh clone, so its __init__ must store each argument unchanged, as scikit-learn's estimators do."
+        ) from exc
+
+
+def _label(estimator: Any) -> str:
+    """How messages name an estimator: its name, or an object's class path."""
+    return estimator if isinstance(estimator, str) else class_path(estimator)
 
 
 def _task_of(estimator: Any) -> Literal["classification", "regression"] | None:
@@ -350,15 +564,15 @@ def _instance_for_tags(target: type, params: dict) -> Any:
         return None
 
 
-def estimator_task(name: str, params: dict | None = None) -> Literal["classification", "regression"] | None:
+def estimator_task(name: Any, params: dict | None = None) -> Literal["classification", "regression"] | None:
     """Whether the estimator ``name`` classifies or regresses, as scikit-learn's tags say.
 
     Parameters
     ----------
-    name : str
-        As in ``ClassicalModelConfig.estimator``.
+    name : str | estimator
+        As in ``ClassicalModelConfig.estimator``: a name, or an estimator object.
     params : dict | None
-        Its constructor's parameters.
+        Its constructor's parameters (a name's only).
 
     Returns
     -------
@@ -366,6 +580,8 @@ def estimator_task(name: str, params: dict | None = None) -> Literal["classifica
         ``None`` when it is neither (a transformer, a clusterer, a class
         without scikit-learn's tags) or cannot be built with ``params``.
     """
+    if not isinstance(name, str):
+        return _task_of(name)
     target = resolve_estimator_class(name)
     if isinstance(target, NamedEstimator):
         return target.task
@@ -373,13 +589,13 @@ def estimator_task(name: str, params: dict | None = None) -> Literal["classifica
     return None if instance is None else _task_of(instance)
 
 
-def check_estimator_task(name: str, params: dict, task: str, role: str, *, head: bool = False) -> None:
+def check_estimator_task(name: Any, params: dict, task: str, role: str, *, head: bool = False) -> None:
     """Refuse an estimator that does not do ``task`` (a classifier for regression, or the reverse).
 
     Parameters
     ----------
-    name, params : str, dict
-        As in ``ClassicalModelConfig``.
+    name, params : str | estimator, dict
+        As in ``ClassicalModelConfig`` (``estimator`` and ``params``).
     task : {"classification", "regression"}
         The experiment's task.
     role : str
@@ -392,14 +608,18 @@ def check_estimator_task(name: str, params: dict, task: str, role: str, *, head:
     ConfigError
         Naming what the estimator does and the estimators that do ``task``.
     """
-    target = resolve_estimator_class(name)
-    if isinstance(target, NamedEstimator):
-        does = target.task
+    if not isinstance(name, str):
+        does = _task_of(name)
+        name = class_path(name)
     else:
-        instance = _instance_for_tags(target, params)
-        if instance is None:
-            return  # building it fails anyway, before any compute, naming the bad params
-        does = _task_of(instance)
+        target = resolve_estimator_class(name)
+        if isinstance(target, NamedEstimator):
+            does = target.task
+        else:
+            instance = _instance_for_tags(target, params)
+            if instance is None:
+                return  # building it fails anyway, before any compute, naming the bad params
+            does = _task_of(instance)
     if does == task:
         return
     wanted = "classifier" if task == "classification" else "regressor"
@@ -446,8 +666,34 @@ def _with_seed(cls: type, params: dict, random_state: int | None) -> dict:
     return params
 
 
-def build_estimator(name: str, params: dict, random_state: int | None = None):
-    """Build an unfitted estimator on feature vectors (e.g. embeddings)."""
+def _seed_object(estimator: Any, random_state: int | None) -> Any:
+    """``estimator`` with the run's seed in each ``random_state`` parameter left at ``None`` (steps' too)."""
+    if random_state is None:
+        return estimator
+    unset = {
+        key: random_state
+        for key, value in estimator.get_params(deep=True).items()
+        if key.rpartition("__")[2] == "random_state" and value is None
+    }
+    return estimator.set_params(**unset) if unset else estimator
+
+
+def build_estimator(name: Any, params: dict, random_state: int | None = None):
+    """Build an unfitted estimator on feature vectors (e.g. embeddings).
+
+    Parameters
+    ----------
+    name : str | estimator
+        As in ``ClassicalModelConfig.estimator``. An object is cloned (never
+        fitted itself), and each of its ``random_state`` parameters left at
+        ``None`` gets ``random_state``, as a named estimator's does.
+    params : dict
+        Constructor parameters of a named estimator (an object has its own).
+    random_state : int | None
+        The run's seed.
+    """
+    if not isinstance(name, str):
+        return check_estimator_params(_seed_object(clone(name), random_state), class_path(name))
     target = resolve_estimator_class(name)
     if isinstance(target, NamedEstimator):
         raise ConfigError(
@@ -480,22 +726,26 @@ def check_estimator_params(estimator, name: str):
 
 
 def build_window_estimator(
-    name: str,
+    name: Any,
     params: dict,
     sfreq: float,
     random_state: int | None = None,
     *,
     units: list[str] | tuple[str, ...] | None = None,
+    input: Literal["windows", "flat"] | None = None,
 ):
     """Build an unfitted estimator on raw windows ``(n, channels, times)``.
 
-    Named baselines get the sampling rate; a plain scikit-learn estimator sees
-    each window flattened to one vector. With ``units`` (one per channel, as
-    :class:`neurofm.data.SignalInfo` holds them), a first ``units`` step brings
-    every channel to (EEG-equivalent) microvolts, so EEG and MEG enter on one
-    scale; covariance baselines then project onto the windows' rank.
+    Named baselines get the sampling rate; any other estimator (a name or a
+    clone of an object) gets the windows as they are or flattened to one
+    vector each, as :func:`window_input` says for ``input``. With ``units``
+    (one per channel, as :class:`neurofm.data.SignalInfo` holds them), a first
+    ``units`` step brings every channel to (EEG-equivalent) microvolts, so EEG
+    and MEG enter on one scale; covariance baselines then project onto the
+    windows' rank.
     """
-    target = resolve_estimator_class(name)
+    target = resolve_estimator_class(name) if isinstance(name, str) else None
+    check_window_model(name, input)
     if isinstance(target, NamedEstimator):
         estimator = target.factory(sfreq, random_state)
         final = estimator.steps[-1][0]
@@ -509,8 +759,11 @@ def build_window_estimator(
                 f"'step__param' (e.g. '{steps[0]}__...'), or give the final estimator's parameters plainly."
             ) from exc
         estimator = check_estimator_params(estimator, name)
-    else:
+    elif window_input(name, input) == "flat":
         estimator = make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))
+    else:
+        # One step of a pipeline of its own (a pipeline stays whole), so the units step goes before it.
+        estimator = make_pipeline(build_estimator(name, params, random_state))
     if units is not None:
         scale = tuple(float(v) for v in working_unit_scale(units))
         estimator.steps.insert(0, ("units", SensorScaling(scale)))

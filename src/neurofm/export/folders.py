@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from ..configs import ExperimentConfig
+from ..configs.models import _model_kind
 from ..exceptions import ConfigError
 from ..models.registry import get_model_spec
 from ..utils.files import atomic_write, jsonable
@@ -24,11 +27,19 @@ if TYPE_CHECKING:
 
 
 def _model_config(result: ExperimentResult, name: str) -> Any:
-
+    """The model's config, rebuilt from the result; for a model holding an estimator object given from Python
+    (written as its description, which no config reads back), its kind alone."""
     models = result.config.get("models", {})
     if name not in models:
         raise ConfigError(f"No model {name!r} in this result; its models are {list(models)}.")
-    return ExperimentConfig.model_validate({**result.config, "models": {name: models[name]}}).models[name]
+    try:
+        return ExperimentConfig.model_validate({**result.config, "models": {name: models[name]}}).models[name]
+    except ValidationError:
+        kind = _model_kind(models[name])
+        if kind not in ("frozen_backbone", "classical") or "python_object" not in json.dumps(models[name]):
+            raise
+        # Only a fine-tuner's export reads its config further; these need their kind.
+        return SimpleNamespace(kind=kind)
 
 
 def _check_fold(result: ExperimentResult, name: str, fold: int) -> None:

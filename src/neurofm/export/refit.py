@@ -10,7 +10,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from ..configs import FrozenBackboneDecoderConfig, NeuralFineTuneConfig
 from ..exceptions import ConfigError
 from ..progress import read_record, write_record
 from ..utils.files import atomic_write
@@ -33,9 +32,10 @@ class RefitKind:
 def refit_kind(model_config: Any, head: Any = None) -> RefitKind:
     """The kind of a model's refit and why it would not be saved, from its config (before any compute)."""
 
-    if isinstance(model_config, NeuralFineTuneConfig):
+    kind = getattr(model_config, "kind", None)  # a config's tag (a model holding an object may give only that)
+    if kind == "neural_finetune":
         return RefitKind("fine_tuned", None)
-    if isinstance(model_config, FrozenBackboneDecoderConfig):
+    if kind == "frozen_backbone":
         reason = head_unsaved_reason(head) if head is not None else None
         return RefitKind("frozen_probe", None if reason is None else f"kept in memory only: {reason}")
     return RefitKind(
