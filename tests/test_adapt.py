@@ -216,7 +216,7 @@ def test_meg_channels_become_eeg_equivalent_microvolts():
     out = plan.apply(typical[None])
     np.testing.assert_allclose(out[0], MEG_TYPICAL_STD["eeg_uV"] * 0.01, rtol=1e-5)  # all alike, then the model's /100
     units = next(step["detail"] for step in plan.steps if step["step"] == "units")
-    assert "EEG-equivalent uV" in units and "1 fT = 0.08611 uV" in units
+    assert "tesla to EEG-equivalent microvolts (x8.611e13)" in units and "1 fT = 0.08611 uV" in units
 
 
 def test_a_vocabulary_with_old_and_new_names_uses_each_input_once():

@@ -93,7 +93,7 @@ def test_meg_and_eeg_epochs_go_in_unchanged_and_the_sensors_kept_are_recorded(me
     }  # default: every EEG and MEG channel, bads excluded
     _above_chance(result)
     units = result.get_model_artifacts(artifact_type="input_adaptation").query("ArtifactKey == 'units'")
-    assert "EEG-equivalent uV" in units["ArtifactValue"].iloc[0]
+    assert "tesla to EEG-equivalent microvolts" in units["ArtifactValue"].iloc[0]
 
 
 @pytest.mark.parametrize(

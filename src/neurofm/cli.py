@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 from .demo import DEMO_BACKBONES, run_demo
-from .exceptions import NeuroFMError
+from .exceptions import DataValidationError, NeuroFMError
 from .models.registry import get_model_spec, list_foundation_models, list_model_keys, model_conventions
 from .report import write_report
 from .run import run_config
@@ -153,7 +153,11 @@ def _download_keys(model_keys: list[str], all_models: bool) -> list[str]:
 @app.command()
 def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A results directory.")) -> None:
     """Write a self-contained report.html with figures into RESULTS_DIR."""
-    typer.echo(f"Report written to {write_report(results_dir)}")
+    try:
+        written = write_report(results_dir)
+    except FileNotFoundError as exc:  # a folder that holds no saved result: the user's input, not a bug
+        raise DataValidationError(f"{exc} Pass the folder a run saved its results in.") from exc
+    typer.echo(f"Report written to {written}")
 
 
 def main() -> None:

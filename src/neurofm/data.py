@@ -40,6 +40,9 @@ UNIT_TO_SI = {
 _PLAUSIBLE_SI_STD = {"V": 1e-2, "T": 1e-8, "T/m": 1e-6}
 # Smallest standard deviation of a live EEG channel; flat (exactly constant) channels are left alone.
 _SMALLEST_EEG_STD_V = 1e-9
+# Typical standard deviation of EEG written in volts (0.1 uV to 1 mV): numbers of this size declared in a
+# smaller unit ('uV', 'nV') are volts under the wrong name, not MEG, whose numbers in tesla are below 1e-10.
+_EEG_IN_VOLTS = (1e-7, 1e-3)
 
 
 # The sensor type each SI unit stands for; EEG includes every electric channel (sEEG, ECoG).
@@ -76,12 +79,21 @@ class SignalInfo:
         channel without one. ``None`` as a whole when the input carried no
         positions (a numpy array), in which case electrode names are looked up
         in MNE's template montage where a model needs positions.
+    passband : (float, float) | None
+        The band in Hz the windows were already filtered to (high-pass and
+        low-pass edges, ``0`` and the Nyquist frequency where unfiltered), as
+        ``mne.Epochs`` record it in ``info["highpass"]``/``info["lowpass"]``
+        (a run's preprocessing and the recording's own filters included);
+        ``None`` when unknown (a numpy array). It only informs the adaptation
+        plan's passband note; it is not part of :meth:`to_dict`, since the
+        windows' values, not their filter record, identify them.
     """
 
     sfreq: float
     ch_names: tuple[str, ...]
     units: tuple[str, ...]
     positions: tuple[tuple[float, float, float] | None, ...] | None = None
+    passband: tuple[float, float] | None = None
 
     @property
     def sensor_types(self) -> tuple[str, ...]:
@@ -97,7 +109,11 @@ class SignalInfo:
         """The same description for the channels at indices ``keep``, in that order."""
         positions = None if self.positions is None else tuple(self.positions[i] for i in keep)
         return SignalInfo(
-            self.sfreq, tuple(self.ch_names[i] for i in keep), tuple(self.units[i] for i in keep), positions
+            self.sfreq,
+            tuple(self.ch_names[i] for i in keep),
+            tuple(self.units[i] for i in keep),
+            positions,
+            self.passband,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +159,7 @@ def _epochs_signal(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | 
         ch_names=tuple(epochs.ch_names[i] for i in picks),
         units=tuple(unit_by_type.get(t, "V") for t in types),
         positions=sensor_positions(epochs.info, picks),
+        passband=(float(epochs.info["highpass"]), float(epochs.info["lowpass"])),
     )
     meta = epochs.metadata.reset_index(drop=True) if epochs.metadata is not None else None
     return picks, info, meta
@@ -185,6 +202,7 @@ def prepare_inputs(
     task: str = "classification",
     sensor_types: list[str] | None = None,
     positions: Any = None,
+    passband: Any = None,
 ) -> Inputs:
     """Check windows, labels and metadata and bring them to one form.
 
@@ -211,6 +229,10 @@ def prepare_inputs(
     positions : sequence of (3 floats | None) | None
         Sensor positions of a numpy ``X`` (metres, head frame), one per
         channel or ``None`` where unknown; ``mne.Epochs`` carry their own.
+    passband : (float, float) | None
+        The band in Hz a numpy ``X`` was already filtered to (``None``:
+        unknown); ``mne.Epochs`` carry theirs in ``info``. Only the
+        adaptation plan's passband note reads it.
 
     Returns
     -------
@@ -222,13 +244,19 @@ def prepare_inputs(
     if hasattr(X, "get_data") and hasattr(X, "info"):
         given = [
             name
-            for name, value in (("sfreq", sfreq), ("ch_names", ch_names), ("positions", positions))
+            for name, value in (
+                ("sfreq", sfreq),
+                ("ch_names", ch_names),
+                ("positions", positions),
+                ("passband", passband),
+            )
             if value is not None
         ]
         if given:
             raise DataValidationError(
                 f"{'/'.join(given)} given together with mne.Epochs, which carry their own; drop these arguments "
-                "(positions come from the epochs' info: set a montage there)."
+                "(positions come from the epochs' info: set a montage there; the passband is the one their "
+                "filters recorded in info)."
             )
         if lazy:
             X.drop_bad(verbose="warning")  # the number of windows of lazy epochs is known only after this pass
@@ -242,6 +270,8 @@ def prepare_inputs(
         info = _signal_info(X, sfreq, ch_names, units)
         if positions is not None:
             info = replace(info, positions=_check_positions(positions, len(info.ch_names)))
+        if passband is not None:
+            info = replace(info, passband=_check_passband(passband, info.sfreq))
 
     if sensor_types is not None:
         X, info = _pick_sensor_types(X, info, sensor_types)
@@ -274,6 +304,20 @@ def _check_positions(positions: Any, n_chans: int) -> tuple[tuple[float, float, 
             raise DataValidationError(f"positions[{i}] must be 3 finite numbers in metres (or None), got {row!r}.")
         out.append(_micrometres(pos))
     return tuple(out)
+
+
+def _check_passband(passband: Any, sfreq: float) -> tuple[float, float]:
+    try:
+        low, high = (float(edge) for edge in passband)
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(
+            f"passband must be the two edges in Hz the windows were filtered to, e.g. (0.5, 40.0); got {passband!r}."
+        ) from exc
+    if not (np.isfinite(low) and np.isfinite(high)) or not 0 <= low < high:
+        raise DataValidationError(
+            f"passband must be (low, high) in Hz with 0 <= low < high, got {passband!r} (0 for no high-pass)."
+        )
+    return low, min(high, sfreq / 2)  # nothing above the Nyquist frequency exists in the windows
 
 
 def _micrometres(pos: np.ndarray) -> tuple[float, float, float]:
@@ -426,25 +470,54 @@ def _check_plausible_units(X: np.ndarray, info: SignalInfo) -> None:
                 "or the unit they are really in."
             )
         if base == "V":
-            _check_no_meg_among_volts(window_std_si, [info.ch_names[i] for i in idx])
+            _check_no_meg_among_volts(window_std_si, [info.ch_names[i] for i in idx], [info.units[i] for i in idx])
 
 
-def _check_no_meg_among_volts(window_std_si: np.ndarray, names: list[str]) -> None:
-    """Channels declared in volts whose amplitude is that of MEG in tesla: mixed units under one unit name.
+def _check_no_meg_among_volts(window_std_si: np.ndarray, names: list[str], units: list[str]) -> None:
+    """Channels declared in a volt unit that vary by less than a nanovolt: the unit name is wrong.
 
-    EEG varies by microvolts and even a quiet electrode by tens of nanovolts;
-    below a nanovolt the numbers are magnetometers (1e-13 T) or gradiometers
-    (1e-12 T/m) read as volts, which would then be scaled as EEG.
+    EEG varies by microvolts and even a quiet electrode by tens of nanovolts.
+    Below a nanovolt, what the numbers as given look like says which mistake
+    it is: numbers around 1e-5 declared as ``"uV"`` (or ``"nV"``) are EEG in
+    volts under a smaller unit's name; numbers of 1e-13 to 1e-11, or channels
+    named ``MEG...``, are magnetometers (T) or gradiometers (T/m) read as
+    volts, which would then be scaled as EEG.
     """
-    std_si = window_std_si.max(axis=0)
-    tiny = [name for name, value in zip(names, std_si, strict=True) if 0 < value < _SMALLEST_EEG_STD_V]
-    if tiny:
-        shown = ", ".join(tiny[:6]) + (f" and {len(tiny) - 6} more" if len(tiny) > 6 else "")
+    tiny = [i for i, value in enumerate(window_std_si.max(axis=0)) if 0 < value < _SMALLEST_EEG_STD_V]
+    if not tiny:
+        return
+    # The typical amplitude in the numbers as given: EEG written in volts reads ~1e-5 whatever unit it is declared in.
+    as_given = np.median(window_std_si[:, tiny], axis=0) / np.array([UNIT_TO_SI[units[i]] for i in tiny])
+    volts = [
+        i
+        for i, value in zip(tiny, as_given, strict=True)
+        if units[i] != "V" and _EEG_IN_VOLTS[0] <= value <= _EEG_IN_VOLTS[1] and not names[i].upper().startswith("MEG")
+    ]
+    if volts:
+        declared = sorted({units[i] for i in volts})
+        typical = float(np.median(as_given[[tiny.index(i) for i in volts]]))
+        typical_v = float(np.median(window_std_si[:, volts]))
         raise DataValidationError(
-            f"{len(tiny)} channel(s) declared in volts vary by less than a nanovolt ({shown}): these look like MEG in "
-            "tesla, which has no scaling rule as EEG. Give one unit per channel, e.g. units=['T', 'T/m', 'V', ...] "
-            "(magnetometers 'T', gradiometers 'T/m', EEG 'V'), or pass mne.Epochs, which carry their channel types."
+            f"{len(volts)} channel(s) declared in {_quoted(declared)} ({_shown([names[i] for i in volts])}) have a "
+            f"typical amplitude of {typical:.2g} as given, which in {_quoted(declared)} is {typical_v:.2g} V, far "
+            "below any EEG; numbers of that size are what EEG looks like in volts. The data are most likely in "
+            "volts: pass units='V' (neurofm converts volts to what each model expects)."
         )
+    declared = sorted({units[i] for i in tiny})
+    raise DataValidationError(
+        f"{len(tiny)} channel(s) declared in {_quoted(declared)} vary by less than a nanovolt "
+        f"({_shown([names[i] for i in tiny])}): these look like MEG in tesla, which has no scaling rule as EEG. Give "
+        "one unit per channel, e.g. units=['T', 'T/m', 'V', ...] (magnetometers 'T', gradiometers 'T/m', EEG 'V'), "
+        "or pass mne.Epochs, which carry their channel types."
+    )
+
+
+def _quoted(units: list[str]) -> str:
+    return " and ".join(repr(unit) for unit in units)
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
 def _metadata_frame(sample_metadata: Any, epochs_meta: pd.DataFrame | None, n: int) -> pd.DataFrame:
@@ -475,6 +548,14 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
         raise DataValidationError(f"y could not be read as one label per window ({exc}).") from exc
     if y_arr.dtype.kind == "c":
         raise DataValidationError("y holds complex numbers; give real targets or class labels.")
+    if y_arr.ndim == 0:
+        # A column's name (y="label") is the usual cause: Experiment.run takes the labels, not where they are.
+        raise DataValidationError(
+            f"y must be the labels array, one label per window ({n} windows); got the single "
+            f"{type(y).__name__} {y!r:.60}. A metadata column can be named as the target only in a neurofm run "
+            "config (data.label); in Python pass the column's values, e.g. y=meta['label'].to_numpy() "
+            "(or epochs.metadata['label'].to_numpy())."
+        )
     if y_arr.ndim != 1:
         y_arr = np.squeeze(y_arr)
         if y_arr.ndim != 1:

@@ -417,6 +417,7 @@ class ExperimentRun:
             "ch_names": list(inputs.info.ch_names),
             "units": list(inputs.info.units),
             "sensor_positions": None if inputs.info.positions is None else list(inputs.info.positions),
+            "passband": inputs.info.passband,  # what the windows were filtered to: the passband note reads it
             "cache_dir": cfg.cache_dir,
             "shared_folders": cfg.shared_folders,
             "shared_key_file": cfg.shared_key_file,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .configs import ExperimentConfig, RunConfig
+from .exceptions import ConfigError
 from .experiment import Experiment
 from .loaders import load_data
 from .policy import allow_imports as allow
@@ -44,6 +47,7 @@ def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, P
     config = RunConfig.from_yaml(path)
     base = path.resolve().parent
     epochs = load_data(config.data, base_dir=base)
+    _check_group_key(config, epochs.metadata, path)
     out = Path(output_dir) if output_dir is not None else Path(config.output_dir).expanduser()
     if not out.is_absolute() and output_dir is None:
         out = base / out
@@ -60,3 +64,18 @@ def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, P
         "classes": epochs.metadata[config.data.label].value_counts().to_dict(),
     }
     return result, result.save(out)
+
+
+def _check_group_key(config: RunConfig, metadata: Any, path: Path) -> None:
+    """A group_key the loader's metadata lacks, said in the config's terms (Python users get sample_metadata's)."""
+    key = config.cv.group_key
+    if key is None or key in metadata.columns:
+        return
+    columns = [str(column) for column in metadata.columns]
+    close = difflib.get_close_matches(key, columns, n=1)
+    raise ConfigError(
+        f"cv.group_key {key!r} in {path} is not a column of the windows' metadata: the {config.data.source!r} "
+        f"loader gave the columns {columns}. Set cv.group_key to one of them"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
+        + ", or remove it with a strategy that needs no groups."
+    )

@@ -113,7 +113,11 @@ def windows_from_raw(
             event_id = {str(code): int(code) for code in np.unique(events[:, 2])}
         missing = [name for name, code in event_id.items() if code not in set(events[:, 2])]
         if len(missing) == len(event_id):
-            raise DataValidationError(f"None of the events {list(event_id)} occurs in the recording.")
+            codes = sorted({int(code) for code in events[:, 2]})
+            raise DataValidationError(
+                f"None of the events {dict(event_id)} occurs in the recording, whose events have the codes {codes}; "
+                "set event_id to some of these (data.event_id in a neurofm run config)."
+            )
         present = {name: code for name, code in event_id.items() if name not in missing}
         # tmax is exclusive of the last sample so windows have a round number of samples.
         last = tmax - 1.0 / raw.info["sfreq"]
@@ -144,7 +148,7 @@ def _recorded_events(raw: Any, event_id: Mapping[str, int] | None) -> tuple[np.n
     import mne  # heavy: import neurofm loads this module, not mne
 
     if len(raw.annotations):
-        events, found = mne.events_from_annotations(raw, event_id=dict(event_id) if event_id else None, verbose=False)
+        events, found = annotation_events(raw, dict(event_id) if event_id else None)
         return events, dict(event_id) if event_id else found
     if len(mne.pick_types(raw.info, stim=True)):
         # Neuromag and many EDF+ exports mark events on a trigger channel rather than as annotations.
@@ -155,6 +159,29 @@ def _recorded_events(raw: Any, event_id: Mapping[str, int] | None) -> tuple[np.n
         "Add them with raw.set_annotations(mne.Annotations(onsets, durations, descriptions)), or cut fixed-length "
         "windows (window=...) with one label per recording."
     )
+
+
+def annotation_events(raw: Any, event_id: dict[str, int] | None) -> tuple[np.ndarray, dict[str, int]]:
+    """``mne.events_from_annotations``, with event names the recording lacks refused by name.
+
+    MNE's "Could not find any of the events you specified" names neither the
+    events asked for nor those the recording has.
+    """
+    import mne  # heavy: import neurofm loads this module, not mne
+
+    try:
+        return mne.events_from_annotations(raw, event_id=event_id, verbose=False)
+    except ValueError as exc:
+        if "Could not find any of the events" not in str(exc):
+            raise
+        present = sorted(set(raw.annotations.description))
+        source = raw.filenames[0] if getattr(raw, "filenames", None) and raw.filenames[0] else "the recording"
+        example = ", ".join(f"{name!r}: {code}" for code, name in enumerate(present[:3], start=1))
+        raise DataValidationError(
+            f"None of the events {sorted(event_id or {})} is in {source}, whose annotations name the events "
+            f"{present}. Set event_id to names among these, e.g. {{{example}}} (data.event_id in a neurofm run "
+            "config), or leave it out to keep every event."
+        ) from exc
 
 
 def windows_from_recordings(

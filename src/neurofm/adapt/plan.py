@@ -225,7 +225,7 @@ def plan_adaptation(
     ratio, n_res = _plan_resampling(spec, info, n_times, steps)
     n_target = _plan_length(spec, n_res, len(out_names), steps)
     by_recording = _plan_normalization(spec, options, recordings_known, steps)
-    _note_passband(spec, steps)
+    _note_passband(spec, info, steps)
     scale_ref = _plan_scale_channel(spec, steps)
     if scale_ref is not None:
         out_names = out_names + ["SCALE"]
@@ -252,16 +252,57 @@ def plan_adaptation(
     )
 
 
-def _note_passband(spec: ModelSpec, steps: list) -> None:
-    """Record the band the model was pretrained on: windows cannot be filtered well, so that is left to the user."""
-    if spec.passband is not None:
-        steps.append(
-            {
-                "step": "passband_note",
-                "detail": f"the model was pretrained on {spec.passband[0]:g}-{spec.passband[1]:g} Hz band-passed data; "
-                "windows are not filtered here (filter continuous recordings before epoching)",
-            }
+def _note_passband(spec: ModelSpec, info: SignalInfo, steps: list) -> None:
+    """Record the band the model was pretrained on, and what of the windows lies outside it.
+
+    Windows cannot be filtered well (too short for a sharp filter), so
+    filtering is left to the continuous recordings. Where the windows' filter
+    record is known (``info.passband``: ``mne.Epochs`` carry it, a run's
+    preprocessing and the recording's own filters included), the note says
+    what, if anything, remains outside the model's band, and only then how to
+    remove it.
+    """
+    if spec.passband is None:
+        return
+    low, high = spec.passband
+    detail = f"the model was pretrained on {low:g}-{high:g} Hz band-passed data; neurofm does not filter windows"
+    if info.passband is None:
+        detail += (
+            f"; neurofm was not told how these windows were filtered: if they were not band-passed to {low:g}-"
+            f"{high:g} Hz, filter the continuous recordings before cutting windows (data.preprocessing l_freq: "
+            f"{low:g}, h_freq: {high:g} in a run config; raw.filter({low:g}, {high:g}) in Python)"
         )
+        steps.append({"step": "passband_note", "detail": detail})
+        return
+    have_low, have_high = info.passband
+    if have_low == 0 and have_high >= info.sfreq / 2 * (1 - 1e-4):
+        detail += f"; these windows were not band-passed (they hold 0-{have_high:.4g} Hz)"
+    else:
+        detail += f"; these windows were already filtered to {have_low:.4g}-{have_high:.4g} Hz"
+    if spec.sfreq / 2 < have_high:  # resampling to the model's rate keeps nothing above its Nyquist frequency
+        have_high = spec.sfreq / 2
+        detail += f", {have_low:.4g}-{have_high:.4g} Hz once resampled to {spec.sfreq:g} Hz"
+    # A relative margin: FIF files store the filter edges in float32 (0.3 Hz reads back as 0.30000001).
+    below = have_low < low * (1 - 1e-4)
+    above = have_high > high * (1 + 1e-4)
+    if not (below or above):
+        steps.append({"step": "passband_note", "detail": detail + f", within {low:g}-{high:g} Hz: nothing to filter"})
+        return
+    remains = []
+    if below:
+        remains.append(f"below {low:g} Hz" + (" (no high-pass)" if have_low == 0 else f" (from {have_low:.4g} Hz)"))
+    if above:
+        remains.append(f"{high:g}-{have_high:.4g} Hz")
+    edges = ", ".join(edge for edge, needed in ((f"l_freq: {low:g}", below), (f"h_freq: {high:g}", above)) if needed)
+    call = f"raw.filter({f'{low:g}' if below else None}, {f'{high:g}' if above else None})"
+    steps.append(
+        {
+            "step": "passband_note",
+            "detail": f"{detail}; what the model did not see remains {' and '.join(remains)}: to remove it, filter "
+            f"the continuous recordings before cutting windows (data.preprocessing {edges} in a run config; "
+            f"{call} in Python)",
+        }
+    )
 
 
 def _plan_scale_channel(spec: ModelSpec, steps: list) -> float | None:

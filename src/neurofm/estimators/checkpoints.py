@@ -89,6 +89,7 @@ def write_checkpoints(estimator, outcome, cfg: NeuralFineTuneConfig, folder: Pat
             "ch_names": list(estimator.ch_names or []),
             "units": estimator.units,
             "sensor_positions": estimator.sensor_positions,
+            "passband": None if estimator.passband is None else list(estimator.passband),
         },
         "n_times_in": int(estimator.plan_.n_times_in),
         "recording_statistics": bool(estimator.plan_.recording_statistics),
@@ -150,6 +151,7 @@ def rebuild_from_checkpoint(cls, folder: Path, tag: str, device: str | None):
         ch_names=meta["signal"]["ch_names"],
         units=meta["signal"]["units"],
         sensor_positions=meta["signal"].get("sensor_positions"),
+        passband=meta["signal"].get("passband"),  # absent from checkpoints of earlier versions
         task=meta["task"],
         random_state=meta["random_state"],
         verbose=False,
@@ -161,6 +163,7 @@ def rebuild_from_checkpoint(cls, folder: Path, tag: str, device: str | None):
         ch_names=est.ch_names,
         units=est.units,
         positions=est.sensor_positions,
+        passband=est.passband,
     ).info
     est.plan_ = plan_adaptation(
         spec, info, meta["n_times_in"], cfg.adaptation, recordings_known=meta.get("recording_statistics", False)

@@ -90,6 +90,10 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
     sensor_positions : list of (3 floats | None) | None
         Per channel, its position in metres (head frame) or ``None``; models
         that place sensors (LUNA, REVE) use them before MNE's templates.
+    passband : (float, float) | None
+        The band in Hz the windows were already filtered to (``None``:
+        unknown), as ``mne.Epochs`` record it; the adaptation plan's passband
+        note says from it what remains outside the model's band.
     cache_embeddings : bool
         Read and write the embedding cache.
     cache_dir : str
@@ -160,6 +164,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         ch_names: list[str] | None = None,
         units: str | list[str] = "V",
         sensor_positions: list | None = None,
+        passband: tuple[float, float] | None = None,
         cache_embeddings: bool = True,
         cache_dir: str = "~/.cache/neurofm",
         shared_folders: bool = False,
@@ -182,6 +187,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         self.ch_names = ch_names
         self.units = units
         self.sensor_positions = sensor_positions
+        self.passband = passband
         self.cache_embeddings = cache_embeddings
         self.cache_dir = cache_dir
         self.shared_folders = shared_folders
@@ -224,6 +230,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             ch_names=self.ch_names,
             units=self.units,
             positions=self.sensor_positions,
+            passband=self.passband,
         ).info
 
     def check_input(
@@ -263,7 +270,12 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
             )
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
         info = prepare_inputs(
-            probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
+            probe,
+            sfreq=self.sfreq,
+            ch_names=self.ch_names,
+            units=self.units,
+            positions=self.sensor_positions,
+            passband=self.passband,
         ).info
         prepared = self._prepare(spec, info, shape[-1], device_here, recordings_known)
         # Deprecated (one release): a fit without prepared= after this check planned without the device.

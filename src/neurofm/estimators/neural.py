@@ -82,6 +82,10 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
     sfreq, ch_names, units, sensor_positions
         Signal metadata of the windows (positions: metres, head frame, one
         per channel or ``None``; used by models that place sensors).
+    passband : (float, float) | None
+        The band in Hz the windows were already filtered to (``None``:
+        unknown), as ``mne.Epochs`` record it; the adaptation plan's passband
+        note says from it what remains outside the model's band.
     task : {"classification", "regression"}
         What ``y`` is.
     metrics : list of str | None
@@ -121,6 +125,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         ch_names: list[str] | None = None,
         units: str | list[str] = "V",
         sensor_positions: list | None = None,
+        passband: tuple[float, float] | None = None,
         task: str = "classification",
         metrics: list[str] | None = None,
         cache_dir: str = "~/.cache/neurofm",
@@ -135,6 +140,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         self.ch_names = ch_names
         self.units = units
         self.sensor_positions = sensor_positions
+        self.passband = passband
         self.task = task
         self.metrics = metrics
         self.cache_dir = cache_dir
@@ -179,7 +185,12 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         spec = get_model_spec(cfg.model_key)
         probe = np.zeros((1, *shape[1:]), dtype=np.float32)
         info = prepare_inputs(
-            probe, sfreq=self.sfreq, ch_names=self.ch_names, units=self.units, positions=self.sensor_positions
+            probe,
+            sfreq=self.sfreq,
+            ch_names=self.ch_names,
+            units=self.units,
+            positions=self.sensor_positions,
+            passband=self.passband,
         ).info
         plan = plan_adaptation(spec, info, shape[-1], cfg.adaptation, recordings_known=recordings_known)
         source = resolve_weights(spec, cfg.weights, cfg.backend)

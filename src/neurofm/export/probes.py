@@ -26,7 +26,7 @@ _EMBEDDER_KEYS = (
     "precision",
     "deterministic",
 )
-_SIGNAL_KEYS = ("sfreq", "ch_names", "units", "sensor_positions")
+_SIGNAL_KEYS = ("sfreq", "ch_names", "units", "sensor_positions", "passband")
 
 
 class FrozenProbe:

@@ -15,7 +15,7 @@ from ..configs import PreprocessingConfig
 from ..exceptions import DataValidationError
 from ..montage import standard_spelling
 from ..preprocess import preprocess_raw
-from ..windows import _concat, windows_from_raw
+from ..windows import _concat, annotation_events, windows_from_raw
 
 EEGMMI_RUN_TASKS = {
     **{run: ("left_fist", "right_fist", "movement") for run in (3, 7, 11)},
@@ -88,7 +88,7 @@ def load_eegmmi(
             preprocess_raw(raw, preprocessing)
             first, second, kind = EEGMMI_RUN_TASKS[run]
             codes = {"T1": 2, "T2": 3} | ({"T0": 1} if include_rest else {})
-            events, _ = mne.events_from_annotations(raw, event_id=codes, verbose=False)
+            events, _ = annotation_events(raw, codes)  # a file without T0/T1/T2 is named, with its events
             names = {first: 2, second: 3} | ({"rest": 1} if include_rest else {})
             epochs_list.append(
                 windows_from_raw(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,11 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
     else:
         epochs = load_recording(path, **events, **window, **common)
     if config.label not in epochs.metadata.columns:
+        columns = [str(column) for column in epochs.metadata.columns]
+        close = difflib.get_close_matches(config.label, columns, n=1)
         raise DataValidationError(
-            f"label column {config.label!r} is not in the windows' metadata {list(epochs.metadata.columns)}."
+            f"label column {config.label!r} (data.label) is not in the windows' metadata: the {config.source!r} "
+            f"loader gave the columns {columns}. Set data.label to the column holding each window's class"
+            + (f" (did you mean {close[0]!r}?)." if close else ".")
         )
     return epochs

@@ -30,7 +30,13 @@ def load_recording(path: str | Path, *, preprocessing: PreprocessingConfig | Non
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"No recording at {path}.")
-    raw = mne.io.read_raw(path, preload=True, verbose=False)
+    try:
+        raw = mne.io.read_raw(path, preload=True, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - MNE's readers fail in many ways on a file they cannot read; re-raised
+        raise DataValidationError(
+            f"MNE could not read {path} as a recording ({type(exc).__name__}: {exc}); point to a file in a format "
+            "MNE reads (EDF, BDF, GDF, FIF, BrainVision .vhdr, EEGLAB .set ...)."
+        ) from exc
     preprocess_raw(raw, preprocessing or PreprocessingConfig())
     return _concat([windows_from_raw(raw, **window_args)])  # one recording, named in the metadata
 
