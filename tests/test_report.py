@@ -132,3 +132,60 @@ def test_the_report_survives_any_string_as_a_model_label_or_column_name(tmp_path
         assert html.escape(name.replace("\t", "\\t").replace("\n", "\\n")) in page
     assert "<script>alert(1)</script>" not in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 3
+
+
+def test_report_says_what_was_run_how_scores_read_and_what_to_beware(results_dir):
+    from neurofm import ExperimentResult
+
+    assert CliRunner().invoke(app, ["report", str(results_dir)]).exit_code == 0
+    page = (results_dir / "report.html").read_text()
+    assert "<h1>Classification of 30 windows: bandpower_lr, labram_frozen</h1>" in page
+    assert "<title>Classification of 30 windows" in page
+    assert "mean ± sd (standard deviation) over the 3 cross-validation folds" in page
+    assert "groups (Subject): 3" in page and "label permutations: 3" in page
+    # Folds of 10 test windows: each moves accuracy by 10 points, and the report says so.
+    warnings = ExperimentResult.load(results_dir).score_warnings()
+    assert any("as few as 10 windows" in w for w in warnings)
+    assert '<ul class="warnings"><li>Test folds hold as few as 10 windows' in page
+
+
+def test_heads_fitted_on_more_features_than_windows_are_flagged():
+    import pandas as pd
+
+    from neurofm.result_statistics import score_warnings
+
+    splits = pd.DataFrame(
+        {
+            "Model": "probe",
+            "Fold": [0] * 40 + [1] * 40,
+            "SampleIndex": list(range(40)) * 2,
+            "Set": ["train"] * 30 + ["test"] * 10 + ["train"] * 30 + ["test"] * 10,
+        }
+    )
+    artifacts = pd.DataFrame(
+        [("probe", -1, "backbone", "embedding_dim", 51200)],
+        columns=["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"],
+    )
+    [small, wide] = score_warnings(splits, artifacts)
+    assert "as few as 10 windows" in small
+    assert "51200 features from about 30 training windows" in wide
+    assert score_warnings(splits, artifacts.assign(ArtifactValue=16)) == [small]
+
+
+def test_a_regression_report_draws_predicted_against_true_and_its_chance_line(tmp_path):
+    import numpy as np
+
+    X, _, meta, info = simulate_eeg_dataset(n_subjects=3, n_windows_per_class=5, random_state=4)
+    y = np.random.default_rng(0).normal(size=len(X))
+    cfg = ExperimentConfig(
+        task="regression",
+        models={"ridge": ClassicalModelConfig(estimator="bandpower_ridge")},
+        metrics=["r2", "mae"],
+        verbose=False,
+        cv=CVConfig(strategy="group_kfold", n_splits=3, group_key="Subject"),
+    )
+    folder = Experiment(cfg).run(X, y, sample_metadata=meta, **info).save(tmp_path / "out")
+    assert CliRunner().invoke(app, ["report", str(folder)]).exit_code == 0
+    page = (folder / "report.html").read_text()
+    assert '<figure id="fig-regression">' in page and "residual" not in page.split("fig-regression")[0]
+    assert "the dashed line is the chance level" in page  # the label-blind predictor's R2 and MAE are drawn

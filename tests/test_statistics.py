@@ -57,7 +57,14 @@ def test_paired_comparison_on_the_same_folds(tmp_path):
     np.testing.assert_allclose(cmp["differences"], (scores["bandpower_lr"] - scores["prior_dummy"]).to_numpy())
     assert cmp["n_folds"] == 4 and cmp["mean_difference"] > 0.2
     assert 0 < cmp["corrected_t_p"] < 0.05
-    assert result.get_statistics().empty
+    # The comparison prints as a table saying what each number is; it stays a dict of them.
+    assert isinstance(cmp, dict) and "Nadeau and Bengio" in repr(cmp) and "bandpower_lr vs prior_dummy" in repr(cmp)
+    assert cmp.to_frame().set_index("quantity").loc["n_folds", "value"] == 4
+    # Without permutations the chance level is the label-blind predictor's, said so, without a p-value.
+    stats = result.get_statistics()
+    # (balanced accuracy 1/2 and ROC AUC 1/2 for two classes, whatever the model)
+    assert len(stats) == 4 and stats["chance_mean"].tolist() == [0.5] * 4 and stats["p_value"].isna().all()
+    assert stats["method"].str.startswith("label-blind predictor").all()
 
 
 def test_trainable_models_are_permuted_only_when_asked(tmp_path):
@@ -81,12 +88,14 @@ def test_trainable_models_are_permuted_only_when_asked(tmp_path):
         "cv": CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
     }
     skipped = Experiment(ExperimentConfig(**base)).run(X, y, sample_metadata=meta, **info)
-    assert skipped.get_statistics().empty
+    blind = skipped.get_statistics()  # not permuted: the label-blind chance level, no p-value, and why
+    assert blind["p_value"].isna().all() and "permute_trainable" in blind["method"].iloc[0]
     note = skipped.get_model_artifacts(artifact_type="permutation_test")
     assert list(note["ArtifactKey"]) == ["skipped"] and "permute_trainable=True" in note["ArtifactValue"].iloc[0]
     permuted = Experiment(ExperimentConfig(**base, permute_trainable=True)).run(X, y, sample_metadata=meta, **info)
     stats = permuted.get_statistics().set_index("Model")
     assert 1 / 3 <= stats.loc["tuned", "p_value"] <= 1 and np.isfinite(stats.loc["tuned", "chance_mean"])
+    assert stats.loc["tuned", "method"].startswith("label permutation (2 permutations)")
 
 
 # -- p-values against hand computation --------------------------------------------------------------------------
@@ -271,6 +280,8 @@ def test_the_statistics_table_reads_the_permutation_artifacts_of_each_model_and_
             "observed": [0.8, 0.6],
             "chance_mean": [0.5, 0.55],
             "p_value": [0.05, 0.4],
+            "method": ["label permutation: the mean score over permuted labels, and the p-value of the observed score"]
+            * 2,
         }
     )
     pd.testing.assert_frame_equal(result.get_statistics(), expected, check_exact=True)
@@ -283,6 +294,6 @@ def test_the_statistics_table_reads_the_permutation_artifacts_of_each_model_and_
         "balanced_accuracy_p_value",
         "sfreq_observed",
     ]
-    # Without permutations: no rows, the same columns.
+    # Without permutations or predictions: no rows, the same columns.
     empty = ExperimentResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), artifacts.iloc[3:4], config={})
     assert empty.get_statistics().empty and list(empty.get_statistics().columns) == list(expected.columns)

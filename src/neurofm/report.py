@@ -37,7 +37,7 @@ def _figure(fig_id: str, title: str, fig, caption: str = "") -> str:
     )
 
 
-def _scores_figure(result: ExperimentResult) -> str:
+def _scores_figure(result: ExperimentResult, chance: dict[str, float]) -> str:
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     scores = result.scores
@@ -53,14 +53,44 @@ def _scores_figure(result: ExperimentResult) -> str:
             ax.scatter(values, row + rng.uniform(-0.12, 0.12, len(values)), s=22, alpha=0.75, color="tab:blue")
             if np.isfinite(values).any():
                 ax.plot([np.nanmean(values)] * 2, [row - 0.3, row + 0.3], color="black", lw=2)
-        if metric in ("balanced_accuracy", "roc_auc"):
-            ax.axvline(0.5, color="grey", ls="--", lw=1)
+        if np.isfinite(chance.get(metric, np.nan)):
+            ax.axvline(chance[metric], color="grey", ls="--", lw=1)
         ax.set_yticks(range(len(models)), models)
         ax.set_xlabel(metric)
     axes[0][0].invert_yaxis()
     for ax in axes[0]:
         ax.grid(axis="x", alpha=0.3)
-    return _figure("fig-scores", "Scores per fold", fig, "Dots are folds, bars their mean; the dashed line is chance.")
+    caption = "Dots are folds, bars their mean"
+    if any(np.isfinite(chance.get(m, np.nan)) for m in metrics):
+        caption += "; the dashed line is the chance level (table 'Chance level')"
+    return _figure("fig-scores", "Scores per fold", fig, caption + ".")
+
+
+def _regression_figure(result: ExperimentResult) -> str | None:
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
+
+    if result.config.get("task") != "regression":
+        return None
+    preds = result.predictions
+    models = list(dict.fromkeys(preds["Model"]))
+    fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 6.6), squeeze=False)
+    for column, model in enumerate(models):
+        part = preds[preds["Model"] == model]
+        truth, predicted = part["y_true"].to_numpy(float), part["y_pred"].to_numpy(float)
+        low, high = float(np.nanmin([truth.min(), predicted.min()])), float(np.nanmax([truth.max(), predicted.max()]))
+        top, bottom = axes[0][column], axes[1][column]
+        top.scatter(truth, predicted, s=12, alpha=0.6)
+        top.plot([low, high], [low, high], color="grey", ls="--", lw=1)
+        top.set(title=str(model), xlabel="true", ylabel="predicted")
+        bottom.scatter(truth, predicted - truth, s=12, alpha=0.6)
+        bottom.axhline(0, color="grey", ls="--", lw=1)
+        bottom.set(xlabel="true", ylabel="residual (predicted - true)")
+    return _figure(
+        "fig-regression",
+        "Predicted against true",
+        fig,
+        "Test predictions of all folds; the dashed lines are perfect prediction (top) and zero residual (bottom).",
+    )
 
 
 def _confusion_figure(result: ExperimentResult) -> str | None:
@@ -193,6 +223,35 @@ def _comparisons(result: ExperimentResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _title(result: ExperimentResult) -> str:
+    models = list(dict.fromkeys(result.scores["Model"]))
+    task = result.config.get("task", "classification")
+    return f"{task.capitalize()} of {result.meta.get('n_windows', '?')} windows: {', '.join(map(str, models))}"
+
+
+def _run_summary(result: ExperimentResult) -> dict:
+    """What was run, on what: windows, classes, groups, signal, cross-validation, permutations, time."""
+    cv = result.config.get("cv") or {}
+    signal = result.meta.get("signal") or {}
+    first = result.predictions[result.predictions["Model"] == result.predictions["Model"].iloc[0]]
+    summary = {"windows": result.meta.get("n_windows")}
+    if result.config.get("task", "classification") == "classification":
+        counts = first["y_true"].astype(str).value_counts().sort_index()
+        summary["classes (windows)"] = {str(k): int(v) for k, v in counts.items()}
+    group_key = cv.get("group_key")
+    if group_key and group_key in result.metadata:
+        summary[f"groups ({group_key})"] = int(result.metadata[group_key].nunique())
+    summary["signal"] = {
+        "channels": len(signal.get("ch_names", [])),
+        "sampling rate (Hz)": signal.get("sfreq"),
+        "samples per window": signal.get("n_times"),
+    }
+    summary["cross-validation"] = {k: v for k, v in cv.items() if v is not None}
+    summary["label permutations"] = int(result.config.get("n_permutations") or 0)
+    summary["wall time (s)"] = result.meta.get("wall_seconds")
+    return summary
+
+
 def _group_sections(result: ExperimentResult) -> list[str]:
     """Scores per fold, each named by the groups it held out, and per group, when the CV split by a group key."""
     group_key = (result.config.get("cv") or {}).get("group_key")
@@ -216,14 +275,14 @@ def _table(frame: pd.DataFrame, table_id: str) -> str:
     return frame.to_html(index=False, border=0, classes="table", table_id=table_id, escape=True)
 
 
-def _page(subtitle: str, sections: list[str]) -> str:
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>neurofm report</title>
+def _page(subtitle: str, sections: list[str], title: str = "neurofm report") -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <script>window.addEventListener("load", () => document.querySelectorAll("img").forEach(
   img => img.dataset.rendered = String(img.complete && img.naturalWidth > 0)));</script>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}}
 figure{{margin:1.5em 0}} img{{max-width:100%}} .table{{border-collapse:collapse;font-size:13px}}
 .table td,.table th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left}} pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
-</head><body><h1>neurofm report</h1><p>{html.escape(subtitle)}</p>{"".join(sections)}</body></html>"""
+</head><body><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>{"".join(sections)}</body></html>"""
 
 
 # Columns of a pretraining history that are not losses.
@@ -317,21 +376,27 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
         page = _page(str(results_dir), _pretraining_report(results_dir))
         return atomic_write(path, lambda tmp: tmp.write_text(page))
     result = ExperimentResult.load(results_dir)
-    figures = [
-        f
-        for f in (_scores_figure(result), _confusion_figure(result), _roc_figure(result), _training_figure(result))
-        if f
-    ]
+    stats = result.get_statistics()
+    chance = stats.groupby("Metric")["chance_mean"].mean().to_dict() if not stats.empty else {}
+    drawn = (_scores_figure(result, chance), _confusion_figure(result), _roc_figure(result), _regression_figure(result))
+    figures = [f for f in (*drawn, _training_figure(result)) if f]
     summary = result.summary()
     adaptations = _adaptations(result)
-    stats = result.get_statistics()
+    run = "<h2>Run</h2><pre>" + html.escape(yaml.safe_dump(_run_summary(result), sort_keys=False)) + "</pre>"
+    warnings = result.score_warnings()
+    if warnings:
+        run += '<ul class="warnings">' + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+    n_folds = int(summary["n_folds"].max()) if len(summary) else 0
     sections = [
-        "<h2>Summary</h2>" + _table(summary.round(4), "summary"),
+        run,
+        f"<h2>Summary</h2><p>Each score is its mean ± sd (standard deviation) over the {n_folds} cross-validation "
+        "folds, each fold scored on windows its model never saw.</p>" + _table(summary.round(4), "summary"),
         "<h2>Figures</h2>" + "".join(figures),
     ]
     sections += _group_sections(result)
     if not stats.empty:
-        sections.append("<h2>Chance level (label permutation)</h2>" + _table(stats.round(4), "statistics"))
+        methods = "".join(f"<li>{html.escape(str(m))}</li>" for m in stats["method"].unique())
+        sections.append(f"<h2>Chance level</h2><ul>{methods}</ul>" + _table(stats.round(4), "statistics"))
     comparisons = _comparisons(result)
     if not comparisons.empty:
         sections.append("<h2>Paired comparisons (same folds)</h2>" + _table(comparisons.round(4), "comparisons"))
@@ -343,6 +408,6 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
     sections.append("<h2>Config</h2><pre>" + html.escape(yaml.safe_dump(result.config, sort_keys=False)) + "</pre>")
     versions = result.meta.get("versions", {})
     sections.append("<h2>Software</h2><pre>" + html.escape(yaml.safe_dump(versions, sort_keys=False)) + "</pre>")
-    page = _page(str(results_dir), sections)
+    page = _page(str(results_dir), sections, _title(result))
     path = Path(output) if output else results_dir / "report.html"
     return atomic_write(path, lambda tmp: tmp.write_text(page))

@@ -12,10 +12,12 @@ import pandas as pd
 import yaml
 from scipy import stats
 
+from .configs.experiment import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .export import copy_refit, export_model, load_fine_tuned, load_probe, push_to_hub, save_probe, write_refit_record
 from .group_scores import group_scores, held_out_groups, metadata_table, with_metadata
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
+from .result_statistics import Comparison, chance_table, score_warnings
 from .utils.files import atomic_write, claim_folder, jsonable
 from .utils.versions import package_versions
 
@@ -160,11 +162,21 @@ class ExperimentResult:
         DataFrame
             ``Model, <by...>, Metric, Value, n_windows``.
         """
-        classification = (
-            any(c.startswith("proba_") for c in self.predictions.columns) or self.config.get("task") == "classification"
-        )
-        chosen = list(metrics) if metrics is not None else list(self.config.get("metrics", []))
-        return group_scores(self.predictions, self.metadata, by, chosen, classification)
+        chosen = list(metrics) if metrics is not None else self._metrics()
+        return group_scores(self.predictions, self.metadata, by, chosen, self._classification())
+
+    def _classification(self) -> bool:
+        return self.config.get("task", "classification") == "classification"
+
+    def _metrics(self) -> list[str]:
+        """The run's metrics as configured, with the task's defaults where none were named."""
+        defaults = CLASSIFICATION_METRICS[:3] if self._classification() else REGRESSION_METRICS
+        return list(self.config.get("metrics") or defaults)
+
+    def score_warnings(self) -> list[str]:
+        """What a reader of these fold scores should know: test folds of few windows, heads fitted on more
+        features than training windows (also in the report)."""
+        return score_warnings(self.splits, self.artifacts)
 
     def _group_key(self) -> str | None:
         return (self.config.get("cv") or {}).get("group_key")
@@ -187,7 +199,14 @@ class ExperimentResult:
         return table.reset_index(drop=True).copy()
 
     def get_statistics(self) -> pd.DataFrame:
-        """Permutation chance levels: ``Model, Metric, observed, chance_mean, p_value``."""
+        """Chance levels: ``Model, Metric, observed, chance_mean, p_value, method``.
+
+        With ``n_permutations`` the chance level is the mean score over
+        permuted labels, with its p-value; without, the score of a label-blind
+        predictor (always the most frequent class, with the class frequencies
+        as probabilities; regression: the mean), its p-value NaN. ``method``
+        says which, in words; ``observed`` is the mean score over folds.
+        """
         perm = self.get_model_artifacts(artifact_type="permutation_test")
         rows = {}
         for model, key, value in zip(perm["Model"], perm["ArtifactKey"], perm["ArtifactValue"], strict=True):
@@ -195,14 +214,18 @@ class ExperimentResult:
                 if key.endswith("_" + field):
                     rows.setdefault((model, key[: -len(field) - 1]), {})[field] = value
         table = [{"Model": m, "Metric": metric, **values} for (m, metric), values in rows.items()]
-        return pd.DataFrame(table, columns=["Model", "Metric", "observed", "chance_mean", "p_value"])
+        permutations = pd.DataFrame(table, columns=["Model", "Metric", "observed", "chance_mean", "p_value"])
+        n = int(self.config.get("n_permutations") or 0)
+        return chance_table(self.scores, self.predictions, permutations, self._metrics(), n)
 
-    def compare(self, model_a: str, model_b: str, metric: str) -> dict:
+    def compare(self, model_a: str, model_b: str, metric: str) -> Comparison:
         """Paired comparison of two models on the same folds.
 
         Returns the per-fold differences (a - b), their mean, a Wilcoxon
         signed-rank p-value, and the corrected resampled t-test of Nadeau and
-        Bengio (2003), which accounts for overlapping training sets across folds.
+        Bengio (2003), which accounts for overlapping training sets across folds:
+        a dict of these numbers that prints as a table saying what each is
+        (``.to_frame()`` gives that table).
         """
         table = self.scores[self.scores["Metric"] == metric].pivot(index="Fold", columns="Model", values="Value")
         missing = [m for m in (model_a, model_b) if m not in table.columns]
@@ -230,7 +253,7 @@ class ExperimentResult:
             out["corrected_t_p"] = float(2 * stats.t.sf(abs(t), df=k - 1))
         else:
             out["corrected_t"] = out["corrected_t_p"] = float("nan")
-        return out
+        return Comparison(out)
 
     # -- models refitted on all windows, and their export ---------------------------------------------------------
 
