@@ -60,6 +60,11 @@ def test_run_writes_a_results_directory_and_prints_the_summary(recording, tmp_pa
     assert saved.meta["data"]["preprocessing"][1] == "re-reference to average"
     assert saved.meta["versions"]["mne"]
     assert saved.summary().set_index("Model").loc["bandpower_lr", "mean"] > 0.7
+    assert "report.html" in result.output and "<h1>Classification of" in (out / "report.html").read_text()
+    # --no-report: the results, no report (a report of an earlier run there is made afresh, never left stale).
+    quiet = CliRunner().invoke(app, ["run", str(config_path), "--out", str(tmp_path / "quiet"), "--no-report"])
+    assert quiet.exit_code == 0, quiet.output
+    assert (tmp_path / "quiet" / "scores.parquet").exists() and not (tmp_path / "quiet" / "report.html").exists()
 
 
 def test_run_config_rejects_unknown_keys(recording, tmp_path):

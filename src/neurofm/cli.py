@@ -84,11 +84,12 @@ def run(
         help="A package of yours whose estimators the config may name by import path "
         "(repeat for several); a config alone may import only from scikit-learn, pyriemann, MNE and neurofm.",
     ),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html beside the results."),
 ) -> None:
-    """Load the data, run every model on the same folds, save and summarise the results."""
-    result, directory = run_config(config, out, allow_imports=allow_import)
+    """Load the data, run every model on the same folds, save and summarise the results (and the report)."""
+    result, directory = run_config(config, out, allow_imports=allow_import, report=report)
     typer.echo(result.summary_table().to_string())
-    typer.echo(f"Results saved to {directory}")
+    typer.echo(f"Results saved to {directory}" + (f" (report: {directory / 'report.html'})" if report else ""))
 
 
 @app.command()

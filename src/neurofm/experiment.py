@@ -45,6 +45,7 @@ from .execution import check_backend, computes_here, engine_session, map_tasks
 from .metrics import check_metrics_for_classes, expand_metrics
 from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
 from .refit_step import RefitStep
+from .output_versions import keep_previous_result
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
@@ -257,6 +258,8 @@ class ExperimentRun:
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
                 folders = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
                 self._records = RunRecords(progress, folders)
+        if out is not None:  # before any compute: what changed since the result there, which is kept
+            keep_previous_result(out, cfg.model_dump(mode="json"))
             result = self._compute(inputs, splits, prepared, classes, groups, started)
             if recordings is not None:
                 result.meta["recordings"] = recordings

@@ -15,6 +15,7 @@ from scipy import stats
 from .configs.experiment import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .export import copy_refit, export_model, load_fine_tuned, load_probe, push_to_hub, save_probe, write_refit_record
 from .group_scores import group_scores, held_out_groups, metadata_table, with_metadata
+from .output_versions import VERSIONS_FOLDER, keep_previous_result
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
 from .result_statistics import Comparison, chance_table, score_warnings
@@ -37,6 +38,8 @@ OUTPUT_NAMES = frozenset(
         "meta.json",
         "report.html",
         MODELS_FOLDER,
+        "checkpoints",  # fine-tuning checkpoints: checkpoints/<model name>/fold-<k>/
+        VERSIONS_FOLDER,
         *PROGRESS_NAMES,
     }
 )
@@ -393,6 +396,7 @@ class ExperimentResult:
         a part.
         """
         out = claim_folder(directory, "The output folder", OUTPUT_NAMES)
+        keep_previous_result(out, self.config)  # another config's result there is kept as a version, never replaced
         for name in _TABLES:
             table = getattr(self, name).copy()
             if name == "artifacts":
@@ -405,6 +409,11 @@ class ExperimentResult:
         self._save_refit_models(out)
         meta_text = json.dumps(jsonable(self.meta), indent=2)
         atomic_write(out / "meta.json", lambda tmp: tmp.write_text(meta_text))
+        if (out / "report.html").is_file():
+            # import cycle: the report reads results; a report left from before would show numbers gone
+            from .report import write_report
+
+            write_report(out)
         return out
 
     def _save_refit_models(self, out: Path) -> None:

@@ -11,6 +11,7 @@ from .configs import ExperimentConfig, RunConfig
 from .exceptions import ConfigError
 from .experiment import Experiment
 from .loaders import load_data
+from .output_versions import keep_previous_result
 from .policy import allow_imports as allow
 from .preprocess import describe_preprocessing
 from .results import ExperimentResult
@@ -19,7 +20,7 @@ __all__ = ["run_config"]
 
 
 def run_config(
-    path: str | Path, output_dir: str | Path | None = None, *, allow_imports: Sequence[str] = ()
+    path: str | Path, output_dir: str | Path | None = None, *, allow_imports: Sequence[str] = (), report: bool = True
 ) -> tuple[ExperimentResult, Path]:
     """Load the data a :class:`~neurofm.configs.RunConfig` file names, run it, save the results.
 
@@ -32,6 +33,8 @@ def run_config(
     allow_imports : sequence of str
         Your own top-level packages whose estimators the file may name by
         import path (see :func:`neurofm.allow_imports`), during this run.
+    report : bool
+        Write ``report.html`` beside the results (``neurofm run --no-report``: not).
 
     Returns
     -------
@@ -40,7 +43,13 @@ def run_config(
         Where the results were written.
     """
     with allow(allow_imports):
-        return _run(Path(path), output_dir)
+        result, directory = _run(Path(path), output_dir)
+    if report:
+        # import cycle: the report module reads saved results
+        from .report import write_report
+
+        write_report(directory)
+    return result, directory
 
 
 def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, Path]:
@@ -51,6 +60,8 @@ def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, P
     out = Path(output_dir) if output_dir is not None else Path(config.output_dir).expanduser()
     if not out.is_absolute() and output_dir is None:
         out = base / out
+    # Before any compute: a result of another run config there (other data, say) is kept as a version.
+    keep_previous_result(out, config.model_dump(mode="json"))
     experiment_fields = {name: getattr(config, name) for name in ExperimentConfig.model_fields}
     # Finished folds are recorded in ``out`` as they finish: running the same file again resumes.
     result = Experiment(ExperimentConfig(**experiment_fields)).run(
