@@ -11,6 +11,7 @@ training, with the model's module names to choose from.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -121,6 +122,23 @@ def _oft_block_size(module, matched: list[str], limit: int = 32) -> int:
     return max((d for d in range(1, min(limit, g or 1) + 1) if g % d == 0), default=1)
 
 
+def _import_peft(mode: str):
+    """peft, imported without bitsandbytes' CPU notice about an optional kernels package.
+
+    peft imports bitsandbytes whenever it is installed, and bitsandbytes' CPU
+    backend warns at import that its optional accelerated 4-bit kernel is
+    missing: noise on a run that quantises nothing, and neurofm's 4-bit CPU
+    path does not need it.
+    """
+    notice = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    previous = notice.level
+    notice.setLevel(logging.ERROR)
+    try:
+        return soft_import("peft", f"train_mode={mode!r}", extra="peft")
+    finally:
+        notice.setLevel(previous)
+
+
 def _peft_config(
     mode: str,
     lora: LoRAConfig,
@@ -130,7 +148,7 @@ def _peft_config(
     extra: dict[str, Any],
     oft_block: int = 1,
 ):
-    peft = soft_import("peft", f"train_mode={mode!r}", extra="peft")
+    peft = _import_peft(mode)
     common = {"target_modules": targets, **({"exclude_modules": exclude} if exclude else {})}
     if mode in ("lora", "qlora", "dora"):
         return peft.LoraConfig(
@@ -183,7 +201,7 @@ def apply_adapters(
     config = _peft_config(
         mode, lora, targets, exclude, total_steps, dict(peft_kwargs or {}), oft_block=_oft_block_size(module, matched)
     )
-    peft = soft_import("peft", f"train_mode={mode!r}", extra="peft")
+    peft = _import_peft(mode)
     try:
         wrapped = peft.get_peft_model(module, config)
     except (ValueError, TypeError, NotImplementedError) as exc:

@@ -43,10 +43,11 @@ from .estimators.classical import build_estimator, build_window_estimator
 from .exceptions import ConfigError
 from .execution import check_backend, computes_here, engine_session, map_tasks
 from .metrics import check_metrics_for_classes, expand_metrics
+from .output_versions import keep_previous_result
 from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
 from .refit_step import RefitStep
-from .output_versions import keep_previous_result
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
+from .run_summary import describe_data, describe_plan
 from .sharing import check_trusted_folder, entry_key
 from .sources import as_window_source
 from .tasks import (
@@ -244,11 +245,16 @@ class ExperimentRun:
             check_trusted_folder(output_dir, output_dir, self._key, "The output folder")
         cache = claim_folder(cfg.cache_dir, "The cache folder (cache_dir)", CACHE_NAMES, self._key)
         out = None if output_dir is None else claim_folder(output_dir, "The output folder", OUTPUT_NAMES, self._key)
+        if out is not None:  # before any compute: what changed since the result there, which is kept
+            keep_previous_result(out, cfg.model_dump(mode="json"))
         logger.info("neurofm writes into %s%s", cache, "" if out is None else f" (cache) and {out} (results)")
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
         if classes is not None:
             check_metrics_for_classes(cfg.resolved_metrics, classes)  # a binary-only score on 3 classes: refused now
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
+        # Said before any compute: what the run was given and what it is about to do.
+        logger.info("%s", describe_data(inputs, cfg.cv.group_key))
+        logger.info("%s", describe_plan(cfg, prepared, len(splits)))
 
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         with contextlib.ExitStack() as stack:
@@ -258,8 +264,6 @@ class ExperimentRun:
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
                 folders = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
                 self._records = RunRecords(progress, folders)
-        if out is not None:  # before any compute: what changed since the result there, which is kept
-            keep_previous_result(out, cfg.model_dump(mode="json"))
             result = self._compute(inputs, splits, prepared, classes, groups, started)
             if recordings is not None:
                 result.meta["recordings"] = recordings

@@ -10,11 +10,12 @@ from typing import Any
 from .configs import ExperimentConfig, RunConfig
 from .exceptions import ConfigError
 from .experiment import Experiment
-from .loaders import load_data
+from .loaders import load_data, rejected_windows
 from .output_versions import keep_previous_result
 from .policy import allow_imports as allow
 from .preprocess import describe_preprocessing
 from .results import ExperimentResult
+from .utils.logging import logger
 
 __all__ = ["run_config"]
 
@@ -64,17 +65,32 @@ def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, P
     keep_previous_result(out, config.model_dump(mode="json"))
     experiment_fields = {name: getattr(config, name) for name in ExperimentConfig.model_fields}
     # Finished folds are recorded in ``out`` as they finish: running the same file again resumes.
-    result = Experiment(ExperimentConfig(**experiment_fields)).run(
-        epochs, epochs.metadata[config.data.label].to_numpy(), output_dir=out
-    )
+    try:
+        result = Experiment(ExperimentConfig(**experiment_fields)).run(
+            epochs, epochs.metadata[config.data.label].to_numpy(), output_dir=out
+        )
+    except KeyboardInterrupt:
+        logger.warning("%s", interrupted_message(out, path))
+        raise
     result.config = config.model_dump(mode="json")
     result.meta["data"] = {
         "source": config.data.source,
         "n_windows": len(epochs),
         "preprocessing": describe_preprocessing(config.data.preprocessing),
         "classes": epochs.metadata[config.data.label].value_counts().to_dict(),
+        "rejected": rejected_windows(epochs),
     }
     return result, result.save(out)
+
+
+def interrupted_message(out: Path, path: Path) -> str:
+    """What an interrupted ``neurofm run`` kept, and how to go on."""
+    records = out / "progress"
+    kept = sum(1 for p in records.rglob("*") if p.is_file()) if records.is_dir() and not records.is_symlink() else 0
+    return (
+        f"Interrupted. {kept} finished fit record(s) are kept in {records}; run `neurofm run {path}` again (same "
+        "config and output folder) to resume: what is on record is read back, the rest is computed."
+    )
 
 
 def _check_group_key(config: RunConfig, metadata: Any, path: Path) -> None:

@@ -6,9 +6,23 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+
+class _AboveProgressBars(logging.StreamHandler):
+    """Writes each record on a line of its own above any tqdm progress bar, never glued to a bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            # deferred: tqdm loads when the first line is logged, not with import neurofm
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging never raises into the run: the handler reports it, as logging's do
+            self.handleError(record)
+
+
 logger = logging.getLogger("neurofm")
 if not logger.handlers:
-    _handler = logging.StreamHandler()
+    _handler = _AboveProgressBars()
     _handler.setFormatter(logging.Formatter("%(levelname)s [neurofm] %(message)s"))
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)
