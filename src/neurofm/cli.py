@@ -8,11 +8,14 @@ from pathlib import Path
 import pandas as pd
 import typer
 
+from .cache_admin import cache_info, format_bytes, prune_cache
 from .demo import DEMO_BACKBONES, run_demo
-from .exceptions import DataValidationError, NeuroFMError
+from .exceptions import ConfigError, DataValidationError, NeuroFMError
 from .models.registry import get_model_spec, list_foundation_models, list_model_keys, model_conventions
 from .report import write_report
 from .run import run_config
+from .starters import STARTER_KINDS, starter_yaml
+from .utils.files import atomic_write
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Decode EEG/MEG with foundation models.")
 
@@ -151,6 +154,55 @@ def _download_keys(model_keys: list[str], all_models: bool) -> list[str]:
     return model_keys
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="Show what the cache folder holds, and free its space.")
+app.add_typer(cache_app, name="cache")
+_CACHE_DIR = typer.Option("~/.cache/neurofm", "--cache-dir", help="The cache folder (the runs' cache_dir).")
+_SHARED = typer.Option(False, "--shared", help="The cache is declared shared (shared_folders: true).")
+
+
+@cache_app.command("info")
+def cache_info_command(cache_dir: str = _CACHE_DIR, shared: bool = _SHARED) -> None:
+    """What the cache holds: embeddings per model and setting, checkpoints, weight digests; sizes and last use."""
+    info = cache_info(cache_dir, shared_folders=shared)
+    if info.empty:
+        typer.echo(f"{Path(cache_dir).expanduser()} holds nothing neurofm wrote.")
+        return
+    shown = info.drop(columns=["Bytes", "Path"]).astype(object)
+    shown = shown.where(shown.notna(), "")
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 60):
+        typer.echo(shown.to_string(index=False))
+    for kind, size in info.groupby("Kind", sort=False)["Bytes"].sum().items():
+        typer.echo(f"{kind}: {format_bytes(size)}")
+    typer.echo(f"Total: {format_bytes(info['Bytes'].sum())} in {Path(cache_dir).expanduser()}")
+
+
+@cache_app.command("prune")
+def cache_prune_command(
+    cache_dir: str = _CACHE_DIR,
+    older_than: float = typer.Option(None, "--older-than", metavar="DAYS", help="Entries unused for DAYS days."),
+    model: str = typer.Option(None, "--model", metavar="KEY", help="The embeddings and checkpoints of model KEY."),
+    all_entries: bool = typer.Option(False, "--all", help="Every entry neurofm wrote (other selectors narrow it)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    shared: bool = _SHARED,
+) -> None:
+    """Delete cache entries neurofm wrote (its files only: never links, other users' or unknown files)."""
+    if older_than is None and model is None and not all_entries:
+        raise typer.BadParameter(
+            "say what to prune: --older-than DAYS, --model KEY, or --all (add --dry-run to list it first)"
+        )
+    removed = prune_cache(
+        cache_dir, older_than=older_than, model=model, all=all_entries, dry_run=dry_run, shared_folders=shared
+    )
+    verb = "Would remove" if dry_run else "Removed"
+    for row in removed.itertuples(index=False):
+        what = " ".join(str(v) for v in (row.Kind, row.Model) if v is not None and v == v)
+        typer.echo(f"{verb} {row.Path} ({what}, {row.Size})")
+    for note in removed.attrs["left_alone"]:
+        typer.echo(f"Left alone: {note}")
+    freed = format_bytes(removed["Bytes"].sum())
+    typer.echo(f"{'Would free' if dry_run else 'Freed'} {freed} ({len(removed)} entries).")
+
+
 @app.command()
 def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A results directory.")) -> None:
     """Write a self-contained report.html with figures into RESULTS_DIR."""
@@ -159,6 +211,43 @@ def report(results_dir: Path = typer.Argument(..., exists=True, file_okay=False,
     except FileNotFoundError as exc:  # a folder that holds no saved result: the user's input, not a bug
         raise DataValidationError(f"{exc} Pass the folder a run saved its results in.") from exc
     typer.echo(f"Report written to {written}")
+
+
+@app.command()
+def init(
+    kind: str = typer.Argument(..., metavar="KIND", help=f"One of: {', '.join(STARTER_KINDS)}."),
+    out: Path = typer.Option(None, "--out", help="The file to write (default: KIND.yaml in this folder)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the file if it exists."),
+) -> None:
+    """Write a commented starter config of KIND (decoding, finetune, bids, moabb, meg, pretrain) to edit and run."""
+    text = _starter(kind)
+    target = out if out is not None else Path(f"{kind}.yaml")
+    if target.exists() and not force:
+        raise typer.BadParameter(f"{target} exists; pass --force to overwrite it, or --out to write another file")
+    if target.is_dir():
+        raise typer.BadParameter(f"{target} is a folder; pass --out a file name (e.g. {target / (kind + '.yaml')})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda tmp: tmp.write_text(text))
+    run = "neurofm pretrain" if kind == "pretrain" else "neurofm run"
+    typer.echo(f"Wrote {target}: replace its placeholder paths, then {run} {target}")
+
+
+@app.command("config")
+def config_command(
+    show: str = typer.Option(None, "--show", metavar="KIND", help="Print the starter config of KIND."),
+) -> None:
+    """Print a commented starter config (what `neurofm init KIND` writes); without --show, list the kinds."""
+    if show is None:
+        typer.echo("Starter configs (neurofm config --show KIND, neurofm init KIND): " + ", ".join(STARTER_KINDS))
+        return
+    typer.echo(_starter(show), nl=False)
+
+
+def _starter(kind: str) -> str:
+    try:
+        return starter_yaml(kind)
+    except ConfigError as exc:  # an unknown kind: the user's input, named with the kinds there are
+        raise typer.BadParameter(str(exc), param_hint="KIND") from None
 
 
 def main() -> None:

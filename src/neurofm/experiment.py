@@ -22,6 +22,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from .cache import stable_hash
 from .configs import (
     ClassicalModelConfig,
     ExperimentConfig,
@@ -94,6 +96,18 @@ class _PreparedModel:
 CACHE_NAMES = frozenset(
     {"embeddings", "weight-digests", "checkpoints", "submitit", "submitit-*", "joblib", "dask", "ray", "scratch-*"}
 )
+
+
+def fold_checkpoint_folder(model_name: str, fold: int) -> str:
+    """Where a fold's checkpoints go in an output folder: ``checkpoints/<model name>/fold-<k>``.
+
+    A name that is not a plain file name (a slash, ``..``, spaces) is made one,
+    with a hash of the name, so that no model name points a write elsewhere.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", model_name)[:64].lstrip(".")
+    if safe != model_name or not safe:
+        safe = f"{safe}-{stable_hash(model_name)[:8]}"
+    return f"checkpoints/{safe}/fold-{fold}"
 
 
 class Experiment:
@@ -292,6 +306,14 @@ class ExperimentRun:
             decisive["weights"] = model.weights
         return decisive
 
+    def _fold_estimator(self, model: _PreparedModel, fold: int) -> Any:
+        """A fresh estimator for one fold: a fine-tuned model's checkpoints go into the output folder, if any."""
+        estimator = clone(model.estimator)
+        progress = self._records.progress
+        if model.trainable and progress is not None and model.config.checkpoints.directory is None:
+            estimator.set_params(checkpoint_dir=str(progress.output_dir / fold_checkpoint_folder(model.name, fold)))
+        return estimator
+
     def _permutations_run(self, model: _PreparedModel) -> int:
         """How many label permutations of ``model`` this run computes (trainable ones only when asked)."""
         cfg = self.config
@@ -318,7 +340,7 @@ class ExperimentRun:
             FoldTask(
                 model.name,
                 fold,
-                clone(model.estimator),
+                self._fold_estimator(model, fold),
                 model.trainable,
                 train,
                 test,

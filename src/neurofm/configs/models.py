@@ -269,6 +269,14 @@ class FrozenBackboneDecoderConfig(BaseConfig):
     needs a regressor head, e.g. ``ClassicalModelConfig(estimator="Ridge")``.
     A head may be an estimator object given from Python as well
     (``ClassicalModelConfig(estimator=make_pipeline(StandardScaler(), SVC()))``).
+
+    Parameters
+    ----------
+    backbone : FoundationEmbeddingModelConfig
+        The frozen backbone whose pooled embeddings the head reads.
+    head : ClassicalModelConfig
+        The estimator fitted on the embeddings in each fold (default:
+        ``LogisticRegression`` with ``max_iter=1000``).
     """
 
     kind: Literal["frozen_backbone"] = "frozen_backbone"
@@ -437,7 +445,8 @@ class CheckpointConfig(BaseConfig):
         Whether lower or higher is better; ``None`` infers it (losses and
         errors lower, the rest higher).
     directory : str | None
-        Where to write; ``None`` uses ``<cache_dir>/checkpoints``.
+        Where to write; ``None``: ``<output_dir>/checkpoints/<model name>/fold-<k>``
+        in a run with an output folder, else ``<cache_dir>/checkpoints``.
     """
 
     save: Literal["none", "best", "last", "all"] = "best"

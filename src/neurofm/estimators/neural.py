@@ -64,7 +64,7 @@ from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator
 __all__ = ["NeuralFineTuner", "DecoderNet"]
 
 #: Parameters a check does not depend on: the weights' expected identity is set from the check's own result.
-_UNCHECKED_PARAMS = ("expected_weights", "verbose")
+_UNCHECKED_PARAMS = ("expected_weights", "verbose", "checkpoint_dir")
 
 
 class NeuralFineTuner(BaseEstimator, NeuralTrainable):
@@ -93,6 +93,11 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
     cache_dir : str
         Default root of checkpoints (``<cache_dir>/checkpoints``) and where
         weight digests are remembered.
+    checkpoint_dir : str | None
+        Where checkpoints go when ``config.checkpoints.directory`` is unset;
+        an experiment with an output folder sets it to
+        ``<output_dir>/checkpoints/<model name>/fold-<k>``. ``None``:
+        ``<cache_dir>/checkpoints``.
     shared_folders, shared_key_file
         Whether ``cache_dir`` may be written by others, and the key that then
         authenticates what is read back from it (as in
@@ -134,6 +139,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         expected_weights: dict | None = None,
         random_state: int = 0,
         verbose: bool = True,
+        checkpoint_dir: str | None = None,
     ):
         self.config = config
         self.sfreq = sfreq
@@ -149,6 +155,7 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         self.expected_weights = expected_weights
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
 
     # -- checks before any training ----------------------------------------------------
 
@@ -279,12 +286,15 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
     def _checkpoint_root(self, cfg: NeuralFineTuneConfig) -> Path:
         """Where checkpoints go: a folder of neurofm's own (a config cannot aim them into a home or project folder).
 
+        ``checkpoints.directory`` when set, else ``checkpoint_dir`` (the
+        run's output folder), else ``<cache_dir>/checkpoints``.
+
         Raises
         ------
         ConfigError
             When the folder holds files neurofm did not write and no marker.
         """
-        root = cfg.checkpoints.directory or Path(self.cache_dir) / "checkpoints"
+        root = cfg.checkpoints.directory or self.checkpoint_dir or Path(self.cache_dir) / "checkpoints"
         return claim_folder(
             root, "checkpoints.directory", CHECKPOINT_NAMES, entry_key(self.shared_folders, self.shared_key_file)
         )

@@ -1,0 +1,132 @@
+"""The config reference (every field documented) and the starter configs of `neurofm init` (each one valid)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import neurofm.configs
+from neurofm.cli import app
+from neurofm.configs import BaseConfig, RunConfig
+from neurofm.configs.reference import MISSING, config_classes, config_reference, field_descriptions, first_sentence
+from neurofm.pretrain.config import PretrainConfig
+from neurofm.starters import STARTER_KINDS, starter_class, starter_yaml
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+runner = CliRunner()
+
+
+def test_the_reference_covers_every_public_config_class():
+    exported = [getattr(neurofm.configs, name) for name in neurofm.configs.__all__]
+    exported += [getattr(neurofm.pretrain.config, name) for name in neurofm.pretrain.config.__all__]
+    public = {c for c in exported if isinstance(c, type) and issubclass(c, BaseConfig) and c is not BaseConfig}
+    missing = sorted(c.__name__ for c in public - set(config_classes()))
+    assert not missing, f"config classes missing from neurofm.configs.reference._SECTIONS: {missing}"
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda c: c.__name__)
+def test_every_field_of_every_config_class_is_described(cls):
+    undescribed = [name for name, text in field_descriptions(cls).items() if not text.strip()]
+    assert not undescribed, (
+        f"{cls.__name__} fields without a description: {undescribed}; describe them in the class's numpydoc "
+        "'Parameters' section"
+    )
+
+
+def test_the_reference_page_lists_each_class_and_field_with_its_default():
+    text = config_reference()
+    assert MISSING not in text
+    for cls in config_classes():
+        section = text.split(f"### {cls.__name__}\n", 1)[1].split("\n### ", 1)[0]
+        for name in cls.model_fields:
+            assert f"| `{name}` |" in section, (cls.__name__, name)
+        assert "```yaml" in section
+    # parsed details: "l_freq, h_freq : ..." describes both, an inherited field keeps its base's words,
+    # "as in FoundationEmbeddingModelConfig" takes that class's, constraints and allowed values are shown
+    assert field_descriptions(neurofm.configs.PreprocessingConfig)["h_freq"].startswith("Band-pass edges")
+    assert field_descriptions(RunConfig)["cv"] == "The outer cross-validation."
+    assert field_descriptions(neurofm.configs.NeuralFineTuneConfig)["model_key"].startswith("Registry key")
+    assert "| `n_splits` | int (≥ 2) | `5` |" in text
+    assert '"stratified_kfold"' in text
+
+
+def test_first_sentence_keeps_abbreviations():
+    assert first_sentence("Line-noise frequencies (e.g. 50 or [50, 100]). More.") == (
+        "Line-noise frequencies (e.g. 50 or [50, 100])."
+    )
+    assert first_sentence("``best`` keeps the epoch\nwith the best value.\n\nOther.") == (
+        "best keeps the epoch with the best value."
+    )
+
+
+@pytest.mark.parametrize("kind", STARTER_KINDS)
+def test_each_starter_is_written_commented_and_validates_as_written(kind, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = runner.invoke(app, ["init", kind])
+    assert done.exit_code == 0, done.output
+    written = tmp_path / f"{kind}.yaml"
+    config = starter_class(kind).from_yaml(written)
+    assert isinstance(config, PretrainConfig if kind == "pretrain" else RunConfig)
+    assert written.read_text() == starter_yaml(kind)
+    shown = runner.invoke(app, ["config", "--show", kind])
+    assert shown.exit_code == 0 and shown.output == written.read_text()
+    # every key has a comment above it (a model's name excepted, which is the user's)
+    models = yaml.safe_load(written.read_text()).get("models", {})
+    lines = written.read_text().splitlines()
+    for before, line in zip(lines, lines[1:], strict=False):
+        if line.strip() and not line.lstrip().startswith("#") and line.strip().rstrip(":") not in models:
+            assert before.lstrip().startswith("#"), f"{kind}: no comment above {line!r}"
+
+
+def test_init_refuses_to_overwrite_a_file_unless_forced(tmp_path):
+    target = tmp_path / "mine.yaml"
+    target.write_text("my edits\n")
+    refused = runner.invoke(app, ["init", "bids", "--out", str(target)])
+    assert refused.exit_code == 2
+    assert "--force" in refused.output
+    assert target.read_text() == "my edits\n"
+    forced = runner.invoke(app, ["init", "bids", "--out", str(target), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert RunConfig.from_yaml(target).data.source == "bids"
+
+
+@pytest.mark.parametrize("command", [["init", "decodng"], ["config", "--show", "decodng"]])
+def test_an_unknown_kind_lists_the_kinds(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = runner.invoke(app, command)
+    assert done.exit_code == 2
+    output = " ".join(done.output.replace("│", " ").split())
+    for kind in STARTER_KINDS:
+        assert repr(kind) in output
+    assert "Did you mean 'decoding'?" in output
+    assert not list(tmp_path.iterdir())
+    listed = runner.invoke(app, ["config"])
+    assert all(kind in listed.output for kind in STARTER_KINDS)
+
+
+@pytest.mark.parametrize("kind", ["bids", "moabb", "finetune", "meg"])
+def test_the_examples_are_the_starters_and_validate(kind):
+    path = EXAMPLES / f"starter_{kind}.yaml"
+    config = RunConfig.from_yaml(path)
+    assert yaml.safe_load(path.read_text()) == yaml.safe_load(starter_yaml(kind)), (
+        f"{path.name} differs from the starter; regenerate it: neurofm init {kind} --out examples/{path.name} --force"
+    )
+    assert config.data.source == {"bids": "bids", "moabb": "moabb"}.get(kind, "recording")
+
+
+def test_the_decoding_starter_runs_on_a_recording(recording, tmp_path):
+    """The decoding starter, its path pointed at a recording and its backbone made tiny, runs offline."""
+    data = yaml.safe_load(starter_yaml("decoding"))
+    data["data"]["path"] = str(recording)
+    data["models"]["cbramod_probe"]["backbone"].update(weights="random", model_kwargs={"n_layer": 1})
+    data["cv"]["n_splits"] = 3
+    data.update(cache_dir=str(tmp_path / "cache"), verbose=False)
+    path = tmp_path / "decoding.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = runner.invoke(app, ["run", str(path)])
+    assert done.exit_code == 0, done.output
+    assert "bandpower_lr" in done.output and "cbramod_probe" in done.output
+    assert (tmp_path / "results" / "scores.parquet").exists()
