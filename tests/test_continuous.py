@@ -235,3 +235,25 @@ def test_a_recording_whose_windows_are_all_rejected_is_left_out_with_a_warning(s
         DataValidationError, match="No recording gives a window with .*; check the events and the lengths"
     ):
         windows_from_recordings([loud], windows)
+
+
+def test_event_names_as_a_list_choose_the_classes_from_annotations(small_dataset, cache_dir):
+    import mne
+
+    X, y, metadata, info = small_dataset
+    raws, _ = _eeg_recordings(small_dataset, with_stim=False)
+    n_times = X.shape[-1]
+    subjects = metadata["Subject"].to_numpy()
+    for raw, subject in zip(raws, np.unique(subjects), strict=True):
+        labels = list(y[subjects == subject])
+        onsets = np.arange(len(labels)) * n_times / info["sfreq"]
+        raw.set_annotations(mne.Annotations(onsets, [0.1] * len(labels), labels))
+    listed = WindowConfig(tmax=(n_times - 1) / info["sfreq"], event_id=["left_hand", "right_hand"])
+    result = Experiment(_classical(windows=listed, cache_dir=cache_dir)).run(
+        raws, None, {"subject": sorted(np.unique(subjects))}
+    )
+    assert result.meta["recordings"]["windows_per_recording"] == [12, 12, 12, 12]
+    assert sorted(result.predictions["y_true"].unique()) == ["left_hand", "right_hand"]
+    only_left = listed.model_copy(update={"event_id": ["left_hand"]})
+    left = windows_from_recordings(raws, only_left, recording_metadata=pd.DataFrame({"subject": range(4)}))
+    assert set(left.metadata["label"]) == {"left_hand"} and len(left) == 24

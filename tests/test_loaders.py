@@ -64,7 +64,7 @@ def test_physionet_motor_imagery_local_copy():
     assert len(epochs) == 45 and epochs.info["sfreq"] == 160.0
     assert set(epochs.metadata["label"]) == {"left_fist", "right_fist"}
     assert "FC5" in epochs.ch_names and not any(n.endswith(".") for n in epochs.ch_names)
-    assert set(epochs.metadata["subject"]) == {"S001"} and set(epochs.metadata["run"]) == {4, 8, 12}
+    assert set(epochs.metadata["subject"]) == {"001"} and set(epochs.metadata["run"]) == {4, 8, 12}
     # Each run is one recording: REVE normalises its windows with that recording's statistics.
     assert epochs.metadata.groupby("run")["recording"].nunique().eq(1).all()
     assert epochs.metadata["recording"].nunique() == 3
@@ -111,7 +111,7 @@ def test_bids_root_with_entities_as_metadata(tmp_path):
             mne_bids.write_raw_bids(raw, path, allow_preload=True, format="EDF", overwrite=True, verbose=False)
     epochs = load_bids(tmp_path, subjects=["01", "02"], runs=["2"], tmin=0.0, tmax=1.0)
     assert len(epochs) == 8
-    assert set(epochs.metadata["subject"]) == {"01", "02"} and set(epochs.metadata["run"]) == {"2"}
+    assert set(epochs.metadata["subject"]) == {"001", "002"} and set(epochs.metadata["run"]) == {2}
     assert set(epochs.metadata["label"]) == {"left", "right"}
     assert set(epochs.metadata["task"]) == {"mi"} and set(epochs.metadata["session"]) == {"a"}
     with pytest.raises(
@@ -177,7 +177,7 @@ def test_moabb_dataset_windows_follow_its_events_and_interval(fake_moabb):
     from neurofm.loaders import from_moabb
 
     epochs = from_moabb(fake_moabb, subjects=[1, 3])
-    assert set(epochs.metadata["subject"]) == {1, 3}
+    assert set(epochs.metadata["subject"]) == {"001", "003"}
     assert epochs.metadata.groupby(["subject", "session", "run"]).ngroups == 2 * 2 * 2
     assert set(epochs.metadata["label"]) == {"left_hand", "right_hand"}
     start, stop = fake_moabb.interval
@@ -226,7 +226,7 @@ def test_moabb_source_in_a_run_config(fake_moabb, tmp_path):
         preprocessing={"l_freq": 1.0, "h_freq": 30.0},
     )
     epochs = load_data(config, tmp_path)
-    assert set(epochs.metadata["subject"]) == {1, 2} and epochs.get_data().shape[-1] == 256
+    assert set(epochs.metadata["subject"]) == {"001", "002"} and epochs.get_data().shape[-1] == 256
     with pytest.raises(DataValidationError, match="Did you mean 'FakeDataset'"):
         load_data(DataConfig(source="moabb", moabb={"dataset": "FakeDatset"}), tmp_path)
     with pytest.raises(ValueError, match="needs a 'moabb' section"):

@@ -7,7 +7,8 @@ every dataset reader of :mod:`neurofm.loaders` returns through.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,25 @@ from .exceptions import ConfigError, DataValidationError
 from .utils.check import format_choices
 from .utils.logging import logger
 
-__all__ = ["experiment_windows", "windows_from_raw", "windows_from_recordings"]
+__all__ = ["experiment_windows", "rejected_windows", "windows_from_raw", "windows_from_recordings"]
+
+# Where windows_from_raw and _concat record, on the Epochs they return, how many windows
+# peak-to-peak rejection dropped per file ({file: count}); read it with rejected_windows.
+_REJECTED = "_neurofm_rejected"
+
+
+def rejected_windows(epochs: Any) -> dict[str, int]:
+    """How many windows peak-to-peak rejection dropped from each file, ``{file: count}``.
+
+    Filled by the loaders of :mod:`neurofm.loaders` and by :func:`windows_from_raw`
+    when a ``reject_peak_to_peak`` threshold was given; empty otherwise.
+    """
+    return dict(getattr(epochs, _REJECTED, None) or {})
+
+
+def _record_rejected(epochs: Any, counts: Mapping[str, int]) -> Any:
+    setattr(epochs, _REJECTED, {str(k): int(v) for k, v in counts.items()})
+    return epochs
 
 
 def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
@@ -32,25 +51,69 @@ def _concat(epochs_list: list, on_mismatch: str = "raise") -> Any:
 
     if not epochs_list:
         raise DataValidationError("No windows were found in the given recordings; check the paths and event names.")
+    rejected: dict[str, int] = {}
+    for index, epochs in enumerate(epochs_list):
+        for name, count in rejected_windows(epochs).items():
+            rejected[f"recording {index}" if name == "" else name] = count
     for index, epochs in enumerate(epochs_list):
         table = epochs.metadata if epochs.metadata is not None else pd.DataFrame(index=range(len(epochs)))
         if "recording" not in table.columns:
             table = table.assign(recording=index)
             with mne.utils.use_log_level("warning"):
                 epochs.metadata = table.reset_index(drop=True)
+    if rejected and not any(len(epochs) for epochs in epochs_list):
+        raise DataValidationError(
+            f"Peak-to-peak rejection dropped every window ({sum(rejected.values())}: {rejected}); raise the "
+            "threshold (reject_peak_to_peak, data.reject_peak_to_peak in a neurofm run config; it is in volts, "
+            "e.g. 150e-6) or leave it out."
+        )
+    # A file whose every window was rejected is counted in ``rejected`` and left out here.
+    epochs_list = [epochs for epochs in epochs_list if len(epochs)] if rejected else epochs_list
     if len(epochs_list) == 1:
-        return epochs_list[0]
-    # Offsets keep event samples of different recordings apart.
-    with mne.utils.use_log_level("warning"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Concatenation of Annotations", category=RuntimeWarning)
-        return mne.concatenate_epochs(epochs_list, add_offset=True, on_mismatch=on_mismatch, verbose=False)
+        joined = epochs_list[0]
+    else:
+        # Offsets keep event samples of different recordings apart.
+        with mne.utils.use_log_level("warning"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Concatenation of Annotations", category=RuntimeWarning)
+            joined = mne.concatenate_epochs(epochs_list, add_offset=True, on_mismatch=on_mismatch, verbose=False)
+    _log_rejected(rejected, len(joined))
+    return _record_rejected(joined, rejected)
+
+
+def _log_rejected(rejected: Mapping[str, int], kept: int) -> None:
+    """One line for all files, in place of MNE's line per dropped window."""
+    if rejected:
+        logger.info(
+            "Peak-to-peak rejection dropped %d window(s), %d kept: %s",
+            sum(rejected.values()),
+            kept,
+            ", ".join(f"{name}: {count}" for name, count in rejected.items()),
+        )
+
+
+def _warn_every_event_kept(epochs: Any, column: str = "label") -> None:
+    """Say which classes windows cut around every event gave, and how to choose them.
+
+    Without ``event_id`` every annotation becomes a class, so a ``rest`` or
+    ``boundary`` annotation silently adds one the user did not ask for.
+    """
+    counts = epochs.metadata[column].value_counts(sort=False).sort_index()
+    found = ", ".join(f"{name!r}: {count}" for name, count in counts.items())
+    example = ", ".join(str(name) for name in counts.index[:2])
+    logger.warning(
+        "No event_id given: windows were cut around every event, giving %d class(es) with these window counts: "
+        "{%s}. To choose the classes, set event_id: [%s] (data.event_id in a neurofm run config).",
+        len(counts),
+        found,
+        example,
+    )
 
 
 def windows_from_raw(
     raw: Any,
     *,
     events: np.ndarray | None = None,
-    event_id: Mapping[str, int] | None = None,
+    event_id: Mapping[str, int] | Sequence[str] | None = None,
     tmin: float = 0.0,
     tmax: float | None = None,
     window: float | None = None,
@@ -70,9 +133,12 @@ def windows_from_raw(
         The recording (loaded into memory as needed).
     events : array, shape (n, 3) | None
         MNE events; ``None`` reads them from the annotations.
-    event_id : dict of str to int | None
+    event_id : list of str | dict of str to int | None
         Which events to keep and their names (the ``label``). With annotations,
-        the names are annotation descriptions.
+        the names are annotation descriptions, and a mapping's codes only number
+        the windows' events; with a stim channel (or ``events``) the codes are
+        the trigger values, and a list names them as strings (``["1", "2"]``).
+        ``None`` keeps every event.
     tmin, tmax : float
         Window around each event, in seconds (``tmax`` is inclusive of the
         last sample's start, so a window has ``(tmax - tmin) * sfreq`` samples).
@@ -80,7 +146,8 @@ def windows_from_raw(
         Fixed-length windows of ``window`` seconds every ``stride`` seconds.
     reject_peak_to_peak : float | None
         Drop windows whose peak-to-peak amplitude on any EEG channel exceeds
-        this value in volts (e.g. ``150e-6``).
+        this value in volts (e.g. ``150e-6``); :func:`rejected_windows` of the
+        result says how many, under the recording's file name.
     metadata : dict | None
         Constant columns added to every window (``subject``, ``session``, ``run``).
 
@@ -102,13 +169,17 @@ def windows_from_raw(
             raw, duration=window, overlap=window - stride, preload=True, verbose=False
         )
         if reject is not None:
-            epochs.drop_bad(reject=reject, verbose=False)
+            with warnings.catch_warnings():  # counted and reported by _concat instead
+                warnings.filterwarnings("ignore", message="All epochs were dropped", category=RuntimeWarning)
+                epochs.drop_bad(reject=reject, verbose=False)
         labels = [None] * len(epochs)
     else:
         if tmax is None:
             raise DataValidationError("Event-locked windows need tmax (seconds after each event); or pass window=.")
         if events is None:
             events, event_id = _recorded_events(raw, event_id)
+        elif event_id is not None and not isinstance(event_id, Mapping):
+            event_id = _names_as_codes(event_id, events)
         if event_id is None:
             event_id = {str(code): int(code) for code in np.unique(events[:, 2])}
         missing = [name for name, code in event_id.items() if code not in set(events[:, 2])]
@@ -121,18 +192,20 @@ def windows_from_raw(
         present = {name: code for name, code in event_id.items() if name not in missing}
         # tmax is exclusive of the last sample so windows have a round number of samples.
         last = tmax - 1.0 / raw.info["sfreq"]
-        epochs = mne.Epochs(
-            raw,
-            events,
-            present,
-            tmin=tmin,
-            tmax=last,
-            baseline=None,
-            reject=reject,
-            preload=True,
-            verbose=False,
-            event_repeated="drop",
-        )
+        with warnings.catch_warnings():  # rejections are counted and reported by _concat instead
+            warnings.filterwarnings("ignore", message="All epochs were dropped", category=RuntimeWarning)
+            epochs = mne.Epochs(
+                raw,
+                events,
+                present,
+                tmin=tmin,
+                tmax=last,
+                baseline=None,
+                reject=reject,
+                preload=True,
+                verbose=False,
+                event_repeated="drop",
+            )
         by_code = {code: name for name, code in present.items()}
         labels = [by_code[code] for code in epochs.events[:, 2]]
     table = pd.DataFrame({"label": labels})
@@ -140,19 +213,48 @@ def windows_from_raw(
         table[key] = value
     with mne.utils.use_log_level("warning"):
         epochs.metadata = table
+    if reject is not None:
+        # Peak-to-peak drops name the offending channels; other drops (IGNORED, NO_DATA) are not rejections.
+        channels = set(epochs.ch_names)
+        count = sum(1 for reasons in epochs.drop_log if channels & set(reasons))
+        source = raw.filenames[0] if getattr(raw, "filenames", None) and raw.filenames[0] else ""
+        _record_rejected(epochs, {Path(source).name if source else "": count})
     return epochs
 
 
-def _recorded_events(raw: Any, event_id: Mapping[str, int] | None) -> tuple[np.ndarray, dict[str, int] | None]:
+def _names_as_codes(names: Sequence[str], events: np.ndarray) -> dict[str, int]:
+    """A list of event names for events that carry only codes: the names must be the codes (``["1", "2"]``)."""
+    if isinstance(names, str):
+        names = [names]
+    codes = sorted({int(code) for code in events[:, 2]})
+    if not all(str(name).strip().isdigit() for name in names):
+        raise DataValidationError(
+            f"event_id {list(names)} names events, but this recording's events carry only the trigger codes {codes}; "
+            "give event_id as a mapping of your names to those codes, e.g. {'left': 1, 'right': 2} "
+            "(data.event_id in a neurofm run config)."
+        )
+    return {str(name).strip(): int(name) for name in names}
+
+
+def _recorded_events(
+    raw: Any, event_id: Mapping[str, int] | Sequence[str] | None
+) -> tuple[np.ndarray, dict[str, int] | None]:
     """Events of a recording: its annotations or, when it has none, its stim channel."""
     import mne  # heavy: import neurofm loads this module, not mne
 
+    if isinstance(event_id, str):
+        event_id = [event_id]
     if len(raw.annotations):
+        if event_id is not None and not isinstance(event_id, Mapping):
+            # Names only: number them in the order given.
+            event_id = {str(name): code for code, name in enumerate(event_id, start=1)}
         events, found = annotation_events(raw, dict(event_id) if event_id else None)
         return events, dict(event_id) if event_id else found
     if len(mne.pick_types(raw.info, stim=True)):
         # Neuromag and many EDF+ exports mark events on a trigger channel rather than as annotations.
         events = mne.find_events(raw, shortest_event=1, initial_event=True, verbose=False)
+        if event_id is not None and not isinstance(event_id, Mapping):
+            event_id = _names_as_codes(event_id, events)
         return events, dict(event_id) if event_id else None
     raise DataValidationError(
         "The recording has neither annotations nor a stim channel, so it has no events to cut windows around. "

@@ -61,6 +61,40 @@ class MoabbConfig(BaseConfig):
     paradigm_params: dict[str, Any] = Field(default_factory=dict)
 
 
+_SELECTION_FIELDS = (
+    "subjects",
+    "sessions",
+    "tasks",
+    "runs",
+    "tmin",
+    "tmax",
+    "window",
+    "stride",
+    "event_id",
+    "reject_peak_to_peak",
+)
+# What each source's loader reads of the fields above (see neurofm.loaders.from_config.load_data).
+_SOURCE_FIELDS: dict[str, set[str]] = {
+    "eegmmi": {"subjects", "runs", "tmin", "tmax", "event_id", "reject_peak_to_peak"},
+    "muse_csv": {"tmin", "tmax", "reject_peak_to_peak"},
+    "uci_smni": {"subjects", "tmin", "tmax", "reject_peak_to_peak"},
+    "recording": {"tmin", "tmax", "window", "stride", "event_id", "reject_peak_to_peak"},
+    "bids": set(_SELECTION_FIELDS),
+    "moabb": {"subjects", "tmin", "tmax", "reject_peak_to_peak"},
+}
+_HOW_TO_CHOOSE = {
+    ("muse_csv", "event_id"): " (its classes are the Muse Marker0 codes: 1 house, 2 face)",
+    ("uci_smni", "event_id"): " (its classes are the trials' stimulus conditions: s1_obj, s2_match, s2_nomatch)",
+    ("moabb", "event_id"): (
+        " (the data set's own event_id gives the classes; with a paradigm, choose them with "
+        "moabb.paradigm_params: {events: [...]})"
+    ),
+    ("moabb", "tmin"): " (with a paradigm, set the window in moabb.paradigm_params: {tmin: ..., tmax: ...})",
+    ("moabb", "tmax"): " (with a paradigm, set the window in moabb.paradigm_params: {tmin: ..., tmax: ...})",
+    ("eegmmi", "window"): " (EEGMMI windows follow its cues: set tmin/tmax)",
+}
+
+
 class DataConfig(BaseConfig):
     """Where ``neurofm run`` reads windows from.
 
@@ -74,15 +108,30 @@ class DataConfig(BaseConfig):
     moabb : MoabbConfig | None
         The MOABB data set and paradigm (``source: moabb`` only).
     subjects, sessions, tasks, runs : list | None
-        Selection for loaders that take it (BIDS entities for ``bids``).
+        Selection for loaders that take it: ``subjects`` for ``eegmmi``,
+        ``uci_smni``, ``moabb`` and ``bids``; ``runs`` for ``eegmmi`` and ``bids``;
+        ``sessions`` and ``tasks`` for ``bids`` (BIDS entities). Numeric labels
+        match whatever their padding (``runs: [4]`` selects ``run-04``). A source
+        that has no such selection refuses the field rather than ignore it.
     tmin, tmax : float | None
-        Window around each event in seconds.
+        Window around each event in seconds (``uci_smni``: the part of each
+        1-s trial to keep).
     window, stride : float | None
-        Fixed-length windows instead of events (``recording`` only).
-    event_id : dict of str to int | None
-        Events to keep (``recording``).
+        Fixed-length windows instead of events (``recording`` and ``bids`` only).
+    event_id : list of str | dict of str to int | None
+        The events to cut windows around, hence the classes; ``None`` keeps
+        every event (and says which classes that gave). A list names them:
+        annotation descriptions (``[left, right]``), or for ``eegmmi`` its
+        classes (``[left_fist, right_fist]``, add ``rest`` for the T0 periods).
+        A mapping ``{name: code}`` selects its keys just the same, and its
+        codes are the trigger values to look for when a recording has no
+        annotations but a stim channel; otherwise they only number the events
+        of the windows (``epochs.events``). The label of each window is always
+        the name. ``recording``, ``bids`` and ``eegmmi`` only: the other
+        sources define their own classes and refuse it.
     reject_peak_to_peak : float | None
-        Drop windows above this peak-to-peak amplitude (volts).
+        Drop windows above this peak-to-peak amplitude (volts); the count per
+        file is logged and kept in the result's ``meta["data"]["rejected"]``.
     label : str
         Metadata column holding the class of each window.
     preprocessing : PreprocessingConfig
@@ -93,14 +142,14 @@ class DataConfig(BaseConfig):
     path: str | None = None
     moabb: MoabbConfig | None = None
     subjects: list[Any] | None = None
-    sessions: list[str] | None = None
-    tasks: list[str] | None = None
+    sessions: list[Any] | None = None
+    tasks: list[Any] | None = None
     runs: list[Any] | None = None
     tmin: float | None = None
     tmax: float | None = None
     window: float | None = None
     stride: float | None = None
-    event_id: dict[str, int] | None = None
+    event_id: list[str] | dict[str, int] | None = None
     reject_peak_to_peak: float | None = Field(None, gt=0)
     label: str = "label"
     preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
@@ -117,9 +166,56 @@ class DataConfig(BaseConfig):
             raise ValueError(f"source {self.source!r} needs a 'path' to the recordings.")
         return self
 
+    @model_validator(mode="after")
+    def _event_id_names_events_once(self) -> DataConfig:
+        if self.event_id is None:
+            return self
+        names = list(self.event_id)
+        if not names:
+            raise ValueError("event_id is empty; name the events to keep, e.g. event_id: [left, right], or remove it.")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"event_id names {repeated} more than once; name each event once.")
+        if isinstance(self.event_id, dict):
+            codes = list(self.event_id.values())
+            shared = sorted({c for c in codes if codes.count(c) > 1})
+            if shared:
+                raise ValueError(
+                    f"event_id gives the code(s) {shared} to several names; give each name its own code, or list "
+                    "the names only (event_id: [left, right])."
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _no_field_the_loader_ignores(self) -> DataConfig:
+        # A field the source's loader does not read would otherwise be dropped without a word.
+        uses = _SOURCE_FIELDS[self.source]
+        if self.source == "moabb" and self.moabb is not None and self.moabb.paradigm is not None:
+            uses = {"subjects"}  # the paradigm cuts and rejects its own epochs
+        given = [name for name in _SELECTION_FIELDS if getattr(self, name) is not None and name not in uses]
+        if given:
+            how = _HOW_TO_CHOOSE.get((self.source, given[0]), "")
+            raise ValueError(
+                f"data.{given[0]} does not apply to source {self.source!r}, whose loader reads only "
+                f"{sorted(uses) or 'none of the selection fields'}; remove data.{', data.'.join(given)}" + how + "."
+            )
+        return self
+
 
 class RunConfig(ExperimentConfig):
-    """An experiment plus its data source and output folder: what ``neurofm run`` reads."""
+    """An experiment plus its data source and output folder: what ``neurofm run`` reads.
+
+    Parameters
+    ----------
+    data : DataConfig
+        Where the windows come from and how the recordings are preprocessed.
+    output_dir : str
+        Results folder, relative to the config file (``neurofm run --out``
+        overrides it); running the same file again resumes the finished folds.
+
+    Every other field is the :class:`ExperimentConfig`'s, except ``windows``:
+    here the data section cuts the windows.
+    """
 
     data: DataConfig
     output_dir: str = "neurofm-results"

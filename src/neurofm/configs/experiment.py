@@ -181,9 +181,12 @@ class WindowConfig(BaseConfig):
         Fixed-length windows of ``window`` seconds every ``stride`` seconds
         (default: ``stride = window``, no overlap). Such windows carry no
         event, so their labels are given per recording.
-    event_id : dict of str to int | None
-        Events to keep and their names: annotation descriptions (the numbers
-        only tell them apart) or stim-channel codes. ``None`` keeps every event.
+    event_id : list of str | dict of str to int | None
+        Events to keep, hence the classes: a list of annotation descriptions,
+        or a mapping ``{name: code}`` whose codes are the stim-channel values
+        to look for in a recording without annotations (otherwise they only
+        number the events). Each window's label is the name. ``None`` keeps
+        every event.
     reject_peak_to_peak : float | None
         Drop windows whose peak-to-peak amplitude on any EEG channel exceeds
         this many volts (e.g. ``150e-6``).
@@ -193,7 +196,7 @@ class WindowConfig(BaseConfig):
     tmax: float | None = None
     window: float | None = Field(None, gt=0)
     stride: float | None = Field(None, gt=0)
-    event_id: dict[str, int] | None = Field(None, min_length=1)
+    event_id: Annotated[list[str], Field(min_length=1)] | Annotated[dict[str, int], Field(min_length=1)] | None = None
     reject_peak_to_peak: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")

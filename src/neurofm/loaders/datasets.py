@@ -15,7 +15,15 @@ from ..configs import PreprocessingConfig
 from ..exceptions import DataValidationError
 from ..montage import standard_spelling
 from ..preprocess import preprocess_raw
-from ..windows import _concat, annotation_events, windows_from_raw
+from ..windows import (
+    _concat,
+    _log_rejected,
+    _record_rejected,
+    annotation_events,
+    rejected_windows,
+    windows_from_raw,
+)
+from .naming import entity_number, standard_channel_names, subject_id
 
 EEGMMI_RUN_TASKS = {
     **{run: ("left_fist", "right_fist", "movement") for run in (3, 7, 11)},
@@ -33,6 +41,7 @@ def load_eegmmi(
     tmin: float = 0.0,
     tmax: float = 4.0,
     include_rest: bool = False,
+    event_id: Iterable[str] | Mapping[str, int] | None = None,
     download: bool = False,
     reject_peak_to_peak: float | None = None,
     preprocessing: PreprocessingConfig | None = None,
@@ -51,6 +60,12 @@ def load_eegmmi(
         Window around each cue, in seconds (the cues last about 4 s).
     include_rest : bool
         Keep the T0 rest periods as a ``rest`` class.
+    event_id : list of str | dict of str to int | None
+        The classes to keep, by name (``["left_fist", "right_fist"]``; adding
+        ``"rest"`` keeps the T0 periods too); a mapping's codes number the
+        windows' events (``epochs.events``). ``None``: both cued classes of each
+        run (and ``rest`` with ``include_rest``). A run with none of the named
+        classes is left out.
     download : bool
         Fetch missing files through MNE (never done silently).
     reject_peak_to_peak : float | None
@@ -62,17 +77,26 @@ def load_eegmmi(
     -------
     epochs : mne.Epochs
         ``label`` is the task (``left_fist``, ``right_fist``, ``both_fists``,
-        ``both_feet``, ``rest``); ``subject``, ``run`` and ``kind``
-        (movement/imagery) are metadata columns. Channel names follow the 10-05
-        system (PhysioNet's trailing dots removed).
+        ``both_feet``, ``rest``); ``subject`` (``"001"``), ``run`` (an
+        integer) and ``kind`` (movement/imagery) are metadata columns. Channel
+        names follow MNE's template spelling (``FC5``, PhysioNet's trailing dots
+        removed). Names and metadata are spelled as :func:`load_bids` spells
+        them for a BIDS copy of the same files (:mod:`neurofm.loaders.naming`).
     """
     import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
+    subjects, runs = [int(s) for s in subjects], sorted(int(r) for r in runs)
+    bad_runs = [run for run in runs if run not in EEGMMI_RUN_TASKS]
+    if bad_runs:
+        raise DataValidationError(f"EEGMMI runs {bad_runs} have no cue events; use runs 3-14.")
+    codes = _eegmmi_codes(event_id, runs, include_rest)
     epochs_list = []
     for subject in subjects:
         for run in runs:
-            if run not in EEGMMI_RUN_TASKS:
-                raise DataValidationError(f"EEGMMI run {run} has no cue events; use runs 3-14.")
+            first, second, kind = EEGMMI_RUN_TASKS[run]
+            names = {name: code for name, code in codes.items() if name in (first, second, "rest")}
+            if not names:
+                continue  # event_id names only classes of other runs
             path = None if root is None else Path(root) / f"S{subject:03d}" / f"S{subject:03d}R{run:02d}.edf"
             if path is None or not path.exists():
                 if not download:
@@ -84,12 +108,11 @@ def load_eegmmi(
                     mne.datasets.eegbci.load_data(subject, [run], path=root, update_path=False, verbose=False)[0]
                 )
             raw = mne.io.read_raw_edf(path, preload=True, verbose=False)
-            mne.datasets.eegbci.standardize(raw)
+            standard_channel_names(raw)
             preprocess_raw(raw, preprocessing)
-            first, second, kind = EEGMMI_RUN_TASKS[run]
-            codes = {"T1": 2, "T2": 3} | ({"T0": 1} if include_rest else {})
-            events, _ = annotation_events(raw, codes)  # a file without T0/T1/T2 is named, with its events
-            names = {first: 2, second: 3} | ({"rest": 1} if include_rest else {})
+            annotation = {"rest": "T0", first: "T1", second: "T2"}
+            # A file without T0/T1/T2 is named, with its events.
+            events, _ = annotation_events(raw, {annotation[name]: code for name, code in names.items()})
             epochs_list.append(
                 windows_from_raw(
                     raw,
@@ -98,10 +121,33 @@ def load_eegmmi(
                     tmin=tmin,
                     tmax=tmax,
                     reject_peak_to_peak=reject_peak_to_peak,
-                    metadata={"subject": f"S{subject:03d}", "run": run, "kind": kind},
+                    metadata={"subject": subject_id(subject), "run": run, "kind": kind},
                 )
             )
     return _concat(epochs_list)
+
+
+def _eegmmi_codes(
+    event_id: Iterable[str] | Mapping[str, int] | None, runs: list[int], include_rest: bool
+) -> dict[str, int]:
+    """The EEGMMI classes to keep and their event codes (as in PhysioNet's files: T0 rest 1, T1 2, T2 3)."""
+    defaults = {"rest": 1} | {
+        name: code for names in EEGMMI_RUN_TASKS.values() for name, code in zip(names[:2], (2, 3), strict=True)
+    }
+    classes = ["rest"] + sorted({name for run in runs for name in EEGMMI_RUN_TASKS[run][:2]})
+    if event_id is None:
+        return {name: defaults[name] for name in classes if name != "rest" or include_rest}
+    names = [event_id] if isinstance(event_id, str) else list(event_id)
+    unknown = [name for name in names if name not in classes]
+    if unknown:
+        raise DataValidationError(
+            f"event_id names {unknown}, which are not EEGMMI classes of runs {runs}; choose among {classes} "
+            "(data.event_id in a neurofm run config)."
+        )
+    codes = {str(k): int(v) for k, v in event_id.items()} if isinstance(event_id, Mapping) else {}
+    return {name: codes.get(name, defaults[name]) for name in names} | (
+        {"rest": 1} if include_rest and "rest" not in names else {}
+    )
 
 
 def load_muse_csv(
@@ -143,17 +189,18 @@ def load_muse_csv(
         onsets = np.flatnonzero(np.isin(marks, list(markers)))
         events = np.column_stack([onsets, np.zeros_like(onsets), marks[onsets].astype(int)])
         subject, session = path.parent.parent.name, path.parent.name
-        epochs_list.append(
-            windows_from_raw(
-                raw,
-                events=events,
-                event_id={name: int(code) for code, name in markers.items()},
-                tmin=tmin,
-                tmax=tmax,
-                reject_peak_to_peak=reject_peak_to_peak,
-                metadata={"subject": subject, "session": session, "run": run},
-            )
+        epochs = windows_from_raw(
+            raw,
+            events=events,
+            event_id={name: int(code) for code, name in markers.items()},
+            tmin=tmin,
+            tmax=tmax,
+            reject_peak_to_peak=reject_peak_to_peak,
+            metadata={"subject": subject_id(subject), "session": entity_number(session), "run": run},
         )
+        if reject_peak_to_peak is not None:  # the CSV files of different sessions share names
+            _record_rejected(epochs, {path.relative_to(root).as_posix(): sum(rejected_windows(epochs).values())})
+        epochs_list.append(epochs)
     sfreqs = {e.info["sfreq"] for e in epochs_list}
     if len(sfreqs) > 1:
         epochs_list = [e.resample(min(sfreqs), verbose=False) for e in epochs_list]
@@ -214,13 +261,33 @@ def _read_smni_trial(path: Path) -> tuple[str, list[str], np.ndarray, float]:
 
 
 def load_uci_smni(
-    root: str | Path, *, subjects: Iterable[str] | None = None, preprocessing: PreprocessingConfig | None = None
+    root: str | Path,
+    *,
+    subjects: Iterable[str] | None = None,
+    tmin: float | None = None,
+    tmax: float | None = None,
+    reject_peak_to_peak: float | None = None,
+    preprocessing: PreprocessingConfig | None = None,
 ) -> Any:
     """The UCI "EEG Database" (SMNI) trials: an example of bringing your own format.
 
     Reads every ``co2?NNNNNNN/*.rd.NNN.gz`` under ``root``: one gzip text file per
     1-s trial (``trial channel sample value`` lines, µV, 256 Hz, 64 channels of
     which ``X``, ``Y`` and ``nd`` are not EEG and are dropped).
+
+    Parameters
+    ----------
+    root : str | Path
+        The folder holding the ``co2?NNNNNNN`` subject folders.
+    subjects : iterable of str | None
+        Subject folders to read (``None``: all).
+    tmin, tmax : float | None
+        The part of each trial to keep, in seconds from its start (default: all of it).
+    reject_peak_to_peak : float | None
+        Drop trials above this peak-to-peak amplitude (volts), after preprocessing;
+        counted per subject folder (:func:`neurofm.windows.rejected_windows`).
+    preprocessing : PreprocessingConfig | None
+        Applied to the trials.
 
     Returns
     -------
@@ -254,4 +321,20 @@ def load_uci_smni(
     with mne.utils.use_log_level("warning"):
         epochs = mne.EpochsArray(np.stack(trials), info, metadata=pd.DataFrame(rows), verbose=False)
     # The recordings come as separate 1-s trials: preprocessing applies to the trials themselves.
-    return preprocess_raw(epochs, preprocessing)
+    epochs = preprocess_raw(epochs, preprocessing)
+    if tmin is not None or tmax is not None:
+        start, stop = tmin or 0.0, epochs.times[-1] + 1.0 / epochs.info["sfreq"] if tmax is None else tmax
+        if not 0.0 <= start < stop <= epochs.times[-1] + 1.0 / epochs.info["sfreq"] + 1e-9:
+            raise DataValidationError(
+                f"tmin={tmin}, tmax={tmax} fall outside the SMNI trials, which last "
+                f"{len(epochs.times) / epochs.info['sfreq']:g} s from their start; choose 0 <= tmin < tmax <= that."
+            )
+        epochs.crop(start, stop - 1.0 / epochs.info["sfreq"], verbose=False)
+    if reject_peak_to_peak is not None:
+        subject_of = epochs.metadata["subject"].to_numpy()
+        epochs.drop_bad(reject={"eeg": reject_peak_to_peak}, verbose=False)
+        dropped = [i for i, reasons in enumerate(epochs.drop_log) if reasons]
+        counts = {folder.name: 0 for folder in folders} | pd.Series(subject_of[dropped]).value_counts().to_dict()
+        _record_rejected(epochs, counts)
+        _log_rejected(counts, len(epochs))
+    return epochs

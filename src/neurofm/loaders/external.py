@@ -14,6 +14,7 @@ from ..exceptions import DataValidationError
 from ..preprocess import preprocess_raw
 from ..utils.check import closest_matches, soft_import
 from ..windows import _concat, windows_from_raw
+from .naming import entity_number, subject_id
 
 
 def from_braindecode(dataset: Any, units: str = "V") -> Any:
@@ -97,7 +98,9 @@ def from_moabb(
     Returns
     -------
     epochs : mne.Epochs
-        In volts, with ``label``, ``subject``, ``session`` and ``run`` metadata.
+        In volts, with ``label``, ``subject``, ``session`` and ``run`` metadata,
+        spelled as every loader spells them (:mod:`neurofm.loaders.naming`):
+        subject ``1`` is ``"001"``; numeric sessions and runs are integers.
     """
     import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
@@ -119,6 +122,7 @@ def from_moabb(
         with mne.utils.use_log_level("warning"):
             epochs, labels, table = paradigm.get_data(dataset, subjects=subjects, return_epochs=True)
             table = table.reset_index(drop=True).assign(label=np.asarray(labels))
+            table = _spelled_entities(table)
             epochs.metadata = table
         return preprocess_raw(epochs, preprocessing)
 
@@ -134,7 +138,11 @@ def from_moabb(
                 # MOABB raws carry their events on a stim channel; annotations when there is none.
                 events = mne.find_events(raw, shortest_event=0, verbose=False) if len(stim) else None
                 preprocess_raw(raw, preprocessing or PreprocessingConfig())
-                entities = {"subject": subject, "session": session, "run": run}
+                entities = {
+                    "subject": subject_id(subject),
+                    "session": entity_number(session),
+                    "run": entity_number(run),
+                }
                 try:
                     epochs_list.append(
                         windows_from_raw(
@@ -150,6 +158,12 @@ def from_moabb(
                 except DataValidationError:
                     continue  # a run without any of the data set's events (e.g. a resting run)
     return _concat(epochs_list)
+
+
+def _spelled_entities(table: pd.DataFrame) -> pd.DataFrame:
+    """A MOABB paradigm's metadata with subject, session and run spelled as every loader spells them."""
+    spell = {"subject": subject_id, "session": entity_number, "run": entity_number}
+    return table.assign(**{k: table[k].map(f) for k, f in spell.items() if k in table.columns})
 
 
 def _moabb_objects(config: Any) -> tuple[Any, Any]:

@@ -18,6 +18,9 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
     """Load the windows a :class:`~neurofm.configs.DataConfig` describes.
 
     Relative paths are taken from ``base_dir`` (the config file's folder).
+    Every field the config sets reaches its loader (the config refuses those a
+    source has no use for); :func:`neurofm.windows.rejected_windows` of the result
+    gives the windows peak-to-peak rejection dropped, per file.
     """
     path = resolve_path(config.path or ".", base_dir)
     events = {k: v for k, v in {"tmin": config.tmin, "tmax": config.tmax}.items() if v is not None}
@@ -28,12 +31,16 @@ def load_data(config: DataConfig, base_dir: str | Path = ".") -> Any:
         if v is not None
     }
     if config.source == "eegmmi":
-        extra = {k: v for k, v in {"subjects": config.subjects, "runs": config.runs}.items() if v is not None}
+        extra = {
+            k: v
+            for k, v in {"subjects": config.subjects, "runs": config.runs, "event_id": config.event_id}.items()
+            if v is not None
+        }
         epochs = load_eegmmi(path, **extra, **events, **common)
     elif config.source == "muse_csv":
         epochs = load_muse_csv(path, **events, **common)
     elif config.source == "uci_smni":
-        epochs = load_uci_smni(path, subjects=config.subjects, preprocessing=config.preprocessing)
+        epochs = load_uci_smni(path, subjects=config.subjects, **events, **common)
     elif config.source == "moabb":
         dataset, paradigm = _moabb_objects(config.moabb)
         epochs = from_moabb(dataset, paradigm=paradigm, subjects=config.subjects, **events, **common)
