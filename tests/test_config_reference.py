@@ -130,3 +130,31 @@ def test_the_decoding_starter_runs_on_a_recording(recording, tmp_path):
     assert done.exit_code == 0, done.output
     assert "bandpower_lr" in done.output and "cbramod_probe" in done.output
     assert (tmp_path / "results" / "scores.parquet").exists()
+
+
+def test_the_bids_example_runs_on_a_bids_root(tmp_path):
+    """examples/starter_bids.yaml as committed, its root and task pointed at a BIDS folder, its backbone tiny."""
+    import mne
+    import mne_bids
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    names = ["C3", "Cz", "C4", "Fz", "Pz"]
+    for subject in ("01", "02", "03"):
+        data = rng.standard_normal((len(names), 6000)) * 10e-6
+        raw = mne.io.RawArray(data, mne.create_info(names, 200.0, "eeg"), verbose=False)
+        onsets = np.arange(2, 27, 3.0)
+        labels = ["left", "right"] * (len(onsets) // 2) + ["left"] * (len(onsets) % 2)
+        raw.set_annotations(mne.Annotations(onsets, [1.0] * len(onsets), labels))
+        path = mne_bids.BIDSPath(subject=subject, task="mi", datatype="eeg", root=tmp_path / "bids")
+        mne_bids.write_raw_bids(raw, path, allow_preload=True, format="EDF", overwrite=True, verbose=False)
+    data = yaml.safe_load((EXAMPLES / "starter_bids.yaml").read_text())
+    data["data"].update(path=str(tmp_path / "bids"), tasks=["mi"])
+    data["models"]["cbramod_probe"]["backbone"].update(weights="random", model_kwargs={"n_layer": 1})
+    data.update(cache_dir=str(tmp_path / "cache"), verbose=False)
+    path = tmp_path / "bids.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = runner.invoke(app, ["run", str(path), "--no-report"])
+    assert done.exit_code == 0, done.output
+    assert "csp_lda" in done.output and "cbramod_probe" in done.output
+    assert (tmp_path / "results" / "scores.parquet").exists()

@@ -233,3 +233,26 @@ def test_moabb_source_in_a_run_config(fake_moabb, tmp_path):
         DataConfig(source="moabb")
     with pytest.raises(ValueError, match="needs a 'path'"):
         DataConfig(source="recording")
+
+
+def test_picking_data_channels_keeps_the_stim_channel_the_events_are_read_from(tmp_path):
+    """preprocessing.picks (the MEG starter's [meg, eeg]) must not drop the triggers windows are cut around."""
+    import mne
+
+    from neurofm.configs import PreprocessingConfig
+    from neurofm.loaders import load_recording
+
+    data = np.random.default_rng(0).standard_normal((4, 3000)) * 10e-6
+    data[3] = 0
+    data[3, [300, 900, 1500, 2100]] = [1, 2, 1, 2]
+    info = mne.create_info(["C3", "Cz", "C4", "STI 014"], 100.0, ["eeg", "eeg", "eeg", "stim"])
+    mne.io.RawArray(data, info, verbose=False).save(tmp_path / "trig_raw.fif", verbose=False)
+    for picks in ("eeg", ["eeg"], ["C3", "Cz", "C4"]):
+        epochs = load_recording(
+            tmp_path / "trig_raw.fif",
+            preprocessing=PreprocessingConfig(picks=picks),
+            tmax=1.0,
+            event_id={"left": 1, "right": 2},
+        )
+        assert list(epochs.metadata["label"]) == ["left", "right", "left", "right"], picks
+        assert epochs.copy().pick("data").ch_names == ["C3", "Cz", "C4"]

@@ -19,7 +19,7 @@ def preprocess_raw(raw: Any, config: PreprocessingConfig | None) -> Any:
         return raw
     with mne.utils.use_log_level("warning"):
         if config.picks is not None:
-            raw.pick(config.picks)
+            raw.pick(_with_event_channels(raw, config.picks))
         if config.reference is not None:
             raw.set_eeg_reference(config.reference, projection=False, verbose=False)
         if config.notch is not None and hasattr(raw, "notch_filter"):
@@ -29,6 +29,27 @@ def preprocess_raw(raw: Any, config: PreprocessingConfig | None) -> Any:
         if config.resample is not None:
             _resample(raw, config.resample)
     return raw
+
+
+#: What ``raw.pick`` takes as channel types besides the FIFF kinds (``eeg``, ``mag``, ``stim`` ...).
+_TYPE_GROUPS = {"meg", "data", "all", "data_or_ica", "fnirs"}
+
+
+def _with_event_channels(raw: Any, picks: Any) -> Any:
+    """``picks`` plus a continuous recording's stim channels, which hold its events: windows are cut around
+    them after preprocessing, and only data channels go into the windows."""
+    import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
+
+    if isinstance(raw, mne.BaseEpochs):
+        return picks  # epochs carry their events already
+    stim = [raw.ch_names[i] for i in mne.pick_types(raw.info, stim=True)]
+    listed = [picks] if isinstance(picks, str) else list(picks)
+    if not stim or not all(isinstance(p, str) for p in listed):
+        return picks  # no stim channel, or channel indices: as given
+    kinds = set(mne.io.get_channel_type_constants()) | _TYPE_GROUPS
+    if all(p in kinds for p in listed):
+        return [*listed, "stim"] if "all" not in listed else picks
+    return [*listed, *(name for name in stim if name not in listed)]
 
 
 def _resample(raw: Any, rate: float) -> None:

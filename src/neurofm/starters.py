@@ -140,7 +140,7 @@ _STARTERS: dict[str, tuple[str, dict[str, Any]]] = {
                 "ts_lr": {"kind": "classical", "estimator": "ts_lr"},
                 "reve_probe": {
                     "kind": "frozen_backbone",
-                    "backbone": {"model_key": "reve", "pooling": "flatten"},
+                    "backbone": {"model_key": "reve", "pooling": "mean"},
                     "head": {"estimator": "LogisticRegression", "params": {"max_iter": 1000}},
                 },
             },
