@@ -314,6 +314,19 @@ def _sklearn_estimators() -> dict[str, type]:
     return dict(all_estimators())
 
 
+#: pyriemann's estimators that make matrices from windows (n, channels, times): all in pyriemann.estimation.
+_FROM_WINDOWS = (
+    "Covariances",
+    "ERPCovariances",
+    "XdawnCovariances",
+    "BlockCovariances",
+    "CrossSpectra",
+    "CoSpectra",
+    "Coherences",
+    "TimeDelayCovariances",
+    "Kernels",
+)
+
 #: pyriemann's estimators that a config may name by class name alone, as scikit-learn's (``"MDM"``), and the
 #: module of pyriemann 0.12 that holds each. scikit-learn's names come first: pyriemann's ``SVC``, ``SVR``,
 #: ``MeanShift``, ``GaussianMixture`` and embeddings need their import path, as do the transfer-learning
@@ -324,21 +337,7 @@ PYRIEMANN_ESTIMATORS: dict[str, str] = {
         "pyriemann.classification",
     ),
     "KNearestNeighborRegressor": "pyriemann.regression",
-    **dict.fromkeys(
-        [
-            "Covariances",
-            "ERPCovariances",
-            "XdawnCovariances",
-            "BlockCovariances",
-            "CrossSpectra",
-            "CoSpectra",
-            "Coherences",
-            "TimeDelayCovariances",
-            "Kernels",
-            "Shrinkage",
-        ],
-        "pyriemann.estimation",
-    ),
+    **dict.fromkeys([*_FROM_WINDOWS, "Shrinkage"], "pyriemann.estimation"),
     "TangentSpace": "pyriemann.tangentspace",
     "FGDA": "pyriemann.tangentspace",
     "Xdawn": "pyriemann.spatialfilters",
@@ -355,21 +354,7 @@ PYRIEMANN_ESTIMATORS: dict[str, str] = {
 
 #: The pyriemann estimators of :data:`PYRIEMANN_ESTIMATORS` that read windows ``(n, channels, times)``; all the
 #: others read covariance matrices ``(n, channels, channels)``, which a model on raw windows must make first.
-_PYRIEMANN_WINDOW_INPUT = frozenset(
-    {
-        "Covariances",
-        "ERPCovariances",
-        "XdawnCovariances",
-        "BlockCovariances",
-        "CrossSpectra",
-        "CoSpectra",
-        "Coherences",
-        "TimeDelayCovariances",
-        "Kernels",
-        "Xdawn",
-        "FlatChannelRemover",
-    }
-)
+_PYRIEMANN_WINDOW_INPUT = frozenset({*_FROM_WINDOWS, "Xdawn", "FlatChannelRemover"})
 _PYRIEMANN_MATRIX_INPUT = frozenset(
     f"{module}.{name}" for name, module in PYRIEMANN_ESTIMATORS.items() if name not in _PYRIEMANN_WINDOW_INPUT
 )
