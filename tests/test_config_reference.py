@@ -158,3 +158,74 @@ def test_the_bids_example_runs_on_a_bids_root(tmp_path):
     assert done.exit_code == 0, done.output
     assert "csp_lda" in done.output and "cbramod_probe" in done.output
     assert (tmp_path / "results" / "scores.parquet").exists()
+
+
+def _run_example(name: str, tmp_path, change) -> str:
+    """``examples/<name>`` as committed, changed by ``change(data)`` (paths, tiny models), run with neurofm run."""
+    data = yaml.safe_load((EXAMPLES / name).read_text())
+    change(data)
+    data.update(cache_dir=str(tmp_path / "cache"), verbose=False)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    done = runner.invoke(app, ["run", str(path), "--no-report"])
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def test_the_finetune_example_runs_on_a_recording(recording, tmp_path):
+    from neurofm.models import get_model_spec
+
+    def change(data):
+        data["data"].update(path=str(recording), tmax=2.0)
+        tuned = data["models"]["cbramod_lora"]
+        tuned.update(weights="random", model_kwargs=get_model_spec("cbramod").tiny_kwargs)
+        tuned["trainer"].update(max_epochs=1, batch_size=8, early_stopping_patience=None)
+        tuned["device"].update(device="cpu")
+        data["cv"]["n_splits"] = 2
+
+    output = _run_example("starter_finetune.yaml", tmp_path, change)
+    assert "cbramod_lora" in output and (tmp_path / "results" / "checkpoints" / "cbramod_lora").is_dir()
+
+
+def test_the_meg_example_runs_on_a_neuromag_recording(tmp_path):
+    """Neuromag channels (the MNE sample file's, with their positions), a minute of noise and trigger events."""
+    import mne
+    import numpy as np
+    from conftest import SHARED_DATA
+
+    from neurofm.models import get_model_spec
+
+    sample = mne.io.read_raw(SHARED_DATA / "meg" / "sample_audvis_trunc_raw_sss.fif", verbose=False)
+    info = sample.pick(["meg", "eeg", "stim"]).info
+    rng = np.random.default_rng(0)
+    n = int(60 * info["sfreq"])
+    data = rng.standard_normal((len(info["ch_names"]), n)) * 1e-12
+    eeg = mne.pick_types(info, meg=False, eeg=True)
+    data[eeg] *= 1e7  # tens of microvolts
+    stim = mne.pick_types(info, meg=False, stim=True)
+    data[stim] = 0
+    trigger = info["ch_names"].index("STI 014")  # the channel MNE reads Neuromag events from
+    data[trigger, np.arange(1, 29) * int(2 * info["sfreq"])] = [1, 2] * 14
+    mne.io.RawArray(data, info, verbose=False).save(tmp_path / "meg_raw.fif", verbose=False)
+
+    def change(data):
+        data["data"].update(path=str(tmp_path / "meg_raw.fif"), event_id={"left": 1, "right": 2})
+        probe = data["models"]["reve_probe"]["backbone"]
+        probe.update(weights="random", model_kwargs=get_model_spec("reve").tiny_kwargs)
+        data["models"].pop("ts_lr")  # a tangent space of 300+ channels on 28 windows: minutes, and nothing tested
+        data["cv"]["n_splits"] = 2
+
+    assert "reve_probe" in _run_example("starter_meg.yaml", tmp_path, change)
+
+
+def test_the_moabb_example_runs_on_moabbs_fake_data_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNE_DATA", str(tmp_path / "mne_data"))
+
+    def change(data):
+        data["data"]["moabb"].update(
+            dataset="FakeDataset",
+            dataset_params={"event_list": ["left_hand", "right_hand"], "n_subjects": 3, "n_sessions": 1, "n_runs": 1},
+        )
+        data["models"]["cbramod_probe"]["backbone"].update(weights="random", model_kwargs={"n_layer": 1})
+
+    assert "cbramod_probe" in _run_example("starter_moabb.yaml", tmp_path, change)
