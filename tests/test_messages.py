@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -291,3 +292,24 @@ def test_run_config_typo_in_yaml_suggests_the_field(tmp_path):
     config.write_text(_run_yaml(tmp_path, recording, data={"preprocesing": {"l_freq": 1.0}}))
     with pytest.raises(ConfigError, match=r"data\.preprocesing: Extra inputs are not permitted; did you mean"):
         RunConfig.from_yaml(config)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"preprocessing": {"picks": ["C3", "Oz"]}},
+            r"preprocessing.picks=\['C3', 'Oz'\].*its channels are \['C3', 'Cz', 'C4'\]",
+        ),
+        ({"preprocessing": {"h_freq": 80.0}}, r"h_freq=80 Hz is not below the Nyquist frequency \(50 Hz\)"),
+        ({"preprocessing": {"l_freq": 30.0, "h_freq": 20.0}}, r"l_freq=30 Hz is not below h_freq=20 Hz"),
+        ({"tmax": 100.0}, r"No window fits: 0 to 100 s around each event runs past the recording's ends"),
+    ],
+)
+def test_run_with_settings_the_recording_cannot_take_exits_2_saying_what_it_has(
+    tmp_path, monkeypatch, capsys, data, expected
+):
+    recording = _recording(tmp_path / "rec_raw.fif")
+    (tmp_path / "run.yaml").write_text(_run_yaml(tmp_path, recording, data=data))
+    code, err = _run_cli(monkeypatch, capsys, "run", tmp_path / "run.yaml", "--no-report")
+    assert code == 2 and re.search(expected, err) and "Traceback" not in err, err

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .configs import PreprocessingConfig
-from .exceptions import ConfigError
+from .exceptions import ConfigError, DataValidationError
 from .utils.check import check_fits_in_memory
 
 __all__ = ["preprocess_raw", "describe_preprocessing"]
@@ -19,16 +19,41 @@ def preprocess_raw(raw: Any, config: PreprocessingConfig | None) -> Any:
         return raw
     with mne.utils.use_log_level("warning"):
         if config.picks is not None:
-            raw.pick(_with_event_channels(raw, config.picks))
+            _pick(raw, config.picks)
         if config.reference is not None:
             raw.set_eeg_reference(config.reference, projection=False, verbose=False)
         if config.notch is not None and hasattr(raw, "notch_filter"):
             raw.notch_filter(config.notch, verbose=False)
         if config.l_freq is not None or config.h_freq is not None:
+            _check_band(raw, config.l_freq, config.h_freq)
             raw.filter(config.l_freq, config.h_freq, verbose=False)
         if config.resample is not None:
             _resample(raw, config.resample)
     return raw
+
+
+def _pick(raw: Any, picks: Any) -> None:
+    try:
+        raw.pick(_with_event_channels(raw, picks))
+    except ValueError as exc:
+        raise DataValidationError(
+            f"preprocessing.picks={picks!r} does not fit this recording ({exc}); its channels are "
+            f"{raw.ch_names[:40]}{' ...' if len(raw.ch_names) > 40 else ''} of types "
+            f"{sorted(set(raw.get_channel_types()))}. Pick among these."
+        ) from None
+
+
+def _check_band(raw: Any, l_freq: float | None, h_freq: float | None) -> None:
+    nyquist = raw.info["sfreq"] / 2
+    if h_freq is not None and h_freq >= nyquist:
+        raise DataValidationError(
+            f"preprocessing.h_freq={h_freq:g} Hz is not below the Nyquist frequency ({nyquist:g} Hz) of a recording "
+            f"sampled at {raw.info['sfreq']:g} Hz; set h_freq below {nyquist:g} Hz, or null."
+        )
+    if l_freq is not None and h_freq is not None and l_freq >= h_freq:
+        raise DataValidationError(
+            f"preprocessing.l_freq={l_freq:g} Hz is not below h_freq={h_freq:g} Hz; a band-pass needs l_freq < h_freq."
+        )
 
 
 #: What ``raw.pick`` takes as channel types besides the FIFF kinds (``eeg``, ``mag``, ``stim`` ...).

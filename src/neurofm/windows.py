@@ -172,6 +172,11 @@ def windows_from_raw(
             with warnings.catch_warnings():  # counted and reported by _concat instead
                 warnings.filterwarnings("ignore", message="All epochs were dropped", category=RuntimeWarning)
                 epochs.drop_bad(reject=reject, verbose=False)
+        if not len(epochs) and not reject:
+            raise DataValidationError(
+                f"No window of {window:g} s fits in the recording, which lasts {raw.times[-1]:.3g} s; "
+                "set window (data.window in a neurofm run config) to at most that."
+            )
         labels = [None] * len(epochs)
     else:
         if tmax is None:
@@ -206,6 +211,7 @@ def windows_from_raw(
                 verbose=False,
                 event_repeated="drop",
             )
+        _check_windows_fit(raw, epochs, tmin, tmax)
         by_code = {code: name for name, code in present.items()}
         labels = [by_code[code] for code in epochs.events[:, 2]]
     table = pd.DataFrame({"label": labels})
@@ -220,6 +226,19 @@ def windows_from_raw(
         source = raw.filenames[0] if getattr(raw, "filenames", None) and raw.filenames[0] else ""
         _record_rejected(epochs, {Path(source).name if source else "": count})
     return epochs
+
+
+def _check_windows_fit(raw: Any, epochs: Any, tmin: float, tmax: float) -> None:
+    """Windows that run past either end of the recording are left out, said aloud; none left is an error."""
+    outside = sum(1 for reasons in epochs.drop_log if {"NO_DATA", "TOO_SHORT"} & set(reasons))
+    if not outside:
+        return
+    where = f"{tmin:g} to {tmax:g} s around each event runs past the recording's ends (it lasts {raw.times[-1]:.3g} s)"
+    if not len(epochs) and outside == len(epochs.drop_log):
+        raise DataValidationError(
+            f"No window fits: {where}. Shorten tmax or raise tmin (data.tmin/data.tmax in a neurofm run config)."
+        )
+    logger.warning("%d window(s) left out: %s.", outside, where)
 
 
 def _names_as_codes(names: Sequence[str], events: np.ndarray) -> dict[str, int]:
