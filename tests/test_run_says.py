@@ -8,12 +8,21 @@ import logging
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from tqdm import tqdm
 
 import neurofm.run
 from neurofm import Experiment
-from neurofm.configs import ClassicalModelConfig, CVConfig, ExperimentConfig
+from neurofm.configs import (
+    ClassicalModelConfig,
+    CVConfig,
+    ExperimentConfig,
+    FoundationEmbeddingModelConfig,
+    FrozenBackboneDecoderConfig,
+    WindowConfig,
+)
+from neurofm.models import get_model_spec
 from neurofm.utils.logging import logger
 
 
@@ -46,6 +55,85 @@ def test_data_and_plan_are_said_before_compute(small_dataset, tmp_path, caplog, 
     assert "refit" in plan
     # Both before the first fit's work is reported.
     assert said.index(data) < said.index(plan) < next(i for i, m in enumerate(said) if "model(s) x" in m)
+
+
+def _said(monkeypatch) -> list[str]:
+    said: list[str] = []
+    monkeypatch.setattr(logger, "handlers", [logging.Handler()])
+    logger.handlers[0].emit = lambda record: said.append(record.getMessage())
+    return said
+
+
+def test_the_plan_says_what_the_output_folder_and_the_cache_already_hold(small_dataset, tmp_path, monkeypatch):
+    X, y, meta, info = small_dataset
+    probe = FrozenBackboneDecoderConfig(
+        backbone=FoundationEmbeddingModelConfig(
+            model_key="cbramod", weights="random", model_kwargs=get_model_spec("cbramod").tiny_kwargs
+        ),
+        head=ClassicalModelConfig(estimator="LogisticRegression"),
+    )
+    models = {"probe": probe, "bp": ClassicalModelConfig(estimator="bandpower_lr")}
+    cfg = ExperimentConfig(
+        models=models, cv=CVConfig(strategy="group_kfold", n_splits=2, group_key="Subject"), cache_dir=str(tmp_path)
+    )
+    said = _said(monkeypatch)
+    Experiment(cfg).run(X, y, sample_metadata=meta, **info)  # no output folder
+    plan = next(m for m in said if m.startswith("Plan: "))
+    assert "no output folder, so nothing is recorded or resumed" in plan
+    assert "embeddings already in the cache: probe none" in plan  # a cold cache
+
+    said.clear()
+    Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    plan = next(m for m in said if m.startswith("Plan: "))
+    assert "nothing on record yet in the output folder" in plan
+    assert "embeddings already in the cache: probe all" in plan  # the first run filled it
+
+    # One fold of one model lost: the plan counts the three records left, and the probe's folds run again.
+    next((tmp_path / "out" / "progress").rglob("fold-00001.json")).unlink()
+    said.clear()
+    Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    plan = next(m for m in said if m.startswith("Plan: "))
+    assert "3 of 4 fold and permutation records already in the output folder" in plan
+
+
+def test_an_estimate_of_the_cache_checks_a_sample_and_says_so(small_dataset, tmp_path):
+    X, y, meta, info = small_dataset
+    from neurofm.estimators.frozen import FoundationEmbedder
+
+    embedder = FoundationEmbedder(
+        model_key="cbramod", weights="random", model_kwargs=get_model_spec("cbramod").tiny_kwargs,
+        sfreq=info["sfreq"], ch_names=info["ch_names"], cache_dir=str(tmp_path), verbose=False,
+    )  # fmt: skip
+    embedder.fit(X)
+    assert embedder.count_cached(X) == (0, len(X))
+    embedder.transform(X[:10])
+    assert embedder.count_cached(X) == (10, len(X))
+    found, checked = embedder.count_cached(X, max_windows=8)
+    assert checked == 8 and 0 < found < 8  # evenly spaced: the first window is in, the last is not
+
+
+def test_windows_rejected_per_file_are_in_the_data_summary_and_the_result(small_dataset, tmp_path, monkeypatch):
+    import mne
+
+    X, _, meta, info = small_dataset
+    subjects = meta["Subject"].to_numpy()
+    raws = []
+    for subject in np.unique(subjects):  # one recording per subject, its windows back to back
+        data = np.concatenate(list(X[subjects == subject]), axis=-1)
+        raws.append(mne.io.RawArray(data, mne.create_info(info["ch_names"], info["sfreq"], "eeg"), verbose=False))
+    for raw in raws[:2]:
+        raw._data[0, 100:110] = 1.0  # an artefact of a volt in the first 4 s window of recordings 0 and 1
+    cfg = ExperimentConfig(
+        models={"bp": ClassicalModelConfig(estimator="bandpower_lr")},
+        cv=CVConfig(strategy="group_kfold", n_splits=2, group_key="recording"),
+        windows=WindowConfig(window=4.0, reject_peak_to_peak=1e-3),
+        cache_dir=str(tmp_path),
+    )
+    said = _said(monkeypatch)
+    result = Experiment(cfg).run(raws, ["a", "b", "a", "b"])
+    data = next(m for m in said if m.startswith("Data: "))
+    assert "2 windows rejected by peak-to-peak (recording 0: 1, recording 1: 1)" in data
+    assert result.meta["rejected"] == {"recording 0": 1, "recording 1": 1, "recording 2": 0, "recording 3": 0}
 
 
 def test_log_lines_go_above_progress_bars_not_onto_them(monkeypatch):

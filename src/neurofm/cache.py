@@ -309,6 +309,15 @@ class EmbeddingCache:
         self._indexed.add(pack)  # never read again by this object
         self._forget(pack)
 
+    def count_stored(self, keys: np.ndarray) -> int:
+        """How many of ``keys`` the cache holds, by its index alone (no pack is read or checked).
+
+        What a run's plan expects to read back; :meth:`lookup` still checks
+        each entry, and an entry found damaged then is computed again.
+        """
+        index = self._index()
+        return sum(bytes(k) in index for k in keys)
+
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """Embeddings already stored for ``keys``, each checked against its checksum.
 

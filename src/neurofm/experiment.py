@@ -70,7 +70,7 @@ from .tasks import (
 from .utils.check import validate_type
 from .utils.files import claim_folder
 from .utils.logging import log_level, logger
-from .windows import experiment_windows
+from .windows import experiment_windows, rejected_windows
 
 __all__ = ["Experiment"]
 
@@ -230,7 +230,10 @@ class ExperimentRun:
         )
         check_backend(self._execution)
         started = time.perf_counter()
+        # Epochs from neurofm's loaders, or windows cut here, carry how many windows rejection dropped per file.
+        rejected = rejected_windows(X)
         X, y, sample_metadata, recordings = experiment_windows(X, y, sample_metadata, cfg)
+        rejected = rejected or rejected_windows(X)
         inputs = prepare_inputs(
             X,
             y,
@@ -267,8 +270,7 @@ class ExperimentRun:
             check_metrics_for_classes(cfg.resolved_metrics, classes)  # a binary-only score on 3 classes: refused now
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
         # Said before any compute: what the run was given and what it is about to do.
-        logger.info("%s", describe_data(inputs, cfg.cv.group_key))
-        logger.info("%s", describe_plan(cfg, prepared, len(splits)))
+        logger.info("%s", describe_data(inputs, cfg.cv.group_key, rejected))
 
         groups = inputs.metadata[cfg.cv.group_key].to_numpy() if cfg.cv.group_key else None
         with contextlib.ExitStack() as stack:
@@ -278,12 +280,32 @@ class ExperimentRun:
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
                 folders = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
                 self._records = RunRecords(progress, folders)
+            logger.info("%s", self._plan(prepared, inputs, len(splits), output_dir is not None))
             result = self._compute(inputs, splits, prepared, classes, groups, started)
             if recordings is not None:
                 result.meta["recordings"] = recordings
+            if rejected:
+                result.meta["rejected"] = rejected
             if output_dir is not None:
                 result.save(output_dir)
         return result
+
+    def _plan(self, prepared: list[_PreparedModel], inputs: Inputs, n_folds: int, recorded: bool) -> str:
+        """The plan, with what the output folder and the embedding cache already hold."""
+        on_record = (
+            {m.name: self._records.count_recorded(m.name, n_folds, self._permutations_run(m)) for m in prepared}
+            if recorded
+            else None
+        )
+        cached: dict[str, tuple[int, int]] = {}
+        for model in prepared:
+            done = self._records.all_recorded(model.name, n_folds, self._permutations_run(model))
+            if model.embedder is None or done or not model.embedder.cache_embeddings:
+                continue
+            # fit plans and identifies the weights only: the backbone is not loaded.
+            fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
+            cached[model.name] = fitted.count_cached(inputs.X, recordings=self._recordings)
+        return describe_plan(self.config, prepared, n_folds, on_record, cached, len(inputs.X))
 
     def _decisive(self, model: _PreparedModel, data_hash: str) -> dict[str, Any]:
         """What decides a model's fold and permutation results (not where or how fast they run)."""

@@ -270,6 +270,14 @@ class RunRecords:
         wanted += [self.path(model_name, "permutation", i) for i in range(n_permutations)]
         return all(path.is_file() for path in wanted) and all(self.progress.read(path) is not None for path in wanted)
 
+    def count_recorded(self, model_name: str, n_folds: int, n_permutations: int) -> int:
+        """How many of a model's folds and first ``n_permutations`` permutations have a record file (for the plan)."""
+        if self.progress is None:
+            return 0
+        wanted = [self.path(model_name, "fold", fold) for fold in range(n_folds)]
+        wanted += [self.path(model_name, "permutation", i) for i in range(n_permutations)]
+        return sum(path.is_file() for path in wanted)
+
     def resume(self, paths: list[Path | None], decode) -> tuple[list[Any], list[int]]:
         """What the records already hold (decoded, ``None`` elsewhere), and the indices of the tasks still to run."""
         results: list[Any] = [None] * len(paths)

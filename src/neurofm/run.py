@@ -10,7 +10,7 @@ from typing import Any
 from .configs import ExperimentConfig, RunConfig
 from .exceptions import ConfigError
 from .experiment import Experiment
-from .loaders import load_data, rejected_windows
+from .loaders import load_data
 from .output_versions import keep_previous_result
 from .policy import allow_imports as allow
 from .preprocess import describe_preprocessing
@@ -78,7 +78,7 @@ def _run(path: Path, output_dir: str | Path | None) -> tuple[ExperimentResult, P
         "n_windows": len(epochs),
         "preprocessing": describe_preprocessing(config.data.preprocessing),
         "classes": epochs.metadata[config.data.label].value_counts().to_dict(),
-        "rejected": rejected_windows(epochs),
+        "rejected": result.meta.get("rejected", {}),  # counted by the experiment from the loader's windows
     }
     return result, result.save(out)
 

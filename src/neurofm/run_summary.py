@@ -14,8 +14,8 @@ def _counts(values) -> str:
     return ", ".join(f"{label}: {count}" for label, count in zip(labels, counts, strict=True))
 
 
-def describe_data(inputs: Any, group_key: str | None) -> str:
-    """One paragraph: windows (per class), groups, channels, rate, window length, units."""
+def describe_data(inputs: Any, group_key: str | None, rejected: dict[str, int] | None = None) -> str:
+    """One paragraph: windows (per class), groups, channels, rate, window length, units, windows rejected per file."""
     info = inputs.info
     n, _, n_times = inputs.X.shape
     parts = [f"{n} windows"]
@@ -33,11 +33,44 @@ def describe_data(inputs: Any, group_key: str | None) -> str:
     units = ", ".join(sorted(set(info.units)))
     parts.append(f"{len(names)} channels ({shown}) in {units}")
     parts.append(f"{info.sfreq:g} Hz, {n_times} samples ({n_times / info.sfreq:g} s) per window")
+    if rejected and any(rejected.values()):
+        per_file = ", ".join(f"{name}: {count}" for name, count in rejected.items() if count)
+        parts.append(f"{sum(rejected.values())} windows rejected by peak-to-peak ({per_file})")
     return "Data: " + "; ".join(parts) + "."
 
 
-def describe_plan(config: Any, models: list[Any], n_folds: int) -> str:
-    """One paragraph: models x folds, permutations, refits, which models train a network."""
+def _cached(name: str, found: int, checked: int, n_windows: int) -> str:
+    if checked == n_windows:
+        share = "all" if found == n_windows else "none" if found == 0 else f"{found} of {n_windows}"
+        return f"{name} {share}"
+    return f"{name} about {round(100 * found / checked)} % ({found} of {checked} windows checked)"
+
+
+def describe_plan(
+    config: Any,
+    models: list[Any],
+    n_folds: int,
+    on_record: dict[str, int] | None = None,
+    cached: dict[str, tuple[int, int]] | None = None,
+    n_windows: int = 0,
+) -> str:
+    """One paragraph: models x folds, permutations, refits, networks trained, and what will be read back.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    models : list
+        The prepared models (``name``, ``trainable``).
+    n_folds : int
+    on_record : dict | None
+        Per model, how many of its fits (folds and permutations) the output
+        folder already holds; ``None`` without an output folder.
+    cached : dict | None
+        Per embedding model whose folds will run, ``(found, checked)``
+        windows of its embeddings in the cache.
+    n_windows : int
+        How many windows the run has (to say "all").
+    """
     n_models = len(models)
     trainable = [m.name for m in models if m.trainable]
     permuted = [m.name for m in models if config.n_permutations and (config.permute_trainable or not m.trainable)]
@@ -51,4 +84,18 @@ def describe_plan(config: Any, models: list[Any], n_folds: int) -> str:
         parts.append("then each model once more on all windows (refit)")
     if trainable:
         parts.append(f"networks trained: {', '.join(trainable)}")
-    return "Plan: " + "; ".join(parts) + ". Finished fits already on record in the output folder are read back."
+    if on_record is None:
+        parts.append("no output folder, so nothing is recorded or resumed")
+    else:
+        # One record per fold, and one per permutation (all its folds).
+        n_recorded = sum(on_record.values())
+        parts.append(
+            f"{n_recorded} of {n_models * n_folds + config.n_permutations * len(permuted)} fold and permutation "
+            "records already in the output folder (read back, not computed again)"
+            if n_recorded
+            else "nothing on record yet in the output folder"
+        )
+    if cached:
+        said = [_cached(name, found, checked, n_windows) for name, (found, checked) in cached.items()]
+        parts.append("embeddings already in the cache: " + ", ".join(said))
+    return "Plan: " + "; ".join(parts) + "."

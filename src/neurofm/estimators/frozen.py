@@ -18,7 +18,7 @@ from ..adapt import (
     uses_recording_statistics,
     window_statistics,
 )
-from ..cache import EmbeddingCache, embed_through_cache, stable_hash
+from ..cache import EmbeddingCache, embed_through_cache, hash_windows, stable_hash
 from ..configs import AdaptationConfig
 from ..data import SignalInfo, prepare_inputs
 from ..devices import (
@@ -531,12 +531,7 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "fingerprint_")
         self._settle_device()  # in this process: a shard's worker may have a GPU the planning machine lacked
-        cache = None
-        if self.cache_embeddings:
-            record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
-            cache = EmbeddingCache(
-                self.cache_dir, self.fingerprint_, record, entry_key(self.shared_folders, self.shared_key_file)
-            )
+        cache = self._embedding_cache()
         out: np.ndarray | None = None
         n_computed = 0
         desc = f"Embedding with {self.model_key}"
@@ -551,6 +546,46 @@ class FoundationEmbedder(TransformerMixin, BaseEstimator):
                 n_computed += computed
         n_damaged, n_skipped = (cache.damaged_packs, cache.skipped_packs) if cache is not None else (0, 0)
         return (out if out is not None else np.zeros((0, 0), np.float32)), n_computed, n_damaged, n_skipped
+
+    def _embedding_cache(self) -> EmbeddingCache | None:
+        """This embedder's namespace of the embedding cache (``None`` with ``cache_embeddings=False``)."""
+        if not self.cache_embeddings:
+            return None
+        record = self.manifest_ | {"weights_location": self.weights_source_.describe()}
+        return EmbeddingCache(
+            self.cache_dir, self.fingerprint_, record, entry_key(self.shared_folders, self.shared_key_file)
+        )
+
+    def count_cached(self, X, recordings=None, max_windows: int | None = 512) -> tuple[int, int]:
+        """How many windows of ``X`` the cache already holds embeddings of, checked on up to ``max_windows``.
+
+        Hashes windows as :meth:`transform` does, without loading the backbone
+        or reading a pack; :meth:`transform` still checks every entry it reads.
+        Beyond ``max_windows`` windows an evenly spaced sample is checked, so
+        that a plan costs little next to the extraction it foresees.
+
+        Returns
+        -------
+        found, checked : int
+            Windows found among those checked (``checked`` is ``len(X)``
+            without sampling, 0 with ``cache_embeddings=False``).
+        """
+        check_is_fitted(self, "fingerprint_")
+        cache = self._embedding_cache()
+        if cache is None:
+            return 0, 0
+        source = as_window_source(X)
+        statistics = self.window_statistics(recordings)
+        n = len(source)
+        if max_windows is None or n <= max_windows:
+            picked = np.arange(n)
+        else:
+            picked = np.unique(np.linspace(0, n - 1, max_windows).round().astype(int))
+        found = 0
+        for index in picked:
+            stats = None if statistics is None else statistics[index : index + 1]
+            found += cache.count_stored(hash_windows(source.read(index, index + 1), stats))
+        return found, len(picked)
 
     def _embed_chunk(
         self, windows: np.ndarray, cache: EmbeddingCache | None, progress, statistics: np.ndarray | None = None
