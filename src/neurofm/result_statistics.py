@@ -31,7 +31,9 @@ def label_blind_scores(predictions: pd.DataFrame, metrics: list[str]) -> dict[st
     """
     y_true = predictions["y_true"].to_numpy()
     proba_columns = [c for c in predictions.columns if c.startswith("proba_")]
-    if not proba_columns:
+    # Regression targets are numbers and have no probability columns; a classifier's may lack them too (no
+    # predict_proba), so the labels' type decides, not the columns.
+    if not proba_columns and y_true.dtype.kind in "fc":
         constant = np.full(len(y_true), float(np.mean(y_true)))
         return score_all(metrics, y_true, constant)
     classes, counts = np.unique(y_true, return_counts=True)
