@@ -65,7 +65,7 @@ def test_unknown_key_is_rejected_at_every_level(cls, kwargs):
     [
         ({"m": {"estimator": "LogisticRegression", "parms": {}}}, r"classical\.parms"),
         ({"m": {"backbone": {"model_key": "cbramod", "poolin": "mean"}}}, r"backbone\.poolin"),
-        ({"m": {"backbone": {"model_key": "cbramod"}, "head": {"estimator": "SVC", "C": 1.0}}}, r"head\.C"),
+        ({"m": {"backbone": {"model_key": "cbramod"}, "head": {"estimator": "SVC", "C": 1.0}}}, r"head\.classical\.C"),
     ],
 )
 def test_unknown_key_nested_inside_experiment_is_rejected(models, where):
@@ -254,6 +254,16 @@ def test_estimator_as_import_path_is_accepted():
 def test_bad_import_path_is_rejected(path, fragment):
     with pytest.raises(ValidationError, match=fragment):
         ClassicalModelConfig(estimator=path)
+
+
+def test_a_package_of_ones_own_that_cannot_be_imported_gets_the_ways_to_make_it_importable():
+    import neurofm
+
+    with neurofm.allow_imports("mylab_not_installed"), pytest.raises(ValidationError) as info:
+        ClassicalModelConfig(estimator="mylab_not_installed.decoders.CovarianceMDM")
+    message = str(info.value)
+    assert "pip install -e path/to/mylab_not_installed" in message
+    assert "PYTHONPATH=path/to/parent-of-mylab_not_installed" in message
 
 
 def test_cls_pooling_rejected_for_cbramod_but_accepted_for_labram():

@@ -23,7 +23,7 @@ from neurofm.configs import (
 from neurofm.models import get_model_spec
 from neurofm.simulate import simulate_eeg_dataset
 
-FIGURES = ("fig-scores", "fig-confusion", "fig-roc", "fig-training")
+FIGURES = ("fig-scores", "fig-confusion", "fig-roc", "fig-training", "fig-reliability")
 
 
 @pytest.fixture(scope="module")

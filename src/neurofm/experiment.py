@@ -38,15 +38,18 @@ from .configs import (
     ExperimentConfig,
     FrozenBackboneDecoderConfig,
     NeuralFineTuneConfig,
+    RidgeProbeConfig,
+    ScratchModelConfig,
 )
 from .cv import make_splits
 from .data import Inputs, prepare_inputs
-from .estimators.classical import build_estimator, build_window_estimator
+from .estimators.classical import build_estimator, build_window_estimator, named_definition_version
+from .estimators.ridge_probe import RidgeProbe
 from .exceptions import ConfigError
 from .execution import check_backend, computes_here, engine_session, map_tasks
-from .metrics import check_metrics_for_classes, expand_metrics
+from .metrics import check_metrics_for_classes, expand_metrics, greater_is_better
 from .output_versions import keep_previous_result
-from .progress import RunProgress, RunRecords, data_fingerprint, round_trip
+from .progress import RunProgress, RunRecords, data_fingerprint, round_trip, write_record
 from .refit_step import RefitStep
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .run_summary import describe_data, describe_plan
@@ -62,6 +65,7 @@ from .tasks import (
     decode_means,
     encode_outcome,
     permute_labels,
+    ridge_permutations,
     run_extraction,
     run_fold,
     run_permutation,
@@ -88,7 +92,7 @@ class _PreparedModel:
     @property
     def trainable(self) -> bool:
         """Whether the model trains a backbone inside each fold (it gets raw windows, not features)."""
-        return isinstance(self.config, NeuralFineTuneConfig)
+        return isinstance(self.config, (NeuralFineTuneConfig, ScratchModelConfig))
 
 
 #: What neurofm writes directly in a cache folder: embeddings, weight digests, fine-tuning checkpoints, submitit
@@ -326,6 +330,11 @@ class ExperimentRun:
         # Models without weights keep the key (and the records) they had.
         if model.weights is not None:
             decisive["weights"] = model.weights
+        # A named pipeline is defined by neurofm's code, not by the config: its definition's version decides too,
+        # so records of an older definition are recomputed. Version 1 (the first definitions) keeps the key it had.
+        version = named_definition_version(getattr(model.config, "estimator", None))
+        if version is not None and version > 1:
+            decisive["definition"] = version
         return decisive
 
     def _fold_estimator(self, model: _PreparedModel, fold: int) -> Any:
@@ -476,6 +485,19 @@ class ExperimentRun:
             "verbose": cfg.verbose,
         }
 
+    def _head(self, head_cfg: Any) -> Any:
+        """The estimator a frozen backbone's embeddings go to in each fold."""
+        cfg = self.config
+        if isinstance(head_cfg, RidgeProbeConfig):
+            return RidgeProbe(
+                task=cfg.task,
+                alphas=tuple(head_cfg.alphas),
+                inner_splits=head_cfg.inner_splits,
+                class_weight=head_cfg.class_weight if cfg.task == "classification" else None,
+                random_state=cfg.random_state,
+            )
+        return build_estimator(head_cfg.estimator, head_cfg.params, cfg.random_state)
+
     def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
         cfg = self.config
         if isinstance(model_cfg, ClassicalModelConfig):
@@ -491,7 +513,7 @@ class ExperimentRun:
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
             from .estimators.frozen import FoundationEmbedder  # lazy: keeps the backbone stack out of import neurofm
 
-            head = build_estimator(model_cfg.head.estimator, model_cfg.head.params, cfg.random_state)
+            head = self._head(model_cfg.head)
             embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
             # Adaptation plan and weights resolved before any compute; the device where it will be computed.
             prepared = embedder.check_input(
@@ -515,6 +537,27 @@ class ExperimentRun:
             # Trained in a worker later: the bytes it loads must be those the records are keyed on.
             tuner.set_params(expected_weights=prepared.weights)
             return _PreparedModel(name, model_cfg, tuner, weights=prepared.weights, prepared=prepared)
+        if isinstance(model_cfg, ScratchModelConfig):
+            if cfg.refit:
+                # The refit step writes and reloads fine-tuners' checkpoint folders only (neurofm.export).
+                raise ConfigError(
+                    f"Model {name!r} (ScratchModelConfig) cannot be refitted on all windows yet: run with "
+                    "refit=False; each fold's network is kept in its checkpoint folder "
+                    "(ScratchTrainer.from_checkpoint reloads it)."
+                )
+            from .estimators.scratch import ScratchTrainer  # heavy: neurofm.estimators.scratch loads torch
+
+            trainer = ScratchTrainer(
+                config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
+            )
+            # The network built for these windows and run once, before any compute; the device where it trains.
+            prepared = trainer.check_input(
+                inputs.X.shape,
+                inputs.y,
+                device_here=computes_here(self._execution),
+                recordings_known=self._recordings is not None,
+            )
+            return _PreparedModel(name, model_cfg, trainer, prepared=prepared)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray, Any]]) -> np.ndarray:
@@ -583,19 +626,45 @@ class ExperimentRun:
         null = {metric: [] for metric in observed}
         shared = SharedInputs({model.name: features}, y, groups, self._recordings)
         paths = [self._records.path(model.name, "permutation", i) for i in range(len(tasks))]
-        for means in self._map_resumable(run_permutation, tasks, shared, paths, decode_means):
+        if isinstance(model.estimator, RidgeProbe):
+            permutations = self._closed_form_permutations(model, features, tasks, paths)
+        else:
+            permutations = self._map_resumable(run_permutation, tasks, shared, paths, decode_means)
+        for means in permutations:
             for metric in observed:
                 null[metric].append(means[metric])
         rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
+        if isinstance(model.estimator, RidgeProbe):
+            rows.append((-1, "permutation_test", "method", "closed form (one decomposition per fold)"))
         for metric, values in null.items():
             values = np.asarray(values)
-            better = values <= observed[metric] if metric in ("mae", "rmse") else values >= observed[metric]
+            better = values >= observed[metric] if greater_is_better(metric) else values <= observed[metric]
             rows += [
                 (-1, "permutation_test", f"{metric}_observed", observed[metric]),
                 (-1, "permutation_test", f"{metric}_chance_mean", float(np.mean(values))),
                 (-1, "permutation_test", f"{metric}_p_value", float((better.sum() + 1) / (len(values) + 1))),
             ]
         return rows
+
+    def _closed_form_permutations(self, model, features, tasks: list, paths: list) -> list[dict[str, float]]:
+        """A ridge probe's permutations from one set of decompositions per fold; recorded as refitted ones are.
+
+        The scores equal those :func:`run_permutation` gives on the same
+        permuted labels (tests/test_ridge_probe.py), so a record written
+        either way serves both.
+        """
+        results, todo = self._records.resume(paths, decode_means)
+        if todo:
+            first = tasks[todo[0]]
+            fresh = ridge_permutations(
+                model.estimator, features, [tasks[i].y for i in todo], first.splits, first.classes, first.metrics
+            )
+            key = None if self._records.progress is None else self._records.progress.key
+            for i, means in zip(todo, fresh, strict=True):
+                if paths[i] is not None:
+                    write_record(paths[i], means, key)
+                results[i] = decode_means(round_trip(means))
+        return results
 
 
 def _in_memory(inputs: Inputs, model_name: str) -> np.ndarray:

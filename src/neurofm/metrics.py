@@ -3,9 +3,12 @@
 A metric is named in one of three ways:
 
 * neurofm's own names, :data:`METRIC_FUNCTIONS`: ``accuracy``,
-  ``balanced_accuracy``, ``roc_auc``, ``f1_macro``, ``cohen_kappa``
-  (classification) and ``r2``, ``mae``, ``rmse``, ``pearson`` (regression).
-  They take precedence over scikit-learn's scorers of the same name.
+  ``balanced_accuracy``, ``roc_auc``, ``f1_macro``, ``cohen_kappa``, ``ece``,
+  ``brier`` (classification) and ``r2``, ``mae``, ``rmse``, ``pearson``
+  (regression). They take precedence over scikit-learn's scorers of the same
+  name. ``mae``, ``rmse``, ``ece`` and ``brier`` are lower-is-better
+  (:data:`LOWER_IS_BETTER`, :func:`greater_is_better`); the others grow as
+  the model improves.
 * any scikit-learn scorer name (:func:`sklearn.metrics.get_scorer_names`):
   ``f1_weighted``, ``average_precision``, ``neg_log_loss``,
   ``neg_mean_absolute_error`` ... The scorer's function, keyword arguments,
@@ -18,6 +21,30 @@ A metric is named in one of three ways:
   ``recall_per_class`` and ``f1_per_class`` yield one score per class, named
   ``recall[<class>]`` (:func:`expand_metrics`), the values of
   :func:`sklearn.metrics.precision_recall_fscore_support` with ``average=None``.
+
+Calibration (``ece``, ``brier``) needs class probabilities: a model without
+``predict_proba`` (its fold holds decision values, or nothing) scores NaN.
+
+* ``ece``, the expected calibration error of the top label: each window's
+  confidence is its largest class probability and it counts as correct when
+  that class (the argmax of the probabilities) is its true class. The
+  confidences fall in 15 equal-width bins of [0, 1] (bin ``b`` holds
+  ``(b/15, (b+1)/15]``, the first also 0), and
+  ``ece = sum_b n_b / n * |accuracy_b - confidence_b|``, the mean confidence
+  and the accuracy of each non-empty bin weighted by its share of the windows
+  (Guo et al. 2017, "On calibration of modern neural networks").
+  :func:`reliability_bins` gives the bins themselves.
+* ``brier``, the multi-class Brier score (Brier 1950):
+  ``mean over windows of sum over classes of (p_c - 1[y = c])^2``, between 0
+  and 2. On two classes this is twice scikit-learn's
+  :func:`~sklearn.metrics.brier_score_loss` (which scores the positive
+  class's probability only); scikit-learn's scorer ``neg_brier_score``
+  remains available in its own convention and sign.
+
+A predictor that ignores the windows and gives every window the class
+frequencies as probabilities is perfectly calibrated (``ece`` 0), so ``ece``
+says how far probabilities can be trusted, not whether a model decodes
+anything; ``brier`` rewards both.
 """
 
 from __future__ import annotations
@@ -29,6 +56,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from sklearn import metrics as skm
 
@@ -36,15 +64,21 @@ from .exceptions import ConfigError
 from .utils.check import format_choices
 
 __all__ = [
+    "LOWER_IS_BETTER",
     "METRIC_FUNCTIONS",
     "PER_CLASS_METRICS",
     "check_metrics_for_classes",
     "expand_metrics",
+    "greater_is_better",
     "metric_names",
     "metric_task",
+    "reliability_bins",
     "score",
     "score_all",
 ]
+
+#: Bins of the expected calibration error and of the report's reliability diagrams.
+CALIBRATION_BINS = 15
 
 
 def _roc_auc(y_true, y_pred, proba, classes):
@@ -55,6 +89,11 @@ def _roc_auc(y_true, y_pred, proba, classes):
         return float("nan")  # undefined on a single-class test fold
     if len(classes) == 2:
         return float(skm.roc_auc_score(y_true == classes[1], proba[:, 1]))
+    if not np.allclose(proba.sum(axis=1), 1.0):
+        # Decision values (a ridge probe, a linear SVM): one-vs-rest per present class on its own column, averaged,
+        # which is what scikit-learn's "ovr" macro computes from probabilities but refuses on other scores.
+        cols = np.searchsorted(classes, present)
+        return float(np.mean([skm.roc_auc_score(y_true == classes[c], proba[:, c]) for c in cols]))
     if len(present) < len(classes):
         cols = np.searchsorted(classes, present)
         sub = proba[:, cols]
@@ -69,18 +108,99 @@ def _pearson(y_true, y_pred, proba, classes):
     return float(stats.pearsonr(y_true, y_pred).statistic)
 
 
+def reliability_bins(y_true, proba, classes, n_bins: int = CALIBRATION_BINS) -> pd.DataFrame | None:
+    """The top-label calibration of these predictions, bin by bin: what ``ece`` averages and a reliability diagram draws.
+
+    Parameters
+    ----------
+    y_true : array-like, shape (n,)
+        True labels.
+    proba : ndarray, shape (n, n_classes) | None
+        Class probabilities in the order of ``classes``.
+    classes : array-like
+        Sorted class labels of the task.
+    n_bins : int
+        Equal-width bins of [0, 1]; bin ``b`` holds the confidences in
+        ``(b / n_bins, (b + 1) / n_bins]``, the first also 0.
+
+    Returns
+    -------
+    bins : DataFrame | None
+        One row per non-empty bin: ``lower, upper, n`` (windows),
+        ``confidence`` (their mean largest probability) and ``accuracy``
+        (the share whose most probable class is the true one). ``None`` when
+        ``proba`` holds no probabilities (``None``, decision values, or NaN).
+    """
+    if proba is None or classes is None:
+        return None
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or not len(proba) or not _are_probabilities(proba):
+        return None
+    confidence = proba.max(axis=1)
+    correct = np.asarray(classes)[proba.argmax(axis=1)] == np.asarray(y_true)
+    # Right-closed bins, as in Guo et al.: a confidence of exactly 1/3 joins the bin below it, and 1.0 the last.
+    index = np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    frame = pd.DataFrame({"bin": index, "confidence": confidence, "accuracy": correct.astype(float)})
+    grouped = frame.groupby("bin", sort=True)
+    bins = grouped[["confidence", "accuracy"]].mean().assign(n=grouped.size())
+    bins.insert(0, "upper", (bins.index + 1) / n_bins)
+    bins.insert(0, "lower", bins.index / n_bins)
+    return bins.reset_index(drop=True)[["lower", "upper", "n", "confidence", "accuracy"]]
+
+
+def _ece(y_true, y_pred, proba, classes):
+    bins = reliability_bins(y_true, proba, classes)
+    if bins is None:
+        return float("nan")
+    weights = bins["n"].to_numpy() / bins["n"].sum()
+    return float(np.sum(weights * np.abs(bins["accuracy"].to_numpy() - bins["confidence"].to_numpy())))
+
+
+def _brier(y_true, y_pred, proba, classes):
+    if proba is None or classes is None:
+        return float("nan")
+    proba = np.asarray(proba, dtype=float)
+    if not len(proba) or not _are_probabilities(proba):
+        return float("nan")
+    truth = np.asarray(y_true)[:, None] == np.asarray(classes)[None, :]
+    return float(np.mean(np.sum((proba - truth) ** 2, axis=1)))
+
+
 METRIC_FUNCTIONS = {
     "accuracy": lambda t, p, pr, c: float(skm.accuracy_score(t, p)),
     "balanced_accuracy": lambda t, p, pr, c: float(skm.balanced_accuracy_score(t, p)),
     "roc_auc": _roc_auc,
     "f1_macro": lambda t, p, pr, c: float(skm.f1_score(t, p, average="macro", zero_division=0)),
     "cohen_kappa": lambda t, p, pr, c: float(skm.cohen_kappa_score(t, p)),
+    "ece": _ece,
+    "brier": _brier,
     "r2": lambda t, p, pr, c: float(skm.r2_score(t, p)),
     "mae": lambda t, p, pr, c: float(skm.mean_absolute_error(t, p)),
     "rmse": lambda t, p, pr, c: float(np.sqrt(skm.mean_squared_error(t, p))),
     "pearson": _pearson,
 }
 _OWN_REGRESSION = ("r2", "mae", "rmse", "pearson")
+
+#: neurofm's names that fall as the model improves; scikit-learn's scorers and the per-class scores all grow.
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "ece", "brier"})
+
+
+def greater_is_better(metric: str) -> bool:
+    """Whether a higher value of ``metric`` is the better one.
+
+    ``False`` for :data:`LOWER_IS_BETTER` (``mae``, ``rmse``, ``ece``,
+    ``brier``); ``True`` for every other name: neurofm's other scores, the
+    per-class scores, and scikit-learn's scorers, whose sign already makes
+    higher better (``neg_mean_absolute_error``, ``neg_brier_score``).
+    Comparisons against chance (permutation p-values) read it.
+
+    Parameters
+    ----------
+    metric : str
+        A metric name as the score tables carry it (``recall[left]`` too).
+    """
+    return metric not in LOWER_IS_BETTER
+
 
 #: The scores of precision_recall_fscore_support, one value per class, and the suffix that asks for them.
 _PER_CLASS_FUNCTIONS = {
@@ -253,8 +373,8 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
         class's score as :func:`expand_metrics` names it (``recall[left]``).
         Scorer values keep scikit-learn's sign: ``neg_mean_absolute_error``
         and ``neg_log_loss`` are negative, so higher is better for every
-        scorer name (neurofm's ``mae`` and ``rmse`` are positive, lower
-        better).
+        scorer name (neurofm's ``mae``, ``rmse``, ``ece`` and ``brier`` are
+        positive, lower better: :func:`greater_is_better`).
     y_true, y_pred : ndarray
         True and predicted targets.
     proba : ndarray, shape (n, n_classes) | None
@@ -266,13 +386,14 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
     -------
     value : float
         NaN where the metric cannot be computed from what the fold has: a
-        scorer that needs probabilities when there are none (``proba`` is
-        ``None`` or holds decision values), ``roc_auc`` on a single-class test
-        fold, a per-class score undefined in the fold, or a scorer that
-        scikit-learn refuses on this fold's values (e.g. ``neg_log_loss`` on a
-        single-class fold, ``neg_mean_squared_log_error`` on negative targets:
-        then with a warning, as scikit-learn's cross-validation does with its
-        default ``error_score``).
+        scorer (or ``ece``, ``brier``) that needs probabilities when there are
+        none (``proba`` is ``None`` or holds decision values), ``roc_auc`` on a
+        single-class test fold, a per-class score undefined in the fold, or
+        a scorer that scikit-learn refuses on this fold's values (e.g.
+        ``neg_log_loss`` on a single-class fold,
+        ``neg_mean_squared_log_error`` on negative targets: then with a
+        warning, as scikit-learn's cross-validation does with its default
+        ``error_score``).
 
     Notes
     -----

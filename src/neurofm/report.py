@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import confusion_matrix, roc_curve
 
+from .metrics import CALIBRATION_BINS, reliability_bins
 from .policy import load_yaml
 from .results import ExperimentResult
 from .utils.files import atomic_write
@@ -141,6 +142,73 @@ def _roc_figure(result: ExperimentResult) -> str | None:
     return _figure(
         "fig-roc", "ROC curves", fig, "Test predictions pooled over folds (micro-averaged one-vs-rest for >2 classes)."
     )
+
+
+def _reliability_figure(result: ExperimentResult) -> str:
+    """A reliability diagram per model whose test predictions hold class probabilities, and a line naming the rest.
+
+    Each model's test predictions are pooled over the folds; the bins are those of the ``ece`` metric
+    (:func:`neurofm.metrics.reliability_bins`).
+    """
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
+
+    if result.config.get("task", "classification") != "classification":
+        return _note("reliability", "No reliability diagram: a regression run predicts no class probabilities.")
+    preds = result.predictions
+    proba_cols = [c for c in preds.columns if c.startswith("proba_")]
+    classes = np.array([c.removeprefix("proba_") for c in proba_cols])
+    drawn, without = {}, []
+    for model, part in preds.groupby("Model", sort=False):
+        # A model without probabilities leaves its proba columns empty in a run where another model has them.
+        part = part.dropna(subset=proba_cols)
+        bins = reliability_bins(part["y_true"].astype(str), part[proba_cols].to_numpy(), classes) if len(part) else None
+        if bins is None:
+            without.append(str(model))
+        else:
+            drawn[model] = bins
+    note = ""
+    if without:
+        note = _note(
+            "reliability",
+            f"No reliability diagram for {', '.join(without)}: its test predictions hold no class probabilities "
+            "(the estimator has no predict_proba, or gives decision values).",
+        )
+    if not drawn:
+        return note
+    fig, axes = plt.subplots(
+        2,
+        len(drawn),
+        figsize=(3.4 * len(drawn), 4.6),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]},
+    )
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    for column, (model, bins) in enumerate(drawn.items()):
+        top, bottom = axes[0][column], axes[1][column]
+        weights = bins["n"].to_numpy() / bins["n"].sum()
+        ece = float(np.sum(weights * np.abs(bins["accuracy"] - bins["confidence"])))
+        top.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+        top.plot(bins["confidence"], bins["accuracy"], color="tab:blue", lw=1)
+        top.scatter(bins["confidence"], bins["accuracy"], s=12 + 120 * weights, color="tab:blue", zorder=3)
+        top.set(xlim=(0, 1), ylim=(0, 1), title=f"{model} (ECE {ece:.3f})", ylabel="accuracy")
+        top.title.set_fontsize(9)
+        top.grid(alpha=0.3)
+        bottom.bar(bins["lower"], bins["n"], width=edges[1], align="edge", color="tab:blue", alpha=0.6)
+        bottom.set(xlabel="confidence (largest probability)", ylabel="windows")
+    fig.tight_layout()
+    caption = (
+        f"Test predictions pooled over folds, in {CALIBRATION_BINS} equal-width bins of the confidence: each dot is a "
+        "bin's mean confidence and accuracy (its size and the bars below: the bin's windows); the dashed diagonal "
+        "is perfect calibration, dots below it overconfidence. ECE here is of the pooled predictions, so it can "
+        "differ from the fold mean of the ece metric."
+    )
+    return _figure("fig-reliability", "Reliability diagrams", fig, caption) + note
+
+
+def _note(topic: str, text: str) -> str:
+    """One line in place of a figure that cannot be drawn for this run, saying why."""
+    return f'<p class="figure-note" data-topic="{html.escape(topic)}">{html.escape(text)}</p>'
 
 
 def _training_figure(result: ExperimentResult) -> str | None:
@@ -379,7 +447,7 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
     stats = result.get_statistics()
     chance = stats.groupby("Metric")["chance_mean"].mean().to_dict() if not stats.empty else {}
     drawn = (_scores_figure(result, chance), _confusion_figure(result), _roc_figure(result), _regression_figure(result))
-    figures = [f for f in (*drawn, _training_figure(result)) if f]
+    figures = [f for f in (*drawn, _reliability_figure(result), _training_figure(result)) if f]
     summary = result.summary()
     adaptations = _adaptations(result)
     run = "<h2>Run</h2><pre>" + html.escape(yaml.safe_dump(_run_summary(result), sort_keys=False)) + "</pre>"

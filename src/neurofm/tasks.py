@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from .estimators.ridge_probe import ridge_permutation_scores
 from .exceptions import ModelFitError, NeuroFMError
 from .export import save_fine_tuned
 from .metrics import score
@@ -38,6 +39,7 @@ __all__ = [
     "decode_means",
     "encode_outcome",
     "permute_labels",
+    "ridge_permutations",
     "run_extraction",
     "run_fold",
     "run_permutation",
@@ -294,10 +296,38 @@ def _predict(estimator, X, classes, recordings=None):
         dec = np.asarray(estimator.decision_function(X))
         proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
     if proba_raw is not None and est_classes is not None:
-        proba = np.zeros((len(X), len(classes)))
-        cols = np.searchsorted(classes, est_classes)
-        proba[:, cols] = proba_raw
+        proba = class_columns(proba_raw, est_classes, classes)
     return y_pred, proba
+
+
+def class_columns(values: np.ndarray, fitted_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per-class columns of a model fitted on ``fitted_classes``, in the task's ``classes`` (absent ones zero)."""
+    out = np.zeros((len(values), len(classes)))
+    out[:, np.searchsorted(classes, fitted_classes)] = values
+    return out
+
+
+def ridge_permutations(
+    probe: Any,
+    features: np.ndarray,
+    permuted: list[np.ndarray],
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    classes: np.ndarray | None,
+    metrics: tuple[str, ...],
+) -> list[dict[str, float]]:
+    """Each permutation's mean fold scores for a ridge probe, in closed form (what :func:`run_permutation` gives).
+
+    The fitted probe's outputs are scored as :func:`fit_and_score` scores a
+    refitted probe's (predictions from the outputs, the outputs as decision
+    values in the task's class columns).
+    """
+
+    def scorer(fitted, outputs, test, y):
+        y_pred = fitted.outputs_to_predictions(outputs)
+        proba = None if classes is None else class_columns(outputs, fitted.classes_, classes)
+        return {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}
+
+    return ridge_permutation_scores(probe, features, permuted, splits, scorer)
 
 
 def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:

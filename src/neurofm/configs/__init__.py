@@ -34,6 +34,8 @@ from .models import (
     ModelConfig,
     NeuralFineTuneConfig,
     QuantizationConfig,
+    RidgeProbeConfig,
+    ScratchModelConfig,
     TrainerConfig,
 )
 
@@ -49,12 +51,14 @@ __all__ = [
     "ClassicalModelConfig",
     "FoundationEmbeddingModelConfig",
     "FrozenBackboneDecoderConfig",
+    "RidgeProbeConfig",
     "LoRAConfig",
     "QuantizationConfig",
     "DeviceConfig",
     "CheckpointConfig",
     "TrainerConfig",
     "NeuralFineTuneConfig",
+    "ScratchModelConfig",
     "PreprocessingConfig",
     "DataConfig",
     "ExecutionConfig",

@@ -11,7 +11,7 @@ from ..policy import check_submitit_parameters
 from ..sharing import check_key_file_declared
 from ..utils.check import closest_matches, format_choices
 from .base import BaseConfig
-from .models import ClassicalModelConfig, FrozenBackboneDecoderConfig, ModelConfig
+from .models import ClassicalModelConfig, FrozenBackboneDecoderConfig, ModelConfig, RidgeProbeConfig
 
 CV_STRATEGIES = (
     "kfold",
@@ -347,6 +347,12 @@ class ExperimentConfig(BaseConfig):
         for name, model in self.models.items():
             if isinstance(model, ClassicalModelConfig):
                 check_estimator_task(model.estimator, model.params, self.task, f"model {name!r}")
+            elif isinstance(model, FrozenBackboneDecoderConfig) and isinstance(model.head, RidgeProbeConfig):
+                if self.task == "regression" and "class_weight" in model.head.model_fields_set:
+                    raise ValueError(
+                        f"model {name!r}: RidgeProbeConfig.class_weight weighs classes, and a regression target has "
+                        "none; remove class_weight from the head (or set task='classification')."
+                    )
             elif isinstance(model, FrozenBackboneDecoderConfig):
                 which = "the head" if "head" in model.model_fields_set else "the default head"
                 check_estimator_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     Discriminator,
@@ -17,8 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from ..metrics import greater_is_better
 from ..policy import check_estimator_import, check_estimator_params_are_data
-from ..utils.check import format_choices
+from ..utils.check import closest_matches, format_choices
 from ..utils.objects import describe_object, is_described_object, object_refusal
 from .base import BaseConfig
 
@@ -262,6 +264,68 @@ class FoundationEmbeddingModelConfig(BaseConfig):
         return self
 
 
+#: The ridge probe's default penalties: on standardised features, from almost none to one that leaves little but
+#: the intercept, half a decade apart.
+RIDGE_ALPHAS = tuple(float(round(10.0**exponent, 6)) for exponent in np.arange(-3.0, 6.25, 0.5))
+
+
+class RidgeProbeConfig(BaseConfig):
+    """A closed-form ridge probe as the head of a frozen backbone, its penalty chosen by inner CV.
+
+    The embeddings are standardised with each training partition's
+    statistics; one singular value decomposition of them (and of each inner
+    training fold) gives the fit for every penalty of ``alphas``, and the
+    penalty with the smallest inner-CV squared error is kept (the larger
+    one on a tie). Inner folds are taken inside the outer training partition
+    only, never from its test windows. Classification regresses
+    class-indicator targets and predicts the class of the largest output;
+    regression regresses the target. Because nothing it decomposes depends
+    on the labels, a permutation test of this head is computed in closed
+    form from the same decompositions, with the scores a refit would give.
+
+    Parameters
+    ----------
+    alphas : list of float
+        The penalties to choose from (standardised features): default 19
+        values from 1e-3 to 1e6, log-spaced.
+    inner_splits : int
+        Folds of the inner cross-validation (shuffled K-folds seeded with the
+        experiment's ``random_state``; not stratified, so that they do not
+        depend on the labels).
+    class_weight : {"balanced"} | None
+        Classification: ``"balanced"`` (default) scales each class's
+        indicator column so that every class weighs alike; ``None`` regresses
+        plain one-hot targets. A regression target has no classes: setting it
+        in a regression experiment is refused.
+
+    Examples
+    --------
+    >>> FrozenBackboneDecoderConfig(
+    ...     backbone=FoundationEmbeddingModelConfig(model_key="cbramod"),
+    ...     head=RidgeProbeConfig(inner_splits=5),
+    ... )  # doctest: +SKIP
+    """
+
+    kind: Literal["ridge_probe"] = "ridge_probe"
+    alphas: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: list(RIDGE_ALPHAS)
+    )
+    inner_splits: int = Field(5, ge=2)
+    class_weight: Literal["balanced"] | None = "balanced"
+
+
+def _head_kind(value: Any) -> str:
+    """A head is a classical estimator unless it says ``kind: ridge_probe``."""
+    kind = getattr(value, "kind", None) if isinstance(value, BaseModel) else (value or {}).get("kind")
+    return "ridge_probe" if kind == "ridge_probe" else "classical"
+
+
+HeadConfig = Annotated[
+    Annotated[ClassicalModelConfig, Tag("classical")] | Annotated[RidgeProbeConfig, Tag("ridge_probe")],
+    Discriminator(_head_kind),
+]
+
+
 class FrozenBackboneDecoderConfig(BaseConfig):
     """Frozen backbone embeddings decoded by a classical estimator (mode 1).
 
@@ -281,14 +345,14 @@ class FrozenBackboneDecoderConfig(BaseConfig):
 
     kind: Literal["frozen_backbone"] = "frozen_backbone"
     backbone: FoundationEmbeddingModelConfig
-    head: ClassicalModelConfig = Field(
+    head: HeadConfig = Field(
         default_factory=lambda: ClassicalModelConfig(estimator="LogisticRegression", params={"max_iter": 1000})
     )
 
     @field_validator("head")
     @classmethod
-    def _head_reads_embeddings(cls, value: ClassicalModelConfig) -> ClassicalModelConfig:
-        if value.input is not None:
+    def _head_reads_embeddings(cls, value: Any) -> Any:
+        if isinstance(value, ClassicalModelConfig) and value.input is not None:
             raise ValueError(
                 f"head.input={value.input!r}: input says what a model on raw windows receives, and a head always "
                 "receives embedding vectors (n, features); remove input from the head."
@@ -461,8 +525,9 @@ class CheckpointConfig(BaseConfig):
         # scikit-learn's scorer names keep its sign: neg_log_loss and neg_mean_absolute_error grow as they improve.
         if self.monitor.removeprefix("val_").startswith("neg_"):
             return "max"
-        lower_is_better = ("loss", "mae", "rmse")
-        return "min" if any(self.monitor.endswith(s) for s in lower_is_better) else "max"
+        if self.monitor.endswith("loss"):
+            return "min"
+        return "max" if greater_is_better(self.monitor.removeprefix("val_")) else "min"
 
 
 class TrainerConfig(BaseConfig):
@@ -633,11 +698,136 @@ class NeuralFineTuneConfig(BaseConfig):
             )
 
 
+#: braindecode classes that :class:`ScratchModelConfig` trains from random initialisation: the established
+#: from-scratch baselines of EEG decoding, each built from ``n_chans``, ``n_outputs``, ``n_times`` and ``sfreq``.
+#: Written out (not read from braindecode) so that a config validates without importing torch;
+#: ``tests/test_scratch.py`` checks each name against the installed braindecode.
+SCRATCH_MODELS = (
+    "ATCNet",
+    "Deep4Net",
+    "EEGConformer",
+    "EEGInceptionERP",
+    "EEGNeX",
+    "EEGNet",
+    "EEGTCNet",
+    "SCCNet",
+    "ShallowFBCSPNet",
+)
+
+#: Other names users know these classes by (braindecode's earlier ones, the papers'), and the class each is.
+SCRATCH_MODEL_ALIASES = {
+    "EEGNetv4": "EEGNet",
+    "ShallowConvNet": "ShallowFBCSPNet",
+    "DeepConvNet": "Deep4Net",
+}
+
+#: Arguments neurofm sets from the windows a network is fitted on; a config may not set them.
+SCRATCH_SIGNAL_ARGS = ("n_chans", "n_outputs", "n_times", "sfreq", "chs_info", "input_window_seconds")
+
+#: Trainer settings of a pretrained backbone's decoder, with no meaning for a network trained from scratch.
+_BACKBONE_ONLY_TRAINER_FIELDS = ("head", "head_hidden", "head_dropout", "probe_epochs")
+
+
+class ScratchModelConfig(BaseConfig):
+    """A braindecode network trained from random initialisation: the from-scratch baseline of a fine-tuned model.
+
+    It is trained on the same folds, with the same validation split, early
+    stopping, class weights and checkpoints as
+    :class:`NeuralFineTuneConfig` (the same ``trainer``, ``checkpoints``
+    and ``device`` settings), on the windows at the rate and montage they
+    were given (no resampling or channel mapping to a foundation model's
+    montage), in microvolts (EEG-equivalent microvolts for MEG), as the
+    classical raw-window baselines see them.
+
+    Parameters
+    ----------
+    model : str
+        A braindecode class name: ``"EEGNet"`` (also read as ``"EEGNetv4"``,
+        its name before braindecode 1.0), ``"ShallowFBCSPNet"`` (or
+        ``"ShallowConvNet"``), ``"Deep4Net"`` (or ``"DeepConvNet"``),
+        ``"ATCNet"``, ``"EEGConformer"``, ``"EEGInceptionERP"``,
+        ``"EEGNeX"``, ``"EEGTCNet"`` or ``"SCCNet"``. The config keeps the
+        class name (an alias is written as the class it names).
+    model_kwargs : dict
+        Architecture arguments of the class (plain data, e.g.
+        ``{"F1": 4, "D": 2}`` for EEGNet). ``n_chans``, ``n_outputs``,
+        ``n_times`` and ``sfreq`` come from the windows and may not be set.
+    trainer : TrainerConfig
+        The optimisation loop, as for fine-tuning. ``head``,
+        ``head_hidden``, ``head_dropout`` and ``probe_epochs`` describe the
+        decoder on a pretrained backbone; set to other than their defaults
+        they are refused (the class's own layers are the whole network).
+    device : DeviceConfig
+        Device, precision and deterministic algorithms.
+    checkpoints : CheckpointConfig
+        Which states are saved, judged by which metric.
+
+    Notes
+    -----
+    The weights are initialised with the experiment's ``random_state``: the
+    same seed gives the same network, and so the same predictions on the
+    CPU.
+    """
+
+    kind: Literal["scratch"] = "scratch"
+    model: str
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    checkpoints: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value in SCRATCH_MODELS:
+            return value
+        known = {name.lower(): name for name in (*SCRATCH_MODELS, *SCRATCH_MODEL_ALIASES)}
+        name = known.get(value.lower())
+        if name is not None:
+            return SCRATCH_MODEL_ALIASES.get(name, name)
+        close = closest_matches(value, [*SCRATCH_MODELS, *SCRATCH_MODEL_ALIASES], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ValueError(
+            f"model={value!r} is not a braindecode network neurofm trains from scratch{hint} "
+            f"Use one of {format_choices(SCRATCH_MODELS)} (a foundation model trained from random weights is "
+            "NeuralFineTuneConfig(model_key=..., weights='random', train_mode='full'))."
+        )
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _kwargs_are_architecture(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_estimator_params_are_data(value)
+        signal = [key for key in SCRATCH_SIGNAL_ARGS if key in value]
+        if signal:
+            raise ValueError(
+                f"model_kwargs sets {format_choices(signal)}, which neurofm takes from the windows the network is "
+                "fitted on; remove it."
+            )
+        return value
+
+    @field_validator("trainer")
+    @classmethod
+    def _no_backbone_settings(cls, value: TrainerConfig) -> TrainerConfig:
+        changed = [
+            f"trainer.{name}={getattr(value, name)!r}"
+            for name in _BACKBONE_ONLY_TRAINER_FIELDS
+            if getattr(value, name) != TrainerConfig.model_fields[name].default
+        ]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)}: these shape the decoder on a pretrained backbone (its head, and "
+                "head-only epochs before the backbone trains); a network trained from scratch is its own braindecode "
+                "class, head included. Remove them, and set the class's architecture in model_kwargs."
+            )
+        return value
+
+
 _KIND_BY_KEY = (
     ("backbone", "frozen_backbone"),
     ("estimator", "classical"),
     ("train_mode", "neural_finetune"),
     ("model_key", "foundation_embedding"),
+    ("model", "scratch"),
 )
 
 
@@ -657,6 +847,7 @@ def _model_kind(value: Any) -> str | None:
 ModelConfig = Annotated[
     Annotated[FrozenBackboneDecoderConfig, Tag("frozen_backbone")]
     | Annotated[ClassicalModelConfig, Tag("classical")]
-    | Annotated[NeuralFineTuneConfig, Tag("neural_finetune")],
+    | Annotated[NeuralFineTuneConfig, Tag("neural_finetune")]
+    | Annotated[ScratchModelConfig, Tag("scratch")],
     Discriminator(_model_kind),
 ]

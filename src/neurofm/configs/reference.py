@@ -32,6 +32,8 @@ from .models import (
     LoRAConfig,
     NeuralFineTuneConfig,
     QuantizationConfig,
+    RidgeProbeConfig,
+    ScratchModelConfig,
     TrainerConfig,
 )
 
@@ -52,7 +54,8 @@ _AS_IN = "as in "
 #: Fields that several classes share and no single docstring owns.
 _SHARED = {
     "kind": "The model's kind tag. A config file may leave it out when the keys tell the kind (``backbone``: "
-    "frozen_backbone, ``train_mode``: neural_finetune, ``estimator``: classical).",
+    "frozen_backbone, ``train_mode``: neural_finetune, ``estimator``: classical, ``model``: scratch). A frozen backbone's head is "
+    "classical unless it says ``kind: ridge_probe``.",
 }
 
 #: Minimal valid values of the classes that have required fields; the others' examples are their defaults.
@@ -72,12 +75,18 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "backbone": {"model_key": "cbramod"},
         "head": {"estimator": "LogisticRegression", "params": {"max_iter": 1000}},
     },
+    "RidgeProbeConfig": {"kind": "ridge_probe", "inner_splits": 5},
     "NeuralFineTuneConfig": {
         "kind": "neural_finetune",
         "model_key": "cbramod",
         "train_mode": "lora",
         "lora": {"r": 8, "alpha": 16},
         "trainer": {"max_epochs": 10, "lr": 0.001},
+    },
+    "ScratchModelConfig": {
+        "kind": "scratch",
+        "model": "EEGNet",
+        "trainer": {"max_epochs": 100, "lr": 0.001, "early_stopping_patience": 10},
     },
     "PretrainConfig": {"stage": "tokenizer", "corpus": {"paths": ["path/to/recordings"]}, "output_dir": "runs/tok"},
     "CorpusConfig": {"paths": ["path/to/recordings"], "window_seconds": 4.0},
@@ -92,7 +101,9 @@ _SECTIONS = (
             ClassicalModelConfig,
             FrozenBackboneDecoderConfig,
             FoundationEmbeddingModelConfig,
+            RidgeProbeConfig,
             NeuralFineTuneConfig,
+            ScratchModelConfig,
             AdaptationConfig,
             LoRAConfig,
             QuantizationConfig,

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier, is_regressor
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import ParameterGrid, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import all_estimators
@@ -36,6 +38,7 @@ __all__ = [
     "BandPower",
     "RankProjection",
     "SensorScaling",
+    "TunedPipeline",
     "NAMED_ESTIMATORS",
     "NamedEstimator",
     "PYRIEMANN_ESTIMATORS",
@@ -47,6 +50,7 @@ __all__ = [
     "check_window_model",
     "estimator_task",
     "list_estimators",
+    "named_definition_version",
     "resolve_estimator_class",
     "window_input",
 ]
@@ -191,18 +195,281 @@ def _flatten_windows(X):
     return X.reshape(len(X), -1)
 
 
+#: The grids the named classification pipelines search, in the order ties are broken (the first best wins):
+#: logistic regression's inverse penalty on a log grid around scikit-learn's default of 1, Xdawn's filters per
+#: class and CSP's components around their usual defaults (4 in pyriemann's and MNE's examples).
+LOGISTIC_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+XDAWN_NFILTER_GRID = (1, 2, 4)
+CSP_N_COMPONENTS_GRID = (2, 4, 6)
+#: Inner folds of the search; 3 keeps every inner validation part a third of the training partition.
+INNER_SPLITS = 3
+
+#: Classes (by import path, so that pyriemann is not imported here) of steps whose fit reads no labels.
+_LABEL_FREE_PATHS = frozenset({"pyriemann.estimation.Covariances", "pyriemann.tangentspace.TangentSpace"})
+
+
+def _learns_no_labels(step: Any) -> bool:
+    """Whether fitting ``step`` reads no labels (its state depends on the windows alone)."""
+    return isinstance(step, (SensorScaling, RankProjection, BandPower, StandardScaler)) or (
+        class_path(step) in _LABEL_FREE_PATHS
+    )
+
+
+def _candidate_label(candidate: dict[str, Any]) -> str:
+    """One candidate of a grid as an artifact key: ``"csp__n_components=4"``, several joined by commas."""
+    return ", ".join(f"{key}={value!r}" for key, value in sorted(candidate.items())) or "(no parameter)"
+
+
+class TunedPipeline(Pipeline):
+    """A classification pipeline that chooses its hyper-parameters by inner cross-validation on its training data.
+
+    ``fit(X, y)`` scores each candidate of ``param_grid`` by balanced
+    accuracy over a stratified ``n_splits``-fold split of ``X`` itself
+    (shuffled with ``random_state``), sets the best one (the first in grid
+    order among ties: :class:`sklearn.model_selection.ParameterGrid`'s order)
+    and fits every step on all of ``X``: what
+    :class:`~sklearn.model_selection.GridSearchCV` with ``refit=True`` does.
+    In an experiment ``X`` is one outer training partition, so the test
+    windows take no part in the choice, and each fold may choose differently.
+
+    Work is shared where no label can leak: the leading steps that read no
+    labels (unit scaling, rank projection, band power, covariances, tangent
+    space, standardising) and come before the first tuned step are fitted
+    once on all of ``X``, as the final model's are (so their state includes
+    the inner validation windows, never their labels, as a
+    ``LogisticRegressionCV`` after them would have it); every later step
+    is fitted in each inner fold, once per distinct setting of itself and
+    the steps before it. With ``k`` settings of the first tuned step and
+    ``m`` candidates in all, the steps from the first tuned one up to the
+    last are fitted ``n_splits * k + 1`` times and the last step
+    ``n_splits * m + 1`` times (e.g. 10 and 46 for ``xdawn_ts_lr``).
+
+    The fitted pipeline implements :class:`~neurofm.protocols.NeuralTrainable`,
+    so an experiment records, per fold, the chosen values (artifact type
+    ``"tuned"``, one row per parameter) and every candidate's mean inner score
+    (``"inner_cv"``).
+
+    Parameters
+    ----------
+    steps : list of (str, estimator)
+        As :class:`~sklearn.pipeline.Pipeline`'s; the last one classifies.
+    param_grid : dict of str to list | None
+        Candidate values of ``step__param`` parameters, scikit-learn's names
+        (as in :class:`~sklearn.model_selection.GridSearchCV`). ``None`` or an
+        empty dict: nothing is searched, the pipeline is fitted as it is.
+    n_splits : int
+        Inner folds; fewer when the smallest class has fewer windows, and no
+        search (the parameters as they are) with fewer than 2.
+    random_state : int | None
+        Shuffles the windows before the inner split.
+    transform_input, memory, verbose
+        As :class:`~sklearn.pipeline.Pipeline`'s.
+
+    Attributes
+    ----------
+    best_params_ : dict
+        The chosen value of each searched parameter (empty when nothing was searched).
+    cv_scores_ : dict of str to float
+        Each candidate (``"step__param=value, ..."``) and its mean inner
+        balanced accuracy; NaN for one that raised in an inner fold.
+    search_splits_ : list of (ndarray, ndarray)
+        The inner (train, validation) positions in the ``X`` given to ``fit``.
+    n_samples_ : int
+        Windows the search and the fit saw.
+    shared_steps_ : list of str
+        The leading label-free steps fitted once on all of ``X``.
+    not_tuned_ : str | None
+        Why nothing was searched, if so.
+    failures_ : dict of str to str
+        Candidates that raised in an inner fold, and the error.
+    """
+
+    def __init__(
+        self,
+        steps,
+        *,
+        param_grid: dict[str, Any] | None = None,
+        n_splits: int = INNER_SPLITS,
+        random_state: int | None = None,
+        transform_input=None,
+        memory=None,
+        verbose: bool = False,
+    ):
+        super().__init__(steps, transform_input=transform_input, memory=memory, verbose=verbose)
+        self.param_grid = param_grid
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    def fit(self, X, y):
+        """Choose the parameters by inner cross-validation on ``X``, then fit every step on all of ``X``.
+
+        Parameters
+        ----------
+        X : array-like
+            Training windows (in an experiment, one outer training partition).
+        y : array-like
+            Their class labels.
+
+        Returns
+        -------
+        self : TunedPipeline
+        """
+        y = np.asarray(y)
+        grid = dict(self.param_grid or {})
+        self.n_samples_ = len(y)
+        self.best_params_, self.cv_scores_, self.failures_ = {}, {}, {}
+        self.search_splits_, self.shared_steps_, self.not_tuned_ = [], [], None
+        candidates = list(ParameterGrid(grid))
+        smallest = int(np.unique(y, return_counts=True)[1].min()) if len(y) else 0
+        n_splits = min(self.n_splits, smallest)
+        if len(candidates) < 2 or n_splits < 2:
+            if len(candidates) == 1:
+                self.set_params(**candidates[0])  # a grid of single values: those values
+            self.not_tuned_ = (
+                "no parameter has two or more candidates (param_grid is empty, or every value is fixed)"
+                if len(candidates) < 2
+                else f"the smallest class has {smallest} window(s): too few for an inner cross-validation"
+            )
+            return super().fit(X, y)
+        self._validate_steps()
+        self.steps = list(self.steps)  # a list of our own, as Pipeline.fit makes: the given list stays as it was
+        first = min(self._step_index(key) for key in grid)
+        shared = 0
+        while shared < first and _learns_no_labels(self.steps[shared][1]):
+            shared += 1
+        Xt = X
+        for _, step in self.steps[:shared]:
+            Xt = step.fit_transform(Xt, y)  # the final model's own steps: fitted once, as a refit would
+        self.shared_steps_ = [name for name, _ in self.steps[:shared]]
+        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        self.search_splits_ = list(splitter.split(np.zeros((len(y), 1)), y))
+        scores = np.full((len(candidates), n_splits), np.nan)
+        for split, (train, valid) in enumerate(self.search_splits_):
+            self._score_candidates(
+                shared,
+                Xt[train],
+                y[train],
+                Xt[valid],
+                y[valid],
+                list(range(len(candidates))),
+                candidates,
+                scores[:, split],
+            )
+        means = scores.mean(axis=1)  # NaN where a candidate failed in any inner fold
+        self.cv_scores_ = {_candidate_label(c): float(m) for c, m in zip(candidates, means, strict=True)}
+        if not np.isfinite(means).any():
+            raise ValueError(f"every candidate of {grid} failed in the inner cross-validation: {self.failures_}")
+        best = int(np.argmax(np.where(np.isfinite(means), means, -np.inf)))  # argmax: the first best in grid order
+        self.best_params_ = dict(candidates[best])
+        self.set_params(**self.best_params_)
+        for _, step in self.steps[shared:-1]:
+            Xt = step.fit_transform(Xt, y)
+        self.steps[-1][1].fit(Xt, y)
+        return self
+
+    def _step_index(self, key: str) -> int:
+        """The position of the step a ``step__param`` name of the grid sets."""
+        names = [name for name, _ in self.steps]
+        step = key.partition("__")[0]
+        if "__" not in key or step not in names:
+            raise ValueError(f"param_grid key {key!r} names no step: the steps are {names}; write 'step__param'.")
+        return names.index(step)
+
+    def _score_candidates(self, index, X_train, y_train, X_valid, y_valid, members, candidates, out) -> None:
+        """Fit step ``index`` once per distinct setting among ``members``, then the steps after it; score the last.
+
+        ``out[j]`` gets candidate ``j``'s balanced accuracy on the validation
+        windows, NaN if a fit raised (recorded in :attr:`failures_`).
+        """
+        name, step = self.steps[index]
+        prefix = f"{name}__"
+        settings: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        for j in members:
+            own = {key[len(prefix) :]: value for key, value in candidates[j].items() if key.startswith(prefix)}
+            settings.setdefault(repr(sorted(own.items())), (own, []))[1].append(j)
+        last = index == len(self.steps) - 1
+        for own, group in settings.values():
+            try:
+                fitted = clone(step).set_params(**own)
+                if last:
+                    score = balanced_accuracy_score(y_valid, fitted.fit(X_train, y_train).predict(X_valid))
+                else:
+                    Z_train = fitted.fit_transform(X_train, y_train)
+                    Z_valid = fitted.transform(X_valid)
+            except Exception as exc:  # noqa: BLE001 - a candidate that cannot fit is out of the running, not the run
+                for j in group:
+                    self.failures_[_candidate_label(candidates[j])] = f"{type(exc).__name__}: {exc}"
+                    out[j] = np.nan
+                continue
+            if last:
+                out[group] = score
+            else:
+                self._score_candidates(index + 1, Z_train, y_train, Z_valid, y_valid, group, candidates, out)
+
+    # -- NeuralTrainable protocol: the search's record, collected per fold by an experiment -------------------------
+
+    def get_training_history(self) -> list[dict[str, Any]]:
+        """No epochs: the search fits each candidate to convergence, so there is no history to give."""
+        return []
+
+    def get_checkpoint_manifest(self) -> dict[str, Any]:
+        """Nothing is written to disk: an empty manifest."""
+        return {}
+
+    def get_model_card_info(self) -> dict[str, Any]:
+        """The steps, the grid, and how the search ran."""
+        return {
+            "steps": [f"{name}: {class_path(step)}" for name, step in self.steps],
+            "param_grid": {key: list(values) for key, values in (self.param_grid or {}).items()},
+            "search": (
+                f"inner StratifiedKFold(n_splits={len(getattr(self, 'search_splits_', [])) or self.n_splits}, "
+                f"shuffle=True, random_state={self.random_state}) on the windows given to fit, balanced accuracy"
+            ),
+            "n_samples": getattr(self, "n_samples_", None),
+            "shared_steps": list(getattr(self, "shared_steps_", [])),
+        }
+
+    def get_failure_diagnostics(self) -> dict[str, Any]:
+        """Why nothing was searched, and candidates that raised in an inner fold; empty when all went well."""
+        diagnostics: dict[str, Any] = {}
+        if getattr(self, "not_tuned_", None):
+            diagnostics["not_tuned"] = self.not_tuned_
+        if getattr(self, "failures_", None):
+            diagnostics["failed_candidates"] = dict(self.failures_)
+        return diagnostics
+
+    def get_artifact_metadata(self) -> dict[str, Any]:
+        """The four above, the chosen values (``"tuned"``) and each candidate's mean inner score (``"inner_cv"``)."""
+        return {
+            "training_history": self.get_training_history(),
+            "checkpoints": self.get_checkpoint_manifest(),
+            "model_card": self.get_model_card_info(),
+            "failure_diagnostics": self.get_failure_diagnostics(),
+            "tuned": dict(getattr(self, "best_params_", {})),
+            "inner_cv": dict(getattr(self, "cv_scores_", {})),
+        }
+
+
 @dataclass(frozen=True)
 class NamedEstimator:
     """A baseline that works on raw windows ``(n, channels, times)``.
 
     ``factory(sfreq, random_state)`` returns an unfitted pipeline. Params
     named ``step__param`` (scikit-learn's convention, e.g. ``csp__n_components``)
-    set that step; plain names go to the final estimator.
+    set that step; plain names go to the final estimator. The classification
+    pipelines are each a :class:`TunedPipeline`: a param that names a tuned
+    parameter fixes it, and only the others are searched.
+
+    ``version`` numbers the definition: it enters the key of a run's records
+    (``Experiment._decisive``), so a run resumed after a definition changed
+    recomputes that pipeline rather than serve the old one's scores. Version
+    1 is each pipeline's first definition and adds nothing to the key.
     """
 
     name: str
     description: str
     factory: Callable[[float, int | None], Any]
+    version: int = 1
 
     @property
     def task(self) -> Literal["classification", "regression"] | None:
@@ -224,8 +491,22 @@ def _ridge():
     return RidgeCV(alphas=np.logspace(-3, 5, 17))
 
 
+def _tuned(pipeline: Pipeline, grid: dict[str, tuple], random_state: int | None) -> TunedPipeline:
+    """``pipeline``'s steps (with make_pipeline's names, the public params' names) searching ``grid``."""
+    return TunedPipeline(
+        pipeline.steps,
+        param_grid={key: list(values) for key, values in grid.items()},
+        n_splits=INNER_SPLITS,
+        random_state=random_state,
+    )
+
+
 def _bandpower_lr(sfreq: float, random_state: int | None):
-    return make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), _logistic(random_state))
+    return _tuned(
+        make_pipeline(BandPower(sfreq=sfreq), StandardScaler(), _logistic(random_state)),
+        {"logisticregression__C": LOGISTIC_C_GRID},
+        random_state,
+    )
 
 
 def _bandpower_ridge(sfreq: float, random_state: int | None):
@@ -236,8 +517,10 @@ def _csp_lda(sfreq: float, random_state: int | None):
     from mne.decoding import CSP  # heavy: import neurofm does not load mne
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis  # start-up: ~100 ms on import neurofm
 
-    return make_pipeline(
-        RankProjection(), CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis()
+    return _tuned(
+        make_pipeline(RankProjection(), CSP(n_components=4, reg="ledoit_wolf", log=True), LinearDiscriminantAnalysis()),
+        {"csp__n_components": CSP_N_COMPONENTS_GRID},
+        random_state,
     )
 
 
@@ -248,8 +531,12 @@ def _ts_lr(sfreq: float, random_state: int | None):
     # No standardising of the tangent vectors (MOABB's "Tangent Space LR" has none either): with hundreds
     # of sensors it lifts thousands of noise features to the size of the informative ones. On simulated
     # MEG it cost 0.10-0.28 balanced accuracy; on the muse and uci EEG sets it changed nothing beyond noise.
-    return make_pipeline(
-        RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), _logistic(random_state)
+    return _tuned(
+        make_pipeline(
+            RankProjection(), Covariances(estimator="oas"), TangentSpace(metric="riemann"), _logistic(random_state)
+        ),
+        {"logisticregression__C": LOGISTIC_C_GRID},
+        random_state,
     )
 
 
@@ -265,31 +552,51 @@ def _xdawn_ts_lr(sfreq: float, random_state: int | None):
     from pyriemann.estimation import XdawnCovariances  # heavy: pyriemann loads torch
     from pyriemann.tangentspace import TangentSpace  # heavy: pyriemann loads torch
 
-    return make_pipeline(
-        RankProjection(),
-        XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
-        TangentSpace(metric="riemann"),
-        StandardScaler(),
-        _logistic(random_state),
+    # Xdawn is fitted on the labels, so it is refitted in every inner fold; the filters and the penalty are
+    # searched together (on UCI SMNI the best number of filters differs between folds).
+    return _tuned(
+        make_pipeline(
+            RankProjection(),
+            XdawnCovariances(nfilter=4, estimator="oas", xdawn_estimator="oas"),
+            TangentSpace(metric="riemann"),
+            StandardScaler(),
+            _logistic(random_state),
+        ),
+        {"xdawncovariances__nfilter": XDAWN_NFILTER_GRID, "logisticregression__C": LOGISTIC_C_GRID},
+        random_state,
     )
 
 
+_C = "C in {0.01, 0.1, 1, 10, 100}"
+_SEARCH = "chosen in each training partition by inner stratified 3-fold CV on balanced accuracy"
+
 NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
     "bandpower_lr": NamedEstimator(
-        "bandpower_lr", "log band power (delta..gamma) per channel, standardised, logistic regression", _bandpower_lr
+        "bandpower_lr",
+        f"log band power (delta..gamma) per channel, standardised, logistic regression; {_C} {_SEARCH} (16 fits)",
+        _bandpower_lr,
+        version=2,
     ),
     "csp_lda": NamedEstimator(
         "csp_lda",
-        "MNE common spatial patterns (4 log-variance components, Ledoit-Wolf) + LDA; oscillatory tasks",
+        "MNE common spatial patterns (log-variance, Ledoit-Wolf) + LDA; oscillatory tasks; n_components in "
+        f"{{2, 4, 6}} {_SEARCH} (10 fits)",
         _csp_lda,
+        version=2,
     ),
     "ts_lr": NamedEstimator(
-        "ts_lr", "pyriemann covariances (OAS) + Riemannian tangent space + logistic regression (MOABB's TS+LR)", _ts_lr
+        "ts_lr",
+        "pyriemann covariances (OAS) + Riemannian tangent space + logistic regression (MOABB's TS+LR, without its "
+        f"fixed C=1); {_C} {_SEARCH} (16 fits of the regression, 1 of the rest)",
+        _ts_lr,
+        version=2,
     ),
     "xdawn_ts_lr": NamedEstimator(
         "xdawn_ts_lr",
-        "pyriemann Xdawn-augmented covariances + tangent space + logistic regression; for ERPs",
+        "pyriemann Xdawn-augmented covariances (OAS) + tangent space + standardised logistic regression; for ERPs; "
+        f"nfilter in {{1, 2, 4}} x {_C} {_SEARCH} (10 fits of Xdawn, 46 of the regression)",
         _xdawn_ts_lr,
+        version=2,
     ),
     "bandpower_ridge": NamedEstimator(
         "bandpower_ridge",
@@ -302,6 +609,19 @@ NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
         _ts_ridge,
     ),
 }
+
+
+def named_definition_version(estimator: Any) -> int | None:
+    """The definition version of the named pipeline ``estimator`` names (``ClassicalModelConfig.estimator``).
+
+    Returns
+    -------
+    version : int | None
+        :attr:`NamedEstimator.version`; ``None`` for anything else (another
+        name, an estimator object).
+    """
+    named = NAMED_ESTIMATORS.get(estimator) if isinstance(estimator, str) else None
+    return None if named is None else named.version
 
 
 def list_estimators(task: Literal["classification", "regression"] | None = None) -> list[str]:
@@ -411,6 +731,13 @@ def resolve_estimator_class(name: str) -> type | NamedEstimator:
         module_name, _, attr = name.rpartition(".")
         try:
             obj = getattr(importlib.import_module(module_name), attr)
+        except ModuleNotFoundError as exc:
+            top = module_name.partition(".")[0]
+            raise ConfigError(
+                f"Could not import estimator {name!r}: {exc}. Check the import path; a package of your own must be "
+                f"importable where neurofm runs: installed (pip install -e path/to/{top}) or on the Python path "
+                f"(PYTHONPATH=path/to/parent-of-{top} neurofm run ...): the neurofm command does not search the current folder."
+            ) from exc
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"Could not import estimator {name!r}: {exc}. Check the import path.") from exc
         if not (inspect.isclass(obj) and hasattr(obj, "fit")):
@@ -743,6 +1070,10 @@ def build_window_estimator(
                 f"Invalid params for estimator {name!r}: {exc}. Its steps are {steps}; name a step's parameter as "
                 f"'step__param' (e.g. '{steps[0]}__...'), or give the final estimator's parameters plainly."
             ) from exc
+        if isinstance(estimator, TunedPipeline) and estimator.param_grid:
+            # A param the user gives fixes that parameter: the search keeps to the others.
+            grid = {key: values for key, values in estimator.param_grid.items() if key not in routed}
+            estimator.set_params(param_grid=grid)
         estimator = check_estimator_params(estimator, name)
     elif window_input(name, input) == "flat":
         estimator = make_pipeline(FunctionTransformer(_flatten_windows), build_estimator(name, params, random_state))

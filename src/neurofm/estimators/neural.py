@@ -61,13 +61,137 @@ from .checkpoints import (
 from .decoder_net import DecoderNet, build_decoder_net
 from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator_settings
 
-__all__ = ["NeuralFineTuner", "DecoderNet"]
+__all__ = ["NeuralFineTuner", "DecoderNet", "TrainedNetwork"]
 
 #: Parameters a check does not depend on: the weights' expected identity is set from the check's own result.
 _UNCHECKED_PARAMS = ("expected_weights", "verbose", "checkpoint_dir")
 
 
-class NeuralFineTuner(BaseEstimator, NeuralTrainable):
+class TrainedNetwork:
+    """What every network trained on :func:`~neurofm.training.train_network` shares, whatever built it.
+
+    The validation split, the class weights, the monitor and checkpoint
+    folder checks, prediction and the training reports, written once for
+    :class:`NeuralFineTuner` (a pretrained backbone) and
+    :class:`~neurofm.estimators.scratch.ScratchTrainer` (a braindecode
+    network from random weights), so both train and are judged alike. A
+    subclass provides ``_config()`` (its config, with ``trainer``,
+    ``checkpoints`` and ``device``), ``_adapt(X, recordings)`` and the
+    attributes its ``fit`` sets (``net_``, ``device_``, ``precision_``,
+    ``history_``, ``checkpoint_manifest_``, ``diagnostics_``).
+    """
+
+    def _check_device(self, cfg, device_here: bool) -> None:
+        """The device and precision: where the device is known, everything about it; elsewhere its name only."""
+        check_device(cfg.device.device, here=device_here)
+        device = resolve_device(cfg.device.device) if device_here else cfg.device.device
+        if device_here or device != "auto":
+            if cfg.device.precision == "fp16" and not device.startswith("cuda"):
+                raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
+        if device_here:
+            check_precision(cfg.device.precision, device)
+
+    def _check_monitor(self, cfg) -> None:
+        monitor = cfg.checkpoints.monitor
+        has_val = cfg.trainer.validation_fraction > 0
+        allowed = ["train_loss", "lr", "grad_norm_mean", "grad_norm_max"]
+        per_class = []
+        if has_val:
+            allowed += ["val_loss"] + [f"val_{m}" for m in (self.metrics or []) if not m.endswith(PER_CLASS_SUFFIX)]
+            # A per-class metric is logged once per class, by class index: val_recall[0], val_recall[1] ...
+            per_class = [m.removesuffix(PER_CLASS_SUFFIX) for m in (self.metrics or []) if m.endswith(PER_CLASS_SUFFIX)]
+            allowed += [f"val_{base}[<class index>]" for base in per_class]
+        if monitor not in allowed and not any(re.fullmatch(rf"val_{b}\[\d+\]", monitor) for b in per_class):
+            hint = (
+                " (validation metrics need trainer.validation_fraction > 0)"
+                if monitor.startswith("val_") and not has_val
+                else ""
+            )
+            raise ConfigError(
+                f"checkpoint monitor {monitor!r} is not logged; use one of {format_choices(allowed)}{hint}."
+            )
+
+    def _checkpoint_root(self, cfg) -> Path:
+        """Where checkpoints go: a folder of neurofm's own (a config cannot aim them into a home or project folder).
+
+        ``checkpoints.directory`` when set, else ``checkpoint_dir`` (the
+        run's output folder), else ``<cache_dir>/checkpoints``.
+
+        Raises
+        ------
+        ConfigError
+            When the folder holds files neurofm did not write and no marker.
+        """
+        root = cfg.checkpoints.directory or self.checkpoint_dir or Path(self.cache_dir) / "checkpoints"
+        return claim_folder(
+            root, "checkpoints.directory", CHECKPOINT_NAMES, entry_key(self.shared_folders, self.shared_key_file)
+        )
+
+    def _targets(self, y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray | None]:
+        """Training targets (class indices, or floats) and, with ``class_weight``, each class's loss weight."""
+        if self.task != "classification":
+            return y.astype(np.float32), None
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        counts = np.bincount(y_index, minlength=len(self.classes_))
+        weights = len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
+        return y_index, weights
+
+    def _validation_split(self, y_index, groups, cfg) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.arange(len(y_index))
+        fraction = cfg.trainer.validation_fraction
+        if fraction <= 0:
+            return idx, idx[:0]
+        if groups is not None and len(np.unique(groups)) >= 2:
+            splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
+            train, val = next(splitter.split(idx, groups=np.asarray(groups)))
+        elif self.task == "classification" and np.bincount(y_index).min() >= 2:
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
+            train, val = next(splitter.split(idx, y_index))
+        else:
+            train, val = next(ShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state).split(idx))
+        return np.sort(train), np.sort(val)
+
+    def _outputs(self, X, recordings=None) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        cfg = self._config()
+        with deterministic_algorithms(cfg.device.deterministic, self.device_):
+            return predict_network(
+                self.net_, self._adapt(X, recordings), cfg.trainer.batch_size, self.device_, self.precision_
+            )
+
+    def predict(self, X, recordings=None):
+        """Predictions for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
+        out = self._outputs(X, recordings)
+        if self.task == "classification":
+            return self.classes_[out.argmax(axis=1)]
+        return out[:, 0]
+
+    def predict_proba(self, X, recordings=None):
+        """Class probabilities for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
+        if self.task != "classification":
+            raise AttributeError("predict_proba is only available for classification.")
+        out = self._outputs(X, recordings)
+        z = out - out.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def get_training_history(self) -> list[dict[str, Any]]:
+        """Per epoch: train/val loss and metrics, learning rate, gradient norms, seconds."""
+        check_is_fitted(self, "net_")
+        return [dict(r) for r in self.history_]
+
+    def get_checkpoint_manifest(self) -> dict[str, Any]:
+        """Saved checkpoint paths, best epoch and monitored value."""
+        check_is_fitted(self, "net_")
+        return dict(self.checkpoint_manifest_)
+
+    def get_failure_diagnostics(self) -> dict[str, Any]:
+        """Non-finite loss or gradients (with the step), gradient norms per epoch, why training stopped."""
+        check_is_fitted(self, "net_")
+        return json.loads(json.dumps(self.diagnostics_, default=str))
+
+
+class NeuralFineTuner(TrainedNetwork, BaseEstimator, NeuralTrainable):
     """Train a foundation backbone with a neural head (frozen, full or PEFT).
 
     Implements :class:`~neurofm.protocols.NeuralTrainable` (declared, so a
@@ -237,16 +361,10 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         match_targets(module, resolve_targets(spec, cfg.lora, cfg.train_mode), spec.head_prefixes)
 
     def _check_device(self, cfg: NeuralFineTuneConfig, device_here: bool) -> None:
-        """The device and precision: where the device is known, everything about it; elsewhere its name only."""
-        check_device(cfg.device.device, here=device_here)
-        device = resolve_device(cfg.device.device) if device_here else cfg.device.device
-        if device_here or device != "auto":
-            if cfg.device.precision == "fp16" and not device.startswith("cuda"):
-                raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
-        if device_here:
-            check_precision(cfg.device.precision, device)
-            if cfg.quantized:
-                check_quantization(device)
+        """As every trained network's, and a quantised backbone's device (bitsandbytes runs on few)."""
+        super()._check_device(cfg, device_here)
+        if device_here and cfg.quantized:
+            check_quantization(resolve_device(cfg.device.device))
 
     def identify_weights(self) -> dict[str, Any]:
         """What identifies the starting weights: their files' digests (and a hub commit), or a random init's seed.
@@ -282,42 +400,6 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
                 f"n_outputs={cfg.n_outputs} does not match y, which holds {what}; set n_outputs={n} or leave it None."
             )
         return n
-
-    def _checkpoint_root(self, cfg: NeuralFineTuneConfig) -> Path:
-        """Where checkpoints go: a folder of neurofm's own (a config cannot aim them into a home or project folder).
-
-        ``checkpoints.directory`` when set, else ``checkpoint_dir`` (the
-        run's output folder), else ``<cache_dir>/checkpoints``.
-
-        Raises
-        ------
-        ConfigError
-            When the folder holds files neurofm did not write and no marker.
-        """
-        root = cfg.checkpoints.directory or self.checkpoint_dir or Path(self.cache_dir) / "checkpoints"
-        return claim_folder(
-            root, "checkpoints.directory", CHECKPOINT_NAMES, entry_key(self.shared_folders, self.shared_key_file)
-        )
-
-    def _check_monitor(self, cfg: NeuralFineTuneConfig) -> None:
-        monitor = cfg.checkpoints.monitor
-        has_val = cfg.trainer.validation_fraction > 0
-        allowed = ["train_loss", "lr", "grad_norm_mean", "grad_norm_max"]
-        per_class = []
-        if has_val:
-            allowed += ["val_loss"] + [f"val_{m}" for m in (self.metrics or []) if not m.endswith(PER_CLASS_SUFFIX)]
-            # A per-class metric is logged once per class, by class index: val_recall[0], val_recall[1] ...
-            per_class = [m.removesuffix(PER_CLASS_SUFFIX) for m in (self.metrics or []) if m.endswith(PER_CLASS_SUFFIX)]
-            allowed += [f"val_{base}[<class index>]" for base in per_class]
-        if monitor not in allowed and not any(re.fullmatch(rf"val_{b}\[\d+\]", monitor) for b in per_class):
-            hint = (
-                " (validation metrics need trainer.validation_fraction > 0)"
-                if monitor.startswith("val_") and not has_val
-                else ""
-            )
-            raise ConfigError(
-                f"checkpoint monitor {monitor!r} is not logged; use one of {format_choices(allowed)}{hint}."
-            )
 
     def _config(self) -> NeuralFineTuneConfig:
         if not isinstance(self.config, NeuralFineTuneConfig):
@@ -447,15 +529,6 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
                 verbose=self.verbose,
             )
 
-    def _targets(self, y: np.ndarray, cfg: NeuralFineTuneConfig) -> tuple[np.ndarray, np.ndarray | None]:
-        """Training targets (class indices, or floats) and, with ``class_weight``, each class's loss weight."""
-        if self.task != "classification":
-            return y.astype(np.float32), None
-        self.classes_, y_index = np.unique(y, return_inverse=True)
-        counts = np.bincount(y_index, minlength=len(self.classes_))
-        weights = len(y_index) / (len(self.classes_) * np.maximum(counts, 1)) if cfg.trainer.class_weight else None
-        return y_index, weights
-
     def _set_trainable(self, backbone_trains: bool) -> None:
         cfg = self._config()
         spec = get_model_spec(cfg.model_key)
@@ -473,21 +546,6 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
             if name in head:
                 param.requires_grad_(True)
 
-    def _validation_split(self, y_index, groups, cfg) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.arange(len(y_index))
-        fraction = cfg.trainer.validation_fraction
-        if fraction <= 0:
-            return idx, idx[:0]
-        if groups is not None and len(np.unique(groups)) >= 2:
-            splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
-            train, val = next(splitter.split(idx, groups=np.asarray(groups)))
-        elif self.task == "classification" and np.bincount(y_index).min() >= 2:
-            splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
-            train, val = next(splitter.split(idx, y_index))
-        else:
-            train, val = next(ShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state).split(idx))
-        return np.sort(train), np.sort(val)
-
     def _adapt(self, X, recordings=None) -> np.ndarray:
         if isinstance(X, AdaptedWindows):
             return X.check_plan(self.plan_)
@@ -503,30 +561,6 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
         return adapt_in_batches(self.plan_, X, statistics)
 
     # -- predict ---------------------------------------------------------------------------
-
-    def _outputs(self, X, recordings=None) -> np.ndarray:
-        check_is_fitted(self, "net_")
-        cfg = self._config()
-        with deterministic_algorithms(cfg.device.deterministic, self.device_):
-            return predict_network(
-                self.net_, self._adapt(X, recordings), cfg.trainer.batch_size, self.device_, self.precision_
-            )
-
-    def predict(self, X, recordings=None):
-        """Predictions for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
-        out = self._outputs(X, recordings)
-        if self.task == "classification":
-            return self.classes_[out.argmax(axis=1)]
-        return out[:, 0]
-
-    def predict_proba(self, X, recordings=None):
-        """Class probabilities for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
-        if self.task != "classification":
-            raise AttributeError("predict_proba is only available for classification.")
-        out = self._outputs(X, recordings)
-        z = out - out.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -561,16 +595,6 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
 
     # -- NeuralTrainable protocol -------------------------------------------------------------
 
-    def get_training_history(self) -> list[dict[str, Any]]:
-        """Per epoch: train/val loss and metrics, learning rate, gradient norms, seconds."""
-        check_is_fitted(self, "net_")
-        return [dict(r) for r in self.history_]
-
-    def get_checkpoint_manifest(self) -> dict[str, Any]:
-        """Saved checkpoint paths, best epoch and monitored value."""
-        check_is_fitted(self, "net_")
-        return dict(self.checkpoint_manifest_)
-
     def get_model_card_info(self) -> dict[str, Any]:
         """Architecture, parameter counts, weights source, input adaptation and training config."""
         check_is_fitted(self, "net_")
@@ -599,11 +623,6 @@ class NeuralFineTuner(BaseEstimator, NeuralTrainable):
             "n_train": self.n_train_,
             "n_validation": self.n_val_,
         }
-
-    def get_failure_diagnostics(self) -> dict[str, Any]:
-        """Non-finite loss or gradients (with the step), gradient norms per epoch, why training stopped."""
-        check_is_fitted(self, "net_")
-        return json.loads(json.dumps(self.diagnostics_, default=str))
 
     def get_artifact_metadata(self) -> dict[str, Any]:
         """All of the above, keyed by artifact type."""

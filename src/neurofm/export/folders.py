@@ -77,6 +77,12 @@ def export_model(
     model_cfg = _model_config(result, name)
     kind = refit_kind(model_cfg).kind
     formats = {"fine_tuned": ("braindecode", "checkpoint"), "frozen_probe": (_PROBE_FORMAT,)}.get(kind, ())
+    if kind == "scratch":
+        raise ConfigError(
+            f"Model {name!r} is a from-scratch network (ScratchModelConfig), which neurofm does not export yet: "
+            "each fold's checkpoint in the run's output folder reloads with "
+            "neurofm.estimators.scratch.ScratchTrainer.from_checkpoint(folder)."
+        )
     if not formats:
         raise ConfigError(
             f"Model {name!r} is a classical window estimator (a scikit-learn pipeline): neurofm exports fine-tuned "

@@ -28,6 +28,7 @@ LINEAR_HEADS = {
     "LinearSVC": "sklearn.svm",
     "LinearSVR": "sklearn.svm",
     "LinearDiscriminantAnalysis": "sklearn.discriminant_analysis",
+    "RidgeProbe": "neurofm.estimators.ridge_probe",
 }
 _ATTRIBUTE = re.compile(r"[a-z][a-z0-9_]*_")
 

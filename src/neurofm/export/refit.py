@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class RefitKind:
     """What a model config's refit is and whether it can be saved."""
 
-    kind: str  # "fine_tuned", "frozen_probe" or "classical"
+    kind: str  # "fine_tuned", "frozen_probe", "scratch" or "classical"
     unsaved: str | None  # why it stays in memory only (None: saved)
 
 
@@ -38,6 +38,12 @@ def refit_kind(model_config: Any, head: Any = None) -> RefitKind:
     if kind == "frozen_backbone":
         reason = head_unsaved_reason(head) if head is not None else None
         return RefitKind("frozen_probe", None if reason is None else f"kept in memory only: {reason}")
+    if kind == "scratch":
+        return RefitKind(
+            "scratch",
+            "not refitted: a from-scratch network's folds keep their checkpoints, which "
+            "ScratchTrainer.from_checkpoint reloads",
+        )
     return RefitKind(
         "classical",
         "kept in memory only: a classical window estimator (a scikit-learn pipeline) has no format neurofm "
