@@ -17,6 +17,8 @@ from .naming import entity_number, same_entity, standard_channel_names, subject_
 def load_recording(path: str | Path, *, preprocessing: PreprocessingConfig | None = None, **window_args: Any) -> Any:
     """Read any file MNE reads (EDF, BDF, GDF, FIF, BrainVision, EEGLAB ...) and cut windows.
 
+    EEG channel names take MNE's template spelling (see :mod:`neurofm.loaders.naming`).
+
     Parameters
     ----------
     path : str | Path
@@ -27,8 +29,6 @@ def load_recording(path: str | Path, *, preprocessing: PreprocessingConfig | Non
         Passed to :func:`windows_from_raw`. Without ``event_id``, event-locked
         windows are cut around every event and a warning lists the classes
         this gave, with their window counts.
-
-    EEG channel names take MNE's template spelling (see :mod:`neurofm.loaders.naming`).
     """
     import mne  # heavy: neurofm.run and neurofm --help load this module, not mne
 
