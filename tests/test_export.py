@@ -433,8 +433,12 @@ def test_frozen_probe_exports_its_backbone_reference_and_head_without_pickle(run
     record = json.loads((folder / EXPORT_JSON).read_text())
     assert record["backbone"]["model_key"] == "cbramod" and record["backbone"]["pooling"] == "mean"
     assert record["weights_identity"] == {"kind": "random", "seed": 0}
-    assert record["head"]["estimator"] == "LogisticRegression"
-    assert record["head"]["attributes"]["coef_"] == {"stored": "safetensors"}
+    # The head standardises the embeddings first: the scaler's statistics are arrays too, as the model's are.
+    assert record["head"]["estimator"] == "Pipeline"
+    scaler, linear = record["head"]["steps"]
+    assert scaler["estimator"] == "StandardScaler" and linear["estimator"] == "LogisticRegression"
+    assert scaler["attributes"]["mean_"] == scaler["attributes"]["scale_"] == {"stored": "safetensors"}
+    assert linear["attributes"]["coef_"] == {"stored": "safetensors"}
     assert record["input_adaptation"]["target"]["sfreq"] == 200.0
     loaded = neurofm.load_exported(folder, cache_dir=str(tmp_path / "other-cache"))
     assert isinstance(loaded, FrozenProbe)
@@ -490,6 +494,12 @@ def test_a_frozen_probe_checks_its_weights_and_reads_no_foreign_class(runs, smal
     (folder / EXPORT_JSON).write_text(json.dumps(record))
     with pytest.raises(WeightsError, match="not those this head was fitted on"):
         neurofm.load_exported(folder, cache_dir=str(tmp_path / "c")).predict(small_dataset[0][:2])
+    for step in (0, 1):  # a step of the standardised head's pipeline, then the head itself
+        changed = copy.deepcopy(record)
+        changed["head"]["steps"][step]["estimator"] = "os.system"
+        (folder / EXPORT_JSON).write_text(json.dumps(changed))
+        with pytest.raises(ConfigError, match="not one neurofm reads"):
+            neurofm.load_exported(folder)
     record["head"]["estimator"] = "os.system"
     (folder / EXPORT_JSON).write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="not one neurofm reads"):
@@ -580,12 +590,15 @@ def test_a_frozen_probe_whose_head_was_an_object_exports_and_reloads(small_datas
     from sklearn.preprocessing import StandardScaler
 
     X, y, meta, info = small_dataset
-    head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))  # not linear by itself: skops
+    head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))  # standardised already: not twice
     probe_config = probe().model_copy(update={"head": ClassicalModelConfig(estimator=head)})
     config = experiment_config(tmp_path / "cache", refit=True, models={"mine": probe_config})
     result = Experiment(config).run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    steps = result.get_refit_model("mine").head.steps
+    assert [type(step).__name__ for _, step in steps] == ["StandardScaler", "LogisticRegression"]
     for source in (result, ExperimentResult.load(tmp_path / "out")):  # the saved config holds the head's description
         folder = source.export_model("mine", tmp_path / f"export-{id(source)}")
+        assert (folder / "head.safetensors").is_file()  # a scaler and a linear model: arrays, not skops
         np.testing.assert_array_equal(
             neurofm.load_exported(folder, cache_dir=str(tmp_path / "cache")).predict_proba(X),
             result.get_refit_model("mine").predict_proba(X),

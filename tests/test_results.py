@@ -138,7 +138,10 @@ def test_artifacts_and_meta(result):
     artifacts = result.get_model_artifacts()
     assert list(artifacts.columns) == ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
     timing = result.get_model_artifacts("timing", model="flat_lr")
-    assert len(timing) == 1 and timing.loc[0, "Fold"] == -1 and timing.loc[0, "ArtifactValue"] >= 0
+    wall = timing[timing["ArtifactKey"] == "wall_seconds"].reset_index(drop=True)
+    assert len(wall) == 1 and wall.loc[0, "Fold"] == -1 and wall.loc[0, "ArtifactValue"] >= 0
+    fits = timing[timing["ArtifactKey"] == "fit_seconds"]  # each fold's fit
+    assert sorted(fits["Fold"]) == [0, 1, 2] and (fits["ArtifactValue"] >= 0).all()
     assert result.meta["n_windows"] == 48
     assert result.meta["signal"]["sfreq"] == 160.0 and result.meta["signal"]["n_times"] == 640
     assert "2 model(s)" in repr(result) and "3 fold(s)" in repr(result)

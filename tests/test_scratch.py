@@ -125,8 +125,6 @@ def test_wrong_name_and_impossible_windows_refused_before_compute(data, tmp_path
     too_short = {"conformer": scratch("EEGConformer", model_kwargs={})}  # its first kernel spans 25 samples
     with pytest.raises(ConfigError, match="EEGConformer cannot be built for windows of 19 channels x 20 samples"):
         experiment(too_short, tmp_path).run(X[:, :, :20], y, sample_metadata=meta, **info)
-    with pytest.raises(ConfigError, match="cannot be refitted on all windows yet"):
-        experiment({"eegnet": scratch()}, tmp_path, refit=True).run(X, y, sample_metadata=meta, **info)
     assert calls == []
 
 
@@ -148,8 +146,55 @@ def test_five_baselines_train_in_the_folds(data, tmp_path):
     assert set(history["Model"]) == set(TINY)
     adaptation = result.get_model_artifacts(artifact_type="input_adaptation")
     assert adaptation["ArtifactValue"].str.contains("V x 1e\\+06: microvolts").all()
-    with pytest.raises(ConfigError, match="from-scratch network.*ScratchTrainer.from_checkpoint"):
+    with pytest.raises(ConfigError, match="Fold 0 of model 'EEGNet' saved no checkpoint"):  # save="none"
         result.export_model("EEGNet", tmp_path / "exported", fold=0)
+
+
+def test_refit_on_all_windows_is_saved_reloaded_resumed_and_exported(data, tmp_path, monkeypatch):
+    import neurofm.estimators.scratch as scratch_module
+    from neurofm import ExperimentResult
+    from neurofm.estimators.scratch import ScratchTrainer
+
+    X, y, meta, info = data
+    exp = experiment({"eegnet": scratch()}, tmp_path, refit=True)
+    first = exp.run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    refit = first.get_refit_model("eegnet")
+    assert isinstance(refit, ScratchTrainer) and first.meta["refit"]["eegnet"]["kind"] == "scratch"
+    assert first.meta["refit"]["eegnet"]["n_train"] + first.meta["refit"]["eegnet"]["n_validation"] == len(X)
+    folder = first.refit_folder("eegnet")
+    assert {"best.safetensors", "config.json", "refit.json"} <= {p.name for p in folder.iterdir()}
+    expected = refit.predict_proba(X)
+    np.testing.assert_array_equal(ScratchTrainer.from_checkpoint(folder).predict_proba(X), expected)
+    loaded = ExperimentResult.load(tmp_path / "out")
+    np.testing.assert_array_equal(loaded.get_refit_model("eegnet").predict_proba(X), expected)
+    # Run again into the same folder: the folds and the refit are read back, nothing trains.
+    monkeypatch.setattr(scratch_module, "train_network", lambda *a, **k: pytest.fail("trained again"))
+    again = exp.run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    assert again.meta["refit"]["eegnet"]["resumed"]
+    np.testing.assert_array_equal(again.get_refit_model("eegnet").predict_proba(X), expected)
+    # Without an output folder the refit is written beside the fold checkpoints, and saved with the result.
+    monkeypatch.undo()
+    plain = exp.run(X, y, sample_metadata=meta, **info)
+    plain.save(tmp_path / "saved")
+    np.testing.assert_array_equal(
+        ExperimentResult.load(tmp_path / "saved").get_refit_model("eegnet").predict_proba(X),
+        plain.get_refit_model("eegnet").predict_proba(X),
+    )
+    # Exported: in braindecode's own layout (the class as trained), or as neurofm's checkpoint.
+    import torch
+
+    import neurofm
+
+    hub = first.export_model("eegnet", tmp_path / "braindecode")
+    assert {p.name for p in hub.iterdir()} == {"config.json", "model.safetensors", "neurofm_export.json", "README.md"}
+    network = neurofm.load_exported(hub)
+    assert type(network).__name__ == "EEGNet"
+    adapted = torch.from_numpy(refit.plan_.apply(X[:4]))
+    with torch.no_grad():
+        np.testing.assert_array_equal(network(adapted).numpy(), refit._outputs(X[:4]))
+    assert "EEGNet, trained from scratch with neurofm" in (hub / "README.md").read_text()
+    checkpoint = first.export_model("eegnet", tmp_path / "checkpoint", format="checkpoint")
+    np.testing.assert_array_equal(neurofm.load_exported(checkpoint).predict_proba(X), expected)
 
 
 def test_eegnet_learns_an_evoked_response(data, tmp_path):

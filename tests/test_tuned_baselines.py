@@ -147,9 +147,13 @@ def test_the_experiment_records_each_folds_choice_made_on_its_training_partition
             card = cards[(cards["Model"] == model) & (cards["Fold"] == fold)]
             n_samples = card.loc[card["ArtifactKey"] == "n_samples", "ArtifactValue"].item()
             assert n_samples == len(train) < len(X)  # the search saw this fold's training windows, not the test ones
-            if model == "xdawn":  # the same choice from a direct fit on those training windows alone
-                direct = build_window_estimator("xdawn_ts_lr", {}, info["sfreq"], 0).fit(X[train], y[train])
+            if model == "xdawn":  # the same choice from a direct fit on those training windows (and groups) alone
+                groups = meta["Subject"].to_numpy()[train]
+                direct = build_window_estimator("xdawn_ts_lr", {}, info["sfreq"], 0).fit(X[train], y[train], groups)
                 assert direct.best_params_ == chosen, fold
+                search = card.loc[card["ArtifactKey"] == "search", "ArtifactValue"].item()
+                grouped = len(set(groups)) >= 3  # as many subjects as inner folds: the inner splits keep them apart
+                assert search.startswith("inner StratifiedGroupKFold" if grouped else "inner StratifiedKFold"), fold
     inner = result.get_model_artifacts(artifact_type="inner_cv")
     assert (inner[(inner["Model"] == "xdawn") & (inner["Fold"] == 0)].shape[0]) == 15
 

@@ -12,7 +12,7 @@ from .configs import GROUP_AWARE_STRATEGIES, STRATIFIED_STRATEGIES, CVConfig, gr
 from .exceptions import ConfigError, CVSplitError
 from .utils.logging import logger
 
-__all__ = ["make_splits", "SUBJECT_LIKE_COLUMNS"]
+__all__ = ["make_splits", "SUBJECT_LIKE_COLUMNS", "label_combinations", "target_bins"]
 
 # Columns that usually hold the recording's subject; splitting their windows across
 # train and test inflates scores, so a non-group CV over them gets a warning.
@@ -33,11 +33,16 @@ def make_splits(
     cv : CVConfig
         The requested strategy.
     y : ndarray, shape (n_windows,)
-        Targets (used for stratification only).
+        Targets (used for stratification only). A regression target with
+        ``cv.stratify_bins`` is stratified on its quantile bins
+        (:func:`target_bins`), computed on all windows' targets: label
+        information, used only to balance the folds, never by a model.
     metadata : DataFrame
         Sample metadata; holds ``cv.group_key`` for group strategies.
     task : str
-        ``"classification"`` or ``"regression"``.
+        ``"classification"``, ``"regression"`` or ``"multilabel"`` (``y`` of
+        shape (n_windows, n_labels); the stratified strategies stratify on
+        each window's combination of labels, :func:`label_combinations`).
     random_state : int
         Seed for shuffled strategies.
 
@@ -67,12 +72,67 @@ def make_splits(
 
     splitter = _splitter(cv, stratify, random_state, groups is not None)
     idx = np.arange(n)
+    strata = y if stratify else None
+    if task == "regression" and cv.stratify_bins and cv.strategy in STRATIFIED_STRATEGIES:
+        strata = target_bins(y, cv.stratify_bins)
+    if task == "multilabel" and cv.strategy in STRATIFIED_STRATEGIES:
+        strata = label_combinations(y, cv.n_splits)
     try:
-        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(idx, y if stratify else None, groups)]
+        splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(idx, strata, groups)]
     except ValueError as exc:
         raise CVSplitError(f"scikit-learn could not split the data with {cv.strategy!r}: {exc}") from exc
     _check_splits(splits, y if stratify else None, groups, cv)
+    if task == "multilabel":
+        _check_label_values(splits, y)
     return splits
+
+
+def label_combinations(y: np.ndarray, n_splits: int) -> np.ndarray:
+    """The stratum of each window of a multilabel ``y``: its combination of labels, the rare ones pooled.
+
+    A combination held by fewer than ``n_splits`` windows cannot reach every
+    fold; those windows share one stratum, so that stratifying on the
+    combinations stays possible (and the common ones stay balanced).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n_windows, n_labels)
+        0/1 labels.
+    n_splits : int
+        Folds the strata are spread over.
+    """
+    _, code, counts = np.unique(np.asarray(y), axis=0, return_inverse=True, return_counts=True)
+    code = np.ravel(code)
+    return np.where(counts[code] >= n_splits, code, -1)
+
+
+def _check_label_values(splits, y: np.ndarray) -> None:
+    """Refuse folds whose training windows hold a label with a single value: no classifier can learn it."""
+    for fold, (train, _) in enumerate(splits):
+        constant = [k for k in range(y.shape[1]) if len(np.unique(y[train, k])) < 2]
+        if constant:
+            raise CVSplitError(
+                f"Fold {fold}'s training partition holds label column(s) {constant} with a single value, so no "
+                "classifier can learn them; use fewer folds, a stratified strategy, or drop those rare labels."
+            )
+
+
+def target_bins(y: np.ndarray, n_bins: int) -> np.ndarray:
+    """Each window's quantile bin of a regression target (0 to at most ``n_bins - 1``), to stratify folds on.
+
+    Equal-count bins of all windows' targets; ties at an edge merge bins, so
+    a target of few distinct values gets fewer bins.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n_windows,)
+        The regression target.
+    n_bins : int
+        Number of quantile bins asked for.
+    """
+    values = np.asarray(y, dtype=float)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, n_bins + 1)[1:-1]))
+    return np.searchsorted(edges, values, side="right")
 
 
 def _groups(cv: CVConfig, metadata: pd.DataFrame) -> np.ndarray | None:

@@ -139,6 +139,8 @@ class Inputs:
     metadata: pd.DataFrame
     info: SignalInfo
     extra: dict[str, Any] = field(default_factory=dict)
+    #: task="multilabel": the name of each column of ``y`` (a DataFrame's columns, else ``label_0``, ``label_1`` ...).
+    label_names: tuple[str, ...] | None = None
 
 
 def _epochs_signal(epochs: Any) -> tuple[np.ndarray, SignalInfo, pd.DataFrame | None]:
@@ -221,7 +223,9 @@ def prepare_inputs(
         Signal metadata of a numpy ``X``; read from ``X.info`` for ``mne.Epochs``.
         ``units`` is one unit for all channels or one per channel (default ``"V"``).
     task : str
-        ``"classification"`` or ``"regression"``.
+        ``"classification"``, ``"regression"`` or ``"multilabel"`` (``y`` of
+        shape (n_windows, n_labels) of 0/1; a DataFrame's columns name the
+        labels: :attr:`Inputs.label_names`).
     sensor_types : list of {"eeg", "meg", "mag", "grad"} | None
         Keep only these sensors (``"meg"`` = magnetometers and gradiometers).
         ``None`` keeps every EEG and MEG channel. A type the windows do not
@@ -277,7 +281,11 @@ def prepare_inputs(
         X, info = _pick_sensor_types(X, info, sensor_types)
     n = X.shape[0]
     metadata = _metadata_frame(sample_metadata, epochs_meta, n)
-    y_arr = _check_targets(y, n, task) if y is not None else None
+    label_names = None
+    if y is not None and task == "multilabel":
+        y_arr, label_names = _check_multilabel_targets(y, n)
+    else:
+        y_arr = _check_targets(y, n, task) if y is not None else None
     if lazy:  # one pass over the file, chunk by chunk, before any model sees a window
         _check_finite_in_chunks(X)
         _check_plausible_units(X.read(0, 64), info)
@@ -285,7 +293,7 @@ def prepare_inputs(
         _check_finite(X)
         _check_plausible_units(X, info)
         X = np.ascontiguousarray(X, dtype=np.float32)
-    return Inputs(X=X, y=y_arr, metadata=metadata, info=info)
+    return Inputs(X=X, y=y_arr, metadata=metadata, info=info, label_names=label_names)
 
 
 def _check_positions(positions: Any, n_chans: int) -> tuple[tuple[float, float, float] | None, ...]:
@@ -587,6 +595,52 @@ def _check_targets(y: Any, n: int, task: str) -> np.ndarray:
         if not np.all(np.isfinite(y_arr)):
             raise DataValidationError("y contains NaN or Inf; remove those windows before running.")
     return y_arr
+
+
+def _check_multilabel_targets(y: Any, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Several binary targets per window: ``y`` as an int array (n, n_labels) of 0/1, and each label's name.
+
+    A pandas DataFrame names the labels by its columns; any other 2-D array-like gets ``label_0``, ``label_1`` ...
+    """
+    names = [str(c) for c in y.columns] if isinstance(y, pd.DataFrame) else None
+    try:
+        y_arr = np.asarray(y.to_numpy() if isinstance(y, pd.DataFrame) else y)
+    except (ValueError, TypeError) as exc:
+        raise DataValidationError(f"y could not be read as a (n_windows, n_labels) array of 0/1 ({exc}).") from exc
+    if y_arr.ndim != 2:
+        raise DataValidationError(
+            f"task='multilabel' needs y of shape (n_windows, n_labels), one 0/1 column per label; got shape "
+            f"{y_arr.shape}. For one label per window use task='classification'."
+        )
+    if len(y_arr) != n:
+        raise DataValidationError(f"y has {len(y_arr)} rows but X has {n} windows; give exactly one row per window.")
+    names = names or [f"label_{k}" for k in range(y_arr.shape[1])]
+    if y_arr.shape[1] < 2:
+        raise DataValidationError(
+            f"y holds a single label ({names[0]!r}); multilabel needs at least two. For one binary target use "
+            "task='classification' with y as a 1-D array."
+        )
+    if len(set(names)) < len(names):
+        raise DataValidationError(f"y's label names repeat ({names}); give each column its own name.")
+    for k, name in enumerate(names):
+        column = y_arr[:, k]
+        try:
+            values = pd.unique(pd.Series(column, dtype=object)).tolist()
+            binary = all(isinstance(v, (bool, int, float, np.bool_, np.number)) and v in (0, 1) for v in values)
+        except TypeError:  # values that cannot be compared with numbers
+            binary = False
+        if not binary:
+            shown = sorted(map(repr, values))[:6]
+            raise DataValidationError(
+                f"task='multilabel' needs each label as 0/1 (or booleans); label {name!r} holds {', '.join(shown)}. "
+                "Binarise it (e.g. (Y > 0).astype(int)), or use task='classification' for one multi-class target."
+            )
+        if len({int(v) for v in values}) < 2:
+            raise DataValidationError(
+                f"label {name!r} is {int(values[0])} in every window: a constant label can be neither learned nor "
+                "scored. Drop that column of y."
+            )
+    return y_arr.astype(np.int64), tuple(names)
 
 
 def _object_labels(y_arr: np.ndarray) -> np.ndarray:

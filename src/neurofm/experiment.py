@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.multioutput import MultiOutputClassifier
 
 from .cache import stable_hash
 from .configs import (
+    AttentiveProbeConfig,
     ClassicalModelConfig,
     ExperimentConfig,
     FrozenBackboneDecoderConfig,
@@ -41,9 +43,17 @@ from .configs import (
     RidgeProbeConfig,
     ScratchModelConfig,
 )
+from .configs.models import attentive_heads_refusal
 from .cv import make_splits
 from .data import Inputs, prepare_inputs
-from .estimators.classical import build_estimator, build_window_estimator, named_definition_version
+from .estimators.classical import (
+    HEAD_DEFINITION,
+    TunedPipeline,
+    build_estimator,
+    build_window_estimator,
+    named_definition_version,
+    standardised_head,
+)
 from .estimators.ridge_probe import RidgeProbe
 from .exceptions import ConfigError
 from .execution import check_backend, computes_here, engine_session, map_tasks
@@ -270,7 +280,9 @@ class ExperimentRun:
             keep_previous_result(out, cfg.model_dump(mode="json"))
         logger.info("neurofm writes into %s%s", cache, "" if out is None else f" (cache) and {out} (results)")
         classes = np.unique(inputs.y) if cfg.task == "classification" else None
-        if classes is not None:
+        if cfg.task == "multilabel":
+            classes = np.asarray(inputs.label_names)  # the label names: per-label scores and prediction columns
+        elif classes is not None:
             check_metrics_for_classes(cfg.resolved_metrics, classes)  # a binary-only score on 3 classes: refused now
         prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
         # Said before any compute: what the run was given and what it is about to do.
@@ -335,6 +347,14 @@ class ExperimentRun:
         version = named_definition_version(getattr(model.config, "estimator", None))
         if version is not None and version > 1:
             decisive["definition"] = version
+        # Likewise a frozen backbone's classical head (standardised since definition 2): its records of the bare
+        # head are recomputed. Other models (and the ridge probe head, unchanged) keep their keys.
+        if isinstance(getattr(model.config, "head", None), ClassicalModelConfig):
+            decisive["head_definition"] = HEAD_DEFINITION
+        # A tuned pipeline's inner CV keeps the experiment's groups apart (it mixed them before): records of
+        # grouped runs are recomputed; runs without groups split as before and keep theirs.
+        if cfg.cv.group_key and isinstance(model.estimator, TunedPipeline) and model.estimator.param_grid:
+            decisive["inner_cv"] = "grouped"
         return decisive
 
     def _fold_estimator(self, model: _PreparedModel, fold: int) -> Any:
@@ -485,9 +505,42 @@ class ExperimentRun:
             "verbose": cfg.verbose,
         }
 
-    def _head(self, head_cfg: Any) -> Any:
+    def _head(self, head_cfg: Any, backbone_cfg: Any = None) -> Any:
         """The estimator a frozen backbone's embeddings go to in each fold."""
         cfg = self.config
+        if isinstance(head_cfg, AttentiveProbeConfig):
+            from .estimators.attentive_probe import AttentiveProbe  # lazy: its training loads torch
+            from .models.registry import get_model_spec  # lazy: as the frozen branch's, the backbone stack on use
+
+            spec = get_model_spec(backbone_cfg.model_key)
+            if cfg.task == "multilabel":
+                raise ConfigError(
+                    "The attentive probe head does not do task='multilabel' yet; use a classifier head, e.g. "
+                    "head={'estimator': 'LogisticRegression'} (fitted once per label)."
+                )
+            if backbone_cfg.pooling != "flatten":
+                raise ConfigError(
+                    f"head AttentiveProbeConfig pools the backbone's tokens itself, so the tokens are what is embedded "
+                    f"and cached: set the backbone's pooling='flatten' (got {backbone_cfg.pooling!r}); the result "
+                    "records the pooling as 'attentive'."
+                )
+            token_dim = head_cfg.token_dim or spec.embedding_dim
+            if token_dim % head_cfg.n_heads:
+                raise ConfigError(attentive_heads_refusal(head_cfg.n_heads, token_dim, spec.key))
+            return AttentiveProbe(
+                task=cfg.task,
+                token_dim=token_dim,
+                n_queries=head_cfg.n_queries,
+                n_heads=head_cfg.n_heads,
+                max_epochs=head_cfg.max_epochs,
+                lr=head_cfg.lr,
+                weight_decay=head_cfg.weight_decay,
+                batch_size=head_cfg.batch_size,
+                early_stopping_patience=head_cfg.early_stopping_patience,
+                validation_fraction=head_cfg.validation_fraction,
+                class_weight=head_cfg.class_weight if cfg.task == "classification" else None,
+                random_state=cfg.random_state,
+            )
         if isinstance(head_cfg, RidgeProbeConfig):
             return RidgeProbe(
                 task=cfg.task,
@@ -496,7 +549,10 @@ class ExperimentRun:
                 class_weight=head_cfg.class_weight if cfg.task == "classification" else None,
                 random_state=cfg.random_state,
             )
-        return build_estimator(head_cfg.estimator, head_cfg.params, cfg.random_state)
+        # Standardised embeddings (the scaler fitted in each fold, on its training partition): a logistic
+        # regression on the backbone's raw scale spends most of a run converging.
+        head = standardised_head(build_estimator(head_cfg.estimator, head_cfg.params, cfg.random_state))
+        return MultiOutputClassifier(head) if cfg.task == "multilabel" else head  # one classifier per label
 
     def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
         cfg = self.config
@@ -509,11 +565,13 @@ class ExperimentRun:
                 units=inputs.info.units,
                 input=model_cfg.input,
             )
+            if cfg.task == "multilabel":
+                estimator = MultiOutputClassifier(estimator)  # one classifier (and its own tuning) per label
             return _PreparedModel(name, model_cfg, estimator)
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
             from .estimators.frozen import FoundationEmbedder  # lazy: keeps the backbone stack out of import neurofm
 
-            head = self._head(model_cfg.head)
+            head = self._head(model_cfg.head, model_cfg.backbone)
             embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
             # Adaptation plan and weights resolved before any compute; the device where it will be computed.
             prepared = embedder.check_input(
@@ -521,7 +579,13 @@ class ExperimentRun:
                 device_here=computes_here(self._execution),
                 recordings_known=self._recordings is not None,
             )
-            return _PreparedModel(name, model_cfg, head, embedder=embedder, weights=prepared.weights, prepared=prepared)
+            model = _PreparedModel(
+                name, model_cfg, head, embedder=embedder, weights=prepared.weights, prepared=prepared
+            )
+            if isinstance(model_cfg.head, AttentiveProbeConfig):
+                # The backbone's row says what is cached (the tokens, pooling='flatten'); the head pools them.
+                model.artifacts += [(-1, "head", "pooling", "attentive"), (-1, "head", "token_dim", head.token_dim)]
+            return model
         if isinstance(model_cfg, NeuralFineTuneConfig):
             from .estimators.neural import NeuralFineTuner  # heavy: neurofm.estimators.neural loads torch
 
@@ -538,13 +602,6 @@ class ExperimentRun:
             tuner.set_params(expected_weights=prepared.weights)
             return _PreparedModel(name, model_cfg, tuner, weights=prepared.weights, prepared=prepared)
         if isinstance(model_cfg, ScratchModelConfig):
-            if cfg.refit:
-                # The refit step writes and reloads fine-tuners' checkpoint folders only (neurofm.export).
-                raise ConfigError(
-                    f"Model {name!r} (ScratchModelConfig) cannot be refitted on all windows yet: run with "
-                    "refit=False; each fold's network is kept in its checkpoint folder "
-                    "(ScratchTrainer.from_checkpoint reloads it)."
-                )
             from .estimators.scratch import ScratchTrainer  # heavy: neurofm.estimators.scratch loads torch
 
             trainer = ScratchTrainer(

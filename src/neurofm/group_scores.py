@@ -1,5 +1,5 @@
 """The windows' metadata in a result: joined to predictions and splits, folds named by their held-out groups,
-scores per group (subject, session, recording).
+scores per group (subject, session, recording), and scores of one aggregated prediction per recording or subject.
 
 A result keeps the metadata table the experiment was given (``sample_metadata``,
 or ``epochs.metadata``), one row per window, keyed by ``SampleIndex`` like its
@@ -16,7 +16,18 @@ import pandas as pd
 from .exceptions import ConfigError
 from .metrics import score_all
 
-__all__ = ["group_scores", "held_out_groups", "metadata_table", "with_metadata"]
+__all__ = [
+    "AGGREGATE_METHODS",
+    "aggregate_predictions",
+    "aggregate_scores",
+    "group_scores",
+    "held_out_groups",
+    "metadata_table",
+    "with_metadata",
+]
+
+#: How the windows of one recording (or subject) become one prediction: see :func:`aggregate_predictions`.
+AGGREGATE_METHODS = ("mean_proba", "vote", "mean")
 
 #: Columns of the result's own tables; a metadata column of the same name is kept as ``metadata_<name>``.
 _RESULT_COLUMNS = frozenset({"Model", "Fold", "SampleIndex", "Set", "y_true", "y_pred", "Metric", "Value", "HeldOut"})
@@ -64,6 +75,19 @@ def _natural(value) -> tuple:
     return (text.rstrip("0123456789"), int(digits) if digits else -1, text)
 
 
+def _group_keys(metadata: pd.DataFrame, by: str | Sequence[str], purpose: str) -> list[str]:
+    """The metadata columns of ``by`` as a list, or a :class:`ConfigError` naming the missing ones and those there."""
+    keys = [by] if isinstance(by, str) else list(by)
+    missing = [k for k in keys if k not in metadata.columns or k == "SampleIndex"]
+    if missing:
+        present = [c for c in metadata.columns if c != "SampleIndex"]
+        raise ConfigError(
+            f"No metadata column {', '.join(map(repr, missing))} to {purpose}; the windows' metadata has "
+            f"{present or 'no columns (pass sample_metadata=... to the run, or load with a loader that sets it)'}."
+        )
+    return keys
+
+
 def group_scores(
     predictions: pd.DataFrame,
     metadata: pd.DataFrame,
@@ -82,22 +106,11 @@ def group_scores(
     ConfigError
         When a column of ``by`` is not in the metadata (the columns there are listed).
     """
-    keys = [by] if isinstance(by, str) else list(by)
-    missing = [k for k in keys if k not in metadata.columns or k == "SampleIndex"]
-    if missing:
-        present = [c for c in metadata.columns if c != "SampleIndex"]
-        raise ConfigError(
-            f"No metadata column {', '.join(map(repr, missing))} to group scores by; the windows' metadata has "
-            f"{present or 'no columns (pass sample_metadata=... to the run, or load with a loader that sets it)'}."
-        )
+    keys = _group_keys(metadata, by, "group scores by")
     joined = with_metadata(predictions, metadata[["SampleIndex", *keys]])
     rows = []
     for model, part in joined.groupby("Model", sort=False):
-        proba_columns = [c for c in part.columns if c.startswith("proba_")] if classification else []
-        # The classes in the order of the proba columns: every class of the task is some window's truth.
-        classes = np.unique(part["y_true"].to_numpy()) if classification else None
-        if classes is not None and len(classes) != len(proba_columns):
-            proba_columns = []
+        classes, proba_columns = _classes_and_proba(part, classification)
         for values, group in part.groupby(keys, sort=True, dropna=False):
             proba = group[proba_columns].to_numpy() if proba_columns else None
             scores = score_all(metrics, group["y_true"].to_numpy(), group["y_pred"].to_numpy(), proba, classes)
@@ -107,3 +120,165 @@ def group_scores(
                 for metric, value in scores.items()
             ]
     return pd.DataFrame(rows, columns=["Model", *keys, "Metric", "Value", "n_windows"])
+
+
+def _classes_and_proba(part: pd.DataFrame, classification: bool) -> tuple[np.ndarray | None, list[str]]:
+    """One model's classes and its probability columns in their order (none when they do not match the classes)."""
+    if not classification:
+        return None, []
+    proba_columns = [c for c in part.columns if c.startswith("proba_")]
+    # The classes in the order of the proba columns: every class of the task is some window's truth.
+    classes = np.unique(part["y_true"].to_numpy())
+    return classes, proba_columns if len(classes) == len(proba_columns) else []
+
+
+def _check_groups_held_out(splits: pd.DataFrame, metadata: pd.DataFrame, keys: list[str]) -> None:
+    """Refuse to aggregate a group that some fold tested on while training on other windows of it."""
+    if splits.empty:
+        return
+    sides = with_metadata(splits[["Model", "Fold", "SampleIndex", "Set"]], metadata[["SampleIndex", *keys]])
+    both = sides.groupby(["Model", "Fold", *keys], sort=True, dropna=False)["Set"].nunique()
+    leaked = both[both > 1]
+    if len(leaked):
+        model, fold, *values = leaked.index[0]
+        group = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values, strict=True))
+        raise ConfigError(
+            f"Model {model!r}, fold {fold}: the windows of {group} are in both its training and its test partition "
+            f"({len(leaked)} such group(s) over all models and folds), so a prediction per group would score "
+            "what the model was trained on. Aggregate by groups the CV keeps apart: run with a group strategy "
+            "whose group_key holds these groups (e.g. group_key='Subject' for per-recording or per-subject scores)."
+        )
+
+
+def aggregate_predictions(
+    predictions: pd.DataFrame,
+    metadata: pd.DataFrame,
+    splits: pd.DataFrame,
+    by: str | Sequence[str],
+    method: str | None,
+    classification: bool,
+) -> pd.DataFrame:
+    """One prediction per model, fold and group of windows (recording, subject), from its windows' predictions.
+
+    Aggregation stays within each fold: a group is predicted from the
+    windows one model tested in one fold. A group whose windows a fold used
+    both for training and for testing (a CV that does not keep these groups
+    apart) is refused, since its prediction would score training data.
+
+    Parameters
+    ----------
+    predictions, metadata, splits : DataFrame
+        The result's test predictions, windows' metadata and splits.
+    by : str | list of str
+        Metadata column(s) defining the groups (``"Subject"``, ``["Subject", "Session", "Run"]``).
+    method : {"mean_proba", "vote", "mean"} | None
+        ``"mean_proba"``: the mean of the windows' class probabilities
+        (decision values for a model without probabilities), predicting
+        their argmax. ``"vote"``: the class most windows predict, a tie
+        going to the first of the tied classes in sorted order; the
+        ``proba_`` columns then hold each class's share of the votes.
+        ``"mean"`` (regression): the mean predicted value. ``None``:
+        ``"mean_proba"`` for classification, ``"mean"`` for regression.
+    classification : bool
+        Whether the task is classification.
+
+    Returns
+    -------
+    DataFrame
+        ``Model, Fold, <by...>, y_true, y_pred, [proba_<class> ...], n_windows``.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown method or one of the other task, a missing column,
+        a group with windows on both sides of a fold, a group whose windows
+        have different targets, or ``"mean_proba"`` for a model without
+        probabilities.
+    """
+    method = method or ("mean_proba" if classification else "mean")
+    allowed = ("mean_proba", "vote") if classification else ("mean",)
+    if method not in allowed:
+        task = "classification" if classification else "regression"
+        raise ConfigError(
+            f"Aggregation method {method!r} is not one for {task}; use one of {', '.join(map(repr, allowed))}."
+        )
+    keys = _group_keys(metadata, by, "aggregate predictions by")
+    _check_groups_held_out(splits, metadata, keys)
+    joined = with_metadata(predictions, metadata[["SampleIndex", *keys]])
+    frames = []
+    for model, part in joined.groupby("Model", sort=False):
+        classes, proba_columns = _classes_and_proba(part, classification)
+        if method == "mean_proba" and (not proba_columns or part[proba_columns].isna().any(axis=None)):
+            raise ConfigError(
+                f"Model {model!r} has no class probabilities (or decision values) for every window, so "
+                "method='mean_proba' cannot average them; use method='vote'."
+            )
+        grouped = part.groupby(["Fold", *keys], sort=True, dropna=False)
+        truth = grouped["y_true"].agg(["first", "nunique"])
+        if (truth["nunique"] > 1).any():
+            where = truth.index[truth["nunique"] > 1][0]
+            group = ", ".join(f"{k}={v!r}" for k, v in zip(keys, where[1:], strict=True))
+            raise ConfigError(
+                f"The windows of {group} have different targets, and one prediction per group is scored against "
+                "one target; aggregate by a column the target is constant in (a per-recording or per-subject label)."
+            )
+        table = pd.DataFrame({"y_true": truth["first"]})
+        if method == "mean":
+            table["y_pred"] = grouped["y_pred"].mean()
+        elif method == "mean_proba":
+            mean = grouped[proba_columns].mean()
+            table["y_pred"] = classes[mean.to_numpy().argmax(axis=1)]
+            table[proba_columns] = mean
+        else:
+            votes = pd.DataFrame(
+                {f"proba_{c}": (part["y_pred"] == c).astype(float) for c in classes}, index=part.index
+            ).groupby([part[k] for k in ["Fold", *keys]], sort=True, dropna=False)
+            shares = votes.mean()
+            # argmax takes the first of the largest counts: ties go to the first of the sorted classes.
+            table["y_pred"] = classes[shares.to_numpy().argmax(axis=1)]
+            table[list(shares.columns)] = shares
+        table["n_windows"] = grouped.size()
+        frames.append(table.reset_index().assign(Model=model))
+    columns = ["Model", "Fold", *keys]
+    if not frames:
+        return pd.DataFrame(columns=[*columns, "y_true", "y_pred", "n_windows"])
+    out = pd.concat(frames, ignore_index=True)
+    return out[columns + [c for c in out.columns if c not in columns]]
+
+
+def aggregate_scores(
+    predictions: pd.DataFrame,
+    metadata: pd.DataFrame,
+    splits: pd.DataFrame,
+    by: str | Sequence[str],
+    method: str | None,
+    metrics: Sequence[str],
+    classification: bool,
+) -> pd.DataFrame:
+    """The metrics of the aggregated predictions (:func:`aggregate_predictions`) of each model and fold.
+
+    Returns ``Model, Fold, Metric, Value, n_groups, n_windows``: each fold
+    scored on one prediction per group it tested, as clinical benchmarks
+    score per recording or subject.
+    """
+    table = aggregate_predictions(predictions, metadata, splits, by, method, classification)
+    rows = []
+    for model, part in table.groupby("Model", sort=False):
+        classes, proba_columns = _classes_and_proba(predictions[predictions["Model"] == model], classification)
+        for fold, rows_of_fold in part.groupby("Fold", sort=True):
+            proba = rows_of_fold[proba_columns].to_numpy(float) if proba_columns else None
+            scores = score_all(
+                metrics, rows_of_fold["y_true"].to_numpy(), rows_of_fold["y_pred"].to_numpy(), proba, classes
+            )
+            rows += [
+                {
+                    "Model": model,
+                    "Fold": fold,
+                    "Metric": metric,
+                    "Value": value,
+                    "n_groups": len(rows_of_fold),
+                    "n_windows": int(rows_of_fold["n_windows"].sum()),
+                }
+                for metric, value in scores.items()
+            ]
+    return pd.DataFrame(rows, columns=["Model", "Fold", "Metric", "Value", "n_groups", "n_windows"])

@@ -4,8 +4,9 @@ A metric is named in one of three ways:
 
 * neurofm's own names, :data:`METRIC_FUNCTIONS`: ``accuracy``,
   ``balanced_accuracy``, ``roc_auc``, ``f1_macro``, ``cohen_kappa``, ``ece``,
-  ``brier`` (classification) and ``r2``, ``mae``, ``rmse``, ``pearson``
-  (regression). They take precedence over scikit-learn's scorers of the same
+  ``brier`` (classification) and ``r2``, ``mae``, ``rmse``, ``pearson``,
+  ``spearman`` (regression; the correlations are NaN when the truth or the
+  predictions of a fold are constant). They take precedence over scikit-learn's scorers of the same
   name. ``mae``, ``rmse``, ``ece`` and ``brier`` are lower-is-better
   (:data:`LOWER_IS_BETTER`, :func:`greater_is_better`); the others grow as
   the model improves.
@@ -21,6 +22,10 @@ A metric is named in one of three ways:
   ``recall_per_class`` and ``f1_per_class`` yield one score per class, named
   ``recall[<class>]`` (:func:`expand_metrics`), the values of
   :func:`sklearn.metrics.precision_recall_fscore_support` with ``average=None``.
+* multilabel scores (``y`` of shape (n, n_labels) of 0/1; :func:`score`
+  sees the 2-D truth): :data:`MULTILABEL_METRICS` and the per-label
+  :data:`MULTILABEL_PER_LABEL` (``roc_auc[<label>]``, ``f1[<label>]`` ...),
+  with each label's probability of 1 as ``proba``'s column.
 
 Calibration (``ece``, ``brier``) needs class probabilities: a model without
 ``predict_proba`` (its fold holds decision values, or nothing) scores NaN.
@@ -66,6 +71,8 @@ from .utils.check import format_choices
 __all__ = [
     "LOWER_IS_BETTER",
     "METRIC_FUNCTIONS",
+    "MULTILABEL_METRICS",
+    "MULTILABEL_PER_LABEL",
     "PER_CLASS_METRICS",
     "check_metrics_for_classes",
     "expand_metrics",
@@ -106,6 +113,12 @@ def _pearson(y_true, y_pred, proba, classes):
     if np.std(y_true) == 0 or np.std(y_pred) == 0:
         return float("nan")
     return float(stats.pearsonr(y_true, y_pred).statistic)
+
+
+def _spearman(y_true, y_pred, proba, classes):
+    if np.std(y_true) == 0 or np.std(y_pred) == 0:
+        return float("nan")
+    return float(stats.spearmanr(y_true, y_pred).statistic)
 
 
 def reliability_bins(y_true, proba, classes, n_bins: int = CALIBRATION_BINS) -> pd.DataFrame | None:
@@ -178,18 +191,19 @@ METRIC_FUNCTIONS = {
     "mae": lambda t, p, pr, c: float(skm.mean_absolute_error(t, p)),
     "rmse": lambda t, p, pr, c: float(np.sqrt(skm.mean_squared_error(t, p))),
     "pearson": _pearson,
+    "spearman": _spearman,
 }
-_OWN_REGRESSION = ("r2", "mae", "rmse", "pearson")
+_OWN_REGRESSION = ("r2", "mae", "rmse", "pearson", "spearman")
 
 #: neurofm's names that fall as the model improves; scikit-learn's scorers and the per-class scores all grow.
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "ece", "brier"})
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "ece", "brier", "hamming_loss"})
 
 
 def greater_is_better(metric: str) -> bool:
     """Whether a higher value of ``metric`` is the better one.
 
     ``False`` for :data:`LOWER_IS_BETTER` (``mae``, ``rmse``, ``ece``,
-    ``brier``); ``True`` for every other name: neurofm's other scores, the
+    ``brier``, ``hamming_loss``); ``True`` for every other name: neurofm's other scores, the
     per-class scores, and scikit-learn's scorers, whose sign already makes
     higher better (``neg_mean_absolute_error``, ``neg_brier_score``).
     Comparisons against chance (permutation p-values) read it.
@@ -213,6 +227,57 @@ PER_CLASS_METRICS = tuple(f"{base}{PER_CLASS_SUFFIX}" for base in _PER_CLASS_FUN
 _ONE_CLASS = re.compile(rf"^({'|'.join(_PER_CLASS_FUNCTIONS)})\[(.*)\]$", re.DOTALL)
 
 
+#: task="multilabel" (``y`` of shape (n, n_labels) of 0/1): the scores over all labels. ``roc_auc`` and
+#: ``average_precision`` are the mean of the labels' own (macro; a label without both values in a test fold is
+#: left out of that fold's mean), ``f1_macro`` and ``f1_micro`` scikit-learn's averages, ``hamming_loss`` the share
+#: of wrong (window, label) pairs (lower is better), ``subset_accuracy`` the share of windows with every label right.
+MULTILABEL_METRICS = ("roc_auc", "average_precision", "f1_macro", "f1_micro", "hamming_loss", "subset_accuracy")
+#: Per-label scores of task="multilabel", expanded like the per-class ones: ``roc_auc[<label>]``, ``f1[<label>]`` ...
+MULTILABEL_PER_LABEL = ("roc_auc_per_class", *PER_CLASS_METRICS)
+_MULTILABEL_ONLY = frozenset({"hamming_loss", "subset_accuracy", "roc_auc_per_class"})
+_ONE_LABEL = re.compile(rf"^(roc_auc|{'|'.join(_PER_CLASS_FUNCTIONS)})\[(.*)\]$", re.DOTALL)
+
+
+def _label_score(base: str, truth: np.ndarray, predicted: np.ndarray, scores: np.ndarray | None) -> float:
+    """One label's score; NaN when undefined in this fold (a label with a single value, no scores)."""
+    if base in ("roc_auc", "average_precision"):
+        if scores is None or len(np.unique(truth)) < 2 or not np.all(np.isfinite(scores)):
+            return float("nan")
+        function = skm.roc_auc_score if base == "roc_auc" else skm.average_precision_score
+        return float(function(truth, scores))
+    return float(_PER_CLASS_FUNCTIONS[base](truth, predicted, zero_division=np.nan))
+
+
+def _multilabel_value(metric: str, y_true, y_pred, proba, labels) -> float:
+    """A multilabel score: ``y_true``, ``y_pred`` (n, n_labels) of 0/1, ``proba`` each label's P(1) (or scores)."""
+    y_true, y_pred = y_true.astype(int), y_pred.astype(int)
+    names = [str(name) for name in labels] if labels is not None else [f"label_{k}" for k in range(y_true.shape[1])]
+    proba = None if proba is None else np.asarray(proba, dtype=float)
+    one = _ONE_LABEL.match(metric)
+    if one:
+        base, label = one.groups()
+        if label not in names:
+            raise ValueError(f"no label {label!r} to score {base!r} on; the labels are {format_choices(names)}.")
+        k = names.index(label)
+        return _label_score(base, y_true[:, k], y_pred[:, k], None if proba is None else proba[:, k])
+    if metric in ("roc_auc", "average_precision"):
+        values = [
+            _label_score(metric, y_true[:, k], y_pred[:, k], None if proba is None else proba[:, k])
+            for k in range(y_true.shape[1])
+        ]
+        return float(np.mean([v for v in values if np.isfinite(v)])) if np.isfinite(values).any() else float("nan")
+    if metric in ("f1_macro", "f1_micro"):
+        return float(skm.f1_score(y_true, y_pred, average=metric.removeprefix("f1_"), zero_division=0))
+    if metric == "hamming_loss":
+        return float(skm.hamming_loss(y_true, y_pred))
+    if metric == "subset_accuracy":
+        return float(skm.accuracy_score(y_true, y_pred))
+    raise ValueError(
+        f"metric {metric!r} does not score a multilabel task; use one of "
+        f"{format_choices([*MULTILABEL_METRICS, *MULTILABEL_PER_LABEL])}."
+    )
+
+
 @functools.cache
 def _scorer(name: str):
     return skm.get_scorer(name)
@@ -233,7 +298,10 @@ def _scorer_tasks() -> dict[str, str]:
 
 
 def metric_task(metric: str) -> str | None:
-    """The task a metric name scores: ``"classification"``, ``"regression"``, or ``None`` when unknown."""
+    """The task a metric name scores: ``"classification"``, ``"regression"``, ``"multilabel"`` (the names only
+    multilabel has: ``hamming_loss``, ``subset_accuracy``, ``roc_auc_per_class``), or ``None`` when unknown."""
+    if metric in _MULTILABEL_ONLY:
+        return "multilabel"
     if metric in METRIC_FUNCTIONS:
         return "regression" if metric in _OWN_REGRESSION else "classification"
     if metric in PER_CLASS_METRICS:
@@ -249,6 +317,8 @@ def metric_names(task: str) -> tuple[str, ...]:
     task : {"classification", "regression"}
         The experiment's task.
     """
+    if task == "multilabel":
+        return MULTILABEL_METRICS + MULTILABEL_PER_LABEL
     own = tuple(m for m in METRIC_FUNCTIONS if metric_task(m) == task)
     per_class = PER_CLASS_METRICS if task == "classification" else ()
     scorers = tuple(n for n, t in _scorer_tasks().items() if t == task and n not in METRIC_FUNCTIONS)
@@ -272,7 +342,7 @@ def expand_metrics(metrics: Iterable[str], classes: Sequence | np.ndarray | None
     """
     out = []
     for metric in metrics:
-        if metric in PER_CLASS_METRICS:
+        if metric in PER_CLASS_METRICS or metric in MULTILABEL_PER_LABEL:
             if classes is None:
                 raise ValueError(f"metric {metric!r} scores each class of a classification task; none were given.")
             base = metric.removesuffix(PER_CLASS_SUFFIX)
@@ -415,6 +485,8 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
     scikit-learn's on an estimator that has ``decision_function`` too.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.ndim == 2:  # task="multilabel": one 0/1 column per label
+        return _multilabel_value(metric, y_true, y_pred, proba, classes)
     if metric in METRIC_FUNCTIONS or _ONE_CLASS.match(metric) or metric not in _scorer_tasks():
         return _value(metric, y_true, y_pred, proba, classes)
     try:

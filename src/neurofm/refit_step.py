@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RefitStep"]
 
+#: Refit kinds written as checkpoint folders where they train (fine-tuned and from-scratch networks).
+_TRAINED = ("fine_tuned", "scratch")
+
 
 class RefitStep:
     """What one run refits and how: the models not saved by an earlier run into the same output folder.
@@ -89,7 +92,7 @@ class RefitStep:
             if kind.unsaved is None and refit_on_record(folder, model.name, kind.kind, progress.key):
                 saved[model.name] = (
                     load_fine_tuned(folder)
-                    if kind.kind == "fine_tuned"
+                    if kind.kind in _TRAINED
                     else load_probe(folder, embedder=self.probe_embedder(model))
                 )
                 logger.info("Resuming: the refit of %s is read back from %s", model.name, folder)
@@ -148,7 +151,7 @@ class RefitStep:
             if model.name in self.saved:
                 models[model.name] = self.saved[model.name]
                 folders[model.name] = target
-            elif kind.kind == "fine_tuned":
+            elif kind.kind in _TRAINED:
                 entry |= fitted[model.name] | {"seconds": seconds}
                 # Kept as saved (adapters merged): in memory, saved, reloaded and exported, one model.
                 models[model.name] = load_fine_tuned(folders[model.name])

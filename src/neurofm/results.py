@@ -12,9 +12,9 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from .configs.experiment import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from .configs.experiment import CLASSIFICATION_METRICS, MULTILABEL_DEFAULT_METRICS, REGRESSION_METRICS
 from .export import copy_refit, export_model, load_fine_tuned, load_probe, push_to_hub, save_probe, write_refit_record
-from .group_scores import group_scores, held_out_groups, metadata_table, with_metadata
+from .group_scores import aggregate_scores, group_scores, held_out_groups, metadata_table, with_metadata
 from .output_versions import VERSIONS_FOLDER, keep_previous_result
 from .policy import load_yaml
 from .progress import PROGRESS_NAMES
@@ -168,11 +168,70 @@ class ExperimentResult:
         chosen = list(metrics) if metrics is not None else self._metrics()
         return group_scores(self.predictions, self.metadata, by, chosen, self._classification())
 
+    def get_aggregate_scores(
+        self,
+        by: str | list[str] = "Subject",
+        method: str | None = None,
+        metrics: list[str] | None = None,
+        average: bool = False,
+    ) -> pd.DataFrame:
+        """Scores of one prediction per recording or subject, fold by fold, as clinical benchmarks score.
+
+        Within each fold, each model's test windows of one group (``by``)
+        become one prediction (:func:`neurofm.group_scores.aggregate_predictions`),
+        and the fold is scored on those, with the run's metrics unless
+        ``metrics`` names others. A group with windows in both the training
+        and the test partition of a fold (the CV did not keep the groups
+        apart) is refused.
+
+        Parameters
+        ----------
+        by : str | list of str
+            Metadata column(s) defining the groups (``"Subject"``, ``["Subject", "Session", "Run"]``).
+        method : {"mean_proba", "vote", "mean"} | None
+            ``"mean_proba"``: argmax of the mean class probabilities;
+            ``"vote"``: majority vote of the windows' predictions (a tie goes
+            to the first of the tied classes in sorted order); ``"mean"``:
+            mean predicted value (regression). ``None``: ``"mean_proba"`` for
+            classification, ``"mean"`` for regression.
+        metrics : list of str | None
+            Metric names (default: the experiment's).
+        average : bool
+            ``True``: one row per model and metric, ``mean, std, n_folds``
+            across folds, as :meth:`summary`.
+
+        Returns
+        -------
+        DataFrame
+            ``Model, Fold, Metric, Value, n_groups, n_windows``, or with
+            ``average`` ``Model, Metric, mean, std, n_folds``.
+        """
+        chosen = list(metrics) if metrics is not None else self._metrics()
+        table = aggregate_scores(
+            self.predictions, self.metadata, self.splits, by, method, chosen, self._classification()
+        )
+        if not average:
+            return table
+        grouped = table.groupby(["Model", "Metric"], sort=False)["Value"]
+        return grouped.agg(mean="mean", std="std", n_folds="count").reset_index()
+
     def _classification(self) -> bool:
+        """Whether the task is classification (else regression); refused for multilabel, which the group and
+        aggregate scores do not handle yet."""
+        if self._multilabel():
+            raise NotImplementedError(
+                "Scores per group and aggregated scores are not available for task='multilabel' yet; "
+                "the fold scores (result.scores, per label: roc_auc[<label>] ...) are."
+            )
         return self.config.get("task", "classification") == "classification"
+
+    def _multilabel(self) -> bool:
+        return self.config.get("task") == "multilabel"
 
     def _metrics(self) -> list[str]:
         """The run's metrics as configured, with the task's defaults where none were named."""
+        if self._multilabel():
+            return list(self.config.get("metrics") or MULTILABEL_DEFAULT_METRICS)
         defaults = CLASSIFICATION_METRICS[:3] if self._classification() else REGRESSION_METRICS
         return list(self.config.get("metrics") or defaults)
 
@@ -219,7 +278,9 @@ class ExperimentResult:
         table = [{"Model": m, "Metric": metric, **values} for (m, metric), values in rows.items()]
         permutations = pd.DataFrame(table, columns=["Model", "Metric", "observed", "chance_mean", "p_value"])
         n = int(self.config.get("n_permutations") or 0)
-        return chance_table(self.scores, self.predictions, permutations, self._metrics(), n)
+        # multilabel: no label-blind predictor yet, so only the permuted models have a chance level
+        predictions = self.predictions.iloc[:0, :0] if self._multilabel() else self.predictions
+        return chance_table(self.scores, predictions, permutations, self._metrics(), n)
 
     def compare(self, model_a: str, model_b: str, metric: str) -> Comparison:
         """Paired comparison of two models on the same folds.
@@ -310,7 +371,7 @@ class ExperimentResult:
         if name not in self._refit_folders:
             raise KeyError(f"The refit of model {name!r} was not saved: {entry.get('note')}.")
         folder = self._refit_folders[name]
-        if entry["kind"] == "fine_tuned":
+        if entry["kind"] in ("fine_tuned", "scratch"):  # checkpoint folders (load_fine_tuned reads both)
             model = load_fine_tuned(folder, device=options.get("device"))
         else:
             model = load_probe(folder, **options)

@@ -9,6 +9,7 @@ fitting again.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Mapping
@@ -137,21 +138,47 @@ def decode_means(record: dict[str, Any]) -> dict[str, float]:
     return {metric: float(value) for metric, value in record.items()}
 
 
+def _takes_groups(estimator) -> bool:
+    """Whether ``estimator.fit`` names a ``groups`` argument of its own (a tuned pipeline's inner CV keeps groups
+    apart). A plain pipeline's ``fit(X, y, **params)`` would route ``groups`` to a step: it gets none."""
+    try:
+        parameter = inspect.signature(estimator.fit).parameters.get("groups")
+    except (TypeError, ValueError):  # a fit without a signature Python can read
+        return False
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+
+
 def _fit(estimator, trainable: bool, X, y, groups, recordings=None, prepared=None):
-    """Fit on one training partition; a trainable model's validation split comes from it, by group."""
+    """Fit on one training partition; a trainable model's validation split comes from it, by group, as does the
+    inner CV of an estimator whose fit takes ``groups``."""
     if trainable:
         return estimator.fit(X, y, groups=groups, recordings=recordings, prepared=prepared)
+    if groups is not None and _takes_groups(estimator):
+        return estimator.fit(X, y, groups=groups)
     return estimator.fit(X, y)
 
 
 def fit_and_score(
-    estimator, trainable, features, y, groups, train, test, classes, metrics, recordings=None, prepared=None
+    estimator,
+    trainable,
+    features,
+    y,
+    groups,
+    train,
+    test,
+    classes,
+    metrics,
+    recordings=None,
+    prepared=None,
+    timings: dict[str, float] | None = None,
 ):
     """Fit on ``train``, score ``test``: ``(estimator, scores, y_pred, proba)``, with NaN scores for a failed training.
 
     A trainable model gets the windows' ``recordings`` (each side's own: see ``NeuralFineTuner.fit``) and its
-    checked plan (``prepared``); its ``features`` are its windows, adapted once per run where they can be."""
+    checked plan (``prepared``); its ``features`` are its windows, adapted once per run where they can be.
+    ``timings``, when given, gets the seconds of the fit (``"fit_seconds"``)."""
     recordings = recordings if trainable else None
+    fit_started = time.perf_counter()
     estimator = _fit(
         estimator,
         trainable,
@@ -161,6 +188,8 @@ def fit_and_score(
         None if recordings is None else recordings[train],
         prepared,
     )
+    if timings is not None:
+        timings["fit_seconds"] = time.perf_counter() - fit_started
     if trainable and estimator.failed_:
         return estimator, dict.fromkeys(metrics, float("nan")), None, None
     y_pred, proba = _predict(estimator, features[test], classes, None if recordings is None else recordings[test])
@@ -170,6 +199,7 @@ def fit_and_score(
 def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
     started = time.perf_counter()
     y = shared.y
+    timings: dict[str, float] = {}
     try:
         estimator, scores, y_pred, proba = fit_and_score(
             task.estimator,
@@ -183,6 +213,7 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
             task.metrics,
             shared.recordings,
             task.prepared,
+            timings,
         )
     except NeuroFMError:
         raise
@@ -190,6 +221,8 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
         raise _fit_failed(task.model_name, f"on fold {task.fold}", "Folds that finished are kept", exc) from exc
     # Any estimator that reports its training gets its artifacts recorded, whatever config brought it.
     artifacts = trainable_artifacts(estimator, task.fold, task.model_name)
+    # What the fit itself took (a frozen backbone's head, a classical pipeline, a training), for every model.
+    artifacts.append((task.fold, "timing", "fit_seconds", round(timings["fit_seconds"], 4)))
     frame = None
     if y_pred is not None:
         frame = prediction_frame(task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes)
@@ -283,6 +316,8 @@ def _predict(estimator, X, classes, recordings=None):
     y_pred = estimator.predict(X, **given)
     if classes is None:
         return y_pred, None
+    if np.ndim(y_pred) == 2:  # task="multilabel": ``classes`` are the label names
+        return np.asarray(y_pred).astype(np.int64), label_scores(estimator, X, given)
     proba = None
     est_classes = getattr(estimator, "classes_", None)
     if hasattr(estimator, "predict_proba"):
@@ -298,6 +333,34 @@ def _predict(estimator, X, classes, recordings=None):
     if proba_raw is not None and est_classes is not None:
         proba = class_columns(proba_raw, est_classes, classes)
     return y_pred, proba
+
+
+def label_scores(estimator, X, given: dict | None = None) -> np.ndarray | None:
+    """A multilabel model's (n, n_labels) scores: each label's probability of 1, else its decision values.
+
+    A ``MultiOutputClassifier`` gives one (n, 2) probability array per label
+    (columns in its ``classes_``); a label whose training windows held one
+    value only gets that value's certainty (0 or 1) in every window.
+    """
+    given = given or {}
+    if hasattr(estimator, "predict_proba"):
+        try:
+            raw = estimator.predict_proba(X, **given)
+        except (AttributeError, NotImplementedError):
+            raw = None
+        if isinstance(raw, list):
+            fitted = getattr(estimator, "classes_", None)
+            fitted = fitted if isinstance(fitted, list) and len(fitted) == len(raw) else [None] * len(raw)
+            columns = []
+            for values, seen in zip(raw, fitted, strict=True):
+                seen = np.asarray([0, 1] if seen is None else seen).astype(int).tolist()
+                columns.append(values[:, seen.index(1)] if 1 in seen else np.zeros(len(values)))
+            return np.column_stack(columns)
+        if raw is not None:
+            return np.asarray(raw, dtype=float)
+    if hasattr(estimator, "decision_function"):
+        return np.asarray(estimator.decision_function(X), dtype=float)
+    return None
 
 
 def class_columns(values: np.ndarray, fitted_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -331,6 +394,20 @@ def ridge_permutations(
 
 
 def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
+    """One row per test window: truth, prediction and each class's ``proba_<class>``.
+
+    A multilabel task (2-D ``y_true``, ``classes`` the label names) has one
+    column per label for each: ``y_true[<label>]``, ``y_pred[<label>]`` and
+    ``proba[<label>]`` (the label's probability of 1, or its decision value).
+    """
+    if np.ndim(y_true) == 2:
+        frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test})
+        for k, label in enumerate(classes):
+            frame[f"y_true[{label}]"] = np.asarray(y_true)[:, k]
+            frame[f"y_pred[{label}]"] = np.asarray(y_pred)[:, k]
+            if proba is not None:
+                frame[f"proba[{label}]"] = np.asarray(proba, dtype=float)[:, k]
+        return frame
     frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
     if proba is not None:
         for k, cls in enumerate(classes):
@@ -339,7 +416,11 @@ def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.Dat
 
 
 def permute_labels(y: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
-    """Shuffle labels, within each group when groups are given (keeps subject-level structure)."""
+    """Shuffle labels, within each group when groups are given (keeps subject-level structure).
+
+    A multilabel ``y`` (n, n_labels) is shuffled by whole rows: the labels of a window move together, so their
+    co-occurrence is kept and only their link to the windows is broken.
+    """
     if groups is None:
         return rng.permutation(y)
     out = y.copy()

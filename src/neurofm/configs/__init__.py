@@ -25,6 +25,7 @@ from .experiment import (
 )
 from .models import (
     AdaptationConfig,
+    AttentiveProbeConfig,
     CheckpointConfig,
     ClassicalModelConfig,
     DeviceConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "FoundationEmbeddingModelConfig",
     "FrozenBackboneDecoderConfig",
     "RidgeProbeConfig",
+    "AttentiveProbeConfig",
     "LoRAConfig",
     "QuantizationConfig",
     "DeviceConfig",

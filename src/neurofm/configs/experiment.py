@@ -11,7 +11,13 @@ from ..policy import check_submitit_parameters
 from ..sharing import check_key_file_declared
 from ..utils.check import closest_matches, format_choices
 from .base import BaseConfig
-from .models import ClassicalModelConfig, FrozenBackboneDecoderConfig, ModelConfig, RidgeProbeConfig
+from .models import (
+    AttentiveProbeConfig,
+    ClassicalModelConfig,
+    FrozenBackboneDecoderConfig,
+    ModelConfig,
+    RidgeProbeConfig,
+)
 
 CV_STRATEGIES = (
     "kfold",
@@ -48,6 +54,14 @@ class CVConfig(BaseConfig):
         Shuffle before splitting (seeded by the experiment's ``random_state``).
     test_size : float
         Test fraction for ``train_test_split``.
+    stratify_bins : int | None
+        Regression only: stratify a ``stratified_kfold`` or
+        ``stratified_group_kfold`` split on this many quantile bins of the
+        target, so every fold sees the whole range of targets. The bin
+        edges are computed on all windows' targets: label information, but
+        used only to balance the folds (as scikit-learn users do with
+        ``StratifiedKFold`` on binned targets), never seen by a model.
+        ``None`` (default): regression refuses the stratified strategies.
     """
 
     strategy: Literal[CV_STRATEGIES] = "stratified_kfold"  # type: ignore[valid-type]
@@ -55,6 +69,7 @@ class CVConfig(BaseConfig):
     group_key: str | None = None
     shuffle: bool = True
     test_size: float = Field(0.2, gt=0.0, lt=1.0)
+    stratify_bins: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _group_key_for_group_strategies(self) -> CVConfig:
@@ -65,6 +80,11 @@ class CVConfig(BaseConfig):
             )
         if self.group_key and self.strategy not in GROUP_AWARE_STRATEGIES:
             raise ValueError(group_key_ignored_message(self.strategy, self.group_key))
+        if self.stratify_bins is not None and self.strategy not in STRATIFIED_STRATEGIES:
+            raise ValueError(
+                f"stratify_bins stratifies a regression target, but CV strategy {self.strategy!r} does not "
+                f"stratify; use one of {format_choices(STRATIFIED_STRATEGIES)}, or remove stratify_bins."
+            )
         return self
 
     @property
@@ -85,6 +105,8 @@ def group_key_ignored_message(strategy: str, group_key: str) -> str:
 
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "f1_macro", "cohen_kappa")
 REGRESSION_METRICS = ("r2", "mae", "rmse", "pearson")
+#: task="multilabel" without ``metrics``: macro ROC AUC over the labels, macro F1, Hamming loss.
+MULTILABEL_DEFAULT_METRICS = ("roc_auc", "f1_macro", "hamming_loss")
 
 
 class ExecutionConfig(BaseConfig):
@@ -232,18 +254,29 @@ class ExperimentConfig(BaseConfig):
 
     Parameters
     ----------
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "multilabel"}
         What ``y`` is. Classical models and frozen decoders' heads must do
         it, as scikit-learn's tags say: a classifier (``bandpower_lr``,
         ``LogisticRegression`` ...) for classification, a regressor
         (``bandpower_ridge``, ``ts_ridge``, ``Ridge`` ...) for regression;
-        anything else is refused when the config is made.
+        anything else is refused when the config is made. ``"multilabel"``:
+        ``y`` is (n_windows, n_labels) of 0/1, several binary targets per
+        window; a classifier is fitted per label (scikit-learn's
+        ``MultiOutputClassifier``), a fine-tuned network gets one output per
+        label and a binary cross-entropy loss. Its metrics are
+        ``roc_auc``, ``average_precision`` (both macro over labels),
+        ``f1_macro``, ``f1_micro``, ``hamming_loss`` (lower is better),
+        ``subset_accuracy`` and the per-label ``roc_auc_per_class``,
+        ``f1_per_class``, ``precision_per_class``, ``recall_per_class``
+        (``roc_auc[<label>]`` ...); default ``roc_auc``, ``f1_macro``,
+        ``hamming_loss``. Stratified CV strategies stratify on each window's
+        combination of labels.
     models : dict of str to model config
         Named models to evaluate on the same folds.
     metrics : list of str | None
         Scores per fold. ``None`` uses ``accuracy``, ``balanced_accuracy`` and
         ``roc_auc`` (classification) or ``r2``, ``mae``, ``rmse``, ``pearson``.
-        Also accepted: ``f1_macro``, ``cohen_kappa``, every scikit-learn
+        Also accepted: ``f1_macro``, ``cohen_kappa``, ``spearman``, every scikit-learn
         scorer name of the task (``f1_weighted``, ``average_precision``,
         ``neg_mean_absolute_error`` ..., in scikit-learn's sign), and
         ``precision_per_class``, ``recall_per_class``, ``f1_per_class`` (one
@@ -302,7 +335,7 @@ class ExperimentConfig(BaseConfig):
         fitting it again.
     """
 
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "multilabel"] = "classification"
     models: dict[str, ModelConfig]
     metrics: list[str] | None = None
     cv: CVConfig = Field(default_factory=CVConfig)
@@ -334,29 +367,48 @@ class ExperimentConfig(BaseConfig):
                     f"metric {metric!r} is not available for task={self.task!r}{scores}; "
                     f"allowed metrics are {format_choices(allowed)}.{hint}"
                 )
-        if self.task == "regression" and self.cv.strategy in ("stratified_kfold", "stratified_group_kfold"):
+        if self.task == "regression" and self.cv.strategy in STRATIFIED_STRATEGIES and not self.cv.stratify_bins:
             raise ValueError(
                 f"CV strategy {self.cv.strategy!r} stratifies by class and cannot be used for regression; "
-                "use 'kfold' or 'group_kfold'."
+                "use 'kfold' or 'group_kfold', or stratify on quantile bins of the target with "
+                "CVConfig(stratify_bins=...) (e.g. 5)."
             )
+        for name, model in self.models.items():
+            trainer = getattr(model, "trainer", None)
+            if self.task == "classification" and getattr(trainer, "loss", "auto") != "auto":
+                raise ValueError(
+                    f"model {name!r}: trainer.loss={trainer.loss!r} is a regression loss, and the task is "
+                    "classification; use loss='auto' (cross-entropy), or set task='regression'."
+                )
+        if self.task == "classification" and self.cv.stratify_bins is not None:
+            raise ValueError(
+                "CVConfig.stratify_bins bins a regression target; a classification split stratifies by class "
+                "already: remove stratify_bins (or set task='regression')."
+            )
+        if self.task == "multilabel":
+            _check_multilabel(self.models, self.cv.stratify_bins)
         # import cycle: estimators.classical imports adapt, which imports configs
         from ..estimators.classical import check_estimator_task
 
+        estimator_task = "classification" if self.task == "multilabel" else self.task
         # A classifier fitted on a regression target predicts only the values it saw (and the reverse fails
         # late, or scores nonsense): refuse it now. Trainable models build their head for the task themselves.
         for name, model in self.models.items():
             if isinstance(model, ClassicalModelConfig):
-                check_estimator_task(model.estimator, model.params, self.task, f"model {name!r}")
-            elif isinstance(model, FrozenBackboneDecoderConfig) and isinstance(model.head, RidgeProbeConfig):
+                # multilabel: a classifier, fitted once per label (MultiOutputClassifier)
+                check_estimator_task(model.estimator, model.params, estimator_task, f"model {name!r}")
+            elif isinstance(model, FrozenBackboneDecoderConfig) and isinstance(
+                model.head, (RidgeProbeConfig, AttentiveProbeConfig)
+            ):
                 if self.task == "regression" and "class_weight" in model.head.model_fields_set:
                     raise ValueError(
-                        f"model {name!r}: RidgeProbeConfig.class_weight weighs classes, and a regression target has "
-                        "none; remove class_weight from the head (or set task='classification')."
+                        f"model {name!r}: {type(model.head).__name__}.class_weight weighs classes, and a regression "
+                        "target has none; remove class_weight from the head (or set task='classification')."
                     )
             elif isinstance(model, FrozenBackboneDecoderConfig):
                 which = "the head" if "head" in model.model_fields_set else "the default head"
                 check_estimator_task(
-                    model.head.estimator, model.head.params, self.task, f"{which} of model {name!r}", head=True
+                    model.head.estimator, model.head.params, estimator_task, f"{which} of model {name!r}", head=True
                 )
         return self
 
@@ -365,4 +417,31 @@ class ExperimentConfig(BaseConfig):
         """The metrics to compute, with the task's defaults filled in."""
         if self.metrics:
             return list(self.metrics)
+        if self.task == "multilabel":
+            return list(MULTILABEL_DEFAULT_METRICS)
         return list(CLASSIFICATION_METRICS[:3] if self.task == "classification" else REGRESSION_METRICS)
+
+
+def _check_multilabel(models: dict, stratify_bins: int | None) -> None:
+    """Refuse, for task="multilabel", what does not decode several binary targets (yet)."""
+    if stratify_bins is not None:
+        raise ValueError(
+            "CVConfig.stratify_bins bins a regression target; a multilabel split stratifies on each window's "
+            "combination of labels already: remove stratify_bins."
+        )
+    for name, model in models.items():
+        if isinstance(model, FrozenBackboneDecoderConfig) and isinstance(model.head, AttentiveProbeConfig):
+            raise ValueError(
+                f"model {name!r}: the attentive probe head does not do task='multilabel' yet; use a classifier head, "
+                "e.g. head={'estimator': 'LogisticRegression'} (fitted once per label)."
+            )
+        if isinstance(model, FrozenBackboneDecoderConfig) and isinstance(model.head, RidgeProbeConfig):
+            raise ValueError(
+                f"model {name!r}: the ridge probe head does not do task='multilabel' yet; use a classifier head, "
+                "e.g. head={'estimator': 'LogisticRegression'} (fitted once per label)."
+            )
+        if type(model).__name__ == "ScratchModelConfig":  # its trainer builds a softmax head for classes
+            raise ValueError(
+                f"model {name!r}: ScratchModelConfig does not do task='multilabel' yet; use a NeuralFineTuneConfig, "
+                "a frozen backbone with a classifier head, or a classical model."
+            )

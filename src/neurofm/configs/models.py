@@ -314,14 +314,101 @@ class RidgeProbeConfig(BaseConfig):
     class_weight: Literal["balanced"] | None = "balanced"
 
 
+class AttentiveProbeConfig(BaseConfig):
+    """A learned-query attention pooling and a linear layer, trained on a frozen backbone's tokens.
+
+    The backbone's tokens are what is embedded and cached: the backbone
+    must say ``pooling="flatten"`` (every token, flattened), so that one
+    extraction serves every head that reads tokens and a later run reads
+    them from the cache without running the backbone. In each fold the
+    head reshapes each window's row to ``(n_tokens, token_dim)``,
+    standardises the tokens with the training partition's statistics (one
+    mean and scale per token feature, shared by all tokens, so what sets
+    tokens apart is kept), lets ``n_queries`` learned queries attend over
+    them (``torch.nn.MultiheadAttention`` after a ``LayerNorm``), averages
+    the queries and maps the result to the classes (cross-entropy) or to the
+    target (squared error). It trains with AdamW on the training partition
+    only, less a validation share taken from it, and keeps the epoch of the
+    smallest validation loss. Its weights are initialised and its batches
+    drawn with the experiment's ``random_state``. The pooling recorded in
+    the result's artifacts is ``"attentive"`` (``head``/``pooling``).
+
+    Parameters
+    ----------
+    n_queries : int
+        Learned queries; their outputs are averaged.
+    n_heads : int
+        Attention heads; must divide ``token_dim``.
+    token_dim : int | None
+        Width of one token. ``None``: the registry's ``embedding_dim`` of
+        the model (its published architecture's width); set it when the
+        backbone's ``model_kwargs`` change the width.
+    max_epochs : int
+        Upper bound on epochs.
+    lr : float
+        AdamW learning rate.
+    weight_decay : float
+        AdamW weight decay.
+    batch_size : int
+        Windows per optimiser step.
+    early_stopping_patience : int | None
+        Stop after this many epochs without a smaller validation loss;
+        ``None`` trains ``max_epochs`` epochs (the best one is still kept).
+    validation_fraction : float
+        Share of each training partition held out for validation
+        (stratified by class when every class has two windows); 0 trains on
+        all of it for ``max_epochs`` epochs and keeps the last.
+    class_weight : {"balanced"} | None
+        Classification: ``"balanced"`` weighs each class's loss inversely to
+        its frequency in the training data. Ignored for regression.
+
+    Examples
+    --------
+    >>> FrozenBackboneDecoderConfig(
+    ...     backbone=FoundationEmbeddingModelConfig(model_key="cbramod", pooling="flatten"),
+    ...     head=AttentiveProbeConfig(n_heads=4),
+    ... )  # doctest: +SKIP
+    """
+
+    kind: Literal["attentive_probe"] = "attentive_probe"
+    n_queries: int = Field(1, ge=1)
+    n_heads: int = Field(4, ge=1)
+    token_dim: int | None = Field(None, ge=1)
+    max_epochs: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(64, ge=1)
+    early_stopping_patience: int | None = Field(10, ge=1)
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    class_weight: Literal["balanced"] | None = "balanced"
+
+    @model_validator(mode="after")
+    def _heads_divide_tokens(self) -> AttentiveProbeConfig:
+        if self.token_dim is not None and self.token_dim % self.n_heads:
+            raise ValueError(attentive_heads_refusal(self.n_heads, self.token_dim))
+        return self
+
+
+def attentive_heads_refusal(n_heads: int, token_dim: int, model_key: str | None = None) -> str:
+    """Why ``n_heads`` attention heads cannot split tokens of ``token_dim`` features, and what to set instead."""
+    fits = [n for n in range(1, min(token_dim, 16) + 1) if token_dim % n == 0]
+    whose = f" ({model_key!r}'s token width)" if model_key else ""
+    return (
+        f"n_heads={n_heads} does not divide token_dim={token_dim}{whose}: each attention head takes an equal share "
+        f"of a token's features. Set n_heads to one of {format_choices(fits)}."
+    )
+
+
 def _head_kind(value: Any) -> str:
-    """A head is a classical estimator unless it says ``kind: ridge_probe``."""
+    """A head is a classical estimator unless it says ``kind: ridge_probe`` or ``kind: attentive_probe``."""
     kind = getattr(value, "kind", None) if isinstance(value, BaseModel) else (value or {}).get("kind")
-    return "ridge_probe" if kind == "ridge_probe" else "classical"
+    return kind if kind in ("ridge_probe", "attentive_probe") else "classical"
 
 
 HeadConfig = Annotated[
-    Annotated[ClassicalModelConfig, Tag("classical")] | Annotated[RidgeProbeConfig, Tag("ridge_probe")],
+    Annotated[ClassicalModelConfig, Tag("classical")]
+    | Annotated[RidgeProbeConfig, Tag("ridge_probe")]
+    | Annotated[AttentiveProbeConfig, Tag("attentive_probe")],
     Discriminator(_head_kind),
 ]
 
@@ -338,9 +425,12 @@ class FrozenBackboneDecoderConfig(BaseConfig):
     ----------
     backbone : FoundationEmbeddingModelConfig
         The frozen backbone whose pooled embeddings the head reads.
-    head : ClassicalModelConfig
-        The estimator fitted on the embeddings in each fold (default:
-        ``LogisticRegression`` with ``max_iter=1000``).
+    head : ClassicalModelConfig | RidgeProbeConfig | AttentiveProbeConfig
+        What is fitted on the embeddings in each fold (default:
+        ``LogisticRegression`` with ``max_iter=1000``): a scikit-learn
+        estimator, the closed-form ridge probe (``kind: ridge_probe``) or the
+        attentive probe on the tokens (``kind: attentive_probe``, with the
+        backbone's ``pooling: flatten``).
     """
 
     kind: Literal["frozen_backbone"] = "frozen_backbone"
@@ -571,6 +661,15 @@ class TrainerConfig(BaseConfig):
     probe_epochs : int
         Two-stage training: train only the head for this many epochs first,
         then the chosen ``train_mode``.
+    loss : {"auto", "mse", "huber"}
+        The training (and validation) loss. ``"auto"``: cross-entropy for
+        classification, mean squared error for regression. ``"mse"`` and
+        ``"huber"`` (:class:`torch.nn.HuberLoss`, robust to outlying
+        targets) are regression losses, refused for classification. Each
+        epoch of the training history names it (``"loss"``).
+    huber_delta : float
+        Where the Huber loss turns from quadratic to linear, in the target's
+        units (used with ``loss="huber"`` only).
     """
 
     max_epochs: int = Field(30, ge=1)
@@ -587,6 +686,8 @@ class TrainerConfig(BaseConfig):
     head_hidden: int = Field(128, ge=1)
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     probe_epochs: int = Field(0, ge=0)
+    loss: Literal["auto", "mse", "huber"] = "auto"
+    huber_delta: float = Field(1.0, gt=0)
 
 
 class NeuralFineTuneConfig(BaseConfig):

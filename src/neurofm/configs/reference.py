@@ -24,6 +24,7 @@ from .data import DataConfig, MoabbConfig, PreprocessingConfig, RunConfig
 from .experiment import CVConfig, ExecutionConfig, ExperimentConfig, WindowConfig
 from .models import (
     AdaptationConfig,
+    AttentiveProbeConfig,
     CheckpointConfig,
     ClassicalModelConfig,
     DeviceConfig,
@@ -55,7 +56,7 @@ _AS_IN = "as in "
 _SHARED = {
     "kind": "The model's kind tag. A config file may leave it out when the keys tell the kind (``backbone``: "
     "frozen_backbone, ``train_mode``: neural_finetune, ``estimator``: classical, ``model``: scratch). A frozen backbone's head is "
-    "classical unless it says ``kind: ridge_probe``.",
+    "classical unless it says ``kind: ridge_probe`` or ``kind: attentive_probe``.",
 }
 
 #: Minimal valid values of the classes that have required fields; the others' examples are their defaults.
@@ -76,6 +77,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "head": {"estimator": "LogisticRegression", "params": {"max_iter": 1000}},
     },
     "RidgeProbeConfig": {"kind": "ridge_probe", "inner_splits": 5},
+    "AttentiveProbeConfig": {"kind": "attentive_probe", "n_queries": 1, "n_heads": 4},
     "NeuralFineTuneConfig": {
         "kind": "neural_finetune",
         "model_key": "cbramod",
@@ -102,6 +104,7 @@ _SECTIONS = (
             FrozenBackboneDecoderConfig,
             FoundationEmbeddingModelConfig,
             RidgeProbeConfig,
+            AttentiveProbeConfig,
             NeuralFineTuneConfig,
             ScratchModelConfig,
             AdaptationConfig,

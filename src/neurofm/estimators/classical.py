@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier, is_regressor
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.model_selection import ParameterGrid, StratifiedKFold
+from sklearn.model_selection import ParameterGrid, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import all_estimators
@@ -36,6 +36,7 @@ from ..utils.objects import class_path
 
 __all__ = [
     "BandPower",
+    "HEAD_DEFINITION",
     "RankProjection",
     "SensorScaling",
     "TunedPipeline",
@@ -52,6 +53,7 @@ __all__ = [
     "list_estimators",
     "named_definition_version",
     "resolve_estimator_class",
+    "standardised_head",
     "window_input",
 ]
 
@@ -225,7 +227,9 @@ class TunedPipeline(Pipeline):
 
     ``fit(X, y)`` scores each candidate of ``param_grid`` by balanced
     accuracy over a stratified ``n_splits``-fold split of ``X`` itself
-    (shuffled with ``random_state``), sets the best one (the first in grid
+    (shuffled with ``random_state``; ``fit(X, y, groups=...)``: a
+    :class:`~sklearn.model_selection.StratifiedGroupKFold`, so that no group
+    lies on both sides of an inner split), sets the best one (the first in grid
     order among ties: :class:`sklearn.model_selection.ParameterGrid`'s order)
     and fits every step on all of ``X``: what
     :class:`~sklearn.model_selection.GridSearchCV` with ``refit=True`` does.
@@ -274,6 +278,12 @@ class TunedPipeline(Pipeline):
         balanced accuracy; NaN for one that raised in an inner fold.
     search_splits_ : list of (ndarray, ndarray)
         The inner (train, validation) positions in the ``X`` given to ``fit``.
+    inner_cv_ : str
+        How they were drawn: ``"StratifiedGroupKFold"`` (groups given, and at
+        least ``n_splits`` of them), else ``"StratifiedKFold"``.
+    inner_cv_note_ : str | None
+        Why groups were given but not kept apart (fewer groups than inner
+        folds), if so.
     n_samples_ : int
         Windows the search and the fit saw.
     shared_steps_ : list of str
@@ -300,7 +310,7 @@ class TunedPipeline(Pipeline):
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         """Choose the parameters by inner cross-validation on ``X``, then fit every step on all of ``X``.
 
         Parameters
@@ -309,12 +319,21 @@ class TunedPipeline(Pipeline):
             Training windows (in an experiment, one outer training partition).
         y : array-like
             Their class labels.
+        groups : array-like | None
+            Each window's group (an experiment gives its ``cv.group_key``
+            values): the inner splits keep groups apart when there are at
+            least as many groups as inner folds; with fewer, they are
+            stratified only, and :attr:`inner_cv_note_` says so.
 
         Returns
         -------
         self : TunedPipeline
         """
         y = np.asarray(y)
+        groups = None if groups is None else np.asarray(groups)
+        if groups is not None and len(groups) != len(y):
+            raise ValueError(f"groups has {len(groups)} values for {len(y)} windows; give one group per window.")
+        self.inner_cv_, self.inner_cv_note_ = "StratifiedKFold", None
         grid = dict(self.param_grid or {})
         self.n_samples_ = len(y)
         self.best_params_, self.cv_scores_, self.failures_ = {}, {}, {}
@@ -341,8 +360,7 @@ class TunedPipeline(Pipeline):
         for _, step in self.steps[:shared]:
             Xt = step.fit_transform(Xt, y)  # the final model's own steps: fitted once, as a refit would
         self.shared_steps_ = [name for name, _ in self.steps[:shared]]
-        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        self.search_splits_ = list(splitter.split(np.zeros((len(y), 1)), y))
+        self.search_splits_ = self._inner_splits(y, groups, n_splits)
         scores = np.full((len(candidates), n_splits), np.nan)
         for split, (train, valid) in enumerate(self.search_splits_):
             self._score_candidates(
@@ -358,6 +376,10 @@ class TunedPipeline(Pipeline):
         means = scores.mean(axis=1)  # NaN where a candidate failed in any inner fold
         self.cv_scores_ = {_candidate_label(c): float(m) for c, m in zip(candidates, means, strict=True)}
         if not np.isfinite(means).any():
+            errors = set(self.failures_.values())
+            if len(errors) == 1:  # one cause (a parameter the estimator refuses): say it once, as the fit would
+                cause = errors.pop().removeprefix("ValueError: ")
+                raise ValueError(f"{cause} (every candidate of {grid} failed so in the inner cross-validation)")
             raise ValueError(f"every candidate of {grid} failed in the inner cross-validation: {self.failures_}")
         best = int(np.argmax(np.where(np.isfinite(means), means, -np.inf)))  # argmax: the first best in grid order
         self.best_params_ = dict(candidates[best])
@@ -366,6 +388,22 @@ class TunedPipeline(Pipeline):
             Xt = step.fit_transform(Xt, y)
         self.steps[-1][1].fit(Xt, y)
         return self
+
+    def _inner_splits(self, y: np.ndarray, groups: np.ndarray | None, n_splits: int) -> list:
+        """The inner (train, validation) positions: by group where there are enough groups, else stratified."""
+        positions = np.zeros((len(y), 1))
+        n_groups = 0 if groups is None else len(np.unique(groups))
+        if groups is not None and n_groups >= n_splits:
+            self.inner_cv_ = "StratifiedGroupKFold"
+            splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=self.random_state)
+            return list(splitter.split(positions, y, groups))
+        if groups is not None:
+            self.inner_cv_note_ = (
+                f"{n_groups} group(s) in the training windows, fewer than the {n_splits} inner folds: the inner "
+                "splits are stratified only, and a group's windows may lie on both sides"
+            )
+        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        return list(splitter.split(positions, y))
 
     def _step_index(self, key: str) -> int:
         """The position of the step a ``step__param`` name of the grid sets."""
@@ -422,8 +460,9 @@ class TunedPipeline(Pipeline):
             "steps": [f"{name}: {class_path(step)}" for name, step in self.steps],
             "param_grid": {key: list(values) for key, values in (self.param_grid or {}).items()},
             "search": (
-                f"inner StratifiedKFold(n_splits={len(getattr(self, 'search_splits_', [])) or self.n_splits}, "
-                f"shuffle=True, random_state={self.random_state}) on the windows given to fit, balanced accuracy"
+                f"inner {getattr(self, 'inner_cv_', 'StratifiedKFold')}(n_splits="
+                f"{len(getattr(self, 'search_splits_', [])) or self.n_splits}, shuffle=True, random_state="
+                f"{self.random_state}) on the windows given to fit, balanced accuracy"
             ),
             "n_samples": getattr(self, "n_samples_", None),
             "shared_steps": list(getattr(self, "shared_steps_", [])),
@@ -436,6 +475,8 @@ class TunedPipeline(Pipeline):
             diagnostics["not_tuned"] = self.not_tuned_
         if getattr(self, "failures_", None):
             diagnostics["failed_candidates"] = dict(self.failures_)
+        if getattr(self, "inner_cv_note_", None):
+            diagnostics["inner_cv_not_grouped"] = self.inner_cv_note_
         return diagnostics
 
     def get_artifact_metadata(self) -> dict[str, Any]:
@@ -568,7 +609,10 @@ def _xdawn_ts_lr(sfreq: float, random_state: int | None):
 
 
 _C = "C in {0.01, 0.1, 1, 10, 100}"
-_SEARCH = "chosen in each training partition by inner stratified 3-fold CV on balanced accuracy"
+_SEARCH = (
+    "chosen in each training partition by inner stratified 3-fold CV on balanced accuracy (groups kept apart when "
+    "the experiment has them)"
+)
 
 NAMED_ESTIMATORS: dict[str, NamedEstimator] = {
     "bandpower_lr": NamedEstimator(
@@ -988,6 +1032,27 @@ def _seed_object(estimator: Any, random_state: int | None) -> Any:
         if key.rpartition("__")[2] == "random_state" and value is None
     }
     return estimator.set_params(**unset) if unset else estimator
+
+
+#: How a frozen backbone's classical head is built; it enters the key of a run's records (``Experiment._decisive``),
+#: so records of an earlier definition are recomputed. 2: the embeddings are standardised first.
+HEAD_DEFINITION = 2
+
+
+def standardised_head(head: Any) -> Any:
+    """``head`` after a :class:`~sklearn.preprocessing.StandardScaler` (a pipeline), for a frozen backbone's
+    embeddings.
+
+    Each fold fits a clone, so the scaler learns the mean and spread of the
+    training partition's embeddings only. Embeddings come in the backbone's
+    own scale (often far from unit variance), on which a logistic regression
+    takes many iterations to converge. A pipeline whose first step is a
+    ``StandardScaler`` already is returned as it is (a second one would
+    change nothing but the fit time).
+    """
+    if isinstance(head, Pipeline) and head.steps and isinstance(head.steps[0][1], StandardScaler):
+        return head
+    return make_pipeline(StandardScaler(), head)
 
 
 def build_estimator(name: Any, params: dict, random_state: int | None = None):

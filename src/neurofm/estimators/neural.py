@@ -129,6 +129,13 @@ class TrainedNetwork:
 
     def _targets(self, y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray | None]:
         """Training targets (class indices, or floats) and, with ``class_weight``, each class's loss weight."""
+        if self.task == "multilabel":
+            # (n, n_labels) of 0/1 for BCEWithLogitsLoss; class_weight: each label's pos_weight, negatives / positives
+            y = np.asarray(y, dtype=np.float32)
+            self.classes_ = np.arange(y.shape[1])
+            positives = y.sum(axis=0)
+            weights = (len(y) - positives) / np.maximum(positives, 1) if cfg.trainer.class_weight else None
+            return y, weights
         if self.task != "classification":
             return y.astype(np.float32), None
         self.classes_, y_index = np.unique(y, return_inverse=True)
@@ -164,13 +171,17 @@ class TrainedNetwork:
         out = self._outputs(X, recordings)
         if self.task == "classification":
             return self.classes_[out.argmax(axis=1)]
+        if self.task == "multilabel":  # each label on where its probability is at least 0.5
+            return (out >= 0).astype(np.int64)
         return out[:, 0]
 
     def predict_proba(self, X, recordings=None):
         """Class probabilities for windows ``X`` (``recordings``: as in :meth:`fit`, when it took them)."""
-        if self.task != "classification":
+        if self.task not in ("classification", "multilabel"):
             raise AttributeError("predict_proba is only available for classification.")
         out = self._outputs(X, recordings)
+        if self.task == "multilabel":  # each label's probability of 1, (n, n_labels)
+            return 1.0 / (1.0 + np.exp(-out))
         z = out - out.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -210,8 +221,12 @@ class NeuralFineTuner(TrainedNetwork, BaseEstimator, NeuralTrainable):
         The band in Hz the windows were already filtered to (``None``:
         unknown), as ``mne.Epochs`` record it; the adaptation plan's passband
         note says from it what remains outside the model's band.
-    task : {"classification", "regression"}
-        What ``y`` is.
+    task : {"classification", "regression", "multilabel"}
+        What ``y`` is. ``"multilabel"``: ``y`` of shape (n, n_labels) of 0/1,
+        one output per label, a binary cross-entropy loss
+        (``BCEWithLogitsLoss``; with ``trainer.class_weight`` each label's
+        ``pos_weight`` is its negatives over its positives in the training
+        windows), sigmoid probabilities.
     metrics : list of str | None
         Validation metrics logged per epoch.
     cache_dir : str
@@ -242,7 +257,7 @@ class NeuralFineTuner(TrainedNetwork, BaseEstimator, NeuralTrainable):
     net_ : DecoderNet
         The trained network in its best state.
     classes_ : ndarray
-        Class labels (classification).
+        Class labels (classification); the label indices (multilabel).
     history_ : list of dict
         One record per epoch.
     """
@@ -393,9 +408,11 @@ class NeuralFineTuner(TrainedNetwork, BaseEstimator, NeuralTrainable):
         )
 
     def _check_outputs(self, cfg: NeuralFineTuneConfig, y: np.ndarray) -> int:
-        n = len(np.unique(y)) if self.task == "classification" else 1
+        n = len(np.unique(y)) if self.task == "classification" else np.shape(y)[1] if self.task == "multilabel" else 1
         if cfg.n_outputs is not None and cfg.n_outputs != n:
-            what = f"{n} classes" if self.task == "classification" else "a single regression target"
+            what = {"classification": f"{n} classes", "multilabel": f"{n} labels"}.get(
+                self.task, "a single regression target"
+            )
             raise DataValidationError(
                 f"n_outputs={cfg.n_outputs} does not match y, which holds {what}; set n_outputs={n} or leave it None."
             )

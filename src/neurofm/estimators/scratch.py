@@ -398,6 +398,12 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
             tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
             path = atomic_write(folder / f"{tag}.safetensors", lambda tmp, t=tensors: save_file(t, str(tmp)))
             manifest["paths"][tag] = str(path)
+        self._write_checkpoint_config(folder, cfg, outcome.history)
+        manifest["directory"] = str(folder)
+        return manifest
+
+    def _write_checkpoint_config(self, folder: Path, cfg: ScratchModelConfig, history: list) -> None:
+        """The ``config.json`` that :meth:`from_checkpoint` rebuilds the network from."""
         meta = {
             "config": cfg.model_dump(mode="json"),
             "signal": {
@@ -410,12 +416,33 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
             "task": self.task,
             "classes": self.classes_.tolist() if self.task == "classification" else None,
             "random_state": self.random_state,
-            "history": outcome.history,
+            "history": history,
         }
         text = json.dumps(meta, indent=2, default=str)
         atomic_write(folder / "config.json", lambda tmp: tmp.write_text(text))
-        manifest["directory"] = str(folder)
-        return manifest
+
+    def save_checkpoint(self, folder: str | Path) -> Path:
+        """Write the trained network (its best state) as a checkpoint folder :meth:`from_checkpoint` reads.
+
+        ``best.safetensors`` and ``config.json``, as ``fit`` writes them with
+        ``checkpoints.save="best"``; an experiment's refit model is saved so.
+
+        Parameters
+        ----------
+        folder : str | Path
+            Where to write (created if needed).
+
+        Returns
+        -------
+        folder : Path
+        """
+        check_is_fitted(self, "net_")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        atomic_write(folder / "best.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+        self._write_checkpoint_config(folder, self._config(), self.history_)
+        return folder
 
     def _n_outputs(self) -> int:
         return len(self.classes_) if self.task == "classification" else 1

@@ -12,11 +12,16 @@ never pickle):
     exactly (checked on every export). Only heads that the class's
     ``final_layer`` can hold exactly are written (:data:`BRAINDECODE_HEADS`);
     the others are refused with the reason.
-``checkpoint`` (any fine-tuned decoder)
+``braindecode`` (a from-scratch network)
+    The braindecode class as trained (``ScratchModelConfig``), its own
+    ``save_pretrained`` files; ``<Class>.from_pretrained(path)`` gives
+    neurofm's logits bit for bit (checked on every export).
+``checkpoint`` (any fine-tuned decoder or from-scratch network)
     neurofm's own checkpoint folder (``config.json`` + ``best.safetensors``),
     reloaded with :meth:`NeuralFineTuner.from_checkpoint
-    <neurofm.estimators.neural.NeuralFineTuner.from_checkpoint>`.
-``frozen-probe`` (a frozen backbone + a linear scikit-learn head)
+    <neurofm.estimators.neural.NeuralFineTuner.from_checkpoint>` (a
+    from-scratch network's with ``ScratchTrainer.from_checkpoint``).
+``frozen-probe`` (a frozen backbone + a linear scikit-learn head, standardised or not)
     The backbone's reference (registry key, weights and their identity,
     pooling, input adaptation) and the fitted head's arrays
     (``head.safetensors``) and parameters; :func:`load_exported` rebuilds
@@ -28,8 +33,8 @@ input adaptation the model expects, where its weights come from) and a model
 card, ``README.md`` (data, cross-validated scores, config, versions).
 
 The refit models of ``ExperimentConfig(refit=True)`` are saved in the result
-folder (``models/model-<hash>/``) in these layouts: a fine-tuned decoder as a
-checkpoint folder (adapters merged), a frozen probe as a ``frozen-probe``
+folder (``models/model-<hash>/``) in these layouts: a fine-tuned decoder (adapters merged) or a
+from-scratch network as a checkpoint folder, a frozen probe as a ``frozen-probe``
 folder, each with a record of its files so a resumed run reads it back.
 
 The package's modules, one layout or step each: :mod:`.files` (what every

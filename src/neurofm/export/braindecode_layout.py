@@ -231,3 +231,49 @@ def _write_braindecode(folder: Path, estimator: Any) -> dict[str, Any]:
             "largest_difference": difference,
         },
     }
+
+
+def _write_scratch_braindecode(folder: Path, estimator: Any) -> dict[str, Any]:
+    """Write a from-scratch network (a braindecode class as it is) in braindecode's layout; what the check found.
+
+    The network is the class itself, so ``save_pretrained``'s two files hold
+    it whole; plain braindecode's ``<Class>.from_pretrained`` must give
+    neurofm's logits bit for bit, or nothing is written.
+    """
+    import torch  # heavy: torch and braindecode load on use
+    from braindecode import __version__ as braindecode_version  # heavy: torch and braindecode load on use
+    from braindecode.models.base import build_model_config  # heavy: torch and braindecode load on use
+    from safetensors.torch import save_model  # heavy: torch and braindecode load on use
+
+    from ..training import predict_network  # heavy: torch and braindecode load on use
+
+    net = copy.deepcopy(estimator.net_).to("cpu").eval()
+    config = build_model_config(net) | {"braindecode_version": braindecode_version}
+    text = json.dumps(jsonable(config), indent=2)
+    atomic_write(folder / "config.json", lambda tmp: tmp.write_text(text))
+    atomic_write(folder / "model.safetensors", lambda tmp: save_model(net, str(tmp)))
+    reloaded = type(net).from_pretrained(str(folder)).eval()
+    x = _verify_input(len(estimator.plan_.source.ch_names), estimator.plan_.n_times_in)
+    expected = torch.from_numpy(predict_network(net, x.numpy(), len(x), "cpu", "fp32"))
+    with torch.inference_mode():
+        found = reloaded(x).float()
+    difference = float((found - expected).abs().max())
+    if not torch.equal(found, expected):
+        for name in ("config.json", "model.safetensors"):
+            (folder / name).unlink(missing_ok=True)
+        raise ConfigError(
+            f"The braindecode {type(net).__name__} written for this network gives other logits than neurofm's "
+            f"(largest difference {difference:.3g}); nothing was exported. Export neurofm's checkpoint instead "
+            "(format='checkpoint')."
+        )
+    return {
+        "class": type(net).__name__,
+        "call": {},
+        "check": {
+            "inputs": f"{len(x)} seeded normal windows of shape {tuple(x.shape[1:])}",
+            "device": "cpu",
+            "precision": "fp32",
+            "tolerance": 0.0,
+            "largest_difference": difference,
+        },
+    }

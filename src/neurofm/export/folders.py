@@ -16,8 +16,9 @@ from ..configs.models import _model_kind
 from ..exceptions import ConfigError
 from ..models.registry import get_model_spec
 from ..utils.files import atomic_write, jsonable
-from .braindecode_layout import _write_braindecode, braindecode_refusal, written_as
+from .braindecode_layout import _write_braindecode, _write_scratch_braindecode, braindecode_refusal, written_as
 from .files import _FORMAT_VERSION, _PROBE_FORMAT, EXPORT_JSON, REFIT_RECORD
+from .heads import head_description
 from .model_card import model_card
 from .probes import FrozenProbe, _write_probe
 from .refit import load_fine_tuned, refit_kind
@@ -54,7 +55,7 @@ def _fold_checkpoint(result: ExperimentResult, name: str, fold: int) -> Path:
     if rows.empty:
         raise ConfigError(
             f"Fold {fold} of model {name!r} saved no checkpoint (checkpoints.save='none'): set "
-            "checkpoints=CheckpointConfig(save='best') in its NeuralFineTuneConfig and run again, or export the "
+            "checkpoints=CheckpointConfig(save='best') in its NeuralFineTuneConfig (or ScratchModelConfig) and run again, or export the "
             "refit model (ExperimentConfig(refit=True), fold=None)."
         )
     folder = Path(rows["ArtifactValue"].iloc[0])
@@ -76,13 +77,11 @@ def export_model(
     """Write one model of ``result`` to ``path``; see :meth:`ExperimentResult.export_model`."""
     model_cfg = _model_config(result, name)
     kind = refit_kind(model_cfg).kind
-    formats = {"fine_tuned": ("braindecode", "checkpoint"), "frozen_probe": (_PROBE_FORMAT,)}.get(kind, ())
-    if kind == "scratch":
-        raise ConfigError(
-            f"Model {name!r} is a from-scratch network (ScratchModelConfig), which neurofm does not export yet: "
-            "each fold's checkpoint in the run's output folder reloads with "
-            "neurofm.estimators.scratch.ScratchTrainer.from_checkpoint(folder)."
-        )
+    formats = {
+        "fine_tuned": ("braindecode", "checkpoint"),
+        "scratch": ("braindecode", "checkpoint"),  # the braindecode class as trained, or neurofm's checkpoint
+        "frozen_probe": (_PROBE_FORMAT,),
+    }.get(kind, ())
     if not formats:
         raise ConfigError(
             f"Model {name!r} is a classical window estimator (a scikit-learn pipeline): neurofm exports fine-tuned "
@@ -103,7 +102,7 @@ def export_model(
             f"fold=None exports the model refitted on all windows, but model {name!r} has none (the run had "
             "refit=False): export a fold's model with fold=<k>, or run again with ExperimentConfig(refit=True)."
         )
-    if format == "braindecode":
+    if format == "braindecode" and kind == "fine_tuned":
         reason = braindecode_refusal(model_cfg)
         if reason is not None:
             raise ConfigError(
@@ -127,9 +126,10 @@ def export_model(
             else load_fine_tuned(_fold_checkpoint(result, name, fold), device="cpu")
         )
         folder.mkdir(parents=True, exist_ok=True)
-        info = _fine_tuned_info(estimator, result, name, fold, format)
+        scratch = kind == "scratch"
+        info = (_scratch_info if scratch else _fine_tuned_info)(estimator, result, name, fold, format)
         if format == "braindecode":
-            info |= _write_braindecode(folder, estimator)
+            info |= (_write_scratch_braindecode if scratch else _write_braindecode)(folder, estimator)
         else:
             source = _refit_or_fold_folder(result, name, fold)
             for file in (p for p in source.iterdir() if p.is_file() and p.name not in (REFIT_RECORD, "README.md")):
@@ -183,6 +183,40 @@ def _fine_tuned_info(estimator: Any, result: ExperimentResult, name: str, fold: 
     }
 
 
+def _scratch_info(estimator: Any, result: ExperimentResult, name: str, fold: int | None, format: str) -> dict:
+    """What an export of a from-scratch network says about itself (``model_key`` None: no registry backbone)."""
+    cfg = estimator.config
+    source = estimator.plan_.source
+    classes = getattr(estimator, "classes_", None)
+    return {
+        "format": format,
+        "format_version": _FORMAT_VERSION,
+        "model_key": None,
+        "scratch": True,
+        "class": cfg.model,
+        "train_mode": "scratch",
+        "source": _source(name, fold),
+        "input": {
+            "shape": ["n_windows", len(source.ch_names), int(estimator.plan_.n_times_in)],
+            "sfreq": float(source.sfreq),
+            "ch_names": list(source.ch_names),
+            "note": "windows in working units: apply the input_adaptation steps to raw windows first",
+        },
+        "input_adaptation": {"steps": estimator.plan_.steps},
+        "outputs": {
+            "task": estimator.task,
+            "kind": "logits" if estimator.task == "classification" else "regression values",
+            "classes": None if classes is None else classes.tolist(),
+        },
+        "written_as": f"braindecode's {cfg.model} as trained" if format == "braindecode" else "neurofm checkpoint",
+        "weights_origin": {
+            "weights": "random initialisation",
+            "identity": {"kind": "random", "seed": estimator.random_state},
+        },
+        "neurofm_config": cfg.model_dump(mode="json"),
+    }
+
+
 def _weights_origin(result: ExperimentResult, name: str, cfg: Any) -> dict[str, Any]:
     identity = result.meta.get("refit", {}).get(name, {}).get("weights")
     if identity is None:
@@ -199,6 +233,16 @@ def _probe_card(probe: FrozenProbe) -> dict[str, Any]:
         "model_key": params["model_key"],
         "input_adaptation": probe.adaptation,
         "weights_origin": {"weights": params["weights"], "identity": probe.weights},
-        "head": {"pooling": params["pooling"], "kind": type(probe.head).__name__},
+        "head": {"pooling": params["pooling"], "kind": head_description(probe.head)},
+        "written_as": head_description(probe.head)
+        + (
+            " (the scaler's statistics from the embeddings the head was fitted on)" if _standardised(probe.head) else ""
+        ),
         "outputs": {"classes": None if probe.classes_ is None else probe.classes_.tolist()},
     }
+
+
+def _standardised(head: Any) -> bool:
+    """Whether the head's pipeline starts with a StandardScaler (as an experiment builds a frozen probe's head)."""
+    steps = getattr(head, "steps", None)
+    return bool(steps) and type(steps[0][1]).__name__ == "StandardScaler"

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..configs.models import SCRATCH_MODELS
 from ..exceptions import ConfigError
 from ..models.hub import hub_endpoint
 from ..models.registry import get_model_spec
@@ -70,7 +71,12 @@ def load_exported(
     if fmt == "braindecode":
         import braindecode.models  # heavy: torch and braindecode load on use
 
-        name = get_model_spec(doc["model_key"]).braindecode_class  # the registry's class, never one the file names
+        if doc.get("scratch"):  # a from-scratch network: one of the classes neurofm trains, never another
+            name = doc.get("class")
+            if name not in SCRATCH_MODELS:
+                raise ConfigError(f"{folder} names a braindecode class {name!r} neurofm does not train from scratch.")
+        else:
+            name = get_model_spec(doc["model_key"]).braindecode_class  # the registry's class, never the file's
         return getattr(braindecode.models, name).from_pretrained(str(folder)).eval()
     raise ConfigError(f"{folder} holds an export of unknown format {fmt!r}.")
 

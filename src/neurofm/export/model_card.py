@@ -20,16 +20,18 @@ def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict
     """README.md of an export: how to load it, data, CV scores, input adaptation, weights, config, versions."""
 
     fmt = info["format"]
-    spec = get_model_spec(info["model_key"])
+    scratch = bool(info.get("scratch"))  # a from-scratch network: a braindecode class, no registry backbone
+    spec = None if scratch else get_model_spec(info["model_key"])
     signal = result.meta.get("signal", {})
     classes = (info.get("outputs") or {}).get("classes")
     front = {
         "library_name": "braindecode" if fmt == "braindecode" else "neurofm",
-        "tags": ["neurofm", "eeg", spec.braindecode_class],
+        "tags": ["neurofm", "eeg", info["class"] if scratch else spec.braindecode_class],
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     what = {"braindecode": "fine-tuned", "checkpoint": "fine-tuned", _PROBE_FORMAT: "frozen backbone + linear head"}
-    lines += [f"# {name}: {spec.display_name}, {what[fmt]} with neurofm", ""]
+    title = f"{info['class']}, trained from scratch" if scratch else f"{spec.display_name}, {what[fmt]}"
+    lines += [f"# {name}: {title} with neurofm", ""]
     fitted = "all windows of the experiment (refit)" if fold is None else f"the training partition of fold {fold}"
     lines += [f"Fitted on {fitted}. Scores below are cross-validated; the exported model itself is not scored.", ""]
     lines += _how_to_load(fmt, info)
@@ -51,7 +53,8 @@ def model_card(result: ExperimentResult, name: str, fold: int | None, info: dict
         ]
     lines += ["", "## Weights", ""]
     origin = info.get("weights_origin") or {}
-    lines += [f"- started from: {origin.get('weights') or 'the registry checkpoint (' + str(spec.hub_repo) + ')'}"]
+    registry = "" if spec is None else f"the registry checkpoint ({spec.hub_repo})"
+    lines += [f"- started from: {origin.get('weights') or registry}"]
     lines += [f"- identity: `{json.dumps(origin.get('identity'), sort_keys=True)}`"]
     if info.get("written_as"):
         lines += [f"- head: {info['written_as']}"]
@@ -79,10 +82,11 @@ def _how_to_load(fmt: str, info: dict[str, Any]) -> list[str]:
             f"(n, {info['input']['shape'][1]}, {info['input']['shape'][2]})",
         ]
     elif fmt == "checkpoint":
+        module, cls = ("scratch", "ScratchTrainer") if info.get("scratch") else ("neural", "NeuralFineTuner")
         lines += [
-            "from neurofm.estimators.neural import NeuralFineTuner",
+            f"from neurofm.estimators.{module} import {cls}",
             "",
-            'model = NeuralFineTuner.from_checkpoint("<this folder>")',
+            f'model = {cls}.from_checkpoint("<this folder>")',
             "predictions = model.predict(raw_windows)",
         ]
     else:

@@ -12,7 +12,7 @@ from sklearn.base import clone
 from ..exceptions import ConfigError, WeightsError
 from ..utils.files import atomic_write, jsonable
 from .files import _FORMAT_VERSION, _PROBE_FORMAT, EXPORT_JSON
-from .heads import read_head, write_head
+from .heads import head_description, read_head, write_head
 
 _EMBEDDER_KEYS = (
     "model_key",
@@ -58,7 +58,8 @@ class FrozenProbe:
         self.adaptation = adaptation
 
     def __repr__(self) -> str:
-        return f"FrozenProbe({self.embedder.model_key}, pooling={self.embedder.pooling!r}, head={type(self.head).__name__})"
+        head = head_description(self.head)
+        return f"FrozenProbe({self.embedder.model_key}, pooling={self.embedder.pooling!r}, head={head})"
 
     @property
     def classes_(self) -> np.ndarray | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -39,11 +40,7 @@ def refit_kind(model_config: Any, head: Any = None) -> RefitKind:
         reason = head_unsaved_reason(head) if head is not None else None
         return RefitKind("frozen_probe", None if reason is None else f"kept in memory only: {reason}")
     if kind == "scratch":
-        return RefitKind(
-            "scratch",
-            "not refitted: a from-scratch network's folds keep their checkpoints, which "
-            "ScratchTrainer.from_checkpoint reloads",
-        )
+        return RefitKind("scratch", None)  # a checkpoint folder, as a fine-tuner's
     return RefitKind(
         "classical",
         "kept in memory only: a classical window estimator (a scikit-learn pipeline) has no format neurofm "
@@ -52,9 +49,15 @@ def refit_kind(model_config: Any, head: Any = None) -> RefitKind:
 
 
 def refit_checkpoint_folder(estimator: Any) -> Path:
-    """Where a fine-tuner's refit is written when the run has no output folder: its checkpoints folder."""
+    """Where a fine-tuner's (or a from-scratch network's) refit is written when the run has no output folder: its
+    checkpoints folder."""
     cfg = estimator.config
-    return estimator._checkpoint_root(cfg) / f"{cfg.model_key}-refit-{uuid.uuid4().hex[:12]}"
+    name = f"{cfg.model}-scratch" if _is_scratch(cfg) else cfg.model_key
+    return estimator._checkpoint_root(cfg) / f"{name}-refit-{uuid.uuid4().hex[:12]}"
+
+
+def _is_scratch(config: Any) -> bool:
+    return getattr(config, "kind", None) == "scratch"
 
 
 def save_fine_tuned(estimator: Any, folder: Path) -> dict[str, Any]:
@@ -63,8 +66,12 @@ def save_fine_tuned(estimator: Any, folder: Path) -> dict[str, Any]:
     Runs where the model was fitted (a worker), so the weights never travel
     through the engine. A quantised backbone keeps only what training
     changed (rebuilt from its source weights on reload, as its fold
-    checkpoints are).
+    checkpoints are). A from-scratch network (``ScratchTrainer``) is written
+    as its own checkpoint folder (``ScratchTrainer.save_checkpoint``).
     """
+    if _is_scratch(estimator.config):
+        estimator.save_checkpoint(folder)
+        return _trained_on(estimator)
     from ..adapters import PEFT_MODES  # heavy: torch
     from ..estimators.checkpoints import write_checkpoints  # heavy: torch and braindecode load on use
 
@@ -80,6 +87,10 @@ def save_fine_tuned(estimator: Any, folder: Path) -> dict[str, Any]:
         best_value=estimator.best_value_,
     )
     write_checkpoints(estimator, outcome, cfg.model_copy(update=update), Path(folder))
+    return _trained_on(estimator)
+
+
+def _trained_on(estimator: Any) -> dict[str, Any]:
     return {
         "failed": bool(estimator.failed_),
         "n_train": int(estimator.n_train_),
@@ -88,18 +99,31 @@ def save_fine_tuned(estimator: Any, folder: Path) -> dict[str, Any]:
     }
 
 
+def _holds_scratch(folder: Path) -> bool:
+    """Whether a checkpoint folder holds a from-scratch network (its ``config.json`` names a scratch config)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(config, dict) and config.get("kind") == "scratch"
+
+
 def load_fine_tuned(folder: Path, device: str | None = None) -> Any:
-    """A fine-tuner rebuilt from a refit or fold checkpoint folder (``device=None``: its config's, else the CPU)."""
-    from ..estimators.neural import NeuralFineTuner  # heavy: torch and braindecode load on use
+    """A fine-tuner (or a from-scratch network) rebuilt from a refit or fold checkpoint folder (``device=None``:
+    its config's, else the CPU)."""
+    if _holds_scratch(folder):
+        from ..estimators.scratch import ScratchTrainer as cls  # heavy: torch and braindecode load on use
+    else:
+        from ..estimators.neural import NeuralFineTuner as cls  # heavy: torch and braindecode load on use
 
     paths = {p.stem for p in Path(folder).glob("*.safetensors")}
     tag = _CHECKPOINT_TAG if _CHECKPOINT_TAG in paths or not paths else sorted(paths)[-1]
     try:
-        return NeuralFineTuner.from_checkpoint(folder, tag=tag, device=device)
+        return cls.from_checkpoint(folder, tag=tag, device=device)
     except ConfigError:
         if device is not None:
             raise
-        return NeuralFineTuner.from_checkpoint(folder, tag=tag, device="cpu")  # trained on a GPU this machine lacks
+        return cls.from_checkpoint(folder, tag=tag, device="cpu")  # trained on a GPU this machine lacks
 
 
 def _digests(folder: Path, names: list[str]) -> dict[str, str]:

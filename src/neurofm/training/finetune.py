@@ -10,6 +10,7 @@ the user would reload, not from the last epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..configs import CheckpointConfig, DeviceConfig, TrainerConfig
 from ..embed import autocast, full_batch
+from ..exceptions import ConfigError
 from ..metrics import score_all
 from ..utils.prefetch import prefetched, to_pinned
 from .loop import (
@@ -73,6 +75,9 @@ def _scores(task: str, y_true, logits, metrics) -> dict[str, float]:
         proba = _softmax(logits)
         classes = np.arange(logits.shape[1])
         return score_all(metrics, y_true, proba.argmax(axis=1), proba, classes)
+    if task == "multilabel":  # one logit per label; labels named by index, as classes are above
+        proba = 1.0 / (1.0 + np.exp(-logits))
+        return score_all(metrics, y_true, (proba >= 0.5).astype(int), proba, np.arange(logits.shape[1]))
     return score_all(metrics, y_true, logits[:, 0])
 
 
@@ -206,7 +211,7 @@ def train_network(
             accumulation=trainer.grad_accumulation,
             after_update=step_hook,
         )
-        loss_fn = _loss_function(task, class_weights, device_name)
+        loss_fn = _loss_function(task, class_weights, device_name, trainer)
         epochs = _Epochs(net, X_t, y_t, generator, loss_fn, task, trainer.batch_size, device_name, device.precision)
         best = BestCheckpoint(
             checkpoints.monitor,
@@ -232,7 +237,8 @@ def train_network(
                 checkpoints.monitor, checkpoints.resolved_mode, trainer.early_stopping_patience, outcome.diagnostics
             ),
         ]
-        TrainingLoop(steps, epochs, _describe_epoch, [c for c in callbacks if c is not None]).run(0, trainer.max_epochs)
+        describe = functools.partial(_describe_epoch, loss=loss_name(task, trainer))
+        TrainingLoop(steps, epochs, describe, [c for c in callbacks if c is not None]).run(0, trainer.max_epochs)
         outcome.best_epoch, outcome.best_value = best.best_index, best.best_value
         outcome.states = best.states
         outcome.diagnostics["overflow_steps"] = steps.overflow_steps
@@ -271,22 +277,53 @@ class _Epochs:
         xb, yb = xb.to(self.device_name, non_blocking=True), yb.to(self.device_name, non_blocking=True)
         with autocast(self.device_name, self.precision):
             out = self.net(xb).float()
-            return self.loss_fn(out, yb) if self.task == "classification" else self.loss_fn(out[:, 0], yb)
+            return self.loss_fn(out, yb) if self.task != "regression" else self.loss_fn(out[:, 0], yb)
 
 
-def _describe_epoch(loop: TrainingLoop) -> dict[str, Any]:
+def _describe_epoch(loop: TrainingLoop, loss: str) -> dict[str, Any]:
     losses = loop.losses
     return {
         "epoch": loop.index,
         "train_loss": float(np.mean(losses)) if losses else float("nan"),
         "lr": loop.steps.lr,
+        "loss": loss,
     }
 
 
-def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str):
-    if task != "classification":
+def loss_name(task: str, trainer: TrainerConfig) -> str:
+    """The loss ``trainer.loss`` names for ``task``: ``"cross_entropy"``, ``"mse"`` or ``"huber"``.
+
+    Raises
+    ------
+    ConfigError
+        When a regression loss (``"mse"``, ``"huber"``) is asked for a classification task.
+    """
+    if task == "multilabel":
+        if trainer.loss != "auto":
+            raise ConfigError(
+                f"TrainerConfig(loss={trainer.loss!r}) is a regression loss, and the task is multilabel; use "
+                "loss='auto' (binary cross-entropy per label)."
+            )
+        return "binary_cross_entropy"
+    if trainer.loss == "auto":
+        return "cross_entropy" if task == "classification" else "mse"
+    if task == "classification":
+        raise ConfigError(
+            f"TrainerConfig(loss={trainer.loss!r}) is a regression loss, and the task is classification; use "
+            "loss='auto' (cross-entropy), or set task='regression'."
+        )
+    return trainer.loss
+
+
+def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str, trainer: TrainerConfig):
+    name = loss_name(task, trainer)
+    if name == "huber":
+        return torch.nn.HuberLoss(delta=trainer.huber_delta)
+    if name == "mse":
         return torch.nn.MSELoss()
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device_name)
+    if name == "binary_cross_entropy":  # multilabel: class_weights are each label's pos_weight
+        return torch.nn.BCEWithLogitsLoss(pos_weight=weight)
     return torch.nn.CrossEntropyLoss(weight=weight)
 
 
@@ -314,9 +351,9 @@ class _Validation(Callback):
         val_target = torch.from_numpy(self.y_val.astype(np.int64 if self.task == "classification" else np.float32))
         with torch.no_grad():
             val_logits = torch.from_numpy(val_out)
-            if self.task == "classification":
+            if self.task != "regression":  # cross-entropy, or multilabel's binary cross-entropy
                 record["val_loss"] = float(self.loss_fn.cpu()(val_logits, val_target))
                 self.loss_fn.to(self.device_name)
             else:
-                record["val_loss"] = float(torch.nn.functional.mse_loss(val_logits[:, 0], val_target))
+                record["val_loss"] = float(self.loss_fn(val_logits[:, 0], val_target))  # MSE or Huber: no weights
         record.update({f"val_{k}": v for k, v in _scores(self.task, self.y_val, val_out, self.metrics).items()})
