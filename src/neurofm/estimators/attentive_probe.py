@@ -13,13 +13,13 @@ import functools
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ..configs.models import attentive_heads_refusal
 from ..exceptions import ConfigError
+from .task_tags import TaskEstimator
 
 __all__ = ["AttentiveProbe"]
 
@@ -46,7 +46,7 @@ def _pooler_class():
     return AttentivePooler
 
 
-class AttentiveProbe(BaseEstimator):
+class AttentiveProbe(TaskEstimator):
     """Learned-query cross-attention pooling of tokens and a linear layer, trained with early stopping.
 
     Each row of ``X`` is a window's tokens flattened, ``n_tokens *
@@ -133,11 +133,6 @@ class AttentiveProbe(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.class_weight = class_weight
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier" if self.task == "classification" else "regressor"
-        return tags
 
     # -- checks ---------------------------------------------------------------------
 

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
 from ..configs.models import RIDGE_ALPHAS
 from ..exceptions import ConfigError
+from .task_tags import TaskEstimator
 
 __all__ = ["RidgePath", "RidgeProbe", "ridge_permutation_scores"]
 
@@ -117,7 +117,7 @@ def _targets(y: np.ndarray, classes: np.ndarray | None, class_weight: str | None
     return onehot
 
 
-class RidgeProbe(BaseEstimator):
+class RidgeProbe(TaskEstimator):
     """Ridge regression in closed form on standardised features, its penalty chosen by inner cross-validation.
 
     Classification regresses class-indicator targets (scaled so that each
@@ -167,11 +167,6 @@ class RidgeProbe(BaseEstimator):
         self.inner_splits = inner_splits
         self.class_weight = class_weight
         self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier" if self.task == "classification" else "regressor"
-        return tags
 
     def path(self, X) -> RidgePath:
         """The label-free part of :meth:`fit` on ``X`` (shared by every target fitted on it)."""
