@@ -99,7 +99,7 @@ def test_without_probabilities_calibration_is_nan(metric):
 
 
 def test_calibration_metrics_are_lower_is_better_and_the_others_are_not():
-    assert {"ece", "brier", "mae", "rmse"} == LOWER_IS_BETTER
+    assert {"ece", "brier", "mae", "rmse", "hamming_loss"} == LOWER_IS_BETTER
     assert not greater_is_better("ece") and not greater_is_better("brier")
     for name in ("accuracy", "roc_auc", "r2", "neg_brier_score", "neg_log_loss", "recall[left]"):
         assert greater_is_better(name), name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .configs import PreprocessingConfig
 from .exceptions import ConfigError, DataValidationError
 from .utils.check import check_fits_in_memory
@@ -73,7 +75,13 @@ def _with_event_channels(raw: Any, picks: Any) -> Any:
         return picks  # no stim channel, or channel indices: as given
     kinds = set(mne.io.get_channel_type_constants()) | _TYPE_GROUPS
     if all(p in kinds for p in listed):
-        return [*listed, "stim"] if "all" not in listed else picks
+        if "all" in listed:
+            return picks
+        # Channel indices, not ["eeg", "stim"]: a recording may name a channel like a type (MOABB's "stim"), which
+        # MNE refuses as ambiguous. The picks are resolved on a one-sample copy of the info, so no data is copied.
+        probe = mne.io.RawArray(np.zeros((len(raw.ch_names), 1)), raw.info, verbose=False).pick(listed)
+        chosen = set(probe.ch_names) | set(stim)
+        return [i for i, name in enumerate(raw.ch_names) if name in chosen]
     return [*listed, *(name for name in stim if name not in listed)]
 
 

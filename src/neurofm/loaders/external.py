@@ -137,6 +137,8 @@ def from_moabb(
                 stim = mne.pick_types(raw.info, stim=True, exclude=[])
                 # MOABB raws carry their events on a stim channel; annotations when there is none.
                 events = mne.find_events(raw, shortest_event=0, verbose=False) if len(stim) else None
+                if len(stim):  # its events are read: the trigger channel is no signal, and no window should hold it
+                    raw.drop_channels([raw.ch_names[i] for i in stim])
                 preprocess_raw(raw, preprocessing or PreprocessingConfig())
                 entities = {
                     "subject": subject_id(subject),
