@@ -262,21 +262,23 @@ class RunRecords:
         """Where fold or permutation ``index`` of a model is recorded (``None``: not recorded)."""
         return None if self.progress is None else RunProgress.path(self.folders[model_name], kind, index)
 
+    def _record_paths(self, model_name: str, n_folds: int, n_permutations: int) -> list[Path]:
+        """Where each fold and each of the first ``n_permutations`` permutations of a model is recorded."""
+        paths = [self.path(model_name, "fold", fold) for fold in range(n_folds)]
+        return paths + [self.path(model_name, "permutation", i) for i in range(n_permutations)]
+
     def all_recorded(self, model_name: str, n_folds: int, n_permutations: int) -> bool:
         """Whether every fold and the first ``n_permutations`` permutations of a model have intact records."""
         if self.progress is None:
             return False
-        wanted = [self.path(model_name, "fold", fold) for fold in range(n_folds)]
-        wanted += [self.path(model_name, "permutation", i) for i in range(n_permutations)]
+        wanted = self._record_paths(model_name, n_folds, n_permutations)
         return all(path.is_file() for path in wanted) and all(self.progress.read(path) is not None for path in wanted)
 
     def count_recorded(self, model_name: str, n_folds: int, n_permutations: int) -> int:
         """How many of a model's folds and first ``n_permutations`` permutations have a record file (for the plan)."""
         if self.progress is None:
             return 0
-        wanted = [self.path(model_name, "fold", fold) for fold in range(n_folds)]
-        wanted += [self.path(model_name, "permutation", i) for i in range(n_permutations)]
-        return sum(path.is_file() for path in wanted)
+        return sum(path.is_file() for path in self._record_paths(model_name, n_folds, n_permutations))
 
     def resume(self, paths: list[Path | None], decode) -> tuple[list[Any], list[int]]:
         """What the records already hold (decoded, ``None`` elsewhere), and the indices of the tasks still to run."""
