@@ -15,6 +15,7 @@ from sklearn.metrics import (
     make_scorer,
     precision_recall_fscore_support,
     precision_score,
+    roc_auc_score,
 )
 from sklearn.pipeline import Pipeline
 
@@ -147,6 +148,19 @@ def test_probability_scores_are_nan_without_probabilities():
     assert score("average_precision", y, y_pred, scores, estimator.classes_) == get_scorer("average_precision")(
         estimator, X, y
     )
+
+
+def test_roc_auc_of_three_classes_on_a_test_fold_holding_two_of_them():
+    classes = np.array(["a", "b", "c"])
+    y = np.array(["a", "b", "a", "b", "a"])
+    # A ridge's outputs on one-hot targets sum to 1 but are no probabilities: each present class's own column ranks.
+    ridge = np.array([[1.2, -0.1, -0.1], [0.1, 0.8, 0.1], [0.3, 0.4, 0.3], [-0.2, 1.1, 0.1], [0.5, 0.6, -0.1]])
+    expected = np.mean([roc_auc_score(y == "a", ridge[:, 0]), roc_auc_score(y == "b", ridge[:, 1])])
+    assert score("roc_auc", y, None, ridge, classes) == expected
+    # Probabilities: renormalised over the two present classes, then a binary AUC.
+    proba = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.4, 0.3], [0.3, 0.5, 0.2], [0.5, 0.2, 0.3]])
+    two = proba[:, :2] / proba[:, :2].sum(axis=1, keepdims=True)
+    assert score("roc_auc", y, None, proba, classes) == roc_auc_score(y == "b", two[:, 1])
 
 
 def test_a_scorer_scikit_learn_refuses_on_a_folds_values_is_nan_with_its_reason():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -92,6 +94,147 @@ def test_closed_form_permutations_equal_refitting_on_the_same_permutations_exact
     shared = SharedInputs({"probe": X}, y, groups)
     refitted = [run_permutation(PermutationTask(probe, False, p, splits, classes, metrics), shared) for p in permuted]
     assert closed == refitted  # every score of every permutation, bit for bit
+
+
+def _closed_and_refitted(probe, X, permuted, splits, classes, metrics, groups):
+    closed = ridge_permutations(probe, X, permuted, splits, classes, metrics)
+    shared = SharedInputs({"probe": X}, permuted[0], groups)
+    refitted = [run_permutation(PermutationTask(probe, False, p, splits, classes, metrics), shared) for p in permuted]
+    return closed, refitted
+
+
+def test_closed_form_equals_refitting_where_classes_go_missing_unweighted_and_on_tied_penalties():
+    X, y = _features(n=90, d=12, seed=4)
+    classes = np.unique(y)
+    splits = list(KFold(3, shuffle=True, random_state=1).split(X))
+    first_test = splits[0][1]
+    rng = np.random.default_rng(5)
+    permuted = [rng.permutation(y) for _ in range(4)]
+    # No "c" in fold 0's training windows: that fold's fit knows two classes, the other permutations' three.
+    lacking = np.where(np.isin(np.arange(len(y)), first_test), y, np.where(y == "c", "a", y))
+    lacking[first_test[:5]] = "c"
+    # One class only in fold 1's training windows: every penalty fits a constant, all tie, the largest is taken.
+    constant = np.full(len(y), "b")
+    constant[splits[1][1][:10]] = "a"
+    permuted += [lacking, constant]
+    # No roc_auc here (the tests above score it): on a fold whose outputs sum to 1 (a one-class fit) and whose test
+    # windows lack a class, metrics.score hands scikit-learn what it refuses, in both paths alike.
+    metrics = ("accuracy", "balanced_accuracy", "f1_macro")
+    for class_weight in ("balanced", None):
+        probe = RidgeProbe(alphas=[0.1, 10.0, 1e3, 10.0], inner_splits=3, class_weight=class_weight, random_state=2)
+        closed, refitted = _closed_and_refitted(probe, X, permuted, splits, classes, metrics, None)
+        assert closed == refitted  # bit for bit
+    one_class = RidgeProbe(alphas=[0.1, 10.0, 1e3, 10.0], inner_splits=3).fit(X[splits[1][0]], constant[splits[1][0]])
+    assert one_class.alpha_ == 1e3 and not one_class.coef_.any()
+
+
+def test_a_stack_of_label_sets_fits_each_set_to_the_bit_as_it_is_fitted_alone():
+    X, y = _features(n=80, d=15, seed=6)
+    rng = np.random.default_rng(7)
+    labels = np.stack([rng.permutation(y) for _ in range(5)])
+    labels[3, :40] = "a"  # other classes' counts: other balanced weights
+    probe = RidgeProbe(alphas=[0.01, 1.0, 100.0], inner_splits=4, random_state=0)
+    path = probe.path(X)
+    fitted = 0
+    for rows, classes, alphas, coefs, offsets in probe.fit_sets(path, labels, chunk=2):  # stacks of 2, 2 and 1
+        for j, row in enumerate(rows):
+            alone = RidgeProbe(alphas=[0.01, 1.0, 100.0], inner_splits=4, random_state=0).fit(X, labels[row])
+            assert np.array_equal(alone.classes_, classes) and alone.alpha_ == alphas[j]
+            assert np.array_equal(alone.coef_, coefs[j]) and np.array_equal(alone.offset_, offsets[j])
+            fitted += 1
+    assert fitted == len(labels)
+
+
+@pytest.mark.parametrize(
+    ("truth", "predicted"),
+    [
+        (["a", "b", "b", "c", "c", "c"], ["a", "a", "b", "c", "b", "c"]),
+        (["b", "b", "c", "c", "c", "c", "c"], ["a", "b", "c", "a", "c", "b", "c"]),  # "a" only predicted
+        (["c", "c", "c"], ["c", "a", "c"]),  # one class in the fold
+    ],
+)
+def test_label_metrics_counted_without_scikit_learn_are_its_values_to_the_bit(truth, predicted):
+    from neurofm.metrics import score  # lazy: the one test that compares against it
+    from neurofm.tasks import _label_metric  # lazy: private, tested here only
+
+    truth, predicted = np.asarray(truth), np.asarray(predicted)
+    for metric in ("accuracy", "balanced_accuracy"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scikit-learn's "y_pred contains classes not in y_true"
+            expected = score(metric, truth, predicted)
+        assert _label_metric(metric, truth, predicted) == expected
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])  # distinct scores, some ties, mostly ties
+def test_a_binary_roc_auc_computed_without_scikit_learn_is_its_value_to_the_bit(decimals):
+    from neurofm.metrics import score  # lazy: the one test that compares against it
+    from neurofm.tasks import _binary_roc_auc  # lazy: private, tested here only
+
+    rng = np.random.default_rng(11)
+    classes = np.asarray(["a", "b"])
+    for n in (2, 7, 60, 301):
+        truth = classes[rng.integers(0, 2, n)]
+        outputs = rng.standard_normal((n, 2)) + (truth == "b")[:, None] * [0.0, 0.7]
+        if decimals is not None:
+            outputs = np.round(outputs, decimals)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a fold of one class: NaN, with scikit-learn's warning
+            expected = score("roc_auc", truth, None, outputs, classes)
+        got = _binary_roc_auc(truth == "b", outputs[:, 1])
+        assert got == expected or (np.isnan(got) and np.isnan(expected))
+
+
+def _multilabel(n=180, d=20, seed=8):
+    """Three 0/1 labels, each driven by its own direction of the features (one weakly), so all are learnable."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * 2.0 + 3.0
+    drive = X[:, :3] - 3.0 + rng.standard_normal((n, 3)) * np.array([0.5, 1.0, 2.0])
+    return X.astype(np.float32), (drive > 0).astype(np.int64)
+
+
+def test_multilabel_regresses_every_label_in_one_solve_and_predicts_outputs_over_one_half():
+    X, Y = _multilabel()
+    probe = RidgeProbe(task="multilabel", alphas=[5.0]).fit(X, Y)
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=5.0)).fit(X.astype(np.float64), Y.astype(np.float64))
+    outputs = reference.predict(X.astype(np.float64))
+    np.testing.assert_allclose(probe.decision_function(X), outputs, rtol=0, atol=1e-9)
+    assert probe.decision_function(X).shape == Y.shape and probe.classes_ is None
+    assert np.array_equal(probe.predict(X), (outputs > 0.5).astype(np.int64))
+    assert probe.__sklearn_tags__().estimator_type == "classifier"
+
+
+def test_multilabel_labels_that_follow_the_features_score_above_chance_and_shuffled_ones_at_it():
+    from neurofm.tasks import fit_and_score  # lazy: the experiment's own fit, predict and score of one fold
+
+    X, Y = _multilabel(n=300)
+    names = np.asarray(["x", "y", "z"])
+    metrics = ("roc_auc", "roc_auc[z]", "f1_macro")
+    shuffled = Y[np.random.default_rng(9).permutation(len(Y))]
+    scores = {"learned": [], "shuffled": []}
+    for train, test in KFold(3, shuffle=True, random_state=0).split(X):
+        for name, labels in (("learned", Y), ("shuffled", shuffled)):
+            probe = RidgeProbe(task="multilabel", inner_splits=3, random_state=0)
+            _, fold, y_pred, _ = fit_and_score(probe, False, X, labels, None, train, test, names, metrics)
+            assert y_pred.shape == (len(test), 3) and set(np.unique(y_pred)) <= {0, 1}
+            scores[name].append(fold)
+    learned = {m: np.mean([fold[m] for fold in scores["learned"]]) for m in metrics}
+    chance = {m: np.mean([fold[m] for fold in scores["shuffled"]]) for m in metrics}
+    assert learned["roc_auc"] > 0.85 and learned["roc_auc[z]"] > 0.7 and learned["f1_macro"] > 0.7
+    assert abs(chance["roc_auc"] - 0.5) < 0.08
+
+
+def test_multilabel_closed_form_permutations_equal_refitting_exactly():
+    X, Y = _multilabel(n=120, d=15)
+    names = np.asarray(["x", "y", "z"])
+    groups = np.repeat(np.arange(4), 30)
+    splits = list(KFold(3, shuffle=True, random_state=0).split(X))
+    rng = np.random.default_rng(3)
+    permuted = [permute_labels(Y, groups, rng) for _ in range(5)]
+    metrics = ("roc_auc", "f1_macro", "hamming_loss", "subset_accuracy")
+    probe = RidgeProbe(task="multilabel", inner_splits=3, random_state=0)
+    closed, refitted = _closed_and_refitted(probe, X, permuted, splits, names, metrics, groups)
+    assert closed == refitted  # bit for bit
+    assert len({means["roc_auc"] for means in closed}) == len(closed)  # the permutations do differ
 
 
 def _probe_config(**head):

@@ -96,15 +96,19 @@ def _roc_auc(y_true, y_pred, proba, classes):
         return float("nan")  # undefined on a single-class test fold
     if len(classes) == 2:
         return float(skm.roc_auc_score(y_true == classes[1], proba[:, 1]))
-    if not np.allclose(proba.sum(axis=1), 1.0):
-        # Decision values (a ridge probe, a linear SVM): one-vs-rest per present class on its own column, averaged,
-        # which is what scikit-learn's "ovr" macro computes from probabilities but refuses on other scores.
+    probabilities = np.all((proba >= 0) & (proba <= 1)) and np.allclose(proba.sum(axis=1), 1.0)
+    if not probabilities:
+        # Decision values (a ridge probe, a linear SVM; a ridge's outputs may even sum to 1 yet fall outside
+        # [0, 1]): one-vs-rest per present class on its own column, averaged, which is what scikit-learn's "ovr"
+        # macro computes from probabilities but refuses on other scores.
         cols = np.searchsorted(classes, present)
         return float(np.mean([skm.roc_auc_score(y_true == classes[c], proba[:, c]) for c in cols]))
     if len(present) < len(classes):
         cols = np.searchsorted(classes, present)
         sub = proba[:, cols]
         sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+        if len(present) == 2:  # scikit-learn reads two columns as a binary problem, which takes one score
+            return float(skm.roc_auc_score(y_true == present[1], sub[:, 1]))
         return float(skm.roc_auc_score(y_true, sub, multi_class="ovr", labels=present))
     return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes))
 
