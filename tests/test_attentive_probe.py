@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 from sklearn.base import clone
@@ -147,3 +148,83 @@ def test_a_fitted_probe_pickles_but_is_not_exported_yet(tmp_path):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(probe)).predict(X), probe.predict(X))
     with pytest.raises(ConfigError, match="cannot be exported.*AttentiveProbe"):
         write_head(tmp_path, probe)
+
+
+# -- task="multilabel" ------------------------------------------------------------------------------------------
+
+LABEL_TOKENS = (2, 5, 8)  # label k moves features 4k to 4k + 3 of its own token
+
+
+def _multilabel_tokens(n=200, seed=0):
+    """Rows of flattened tokens with three independent 0/1 labels, each shifting features of a token of its own."""
+    rng = np.random.default_rng(seed)
+    positions = np.random.default_rng(99).normal(size=(N_TOKENS, TOKEN_DIM)) * 2
+    y = (rng.random((n, len(LABEL_TOKENS))) < 0.5).astype(int)
+    X = positions[None] + rng.normal(size=(n, N_TOKENS, TOKEN_DIM))
+    for k, token in enumerate(LABEL_TOKENS):
+        X[:, token, 4 * k : 4 * k + 4] += 2 * y[:, k, None] - 1
+    return X.reshape(n, -1).astype(np.float32), y
+
+
+def _macro_auc(probe, X, y):
+    """Macro ROC AUC over the labels, from the scores the experiment's multilabel path reads off the probe."""
+    from neurofm.metrics import score  # as the experiment scores a multilabel fold
+    from neurofm.tasks import label_scores  # as the experiment reads a multilabel model's probabilities
+
+    return score("roc_auc", y, probe.predict(X), label_scores(probe, X), ["a", "b", "c"])
+
+
+def test_multilabel_learns_each_label_and_shuffled_labels_score_at_chance():
+    from sklearn.base import is_classifier
+
+    X, y = _multilabel_tokens()
+    X_test, y_test = _multilabel_tokens(seed=1)
+    probe = _probe(task="multilabel", lr=1e-2).fit(X, y)
+    proba = probe.predict_proba(X_test)
+    assert proba.shape == y_test.shape and np.all((proba > 0) & (proba < 1))
+    assert not np.allclose(proba.sum(axis=1), 1)  # one sigmoid per label, not a softmax over them
+    predicted = probe.predict(X_test)
+    assert predicted.dtype == np.int64
+    np.testing.assert_array_equal(predicted, (proba >= 0.5).astype(int))
+    assert _macro_auc(probe, X_test, y_test) > 0.85
+    assert list(probe.classes_) == [0, 1, 2] and is_classifier(probe)
+    val_losses = [record["val_loss"] for record in probe.history_]
+    assert probe.best_epoch_ == int(np.argmin(val_losses))  # the epoch of the smallest validation BCE is kept
+
+    # Labels shuffled by whole rows, in training and test alike: nothing to learn, so nothing to score either.
+    rng = np.random.default_rng(3)
+    shuffled = _probe(task="multilabel", lr=1e-2).fit(X, y[rng.permutation(len(y))])
+    assert abs(_macro_auc(shuffled, X_test, y_test[rng.permutation(len(y_test))]) - 0.5) < 0.1
+    # No signal in the shuffled labels: the validation loss stops falling and training stops early.
+    assert len(shuffled.history_) < shuffled.max_epochs and shuffled.stopped_.startswith("no smaller validation loss")
+
+
+def test_multilabel_balanced_class_weight_gives_a_rare_label_more_positives():
+    X, y = _multilabel_tokens(n=160)
+    rare = y.copy()
+    rare[:, 0] = 0
+    rare[np.flatnonzero(y[:, 0])[:12], 0] = 1  # 12 positives of 160
+    plain = _probe(task="multilabel", class_weight=None, max_epochs=10, lr=1e-2).fit(X, rare)
+    weighted = _probe(task="multilabel", class_weight="balanced", max_epochs=10, lr=1e-2).fit(X, rare)
+    # pos_weight (negatives over positives, about 12) lifts the rare label's probabilities.
+    assert weighted.predict_proba(X)[:, 0].mean() > plain.predict_proba(X)[:, 0].mean() + 0.2
+
+
+@pytest.mark.parametrize(
+    ("make_y", "match"),
+    [
+        (lambda y: y[:, 0], r"needs y of shape \(n_windows, n_labels\).*got shape \(40,\)"),
+        (lambda y: np.where(y == 1, 2, 0), r"label column 0 holds 0, 2.*Binarise it"),
+        (
+            lambda y: pd.DataFrame({"alpha": y[:, 0], "beta": np.zeros(len(y), int), "theta": y[:, 2]}),
+            r"label 'beta' is 0 in all 40 training windows.*stratified_kfold.*or drop that column of y",
+        ),
+        (lambda y: np.column_stack([y[:, 0], np.ones(len(y), int)]), r"label column 1 is 1 in all 40"),
+    ],
+)
+def test_bad_multilabel_targets_are_refused_naming_the_label_and_the_fix(make_y, match):
+    from neurofm.exceptions import DataValidationError
+
+    X, y = _multilabel_tokens(n=40)
+    with pytest.raises(DataValidationError, match=match):
+        _probe(task="multilabel", max_epochs=1).fit(X, make_y(y))

@@ -229,3 +229,35 @@ def test_the_moabb_example_runs_on_moabbs_fake_data_set(tmp_path, monkeypatch):
         data["models"]["cbramod_probe"]["backbone"].update(weights="random", model_kwargs={"n_layer": 1})
 
     assert "cbramod_probe" in _run_example("starter_moabb.yaml", tmp_path, change)
+
+
+def test_the_adaptation_matrix_example_runs_every_kind_of_model_with_seeds_and_sweeps(tmp_path):
+    """examples/adaptation_matrix_eegmmi.yaml on the real EEGMMI subject, one model of each kind, tiny and brief."""
+    from conftest import SHARED_DATA
+
+    from neurofm import ExperimentResult
+    from neurofm.models import get_model_spec
+
+    tiny = get_model_spec("cbramod").tiny_kwargs
+
+    def change(data):
+        data["data"].update(path=str(SHARED_DATA / "eegmmi"))
+        kept = ("cbramod_ridge", "cbramod_attentive", "cbramod_lora", "eegnet", "bandpower_lr")
+        data["models"] = {name: model for name, model in data["models"].items() if name in kept}
+        for name in ("cbramod_ridge", "cbramod_attentive"):
+            data["models"][name]["backbone"]["model_kwargs"] = tiny
+        data["models"]["cbramod_attentive"]["head"].update(max_epochs=2)
+        data["models"]["cbramod_lora"].update(model_kwargs=tiny, trainer={"max_epochs": 1, "batch_size": 8})
+        data["models"]["eegnet"].update(trainer={"max_epochs": 1, "batch_size": 8})
+        data.update(n_seeds=2, cv={"strategy": "stratified_kfold", "n_splits": 2}, output_dir=str(tmp_path / "out"))
+        data["sweeps"].update(train_fractions=[0.5], channel_counts=[8])
+
+    _run_example("adaptation_matrix_eegmmi.yaml", tmp_path, change)
+    result = ExperimentResult.load(tmp_path / "out")
+    seeds = result.scores.groupby("Model")["Seed"].nunique().to_dict()
+    # every model here draws random numbers: random weights, training, or a tuned inner split... except the
+    # band-power pipeline, whose logistic regression is tuned by inner CV (shuffled): it runs twice too
+    assert seeds == dict.fromkeys(["cbramod_ridge", "cbramod_attentive", "cbramod_lora", "eegnet", "bandpower_lr"], 2)
+    levels = set(result.get_sweep_scores()["Level"])
+    assert levels == {"0.5", "8 random", "sensorimotor"}
+    assert set(result.get_sweep_scores()["Model"]) == set(seeds)

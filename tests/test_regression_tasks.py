@@ -254,7 +254,7 @@ def test_subject_scores_of_a_run(small_dataset, learnable):
     subject_label = np.where(meta["Subject"].isin(["sub-01", "sub-03"]), "left_hand", "right_hand")
     result = Experiment(cfg).run(X, subject_label, sample_metadata=meta, **info)
     table = result.get_aggregate_scores(by="Subject", method="vote")
-    assert list(table.columns) == ["Model", "Fold", "Metric", "Value", "n_groups", "n_windows"]
+    assert list(table.columns) == ["Model", "Fold", "Seed", "Metric", "Value", "n_groups", "n_windows"]
     assert table["n_groups"].tolist() == [2, 2] and table["n_windows"].sum() == len(X)
     predictions = result.get_predictions()
     for fold, part in predictions.groupby("Fold"):
@@ -262,7 +262,8 @@ def test_subject_scores_of_a_run(small_dataset, learnable):
         expected = float((votes["truth"] == votes["pred"]).mean())
         assert table.loc[table["Fold"] == fold, "Value"].item() == expected
     averaged = result.get_aggregate_scores(by="Subject", average=True)  # mean_proba by default
-    assert list(averaged.columns) == ["Model", "Metric", "mean", "std", "n_folds"] and averaged["n_folds"].item() == 2
+    assert list(averaged.columns) == ["Model", "Metric", "mean", "std", "n_folds", "n_seeds"]
+    assert averaged["n_folds"].item() == 2 and averaged["n_seeds"].item() == 1
     with pytest.raises(ConfigError, match="Trial"):
         result.get_aggregate_scores(by="Trial")  # the group CV split by subject, so trials are on both sides
     # Regression: the mean prediction per subject.

@@ -63,7 +63,7 @@ def test_bandpower_beats_chance_on_simulated_data(result):
 def test_detailed_scores_columns(result):
     scores = result.get_detailed_scores()
     # HeldOut: the subjects each fold tested on (the CV split by Subject).
-    assert list(scores.columns) == ["Model", "Fold", "Metric", "Value", "HeldOut"]
+    assert list(scores.columns) == ["Model", "Fold", "Seed", "Metric", "Value", "HeldOut"]
     assert len(scores) == 2 * 3 * len(METRICS)
     assert set(scores["Fold"]) == {0, 1, 2}
     assert scores["Value"].between(-1, 1).all()
@@ -88,7 +88,7 @@ def test_scores_agree_with_predictions(result):
 def test_predictions_table(result, small_dataset):
     _, y, _, _ = small_dataset
     predictions = result.get_predictions()
-    assert list(predictions.columns[:5]) == ["Model", "Fold", "SampleIndex", "y_true", "y_pred"]
+    assert list(predictions.columns[:6]) == ["Model", "Fold", "Seed", "SampleIndex", "y_true", "y_pred"]
     proba_cols = [c for c in predictions.columns if c.startswith("proba_")]
     assert proba_cols == ["proba_left_hand", "proba_right_hand"]
     bp = predictions[predictions["Model"] == "bandpower_lr"]

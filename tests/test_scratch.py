@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydantic import ValidationError
 
@@ -277,3 +278,108 @@ def test_resume_permutations_and_fold_checkpoints_as_for_fine_tuned_models(data,
     monkeypatch.setattr(scratch_module, "train_network", lambda *a, **k: pytest.fail("trained again"))
     again = exp.run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
     assert again.get_predictions().equals(first.get_predictions())
+
+
+# -- task="multilabel" ------------------------------------------------------------------------------------------------
+
+#: Six channels of 2 s at 64 Hz; label k multiplies the amplitude of channel 2k alone by 1.5 where it is 1.
+ML_SFREQ, ML_TIMES, ML_CHANNELS, ML_LABELS = 64.0, 128, 6, ["alpha", "beta", "theta"]
+#: ShallowFBCSPNet (squares, pools, logs: a power detector) small enough for 2 s at 64 Hz, trained in a second.
+SHALLOW_SMALL = {
+    "n_filters_time": 8,
+    "n_filters_spat": 8,
+    "filter_time_length": 9,
+    "pool_time_length": 16,
+    "pool_time_stride": 8,
+}
+
+
+def multilabel_windows(n, seed):
+    """Noise windows (volts) with three independent 0/1 labels, each raising the power of a channel of its own."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, len(ML_LABELS))) < 0.5).astype(int)
+    X = rng.standard_normal((n, ML_CHANNELS, ML_TIMES)) * 10e-6
+    for k in range(len(ML_LABELS)):
+        X[:, 2 * k, :] *= np.where(y[:, k] == 1, 1.5, 1.0)[:, None]
+    return X.astype(np.float32), y
+
+
+def multilabel_trainer(**kw):
+    # import here: the module loads torch, which the config tests above do not need
+    from neurofm.estimators.scratch import ScratchTrainer
+    from neurofm.simulate import STANDARD_1020_19
+
+    rules = TrainerConfig(max_epochs=8, batch_size=16, lr=1e-2, early_stopping_patience=3)
+    cfg = scratch("ShallowFBCSPNet", model_kwargs=SHALLOW_SMALL, trainer=kw.pop("trainer", rules))
+    names = list(STANDARD_1020_19[:ML_CHANNELS])
+    return ScratchTrainer(cfg, sfreq=ML_SFREQ, ch_names=names, task="multilabel", verbose=False, **kw)
+
+
+def macro_auc(est, X, y):
+    """Macro ROC AUC over the labels, from the scores the experiment's multilabel path reads off the network."""
+    from neurofm.metrics import score  # as the experiment scores a multilabel fold
+    from neurofm.tasks import label_scores  # as the experiment reads a multilabel model's probabilities
+
+    return score("roc_auc", y, est.predict(X), label_scores(est, X), ML_LABELS)
+
+
+def test_multilabel_trains_one_output_per_label_with_bce_and_shuffled_labels_score_at_chance(tmp_path):
+    from neurofm.estimators.scratch import ScratchTrainer
+
+    X, y = multilabel_windows(120, seed=0)
+    X_test, y_test = multilabel_windows(200, seed=1)
+    est = multilabel_trainer().fit(X, pd.DataFrame(y, columns=ML_LABELS))
+    assert est.get_model_card_info()["architecture"]["n_outputs"] == 3 and list(est.classes_) == [0, 1, 2]
+    proba = est.predict_proba(X_test)
+    assert proba.shape == y_test.shape and np.all((proba > 0) & (proba < 1))
+    assert not np.allclose(proba.sum(axis=1), 1)  # one sigmoid per label, not a softmax over them
+    np.testing.assert_array_equal(est.predict(X_test), (proba >= 0.5).astype(np.int64))
+    assert macro_auc(est, X_test, y_test) > 0.8
+    history = est.get_training_history()
+    assert est.best_epoch_ == int(np.argmin([record["val_loss"] for record in history]))
+    # Written and read back as a multilabel network: the same outputs, the label indices kept.
+    reloaded = ScratchTrainer.from_checkpoint(est.save_checkpoint(tmp_path / "saved"))
+    np.testing.assert_array_equal(reloaded.predict_proba(X_test), proba)
+    assert reloaded.task == "multilabel" and list(reloaded.classes_) == [0, 1, 2]
+
+    # Labels shuffled by whole rows, in training and test alike: nothing to learn, so nothing to score either.
+    rng = np.random.default_rng(3)
+    shuffled = multilabel_trainer().fit(X, y[rng.permutation(len(y))])
+    assert abs(macro_auc(shuffled, X_test, y_test[rng.permutation(len(y_test))]) - 0.5) < 0.1
+    # No signal: the validation loss stops falling and training stops early, as for the other tasks.
+    assert len(shuffled.get_training_history()) < 8
+    assert "val_loss did not improve for 3 epochs" in shuffled.get_failure_diagnostics()["stopped_early"]
+
+
+@pytest.mark.parametrize(
+    ("make_y", "match"),
+    [
+        (lambda y: y[:, 0], r"needs y of shape \(n_windows, n_labels\).*got shape \(40,\)"),
+        (lambda y: y * 3, r"label column 0 holds 0, 3.*Binarise it"),
+        (
+            lambda y: pd.DataFrame({"alpha": y[:, 0], "beta": np.ones(len(y), int), "theta": y[:, 2]}),
+            r"label 'beta' is 1 in all 40 training windows.*stratified_kfold.*or drop that column of y",
+        ),
+    ],
+)
+def test_bad_multilabel_targets_are_refused_before_training(make_y, match, monkeypatch):
+    import neurofm.estimators.scratch as scratch_module
+    from neurofm.exceptions import DataValidationError
+
+    monkeypatch.setattr(scratch_module, "train_network", lambda *a, **k: pytest.fail("trained"))
+    X, y = multilabel_windows(40, seed=0)
+    with pytest.raises(DataValidationError, match=match):
+        multilabel_trainer().fit(X, make_y(y))
+
+
+def test_multilabel_refuses_a_regression_loss_and_sizes_the_network_from_y_before_training(monkeypatch):
+    import neurofm.estimators.scratch as scratch_module
+
+    X, y = multilabel_windows(40, seed=0)
+    mse = TrainerConfig(max_epochs=1, batch_size=16, loss="mse")
+    with pytest.raises(ConfigError, match="regression loss, and the task is multilabel; use loss='auto'"):
+        multilabel_trainer(trainer=mse).check_input(X.shape, y)
+    built = []
+    monkeypatch.setattr(scratch_module.ScratchTrainer, "_check_network", lambda self, cfg, plan, n: built.append(n))
+    multilabel_trainer().check_input(X.shape, np.column_stack([y, y[:, :1]]))
+    assert built == [4]  # one output per label of y

@@ -53,6 +53,7 @@ from .estimators.classical import (
     build_window_estimator,
     named_definition_version,
     standardised_head,
+    uses_randomness,
 )
 from .estimators.ridge_probe import RidgeProbe
 from .exceptions import ConfigError
@@ -64,7 +65,7 @@ from .refit_step import RefitStep
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .run_summary import describe_data, describe_plan
 from .sharing import check_trusted_folder, entry_key
-from .sources import as_window_source
+from .sources import WindowSource, as_window_source
 from .tasks import (
     ExtractionTask,
     FoldOutcome,
@@ -80,6 +81,7 @@ from .tasks import (
     run_fold,
     run_permutation,
     split_frame,
+    variant_key,
 )
 from .utils.check import validate_type
 from .utils.files import claim_folder
@@ -98,11 +100,28 @@ class _PreparedModel:
     artifacts: list[tuple[int, str, str, Any]] = field(default_factory=list)
     weights: dict[str, Any] | None = None  # identity of the loaded weights (content, not path); None: no weights
     prepared: Any = None  # a backbone's checked plan (PreparedInput), made once per run and handed to every fit
+    seed: int = 0  # which of the experiment's n_seeds runs of the model (random_state + seed) this is
 
     @property
     def trainable(self) -> bool:
         """Whether the model trains a backbone inside each fold (it gets raw windows, not features)."""
         return isinstance(self.config, (NeuralFineTuneConfig, ScratchModelConfig))
+
+    @property
+    def key(self) -> str:
+        """This seed's name where a run keeps things per model: features, records, timings."""
+        return variant_key(self.name, self.seed)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether another seed would give other scores: a network trained, random backbone weights, a probe
+        initialised at random, an estimator (or head) that reads its ``random_state`` (an inner-CV shuffle
+        included: a ridge probe's or a tuned pipeline's choice of hyper-parameter may change with it)."""
+        if self.trainable:
+            return True
+        if self.embedder is not None and self.config.backbone.weights == "random":
+            return True
+        return isinstance(getattr(self.config, "head", None), AttentiveProbeConfig) or uses_randomness(self.estimator)
 
 
 #: What neurofm writes directly in a cache folder: embeddings, weight digests, fine-tuning checkpoints, submitit
@@ -112,8 +131,9 @@ CACHE_NAMES = frozenset(
 )
 
 
-def fold_checkpoint_folder(model_name: str, fold: int) -> str:
-    """Where a fold's checkpoints go in an output folder: ``checkpoints/<model name>/fold-<k>``.
+def fold_checkpoint_folder(model_name: str, fold: int, seed: int = 0) -> str:
+    """Where a fold's checkpoints go in an output folder: ``checkpoints/<model name>/fold-<k>``, and
+    ``checkpoints/<model name>/seed-<s>/fold-<k>`` for seed ``s > 0`` of ``n_seeds``.
 
     A name that is not a plain file name (a slash, ``..``, spaces) is made one,
     with a hash of the name, so that no model name points a write elsewhere.
@@ -121,7 +141,7 @@ def fold_checkpoint_folder(model_name: str, fold: int) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", model_name)[:64].lstrip(".")
     if safe != model_name or not safe:
         safe = f"{safe}-{stable_hash(model_name)[:8]}"
-    return f"checkpoints/{safe}/fold-{fold}"
+    return f"checkpoints/{safe}/fold-{fold}" if seed == 0 else f"checkpoints/{safe}/seed-{seed}/fold-{fold}"
 
 
 class Experiment:
@@ -228,6 +248,9 @@ class ExperimentRun:
         self._records = RunRecords()  # what is on record, with output_dir
         self._recordings: np.ndarray | None = None  # each window's recording, when known
         self._refits: RefitStep | None = None  # with config.refit: the models to fit once more on all windows
+        self._data_hash: str | None = None  # the windows' fingerprint, with an output folder (records are keyed on it)
+        self._in_sweep = False  # while the levels of a sweep run: folds only
+        self._main_features: dict[str, Any] = {}  # what the main folds read, by model and seed
 
     def execute(self, X, y, sample_metadata, *, sfreq, ch_names, units, positions, output_dir) -> ExperimentResult:
         """Run every model on the outer folds (see :meth:`Experiment.run`)."""
@@ -284,7 +307,9 @@ class ExperimentRun:
             classes = np.asarray(inputs.label_names)  # the label names: per-label scores and prediction columns
         elif classes is not None:
             check_metrics_for_classes(cfg.resolved_metrics, classes)  # a binary-only score on 3 classes: refused now
-        prepared = [self._prepare(name, model_cfg, inputs) for name, model_cfg in cfg.models.items()]
+        prepared = self._prepare_seeds(inputs)
+        # Channel subsets checked (names, counts) before any compute, like the rest of the config.
+        channel_levels = channel_subsets(cfg.sweeps, inputs.info.ch_names, cfg.random_state) if cfg.sweeps else []
         # Said before any compute: what the run was given and what it is about to do.
         logger.info("%s", describe_data(inputs, cfg.cv.group_key, rejected))
 
@@ -294,10 +319,13 @@ class ExperimentRun:
             if output_dir is not None:
                 progress = stack.enter_context(RunProgress(Path(output_dir).expanduser(), self._key).session())
                 data_hash = data_fingerprint(inputs.X, inputs.y, groups, inputs.info.to_dict())
-                folders = {model.name: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
+                self._data_hash = data_hash
+                folders = {model.key: progress.model_folder(self._decisive(model, data_hash)) for model in prepared}
                 self._records = RunRecords(progress, folders)
             logger.info("%s", self._plan(prepared, inputs, len(splits), output_dir is not None))
             result = self._compute(inputs, splits, prepared, classes, groups, started)
+            if cfg.sweeps is not None:
+                result.sweeps = self._sweeps(inputs, splits, prepared, classes, groups, channel_levels)
             if recordings is not None:
                 result.meta["recordings"] = recordings
             if rejected:
@@ -309,22 +337,25 @@ class ExperimentRun:
     def _plan(self, prepared: list[_PreparedModel], inputs: Inputs, n_folds: int, recorded: bool) -> str:
         """The plan, with what the output folder and the embedding cache already hold."""
         on_record = (
-            {m.name: self._records.count_recorded(m.name, n_folds, self._permutations_run(m)) for m in prepared}
+            {m.key: self._records.count_recorded(m.key, n_folds, self._permutations_run(m)) for m in prepared}
             if recorded
             else None
         )
         cached: dict[str, tuple[int, int]] = {}
         for model in prepared:
-            done = self._records.all_recorded(model.name, n_folds, self._permutations_run(model))
+            done = self._records.all_recorded(model.key, n_folds, self._permutations_run(model))
             if model.embedder is None or done or not model.embedder.cache_embeddings:
                 continue
             # fit plans and identifies the weights only: the backbone is not loaded.
             fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
-            cached[model.name] = fitted.count_cached(inputs.X, recordings=self._recordings)
+            cached[model.name if model.seed == 0 else f"{model.name} (seed {model.seed})"] = fitted.count_cached(
+                inputs.X, recordings=self._recordings
+            )
         return describe_plan(self.config, prepared, n_folds, on_record, cached, len(inputs.X))
 
-    def _decisive(self, model: _PreparedModel, data_hash: str) -> dict[str, Any]:
-        """What decides a model's fold and permutation results (not where or how fast they run)."""
+    def _decisive(self, model: _PreparedModel, data_hash: str, sweep: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What decides a model's fold and permutation results (not where or how fast they run); ``sweep``: the
+        level of a sweep (its training fraction or channels) the results are of."""
         cfg = self.config
         # pragma: no mutate start - mutation testing: a key renamed or another dump mode renames every folder alike,
         # in every run, so it cannot change what is resumed (tests/mutation.py)
@@ -338,6 +369,11 @@ class ExperimentRun:
             "data": data_hash,
         }
         # pragma: no mutate end
+        # Seed s > 0 of a stochastic model (n_seeds) is a run of its own; seed 0 keeps the key of a one-seed run.
+        if model.seed:
+            decisive["seed"] = model.seed
+        if sweep is not None:
+            decisive["sweep"] = sweep
         # The config names the weights by path or hub id, which new bytes can take over; their content decides.
         # Models without weights keep the key (and the records) they had.
         if model.weights is not None:
@@ -357,17 +393,98 @@ class ExperimentRun:
             decisive["inner_cv"] = "grouped"
         return decisive
 
-    def _fold_estimator(self, model: _PreparedModel, fold: int) -> Any:
-        """A fresh estimator for one fold: a fine-tuned model's checkpoints go into the output folder, if any."""
+    def _sweeps(self, inputs, splits, prepared, classes, groups, channel_levels) -> pd.DataFrame:
+        """Every model (every seed) on less data, on the same folds: training fractions, then channel subsets."""
+        cfg = self.config
+        tables = []
+        for fraction in cfg.sweeps.train_fractions:
+            fewer = [
+                (nested_fraction(train, inputs.y, fraction, cfg.task, cfg.random_state, fold), test)
+                for fold, (train, test) in enumerate(splits)
+            ]
+            level = {"train_fraction": fraction}
+            scores = self._sweep_level(inputs, fewer, prepared, classes, groups, level, self._main_features)
+            tables.append(scores.assign(Sweep="train_fraction", Level=f"{fraction:g}", x=fraction))
+        for label, keep in channel_levels:
+            picked = inputs.info.subset(keep)
+            X = inputs.X.pick_channels(keep) if isinstance(inputs.X, WindowSource) else inputs.X[:, keep, :]
+            subset = Inputs(X, inputs.y, inputs.metadata, picked, label_names=inputs.label_names)
+            # The models built anew for the subset's montage: a backbone's plan interpolates what it lacks.
+            models = self._prepare_seeds(subset)
+            level = {"channels": list(picked.ch_names)}
+            scores = self._sweep_level(subset, splits, models, classes, groups, level)
+            tables.append(scores.assign(Sweep="channels", Level=label, x=float(len(keep))))
+        columns = ["Sweep", "Level", "x", *SCORE_COLUMNS]
+        return pd.concat([table[columns] for table in tables], ignore_index=True)
+
+    def _sweep_level(self, inputs, splits, prepared, classes, groups, level: dict[str, Any], known=None):
+        """Every model's folds at one level of a sweep, recorded in folders of the level's own, as a score table.
+
+        ``known``: features already made for these inputs (the main run's), used where they are.
+        """
+        main_records, main_refits = self._records, self._refits
+        self._refits, self._in_sweep = None, True  # a sweep scores; nothing of it is refitted or permuted
+        progress = main_records.progress
+        if progress is not None:
+            folders = {m.key: progress.model_folder(self._decisive(m, self._data_hash, level)) for m in prepared}
+            self._records = RunRecords(progress, folders)
+        tag = stable_hash(level)[:12]
+        try:
+            known = {key: value for key, value in (known or {}).items() if value is not None}
+            missing = [model for model in prepared if model.key not in known]
+            features = {**known, **self._features(inputs, splits, missing, {})}
+            tasks = self._fold_tasks(prepared, splits, classes, sweep=tag)
+            shared = SharedInputs(features, inputs.y, groups, self._recordings)
+            paths = [self._records.path(task.features_key, "fold", task.fold) for task in tasks]
+            logger.info("Sweep %s: %d fits", json.dumps(level)[:200], len(tasks))
+            outcomes = self._map_resumable(run_fold, tasks, shared, paths, FoldOutcome.from_record)
+        finally:
+            self._records, self._refits, self._in_sweep = main_records, main_refits, False
+        rows = [
+            (task.model_name, task.fold, task.seed, metric, value)
+            for task, outcome in zip(tasks, outcomes, strict=True)
+            for metric, value in outcome.scores.items()
+        ]
+        return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+    def _fold_tasks(self, prepared: list[_PreparedModel], splits, classes, sweep: str = "") -> list[FoldTask]:
+        """One task per model, seed and fold (``sweep``: the level's tag, where its checkpoints go)."""
+        metrics = tuple(expand_metrics(self.config.resolved_metrics, classes))  # one name per class where per class
+        return [
+            FoldTask(
+                model.name,
+                fold,
+                self._fold_estimator(model, fold, sweep),
+                model.trainable,
+                train,
+                test,
+                classes,
+                metrics,
+                model.prepared if model.trainable else None,
+                model.seed,
+            )
+            for model in prepared
+            for fold, (train, test) in enumerate(splits)
+        ]
+
+    def _fold_estimator(self, model: _PreparedModel, fold: int, sweep: str = "") -> Any:
+        """A fresh estimator for one fold: a fine-tuned model's checkpoints go into the output folder, if any
+        (a sweep level's into a folder of its own)."""
         estimator = clone(model.estimator)
         progress = self._records.progress
         if model.trainable and progress is not None and model.config.checkpoints.directory is None:
-            estimator.set_params(checkpoint_dir=str(progress.output_dir / fold_checkpoint_folder(model.name, fold)))
+            folder = fold_checkpoint_folder(model.name, fold, model.seed)
+            if sweep:
+                folder = folder.replace("checkpoints/", f"checkpoints/sweeps/{sweep}/", 1)
+            estimator.set_params(checkpoint_dir=str(progress.output_dir / folder))
         return estimator
 
     def _permutations_run(self, model: _PreparedModel) -> int:
-        """How many label permutations of ``model`` this run computes (trainable ones only when asked)."""
+        """How many label permutations of ``model`` this run computes (trainable ones only when asked; none at the
+        level of a sweep, whose records are those of folds alone)."""
         cfg = self.config
+        if self._in_sweep:
+            return 0
         return cfg.n_permutations if cfg.permute_trainable or not model.trainable else 0
 
     def _map_resumable(self, function, tasks: list, shared: Any, paths: list, decode) -> list:
@@ -384,46 +501,42 @@ class ExperimentRun:
         """Features first, then every (model, fold) fit as one task, then the permutations; one result."""
         cfg = self.config
         timings: dict[str, float] = {}
-        if cfg.refit:
-            self._refits = RefitStep(self._records, self._execution, self._recordings, prepared)
+        first_seeds = [model for model in prepared if model.seed == 0]
+        if cfg.refit:  # seed 0 alone: one model per name to keep, export and share
+            self._refits = RefitStep(self._records, self._execution, self._recordings, first_seeds)
         features = self._features(inputs, splits, prepared, timings)
-        tasks = [
-            FoldTask(
-                model.name,
-                fold,
-                self._fold_estimator(model, fold),
-                model.trainable,
-                train,
-                test,
-                classes,
-                tuple(expand_metrics(cfg.resolved_metrics, classes)),  # one name per class for per-class scores
-                model.prepared if model.trainable else None,
-            )
-            for model in prepared
-            for fold, (train, test) in enumerate(splits)
-        ]
-        logger.info("%d model(s) x %d folds on %s", len(prepared), len(splits), cfg.execution.backend)
-        by_name = {model.name: model for model in prepared}
+        self._main_features = features  # a learning curve's levels read the same windows and embeddings
+        tasks = self._fold_tasks(prepared, splits, classes)
+        logger.info("%d model(s) x %d folds on %s", len(first_seeds), len(splits), cfg.execution.backend)
+        by_key = {model.key: model for model in prepared}
         # Features, labels and groups go to each worker once; a task names its model and fold.
         shared = SharedInputs(features, inputs.y, groups, self._recordings)
-        paths = [self._records.path(task.model_name, "fold", task.fold) for task in tasks]
+        paths = [self._records.path(task.features_key, "fold", task.fold) for task in tasks]
         outcomes = self._map_resumable(run_fold, tasks, shared, paths, FoldOutcome.from_record)
         scores, predictions, split_rows = [], [], []
         for task, outcome in zip(tasks, outcomes, strict=True):
-            by_name[task.model_name].artifacts.extend(outcome.artifacts)
-            scores.extend((task.model_name, task.fold, metric, value) for metric, value in outcome.scores.items())
+            by_key[task.features_key].artifacts.extend(outcome.artifacts)
+            scores.extend(
+                (task.model_name, task.fold, task.seed, metric, value) for metric, value in outcome.scores.items()
+            )
             if outcome.predictions is not None:
+                # after the record is read: records of seed 0 from before seeds existed have no Seed column
+                outcome.predictions.insert(2, "Seed", task.seed)
                 predictions.append(outcome.predictions)
-            split_rows.append(split_frame(task.model_name, task.fold, task.train, task.test))
+            if task.seed == 0:  # every seed runs on the same folds
+                split_rows.append(split_frame(task.model_name, task.fold, task.train, task.test))
             timings[task.model_name] += outcome.seconds
         artifacts = []
-        for model in prepared:
-            self._chance_level(model, features[model.name], inputs.y, groups, splits, classes, scores, timings)
+        for model in first_seeds:
+            seeds = [m for m in prepared if m.name == model.name]
+            self._chance_level(seeds, features, inputs.y, groups, splits, classes, scores, timings)
+            # Artifacts describe seed 0's run (its embedding, adaptation, per-fold training); the seeds are listed.
             artifacts.extend((model.name, *row) for row in model.artifacts)
+            artifacts.append((model.name, -1, "seeds", "random_states", [cfg.random_state + m.seed for m in seeds]))
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
         # After every fold and permutation, so that nothing scored depends on whether the run refits.
         refit_models, refit_folders, refit_meta = (
-            self._refits.run(prepared, features, inputs, groups) if self._refits is not None else ({}, {}, None)
+            self._refits.run(first_seeds, features, inputs, groups) if self._refits is not None else ({}, {}, None)
         )
         meta = run_metadata(inputs, time.perf_counter() - started, timings)
         if refit_meta is not None:
@@ -448,10 +561,10 @@ class ExperimentRun:
         features: dict[str, Any] = {}
         for model in prepared:
             t0 = time.perf_counter()
-            if self._records.all_recorded(model.name, len(splits), self._permutations_run(model)) and (
-                self._refits is None or model.name not in self._refits.todo
+            if self._records.all_recorded(model.key, len(splits), self._permutations_run(model)) and (
+                self._refits is None or model.seed > 0 or model.name not in self._refits.todo
             ):
-                features[model.name] = None  # nothing of this model will run: its windows need no embedding
+                features[model.key] = None  # nothing of this model will run: its windows need no embedding
                 if model.embedder is not None:
                     fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
                     model.artifacts.extend(fitted.get_artifacts())
@@ -459,38 +572,40 @@ class ExperimentRun:
                         (-1, "embedding_cache", "skipped", "every fold and permutation was on record")
                     )
             elif model.embedder is not None:
-                features[model.name] = self._embed(model, inputs.X, extracted)
+                features[model.key] = self._embed(model, inputs.X, extracted)
             elif model.trainable:
-                features[model.name] = _trainable_windows(inputs, model, adapted)
+                features[model.key] = _trainable_windows(inputs, model, adapted)
             else:
-                features[model.name] = _in_memory(inputs, model.name)
-            timings[model.name] = time.perf_counter() - t0
+                features[model.key] = _in_memory(inputs, model.name)
+            timings[model.name] = timings.get(model.name, 0.0) + time.perf_counter() - t0
         return features
 
-    def _chance_level(self, model, features, y, groups, splits, classes, scores, timings) -> None:
-        """The model's permutation test (or why it is skipped), into its artifacts."""
+    def _chance_level(self, seeds, features, y, groups, splits, classes, scores, timings) -> None:
+        """A model's permutation test over its seeds (or why it is skipped), into seed 0's artifacts."""
         cfg = self.config
+        model = seeds[0]
         if cfg.n_permutations and model.trainable and not cfg.permute_trainable:
             model.artifacts.append(
                 (
                     -1,
                     "permutation_test",
                     "skipped",
-                    f"trainable model: {cfg.n_permutations} x {len(splits)} trainings; set "
-                    "permute_trainable=True to run them",
+                    f"trainable model: {cfg.n_permutations} x {len(splits)} x {len(seeds)} trainings (permutations "
+                    "x folds x seeds); set permute_trainable=True to run them",
                 )
             )
         elif cfg.n_permutations:
             t0 = time.perf_counter()
+            # The mean over every seed and fold: the statistic each permutation is scored with, too.
             observed = {
-                m: float(np.nanmean([s[3] for s in scores if s[0] == model.name and s[2] == m]))
+                m: float(np.nanmean([s[4] for s in scores if s[0] == model.name and s[3] == m]))
                 for m in expand_metrics(cfg.resolved_metrics, classes)
             }
-            model.artifacts.extend(self._permutation_test(model, features, y, groups, splits, classes, observed))
+            model.artifacts.extend(self._permutation_test(seeds, features, y, groups, splits, classes, observed))
             timings[model.name] += time.perf_counter() - t0
 
-    def _signal_and_run_args(self, inputs: Inputs) -> dict[str, Any]:
-        """What every backbone estimator is told about the windows and the run."""
+    def _signal_and_run_args(self, inputs: Inputs, random_state: int) -> dict[str, Any]:
+        """What every backbone estimator is told about the windows and the run (``random_state``: its seed's)."""
         cfg = self.config
         return {
             "sfreq": inputs.info.sfreq,
@@ -501,23 +616,18 @@ class ExperimentRun:
             "cache_dir": cfg.cache_dir,
             "shared_folders": cfg.shared_folders,
             "shared_key_file": cfg.shared_key_file,
-            "random_state": cfg.random_state,
+            "random_state": random_state,
             "verbose": cfg.verbose,
         }
 
-    def _head(self, head_cfg: Any, backbone_cfg: Any = None) -> Any:
-        """The estimator a frozen backbone's embeddings go to in each fold."""
+    def _head(self, head_cfg: Any, backbone_cfg: Any, random_state: int) -> Any:
+        """The estimator a frozen backbone's embeddings go to in each fold, seeded with ``random_state``."""
         cfg = self.config
         if isinstance(head_cfg, AttentiveProbeConfig):
             from .estimators.attentive_probe import AttentiveProbe  # lazy: its training loads torch
             from .models.registry import get_model_spec  # lazy: as the frozen branch's, the backbone stack on use
 
             spec = get_model_spec(backbone_cfg.model_key)
-            if cfg.task == "multilabel":
-                raise ConfigError(
-                    "The attentive probe head does not do task='multilabel' yet; use a classifier head, e.g. "
-                    "head={'estimator': 'LogisticRegression'} (fitted once per label)."
-                )
             if backbone_cfg.pooling != "flatten":
                 raise ConfigError(
                     f"head AttentiveProbeConfig pools the backbone's tokens itself, so the tokens are what is embedded "
@@ -538,8 +648,8 @@ class ExperimentRun:
                 batch_size=head_cfg.batch_size,
                 early_stopping_patience=head_cfg.early_stopping_patience,
                 validation_fraction=head_cfg.validation_fraction,
-                class_weight=head_cfg.class_weight if cfg.task == "classification" else None,
-                random_state=cfg.random_state,
+                class_weight=head_cfg.class_weight if cfg.task != "regression" else None,  # multilabel: per label
+                random_state=random_state,
             )
         if isinstance(head_cfg, RidgeProbeConfig):
             return RidgeProbe(
@@ -547,21 +657,39 @@ class ExperimentRun:
                 alphas=tuple(head_cfg.alphas),
                 inner_splits=head_cfg.inner_splits,
                 class_weight=head_cfg.class_weight if cfg.task == "classification" else None,
-                random_state=cfg.random_state,
+                random_state=random_state,
             )
         # Standardised embeddings (the scaler fitted in each fold, on its training partition): a logistic
         # regression on the backbone's raw scale spends most of a run converging.
-        head = standardised_head(build_estimator(head_cfg.estimator, head_cfg.params, cfg.random_state))
+        head = standardised_head(build_estimator(head_cfg.estimator, head_cfg.params, random_state))
         return MultiOutputClassifier(head) if cfg.task == "multilabel" else head  # one classifier per label
 
-    def _prepare(self, name: str, model_cfg: Any, inputs: Inputs) -> _PreparedModel:
+    def _prepare_seeds(self, inputs: Inputs) -> list[_PreparedModel]:
+        """Every model, prepared once per seed it runs: ``n_seeds`` times when stochastic, else once (seed 0)."""
+        prepared = []
+        for name, model_cfg in self.config.models.items():
+            first = self._prepare(name, model_cfg, inputs)
+            prepared.append(first)
+            if first.stochastic:
+                prepared += [self._prepare(name, model_cfg, inputs, seed) for seed in range(1, self.config.n_seeds)]
+        return prepared
+
+    def _prepare(self, name: str, model_cfg: Any, inputs: Inputs, seed: int = 0) -> _PreparedModel:
+        """One model of the config, built for the windows with the seed's ``random_state``, every input checked."""
+        cfg = self.config
+        random_state = cfg.random_state + seed
+        model = self._build(name, model_cfg, inputs, random_state)
+        model.seed = seed
+        return model
+
+    def _build(self, name: str, model_cfg: Any, inputs: Inputs, random_state: int) -> _PreparedModel:
         cfg = self.config
         if isinstance(model_cfg, ClassicalModelConfig):
             estimator = build_window_estimator(
                 model_cfg.estimator,
                 model_cfg.params,
                 inputs.info.sfreq,
-                cfg.random_state,
+                random_state,
                 units=inputs.info.units,
                 input=model_cfg.input,
             )
@@ -571,8 +699,10 @@ class ExperimentRun:
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
             from .estimators.frozen import FoundationEmbedder  # lazy: keeps the backbone stack out of import neurofm
 
-            head = self._head(model_cfg.head, model_cfg.backbone)
-            embedder = FoundationEmbedder.from_config(model_cfg.backbone, **self._signal_and_run_args(inputs))
+            head = self._head(model_cfg.head, model_cfg.backbone, random_state)
+            embedder = FoundationEmbedder.from_config(
+                model_cfg.backbone, **self._signal_and_run_args(inputs, random_state)
+            )
             # Adaptation plan and weights resolved before any compute; the device where it will be computed.
             prepared = embedder.check_input(
                 inputs.X.shape,
@@ -590,7 +720,10 @@ class ExperimentRun:
             from .estimators.neural import NeuralFineTuner  # heavy: neurofm.estimators.neural loads torch
 
             tuner = NeuralFineTuner(
-                config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
+                config=model_cfg,
+                task=cfg.task,
+                metrics=cfg.resolved_metrics,
+                **self._signal_and_run_args(inputs, random_state),
             )
             prepared = tuner.check_input(
                 inputs.X.shape,
@@ -605,7 +738,10 @@ class ExperimentRun:
             from .estimators.scratch import ScratchTrainer  # heavy: neurofm.estimators.scratch loads torch
 
             trainer = ScratchTrainer(
-                config=model_cfg, task=cfg.task, metrics=cfg.resolved_metrics, **self._signal_and_run_args(inputs)
+                config=model_cfg,
+                task=cfg.task,
+                metrics=cfg.resolved_metrics,
+                **self._signal_and_run_args(inputs, random_state),
             )
             # The network built for these windows and run once, before any compute; the device where it trains.
             prepared = trainer.check_input(
@@ -619,6 +755,8 @@ class ExperimentRun:
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray, Any]]) -> np.ndarray:
         key = model.config.backbone.model_dump_json()
+        if model.config.backbone.weights == "random":  # each seed draws its own weights, hence its own embeddings
+            key += f"\x00random_state={model.embedder.random_state}"
         recordings = self._recordings
         if key in extracted:
             # The same backbone config on the same windows: the owner's fitted embedder is this model's too.
@@ -663,38 +801,47 @@ class ExperimentRun:
         )
         return features
 
-    def _permutation_test(self, model, features, y, groups, splits, classes, observed) -> list[tuple]:
-        """Chance level: the same folds and estimator, labels shuffled (within groups when grouped)."""
+    def _permutation_test(self, seeds, features, y, groups, splits, classes, observed) -> list[tuple]:
+        """Chance level: the same folds and estimator, labels shuffled (within groups when grouped).
+
+        With several seeds, every seed is refitted on each permuted labelling
+        (the same labellings for all) and the permutation's score is the mean
+        over seeds and folds, as the observed score is: both are the same
+        statistic, so the p-value is exact for it.
+        """
         cfg = self.config
-        rng = np.random.default_rng(cfg.random_state)
-        trainable = model.trainable
-        tasks = [
-            PermutationTask(
-                model.estimator,
-                trainable,
-                permute_labels(y, groups, rng),
-                splits,
-                classes,
-                tuple(observed),
-                model.prepared if trainable else None,
-            )
-            for _ in range(cfg.n_permutations)
-        ]
-        null = {metric: [] for metric in observed}
-        shared = SharedInputs({model.name: features}, y, groups, self._recordings)
-        paths = [self._records.path(model.name, "permutation", i) for i in range(len(tasks))]
-        if isinstance(model.estimator, RidgeProbe):
-            permutations = self._closed_form_permutations(model, features, tasks, paths)
-        else:
-            permutations = self._map_resumable(run_permutation, tasks, shared, paths, decode_means)
-        for means in permutations:
-            for metric in observed:
-                null[metric].append(means[metric])
+        null = {metric: np.zeros(cfg.n_permutations) for metric in observed}
+        for model in seeds:
+            # The same seed for every seed's shuffles: each seed meets the same permuted labellings.
+            rng = np.random.default_rng(cfg.random_state)
+            trainable = model.trainable
+            tasks = [
+                PermutationTask(
+                    model.estimator,
+                    trainable,
+                    permute_labels(y, groups, rng),
+                    splits,
+                    classes,
+                    tuple(observed),
+                    model.prepared if trainable else None,
+                )
+                for _ in range(cfg.n_permutations)
+            ]
+            shared = SharedInputs({model.key: features[model.key]}, y, groups, self._recordings)
+            paths = [self._records.path(model.key, "permutation", i) for i in range(len(tasks))]
+            if isinstance(model.estimator, RidgeProbe):
+                permutations = self._closed_form_permutations(model, features[model.key], tasks, paths)
+            else:
+                permutations = self._map_resumable(run_permutation, tasks, shared, paths, decode_means)
+            for i, means in enumerate(permutations):
+                for metric in observed:
+                    null[metric][i] += means[metric] / len(seeds)
         rows = [(-1, "permutation_test", "n_permutations", cfg.n_permutations)]
-        if isinstance(model.estimator, RidgeProbe):
+        if len(seeds) > 1:
+            rows.append((-1, "permutation_test", "statistic", f"mean over {len(seeds)} seeds x {len(splits)} folds"))
+        if isinstance(seeds[0].estimator, RidgeProbe):
             rows.append((-1, "permutation_test", "method", "closed form (one decomposition per fold)"))
         for metric, values in null.items():
-            values = np.asarray(values)
             better = values >= observed[metric] if greater_is_better(metric) else values <= observed[metric]
             rows += [
                 (-1, "permutation_test", f"{metric}_observed", observed[metric]),
@@ -751,3 +898,52 @@ def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str,
     if key not in adapted:
         adapted[key] = model.prepared.adapt(windows)
     return adapted[key]
+
+
+def nested_fraction(train: np.ndarray, y: np.ndarray, fraction: float, task: str, random_state: int, fold: int):
+    """The training windows a learning curve keeps at ``fraction`` of one fold's training partition.
+
+    Within each class (one stratum for regression and multilabel), the
+    windows are put in one random order that depends on ``random_state`` and
+    the fold alone, and the first ``ceil(fraction * n)`` (at least one) are
+    kept: a smaller fraction's windows are among a larger one's, and every
+    model gets the same ones. Returned in the partition's order.
+    """
+    rng = np.random.default_rng([random_state, fold])
+    strata = y[train] if task == "classification" else np.zeros(len(train))
+    kept = []
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        order = rng.permutation(members)
+        kept.append(order[: max(1, int(np.ceil(fraction * len(members) - 1e-9)))])
+    return train[np.sort(np.concatenate(kept))]
+
+
+def channel_subsets(sweeps, ch_names, random_state: int) -> list[tuple[str, list[int]]]:
+    """The channel-coverage levels: ``(label, channel indices)``, drawn counts first, then named regions.
+
+    Raises a :class:`ConfigError` naming the problem for a count not below the
+    number of channels or a region naming a channel the windows lack.
+    """
+    names = list(ch_names)
+    rng = np.random.default_rng(random_state)
+    levels = []
+    for count in sweeps.channel_counts:
+        if count >= len(names):
+            raise ConfigError(
+                f"sweeps.channel_counts asks for {count} channels, and the windows have {len(names)}: a coverage "
+                f"level keeps fewer than all; use counts below {len(names)}."
+            )
+        for draw in range(sweeps.channel_draws):
+            keep = sorted(rng.choice(len(names), size=count, replace=False).tolist())
+            label = f"{count} random" if sweeps.channel_draws == 1 else f"{count} random (draw {draw + 1})"
+            levels.append((label, keep))
+    for region, members in sweeps.channel_regions.items():
+        missing = [name for name in members if name not in names]
+        if missing:
+            raise ConfigError(
+                f"sweeps.channel_regions[{region!r}] names channels the windows lack: {missing}; the windows have "
+                f"{names}. Use those names (they are matched exactly)."
+            )
+        levels.append((region, sorted(names.index(name) for name in dict.fromkeys(members))))
+    return levels

@@ -30,7 +30,9 @@ __all__ = [
 AGGREGATE_METHODS = ("mean_proba", "vote", "mean")
 
 #: Columns of the result's own tables; a metadata column of the same name is kept as ``metadata_<name>``.
-_RESULT_COLUMNS = frozenset({"Model", "Fold", "SampleIndex", "Set", "y_true", "y_pred", "Metric", "Value", "HeldOut"})
+_RESULT_COLUMNS = frozenset(
+    {"Model", "Fold", "Seed", "SampleIndex", "Set", "y_true", "y_pred", "Metric", "Value", "HeldOut"}
+)
 
 
 def metadata_table(metadata: pd.DataFrame | None) -> pd.DataFrame:

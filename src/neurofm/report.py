@@ -15,7 +15,7 @@ from sklearn.metrics import confusion_matrix, roc_curve
 
 from .metrics import CALIBRATION_BINS, reliability_bins
 from .policy import load_yaml
-from .results import ExperimentResult
+from .results import ExperimentResult, first_seed
 from .utils.files import atomic_write
 
 __all__ = ["pretraining_figure", "write_report"]
@@ -61,7 +61,7 @@ def _scores_figure(result: ExperimentResult, chance: dict[str, float]) -> str:
     axes[0][0].invert_yaxis()
     for ax in axes[0]:
         ax.grid(axis="x", alpha=0.3)
-    caption = "Dots are folds, bars their mean"
+    caption = "Dots are folds (a model run with several seeds: one per seed and fold), bars their mean"
     if any(np.isfinite(chance.get(m, np.nan)) for m in metrics):
         caption += "; the dashed line is the chance level (table 'Chance level')"
     return _figure("fig-scores", "Scores per fold", fig, caption + ".")
@@ -72,7 +72,7 @@ def _regression_figure(result: ExperimentResult) -> str | None:
 
     if result.config.get("task") != "regression":
         return None
-    preds = result.predictions
+    preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
     models = list(dict.fromkeys(preds["Model"]))
     fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 6.6), squeeze=False)
     for column, model in enumerate(models):
@@ -90,14 +90,14 @@ def _regression_figure(result: ExperimentResult) -> str | None:
         "fig-regression",
         "Predicted against true",
         fig,
-        "Test predictions of all folds; the dashed lines are perfect prediction (top) and zero residual (bottom).",
+        "Test predictions of all folds (a model's first seed); the dashed lines are perfect prediction (top) and zero residual (bottom).",
     )
 
 
 def _confusion_figure(result: ExperimentResult) -> str | None:
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
-    preds = result.predictions
+    preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
     if not any(c.startswith("proba_") for c in preds.columns):
         return None
     models = list(dict.fromkeys(preds["Model"]))
@@ -114,13 +114,18 @@ def _confusion_figure(result: ExperimentResult) -> str | None:
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("predicted")
     axes[0][0].set_ylabel("true")
-    return _figure("fig-confusion", "Confusion matrices", fig, "Test predictions of all folds, rows normalised.")
+    return _figure(
+        "fig-confusion",
+        "Confusion matrices",
+        fig,
+        "Test predictions of all folds (a model's first seed), rows normalised.",
+    )
 
 
 def _roc_figure(result: ExperimentResult) -> str | None:
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
-    preds = result.predictions
+    preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
     proba_cols = [c for c in preds.columns if c.startswith("proba_")]
     if not proba_cols:
         return None
@@ -140,7 +145,10 @@ def _roc_figure(result: ExperimentResult) -> str | None:
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=8)
     return _figure(
-        "fig-roc", "ROC curves", fig, "Test predictions pooled over folds (micro-averaged one-vs-rest for >2 classes)."
+        "fig-roc",
+        "ROC curves",
+        fig,
+        "Test predictions pooled over folds, a model's first seed (micro-averaged one-vs-rest for >2 classes).",
     )
 
 
@@ -154,7 +162,7 @@ def _reliability_figure(result: ExperimentResult) -> str:
 
     if result.config.get("task", "classification") != "classification":
         return _note("reliability", "No reliability diagram: a regression run predicts no class probabilities.")
-    preds = result.predictions
+    preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
     proba_cols = [c for c in preds.columns if c.startswith("proba_")]
     classes = np.array([c.removeprefix("proba_") for c in proba_cols])
     drawn, without = {}, []
@@ -198,12 +206,53 @@ def _reliability_figure(result: ExperimentResult) -> str:
         bottom.set(xlabel="confidence (largest probability)", ylabel="windows")
     fig.tight_layout()
     caption = (
-        f"Test predictions pooled over folds, in {CALIBRATION_BINS} equal-width bins of the confidence: each dot is a "
+        f"Test predictions pooled over folds (a model's first seed), in {CALIBRATION_BINS} equal-width bins of the confidence: each dot is a "
         "bin's mean confidence and accuracy (its size and the bars below: the bin's windows); the dashed diagonal "
         "is perfect calibration, dots below it overconfidence. ECE here is of the pooled predictions, so it can "
         "differ from the fold mean of the ece metric."
     )
     return _figure("fig-reliability", "Reliability diagrams", fig, caption) + note
+
+
+#: How each sweep's levels read on the x axis of its figure.
+_SWEEP_AXES = {
+    "train_fraction": ("Learning curves", "fraction of each training partition"),
+    "channels": ("Channel coverage", "channels kept"),
+}
+
+
+def _sweep_figures(result: ExperimentResult) -> list[str]:
+    """One figure per sweep: the first metric against the level, one line per model, a band over seeds."""
+    import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
+
+    if result.sweeps.empty:
+        return []
+    metric = result.sweeps["Metric"].iloc[0]
+    figures = []
+    for sweep, part in result.sweeps[result.sweeps["Metric"] == metric].groupby("Sweep", sort=False):
+        title, xlabel = _SWEEP_AXES.get(sweep, (str(sweep), "level"))
+        # Per model, seed and x: the mean over folds (and over the draws or regions of the same size).
+        per_seed = part.groupby(["Model", "x", "Seed"], sort=False)["Value"].mean().reset_index()
+        fig, ax = plt.subplots(figsize=(6.0, 3.8))
+        banded = False
+        for model, rows in per_seed.groupby("Model", sort=False):
+            curve = rows.groupby("x")["Value"].agg(["mean", "std", "count"]).sort_index()
+            (line,) = ax.plot(curve.index, curve["mean"], marker="o", label=str(model))
+            if (curve["count"] > 1).any():
+                spread = curve["std"].fillna(0.0)
+                ax.fill_between(
+                    curve.index, curve["mean"] - spread, curve["mean"] + spread, color=line.get_color(), alpha=0.2
+                )
+                banded = True
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        caption = f"{metric}, mean over folds and seeds at each level, on the run's test partitions"
+        if banded:
+            caption += "; the band is +- one standard deviation of the per-seed means"
+        figures.append(_figure(f"fig-sweep-{sweep}", title, fig, caption + "."))
+    return figures
 
 
 def _note(topic: str, text: str) -> str:
@@ -301,7 +350,8 @@ def _run_summary(result: ExperimentResult) -> dict:
     """What was run, on what: windows, classes, groups, signal, cross-validation, permutations, time."""
     cv = result.config.get("cv") or {}
     signal = result.meta.get("signal") or {}
-    first = result.predictions[result.predictions["Model"] == result.predictions["Model"].iloc[0]]
+    first = first_seed(result.predictions)
+    first = first[first["Model"] == first["Model"].iloc[0]]
     summary = {"windows": result.meta.get("n_windows")}
     if result.config.get("task", "classification") == "classification":
         counts = first["y_true"].astype(str).value_counts().sort_index()
@@ -315,6 +365,7 @@ def _run_summary(result: ExperimentResult) -> dict:
         "samples per window": signal.get("n_times"),
     }
     summary["cross-validation"] = {k: v for k, v in cv.items() if v is not None}
+    summary["seeds of each stochastic model"] = int(result.config.get("n_seeds") or 1)
     summary["label permutations"] = int(result.config.get("n_permutations") or 0)
     summary["wall time (s)"] = result.meta.get("wall_seconds")
     return summary
@@ -447,7 +498,7 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
     stats = result.get_statistics()
     chance = stats.groupby("Metric")["chance_mean"].mean().to_dict() if not stats.empty else {}
     drawn = (_scores_figure(result, chance), _confusion_figure(result), _roc_figure(result), _regression_figure(result))
-    figures = [f for f in (*drawn, _reliability_figure(result), _training_figure(result)) if f]
+    figures = [f for f in (*drawn, _reliability_figure(result), _training_figure(result), *_sweep_figures(result)) if f]
     summary = result.summary()
     adaptations = _adaptations(result)
     run = "<h2>Run</h2><pre>" + html.escape(yaml.safe_dump(_run_summary(result), sort_keys=False)) + "</pre>"
@@ -455,10 +506,19 @@ def _write_report(results_dir: Path, output: str | Path | None) -> Path:
     if warnings:
         run += '<ul class="warnings">' + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
     n_folds = int(summary["n_folds"].max()) if len(summary) else 0
+    n_seeds = int(summary["n_seeds"].max()) if len(summary) else 1
     sections = [
         run,
         f"<h2>Summary</h2><p>Each score is its mean ± sd (standard deviation) over the {n_folds} cross-validation "
-        "folds, each fold scored on windows its model never saw.</p>" + _table(summary.round(4), "summary"),
+        "folds, each fold scored on windows its model never saw"
+        + (
+            f"; a model with n_seeds {n_seeds} ran once per seed on the same folds: its mean and sd are over seeds x "
+            "folds, and seed_std is the sd of its per-seed means"
+            if n_seeds > 1
+            else ""
+        )
+        + ".</p>"
+        + _table(summary.round(4), "summary"),
         "<h2>Figures</h2>" + "".join(figures),
     ]
     sections += _group_sections(result)

@@ -22,11 +22,14 @@ from .result_statistics import Comparison, chance_table, score_warnings
 from .utils.files import atomic_write, claim_folder, jsonable
 from .utils.versions import package_versions
 
-__all__ = ["ExperimentResult"]
+__all__ = ["ExperimentResult", "first_seed"]
 
 _TABLES = ("scores", "predictions", "splits", "artifacts")
 #: The windows' metadata, saved beside the tables (results saved before it existed have none).
 _METADATA_FILE = "metadata.parquet"
+#: The scores of the sweeps (``ExperimentConfig.sweeps``), saved when the run had any.
+_SWEEPS_FILE = "sweeps.parquet"
+SWEEP_COLUMNS = ["Sweep", "Level", "x", "Model", "Fold", "Seed", "Metric", "Value"]
 #: Where the refit models of a run are saved in its output folder (one ``model-<hash>`` folder each).
 MODELS_FOLDER = "models"
 #: What neurofm writes directly in an output folder: the saved result, its report, the run's progress records.
@@ -34,6 +37,7 @@ OUTPUT_NAMES = frozenset(
     {
         *(f"{name}.parquet" for name in _TABLES),
         _METADATA_FILE,
+        _SWEEPS_FILE,
         "config.yaml",
         "meta.json",
         "report.html",
@@ -43,7 +47,7 @@ OUTPUT_NAMES = frozenset(
         *PROGRESS_NAMES,
     }
 )
-SCORE_COLUMNS = ["Model", "Fold", "Metric", "Value"]
+SCORE_COLUMNS = ["Model", "Fold", "Seed", "Metric", "Value"]
 ARTIFACT_COLUMNS = ["Model", "Fold", "ArtifactType", "ArtifactKey", "ArtifactValue"]
 
 
@@ -53,9 +57,12 @@ class ExperimentResult:
     Parameters
     ----------
     scores : DataFrame
-        Columns ``Model, Fold, Metric, Value``.
+        Columns ``Model, Fold, Seed, Metric, Value``. ``Seed`` is ``s`` for
+        the run of a stochastic model with ``random_state + s``
+        (``ExperimentConfig.n_seeds``), 0 for every model of a one-seed run
+        (and in a result saved before seeds existed).
     predictions : DataFrame
-        Columns ``Model, Fold, SampleIndex, y_true, y_pred`` and, for
+        Columns ``Model, Fold, Seed, SampleIndex, y_true, y_pred`` and, for
         classifiers, one ``proba_<class>`` column per class.
     splits : DataFrame
         Columns ``Model, Fold, SampleIndex, Set`` (``train`` or ``test``).
@@ -78,6 +85,8 @@ class ExperimentResult:
         The windows' metadata (``sample_metadata``), one row per window in
         ``SampleIndex`` order; its columns are joined to predictions and
         splits, group folds and group scores (:meth:`get_group_scores`).
+    sweeps : DataFrame | None
+        The scores of the run's sweeps (:meth:`get_sweep_scores`).
     """
 
     def __init__(
@@ -92,9 +101,10 @@ class ExperimentResult:
         refit_models: dict | None = None,
         refit_folders: dict | None = None,
         metadata: pd.DataFrame | None = None,
+        sweeps: pd.DataFrame | None = None,
     ):
-        self.scores = scores
-        self.predictions = predictions
+        self.scores = _with_seed_column(scores)
+        self.predictions = _with_seed_column(predictions)
         self.splits = splits
         self.artifacts = artifacts
         self.config = config
@@ -102,6 +112,7 @@ class ExperimentResult:
         self._refit_models = dict(refit_models or {})
         self._refit_folders = {name: Path(folder) for name, folder in (refit_folders or {}).items()}
         self.metadata = metadata_table(metadata)
+        self.sweeps = pd.DataFrame(columns=SWEEP_COLUMNS) if sweeps is None else sweeps
 
     def __repr__(self) -> str:
         models = list(dict.fromkeys(self.scores["Model"])) if len(self.scores) else []
@@ -109,9 +120,26 @@ class ExperimentResult:
         return f"<ExperimentResult | {len(models)} model(s) {models}, {n_folds} fold(s)>"
 
     def summary(self) -> pd.DataFrame:
-        """Mean and standard deviation across folds, one row per model and metric."""
-        grouped = self.scores.groupby(["Model", "Metric"], sort=False)["Value"]
-        table = grouped.agg(mean="mean", std="std", n_folds="count").reset_index()
+        """Mean and standard deviation over seeds x folds, one row per model and metric.
+
+        Columns ``Model, Metric, mean, std, n_folds, n_seeds, seed_std``:
+        ``mean`` and ``std`` over every (seed, fold) score, ``n_folds`` the
+        folds scored (a failed training's NaN is not), ``n_seeds`` the seeds
+        the model ran (1 for a deterministic one), ``seed_std`` the standard
+        deviation of the per-seed means over folds: how much the seed alone
+        moves the score (NaN with one seed).
+        """
+        by = ["Model", "Metric"]
+        grouped = self.scores.groupby(by, sort=False)
+        table = grouped["Value"].agg(mean="mean", std="std").reset_index()
+        folds = self.scores.dropna(subset=["Value"]).groupby(by, sort=False)["Fold"].nunique()
+        seeds = grouped["Seed"].nunique()
+        per_seed = self.scores.groupby([*by, "Seed"], sort=False)["Value"].mean()
+        spread = per_seed.groupby(level=by, sort=False).std()
+        keys = pd.MultiIndex.from_frame(table[by])
+        table["n_folds"] = folds.reindex(keys, fill_value=0).to_numpy().astype(int)
+        table["n_seeds"] = seeds.reindex(keys).to_numpy().astype(int)
+        table["seed_std"] = spread.reindex(keys).to_numpy().astype(float)
         return table
 
     def summary_table(self) -> pd.DataFrame:
@@ -127,12 +155,40 @@ class ExperimentResult:
         return wide.loc[order, metrics]
 
     def get_detailed_scores(self) -> pd.DataFrame:
-        """Every score: columns ``Model, Fold, Metric, Value``, and ``HeldOut`` (the groups a fold tested on,
+        """Every score: columns ``Model, Fold, Seed, Metric, Value``, and ``HeldOut`` (the groups a fold tested on,
         e.g. ``"S003"``) when the CV split by a ``group_key``."""
         held_out = held_out_groups(self.splits, self.metadata, self._group_key())
         if held_out.empty:
             return self.scores.copy()
         return self.scores.merge(held_out, on=["Model", "Fold"], how="left")
+
+    def get_sweep_scores(self, sweep: str | None = None, average: bool = False) -> pd.DataFrame:
+        """The scores of the learning-curve and channel-coverage sweeps (``ExperimentConfig.sweeps``).
+
+        Parameters
+        ----------
+        sweep : {"train_fraction", "channels"} | None
+            Keep one sweep (``None``: both).
+        average : bool
+            ``False``: every score, ``Sweep, Level, x, Model, Fold, Seed,
+            Metric, Value`` (``Level`` names the level: the fraction, or the
+            channel subset's label; ``x`` is the fraction or the number of
+            channels kept). ``True``: one row per sweep, level, model and
+            metric, ``mean, std`` over seeds x folds, ``seed_std`` (the sd of
+            the per-seed means, NaN with one seed), ``n_seeds``.
+
+        Returns
+        -------
+        DataFrame
+        """
+        table = self.sweeps if sweep is None else self.sweeps[self.sweeps["Sweep"] == sweep]
+        if not average:
+            return table.reset_index(drop=True).copy()
+        keys = ["Sweep", "Level", "x", "Model", "Metric"]
+        averaged = table.groupby(keys, sort=False)["Value"].agg(mean="mean", std="std").reset_index()
+        per_seed = table.groupby([*keys, "Seed"], sort=False)["Value"].mean().reset_index()
+        spread = per_seed.groupby(keys, sort=False)["Value"].agg(seed_std="std", n_seeds="count").reset_index()
+        return averaged.merge(spread, on=keys, how="left")
 
     def get_predictions(self) -> pd.DataFrame:
         """Test-set predictions of every fold, with each window's metadata columns (``Subject``, ``Run`` ...)."""
@@ -151,7 +207,9 @@ class ExperimentResult:
 
         Each model's test predictions are pooled over the folds (every window
         is tested once) and scored within each group, with the run's metrics
-        unless ``metrics`` names others.
+        unless ``metrics`` names others; a model run with several seeds
+        (``n_seeds``) is scored so per seed, and ``Value`` is the mean over
+        its seeds.
 
         Parameters
         ----------
@@ -166,7 +224,18 @@ class ExperimentResult:
             ``Model, <by...>, Metric, Value, n_windows``.
         """
         chosen = list(metrics) if metrics is not None else self._metrics()
-        return group_scores(self.predictions, self.metadata, by, chosen, self._classification())
+        classification = self._classification()
+        # Per seed (each seed tests every window once), then the mean over a model's seeds.
+        tables = [
+            group_scores(part, self.metadata, by, chosen, classification)
+            for _, part in self.predictions.groupby("Seed", sort=True)
+        ]
+        table = pd.concat(tables, ignore_index=True)
+        keys = [column for column in table.columns if column not in ("Value", "n_windows")]
+        averaged = table.groupby(keys, sort=False, dropna=False).agg(
+            Value=("Value", "mean"), n_windows=("n_windows", "first")
+        )
+        return averaged.reset_index()[list(table.columns)]
 
     def get_aggregate_scores(
         self,
@@ -197,23 +266,33 @@ class ExperimentResult:
         metrics : list of str | None
             Metric names (default: the experiment's).
         average : bool
-            ``True``: one row per model and metric, ``mean, std, n_folds``
-            across folds, as :meth:`summary`.
+            ``True``: one row per model and metric, ``mean, std`` across
+            seeds x folds, as :meth:`summary`.
 
         Returns
         -------
         DataFrame
-            ``Model, Fold, Metric, Value, n_groups, n_windows``, or with
-            ``average`` ``Model, Metric, mean, std, n_folds``.
+            ``Model, Fold, Seed, Metric, Value, n_groups, n_windows``, or
+            with ``average`` ``Model, Metric, mean, std, n_folds, n_seeds``
+            (mean and sd over seeds x folds, as :meth:`summary`).
         """
         chosen = list(metrics) if metrics is not None else self._metrics()
-        table = aggregate_scores(
-            self.predictions, self.metadata, self.splits, by, method, chosen, self._classification()
-        )
+        classification = self._classification()
+        tables = []
+        for seed, part in self.predictions.groupby("Seed", sort=True):
+            table = aggregate_scores(part, self.metadata, self.splits, by, method, chosen, classification)
+            table.insert(2, "Seed", seed)
+            tables.append(table)
+        # Each model's rows together, in the run's order of models (seed 0's fold rows as before seeds existed).
+        table = pd.concat(tables, ignore_index=True)
+        order = {model: i for i, model in enumerate(dict.fromkeys(table["Model"]))}
+        table = table.sort_values("Model", key=lambda column: column.map(order), kind="stable").reset_index(drop=True)
         if not average:
             return table
-        grouped = table.groupby(["Model", "Metric"], sort=False)["Value"]
-        return grouped.agg(mean="mean", std="std", n_folds="count").reset_index()
+        grouped = table.groupby(["Model", "Metric"], sort=False)
+        return grouped.agg(
+            mean=("Value", "mean"), std=("Value", "std"), n_folds=("Fold", "nunique"), n_seeds=("Seed", "nunique")
+        ).reset_index()
 
     def _classification(self) -> bool:
         """Whether the task is classification (else regression); refused for multilabel, which the group and
@@ -267,7 +346,7 @@ class ExperimentResult:
         permuted labels, with its p-value; without, the score of a label-blind
         predictor (always the most frequent class, with the class frequencies
         as probabilities; regression: the mean), its p-value NaN. ``method``
-        says which, in words; ``observed`` is the mean score over folds.
+        says which, in words; ``observed`` is the mean score over folds (and seeds, ``n_seeds``).
         """
         perm = self.get_model_artifacts(artifact_type="permutation_test")
         rows = {}
@@ -279,19 +358,25 @@ class ExperimentResult:
         permutations = pd.DataFrame(table, columns=["Model", "Metric", "observed", "chance_mean", "p_value"])
         n = int(self.config.get("n_permutations") or 0)
         # multilabel: no label-blind predictor yet, so only the permuted models have a chance level
-        predictions = self.predictions.iloc[:0, :0] if self._multilabel() else self.predictions
+        predictions = self.predictions.iloc[:0, :0] if self._multilabel() else first_seed(self.predictions)
         return chance_table(self.scores, predictions, permutations, self._metrics(), n)
 
     def compare(self, model_a: str, model_b: str, metric: str) -> Comparison:
         """Paired comparison of two models on the same folds.
 
+        A model run with several seeds (``n_seeds``) enters with its mean
+        over seeds in each fold: the folds are the paired units (every seed
+        of both models saw the same training and test windows), and the
+        seeds' spread within a fold is not counted as independent evidence.
         Returns the per-fold differences (a - b), their mean, a Wilcoxon
         signed-rank p-value, and the corrected resampled t-test of Nadeau and
         Bengio (2003), which accounts for overlapping training sets across folds:
         a dict of these numbers that prints as a table saying what each is
         (``.to_frame()`` gives that table).
         """
-        table = self.scores[self.scores["Metric"] == metric].pivot(index="Fold", columns="Model", values="Value")
+        table = self.scores[self.scores["Metric"] == metric].pivot_table(
+            index="Fold", columns="Model", values="Value", aggfunc="mean", dropna=False
+        )
         missing = [m for m in (model_a, model_b) if m not in table.columns]
         if missing:
             raise KeyError(f"No {metric!r} scores for {missing}; models are {list(table.columns)}.")
@@ -465,6 +550,10 @@ class ExperimentResult:
             atomic_write(out / f"{name}.parquet", lambda tmp, table=table: table.to_parquet(tmp, index=False))
         if len(self.metadata.columns) > 1:
             atomic_write(out / _METADATA_FILE, lambda tmp: self.metadata.to_parquet(tmp, index=False))
+        if len(self.sweeps):
+            atomic_write(out / _SWEEPS_FILE, lambda tmp: self.sweeps.to_parquet(tmp, index=False))
+        else:  # a result without sweeps never reads back another's
+            (out / _SWEEPS_FILE).unlink(missing_ok=True)
         config_text = yaml.safe_dump(self.config, sort_keys=False)
         atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(config_text))
         self._save_refit_models(out)
@@ -516,6 +605,8 @@ class ExperimentResult:
         result = cls(config=config, meta=meta, refit_folders=folders, **tables)
         if (src / _METADATA_FILE).exists():
             result.metadata = pd.read_parquet(src / _METADATA_FILE)  # as saved: SampleIndex and the columns
+        if (src / _SWEEPS_FILE).exists():
+            result.sweeps = pd.read_parquet(src / _SWEEPS_FILE)
         return result
 
 
@@ -533,3 +624,21 @@ def run_metadata(inputs, seconds: float, timings: dict) -> dict:
         "wall_seconds": round(seconds, 3),
         "model_seconds": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def first_seed(table: pd.DataFrame) -> pd.DataFrame:
+    """Each model's rows of its first seed (``n_seeds``): one test prediction per window and fold, as a one-seed
+    run has; what does not depend on the seed (the truth) is then read once."""
+    if table.empty or "Seed" not in table.columns:
+        return table
+    first = table.groupby("Model", sort=False)["Seed"].transform("min")
+    return table[table["Seed"] == first]
+
+
+def _with_seed_column(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``Seed`` column after ``Fold``: 0 in tables from before seeds existed (one seed each)."""
+    if table is None or "Seed" in table.columns or "Fold" not in table.columns:
+        return table
+    table = table.copy()
+    table.insert(table.columns.get_loc("Fold") + 1, "Seed", 0)
+    return table

@@ -60,7 +60,8 @@ def describe_plan(
     ----------
     config : ExperimentConfig
     models : list
-        The prepared models (``name``, ``trainable``).
+        The prepared models (``name``, ``trainable``, ``seed``), one per model
+        and seed.
     n_folds : int
     on_record : dict | None
         Per model, how many of its fits (folds and permutations) the output
@@ -71,13 +72,21 @@ def describe_plan(
     n_windows : int
         How many windows the run has (to say "all").
     """
-    n_models = len(models)
-    trainable = [m.name for m in models if m.trainable]
-    permuted = [m.name for m in models if config.n_permutations and (config.permute_trainable or not m.trainable)]
-    parts = [f"{n_models} model{'s' * (n_models != 1)} x {n_folds} folds = {n_models * n_folds} fits"]
+    # One prepared model per model and seed: a stochastic model runs once per seed (config.n_seeds).
+    names = list(dict.fromkeys(m.name for m in models))
+    seeded = list(dict.fromkeys(m.name for m in models if getattr(m, "seed", 0) > 0))
+    n_runs = len(models)
+    trainable = list(dict.fromkeys(m.name for m in models if m.trainable))
+    permuted = [m for m in models if config.n_permutations and (config.permute_trainable or not m.trainable)]
+    said = f"{len(names)} model{'s' * (len(names) != 1)}"
+    if seeded:
+        said += f" ({', '.join(seeded)} x {config.n_seeds} seeds)"
+    parts = [f"{said} x {n_folds} folds = {n_runs * n_folds} fits"]
     if permuted:
+        n_permuted = len({m.name for m in permuted})
         parts.append(
-            f"{config.n_permutations} label permutations x {n_folds} folds for {len(permuted)} of them "
+            f"{config.n_permutations} label permutations x {n_folds} folds for {n_permuted} of them"
+            f"{' (every seed)' if len(permuted) > n_permuted else ''} "
             f"= {config.n_permutations * n_folds * len(permuted)} more fits"
         )
     if config.refit:
@@ -90,12 +99,12 @@ def describe_plan(
         # One record per fold, and one per permutation (all its folds).
         n_recorded = sum(on_record.values())
         parts.append(
-            f"{n_recorded} of {n_models * n_folds + config.n_permutations * len(permuted)} fold and permutation "
+            f"{n_recorded} of {n_runs * n_folds + config.n_permutations * len(permuted)} fold and permutation "
             "records already in the output folder (read back, not computed again)"
             if n_recorded
             else "nothing on record yet in the output folder"
         )
     if cached:
-        said = [_cached(name, found, checked, n_windows) for name, (found, checked) in cached.items()]
-        parts.append("embeddings already in the cache: " + ", ".join(said))
+        found_per_model = [_cached(name, found, checked, n_windows) for name, (found, checked) in cached.items()]
+        parts.append("embeddings already in the cache: " + ", ".join(found_per_model))
     return "Plan: " + "; ".join(parts) + "."

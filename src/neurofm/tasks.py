@@ -71,9 +71,16 @@ def run_extraction(task: ExtractionTask) -> tuple[np.ndarray, int, int, int, tup
     return (*embedder.embed_source(task.source, task.recordings), (embedder.device_, embedder.fingerprint_))
 
 
+def variant_key(model_name: str, seed: int) -> str:
+    """How one seed of a model is named where runs keep things per model (features, records): seed 0 by the
+    model's name alone, as before seeds existed, so its records and cache keys stay those of a one-seed run."""
+    return model_name if seed == 0 else f"{model_name}\x00seed-{seed}"
+
+
 @dataclass
 class SharedInputs:
-    """What every fold and permutation task reads: features by model name, labels, groups. Sent once per worker."""
+    """What every fold and permutation task reads: features by model name (:func:`variant_key` for a seed other
+    than 0), labels, groups. Sent once per worker."""
 
     features: dict[str, np.ndarray]
     y: np.ndarray
@@ -94,6 +101,12 @@ class FoldTask:
     classes: np.ndarray | None
     metrics: tuple[str, ...]
     prepared: Any = None  # a trainable model's checked plan (PreparedInput): its fit plans nothing again
+    seed: int = 0  # which of the experiment's n_seeds runs of the model this is
+
+    @property
+    def features_key(self) -> str:
+        """The key of this task's features in :class:`SharedInputs`."""
+        return variant_key(self.model_name, self.seed)
 
 
 @dataclass
@@ -204,7 +217,7 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
         estimator, scores, y_pred, proba = fit_and_score(
             task.estimator,
             task.trainable,
-            shared.features[task.model_name],
+            shared.features[task.features_key],
             y,
             shared.groups,
             task.train,
@@ -218,7 +231,8 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
     except NeuroFMError:
         raise
     except Exception as exc:
-        raise _fit_failed(task.model_name, f"on fold {task.fold}", "Folds that finished are kept", exc) from exc
+        where = f"on fold {task.fold}" + (f" (seed {task.seed})" if task.seed else "")
+        raise _fit_failed(task.model_name, where, "Folds that finished are kept", exc) from exc
     # Any estimator that reports its training gets its artifacts recorded, whatever config brought it.
     artifacts = trainable_artifacts(estimator, task.fold, task.model_name)
     # What the fit itself took (a frozen backbone's head, a classical pipeline, a training), for every model.
@@ -382,15 +396,76 @@ def ridge_permutations(
 
     The fitted probe's outputs are scored as :func:`fit_and_score` scores a
     refitted probe's (predictions from the outputs, the outputs as decision
-    values in the task's class columns).
+    values in the task's class columns, or as each label's score for
+    task="multilabel"). ``accuracy``, ``balanced_accuracy`` and a binary
+    task's ``roc_auc`` are computed here, to the bit what
+    :func:`~neurofm.metrics.score` gives (:func:`_label_metric`,
+    :func:`_binary_roc_auc`), without scikit-learn's input checks, which
+    would cost more than the fit; every other metric goes through
+    :func:`~neurofm.metrics.score`.
     """
 
     def scorer(fitted, outputs, test, y):
+        truth = y[test]
         y_pred = fitted.outputs_to_predictions(outputs)
-        proba = None if classes is None else class_columns(outputs, fitted.classes_, classes)
-        return {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}
+        if np.ndim(truth) == 2:  # multilabel: each label's output is its score, as label_scores reads it
+            proba = outputs
+        else:
+            proba = None if classes is None else class_columns(outputs, fitted.classes_, classes)
+        if np.ndim(truth) == 2 or classes is None:
+            return {metric: score(metric, truth, y_pred, proba, classes) for metric in metrics}
+        return {
+            metric: _label_metric(metric, truth, y_pred)
+            if metric in ("accuracy", "balanced_accuracy")
+            else _binary_roc_auc(truth == classes[1], proba[:, 1])
+            if metric == "roc_auc" and len(classes) == 2
+            else score(metric, truth, y_pred, proba, classes)
+            for metric in metrics
+        }
 
     return ridge_permutation_scores(probe, features, permuted, splits, scorer)
+
+
+def _label_metric(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """``accuracy`` or ``balanced_accuracy`` of one test fold, as scikit-learn computes them, in numpy alone.
+
+    The same operations on the same numbers as scikit-learn's: the share of
+    right labels (a count over ``n``), and the mean, over the classes present
+    in ``y_true`` in sorted order, of each one's recall (its count of right
+    labels over its count). Classes only predicted are left out, as
+    scikit-learn leaves them out (with a warning there).
+    """
+    right = y_true == y_pred
+    if metric == "accuracy":
+        return float(np.mean(right))
+    present, codes = np.unique(y_true, return_inverse=True)
+    per_class = np.bincount(codes, weights=right, minlength=len(present)) / np.bincount(codes, minlength=len(present))
+    return float(np.mean(per_class))
+
+
+def _binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """A binary ROC AUC computed as scikit-learn's ``roc_auc_score`` computes it, without its input checks.
+
+    scikit-learn's steps, on the same numbers: windows sorted by decreasing
+    score; at the last window of each run of equal scores, the counts of true
+    and false positives so far; the points where the curve does not turn
+    dropped; rates from the counts; the trapezoidal area. Counts are sums of
+    ones, exact whatever the order among equal scores. NaN when the fold holds
+    one class only, as :func:`~neurofm.metrics.score` gives.
+    """
+    if positive.all() or not positive.any():
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    ordered = scores[order]
+    thresholds = np.concatenate([np.nonzero(np.diff(ordered))[0], [len(ordered) - 1]])
+    tps = np.cumsum(positive[order].astype(np.float64))[thresholds]
+    fps = 1 + thresholds.astype(np.float64) - tps
+    if len(fps) > 2:
+        kept = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
+        fps, tps = fps[kept], tps[kept]
+    fpr = np.concatenate([[0.0], fps]) / fps[-1]
+    tpr = np.concatenate([[0.0], tps]) / tps[-1]
+    return float(np.trapezoid(tpr, fpr))
 
 
 def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from .experiment import (
     CVConfig,
     ExecutionConfig,
     ExperimentConfig,
+    SweepsConfig,
     WindowConfig,
     group_key_ignored_message,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "DataConfig",
     "ExecutionConfig",
     "WindowConfig",
+    "SweepsConfig",
     "RunConfig",
     "ExperimentConfig",
     "CV_STRATEGIES",

@@ -249,6 +249,57 @@ class WindowConfig(BaseConfig):
         return self.tmax is not None
 
 
+class SweepsConfig(BaseConfig):
+    """Label-budget and channel-coverage sweeps: every model again on less data, on the same folds.
+
+    Each level runs every model (every seed) on the run's outer folds and
+    scores the same test partitions; only what the models may learn from
+    changes. The scores are in :meth:`ExperimentResult.get_sweep_scores` and
+    plotted in the report, one line per model with a band over seeds. A
+    level's fits are recorded and resumed like the main folds'.
+
+    Parameters
+    ----------
+    train_fractions : list of float
+        Learning curve: each fraction (0 < f < 1) of every training
+        partition, drawn within each class (stratified: each class keeps
+        ``ceil(f * n)`` of its ``n`` training windows, at least one) and
+        nested: the windows of a smaller fraction are among those of a larger
+        one, in every fold. The draw depends on ``random_state`` and the
+        fold only, so every model (and seed) trains on the same windows.
+        Regression and multilabel draw from all training windows alike.
+    channel_counts : list of int
+        Channel coverage: keep this many of the windows' channels (fewer
+        than they have), drawn at random ``channel_draws`` times per count
+        with ``random_state``, the same subsets for every model. The other
+        channels are dropped before anything sees the windows; a backbone
+        whose montage needs them interpolates or zero-fills them as its
+        adaptation plan does for any recording lacking them.
+    channel_draws : int
+        Random subsets per count in ``channel_counts``.
+    channel_regions : dict of str to list of str
+        Named subsets of channels to keep (e.g. ``{"central": ["C3", "Cz",
+        "C4"]}``); every name must be a channel of the windows.
+    """
+
+    train_fractions: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(default_factory=list)
+    channel_counts: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    channel_draws: int = Field(1, ge=1, le=100)
+    channel_regions: dict[str, Annotated[list[str], Field(min_length=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _something_to_sweep(self) -> SweepsConfig:
+        if not (self.train_fractions or self.channel_counts or self.channel_regions):
+            raise ValueError(
+                "sweeps names nothing to sweep: give train_fractions (e.g. [0.1, 0.25, 0.5]), channel_counts "
+                "(e.g. [4, 8]) or channel_regions (e.g. {'central': ['C3', 'Cz', 'C4']})."
+            )
+        for name, values in (("train_fractions", self.train_fractions), ("channel_counts", self.channel_counts)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweeps.{name} repeats a value ({values}); give each level once.")
+        return self
+
+
 class ExperimentConfig(BaseConfig):
     """A whole cross-validated decoding experiment.
 
@@ -303,6 +354,24 @@ class ExperimentConfig(BaseConfig):
         Where the fits run (default: one after the other in this process).
     random_state : int
         Seed for splits, heads and random initialisation of backbones.
+    n_seeds : int
+        Run every stochastic model this many times on the same folds, seed
+        ``s`` with ``random_state + s`` for everything it draws: the weights
+        of a random backbone (``weights="random"``) or a from-scratch
+        network, training order, dropout, an attentive probe's
+        initialisation, the inner-CV shuffle of a ridge probe or a tuned
+        baseline, any ``random_state`` of a classical estimator or head that
+        reads it. The folds stay those of ``random_state``. A deterministic
+        model (a pretrained backbone with a logistic-regression head, a
+        classical estimator that draws nothing, such as an LDA) runs
+        once, as seed 0: more seeds would repeat its scores. Scores have a ``Seed`` column;
+        :meth:`ExperimentResult.summary` gives mean and sd over seeds x
+        folds, and the sd of the per-seed means; comparisons pair folds on
+        the mean over seeds; a permutation test refits every seed on each
+        permuted labelling and compares the mean over seeds x folds, as
+        observed (see :meth:`ExperimentResult.compare`,
+        :meth:`ExperimentResult.get_statistics`). Seed 0 alone is refitted
+        (``refit``) and described by the artifacts.
     n_permutations : int
         Chance level by label permutation: refit every model on the same folds
         this many times with shuffled labels (within groups when the CV has a
@@ -324,6 +393,10 @@ class ExperimentConfig(BaseConfig):
         How to cut windows when :meth:`Experiment.run` receives continuous
         recordings (``mne.io.Raw`` or a list of them); must be ``None`` when it
         receives windows.
+    sweeps : SweepsConfig | None
+        Learning curves (fractions of each training partition) and channel
+        coverage (subsets of the channels) on the same folds, after the main
+        run; see :class:`SweepsConfig`.
     refit : bool
         After the outer folds, fit every model once more on all windows (a
         fine-tuner takes its validation split from them, as in each fold)
@@ -344,12 +417,14 @@ class ExperimentConfig(BaseConfig):
     shared_key_file: str | None = None
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     random_state: int = 0
+    n_seeds: int = Field(1, ge=1, le=1000)
     n_permutations: int = Field(0, ge=0, le=100_000)
     permute_trainable: bool = False
     verbose: bool = True
     sensor_types: list[Literal["eeg", "meg", "mag", "grad"]] | None = Field(None, min_length=1)
     windows: WindowConfig | None = None
     refit: bool = False
+    sweeps: SweepsConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -386,7 +461,7 @@ class ExperimentConfig(BaseConfig):
                 "already: remove stratify_bins (or set task='regression')."
             )
         if self.task == "multilabel":
-            _check_multilabel(self.models, self.cv.stratify_bins)
+            _check_multilabel(self.cv.stratify_bins)
         # import cycle: estimators.classical imports adapt, which imports configs
         from ..estimators.classical import check_estimator_task
 
@@ -422,26 +497,10 @@ class ExperimentConfig(BaseConfig):
         return list(CLASSIFICATION_METRICS[:3] if self.task == "classification" else REGRESSION_METRICS)
 
 
-def _check_multilabel(models: dict, stratify_bins: int | None) -> None:
-    """Refuse, for task="multilabel", what does not decode several binary targets (yet)."""
+def _check_multilabel(stratify_bins: int | None) -> None:
+    """Refuse, for task="multilabel", what does not apply to several binary targets."""
     if stratify_bins is not None:
         raise ValueError(
             "CVConfig.stratify_bins bins a regression target; a multilabel split stratifies on each window's "
             "combination of labels already: remove stratify_bins."
         )
-    for name, model in models.items():
-        if isinstance(model, FrozenBackboneDecoderConfig) and isinstance(model.head, AttentiveProbeConfig):
-            raise ValueError(
-                f"model {name!r}: the attentive probe head does not do task='multilabel' yet; use a classifier head, "
-                "e.g. head={'estimator': 'LogisticRegression'} (fitted once per label)."
-            )
-        if isinstance(model, FrozenBackboneDecoderConfig) and isinstance(model.head, RidgeProbeConfig):
-            raise ValueError(
-                f"model {name!r}: the ridge probe head does not do task='multilabel' yet; use a classifier head, "
-                "e.g. head={'estimator': 'LogisticRegression'} (fitted once per label)."
-            )
-        if type(model).__name__ == "ScratchModelConfig":  # its trainer builds a softmax head for classes
-            raise ValueError(
-                f"model {name!r}: ScratchModelConfig does not do task='multilabel' yet; use a NeuralFineTuneConfig, "
-                "a frozen backbone with a classifier head, or a classical model."
-            )

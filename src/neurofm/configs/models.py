@@ -291,7 +291,9 @@ class RidgeProbeConfig(BaseConfig):
     inner_splits : int
         Folds of the inner cross-validation (shuffled K-folds seeded with the
         experiment's ``random_state``; not stratified, so that they do not
-        depend on the labels).
+        depend on the labels). A training partition of fewer than
+        ``2 * inner_splits`` windows (a learning curve's small fraction) gets
+        ``n_windows // 2`` folds, at least 2.
     class_weight : {"balanced"} | None
         Classification: ``"balanced"`` (default) scales each class's
         indicator column so that every class weighs alike; ``None`` regresses

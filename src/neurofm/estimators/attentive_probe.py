@@ -5,6 +5,10 @@ token, flattened, as the embedding cache holds it), so training it never
 runs the backbone. Its fitted weights are kept as numpy arrays: the fitted
 probe pickles, clones and travels to workers without torch state, and the
 module is rebuilt from them for each prediction.
+
+:func:`check_multilabel_targets` is the check every trained network's
+``task="multilabel"`` fit makes of its training labels; it lives here, in a
+module that does not load torch, so that the from-scratch trainer shares it.
 """
 
 from __future__ import annotations
@@ -13,15 +17,78 @@ import functools
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy.special import expit
 from sklearn.model_selection import train_test_split
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ..configs.models import attentive_heads_refusal
-from ..exceptions import ConfigError
+from ..cv import label_combinations
+from ..exceptions import ConfigError, DataValidationError
 from .task_tags import TaskEstimator
 
-__all__ = ["AttentiveProbe"]
+__all__ = ["AttentiveProbe", "check_multilabel_targets"]
+
+#: What a training partition missing one value of a label can do about it.
+_BOTH_VALUES_FIX = (
+    "split so that every training partition holds both values of every label "
+    "(CVConfig(strategy='stratified_kfold') stratifies on the windows' label combinations; fewer folds help), "
+    "or drop that column of y"
+)
+
+
+def check_multilabel_targets(y: Any) -> np.ndarray:
+    """The labels of a ``task="multilabel"`` fit as int64 0/1, refused with the fix when they cannot be trained on.
+
+    Every label needs a positive and a negative among the windows a network
+    trains on: a label that is one value throughout has nothing for binary
+    cross-entropy to separate, and its output would learn a constant.
+
+    Parameters
+    ----------
+    y : array-like or pandas.DataFrame, shape (n_windows, n_labels)
+        The training partition's labels, one 0/1 (or boolean) column per
+        label; a DataFrame's column names name the labels in the errors.
+
+    Returns
+    -------
+    y : ndarray of int64, shape (n_windows, n_labels)
+
+    Raises
+    ------
+    DataValidationError
+        When ``y`` is not 2-D, holds values other than 0 and 1, or a label
+        lacks a positive or a negative window.
+    """
+    names = [repr(str(c)) for c in y.columns] if isinstance(y, pd.DataFrame) else None
+    values = np.asarray(y.to_numpy() if isinstance(y, pd.DataFrame) else y)
+    if values.ndim != 2:
+        raise DataValidationError(
+            f"task='multilabel' needs y of shape (n_windows, n_labels), one 0/1 column per label; got shape "
+            f"{values.shape}. For one label per window use task='classification'."
+        )
+    names = names or [f"column {k}" for k in range(values.shape[1])]
+    for k, name in enumerate(names):
+        column = values[:, k]
+        try:
+            binary = bool(np.isin(column, (0, 1)).all())
+        except TypeError:  # values numpy cannot compare with numbers
+            binary = False
+        if not binary:
+            shown = ", ".join(sorted({repr(v) for v in column.tolist()})[:6])
+            raise DataValidationError(
+                f"task='multilabel' needs each label as 0/1 (or booleans); label {name} holds {shown}. "
+                "Binarise it (e.g. (Y > 0).astype(int)), or use task='classification' for one multi-class target."
+            )
+        positives = int(np.count_nonzero(column.astype(np.int64)))
+        if positives in (0, len(column)):
+            value = 0 if positives == 0 else 1
+            raise DataValidationError(
+                f"label {name} is {value} in all {len(column)} training windows, so no network can learn it "
+                f"(binary cross-entropy needs a positive and a negative window); {_BOTH_VALUES_FIX}."
+            )
+    return values.astype(np.int64)
 
 
 @functools.cache
@@ -55,15 +122,20 @@ class AttentiveProbe(TaskEstimator):
     and scale per token feature, shared by every token), a ``LayerNorm``
     follows, ``n_queries`` learned queries attend over the tokens, their
     outputs are averaged and a linear layer gives one output per class
-    (cross-entropy) or one for regression (squared error on the standardised
-    target). AdamW trains it on the training data less a validation share
-    taken from it; the weights of the epoch with the smallest validation
-    loss are kept.
+    (cross-entropy), one per label for multilabel (binary cross-entropy,
+    ``BCEWithLogitsLoss``) or one for regression (squared error on the
+    standardised target). AdamW trains it on the training data less a
+    validation share taken from it; the weights of the epoch with the
+    smallest validation loss are kept.
 
     Parameters
     ----------
-    task : {"classification", "regression"}
-        What the probe predicts.
+    task : {"classification", "regression", "multilabel"}
+        What the probe predicts. ``"multilabel"``: ``y`` of shape
+        (n_windows, n_labels) of 0/1, each label needing a positive and a
+        negative row; :meth:`predict` gives (n, n_labels) of 0/1, each label
+        on where its sigmoid probability is at least 0.5, and
+        :meth:`predict_proba` those probabilities, as the fine-tuner does.
     token_dim : int
         Width of one token; the rows' length must be a multiple of it.
     n_queries : int
@@ -81,17 +153,22 @@ class AttentiveProbe(TaskEstimator):
         train ``max_epochs`` (the best epoch is still kept).
     validation_fraction : float
         Share of the training rows held out for validation (stratified by
-        class when every class has two rows); 0: no validation, the last
-        epoch is kept.
+        class when every class has two rows; multilabel: by each row's
+        combination of labels, the rare ones pooled); 0: no validation, the
+        last epoch is kept.
     class_weight : {"balanced"} | None
         Classification: weigh each class's loss inversely to its frequency.
+        Multilabel: each label's ``pos_weight``, its negatives over its
+        positives in the training rows (as ``trainer.class_weight`` sets it
+        for the fine-tuner).
     random_state : int | None
         Seeds the initialisation, the validation split and the batches.
 
     Attributes
     ----------
     classes_ : ndarray | None
-        The classes (``None`` for regression).
+        The classes; the label indices ``0 .. n_labels - 1`` for multilabel
+        (``None`` for regression).
     n_tokens_ : int
         Tokens per row.
     mean_, scale_ : ndarray, shape (token_dim,)
@@ -134,11 +211,22 @@ class AttentiveProbe(TaskEstimator):
         self.class_weight = class_weight
         self.random_state = random_state
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if self.task == "multilabel":  # one classifier of several binary targets, as scikit-learn tags those
+            # scikit-learn >= 1.6 has tags and is the only caller of this method; 1.5 has no ClassifierTags
+            from sklearn.utils import ClassifierTags
+
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags(multi_label=True)
+            tags.target_tags.multi_output = True
+        return tags
+
     # -- checks ---------------------------------------------------------------------
 
     def _check_params(self) -> None:
-        if self.task not in ("classification", "regression"):
-            raise ConfigError(f"task={self.task!r}: use 'classification' or 'regression'.")
+        if self.task not in ("classification", "regression", "multilabel"):
+            raise ConfigError(f"task={self.task!r}: use 'classification', 'regression' or 'multilabel'.")
         if self.token_dim % self.n_heads:
             raise ConfigError(attentive_heads_refusal(self.n_heads, self.token_dim))
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -163,11 +251,13 @@ class AttentiveProbe(TaskEstimator):
 
         self._check_params()
         tokens = self._tokens(X)
-        y = np.asarray(y)
         classification = self.task == "classification"
+        y = check_multilabel_targets(y) if self.task == "multilabel" else np.asarray(y)
         self.n_features_in_ = tokens.shape[1] * tokens.shape[2]
         self.n_tokens_ = tokens.shape[1]
-        train, val = self._split(y if classification else None, len(y))
+        # multilabel: the validation rows stratified on each row's label combination (rare ones pooled)
+        strata = y if classification else label_combinations(y, 2) if self.task == "multilabel" else None
+        train, val = self._split(strata, len(y))
         self.mean_ = tokens[train].mean(axis=(0, 1))
         scale = tokens[train].std(axis=(0, 1))
         scale[scale == 0] = 1.0  # a constant feature carries nothing; left as it is rather than divided by zero
@@ -182,6 +272,15 @@ class AttentiveProbe(TaskEstimator):
                 counts = np.bincount(targets[train].numpy(), minlength=n_outputs).astype(np.float32)
                 weight = torch.from_numpy(len(train) / (n_outputs * np.maximum(counts, 1.0)))
             loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        elif self.task == "multilabel":
+            self.classes_ = np.arange(y.shape[1])
+            targets = torch.from_numpy(y.astype(np.float32))
+            n_outputs = y.shape[1]
+            pos_weight = None
+            if self.class_weight == "balanced":  # a rare label's positives count as much as its negatives
+                positives = y[train].sum(axis=0)
+                pos_weight = torch.from_numpy(((len(train) - positives) / np.maximum(positives, 1)).astype(np.float32))
+            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
         else:
             self.classes_ = None
             values = y.astype(np.float64)
@@ -266,18 +365,27 @@ class AttentiveProbe(TaskEstimator):
             return module(torch.from_numpy((tokens - self.mean_) / self.scale_)).numpy().astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
+        """The class, the regression value, or (multilabel) each label's 0/1, shape (n, n_labels)."""
         outputs = self._outputs(X)
         if self.classes_ is None:
             return outputs[:, 0] * self.y_scale_ + self.y_mean_
+        if self.task == "multilabel":  # each label on where its probability is at least 0.5: its logit at least 0
+            return (outputs >= 0).astype(np.int64)
         return self.classes_[np.argmax(outputs, axis=1)]
 
     def _is_classifier(self) -> bool:
-        return self.task == "classification"
+        return self.task in ("classification", "multilabel")
 
     @available_if(_is_classifier)
     def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities (softmax of the outputs), columns in the order of ``classes_``."""
+        """Class probabilities (softmax of the outputs), columns in the order of ``classes_``.
+
+        Multilabel: each label's probability of 1 (the sigmoid of its
+        output), shape (n, n_labels); the rows do not sum to 1.
+        """
         outputs = self._outputs(X)
+        if self.task == "multilabel":
+            return expit(outputs)  # expit: no overflow warning for a large negative logit, unlike 1 / (1 + exp(-x))
         outputs -= outputs.max(axis=1, keepdims=True)
         proba = np.exp(outputs)
         return proba / proba.sum(axis=1, keepdims=True)

@@ -54,6 +54,7 @@ __all__ = [
     "named_definition_version",
     "resolve_estimator_class",
     "standardised_head",
+    "uses_randomness",
     "window_input",
 ]
 
@@ -1032,6 +1033,35 @@ def _seed_object(estimator: Any, random_state: int | None) -> Any:
         if key.rpartition("__")[2] == "random_state" and value is None
     }
     return estimator.set_params(**unset) if unset else estimator
+
+
+#: Estimators whose ``random_state`` only some solvers read (scikit-learn's documentation of each), and those solvers.
+_SOLVERS_THAT_DRAW = {
+    "LogisticRegression": ("sag", "saga", "liblinear"),
+    "Ridge": ("sag", "saga"),
+    "RidgeClassifier": ("sag", "saga"),
+}
+
+
+def uses_randomness(estimator: Any) -> bool:
+    """Whether fitting ``estimator`` draws random numbers: a ``random_state`` that it or one of its steps reads.
+
+    A logistic regression or ridge whose solver ignores its ``random_state``,
+    and a :class:`TunedPipeline` with nothing to search (no inner split to
+    shuffle), draw nothing: refitting them with another seed repeats them.
+    """
+    nested = (value for value in estimator.get_params(deep=True).values() if hasattr(value, "get_params"))
+    for part in (estimator, *nested):
+        params = part.get_params(deep=False)
+        if "random_state" not in params:
+            continue
+        solvers = _SOLVERS_THAT_DRAW.get(type(part).__name__)
+        if solvers is not None and params.get("solver") not in solvers:
+            continue
+        if isinstance(part, TunedPipeline) and not part.param_grid:
+            continue
+        return True
+    return False
 
 
 #: How a frozen backbone's classical head is built; it enters the key of a run's records (``Experiment._decisive``),

@@ -40,8 +40,10 @@ from ..exceptions import ConfigError
 from ..models.builders import _braindecode, _quiet_build
 from ..protocols import NeuralTrainable
 from ..training import train_network
+from ..training.finetune import loss_name
 from ..utils.check import closest_matches, format_choices
 from ..utils.files import atomic_write
+from .attentive_probe import check_multilabel_targets
 from .neural import TrainedNetwork
 from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator_settings
 
@@ -126,8 +128,15 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         Signal metadata of the windows (as for
         :class:`~neurofm.estimators.neural.NeuralFineTuner`; positions and
         passband are recorded only).
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "multilabel"}
         What ``y`` is; regression trains one output with a squared error.
+        ``"multilabel"``: ``y`` of shape (n_windows, n_labels) of 0/1, each
+        label with a positive and a negative training window; one output per
+        label, a binary cross-entropy loss (``BCEWithLogitsLoss``; with
+        ``trainer.class_weight`` each label's ``pos_weight`` is its negatives
+        over its positives), :meth:`predict` each label's 0/1 (its sigmoid
+        at least 0.5) and :meth:`predict_proba` each label's probability, as
+        :class:`~neurofm.estimators.neural.NeuralFineTuner`.
     metrics : list of str | None
         Validation metrics logged per epoch.
     cache_dir : str
@@ -149,7 +158,7 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
     net_ : torch.nn.Module
         The braindecode network in its best state.
     classes_ : ndarray
-        Class labels (classification).
+        Class labels (classification); the label indices (multilabel).
     history_ : list of dict
         One record per epoch.
     plan_ : WindowUnitsPlan
@@ -213,7 +222,8 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         shape : tuple of int
             ``(n_windows, n_channels, n_times)`` of the training windows.
         y : ndarray | None
-            The targets, when known (their classes size the output).
+            The targets, when known (their classes, or multilabel's columns,
+            size the output).
         device_here : bool
             ``False``: training runs in other processes, which resolve the
             device themselves.
@@ -240,7 +250,11 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         self._check_monitor(cfg)
         if cfg.checkpoints.save != "none":
             self._checkpoint_root(cfg)
-        if self.task != "classification":
+        if self.task == "multilabel":
+            loss_name(self.task, cfg.trainer)  # a regression loss refused here, not in the first fold
+            # one output per label: y's columns, checked as fit checks them; two (the fewest labels) otherwise
+            n_outputs = 2 if y is None else check_multilabel_targets(y).shape[1]
+        elif self.task != "classification":
             n_outputs = 1
         else:  # the classes of y when given; two (the fewest) otherwise
             n_outputs = 2 if y is None else max(2, len(np.unique(y)))
@@ -278,7 +292,7 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         if tuple(out.shape) != (2, n_outputs):
             raise ConfigError(
                 f"{cfg.model} gives outputs of shape {tuple(out.shape)} for two windows, not (2, {n_outputs}); "
-                "neurofm trains classes that output one score per class and window."
+                "neurofm trains classes that output one score per class (or label) and window."
             )
 
     def _build_network(self, cfg: ScratchModelConfig, n_outputs: int, n_chans: int, n_times: int):
@@ -301,8 +315,9 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         ----------
         X : array-like, shape (n_windows, n_channels, n_times), or AdaptedWindows
             The windows, raw or already converted (:meth:`PreparedInput.adapt`).
-        y : array-like, shape (n_windows,)
-            The targets.
+        y : array-like, shape (n_windows,), or (n_windows, n_labels) for multilabel
+            The targets (multilabel: 0/1, a DataFrame's columns naming the
+            labels in errors).
         groups : array-like | None
             Keep the validation split by group.
         recordings : array-like | None
@@ -316,12 +331,16 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         ------
         ConfigError
             When ``prepared`` was made for other windows or parameters.
+        DataValidationError
+            Multilabel: when ``y`` is not (n, n_labels) of 0/1, or a label
+            lacks a positive or a negative window.
         """
         cfg = self._config()
         if isinstance(X, AdaptedWindows) and prepared is None:
             raise ConfigError("Adapted windows come with the PreparedInput that adapted them; pass it as prepared=.")
         X = X if isinstance(X, AdaptedWindows) else np.asarray(X)
-        y = np.asarray(y)
+        # multilabel: these are the training partition's labels, each needing both values (check_input saw all y)
+        y = check_multilabel_targets(y) if self.task == "multilabel" else np.asarray(y)
         check_recordings(recordings, len(X))
         if prepared is None:
             prepared = self.check_input(X.shape, y, recordings_known=recordings is not None)
@@ -333,7 +352,7 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         self.precision_ = resolve_precision(cfg.device.precision, self.device_)
         warn_slow_precision(self.device_, self.precision_)
         y_index, class_weights = self._targets(y, cfg)
-        n_outputs = len(self.classes_) if self.task == "classification" else 1
+        n_outputs = self._n_outputs()
         train_idx, val_idx = self._validation_split(y_index, groups, cfg)
         adapted = self._adapt(X)
         self.net_ = self._build_network(cfg, n_outputs, adapted.shape[1], adapted.shape[2])
@@ -414,7 +433,7 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
             },
             "n_outputs": int(self._n_outputs()),
             "task": self.task,
-            "classes": self.classes_.tolist() if self.task == "classification" else None,
+            "classes": self.classes_.tolist() if self.task in ("classification", "multilabel") else None,
             "random_state": self.random_state,
             "history": history,
         }
@@ -445,7 +464,8 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         return folder
 
     def _n_outputs(self) -> int:
-        return len(self.classes_) if self.task == "classification" else 1
+        """One per class (classification) or label (multilabel, ``classes_`` their indices); one for regression."""
+        return len(self.classes_) if self.task in ("classification", "multilabel") else 1
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, tag: str = "best", device: str | None = None) -> ScratchTrainer:

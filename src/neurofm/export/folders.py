@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from ..results import ExperimentResult
 
 
+#: What a trained network's outputs are, by task, as its export says.
+_OUTPUT_KINDS = {
+    "classification": "logits",
+    "regression": "regression values",
+    "multilabel": "logits, one per label (a sigmoid gives each label's probability)",
+}
+
+
 def _model_config(result: ExperimentResult, name: str) -> Any:
     """The model's config, rebuilt from the result; for a model holding an estimator object given from Python
     (written as its description, which no config reads back), its kind alone."""
@@ -173,7 +181,7 @@ def _fine_tuned_info(estimator: Any, result: ExperimentResult, name: str, fold: 
         "input_adaptation": estimator.plan_.describe(),
         "outputs": {
             "task": estimator.task,
-            "kind": "logits" if estimator.task == "classification" else "regression values",
+            "kind": _OUTPUT_KINDS[estimator.task],
             "classes": classes,
         },
         "head": {"pooling": None if cfg.trainer.head == "native" else cfg.pooling, "kind": cfg.trainer.head},
@@ -205,7 +213,7 @@ def _scratch_info(estimator: Any, result: ExperimentResult, name: str, fold: int
         "input_adaptation": {"steps": estimator.plan_.steps},
         "outputs": {
             "task": estimator.task,
-            "kind": "logits" if estimator.task == "classification" else "regression values",
+            "kind": _OUTPUT_KINDS[estimator.task],
             "classes": None if classes is None else classes.tolist(),
         },
         "written_as": f"braindecode's {cfg.model} as trained" if format == "braindecode" else "neurofm checkpoint",

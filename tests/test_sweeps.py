@@ -1,0 +1,124 @@
+"""ExperimentConfig(sweeps=...): learning curves and channel coverage on the run's own folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.metrics import balanced_accuracy_score
+
+from neurofm import Experiment, ExperimentResult
+from neurofm.configs import ClassicalModelConfig, CVConfig, ExperimentConfig, SweepsConfig
+from neurofm.cv import make_splits
+from neurofm.exceptions import ConfigError
+from neurofm.experiment import nested_fraction
+from neurofm.report import write_report
+
+CHANNELS = ["C3", "Cz", "C4", "Pz"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    y = np.repeat(["a", "b"], 30)
+    X = rng.standard_normal((60, 4, 32)) * 1e-5
+    X[y == "b", 0] *= 1.5
+    X[y == "b", 2] *= 1.3
+    meta = pd.DataFrame({"Subject": np.tile(["S1", "S2", "S3"], 20)})
+    return X, y, meta, {"sfreq": 32.0, "ch_names": CHANNELS}
+
+
+def config(cache_dir, sweeps, **kw):
+    models = {
+        "forest": ClassicalModelConfig(
+            estimator="RandomForestClassifier", params={"n_estimators": 5, "max_depth": 2}, input="flat"
+        ),
+        "lda": ClassicalModelConfig(estimator="LinearDiscriminantAnalysis", input="flat"),
+    }
+    return ExperimentConfig(
+        models=models,
+        metrics=["balanced_accuracy"],
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=3, group_key="Subject"),
+        cache_dir=cache_dir,
+        verbose=False,
+        sweeps=sweeps,
+        **kw,
+    )
+
+
+def test_a_learning_curve_keeps_nested_stratified_fractions_of_each_training_partition():
+    y = np.array(["a"] * 30 + ["b"] * 10)
+    train = np.arange(40)[::-1].copy()  # any order, any indices
+    kept = {f: nested_fraction(train, y, f, "classification", 0, fold=1) for f in (0.1, 0.25, 0.5)}
+    assert set(kept[0.1]) <= set(kept[0.25]) <= set(kept[0.5]) <= set(train)
+    for fraction, windows in kept.items():
+        counts = pd.Series(y[windows]).value_counts()
+        assert counts["a"] == np.ceil(fraction * 30) and counts["b"] == max(1, np.ceil(fraction * 10))
+    assert np.array_equal(kept[0.25], nested_fraction(train, y, 0.25, "classification", 0, fold=1))
+    assert not np.array_equal(kept[0.25], nested_fraction(train, y, 0.25, "classification", 0, fold=2))
+    # a regression target: one stratum
+    assert len(nested_fraction(train, np.linspace(0, 1, 40), 0.25, "regression", 0, fold=0)) == 10
+
+
+def test_every_model_is_scored_at_each_level_on_the_same_test_windows(data, cache_dir):
+    X, y, meta, info = data
+    sweeps = SweepsConfig(train_fractions=[0.25, 0.5], channel_counts=[2], channel_regions={"left": ["C3"]})
+    cfg = config(cache_dir, sweeps, n_seeds=2)
+    result = Experiment(cfg).run(X, y, sample_metadata=meta, **info)
+    table = result.get_sweep_scores()
+    assert list(table.columns) == ["Sweep", "Level", "x", "Model", "Fold", "Seed", "Metric", "Value"]
+    levels = table.groupby("Sweep")["Level"].unique().map(list).to_dict()
+    assert levels == {"train_fraction": ["0.25", "0.5"], "channels": ["2 random", "left"]}
+    assert sorted(table[table["Model"] == "forest"]["Seed"].unique()) == [0, 1]
+    assert list(table[table["Model"] == "lda"]["Seed"].unique()) == [0]
+
+    # The LDA at each level is the LDA fitted on what the level keeps, scored on the fold's whole test partition.
+    splits = make_splits(cfg.cv, y, meta, "classification", 0)
+    micro = X * 1e6
+
+    def lda_score(fold, train, channels):
+        flat = micro[:, channels].reshape(len(X), -1)
+        lda = LinearDiscriminantAnalysis().fit(flat[train], y[train])
+        return balanced_accuracy_score(y[splits[fold][1]], lda.predict(flat[splits[fold][1]]))
+
+    lda = table[table["Model"] == "lda"].set_index(["Level", "Fold"])["Value"]
+    for fold, (train, _) in enumerate(splits):
+        kept = nested_fraction(train, y, 0.25, "classification", 0, fold)
+        assert lda["0.25", fold] == lda_score(fold, kept, [0, 1, 2, 3])
+        assert lda["left", fold] == lda_score(fold, train, [0])
+    two = table[(table["Level"] == "2 random")]["x"].unique()
+    assert list(two) == [2.0]
+
+    averaged = result.get_sweep_scores("train_fraction", average=True).set_index(["Level", "Model"])
+    assert averaged.loc[("0.5", "forest"), "n_seeds"] == 2 and np.isnan(averaged.loc[("0.5", "lda"), "seed_std"])
+
+
+def test_sweeps_resume_save_and_draw(data, cache_dir, tmp_path):
+    X, y, meta, info = data
+    out = tmp_path / "out"
+    cfg = config(cache_dir, SweepsConfig(train_fractions=[0.5], channel_counts=[3]), n_seeds=2)
+    first = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
+    records = {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")}
+    again = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
+    assert {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")} == records  # all read back
+    pd.testing.assert_frame_equal(first.get_sweep_scores(), again.get_sweep_scores())
+    loaded = ExperimentResult.load(out)
+    pd.testing.assert_frame_equal(loaded.get_sweep_scores(), first.get_sweep_scores())
+    html = write_report(out).read_text()
+    assert 'id="fig-sweep-train_fraction"' in html and 'id="fig-sweep-channels"' in html
+
+
+def test_bad_sweeps_are_refused_before_any_compute(data, cache_dir):
+    X, y, meta, info = data
+    with pytest.raises(ConfigError, match=r"channel_regions\['front'\].*\['Fp1'\]"):
+        Experiment(config(cache_dir, SweepsConfig(channel_regions={"front": ["Fp1", "Cz"]}))).run(
+            X, y, sample_metadata=meta, **info
+        )
+    with pytest.raises(ConfigError, match="asks for 4 channels, and the windows have 4"):
+        Experiment(config(cache_dir, SweepsConfig(channel_counts=[4]))).run(X, y, sample_metadata=meta, **info)
+    with pytest.raises(ValidationError, match="names nothing to sweep"):
+        SweepsConfig()
+    with pytest.raises(ValidationError):
+        SweepsConfig(train_fractions=[1.0])
