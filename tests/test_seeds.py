@@ -24,6 +24,7 @@ from neurofm.configs import (
 from neurofm.cv import make_splits
 from neurofm.estimators.classical import build_window_estimator, uses_randomness
 from neurofm.models import get_model_spec
+from neurofm.report import write_report
 from neurofm.tasks import permute_labels
 from neurofm.utils.logging import logger
 
@@ -196,3 +197,14 @@ def test_the_plan_counts_every_seed(data, cache_dir, tmp_path, monkeypatch):
     run(data, cache_dir, n_seeds=3, n_permutations=2, out=tmp_path / "out", verbose=True)
     plan = next(m for m in said if m.startswith("Plan: "))
     assert "16 of 16 fold and permutation records already in the output folder" in plan
+
+
+def test_the_report_says_the_scores_are_over_seeds_and_plots_one_prediction_per_window(data, cache_dir, tmp_path):
+    out = tmp_path / "out"
+    run(data, cache_dir, n_seeds=3, out=out)
+    html = write_report(out).read_text()
+    assert "a model with n_seeds 3 ran once per seed on the same folds" in html
+    assert "seeds of each stochastic model: 3" in html
+    one = tmp_path / "one"
+    run(data, cache_dir, out=one)
+    assert "ran once per seed" not in write_report(one).read_text()

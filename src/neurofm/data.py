@@ -19,7 +19,7 @@ from .sources import WindowSource, as_window_source, is_lazy
 from .utils.check import format_choices
 from .utils.logging import logger
 
-__all__ = ["SignalInfo", "Inputs", "prepare_inputs", "sensor_positions", "UNIT_TO_SI"]
+__all__ = ["SignalInfo", "Inputs", "check_multilabel_targets", "prepare_inputs", "sensor_positions", "UNIT_TO_SI"]
 
 # Multiplier that takes a value in the named unit to SI (volts, tesla, tesla/metre).
 UNIT_TO_SI = {
@@ -608,10 +608,7 @@ def _check_multilabel_targets(y: Any, n: int) -> tuple[np.ndarray, tuple[str, ..
     except (ValueError, TypeError) as exc:
         raise DataValidationError(f"y could not be read as a (n_windows, n_labels) array of 0/1 ({exc}).") from exc
     if y_arr.ndim != 2:
-        raise DataValidationError(
-            f"task='multilabel' needs y of shape (n_windows, n_labels), one 0/1 column per label; got shape "
-            f"{y_arr.shape}. For one label per window use task='classification'."
-        )
+        raise DataValidationError(_not_two_dimensional(y_arr.shape))
     if len(y_arr) != n:
         raise DataValidationError(f"y has {len(y_arr)} rows but X has {n} windows; give exactly one row per window.")
     names = names or [f"label_{k}" for k in range(y_arr.shape[1])]
@@ -684,3 +681,68 @@ def _pick_sensor_types(X: Any, info: SignalInfo, sensor_types: list[str]) -> tup
     if isinstance(X, WindowSource):
         return X.pick_channels(keep), picked
     return X[:, keep, :], picked
+
+
+def _not_two_dimensional(shape: tuple[int, ...]) -> str:
+    return (
+        f"task='multilabel' needs y of shape (n_windows, n_labels), one 0/1 column per label; got shape {shape}. "
+        "For one label per window use task='classification'."
+    )
+
+
+#: What a training partition missing one value of a label can do about it.
+_BOTH_VALUES_FIX = (
+    "split so that every training partition holds both values of every label "
+    "(CVConfig(strategy='stratified_kfold') stratifies on the windows' label combinations; fewer folds help), "
+    "or drop that column of y"
+)
+
+
+def check_multilabel_targets(y: Any) -> np.ndarray:
+    """The labels of a ``task="multilabel"`` fit as int64 0/1, refused with the fix when they cannot be trained on.
+
+    Every label needs a positive and a negative among the windows a network
+    trains on: a label that is one value throughout has nothing for binary
+    cross-entropy to separate, and its output would learn a constant.
+
+    Parameters
+    ----------
+    y : array-like or pandas.DataFrame, shape (n_windows, n_labels)
+        The training partition's labels, one 0/1 (or boolean) column per
+        label; a DataFrame's column names name the labels in the errors.
+
+    Returns
+    -------
+    y : ndarray of int64, shape (n_windows, n_labels)
+
+    Raises
+    ------
+    DataValidationError
+        When ``y`` is not 2-D, holds values other than 0 and 1, or a label
+        lacks a positive or a negative window.
+    """
+    names = [repr(str(c)) for c in y.columns] if isinstance(y, pd.DataFrame) else None
+    values = np.asarray(y.to_numpy() if isinstance(y, pd.DataFrame) else y)
+    if values.ndim != 2:
+        raise DataValidationError(_not_two_dimensional(values.shape))
+    names = names or [f"column {k}" for k in range(values.shape[1])]
+    for k, name in enumerate(names):
+        column = values[:, k]
+        try:
+            binary = bool(np.isin(column, (0, 1)).all())
+        except TypeError:  # values numpy cannot compare with numbers
+            binary = False
+        if not binary:
+            shown = ", ".join(sorted({repr(v) for v in column.tolist()})[:6])
+            raise DataValidationError(
+                f"task='multilabel' needs each label as 0/1 (or booleans); label {name} holds {shown}. "
+                "Binarise it (e.g. (Y > 0).astype(int)), or use task='classification' for one multi-class target."
+            )
+        positives = int(np.count_nonzero(column.astype(np.int64)))
+        if positives in (0, len(column)):
+            value = 0 if positives == 0 else 1
+            raise DataValidationError(
+                f"label {name} is {value} in all {len(column)} training windows, so no network can learn it "
+                f"(binary cross-entropy needs a positive and a negative window); {_BOTH_VALUES_FIX}."
+            )
+    return values.astype(np.int64)

@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 
 from .base import BaseConfig
 from .data import DataConfig, MoabbConfig, PreprocessingConfig, RunConfig
-from .experiment import CVConfig, ExecutionConfig, ExperimentConfig, WindowConfig
+from .experiment import CVConfig, ExecutionConfig, ExperimentConfig, SweepsConfig, WindowConfig
 from .models import (
     AdaptationConfig,
     AttentiveProbeConfig,
@@ -69,6 +69,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "MoabbConfig": {"dataset": "BNCI2014_001", "paradigm": "LeftRightImagery"},
     "ExperimentConfig": {"models": {"bandpower_lr": {"estimator": "bandpower_lr"}}},
     "WindowConfig": {"tmin": -0.2, "tmax": 0.8},
+    "SweepsConfig": {"train_fractions": [0.1, 0.25, 0.5], "channel_counts": [8, 16], "channel_draws": 3},
     "ClassicalModelConfig": {"estimator": "LogisticRegression", "params": {"max_iter": 1000}},
     "FoundationEmbeddingModelConfig": {"model_key": "cbramod", "pooling": "mean"},
     "FrozenBackboneDecoderConfig": {
@@ -96,7 +97,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
 
 _SECTIONS = (
     ("Running: `neurofm run`", (RunConfig, DataConfig, MoabbConfig, PreprocessingConfig)),
-    ("The experiment", (ExperimentConfig, CVConfig, ExecutionConfig, WindowConfig)),
+    ("The experiment", (ExperimentConfig, CVConfig, ExecutionConfig, WindowConfig, SweepsConfig)),
     (
         "Models",
         (

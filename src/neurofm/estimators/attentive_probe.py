@@ -5,10 +5,6 @@ token, flattened, as the embedding cache holds it), so training it never
 runs the backbone. Its fitted weights are kept as numpy arrays: the fitted
 probe pickles, clones and travels to workers without torch state, and the
 module is rebuilt from them for each prediction.
-
-:func:`check_multilabel_targets` is the check every trained network's
-``task="multilabel"`` fit makes of its training labels; it lives here, in a
-module that does not load torch, so that the from-scratch trainer shares it.
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import functools
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.special import expit
 from sklearn.model_selection import train_test_split
 from sklearn.utils.metaestimators import available_if
@@ -25,70 +20,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..configs.models import attentive_heads_refusal
 from ..cv import label_combinations
-from ..exceptions import ConfigError, DataValidationError
+from ..data import check_multilabel_targets
+from ..exceptions import ConfigError
 from .task_tags import TaskEstimator
 
-__all__ = ["AttentiveProbe", "check_multilabel_targets"]
-
-#: What a training partition missing one value of a label can do about it.
-_BOTH_VALUES_FIX = (
-    "split so that every training partition holds both values of every label "
-    "(CVConfig(strategy='stratified_kfold') stratifies on the windows' label combinations; fewer folds help), "
-    "or drop that column of y"
-)
-
-
-def check_multilabel_targets(y: Any) -> np.ndarray:
-    """The labels of a ``task="multilabel"`` fit as int64 0/1, refused with the fix when they cannot be trained on.
-
-    Every label needs a positive and a negative among the windows a network
-    trains on: a label that is one value throughout has nothing for binary
-    cross-entropy to separate, and its output would learn a constant.
-
-    Parameters
-    ----------
-    y : array-like or pandas.DataFrame, shape (n_windows, n_labels)
-        The training partition's labels, one 0/1 (or boolean) column per
-        label; a DataFrame's column names name the labels in the errors.
-
-    Returns
-    -------
-    y : ndarray of int64, shape (n_windows, n_labels)
-
-    Raises
-    ------
-    DataValidationError
-        When ``y`` is not 2-D, holds values other than 0 and 1, or a label
-        lacks a positive or a negative window.
-    """
-    names = [repr(str(c)) for c in y.columns] if isinstance(y, pd.DataFrame) else None
-    values = np.asarray(y.to_numpy() if isinstance(y, pd.DataFrame) else y)
-    if values.ndim != 2:
-        raise DataValidationError(
-            f"task='multilabel' needs y of shape (n_windows, n_labels), one 0/1 column per label; got shape "
-            f"{values.shape}. For one label per window use task='classification'."
-        )
-    names = names or [f"column {k}" for k in range(values.shape[1])]
-    for k, name in enumerate(names):
-        column = values[:, k]
-        try:
-            binary = bool(np.isin(column, (0, 1)).all())
-        except TypeError:  # values numpy cannot compare with numbers
-            binary = False
-        if not binary:
-            shown = ", ".join(sorted({repr(v) for v in column.tolist()})[:6])
-            raise DataValidationError(
-                f"task='multilabel' needs each label as 0/1 (or booleans); label {name} holds {shown}. "
-                "Binarise it (e.g. (Y > 0).astype(int)), or use task='classification' for one multi-class target."
-            )
-        positives = int(np.count_nonzero(column.astype(np.int64)))
-        if positives in (0, len(column)):
-            value = 0 if positives == 0 else 1
-            raise DataValidationError(
-                f"label {name} is {value} in all {len(column)} training windows, so no network can learn it "
-                f"(binary cross-entropy needs a positive and a negative window); {_BOTH_VALUES_FIX}."
-            )
-    return values.astype(np.int64)
+__all__ = ["AttentiveProbe"]
 
 
 @functools.cache

@@ -38,7 +38,7 @@ from ..adapters import (
     resolve_targets,
 )
 from ..configs import NeuralFineTuneConfig
-from ..data import prepare_inputs
+from ..data import check_multilabel_targets, prepare_inputs
 from ..devices import check_device, check_precision, deterministic_algorithms, resolve_device, resolve_precision
 from ..embed import warn_slow_precision
 from ..exceptions import ConfigError, DataValidationError
@@ -131,7 +131,7 @@ class TrainedNetwork:
         """Training targets (class indices, or floats) and, with ``class_weight``, each class's loss weight."""
         if self.task == "multilabel":
             # (n, n_labels) of 0/1 for BCEWithLogitsLoss; class_weight: each label's pos_weight, negatives / positives
-            y = np.asarray(y, dtype=np.float32)
+            y = check_multilabel_targets(y).astype(np.float32)
             self.classes_ = np.arange(y.shape[1])
             positives = y.sum(axis=0)
             weights = (len(y) - positives) / np.maximum(positives, 1) if cfg.trainer.class_weight else None

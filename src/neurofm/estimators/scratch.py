@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..adapt import check_recordings, working_unit_scale
 from ..configs import ScratchModelConfig
 from ..configs.models import SCRATCH_SIGNAL_ARGS
-from ..data import SignalInfo, prepare_inputs
+from ..data import SignalInfo, check_multilabel_targets, prepare_inputs
 from ..devices import deterministic_algorithms, resolve_device, resolve_precision
 from ..embed import warn_slow_precision
 from ..exceptions import ConfigError
@@ -43,7 +43,6 @@ from ..training import train_network
 from ..training.finetune import loss_name
 from ..utils.check import closest_matches, format_choices
 from ..utils.files import atomic_write
-from .attentive_probe import check_multilabel_targets
 from .neural import TrainedNetwork
 from .prepared import AdaptedWindows, PreparedInput, adapt_in_batches, estimator_settings
 
