@@ -255,8 +255,8 @@ def test_the_adaptation_matrix_example_runs_every_kind_of_model_with_seeds_and_s
     _run_example("adaptation_matrix_eegmmi.yaml", tmp_path, change)
     result = ExperimentResult.load(tmp_path / "out")
     seeds = result.scores.groupby("Model")["Seed"].nunique().to_dict()
-    # every model here draws random numbers: random weights, training, or a tuned inner split... except the
-    # band-power pipeline, whose logistic regression is tuned by inner CV (shuffled): it runs twice too
+    # each of these draws random numbers: random backbone weights, a training, or (bandpower_lr) the shuffled
+    # inner split that tunes its logistic regression's C
     assert seeds == dict.fromkeys(["cbramod_ridge", "cbramod_attentive", "cbramod_lora", "eegnet", "bandpower_lr"], 2)
     levels = set(result.get_sweep_scores()["Level"])
     assert levels == {"0.5", "8 random", "sensorimotor"}

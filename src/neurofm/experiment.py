@@ -533,9 +533,7 @@ class ExperimentRun:
             # Artifacts describe seed 0's run (its embedding, adaptation, per-fold training); the seeds are listed.
             artifacts.extend((model.name, *row) for row in model.artifacts)
             if cfg.n_seeds > 1:
-                artifacts.append(
-                    (model.name, -1, "seeds", "random_states", [cfg.random_state + m.seed for m in seeds])
-                )
+                artifacts.append((model.name, -1, "seeds", "random_states", [cfg.random_state + m.seed for m in seeds]))
             artifacts.append((model.name, -1, "timing", "wall_seconds", round(timings[model.name], 3)))
         # After every fold and permutation, so that nothing scored depends on whether the run refits.
         refit_models, refit_folders, refit_meta = (
