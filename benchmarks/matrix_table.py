@@ -6,7 +6,7 @@ Usage::
 
 Each RESULTS_DIR is the output folder of a run of ``examples/adaptation_matrix_*.yaml`` (or any run with seeds
 and sweeps). One row per model: the metric's mean +- sd over seeds x folds, the sd of the per-seed means, ROC AUC
-and ECE where scored, then the metric at each sweep level (mean over seeds x folds) and the run's seconds per model.
+and ECE where scored, then the metric at each sweep level (mean over seeds x folds).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from neurofm import ExperimentResult
 
 
 def matrix_table(result: ExperimentResult, metric: str) -> pd.DataFrame:
-    """One row per model: the main scores, the sweep levels, the model's seconds."""
+    """One row per model: the main scores, then the sweep levels."""
     summary = result.summary().set_index(["Model", "Metric"])
     models = list(dict.fromkeys(result.scores["Model"]))
     rows = []
@@ -41,10 +41,8 @@ def matrix_table(result: ExperimentResult, metric: str) -> pd.DataFrame:
     if not sweeps.empty:
         sweeps = sweeps[sweeps["Metric"] == metric]
         for (sweep, level), part in sweeps.groupby(["Sweep", "Level"], sort=False):
-            name = f"{level} of train" if sweep == "train_fraction" else f"{level} ch"
+            name = f"{level} of train" if sweep == "train_fraction" else f"{level} ({int(part['x'].iloc[0])} ch)"
             table[name] = part.set_index("Model")["mean"].reindex(table.index).map("{:.3f}".format)
-    seconds = result.meta.get("model_seconds", {})
-    table["seconds"] = [round(seconds.get(model, float("nan"))) for model in table.index]
     return table.reset_index()
 
 

@@ -187,3 +187,25 @@ def test_the_frozen_embedder_reuses_its_check(data, tmp_path, monkeypatch):
     assert embedder.manifest_["weights"] == prepared.weights
     with pytest.raises(ConfigError, match="other estimator parameters"):
         embedder.set_params(pooling="cls" if embedder.pooling != "cls" else "mean").fit(X, prepared=prepared)
+
+
+def test_a_run_takes_each_recordings_statistics_once_for_the_plan_and_the_extraction(data, tmp_path, monkeypatch):
+    X, y, meta, info = data
+    statistics = _counting(monkeypatch, frozen_module, "recording_statistics")
+    probe = FrozenBackboneDecoderConfig(
+        backbone=FoundationEmbeddingModelConfig(
+            model_key="reve", weights="random", model_kwargs=get_model_spec("reve").tiny_kwargs
+        ),
+        head=ClassicalModelConfig(estimator="LogisticRegression"),
+    )
+    config = ExperimentConfig(
+        models={"reve": probe},
+        cv=CVConfig(strategy="stratified_group_kfold", n_splits=N_SPLITS, group_key="Subject"),
+        cache_dir=str(tmp_path / "cache"),
+        verbose=False,
+    )
+    recorded = meta.assign(recording=np.arange(len(X)) // 4)
+    # With an output folder the plan counts the cached embeddings, which needs the fitted embedder: one fit serves
+    # the count and the extraction, so every window is read once for its recording's statistics.
+    Experiment(config).run(X, y, sample_metadata=recorded, output_dir=tmp_path / "out", **info)
+    assert len(statistics) == 1

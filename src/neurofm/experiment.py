@@ -101,6 +101,7 @@ class _PreparedModel:
     weights: dict[str, Any] | None = None  # identity of the loaded weights (content, not path); None: no weights
     prepared: Any = None  # a backbone's checked plan (PreparedInput), made once per run and handed to every fit
     seed: int = 0  # which of the experiment's n_seeds runs of the model (random_state + seed) this is
+    embedder_fitted: bool = False  # the plan fitted the embedder on the run's windows: extraction reuses that fit
 
     @property
     def trainable(self) -> bool:
@@ -348,6 +349,7 @@ class ExperimentRun:
                 continue
             # fit plans and identifies the weights only: the backbone is not loaded.
             fitted = model.embedder.fit(inputs.X, recordings=self._recordings, prepared=model.prepared)
+            model.embedder_fitted = True  # a recording-statistics plan (REVE) read every window: not twice
             cached[model.name if model.seed == 0 else f"{model.name} (seed {model.seed})"] = fitted.count_cached(
                 inputs.X, recordings=self._recordings
             )
@@ -768,7 +770,11 @@ class ExperimentRun:
                 model.artifacts.append((fold, kind, name, value))
             model.artifacts.append((-1, "embedding_cache", "shared_with", owner))
             return features
-        embedder = model.embedder.fit(X, recordings=recordings, prepared=model.prepared)
+        embedder = (
+            model.embedder
+            if model.embedder_fitted
+            else model.embedder.fit(X, recordings=recordings, prepared=model.prepared)
+        )
         features = (
             embedder.transform(X, recordings=recordings)
             if self.config.execution.backend == "sequential"

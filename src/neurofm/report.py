@@ -229,8 +229,13 @@ def _sweep_figures(result: ExperimentResult) -> list[str]:
         return []
     metric = result.sweeps["Metric"].iloc[0]
     figures = []
+    main = result.scores[result.scores["Metric"] == metric]
+    # The curves end where the sweep keeps everything: the main folds' scores, at every window and channel.
+    full = {"train_fraction": 1.0, "channels": float(len((result.meta.get("signal") or {}).get("ch_names", [])))}
     for sweep, part in result.sweeps[result.sweeps["Metric"] == metric].groupby("Sweep", sort=False):
         title, xlabel = _SWEEP_AXES.get(sweep, (str(sweep), "level"))
+        if full.get(sweep):
+            part = pd.concat([part, main.assign(Sweep=sweep, Level="all", x=full[sweep])], ignore_index=True)
         # Per model, seed and x: the mean over folds (and over the draws or regions of the same size).
         per_seed = part.groupby(["Model", "x", "Seed"], sort=False)["Value"].mean().reset_index()
         fig, ax = plt.subplots(figsize=(6.0, 3.8))
@@ -247,8 +252,11 @@ def _sweep_figures(result: ExperimentResult) -> list[str]:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        caption = f"{metric}, mean over folds and seeds at each level, on the run's test partitions"
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: the bands fill the plot
+        caption = (
+            f"{metric}, mean over folds and seeds at each level, on the run's test partitions; the rightmost "
+            "point is the main run (every training window and channel)"
+        )
         if banded:
             caption += "; the band is +- one standard deviation of the per-seed means"
         figures.append(_figure(f"fig-sweep-{sweep}", title, fig, caption + "."))
