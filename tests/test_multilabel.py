@@ -21,7 +21,7 @@ from neurofm.configs import (
     TrainerConfig,
 )
 from neurofm.cv import label_combinations
-from neurofm.exceptions import DataValidationError
+from neurofm.exceptions import ConfigError, DataValidationError
 from neurofm.metrics import greater_is_better, score
 from neurofm.models import get_model_spec
 from neurofm.report import write_report
@@ -156,6 +156,47 @@ def test_ridge_and_attentive_probes_and_a_scratch_network_decode_several_labels_
     # A band's power in its own channels: what a network trained from scratch learns from 64 windows
     assert _mean(result, "shallow", "roc_auc") > 0.7
     assert np.isfinite(_mean(result, "attentive", "roc_auc"))
+
+
+def test_group_and_aggregate_scores_read_every_label(multilabel_data, tmp_path):
+    X, labels, meta, info = multilabel_data
+    # Windows grouped by their combination of labels: a group's labels are constant, as a recording's would be.
+    # Folds keep apart pairs of complementary combinations (000 with 111 ...), so every Combo is kept apart too, and
+    # each training partition holds both values of every label.
+    combo = labels.astype(str).agg("".join, axis=1)
+    pair = combo.map(lambda c: c if c[0] == "0" else "".join("1" if b == "0" else "0" for b in c))
+    data = (X, labels, meta.assign(Combo=combo.to_numpy(), Pair=pair.to_numpy()), info)
+    models = {"bandpower": MODELS["bandpower"]}
+    result = _run(data, tmp_path, models, cv=CVConfig(strategy="group_kfold", n_splits=2, group_key="Pair"))
+    preds = result.get_predictions()
+    truth_columns = [f"y_true[{label}]" for label in LABELS]
+    predicted_columns = [f"y_pred[{label}]" for label in LABELS]
+    proba_columns = [f"proba[{label}]" for label in LABELS]
+
+    per_subject = result.get_group_scores(by="Subject", metrics=["roc_auc", "hamming_loss"])
+    for subject, rows in preds.groupby("Subject"):
+        for metric in ("roc_auc", "hamming_loss"):
+            expected = score(
+                metric,
+                rows[truth_columns].to_numpy(int),
+                rows[predicted_columns].to_numpy(int),
+                rows[proba_columns].to_numpy(float),
+                np.asarray(LABELS),
+            )
+            got = per_subject[(per_subject["Subject"] == subject) & (per_subject["Metric"] == metric)]["Value"].item()
+            assert got == expected
+
+    voted = result.get_aggregate_scores(by="Combo", method="vote", metrics=["hamming_loss"])
+    for fold, rows in preds.groupby("Fold"):
+        shares = rows.groupby("Combo")[predicted_columns].mean()
+        truth = rows.groupby("Combo")[truth_columns].first()
+        expected = np.mean((shares.to_numpy() > 0.5).astype(int) != truth.to_numpy())
+        assert voted[voted["Fold"] == fold]["Value"].item() == pytest.approx(expected, rel=0, abs=1e-12)
+    assert (voted["n_groups"] == preds.groupby("Fold")["Combo"].nunique().to_numpy()).all()
+    averaged = result.get_aggregate_scores(by="Combo", metrics=["roc_auc"])  # mean probability per label
+    assert np.isfinite(averaged["Value"]).any()
+    with pytest.raises(ConfigError, match="windows of Pair='...' have different labels"):
+        result.get_aggregate_scores(by="Pair")  # every label varies within a pair
 
 
 def _check_saved(result, data, folder):

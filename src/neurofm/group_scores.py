@@ -114,8 +114,7 @@ def group_scores(
     for model, part in joined.groupby("Model", sort=False):
         classes, proba_columns = _classes_and_proba(part, classification)
         for values, group in part.groupby(keys, sort=True, dropna=False):
-            proba = group[proba_columns].to_numpy() if proba_columns else None
-            scores = score_all(metrics, group["y_true"].to_numpy(), group["y_pred"].to_numpy(), proba, classes)
+            scores = score_all(metrics, *_truth_prediction_scores(group, proba_columns), classes)
             labels = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
             rows += [
                 {"Model": model, **labels, "Metric": metric, "Value": value, "n_windows": len(group)}
@@ -124,8 +123,29 @@ def group_scores(
     return pd.DataFrame(rows, columns=["Model", *keys, "Metric", "Value", "n_windows"])
 
 
+def _labels(part: pd.DataFrame) -> list[str]:
+    """A multilabel run's label names, from its prediction columns ``y_true[<label>]``; none for other tasks."""
+    return [c[len("y_true[") : -1] for c in part.columns if c.startswith("y_true[") and c.endswith("]")]
+
+
+def _truth_prediction_scores(rows: pd.DataFrame, proba_columns: list[str]) -> tuple:
+    """``y_true, y_pred, proba`` of some prediction rows: one column each, or one per label (multilabel)."""
+    proba = rows[proba_columns].to_numpy(float) if proba_columns else None
+    labels = _labels(rows)
+    if not labels:
+        return rows["y_true"].to_numpy(), rows["y_pred"].to_numpy(), proba
+    truth = rows[[f"y_true[{label}]" for label in labels]].to_numpy(int)
+    return truth, rows[[f"y_pred[{label}]" for label in labels]].to_numpy(int), proba
+
+
 def _classes_and_proba(part: pd.DataFrame, classification: bool) -> tuple[np.ndarray | None, list[str]]:
-    """One model's classes and its probability columns in their order (none when they do not match the classes)."""
+    """One model's classes and its probability columns in their order (none when they do not match the classes);
+    a multilabel run's label names and its ``proba[<label>]`` columns (none when a label has none)."""
+    labels = _labels(part)
+    if labels:
+        columns = [f"proba[{label}]" for label in labels]
+        present = all(c in part.columns for c in columns) and not part[columns].isna().any(axis=None)
+        return np.asarray(labels), columns if present else []
     if not classification:
         return None, []
     proba_columns = [c for c in part.columns if c.startswith("proba_")]
@@ -181,8 +201,12 @@ def aggregate_predictions(
         ``proba_`` columns then hold each class's share of the votes.
         ``"mean"`` (regression): the mean predicted value. ``None``:
         ``"mean_proba"`` for classification, ``"mean"`` for regression.
+        Multilabel predictions (``y_true[<label>]`` columns) are aggregated
+        label by label, as binary targets: the mean of a label's probabilities
+        (or decision values) predicts 1 from 0.5 up; a vote predicts 1 where
+        more than half of the windows do.
     classification : bool
-        Whether the task is classification.
+        Whether the targets are classes (multilabel included).
 
     Returns
     -------
@@ -207,6 +231,8 @@ def aggregate_predictions(
     keys = _group_keys(metadata, by, "aggregate predictions by")
     _check_groups_held_out(splits, metadata, keys)
     joined = with_metadata(predictions, metadata[["SampleIndex", *keys]])
+    if _labels(joined):
+        return _aggregate_labels(joined, keys, method)
     frames = []
     for model, part in joined.groupby("Model", sort=False):
         classes, proba_columns = _classes_and_proba(part, classification)
@@ -248,6 +274,51 @@ def aggregate_predictions(
     return out[columns + [c for c in out.columns if c not in columns]]
 
 
+def _aggregate_labels(joined: pd.DataFrame, keys: list[str], method: str) -> pd.DataFrame:
+    """:func:`aggregate_predictions` of a multilabel run: label by label, as a binary target each.
+
+    ``"mean_proba"`` averages each label's probability (or decision value)
+    and predicts 1 from 0.5 up, as the window-level prediction does;
+    ``"vote"`` predicts 1 where more than half of the windows do (a tie goes
+    to 0, the first of the sorted values), each label's ``proba[<label>]``
+    then holding its share of votes for 1.
+    """
+    labels = _labels(joined)
+    truth_columns = [f"y_true[{label}]" for label in labels]
+    predicted_columns = [f"y_pred[{label}]" for label in labels]
+    proba_columns = [f"proba[{label}]" for label in labels]
+    frames = []
+    for model, part in joined.groupby("Model", sort=False):
+        grouped = part.groupby(["Fold", *keys], sort=True, dropna=False)
+        varying = grouped[truth_columns].nunique().max(axis=1) > 1
+        if varying.any():
+            group = ", ".join(f"{k}={v!r}" for k, v in zip(keys, varying.index[varying][0][1:], strict=True))
+            raise ConfigError(
+                f"The windows of {group} have different labels, and one prediction per group is scored against one "
+                "set of labels; aggregate by a column the labels are constant in (a per-recording or per-subject "
+                "label)."
+            )
+        table = grouped[truth_columns].first()
+        if method == "mean_proba":
+            if not all(c in part.columns for c in proba_columns) or part[proba_columns].isna().any(axis=None):
+                raise ConfigError(
+                    f"Model {model!r} has no label probabilities (or decision values) for every window, so "
+                    "method='mean_proba' cannot average them; use method='vote'."
+                )
+            mean = grouped[proba_columns].mean()
+            table[proba_columns] = mean
+            table[predicted_columns] = (mean.to_numpy() >= 0.5).astype(int)
+        else:
+            shares = grouped[predicted_columns].mean()
+            table[proba_columns] = shares.to_numpy()
+            table[predicted_columns] = (shares.to_numpy() > 0.5).astype(int)
+        table["n_windows"] = grouped.size()
+        frames.append(table.reset_index().assign(Model=model))
+    out = pd.concat(frames, ignore_index=True)
+    columns = ["Model", "Fold", *keys]
+    return out[columns + [c for c in out.columns if c not in columns]]
+
+
 def aggregate_scores(
     predictions: pd.DataFrame,
     metadata: pd.DataFrame,
@@ -268,10 +339,7 @@ def aggregate_scores(
     for model, part in table.groupby("Model", sort=False):
         classes, proba_columns = _classes_and_proba(predictions[predictions["Model"] == model], classification)
         for fold, rows_of_fold in part.groupby("Fold", sort=True):
-            proba = rows_of_fold[proba_columns].to_numpy(float) if proba_columns else None
-            scores = score_all(
-                metrics, rows_of_fold["y_true"].to_numpy(), rows_of_fold["y_pred"].to_numpy(), proba, classes
-            )
+            scores = score_all(metrics, *_truth_prediction_scores(rows_of_fold, proba_columns), classes)
             rows += [
                 {
                     "Model": model,

@@ -295,14 +295,8 @@ class ExperimentResult:
         ).reset_index()
 
     def _classification(self) -> bool:
-        """Whether the task is classification (else regression); refused for multilabel, which the group and
-        aggregate scores do not handle yet."""
-        if self._multilabel():
-            raise NotImplementedError(
-                "Scores per group and aggregated scores are not available for task='multilabel' yet; "
-                "the fold scores (result.scores, per label: roc_auc[<label>] ...) are."
-            )
-        return self.config.get("task", "classification") == "classification"
+        """Whether the targets are classes (classification, and multilabel's binary labels), else regression."""
+        return self.config.get("task", "classification") in ("classification", "multilabel")
 
     def _multilabel(self) -> bool:
         return self.config.get("task") == "multilabel"
