@@ -719,42 +719,36 @@ class ExperimentRun:
                 # The backbone's row says what is cached (the tokens, pooling='flatten'); the head pools them.
                 model.artifacts += [(-1, "head", "pooling", "attentive"), (-1, "head", "token_dim", head.token_dim)]
             return model
-        if isinstance(model_cfg, NeuralFineTuneConfig):
-            from .estimators.neural import NeuralFineTuner  # heavy: neurofm.estimators.neural loads torch
-
-            tuner = NeuralFineTuner(
-                config=model_cfg,
-                task=cfg.task,
-                metrics=cfg.resolved_metrics,
-                **self._signal_and_run_args(inputs, random_state),
-            )
-            prepared = tuner.check_input(
-                inputs.X.shape,
-                inputs.y,
-                device_here=computes_here(self._execution),
-                recordings_known=self._recordings is not None,
-            )
-            # Trained in a worker later: the bytes it loads must be those the records are keyed on.
-            tuner.set_params(expected_weights=prepared.weights)
-            return _PreparedModel(name, model_cfg, tuner, weights=prepared.weights, prepared=prepared)
-        if isinstance(model_cfg, ScratchModelConfig):
-            from .estimators.scratch import ScratchTrainer  # heavy: neurofm.estimators.scratch loads torch
-
-            trainer = ScratchTrainer(
-                config=model_cfg,
-                task=cfg.task,
-                metrics=cfg.resolved_metrics,
-                **self._signal_and_run_args(inputs, random_state),
-            )
-            # The network built for these windows and run once, before any compute; the device where it trains.
-            prepared = trainer.check_input(
-                inputs.X.shape,
-                inputs.y,
-                device_here=computes_here(self._execution),
-                recordings_known=self._recordings is not None,
-            )
-            return _PreparedModel(name, model_cfg, trainer, prepared=prepared)
+        if isinstance(model_cfg, (NeuralFineTuneConfig, ScratchModelConfig)):
+            return self._build_trainable(name, model_cfg, inputs, random_state)
         raise ConfigError(f"Model {name!r} has an unsupported config type {type(model_cfg).__name__}.")
+
+    def _build_trainable(self, name: str, model_cfg: Any, inputs: Inputs, random_state: int) -> _PreparedModel:
+        """A network trained in each fold (fine-tuned or from scratch), built for these windows and run once before
+        any compute, on the device where it will train."""
+        cfg = self.config
+        if isinstance(model_cfg, NeuralFineTuneConfig):
+            from .estimators.neural import NeuralFineTuner as Trainer  # heavy: loads torch
+        else:
+            from .estimators.scratch import ScratchTrainer as Trainer  # heavy: loads torch
+        trainer = Trainer(
+            config=model_cfg,
+            task=cfg.task,
+            metrics=cfg.resolved_metrics,
+            **self._signal_and_run_args(inputs, random_state),
+        )
+        prepared = trainer.check_input(
+            inputs.X.shape,
+            inputs.y,
+            device_here=computes_here(self._execution),
+            recordings_known=self._recordings is not None,
+        )
+        if isinstance(model_cfg, ScratchModelConfig):
+            # Its starting weights are its seed, which the records' key holds already (random_state, seed).
+            return _PreparedModel(name, model_cfg, trainer, prepared=prepared)
+        # Trained in a worker later: the bytes it loads must be those the records are keyed on.
+        trainer.set_params(expected_weights=prepared.weights)
+        return _PreparedModel(name, model_cfg, trainer, weights=prepared.weights, prepared=prepared)
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray, Any]]) -> np.ndarray:
         key = model.config.backbone.model_dump_json()
