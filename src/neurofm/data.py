@@ -19,7 +19,15 @@ from .sources import WindowSource, as_window_source, is_lazy
 from .utils.check import format_choices
 from .utils.logging import logger
 
-__all__ = ["SignalInfo", "Inputs", "check_multilabel_targets", "prepare_inputs", "sensor_positions", "UNIT_TO_SI"]
+__all__ = [
+    "SignalInfo",
+    "Inputs",
+    "check_multilabel_targets",
+    "pick_channels",
+    "prepare_inputs",
+    "sensor_positions",
+    "UNIT_TO_SI",
+]
 
 # Multiplier that takes a value in the named unit to SI (volts, tesla, tesla/metre).
 UNIT_TO_SI = {
@@ -677,10 +685,15 @@ def _pick_sensor_types(X: Any, info: SignalInfo, sensor_types: list[str]) -> tup
     keep = [i for i, kind in enumerate(held) if kind in wanted]
     if len(keep) == len(held):
         return X, info
-    picked = info.subset(keep)
+    return pick_channels(X, info, keep)
+
+
+def pick_channels(X: Any, info: SignalInfo, keep: list[int]) -> tuple[Any, SignalInfo]:
+    """The windows and their description for the channels at indices ``keep``, in that order; reads no window
+    of a lazy source."""
     if isinstance(X, WindowSource):
-        return X.pick_channels(keep), picked
-    return X[:, keep, :], picked
+        return X.pick_channels(keep), info.subset(keep)
+    return X[:, keep, :], info.subset(keep)
 
 
 def _not_two_dimensional(shape: tuple[int, ...]) -> str:

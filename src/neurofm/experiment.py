@@ -45,7 +45,7 @@ from .configs import (
 )
 from .configs.models import attentive_heads_refusal
 from .cv import make_splits
-from .data import Inputs, prepare_inputs
+from .data import Inputs, pick_channels, prepare_inputs
 from .estimators.classical import (
     HEAD_DEFINITION,
     TunedPipeline,
@@ -65,7 +65,7 @@ from .refit_step import RefitStep
 from .results import ARTIFACT_COLUMNS, OUTPUT_NAMES, SCORE_COLUMNS, ExperimentResult, run_metadata
 from .run_summary import describe_data, describe_plan
 from .sharing import check_trusted_folder, entry_key
-from .sources import WindowSource, as_window_source
+from .sources import as_window_source
 from .tasks import (
     ExtractionTask,
     FoldOutcome,
@@ -114,13 +114,18 @@ class _PreparedModel:
         return variant_key(self.name, self.seed)
 
     @property
+    def random_weights(self) -> bool:
+        """Whether the model embeds with a randomly initialised frozen backbone (each seed draws its own)."""
+        return self.embedder is not None and self.config.backbone.weights == "random"
+
+    @property
     def stochastic(self) -> bool:
         """Whether another seed would give other scores: a network trained, random backbone weights, a probe
         initialised at random, an estimator (or head) that reads its ``random_state`` (an inner-CV shuffle
         included: a ridge probe's or a tuned pipeline's choice of hyper-parameter may change with it)."""
         if self.trainable:
             return True
-        if self.embedder is not None and self.config.backbone.weights == "random":
+        if self.random_weights:
             return True
         return isinstance(getattr(self.config, "head", None), AttentiveProbeConfig) or uses_randomness(self.estimator)
 
@@ -408,8 +413,7 @@ class ExperimentRun:
             scores = self._sweep_level(inputs, fewer, prepared, classes, groups, level, self._main_features)
             tables.append(scores.assign(Sweep="train_fraction", Level=f"{fraction:g}", x=fraction))
         for label, keep in channel_levels:
-            picked = inputs.info.subset(keep)
-            X = inputs.X.pick_channels(keep) if isinstance(inputs.X, WindowSource) else inputs.X[:, keep, :]
+            X, picked = pick_channels(inputs.X, inputs.info, keep)
             subset = Inputs(X, inputs.y, inputs.metadata, picked, label_names=inputs.label_names)
             # The models built anew for the subset's montage: a backbone's plan interpolates what it lacks.
             models = self._prepare_seeds(subset)
@@ -752,7 +756,7 @@ class ExperimentRun:
 
     def _embed(self, model: _PreparedModel, X, extracted: dict[str, tuple[str, np.ndarray, Any]]) -> np.ndarray:
         key = model.config.backbone.model_dump_json()
-        if model.config.backbone.weights == "random":  # each seed draws its own weights, hence its own embeddings
+        if model.random_weights:  # each seed draws its own weights, hence its own embeddings
             key += f"\x00random_state={model.embedder.random_state}"
         recordings = self._recordings
         if key in extracted:

@@ -338,8 +338,8 @@ class ScratchTrainer(TrainedNetwork, BaseEstimator, NeuralTrainable):
         if isinstance(X, AdaptedWindows) and prepared is None:
             raise ConfigError("Adapted windows come with the PreparedInput that adapted them; pass it as prepared=.")
         X = X if isinstance(X, AdaptedWindows) else np.asarray(X)
-        # multilabel: these are the training partition's labels, each needing both values (check_input saw all y)
-        y = check_multilabel_targets(y) if self.task == "multilabel" else np.asarray(y)
+        # multilabel labels stay as given (a DataFrame names them in errors): _targets checks the training partition's
+        y = y if self.task == "multilabel" else np.asarray(y)
         check_recordings(recordings, len(X))
         if prepared is None:
             prepared = self.check_input(X.shape, y, recordings_known=recordings is not None)
