@@ -20,7 +20,8 @@ from neurofm.configs import (
     FrozenBackboneDecoderConfig,
     RidgeProbeConfig,
 )
-from neurofm.estimators.ridge_probe import RidgeProbe
+from neurofm.estimators.ridge_probe import RidgePath, RidgeProbe
+from neurofm.exceptions import ConfigError
 from neurofm.models import get_model_spec
 from neurofm.tasks import PermutationTask, SharedInputs, permute_labels, ridge_permutations, run_permutation
 
@@ -76,6 +77,18 @@ def test_the_penalty_is_the_one_inner_folds_of_the_training_data_choose():
     # Only the data given to fit decides: the same rows with other rows appended change nothing fitted on them.
     again = RidgeProbe(alphas=alphas, inner_splits=4, random_state=3).fit(X, y)
     assert again.alpha_ == probe.alpha_ and np.array_equal(again.coef_, probe.coef_)
+
+
+def test_a_small_training_partition_gets_fewer_inner_folds_and_too_small_a_one_a_clear_error():
+    X, y = _features(n=90)
+    # 7 windows, inner_splits=5: 3 folds (of 2 or 3 windows), split as KFold(3) splits them
+    path = RidgePath(X[:7].astype(np.float64), inner_splits=5, random_state=0)
+    assert path.n_splits == 3
+    expected = [test for _, test in KFold(3, shuffle=True, random_state=0).split(X[:7])]
+    assert all(np.array_equal(fold[1], test) for fold, test in zip(path.inner, expected, strict=True))
+    assert RidgePath(X[:10].astype(np.float64), inner_splits=5, random_state=0).n_splits == 5
+    with pytest.raises(ConfigError, match="at least 4 training windows .* got 3"):
+        RidgeProbe(inner_splits=5).fit(X[:3], y[:3])
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
