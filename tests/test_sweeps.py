@@ -122,3 +122,25 @@ def test_bad_sweeps_are_refused_before_any_compute(data, cache_dir):
         SweepsConfig()
     with pytest.raises(ValidationError):
         SweepsConfig(train_fractions=[1.0])
+
+
+def test_named_regions_are_drawn_on_their_own_never_averaged_with_draws_of_their_size(data, cache_dir, tmp_path):
+    from neurofm.report import _sweep_points
+
+    X, y, meta, info = data
+    regions = {"left": ["C3", "Cz"], "right": ["C4", "Pz"]}  # both of the random draw's size
+    cfg = config(cache_dir, SweepsConfig(channel_counts=[2], channel_regions=regions))
+    cfg = cfg.model_copy(update={"models": {"lda": cfg.models["lda"]}})
+    Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=tmp_path / "out", **info)
+    result = ExperimentResult.load(tmp_path / "out")
+    fold_means = result.get_sweep_scores("channels").groupby("Level")["Value"].mean()
+    assert fold_means["left"] != fold_means["right"]  # else a mix-up could not show
+
+    curve, named = _sweep_points(result, "channels", "balanced_accuracy")
+    assert sorted(curve["x"]) == [2.0, 4.0]
+    assert curve.set_index("x").loc[2.0, "Value"] == fold_means["2 random"]
+    assert curve.set_index("x").loc[4.0, "Value"] == result.scores["Value"].mean()
+    assert named.set_index("Level")["Value"].to_dict() == {"left": fold_means["left"], "right": fold_means["right"]}
+    assert set(named["x"]) == {2.0}
+    html = write_report(tmp_path / "out").read_text()
+    assert "the right panel holds the named channel regions" in html

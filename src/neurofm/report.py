@@ -221,44 +221,106 @@ _SWEEP_AXES = {
 }
 
 
+def _sweep_points(result: ExperimentResult, sweep: str, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a sweep's figure draws: the per-seed means of one metric, as a curve and as named regions.
+
+    Parameters
+    ----------
+    result : ExperimentResult
+        A result with sweeps.
+    sweep : str
+        ``"train_fraction"`` or ``"channels"``.
+    metric : str
+        The metric drawn.
+
+    Returns
+    -------
+    curve : DataFrame
+        ``Model, x, Seed, Value``: the mean over folds (and over the random
+        draws of one channel count) at each level, ending with the main run
+        (every training window and channel) at the right.
+    regions : DataFrame
+        ``Model, Level, x, Seed, Value`` for the named channel regions: each
+        is its own point, never averaged with a random draw or another region
+        of the same size, since a chosen region answers a different question.
+    """
+    part = result.sweeps[(result.sweeps["Sweep"] == sweep) & (result.sweeps["Metric"] == metric)]
+    named = set((result.config.get("sweeps") or {}).get("channel_regions") or {}) if sweep == "channels" else set()
+    in_region = part["Level"].isin(named)
+    full = {"train_fraction": 1.0, "channels": float(len((result.meta.get("signal") or {}).get("ch_names", [])))}
+    main = result.scores[result.scores["Metric"] == metric]
+    drawn = part[~in_region]
+    if full.get(sweep):
+        drawn = pd.concat([drawn, main.assign(Sweep=sweep, Level="all", x=full[sweep])], ignore_index=True)
+    curve = drawn.groupby(["Model", "x", "Seed"], sort=False)["Value"].mean().reset_index()
+    regions = part[in_region].groupby(["Model", "Level", "x", "Seed"], sort=False)["Value"].mean().reset_index()
+    return curve, regions
+
+
 def _sweep_figures(result: ExperimentResult) -> list[str]:
-    """One figure per sweep: the first metric against the level, one line per model, a band over seeds."""
+    """One figure per sweep: the first metric against the level, one line per model, a band over seeds.
+
+    Named channel regions get a panel of their own beside the curve, one column
+    per region, since two regions of one size would otherwise share a point.
+    """
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     if result.sweeps.empty:
         return []
     metric = result.sweeps["Metric"].iloc[0]
     figures = []
-    main = result.scores[result.scores["Metric"] == metric]
-    # The curves end where the sweep keeps everything: the main folds' scores, at every window and channel.
-    full = {"train_fraction": 1.0, "channels": float(len((result.meta.get("signal") or {}).get("ch_names", [])))}
-    for sweep, part in result.sweeps[result.sweeps["Metric"] == metric].groupby("Sweep", sort=False):
+    for sweep in dict.fromkeys(result.sweeps["Sweep"]):
         title, xlabel = _SWEEP_AXES.get(sweep, (str(sweep), "level"))
-        if full.get(sweep):
-            part = pd.concat([part, main.assign(Sweep=sweep, Level="all", x=full[sweep])], ignore_index=True)
-        # Per model, seed and x: the mean over folds (and over the draws or regions of the same size).
-        per_seed = part.groupby(["Model", "x", "Seed"], sort=False)["Value"].mean().reset_index()
-        fig, ax = plt.subplots(figsize=(6.0, 3.8))
+        curve, regions = _sweep_points(result, sweep, metric)
+        named = list(dict.fromkeys(zip(regions["Level"], regions["x"], strict=True)))
+        if named:
+            fig, (ax, region_ax) = plt.subplots(
+                1, 2, figsize=(6.0 + 0.6 * len(named), 3.8), sharey=True, width_ratios=[3.0, 0.6 + 0.5 * len(named)]
+            )
+        else:
+            fig, ax = plt.subplots(figsize=(6.0, 3.8))
+        models = list(dict.fromkeys([*curve["Model"], *regions["Model"]]))
         banded = False
-        for model, rows in per_seed.groupby("Model", sort=False):
-            curve = rows.groupby("x")["Value"].agg(["mean", "std", "count"]).sort_index()
-            (line,) = ax.plot(curve.index, curve["mean"], marker="o", label=str(model))
-            if (curve["count"] > 1).any():
-                spread = curve["std"].fillna(0.0)
-                ax.fill_between(
-                    curve.index, curve["mean"] - spread, curve["mean"] + spread, color=line.get_color(), alpha=0.2
-                )
+        for rank, model in enumerate(models):
+            color = f"C{rank % 10}"
+            line_stats = curve[curve["Model"] == model].groupby("x")["Value"].agg(["mean", "std", "count"])
+            line_stats = line_stats.sort_index()
+            ax.plot(line_stats.index, line_stats["mean"], marker="o", color=color, label=str(model))
+            if (line_stats["count"] > 1).any():
+                spread = line_stats["std"].fillna(0.0)
+                lower, upper = line_stats["mean"] - spread, line_stats["mean"] + spread
+                ax.fill_between(line_stats.index, lower, upper, color=color, alpha=0.2)
                 banded = True
+            # Models side by side within a region's column, so their bars never hide each other.
+            dodge = (rank - (len(models) - 1) / 2) * 0.6 / max(len(models), 1)
+            for column, (level, _) in enumerate(named):
+                values = regions[(regions["Model"] == model) & (regions["Level"] == level)]["Value"]
+                if len(values):
+                    spread = values.std() if len(values) > 1 else None
+                    region_ax.errorbar(column + dodge, values.mean(), yerr=spread, marker="D", color=color)
+        if named:
+            region_ax.set_xticks(range(len(named)), [f"{level}\n({x:g} ch)" for level, x in named], fontsize=8)
+            region_ax.set_xlim(-0.6, len(named) - 0.4)
+            region_ax.set_xlabel("named regions")
+            region_ax.grid(alpha=0.3, axis="y")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside: the bands fill the plot
+        legend_ax = region_ax if named else ax
+        legend_ax.legend(
+            *ax.get_legend_handles_labels(), fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5)
+        )  # beside: the bands fill the plot
         caption = (
             f"{metric}, mean over folds and seeds at each level, on the run's test partitions; the rightmost "
             "point is the main run (every training window and channel)"
         )
         if banded:
             caption += "; the band is +- one standard deviation of the per-seed means"
+        if named:
+            caption += (
+                "; the right panel holds the named channel regions, each on its own (never averaged with random "
+                "draws of its size), with +- one sd of the per-seed means"
+            )
         figures.append(_figure(f"fig-sweep-{sweep}", title, fig, caption + "."))
     return figures
 
