@@ -2,7 +2,7 @@
 
 2000 cached embeddings (simulated, 200 dimensions as CBraMod's, two classes with
 a small mean shift, 10 subjects), 5-fold stratified group CV by subject, the
-ridge probe with its default 19 penalties chosen by 5 inner folds. Both paths
+ridge probe with its default 19 penalties chosen by 5 inner group folds. Both paths
 are the experiment's own functions on the same permuted labels:
 
 (a) refit: ``neurofm.tasks.run_permutation`` (what every other head gets), timed on
@@ -69,7 +69,7 @@ def main() -> None:
         # Each round times both paths back to back: a load that comes and goes then reaches both alike.
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        closed = ridge_permutations(probe, X, permuted, splits, classes, metrics)
+        closed = ridge_permutations(probe, X, permuted, splits, classes, metrics, groups=subjects)
         closed_s = time.perf_counter() - started
         started = time.perf_counter()
         refitted = [
@@ -87,7 +87,7 @@ def main() -> None:
         f"{probe.inner_splits} inner folds; (a) refit timed on {n_refit} permutations, (b) closed form on "
         f"{args.permutations}; scores identical on {n_refit} in every round"
     )
-    # Contention inflates the refit (30 SVDs per permutation) far more than the closed form: the load is shown.
+    # Contention inflates the refit (6 decompositions per fold and permutation) more than the closed form: the load is shown.
     print(
         "| round | (a) refit, ms per permutation | (b) closed form, ms per permutation | ratio | load before, after |"
     )

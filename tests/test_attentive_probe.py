@@ -75,6 +75,96 @@ def test_regression_predicts_on_the_target_scale():
     assert np.corrcoef(predicted, test_labels)[0, 1] > 0.7 and abs(predicted.mean() - 11.5) < 1.0
 
 
+def _regression_tokens(n, seed):
+    """Rows of flattened tokens whose target, about N(0, 1), shifts a few features of token 5."""
+    rng = np.random.default_rng(seed)
+    positions = np.random.default_rng(99).normal(size=(N_TOKENS, TOKEN_DIM)) * 2
+    target = rng.normal(size=n)
+    X = positions[None] + rng.normal(size=(n, N_TOKENS, TOKEN_DIM))
+    X[:, 5, :4] += target[:, None]
+    return X.reshape(n, -1).astype(np.float32), target
+
+
+def test_huber_keeps_to_the_clean_windows_where_mse_follows_a_few_outlying_targets():
+    X, y = _regression_tokens(160, seed=0)
+    X_test, y_test = _regression_tokens(200, seed=1)
+    y = y.copy()
+    y[::20] += 500.0  # 8 of 160 targets recorded 500 units off
+    fitted = {
+        loss: _probe(task="regression", n_heads=2, max_epochs=20, lr=1e-2, loss=loss).fit(X, y)
+        for loss in ("mse", "huber")
+    }
+    errors = {loss: np.median(np.abs(probe.predict(X_test) - y_test)) for loss, probe in fitted.items()}
+    # MSE is pulled toward the outliers (its optimum, the mean, sits 25 units up); Huber's gradient is capped.
+    assert errors["huber"] < 1.0 < 10.0 < errors["mse"]
+    assert {r["loss"] for r in fitted["huber"].history_} == {"huber"}
+    assert {r["loss"] for r in fitted["mse"].history_} == {"mse"}
+
+
+def test_auto_names_each_task_s_loss_and_is_mse_for_regression():
+    X, labels = _tokens(n=60)
+    for task, y, name in [
+        ("classification", labels, "cross_entropy"),
+        ("multilabel", np.column_stack([labels, 1 - labels]), "binary_cross_entropy"),
+        ("regression", labels * 3.0, "mse"),
+    ]:
+        auto = _probe(task=task, max_epochs=2).fit(X, y)
+        assert [r["loss"] for r in auto.history_] == [name, name]
+    mse = _probe(task="regression", max_epochs=2, loss="mse").fit(X, labels * 3.0)
+    np.testing.assert_array_equal(mse.predict(X), auto.predict(X))  # auto: the last fit, of the regression
+
+
+def test_regression_losses_are_refused_for_classification_and_multilabel():
+    X, y = _tokens(n=40)
+    with pytest.raises(
+        ConfigError,
+        match=r"loss='huber'\) is a regression loss, and the task is classification; use "
+        r"loss='auto' \(cross-entropy\), or set task='regression'",
+    ):
+        _probe(loss="huber").fit(X, y)
+    with pytest.raises(ConfigError, match=r"loss='mse'\) is a regression loss.*multilabel; use loss='auto'"):
+        _probe(task="multilabel", loss="mse").fit(X, np.column_stack([y, 1 - y]))
+    with pytest.raises(ValidationError, match="loss"):
+        AttentiveProbeConfig(loss="l1")
+
+
+def test_the_config_refuses_a_regression_loss_before_extracting_any_token(tmp_path):
+    with pytest.raises(ValidationError, match=r"model 'attentive': AttentiveProbeConfig\(loss='huber'\) is a regr"):
+        _experiment({"attentive": _attentive_config(loss="huber")}, tmp_path)
+
+
+def test_a_default_loss_is_not_written_so_earlier_configs_and_record_keys_read_as_before():
+    assert not {"loss", "huber_delta"} & set(AttentiveProbeConfig().model_dump(mode="json"))
+    huber = AttentiveProbeConfig(loss="huber", huber_delta=2.0)
+    written = huber.model_dump(mode="json")
+    assert (written["loss"], written["huber_delta"]) == ("huber", 2.0)
+    assert AttentiveProbeConfig.model_validate(written) == huber
+
+
+def test_with_groups_the_validation_windows_are_whole_groups_that_training_never_sees(monkeypatch):
+    from neurofm.estimators.classical import takes_groups
+
+    X, y = _tokens(n=120)
+    groups = np.repeat([f"s{i:02d}" for i in range(12)], 10)  # 12 subjects of 10 windows each
+    splits = []
+    train = AttentiveProbe._train
+
+    def recording_the_split(self, module, inputs, targets, train_rows, val_rows, *rest):
+        splits.append((train_rows, val_rows))
+        return train(self, module, inputs, targets, train_rows, val_rows, *rest)
+
+    monkeypatch.setattr(AttentiveProbe, "_train", recording_the_split)
+    _probe(max_epochs=1).fit(X, y, groups=groups)
+    _probe(max_epochs=1).fit(X, y)
+    _probe(max_epochs=1).fit(X, y, groups=np.zeros(len(y)))  # one group: nothing to keep apart
+    (grouped_train, grouped_val), (plain_train, plain_val), (one_train, one_val) = splits
+    assert len(grouped_val) and not set(groups[grouped_train]) & set(groups[grouped_val])
+    np.testing.assert_array_equal(np.sort(np.concatenate([grouped_train, grouped_val])), np.arange(len(y)))
+    assert set(groups[plain_train]) & set(groups[plain_val])  # without groups, by window: subjects on both sides
+    np.testing.assert_array_equal(one_val, plain_val)
+    assert takes_groups(AttentiveProbe())  # so an experiment with a group_key hands the probe its groups
+
+
 def test_bad_shapes_and_head_counts_are_refused_with_the_fix():
     X, y = _tokens(n=40)
     with pytest.raises(ConfigError, match="pooling='flatten'"):

@@ -98,6 +98,35 @@ def test_without_probabilities_calibration_is_nan(metric):
     assert np.isnan(score(metric, y_true, proba.argmax(axis=1), decision, BINARY))
 
 
+@pytest.mark.parametrize("metric", ["ece", "brier", "neg_log_loss"])
+def test_decision_values_that_look_like_probabilities_are_never_scored_as_probabilities(metric):
+    y_true, proba = _calibrated_binary()  # rows in [0, 1] summing to 1, as a ridge probe's one-hot outputs can be
+    assert np.isfinite(score(metric, y_true, proba.argmax(axis=1), proba, BINARY))
+    assert np.isnan(score(metric, y_true, proba.argmax(axis=1), proba, BINARY, probabilities=False))
+    assert score("roc_auc", y_true, proba.argmax(axis=1), proba, BINARY, probabilities=False) == score(
+        "roc_auc", y_true, proba.argmax(axis=1), proba, BINARY
+    )  # a ranking reads decision values as well as probabilities
+
+
+def test_a_ridge_probes_outputs_are_decision_values_in_its_scores_predictions_and_report(tmp_path):
+    from neurofm.estimators.ridge_probe import RidgeProbe
+    from neurofm.tasks import FoldTask, SharedInputs, run_fold
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((80, 4))
+    y = np.where(X[:, 0] + 0.5 * rng.standard_normal(80) > 0, "b", "a")
+    # Plain one-hot targets: the two outputs sum to 1 exactly, and a strong penalty keeps them inside [0, 1].
+    probe = RidgeProbe(alphas=[1e3], class_weight=None)
+    classes = np.array(["a", "b"])
+    task = FoldTask("ridge", 0, probe, False, np.arange(60), np.arange(60, 80), classes, ("ece", "brier", "roc_auc"))
+    outcome = run_fold(task, SharedInputs({"ridge": X}, y, None))
+    outputs = outcome.predictions[["decision_a", "decision_b"]].to_numpy()
+    assert np.all((outputs >= 0) & (outputs <= 1)) and np.allclose(outputs.sum(axis=1), 1)  # they look like it
+    assert not any(c.startswith("proba_") for c in outcome.predictions.columns)
+    assert np.isnan(outcome.scores["ece"]) and np.isnan(outcome.scores["brier"])
+    assert outcome.scores["roc_auc"] > 0.7
+
+
 def test_calibration_metrics_are_lower_is_better_and_the_others_are_not():
     assert {"ece", "brier", "mae", "rmse", "hamming_loss"} == LOWER_IS_BETTER
     assert not greater_is_better("ece") and not greater_is_better("brier")

@@ -143,10 +143,12 @@ def test_ridge_and_attentive_probes_and_a_scratch_network_decode_several_labels_
     result = _run(multilabel_data, tmp_path, models, n_permutations=3)
     for model in models:
         preds = result.predictions[result.predictions["Model"] == model]
-        proba = preds[[f"proba[{label}]" for label in LABELS]].to_numpy()
         if model == "ridge":  # its outputs are the ridge's fitted 0/1 targets, thresholded at 0.5: no probabilities
-            np.testing.assert_array_equal(preds[[f"y_pred[{label}]" for label in LABELS]], (proba > 0.5).astype(int))
+            outputs = preds[[f"decision[{label}]" for label in LABELS]].to_numpy()
+            np.testing.assert_array_equal(preds[[f"y_pred[{label}]" for label in LABELS]], (outputs > 0.5).astype(int))
+            assert preds[[f"proba[{label}]" for label in LABELS]].isna().all(axis=None)
             continue
+        proba = preds[[f"proba[{label}]" for label in LABELS]].to_numpy()
         assert np.all((proba > 0) & (proba < 1)) and not np.allclose(proba.sum(axis=1), 1)  # a sigmoid per label
         for label in LABELS:
             predicted = preds[f"y_pred[{label}]"].to_numpy()
@@ -276,3 +278,25 @@ def test_multilabel_scores_on_known_values():
     assert score("roc_auc[b]", y_true, y_pred, proba, labels) == pytest.approx(1.0)
     assert score("f1[b]", y_true, y_pred, proba, labels) == pytest.approx(2 / 3)
     assert score("roc_auc", y_true, y_pred, None, labels) != score("roc_auc", y_true, y_pred, None, labels)  # NaN
+
+
+def test_each_labels_tuned_pipeline_keeps_the_experiments_groups_apart():
+    from neurofm.estimators.classical import PerLabelClassifier, TunedPipeline, takes_groups
+    from neurofm.tasks import _fit
+
+    seen = []
+
+    class Spy(TunedPipeline):  # a tuned pipeline that remembers the groups its inner CV got
+        def fit(self, X, y, groups=None):
+            seen.append(groups)
+            return super().fit(X, y, groups=groups)
+
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((40, 3)), rng.integers(0, 2, (40, 2))
+    groups = np.repeat(np.arange(8), 5)
+    per_label = PerLabelClassifier(Spy([("lr", LogisticRegression())], param_grid={"lr__C": [0.1, 1.0]}))
+    assert takes_groups(per_label)  # so the experiment hands it the groups, as it does a single-label one
+    _fit(per_label, False, X, Y, groups)
+    assert len(seen) == 2 and all(np.array_equal(g, groups) for g in seen)

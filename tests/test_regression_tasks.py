@@ -140,13 +140,14 @@ def test_stratify_bins_is_asked_for_and_checked():
 # -- training losses ---------------------------------------------------------------------------------------------
 
 
-def _tuner(loss: str, info) -> NeuralFineTuner:
+def _tuner(loss: str, info, **trainer) -> NeuralFineTuner:
+    settings = {"max_epochs": 2, "batch_size": 8, "early_stopping_patience": None, "huber_delta": 0.5} | trainer
     cfg = NeuralFineTuneConfig(
         model_key="cbramod",
         weights="random",
         train_mode="frozen",
         model_kwargs=get_model_spec("cbramod").tiny_kwargs,
-        trainer=TrainerConfig(max_epochs=2, batch_size=8, early_stopping_patience=None, loss=loss, huber_delta=0.5),
+        trainer=TrainerConfig(loss=loss, **settings),
     )
     return NeuralFineTuner(
         cfg, task="regression", sfreq=info["sfreq"], ch_names=info["ch_names"], metrics=["r2"], verbose=False
@@ -167,6 +168,21 @@ def test_a_trainable_model_trains_on_regression_with_huber_and_mse(learnable, tm
     assert [r["loss"] for r in auto] == ["mse", "mse"]
     assert [r["train_loss"] for r in auto] == [r["train_loss"] for r in mse]
     assert [r["val_loss"] for r in auto] == [r["val_loss"] for r in mse]
+
+
+def test_huber_training_keeps_to_the_clean_windows_where_mse_follows_a_few_outlying_targets(learnable, tmp_path):
+    X, y, meta, info = learnable
+    train_y = y[:24].copy()
+    train_y[::6] += 50.0  # 4 of 24 targets recorded 50 units off (the others lie in [0, 1])
+    groups = meta["Subject"].to_numpy()[:24]
+    errors = {}
+    for loss in ("mse", "huber"):
+        tuner = _tuner(loss, info, lr=1e-2, max_epochs=5).set_params(cache_dir=str(tmp_path), random_state=0)
+        predicted = tuner.fit(X[:24], train_y, groups=groups).predict(X[24:48])
+        errors[loss] = np.median(np.abs(predicted - y[24:48]))  # windows never trained on, targets all clean
+    # MSE is pulled toward the outliers (its optimum, the mean, sits ~8 units up); Huber's gradient is capped.
+    assert errors["huber"] < 1.0 < errors["mse"]
+    assert errors["huber"] < errors["mse"] / 3
 
 
 def test_regression_losses_are_refused_for_classification():

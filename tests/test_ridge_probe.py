@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -20,10 +21,18 @@ from neurofm.configs import (
     FrozenBackboneDecoderConfig,
     RidgeProbeConfig,
 )
+from neurofm.configs.models import RIDGE_ALPHAS
+from neurofm.estimators.classical import takes_groups
 from neurofm.estimators.ridge_probe import RidgePath, RidgeProbe
 from neurofm.exceptions import ConfigError
 from neurofm.models import get_model_spec
-from neurofm.tasks import PermutationTask, SharedInputs, permute_labels, ridge_permutations, run_permutation
+from neurofm.tasks import (
+    PermutationTask,
+    SharedInputs,
+    permute_labels,
+    ridge_permutations,
+    run_permutation,
+)
 
 
 def _features(n=120, d=30, seed=0, classes=("a", "b", "c")):
@@ -74,8 +83,10 @@ def test_the_penalty_is_the_one_inner_folds_of_the_training_data_choose():
         errors.append(error)
     assert counts.min() > 0
     assert probe.alpha_ == alphas[int(np.argmin(errors))]
-    # Only the data given to fit decides: the same rows with other rows appended change nothing fitted on them.
-    again = RidgeProbe(alphas=alphas, inner_splits=4, random_state=3).fit(X, y)
+    # Only the data given to fit decides: the same rows with other rows appended change nothing fitted on them
+    # (the fit reads its rows by reference, in chunks: never past the end of the view it is given).
+    appended = np.concatenate([X, _features(n=40, seed=9)[0]])
+    again = RidgeProbe(alphas=alphas, inner_splits=4, random_state=3).fit(appended[: len(X)], y)
     assert again.alpha_ == probe.alpha_ and np.array_equal(again.coef_, probe.coef_)
 
 
@@ -103,14 +114,15 @@ def test_closed_form_permutations_equal_refitting_on_the_same_permutations_exact
     rng = np.random.default_rng(0)
     permuted = [permute_labels(y, groups, rng) for _ in range(6)]
     probe = RidgeProbe(task=task, inner_splits=3, random_state=0)
-    closed = ridge_permutations(probe, X, permuted, splits, classes, metrics)
+    # The refits get each fold's groups (their inner folds keep groups apart): the closed form gets them too.
+    closed = ridge_permutations(probe, X, permuted, splits, classes, metrics, groups)
     shared = SharedInputs({"probe": X}, y, groups)
     refitted = [run_permutation(PermutationTask(probe, False, p, splits, classes, metrics), shared) for p in permuted]
     assert closed == refitted  # every score of every permutation, bit for bit
 
 
 def _closed_and_refitted(probe, X, permuted, splits, classes, metrics, groups):
-    closed = ridge_permutations(probe, X, permuted, splits, classes, metrics)
+    closed = ridge_permutations(probe, X, permuted, splits, classes, metrics, groups)
     shared = SharedInputs({"probe": X}, permuted[0], groups)
     refitted = [run_permutation(PermutationTask(probe, False, p, splits, classes, metrics), shared) for p in permuted]
     return closed, refitted
@@ -156,6 +168,129 @@ def test_a_stack_of_label_sets_fits_each_set_to_the_bit_as_it_is_fitted_alone():
             assert np.array_equal(alone.coef_, coefs[j]) and np.array_equal(alone.offset_, offsets[j])
             fitted += 1
     assert fitted == len(labels)
+
+
+def _regime(regime, n=None, seed=13):
+    """Features with at least as many windows as features (the feature Gram) or fewer (the kernel), a constant
+    and a duplicated feature among them (null directions of the Gram: zero eigenvalues), and a noisy target."""
+    n, d = (150, 24) if regime == "gram" else (40, 96)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * rng.uniform(0.5, 4.0, d) + 5.0
+    X[:, 1] = 7.0
+    X[:, 2] = X[:, 3]
+    y = X[:, 0] - 0.5 * X[:, 4] + rng.standard_normal(n) * 2.0
+    return X, y
+
+
+@pytest.mark.parametrize("regime", ["gram", "kernel"])
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_it_is_ridge_with_the_chosen_penalty_whether_it_decomposes_the_feature_gram_or_the_kernel(regime, task):
+    X, y = _regime(regime)
+    if task == "classification":
+        y = np.asarray(["a", "b", "c"])[np.digitize(y, np.quantile(y, [0.3, 0.7]))]
+    probe = RidgeProbe(task=task, inner_splits=4, random_state=1).fit(X, y)
+    assert probe.path(X).kernel == (regime == "kernel")
+    assert probe.components_.shape == ((24, 24) if regime == "gram" else (40, 96))
+    assert np.isfinite(probe.coef_).all()  # the null directions get no NaN: nothing is divided by an eigenvalue
+    targets = y
+    if task == "classification":
+        classes = np.unique(y)
+        counts = np.array([(y == c).sum() for c in classes])
+        targets = (y[:, None] == classes[None]).astype(float) * len(y) / (len(classes) * counts)
+    reference = make_pipeline(StandardScaler(), Ridge(alpha=probe.alpha_)).fit(X, targets)
+    X_new = _regime(regime, seed=14)[0]
+    outputs = probe.decision_function(X_new)
+    np.testing.assert_allclose(outputs, reference.predict(X_new), rtol=0, atol=1e-10 * np.abs(outputs).max())
+
+
+def _brute_force_alpha(X, y, alphas, folds):
+    """The penalty an inner CV of scikit-learn refits chooses: the smallest summed squared test error, the larger
+    penalty on a tie, and how far the runner-up's error is from it (relative)."""
+    errors = []
+    for alpha in alphas:
+        error = 0.0
+        for train, test in folds:
+            model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(X[train], y[train])
+            error += ((model.predict(X[test]) - y[test]) ** 2).sum()
+        errors.append(error)
+    errors = np.asarray(errors)
+    best = max(np.flatnonzero(errors == errors.min()), key=lambda i: alphas[i])
+    return alphas[best], np.partition(errors, 1)[1] / errors.min() - 1.0
+
+
+@pytest.mark.parametrize("regime", ["gram", "kernel"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_the_penalty_is_the_one_scikit_learn_refits_of_the_same_inner_folds_choose(regime, grouped):
+    X, y = _regime(regime)
+    alphas = list(RIDGE_ALPHAS)
+    groups = np.arange(len(X)) % 7 if grouped else None
+    if grouped:
+        folds = list(GroupKFold(4, shuffle=True, random_state=2).split(X, groups=groups))
+    else:
+        folds = list(KFold(4, shuffle=True, random_state=2).split(X))
+    expected, margin = _brute_force_alpha(X, y, alphas, folds)
+    assert margin > 1e-6  # no near-tie that round-off alone could settle either way
+    probe = RidgeProbe(task="regression", alphas=alphas, inner_splits=4, random_state=2).fit(X, y, groups=groups)
+    assert probe.alpha_ == expected
+    assert all(
+        np.array_equal(fold[1], test) for fold, (_, test) in zip(probe.path(X, groups).inner, folds, strict=True)
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_fit_reads_the_embeddings_in_chunks_and_never_copies_them_whole(dtype):
+    # 40000 x 64: one float64 copy is 20 MB. The rows are read 4096 at a time (a tenth of that), and the inner
+    # folds' index arrays cost about as much; a standardised copy, a float64 conversion of float32 embeddings or a
+    # left singular factor U (n x 64) would each cost a whole copy, so half of one is a bound that only a fit
+    # holding none of them keeps.
+    n, d = 40000, 64
+    rng = np.random.default_rng(15)
+    X = (rng.standard_normal((n, d)) + 3.0).astype(dtype)
+    y = np.where(X[:, 0] + rng.standard_normal(n) > 3.0, "a", "b")
+    tracemalloc.start()
+    try:
+        probe = RidgeProbe(inner_splits=5, random_state=0).fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * n * d * 8
+    assert probe.components_.shape == (d, d)
+
+
+def test_grouped_inner_folds_never_put_a_group_on_both_sides_and_one_group_falls_back_to_k_folds():
+    X, y = _features(n=120, d=10)
+    groups = np.repeat(np.arange(8), 15)
+    path = RidgeProbe(inner_splits=5, random_state=4).path(X, groups)
+    assert path.n_splits == 5
+    for train, test, *_ in path.inner:
+        assert not set(groups[train]) & set(groups[test])
+    assert np.array_equal(np.sort(np.concatenate([fold[1] for fold in path.inner])), np.arange(len(X)))
+    assert RidgePath(X, inner_splits=5, random_state=4, groups=np.repeat(np.arange(3), 40)).n_splits == 3
+    # A partition of one subject cannot be split by subject: its folds are those of no groups.
+    alone = RidgePath(X, inner_splits=5, random_state=4, groups=np.zeros(len(X)))
+    ungrouped = RidgePath(X, inner_splits=5, random_state=4)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(alone.inner, ungrouped.inner, strict=True))
+    # What an experiment hands the fit of an estimator whose fit names groups: the ridge probe's is one.
+    assert takes_groups(RidgeProbe())
+    fitted = RidgeProbe(inner_splits=5, random_state=4).fit(X, y, groups=groups)
+    via_path = RidgeProbe(inner_splits=5, random_state=4).fit_path(path, y)
+    assert fitted.alpha_ == via_path.alpha_ and np.array_equal(fitted.coef_, via_path.coef_)
+
+
+@pytest.mark.parametrize("regime", ["gram", "kernel"])
+def test_closed_form_permutations_with_groups_equal_refits_with_groups_exactly(regime):
+    X, y = _regime(regime, seed=16)
+    y = np.where(y > np.median(y), "high", "low")
+    groups = np.arange(len(X)) % 6
+    splits = list(GroupKFold(3).split(X, groups=groups))
+    rng = np.random.default_rng(17)
+    permuted = [permute_labels(y, groups, rng) for _ in range(5)]
+    probe = RidgeProbe(inner_splits=4, random_state=3)
+    metrics = ("balanced_accuracy", "roc_auc", "f1_macro")
+    closed, refitted = _closed_and_refitted(probe, X, permuted, splits, np.unique(y), metrics, groups)
+    assert closed == refitted  # bit for bit, the inner folds grouped alike
+    ungrouped = ridge_permutations(probe, X, permuted, splits, np.unique(y), metrics)
+    assert ungrouped != closed  # the groups did reach the inner folds
 
 
 @pytest.mark.parametrize(
@@ -227,7 +362,7 @@ def test_multilabel_labels_that_follow_the_features_score_above_chance_and_shuff
     for train, test in KFold(3, shuffle=True, random_state=0).split(X):
         for name, labels in (("learned", Y), ("shuffled", shuffled)):
             probe = RidgeProbe(task="multilabel", inner_splits=3, random_state=0)
-            _, fold, y_pred, _ = fit_and_score(probe, False, X, labels, None, train, test, names, metrics)
+            _, fold, y_pred, *_ = fit_and_score(probe, False, X, labels, None, train, test, names, metrics)
             assert y_pred.shape == (len(test), 3) and set(np.unique(y_pred)) <= {0, 1}
             scores[name].append(fold)
     learned = {m: np.mean([fold[m] for fold in scores["learned"]]) for m in metrics}

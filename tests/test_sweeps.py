@@ -58,8 +58,16 @@ def test_a_learning_curve_keeps_nested_stratified_fractions_of_each_training_par
         assert counts["a"] == np.ceil(fraction * 30) and counts["b"] == max(1, np.ceil(fraction * 10))
     assert np.array_equal(kept[0.25], nested_fraction(train, y, 0.25, "classification", 0, fold=1))
     assert not np.array_equal(kept[0.25], nested_fraction(train, y, 0.25, "classification", 0, fold=2))
-    # a regression target: one stratum
-    assert len(nested_fraction(train, np.linspace(0, 1, 40), 0.25, "regression", 0, fold=0)) == 10
+    # a regression target: quantile bins of the partition's targets, each kept in proportion
+    target = np.linspace(0, 1, 40)[::-1].copy()  # target[i] decreases with i; train lists the windows backwards
+    kept_windows = nested_fraction(train, target, 0.25, "regression", 0, fold=0)
+    assert len(kept_windows) == 10
+    assert np.bincount(np.digitize(target[kept_windows], [0.2, 0.4, 0.6, 0.8]), minlength=5).tolist() == [2] * 5
+    # multilabel: each combination of labels in proportion (combinations of one window pooled in one stratum)
+    labels = np.array([[0, 1]] * 24 + [[1, 0]] * 8 + [[1, 1]] * 7 + [[0, 0]])
+    kept_rows = nested_fraction(np.arange(40), labels, 0.25, "multilabel", 0, fold=0)
+    combos = pd.Series([tuple(row) for row in labels[kept_rows]]).value_counts()
+    assert combos.to_dict() == {(0, 1): 6, (1, 0): 2, (1, 1): 2, (0, 0): 1}  # one stratum: at least one window
 
 
 def test_every_model_is_scored_at_each_level_on_the_same_test_windows(data, cache_dir):

@@ -12,7 +12,7 @@ from .configs import GROUP_AWARE_STRATEGIES, STRATIFIED_STRATEGIES, CVConfig, gr
 from .exceptions import ConfigError, CVSplitError
 from .utils.logging import logger
 
-__all__ = ["make_splits", "SUBJECT_LIKE_COLUMNS", "label_combinations", "target_bins"]
+__all__ = ["make_splits", "SUBJECT_LIKE_COLUMNS", "grouped_holdout", "label_combinations", "target_bins"]
 
 # Columns that usually hold the recording's subject; splitting their windows across
 # train and test inflates scores, so a non-group CV over them gets a warning.
@@ -226,3 +226,20 @@ def _check_splits(splits, y, groups, cv: CVConfig) -> None:
                 f"Fold {fold}'s training partition holds a single class, so no classifier can be fitted; "
                 "use a stratified strategy or fewer folds."
             )
+
+
+def grouped_holdout(groups, fraction: float, random_state: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Training and held-out rows with every group on one side, about ``fraction`` of the groups held out.
+
+    What a network's (or a probe's) early stopping validates on inside one
+    training partition: a subject on both sides would make it judge windows of
+    subjects it trains on, and pick a later, more overfitted epoch than the test
+    subjects warrant. ``None`` with fewer than two groups (nothing to keep
+    apart); the caller then splits windows.
+    """
+    groups = np.asarray(groups)
+    if len(np.unique(groups)) < 2:
+        return None
+    splitter = ms.GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=random_state)
+    train, held_out = next(splitter.split(np.arange(len(groups)), groups=groups))
+    return np.sort(train), np.sort(held_out)

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.multioutput import MultiOutputClassifier
 
 from .cache import stable_hash
 from .configs import (
@@ -44,10 +43,11 @@ from .configs import (
     ScratchModelConfig,
 )
 from .configs.models import attentive_heads_refusal
-from .cv import make_splits
+from .cv import label_combinations, make_splits, target_bins
 from .data import Inputs, pick_channels, prepare_inputs
 from .estimators.classical import (
     HEAD_DEFINITION,
+    PerLabelClassifier,
     TunedPipeline,
     build_estimator,
     build_window_estimator,
@@ -396,8 +396,19 @@ class ExperimentRun:
             decisive["head_definition"] = HEAD_DEFINITION
         # A tuned pipeline's inner CV keeps the experiment's groups apart (it mixed them before): records of
         # grouped runs are recomputed; runs without groups split as before and keep theirs.
-        if cfg.cv.group_key and isinstance(model.estimator, TunedPipeline) and model.estimator.param_grid:
+        # (A multilabel task's per-label tuned pipelines too, since the second part of issue 25.)
+        tuned = model.estimator.estimator if isinstance(model.estimator, PerLabelClassifier) else model.estimator
+        if cfg.cv.group_key and isinstance(tuned, TunedPipeline) and tuned.param_grid:
             decisive["inner_cv"] = "grouped"
+        # So do the probes' inner CV (ridge) and validation split (attentive), grouped since the second part of
+        # issue 25.
+        head = getattr(model.config, "head", None)
+        if cfg.cv.group_key and isinstance(head, (RidgeProbeConfig, AttentiveProbeConfig)):
+            decisive["inner_cv"] = "grouped"
+        # A ridge probe's outputs were once scored as probabilities where they looked like ones (ece, brier):
+        # its records are recomputed, now that they are decision values wherever they are read.
+        if isinstance(head, RidgeProbeConfig):
+            decisive["outputs"] = "decision_values"
         return decisive
 
     def _sweeps(self, inputs, splits, prepared, classes, groups, channel_levels) -> pd.DataFrame:
@@ -410,6 +421,8 @@ class ExperimentRun:
                 for fold, (train, test) in enumerate(splits)
             ]
             level = {"train_fraction": fraction}
+            if cfg.task != "classification":  # stratified since the second part of issue 25: records made anew
+                level["strata"] = "label combinations" if cfg.task == "multilabel" else "target bins"
             scores = self._sweep_level(inputs, fewer, prepared, classes, groups, level, self._main_features)
             tables.append(scores.assign(Sweep="train_fraction", Level=f"{fraction:g}", x=fraction))
         for label, keep in channel_levels:
@@ -631,7 +644,7 @@ class ExperimentRun:
         """The estimator a frozen backbone's embeddings go to in each fold, seeded with ``random_state``."""
         cfg = self.config
         if isinstance(head_cfg, AttentiveProbeConfig):
-            from .estimators.attentive_probe import AttentiveProbe  # lazy: its training loads torch
+            from .estimators.attentive_probe import AttentiveProbe  # lazy: training loads torch
             from .models.registry import get_model_spec  # lazy: as the frozen branch's, the backbone stack on use
 
             spec = get_model_spec(backbone_cfg.model_key)
@@ -656,6 +669,8 @@ class ExperimentRun:
                 early_stopping_patience=head_cfg.early_stopping_patience,
                 validation_fraction=head_cfg.validation_fraction,
                 class_weight=head_cfg.class_weight if cfg.task != "regression" else None,  # multilabel: per label
+                loss=head_cfg.loss,
+                huber_delta=head_cfg.huber_delta,
                 random_state=random_state,
             )
         if isinstance(head_cfg, RidgeProbeConfig):
@@ -669,7 +684,7 @@ class ExperimentRun:
         # Standardised embeddings (the scaler fitted in each fold, on its training partition): a logistic
         # regression on the backbone's raw scale spends most of a run converging.
         head = standardised_head(build_estimator(head_cfg.estimator, head_cfg.params, random_state))
-        return MultiOutputClassifier(head) if cfg.task == "multilabel" else head  # one classifier per label
+        return PerLabelClassifier(head) if cfg.task == "multilabel" else head  # one classifier per label
 
     def _prepare_seeds(self, inputs: Inputs) -> list[_PreparedModel]:
         """Every model, prepared once per seed it runs: ``n_seeds`` times when stochastic, else once (seed 0)."""
@@ -701,7 +716,7 @@ class ExperimentRun:
                 input=model_cfg.input,
             )
             if cfg.task == "multilabel":
-                estimator = MultiOutputClassifier(estimator)  # one classifier (and its own tuning) per label
+                estimator = PerLabelClassifier(estimator)  # one classifier (and its own tuning) per label
             return _PreparedModel(name, model_cfg, estimator)
         if isinstance(model_cfg, FrozenBackboneDecoderConfig):
             from .estimators.frozen import FoundationEmbedder  # lazy: keeps the backbone stack out of import neurofm
@@ -835,7 +850,7 @@ class ExperimentRun:
             shared = SharedInputs({model.key: features[model.key]}, y, groups, self._recordings)
             paths = [self._records.path(model.key, "permutation", i) for i in range(len(tasks))]
             if isinstance(model.estimator, RidgeProbe):
-                permutations = self._closed_form_permutations(model, features[model.key], tasks, paths)
+                permutations = self._closed_form_permutations(model, features[model.key], tasks, paths, groups)
             else:
                 permutations = self._map_resumable(run_permutation, tasks, shared, paths, decode_means)
             for i, means in enumerate(permutations):
@@ -855,7 +870,7 @@ class ExperimentRun:
             ]
         return rows
 
-    def _closed_form_permutations(self, model, features, tasks: list, paths: list) -> list[dict[str, float]]:
+    def _closed_form_permutations(self, model, features, tasks: list, paths: list, groups) -> list[dict[str, float]]:
         """A ridge probe's permutations from one set of decompositions per fold; recorded as refitted ones are.
 
         The scores equal those :func:`run_permutation` gives on the same
@@ -866,7 +881,13 @@ class ExperimentRun:
         if todo:
             first = tasks[todo[0]]
             fresh = ridge_permutations(
-                model.estimator, features, [tasks[i].y for i in todo], first.splits, first.classes, first.metrics
+                model.estimator,
+                features,
+                [tasks[i].y for i in todo],
+                first.splits,
+                first.classes,
+                first.metrics,
+                groups,  # the inner folds grouped as a refit's fit groups them
             )
             key = None if self._records.progress is None else self._records.progress.key
             for i, means in zip(todo, fresh, strict=True):
@@ -905,17 +926,27 @@ def _trainable_windows(inputs: Inputs, model: _PreparedModel, adapted: dict[str,
     return adapted[key]
 
 
-def nested_fraction(train: np.ndarray, y: np.ndarray, fraction: float, task: str, random_state: int, fold: int):
+def nested_fraction(
+    train: np.ndarray, y: np.ndarray, fraction: float, task: str, random_state: int, fold: int, bins: int = 5
+):
     """The training windows a learning curve keeps at ``fraction`` of one fold's training partition.
 
-    Within each class (one stratum for regression and multilabel), the
-    windows are put in one random order that depends on ``random_state`` and
-    the fold alone, and the first ``ceil(fraction * n)`` (at least one) are
-    kept: a smaller fraction's windows are among a larger one's, and every
-    model gets the same ones. Returned in the partition's order.
+    Within each stratum, the windows are put in one random order that
+    depends on ``random_state`` and the fold alone, and the first
+    ``ceil(fraction * n)`` (at least one) are kept: a smaller fraction's
+    windows are among a larger one's, and every model gets the same ones.
+    Returned in the partition's order. The strata: each class; for
+    multilabel, each combination of labels (those held by one window pooled);
+    for regression, ``bins`` quantile bins of the partition's targets, so that
+    a small fraction keeps the target's spread.
     """
     rng = np.random.default_rng([random_state, fold])
-    strata = y[train] if task == "classification" else np.zeros(len(train))
+    if task == "classification":
+        strata = y[train]
+    elif task == "multilabel":
+        strata = label_combinations(y[train], 2)
+    else:
+        strata = target_bins(y[train], bins)
     kept = []
     for stratum in np.unique(strata):
         members = np.flatnonzero(strata == stratum)

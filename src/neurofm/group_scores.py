@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import ConfigError
-from .metrics import score_all
+from .metrics import SCORE_PREFIXES, score_all
 
 __all__ = [
     "AGGREGATE_METHODS",
@@ -112,9 +112,10 @@ def group_scores(
     joined = with_metadata(predictions, metadata[["SampleIndex", *keys]])
     rows = []
     for model, part in joined.groupby("Model", sort=False):
-        classes, proba_columns = _classes_and_proba(part, classification)
+        classes, proba_columns, probabilities = _classes_and_proba(part, classification)
         for values, group in part.groupby(keys, sort=True, dropna=False):
-            scores = score_all(metrics, *_truth_prediction_scores(group, proba_columns), classes)
+            truth, predicted, proba = _truth_prediction_scores(group, proba_columns)
+            scores = score_all(metrics, truth, predicted, proba, classes, probabilities=probabilities)
             labels = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
             rows += [
                 {"Model": model, **labels, "Metric": metric, "Value": value, "n_windows": len(group)}
@@ -138,20 +139,39 @@ def _truth_prediction_scores(rows: pd.DataFrame, proba_columns: list[str]) -> tu
     return truth, rows[[f"y_pred[{label}]" for label in labels]].to_numpy(int), proba
 
 
-def _classes_and_proba(part: pd.DataFrame, classification: bool) -> tuple[np.ndarray | None, list[str]]:
-    """One model's classes and its probability columns in their order (none when they do not match the classes);
-    a multilabel run's label names and its ``proba[<label>]`` columns (none when a label has none)."""
+def _classes_and_proba(part: pd.DataFrame, classification: bool) -> tuple[np.ndarray | None, list[str], bool]:
+    """One model's classes, its score columns in their order and whether they hold probabilities.
+
+    The ``proba_<class>`` columns where the model filled them, else its
+    ``decision_<class>`` ones (decision values: ``False``); none when they do
+    not match the classes. A multilabel run: its label names and its
+    ``proba[<label>]`` (or ``decision[<label>]``) columns, none when a label
+    has none.
+    """
     labels = _labels(part)
     if labels:
-        columns = [f"proba[{label}]" for label in labels]
-        present = all(c in part.columns for c in columns) and not part[columns].isna().any(axis=None)
-        return np.asarray(labels), columns if present else []
+        for probabilities, prefix in SCORE_PREFIXES.items():
+            columns = [f"{prefix}[{label}]" for label in labels]
+            if all(c in part.columns for c in columns) and not part[columns].isna().any(axis=None):
+                return np.asarray(labels), columns, probabilities
+        return np.asarray(labels), [], True
     if not classification:
-        return None, []
-    proba_columns = [c for c in part.columns if c.startswith("proba_")]
-    # The classes in the order of the proba columns: every class of the task is some window's truth.
+        return None, [], True
+    # The classes in the order of the score columns: every class of the task is some window's truth.
     classes = np.unique(part["y_true"].to_numpy())
-    return classes, proba_columns if len(classes) == len(proba_columns) else []
+    columns, probabilities = score_columns(part, len(classes))
+    return classes, columns, probabilities
+
+
+def score_columns(part: pd.DataFrame, n_classes: int) -> tuple[list[str], bool]:
+    """A classifier's score columns (one per class) and whether they are probabilities: see :func:`_classes_and_proba`."""
+    for probabilities, prefix in SCORE_PREFIXES.items():
+        columns = [c for c in part.columns if c.startswith(f"{prefix}_")]
+        # A model fills the columns of its kind; the other kind's are empty where another model filled them.
+        if len(columns) == n_classes and part[columns].notna().any(axis=None):
+            return columns, probabilities
+    columns = [c for c in part.columns if c.startswith("proba_")]
+    return (columns if len(columns) == n_classes else []), True
 
 
 def _check_groups_held_out(splits: pd.DataFrame, metadata: pd.DataFrame, keys: list[str]) -> None:
@@ -235,7 +255,7 @@ def aggregate_predictions(
         return _aggregate_labels(joined, keys, method)
     frames = []
     for model, part in joined.groupby("Model", sort=False):
-        classes, proba_columns = _classes_and_proba(part, classification)
+        classes, proba_columns, _ = _classes_and_proba(part, classification)
         if method == "mean_proba" and (not proba_columns or part[proba_columns].isna().any(axis=None)):
             raise ConfigError(
                 f"Model {model!r} has no class probabilities (or decision values) for every window, so "
@@ -286,9 +306,10 @@ def _aggregate_labels(joined: pd.DataFrame, keys: list[str], method: str) -> pd.
     labels = _labels(joined)
     truth_columns = [f"y_true[{label}]" for label in labels]
     predicted_columns = [f"y_pred[{label}]" for label in labels]
-    proba_columns = [f"proba[{label}]" for label in labels]
     frames = []
     for model, part in joined.groupby("Model", sort=False):
+        # Probabilities, else decision values: a mean keeps their kind; a vote's shares go to proba[<label>].
+        _, proba_columns, _ = _classes_and_proba(part, True)
         grouped = part.groupby(["Fold", *keys], sort=True, dropna=False)
         varying = grouped[truth_columns].nunique().max(axis=1) > 1
         if varying.any():
@@ -300,7 +321,7 @@ def _aggregate_labels(joined: pd.DataFrame, keys: list[str], method: str) -> pd.
             )
         table = grouped[truth_columns].first()
         if method == "mean_proba":
-            if not all(c in part.columns for c in proba_columns) or part[proba_columns].isna().any(axis=None):
+            if not proba_columns:
                 raise ConfigError(
                     f"Model {model!r} has no label probabilities (or decision values) for every window, so "
                     "method='mean_proba' cannot average them; use method='vote'."
@@ -310,7 +331,7 @@ def _aggregate_labels(joined: pd.DataFrame, keys: list[str], method: str) -> pd.
             table[predicted_columns] = (mean.to_numpy() >= 0.5).astype(int)
         else:
             shares = grouped[predicted_columns].mean()
-            table[proba_columns] = shares.to_numpy()
+            table[[f"proba[{label}]" for label in labels]] = shares.to_numpy()
             table[predicted_columns] = (shares.to_numpy() > 0.5).astype(int)
         table["n_windows"] = grouped.size()
         frames.append(table.reset_index().assign(Model=model))
@@ -337,9 +358,18 @@ def aggregate_scores(
     table = aggregate_predictions(predictions, metadata, splits, by, method, classification)
     rows = []
     for model, part in table.groupby("Model", sort=False):
-        classes, proba_columns = _classes_and_proba(predictions[predictions["Model"] == model], classification)
+        # The classes from every window (a fold may test groups of some classes only); the columns from what the
+        # aggregation wrote: mean probabilities or decision values, or a vote's shares.
+        classes, proba_columns, probabilities = _classes_and_proba(
+            predictions[predictions["Model"] == model], classification
+        )
+        if _labels(part):
+            _, proba_columns, probabilities = _classes_and_proba(part, classification)
+        elif classes is not None:
+            proba_columns, probabilities = score_columns(part, len(classes))
         for fold, rows_of_fold in part.groupby("Fold", sort=True):
-            scores = score_all(metrics, *_truth_prediction_scores(rows_of_fold, proba_columns), classes)
+            truth, predicted, proba = _truth_prediction_scores(rows_of_fold, proba_columns)
+            scores = score_all(metrics, truth, predicted, proba, classes, probabilities=probabilities)
             rows += [
                 {
                     "Model": model,

@@ -79,6 +79,7 @@ __all__ = [
     "greater_is_better",
     "metric_names",
     "metric_task",
+    "needs_probabilities",
     "reliability_bins",
     "score",
     "score_all",
@@ -86,6 +87,10 @@ __all__ = [
 
 #: Bins of the expected calibration error and of the report's reliability diagrams.
 CALIBRATION_BINS = 15
+
+#: The prediction table's column prefix of class (label) scores: probabilities, or decision values standing in
+#: for them (a model without ``predict_proba``), so that nothing reads decision values as probabilities.
+SCORE_PREFIXES = {True: "proba", False: "decision"}
 
 
 def _roc_auc(y_true, y_pred, proba, classes):
@@ -437,7 +442,7 @@ def _value(metric: str, y_true, y_pred, proba, classes) -> float:
     return _scorer_value(metric, y_true, y_pred, proba, classes)
 
 
-def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
+def score(metric: str, y_true, y_pred, proba=None, classes=None, *, probabilities: bool | None = None) -> float:
     """Compute one metric.
 
     Parameters
@@ -455,6 +460,13 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
         Class probabilities (or decision values) in the order of ``classes``.
     classes : ndarray | None
         Sorted class labels of the task.
+    probabilities : bool | None
+        Whether ``proba`` holds probabilities (``predict_proba``'s) or
+        decision values. ``False``: the metrics that read probabilities
+        (``ece``, ``brier``, ``neg_log_loss`` ...) are NaN, however the values
+        look (a ridge probe's one-hot outputs can lie in [0, 1] and sum to
+        1). ``None``: judged from the values (in [0, 1], each row summing to
+        1), for predictions saved without saying.
 
     Returns
     -------
@@ -489,6 +501,8 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
     scikit-learn's on an estimator that has ``decision_function`` too.
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if probabilities is False and needs_probabilities(metric):
+        return float("nan")
     if y_true.ndim == 2:  # task="multilabel": one 0/1 column per label
         return _multilabel_value(metric, y_true, y_pred, proba, classes)
     if metric in METRIC_FUNCTIONS or _ONE_CLASS.match(metric) or metric not in _scorer_tasks():
@@ -502,9 +516,24 @@ def score(metric: str, y_true, y_pred, proba=None, classes=None) -> float:
         return float("nan")
 
 
-def score_all(metrics: Iterable[str], y_true, y_pred, proba=None, classes=None) -> dict[str, float]:
+def score_all(
+    metrics: Iterable[str], y_true, y_pred, proba=None, classes=None, *, probabilities: bool | None = None
+) -> dict[str, float]:
     """Every metric by name, per-class requests expanded (:func:`expand_metrics`); arguments as :func:`score`."""
-    return {metric: score(metric, y_true, y_pred, proba, classes) for metric in expand_metrics(metrics, classes)}
+    return {
+        metric: score(metric, y_true, y_pred, proba, classes, probabilities=probabilities)
+        for metric in expand_metrics(metrics, classes)
+    }
+
+
+def needs_probabilities(metric: str) -> bool:
+    """Whether ``metric`` reads class probabilities, so that decision values cannot stand in for them."""
+    if metric in ("ece", "brier"):
+        return True
+    if metric in METRIC_FUNCTIONS or _ONE_CLASS.match(metric) or metric not in _scorer_tasks():
+        return False
+    response = _scorer(metric)._response_method
+    return (response,) == ("predict_proba",) if isinstance(response, str) else tuple(response) == ("predict_proba",)
 
 
 def check_metrics_for_classes(metrics: Iterable[str], classes: Sequence | np.ndarray) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 from sklearn.metrics import confusion_matrix, roc_curve
 
+from .group_scores import score_columns
 from .metrics import CALIBRATION_BINS, reliability_bins
 from .policy import load_yaml
 from .results import ExperimentResult, first_seed
@@ -98,7 +99,7 @@ def _confusion_figure(result: ExperimentResult) -> str | None:
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
-    if not any(c.startswith("proba_") for c in preds.columns):
+    if not any(c.startswith(("proba_", "decision_")) for c in preds.columns):
         return None
     models = list(dict.fromkeys(preds["Model"]))
     classes = np.unique(preds["y_true"].astype(str))
@@ -126,18 +127,25 @@ def _roc_figure(result: ExperimentResult) -> str | None:
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
-    proba_cols = [c for c in preds.columns if c.startswith("proba_")]
-    if not proba_cols:
+    if "y_true" not in preds:  # multilabel: a column per label, and no single-label curve
+        return None
+    n_classes = preds["y_true"].nunique()
+    # Probabilities or decision values rank the windows alike: either draws a model's curve.
+    columns = {model: score_columns(part, n_classes)[0] for model, part in preds.groupby("Model", sort=False)}
+    if not any(columns.values()):
         return None
     fig, ax = plt.subplots(figsize=(4.5, 4.2))
     for model, part in preds.groupby("Model", sort=False):
+        proba_cols = columns[model]
+        if not proba_cols:
+            continue
         part = part.dropna(subset=proba_cols)
         y_true = part["y_true"].astype(str).to_numpy()
+        classes = [c.split("_", 1)[1] for c in proba_cols]
         if len(proba_cols) == 2:
-            positive = proba_cols[1].removeprefix("proba_")
-            fpr, tpr, _ = roc_curve(y_true == positive, part[proba_cols[1]])
+            fpr, tpr, _ = roc_curve(y_true == classes[1], part[proba_cols[1]])
         else:  # micro-average over one-vs-rest
-            truth = np.concatenate([y_true == c.removeprefix("proba_") for c in proba_cols])
+            truth = np.concatenate([y_true == c for c in classes])
             fpr, tpr, _ = roc_curve(truth, np.concatenate([part[c].to_numpy() for c in proba_cols]))
         ax.plot(fpr, tpr, label=str(model))
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
@@ -160,7 +168,14 @@ def _reliability_figure(result: ExperimentResult) -> str:
     """
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
-    if result.config.get("task", "classification") != "classification":
+    task = result.config.get("task", "classification")
+    if task == "multilabel":
+        return _note(
+            "reliability",
+            "No reliability diagram: the diagram reads one class per window, and a multi-label run has several "
+            "binary labels (their calibration is not drawn yet).",
+        )
+    if task != "classification":
         return _note("reliability", "No reliability diagram: a regression run predicts no class probabilities.")
     preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
     proba_cols = [c for c in preds.columns if c.startswith("proba_")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .group_scores import score_columns
 from .metrics import score_all
 
 __all__ = ["Comparison", "chance_table", "label_blind_scores", "score_warnings"]
@@ -30,7 +31,7 @@ def label_blind_scores(predictions: pd.DataFrame, metrics: list[str]) -> dict[st
     the targets (R2 0, MAE and RMSE of the spread).
     """
     y_true = predictions["y_true"].to_numpy()
-    proba_columns = [c for c in predictions.columns if c.startswith("proba_")]
+    proba_columns = [c for c in predictions.columns if c.startswith(("proba_", "decision_"))]
     # Regression targets are numbers and have no probability columns; a classifier's may lack them too (no
     # predict_proba), so the labels' type decides, not the columns.
     if not proba_columns and y_true.dtype.kind in "fc":
@@ -38,8 +39,10 @@ def label_blind_scores(predictions: pd.DataFrame, metrics: list[str]) -> dict[st
         return score_all(metrics, y_true, constant)
     classes, counts = np.unique(y_true, return_counts=True)
     y_pred = np.full(len(y_true), classes[np.argmax(counts)], dtype=classes.dtype)
-    proba = np.tile(counts / counts.sum(), (len(y_true), 1)) if len(classes) == len(proba_columns) else None
-    return score_all(metrics, y_true, y_pred, proba, classes)
+    # Scored as the model is: a model of decision values has no calibration to compare with.
+    proba_columns, probabilities = score_columns(predictions, len(classes))
+    proba = np.tile(counts / counts.sum(), (len(y_true), 1)) if proba_columns else None
+    return score_all(metrics, y_true, y_pred, proba, classes, probabilities=probabilities)
 
 
 def chance_table(

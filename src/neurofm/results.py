@@ -63,7 +63,9 @@ class ExperimentResult:
         (and in a result saved before seeds existed).
     predictions : DataFrame
         Columns ``Model, Fold, Seed, SampleIndex, y_true, y_pred`` and, for
-        classifiers, one ``proba_<class>`` column per class.
+        classifiers, one ``proba_<class>`` column per class (a model without
+        ``predict_proba`` fills ``decision_<class>`` columns with its decision
+        values instead).
     splits : DataFrame
         Columns ``Model, Fold, SampleIndex, Set`` (``train`` or ``test``).
     artifacts : DataFrame

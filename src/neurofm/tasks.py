@@ -9,7 +9,6 @@ fitting again.
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Mapping
@@ -22,10 +21,11 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from .estimators.classical import takes_groups
 from .estimators.ridge_probe import ridge_permutation_scores
 from .exceptions import ModelFitError, NeuroFMError
 from .export import save_fine_tuned
-from .metrics import score
+from .metrics import SCORE_PREFIXES, score
 from .protocols import TRAINABLE_METHODS, NeuralTrainable
 from .utils.files import jsonable
 
@@ -151,22 +151,12 @@ def decode_means(record: dict[str, Any]) -> dict[str, float]:
     return {metric: float(value) for metric, value in record.items()}
 
 
-def _takes_groups(estimator) -> bool:
-    """Whether ``estimator.fit`` names a ``groups`` argument of its own (a tuned pipeline's inner CV keeps groups
-    apart). A plain pipeline's ``fit(X, y, **params)`` would route ``groups`` to a step: it gets none."""
-    try:
-        parameter = inspect.signature(estimator.fit).parameters.get("groups")
-    except (TypeError, ValueError):  # a fit without a signature Python can read
-        return False
-    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-
-
 def _fit(estimator, trainable: bool, X, y, groups, recordings=None, prepared=None):
     """Fit on one training partition; a trainable model's validation split comes from it, by group, as does the
     inner CV of an estimator whose fit takes ``groups``."""
     if trainable:
         return estimator.fit(X, y, groups=groups, recordings=recordings, prepared=prepared)
-    if groups is not None and _takes_groups(estimator):
+    if groups is not None and takes_groups(estimator):
         return estimator.fit(X, y, groups=groups)
     return estimator.fit(X, y)
 
@@ -204,9 +194,12 @@ def fit_and_score(
     if timings is not None:
         timings["fit_seconds"] = time.perf_counter() - fit_started
     if trainable and estimator.failed_:
-        return estimator, dict.fromkeys(metrics, float("nan")), None, None
-    y_pred, proba = _predict(estimator, features[test], classes, None if recordings is None else recordings[test])
-    return estimator, {metric: score(metric, y[test], y_pred, proba, classes) for metric in metrics}, y_pred, proba
+        return estimator, dict.fromkeys(metrics, float("nan")), None, None, False
+    y_pred, proba, probabilities = _predict(
+        estimator, features[test], classes, None if recordings is None else recordings[test]
+    )
+    scores = {metric: score(metric, y[test], y_pred, proba, classes, probabilities=probabilities) for metric in metrics}
+    return estimator, scores, y_pred, proba, probabilities
 
 
 def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
@@ -214,7 +207,7 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
     y = shared.y
     timings: dict[str, float] = {}
     try:
-        estimator, scores, y_pred, proba = fit_and_score(
+        estimator, scores, y_pred, proba, probabilities = fit_and_score(
             task.estimator,
             task.trainable,
             shared.features[task.features_key],
@@ -239,7 +232,9 @@ def run_fold(task: FoldTask, shared: SharedInputs) -> FoldOutcome:
     artifacts.append((task.fold, "timing", "fit_seconds", round(timings["fit_seconds"], 4)))
     frame = None
     if y_pred is not None:
-        frame = prediction_frame(task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes)
+        frame = prediction_frame(
+            task.model_name, task.fold, task.test, y[task.test], y_pred, proba, task.classes, probabilities
+        )
     return FoldOutcome(scores, frame, artifacts, time.perf_counter() - started)
 
 
@@ -261,7 +256,7 @@ def run_permutation(task: PermutationTask, shared: SharedInputs) -> dict[str, fl
     [features] = shared.features.values()
     fold_scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
     for train, test in task.splits:
-        _, scores, _, _ = fit_and_score(
+        _, scores, *_ = fit_and_score(
             clone(task.estimator),
             task.trainable,
             features,
@@ -326,12 +321,14 @@ def _fit_failed(model_name: str, where: str, kept: str, exc: Exception) -> Model
 
 
 def _predict(estimator, X, classes, recordings=None):
+    """``(y_pred, scores, probabilities)``: the predictions, the class (or label) scores in the task's columns
+    and whether these are ``predict_proba``'s probabilities (``False``: decision values standing in for them)."""
     given = {} if recordings is None else {"recordings": recordings}  # only trainable models take them
     y_pred = estimator.predict(X, **given)
     if classes is None:
-        return y_pred, None
+        return y_pred, None, False
     if np.ndim(y_pred) == 2:  # task="multilabel": ``classes`` are the label names
-        return np.asarray(y_pred).astype(np.int64), label_scores(estimator, X, given)
+        return np.asarray(y_pred).astype(np.int64), *_label_outputs(estimator, X, given)
     proba = None
     est_classes = getattr(estimator, "classes_", None)
     if hasattr(estimator, "predict_proba"):
@@ -341,12 +338,13 @@ def _predict(estimator, X, classes, recordings=None):
             proba_raw = None
     else:
         proba_raw = None
+    probabilities = proba_raw is not None
     if proba_raw is None and hasattr(estimator, "decision_function"):
         dec = np.asarray(estimator.decision_function(X))
         proba_raw = np.column_stack([-dec, dec]) if dec.ndim == 1 else dec
     if proba_raw is not None and est_classes is not None:
         proba = class_columns(proba_raw, est_classes, classes)
-    return y_pred, proba
+    return y_pred, proba, probabilities and proba is not None
 
 
 def label_scores(estimator, X, given: dict | None = None) -> np.ndarray | None:
@@ -356,6 +354,11 @@ def label_scores(estimator, X, given: dict | None = None) -> np.ndarray | None:
     (columns in its ``classes_``); a label whose training windows held one
     value only gets that value's certainty (0 or 1) in every window.
     """
+    return _label_outputs(estimator, X, given)[0]
+
+
+def _label_outputs(estimator, X, given: dict | None = None) -> tuple[np.ndarray | None, bool]:
+    """:func:`label_scores` and whether they are probabilities (``False``: decision values)."""
     given = given or {}
     if hasattr(estimator, "predict_proba"):
         try:
@@ -369,12 +372,12 @@ def label_scores(estimator, X, given: dict | None = None) -> np.ndarray | None:
             for values, seen in zip(raw, fitted, strict=True):
                 seen = np.asarray([0, 1] if seen is None else seen).astype(int).tolist()
                 columns.append(values[:, seen.index(1)] if 1 in seen else np.zeros(len(values)))
-            return np.column_stack(columns)
+            return np.column_stack(columns), True
         if raw is not None:
-            return np.asarray(raw, dtype=float)
+            return np.asarray(raw, dtype=float), True
     if hasattr(estimator, "decision_function"):
-        return np.asarray(estimator.decision_function(X), dtype=float)
-    return None
+        return np.asarray(estimator.decision_function(X), dtype=float), False
+    return None, False
 
 
 def class_columns(values: np.ndarray, fitted_classes: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -391,6 +394,7 @@ def ridge_permutations(
     splits: list[tuple[np.ndarray, np.ndarray]],
     classes: np.ndarray | None,
     metrics: tuple[str, ...],
+    groups: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Each permutation's mean fold scores for a ridge probe, in closed form (what :func:`run_permutation` gives).
 
@@ -402,9 +406,11 @@ def ridge_permutations(
     :func:`~neurofm.metrics.score` gives (:func:`_label_metric`,
     :func:`_binary_roc_auc`), without scikit-learn's input checks, which
     would cost more than the fit; every other metric goes through
-    :func:`~neurofm.metrics.score`.
+    :func:`~neurofm.metrics.score`. ``groups`` (the run's, all windows) group
+    the inner folds of each fold's training windows, as a refit's ``fit`` gets them.
     """
 
+    # A ridge probe's outputs are decision values (it has no predict_proba), as its refit's predictions say.
     def scorer(fitted, outputs, test, y):
         truth = y[test]
         y_pred = fitted.outputs_to_predictions(outputs)
@@ -413,17 +419,17 @@ def ridge_permutations(
         else:
             proba = None if classes is None else class_columns(outputs, fitted.classes_, classes)
         if np.ndim(truth) == 2 or classes is None:
-            return {metric: score(metric, truth, y_pred, proba, classes) for metric in metrics}
+            return {metric: score(metric, truth, y_pred, proba, classes, probabilities=False) for metric in metrics}
         return {
             metric: _label_metric(metric, truth, y_pred)
             if metric in ("accuracy", "balanced_accuracy")
             else _binary_roc_auc(truth == classes[1], proba[:, 1])
             if metric == "roc_auc" and len(classes) == 2
-            else score(metric, truth, y_pred, proba, classes)
+            else score(metric, truth, y_pred, proba, classes, probabilities=False)
             for metric in metrics
         }
 
-    return ridge_permutation_scores(probe, features, permuted, splits, scorer)
+    return ridge_permutation_scores(probe, features, permuted, splits, scorer, groups)
 
 
 def _label_metric(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -468,12 +474,15 @@ def _binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.DataFrame:
+def prediction_frame(name, fold, test, y_true, y_pred, proba, classes, probabilities: bool = True) -> pd.DataFrame:
     """One row per test window: truth, prediction and each class's ``proba_<class>``.
 
     A multilabel task (2-D ``y_true``, ``classes`` the label names) has one
     column per label for each: ``y_true[<label>]``, ``y_pred[<label>]`` and
-    ``proba[<label>]`` (the label's probability of 1, or its decision value).
+    ``proba[<label>]`` (the label's probability of 1). Decision values
+    (``probabilities=False``: a model without ``predict_proba``) go into
+    ``decision_<class>`` (``decision[<label>]``) columns instead, so that
+    nothing reads them as probabilities later.
     """
     if np.ndim(y_true) == 2:
         frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test})
@@ -481,12 +490,12 @@ def prediction_frame(name, fold, test, y_true, y_pred, proba, classes) -> pd.Dat
             frame[f"y_true[{label}]"] = np.asarray(y_true)[:, k]
             frame[f"y_pred[{label}]"] = np.asarray(y_pred)[:, k]
             if proba is not None:
-                frame[f"proba[{label}]"] = np.asarray(proba, dtype=float)[:, k]
+                frame[f"{SCORE_PREFIXES[probabilities]}[{label}]"] = np.asarray(proba, dtype=float)[:, k]
         return frame
     frame = pd.DataFrame({"Model": name, "Fold": fold, "SampleIndex": test, "y_true": y_true, "y_pred": y_pred})
     if proba is not None:
         for k, cls in enumerate(classes):
-            frame[f"proba_{cls}"] = proba[:, k]
+            frame[f"{SCORE_PREFIXES[probabilities]}_{cls}"] = proba[:, k]
     return frame
 
 

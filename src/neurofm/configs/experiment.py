@@ -462,8 +462,16 @@ class ExperimentConfig(BaseConfig):
             )
         if self.task == "multilabel":
             _check_multilabel(self.cv.stratify_bins)
-        # import cycle: estimators.classical imports adapt, which imports configs
-        from ..estimators.classical import check_estimator_task
+        from ..estimators.attentive_probe import check_probe_loss  # import cycle: it imports configs
+        from ..estimators.classical import check_estimator_task  # import cycle: classical imports adapt, then configs
+
+        for name, model in self.models.items():
+            head = getattr(model, "head", None)
+            if isinstance(head, AttentiveProbeConfig):
+                try:
+                    check_probe_loss(head.loss, self.task)
+                except ValueError as exc:
+                    raise ValueError(f"model {name!r}: {exc}") from None
 
         estimator_task = "classification" if self.task == "multilabel" else self.task
         # A classifier fitted on a regression target predicts only the values it saw (and the reverse fails

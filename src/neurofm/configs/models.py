@@ -273,15 +273,20 @@ class RidgeProbeConfig(BaseConfig):
     """A closed-form ridge probe as the head of a frozen backbone, its penalty chosen by inner CV.
 
     The embeddings are standardised with each training partition's
-    statistics; one singular value decomposition of them (and of each inner
-    training fold) gives the fit for every penalty of ``alphas``, and the
-    penalty with the smallest inner-CV squared error is kept (the larger
-    one on a tie). Inner folds are taken inside the outer training partition
-    only, never from its test windows. Classification regresses
-    class-indicator targets and predicts the class of the largest output;
-    regression regresses the target. Because nothing it decomposes depends
-    on the labels, a permutation test of this head is computed in closed
-    form from the same decompositions, with the scores a refit would give.
+    statistics. Their Gram matrix, summed over blocks of rows (features x
+    features; windows x windows when there are fewer windows than features),
+    and one eigendecomposition of it per partition and per inner training
+    fold give the fit for every penalty of ``alphas``; the penalty with the
+    smallest inner-CV squared error is kept (the larger one on a tie). Inner
+    folds are taken inside the outer training partition only, never from its
+    test windows. Classification regresses class-indicator targets and
+    predicts the class of the largest output; regression regresses the
+    target. The outputs are decision values, not probabilities: ``ece``,
+    ``brier`` and ``neg_log_loss`` are NaN for this head, and its
+    predictions table holds ``decision_<class>`` columns. Because nothing it
+    decomposes depends on the labels, a permutation test of this head is
+    computed in closed form from the same decompositions, with the scores a
+    refit would give.
 
     Parameters
     ----------
@@ -289,16 +294,22 @@ class RidgeProbeConfig(BaseConfig):
         The penalties to choose from (standardised features): default 19
         values from 1e-3 to 1e6, log-spaced.
     inner_splits : int
-        Folds of the inner cross-validation (shuffled K-folds seeded with the
-        experiment's ``random_state``; not stratified, so that they do not
-        depend on the labels). A training partition of fewer than
-        ``2 * inner_splits`` windows (a learning curve's small fraction) gets
-        ``n_windows // 2`` folds, at least 2.
+        Folds of the inner cross-validation (seeded with the experiment's
+        ``random_state``; not stratified, so that they do not depend on the
+        labels). With the experiment's groups (``cv.group_key``), no group is
+        on both sides of an inner split (shuffled group K-folds, as many as
+        there are groups at most); without, shuffled K-folds of windows. A
+        training partition of fewer than ``2 * inner_splits`` windows (a
+        learning curve's small fraction) gets ``n_windows // 2`` folds, at
+        least 2.
     class_weight : {"balanced"} | None
         Classification: ``"balanced"`` (default) scales each class's
-        indicator column so that every class weighs alike; ``None`` regresses
-        plain one-hot targets. A regression target has no classes: setting it
-        in a regression experiment is refused.
+        indicator column so that every class's targets sum alike (a rare
+        class pulls the fit as hard as a frequent one); ``None`` regresses
+        plain one-hot targets. This reweights the targets, not the windows:
+        window weights would make the decomposition depend on the labels,
+        and the closed-form permutation test with it. A regression target
+        has no classes: setting it in a regression experiment is refused.
 
     Examples
     --------
@@ -329,9 +340,10 @@ class AttentiveProbeConfig(BaseConfig):
     tokens apart is kept), lets ``n_queries`` learned queries attend over
     them (``torch.nn.MultiheadAttention`` after a ``LayerNorm``), averages
     the queries and maps the result to the classes (cross-entropy) or to the
-    target (squared error). It trains with AdamW on the training partition
-    only, less a validation share taken from it, and keeps the epoch of the
-    smallest validation loss. Its weights are initialised and its batches
+    target (squared error, or the Huber loss: ``loss``). It trains with AdamW
+    on the training partition only, less a validation share taken from it
+    (whole groups when the CV has a ``group_key``), and keeps the epoch of
+    the smallest validation loss. Its weights are initialised and its batches
     drawn with the experiment's ``random_state``. The pooling recorded in
     the result's artifacts is ``"attentive"`` (``head``/``pooling``).
 
@@ -357,12 +369,23 @@ class AttentiveProbeConfig(BaseConfig):
         Stop after this many epochs without a smaller validation loss;
         ``None`` trains ``max_epochs`` epochs (the best one is still kept).
     validation_fraction : float
-        Share of each training partition held out for validation
-        (stratified by class when every class has two windows); 0 trains on
-        all of it for ``max_epochs`` epochs and keeps the last.
+        Share of each training partition held out for validation (split by
+        group when the CV has a ``group_key``, else stratified by class when
+        every class has two windows); 0 trains on all of it for
+        ``max_epochs`` epochs and keeps the last.
     class_weight : {"balanced"} | None
         Classification: ``"balanced"`` weighs each class's loss inversely to
         its frequency in the training data. Ignored for regression.
+    loss : {"auto", "mse", "huber"}
+        The training (and validation) loss, as ``TrainerConfig.loss``.
+        ``"auto"``: cross-entropy for classification, binary cross-entropy
+        for multilabel, mean squared error for regression. ``"mse"`` and
+        ``"huber"`` (:class:`torch.nn.HuberLoss`, robust to outlying
+        targets) are regression losses, refused for the other tasks. Each
+        epoch of the training history names it (``"loss"``).
+    huber_delta : float
+        Where the Huber loss turns from quadratic to linear, in the target's
+        units (used with ``loss="huber"`` only).
 
     Examples
     --------
@@ -383,12 +406,24 @@ class AttentiveProbeConfig(BaseConfig):
     early_stopping_patience: int | None = Field(10, ge=1)
     validation_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     class_weight: Literal["balanced"] | None = "balanced"
+    loss: Literal["auto", "mse", "huber"] = "auto"
+    huber_delta: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _heads_divide_tokens(self) -> AttentiveProbeConfig:
         if self.token_dim is not None and self.token_dim % self.n_heads:
             raise ValueError(attentive_heads_refusal(self.n_heads, self.token_dim))
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_loss(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        # Left at their defaults, loss and huber_delta are not written: configs (and the keys of runs' records)
+        # read as before they existed, so earlier runs' records are resumed rather than recomputed.
+        for name in ("loss", "huber_delta"):
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 def attentive_heads_refusal(n_heads: int, token_dim: int, model_key: str | None = None) -> str:

@@ -18,13 +18,31 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from ..configs.models import attentive_heads_refusal
-from ..cv import label_combinations
+from ..configs.models import TrainerConfig, attentive_heads_refusal
+from ..cv import grouped_holdout, label_combinations
 from ..data import check_multilabel_targets
 from ..exceptions import ConfigError
 from .task_tags import TaskEstimator
 
-__all__ = ["AttentiveProbe"]
+__all__ = ["AttentiveProbe", "check_probe_loss"]
+
+
+def check_probe_loss(loss: str, task: str) -> None:
+    """Refuse a regression loss (``"mse"``, ``"huber"``) for a classification or multilabel probe.
+
+    Raises
+    ------
+    ConfigError
+        When ``loss`` is not ``"auto"`` and ``task`` is not ``"regression"``.
+    """
+    if loss == "auto" or task == "regression":
+        return
+    fix = (
+        "loss='auto' (binary cross-entropy per label)"
+        if task == "multilabel"
+        else "loss='auto' (cross-entropy), or set task='regression'"
+    )
+    raise ConfigError(f"AttentiveProbeConfig(loss={loss!r}) is a regression loss, and the task is {task}; use {fix}.")
 
 
 @functools.cache
@@ -59,10 +77,11 @@ class AttentiveProbe(TaskEstimator):
     follows, ``n_queries`` learned queries attend over the tokens, their
     outputs are averaged and a linear layer gives one output per class
     (cross-entropy), one per label for multilabel (binary cross-entropy,
-    ``BCEWithLogitsLoss``) or one for regression (squared error on the
-    standardised target). AdamW trains it on the training data less a
-    validation share taken from it; the weights of the epoch with the
-    smallest validation loss are kept.
+    ``BCEWithLogitsLoss``) or one for regression (on the standardised
+    target: squared error, or the Huber loss with ``loss="huber"``). AdamW
+    trains it on the training data less a validation share taken from it
+    (whole groups when :meth:`fit` is given ``groups``); the weights of the
+    epoch with the smallest validation loss are kept.
 
     Parameters
     ----------
@@ -91,12 +110,23 @@ class AttentiveProbe(TaskEstimator):
         Share of the training rows held out for validation (stratified by
         class when every class has two rows; multilabel: by each row's
         combination of labels, the rare ones pooled); 0: no validation, the
-        last epoch is kept.
+        last epoch is kept. With ``groups`` of at least two values given to
+        :meth:`fit`: the share of the groups, each group on one side only.
     class_weight : {"balanced"} | None
         Classification: weigh each class's loss inversely to its frequency.
         Multilabel: each label's ``pos_weight``, its negatives over its
         positives in the training rows (as ``trainer.class_weight`` sets it
         for the fine-tuner).
+    loss : {"auto", "mse", "huber"}
+        The training (and validation) loss, as ``TrainerConfig.loss`` names
+        it for the fine-tuner. ``"auto"``: cross-entropy for classification,
+        binary cross-entropy for multilabel, mean squared error for
+        regression. ``"mse"`` and ``"huber"`` (:class:`torch.nn.HuberLoss`,
+        robust to outlying targets) are regression losses, refused for the
+        other tasks.
+    huber_delta : float
+        Where the Huber loss turns from quadratic to linear, in the target's
+        units (used with ``loss="huber"`` only).
     random_state : int | None
         Seeds the initialisation, the validation split and the batches.
 
@@ -112,7 +142,9 @@ class AttentiveProbe(TaskEstimator):
     state_ : dict of str to ndarray
         The trained module's weights.
     history_ : list of dict
-        Per epoch: ``epoch``, ``train_loss``, ``val_loss`` (``None`` without validation).
+        Per epoch: ``epoch``, ``train_loss``, ``val_loss`` (``None`` without
+        validation) and ``loss``, the loss's name (``"cross_entropy"``,
+        ``"binary_cross_entropy"``, ``"mse"`` or ``"huber"``).
     best_epoch_ : int
         The epoch whose weights were kept.
     stopped_ : str
@@ -132,6 +164,8 @@ class AttentiveProbe(TaskEstimator):
         early_stopping_patience: int | None = 10,
         validation_fraction: float = 0.2,
         class_weight: str | None = "balanced",
+        loss: str = "auto",
+        huber_delta: float = 1.0,
         random_state: int | None = None,
     ):
         self.task = task
@@ -145,6 +179,8 @@ class AttentiveProbe(TaskEstimator):
         self.early_stopping_patience = early_stopping_patience
         self.validation_fraction = validation_fraction
         self.class_weight = class_weight
+        self.loss = loss
+        self.huber_delta = huber_delta
         self.random_state = random_state
 
     def __sklearn_tags__(self):
@@ -163,6 +199,11 @@ class AttentiveProbe(TaskEstimator):
     def _check_params(self) -> None:
         if self.task not in ("classification", "regression", "multilabel"):
             raise ConfigError(f"task={self.task!r}: use 'classification', 'regression' or 'multilabel'.")
+        if self.loss not in ("auto", "mse", "huber"):
+            raise ConfigError(f"loss={self.loss!r}: use 'auto', 'mse' or 'huber'.")
+        check_probe_loss(self.loss, self.task)
+        if not self.huber_delta > 0:
+            raise ConfigError(f"huber_delta={self.huber_delta!r}: use a positive number, in the target's units.")
         if self.token_dim % self.n_heads:
             raise ConfigError(attentive_heads_refusal(self.n_heads, self.token_dim))
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -181,9 +222,30 @@ class AttentiveProbe(TaskEstimator):
 
     # -- training -------------------------------------------------------------------
 
-    def fit(self, X, y) -> AttentiveProbe:
-        """Standardise the tokens, then train the pooling and the linear layer with early stopping."""
+    def fit(self, X, y, groups=None) -> AttentiveProbe:
+        """Standardise the tokens, then train the pooling and the linear layer with early stopping.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_windows, n_tokens * token_dim)
+            Each window's tokens, flattened.
+        y : array-like
+            The classes, the regression targets, or (multilabel) 0/1 of shape
+            (n_windows, n_labels).
+        groups : array-like of shape (n_windows,) | None
+            Each window's group (subject, recording). With at least two
+            groups the validation windows are whole groups, so that early
+            stopping is judged on groups the training never saw, as the
+            test windows will be; otherwise the split is by window.
+
+        Returns
+        -------
+        AttentiveProbe
+            The fitted probe.
+        """
         import torch  # heavy: import neurofm does not load torch
+
+        from ..training.finetune import loss_function, loss_name  # heavy: loads torch
 
         self._check_params()
         tokens = self._tokens(X)
@@ -193,7 +255,7 @@ class AttentiveProbe(TaskEstimator):
         self.n_tokens_ = tokens.shape[1]
         # multilabel: the validation rows stratified on each row's label combination (rare ones pooled)
         strata = y if classification else label_combinations(y, 2) if self.task == "multilabel" else None
-        train, val = self._split(strata, len(y))
+        train, val = self._split(strata, len(y), groups)
         self.mean_ = tokens[train].mean(axis=(0, 1))
         scale = tokens[train].std(axis=(0, 1))
         scale[scale == 0] = 1.0  # a constant feature carries nothing; left as it is rather than divided by zero
@@ -206,17 +268,15 @@ class AttentiveProbe(TaskEstimator):
             weight = None
             if self.class_weight == "balanced":
                 counts = np.bincount(targets[train].numpy(), minlength=n_outputs).astype(np.float32)
-                weight = torch.from_numpy(len(train) / (n_outputs * np.maximum(counts, 1.0)))
-            loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+                weight = len(train) / (n_outputs * np.maximum(counts, 1.0))
         elif self.task == "multilabel":
             self.classes_ = np.arange(y.shape[1])
             targets = torch.from_numpy(y.astype(np.float32))
             n_outputs = y.shape[1]
-            pos_weight = None
+            weight = None
             if self.class_weight == "balanced":  # a rare label's positives count as much as its negatives
                 positives = y[train].sum(axis=0)
-                pos_weight = torch.from_numpy(((len(train) - positives) / np.maximum(positives, 1)).astype(np.float32))
-            loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+                weight = ((len(train) - positives) / np.maximum(positives, 1)).astype(np.float32)
         else:
             self.classes_ = None
             values = y.astype(np.float64)
@@ -224,20 +284,28 @@ class AttentiveProbe(TaskEstimator):
             self.y_scale_ = float(values[train].std()) or 1.0
             targets = torch.from_numpy(((values - self.y_mean_) / self.y_scale_).astype(np.float32))[:, None]
             n_outputs = 1
-            loss_fn = torch.nn.MSELoss()
+            weight = None
+        # The probe learns the standardised target, and huber_delta is in the target's units: Huber with
+        # delta / scale on standardised residuals is the target-unit loss over scale**2, so the same minimiser.
+        delta = self.huber_delta / self.y_scale_ if self.classes_ is None else self.huber_delta
+        trainer = TrainerConfig(loss=self.loss, huber_delta=delta)  # the fine-tuner's losses, built in one place
+        loss_fn = loss_function(self.task, weight, "cpu", trainer)
         # fork_rng: the seed shapes this probe only, not the caller's global torch generator.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if self.random_state is None else int(self.random_state))
             module = _pooler_class()(self.token_dim, self.n_queries, self.n_heads, n_outputs)
-            self._train(module, inputs, targets, train, val, loss_fn)
+            self._train(module, inputs, targets, train, val, loss_fn, loss_name(self.task, trainer))
         return self
 
-    def _split(self, y: np.ndarray | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Training and validation rows, both from the rows given to fit."""
+    def _split(self, y: np.ndarray | None, n: int, groups=None) -> tuple[np.ndarray, np.ndarray]:
+        """Training and validation rows, both from the rows given to fit; whole groups when there are two."""
         rows = np.arange(n)
         n_val = int(round(self.validation_fraction * n))
         if n_val == 0 or n - n_val < 1:
             return rows, rows[:0]
+        grouped = None if groups is None else grouped_holdout(groups, self.validation_fraction, self.random_state)
+        if grouped is not None:  # as the fine-tuner splits
+            return grouped
         stratify = None
         if y is not None:
             _, counts = np.unique(y, return_counts=True)
@@ -246,7 +314,7 @@ class AttentiveProbe(TaskEstimator):
         train, val = train_test_split(rows, test_size=n_val, stratify=stratify, random_state=self.random_state)
         return np.sort(train), np.sort(val)
 
-    def _train(self, module, inputs, targets, train, val, loss_fn) -> None:
+    def _train(self, module, inputs, targets, train, val, loss_fn, loss_label: str) -> None:
         import torch  # heavy: import neurofm does not load torch
 
         optimizer = torch.optim.AdamW(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -262,7 +330,7 @@ class AttentiveProbe(TaskEstimator):
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
-            record = {"epoch": epoch, "train_loss": total / len(train), "val_loss": None}
+            record = {"epoch": epoch, "train_loss": total / len(train), "val_loss": None, "loss": loss_label}
             if len(val):
                 module.eval()
                 with torch.no_grad():

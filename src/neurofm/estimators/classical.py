@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone, is_classifier, is_regressor
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import ParameterGrid, StratifiedGroupKFold, StratifiedKFold
+from sklearn.multioutput import MultiOutputClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils import all_estimators
@@ -42,6 +43,7 @@ __all__ = [
     "TunedPipeline",
     "NAMED_ESTIMATORS",
     "NamedEstimator",
+    "PerLabelClassifier",
     "PYRIEMANN_ESTIMATORS",
     "WINDOW_LIBRARIES",
     "build_estimator",
@@ -54,6 +56,7 @@ __all__ = [
     "named_definition_version",
     "resolve_estimator_class",
     "standardised_head",
+    "takes_groups",
     "uses_randomness",
     "window_input",
 ]
@@ -221,6 +224,33 @@ def _learns_no_labels(step: Any) -> bool:
 def _candidate_label(candidate: dict[str, Any]) -> str:
     """One candidate of a grid as an artifact key: ``"csp__n_components=4"``, several joined by commas."""
     return ", ".join(f"{key}={value!r}" for key, value in sorted(candidate.items())) or "(no parameter)"
+
+
+def takes_groups(estimator) -> bool:
+    """Whether ``estimator.fit`` names a ``groups`` argument of its own (a tuned pipeline's inner CV keeps groups
+    apart). A plain pipeline's ``fit(X, y, **params)`` would route ``groups`` to a step: it gets none."""
+    try:
+        parameter = inspect.signature(estimator.fit).parameters.get("groups")
+    except (TypeError, ValueError):  # a fit without a signature Python can read
+        return False
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+
+
+class PerLabelClassifier(MultiOutputClassifier):
+    """One classifier per label of a multilabel task, each tuned with the experiment's groups kept apart.
+
+    scikit-learn's :class:`~sklearn.multioutput.MultiOutputClassifier`
+    passes a ``groups`` fit parameter to every label's estimator, but names
+    none itself, so an experiment would not know to give it: a tuned
+    pipeline's inner CV then mixed the windows of one subject across its
+    inner folds for multilabel targets alone.
+    """
+
+    def fit(self, X, Y, groups=None, sample_weight=None, **fit_params):
+        """Fit one clone of ``estimator`` per column of ``Y``; ``groups`` reaches those whose fit takes them."""
+        if groups is not None and takes_groups(self.estimator):
+            fit_params["groups"] = groups
+        return super().fit(X, Y, sample_weight=sample_weight, **fit_params)
 
 
 class TunedPipeline(Pipeline):

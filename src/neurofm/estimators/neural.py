@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 
 from ..adapt import (
@@ -38,6 +38,7 @@ from ..adapters import (
     resolve_targets,
 )
 from ..configs import NeuralFineTuneConfig
+from ..cv import grouped_holdout
 from ..data import check_multilabel_targets, prepare_inputs
 from ..devices import check_device, check_precision, deterministic_algorithms, resolve_device, resolve_precision
 from ..embed import warn_slow_precision
@@ -148,10 +149,10 @@ class TrainedNetwork:
         fraction = cfg.trainer.validation_fraction
         if fraction <= 0:
             return idx, idx[:0]
-        if groups is not None and len(np.unique(groups)) >= 2:
-            splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
-            train, val = next(splitter.split(idx, groups=np.asarray(groups)))
-        elif self.task == "classification" and np.bincount(y_index).min() >= 2:
+        grouped = None if groups is None else grouped_holdout(groups, fraction, self.random_state)
+        if grouped is not None:
+            return grouped
+        if self.task == "classification" and np.bincount(y_index).min() >= 2:
             splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=self.random_state)
             train, val = next(splitter.split(idx, y_index))
         else:

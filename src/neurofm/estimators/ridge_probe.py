@@ -1,13 +1,19 @@
 """A closed-form ridge probe on embeddings, and its permutation test from the same decompositions.
 
-The probe standardises the features on its training data, takes one singular
-value decomposition of them and of each inner training fold, and from those
-alone solves ridge for every penalty of its grid and every target: choosing
-the penalty by inner cross-validation costs a few small matrix products, not
-a refit per penalty. Nothing it decomposes depends on the labels (the inner
-folds are plain shuffled K-folds, not stratified), so the same decompositions
-serve every label permutation: :func:`ridge_permutation_scores` gives each
-permutation's scores as a refit would, from the very same computations.
+The probe standardises the features on its training data, takes one symmetric
+eigendecomposition of a Gram matrix of them and of each inner training fold,
+and from those alone solves ridge for every penalty of its grid and every
+target: choosing the penalty by inner cross-validation costs a few small
+matrix products, not a refit per penalty. Which Gram matrix depends on the
+shape of the training partition (:class:`RidgePath`): with at least as many
+windows as features, the ``(d, d)`` feature Gram ``Z'Z``, accumulated over
+chunks of rows so that no standardised copy of the embeddings is made; with
+fewer (flattened tokens), the ``(n, n)`` kernel ``ZZ'``. Nothing it
+decomposes depends on the labels (the inner folds are shuffled K-folds, or
+group K-folds when groups are given, never stratified), so the same
+decompositions serve every label permutation: :func:`ridge_permutation_scores`
+gives each permutation's scores as a refit would, from the very same
+computations.
 
 Permutations are solved in stacks: a fold's permutations' targets go through
 each product together, one matrix product per permutation inside one numpy
@@ -19,11 +25,11 @@ its own is a stack of one and runs the same code, which is why the bits agree
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 from sklearn.utils import ClassifierTags
 from sklearn.utils.validation import check_is_fitted
 
@@ -33,33 +39,137 @@ from .task_tags import TaskEstimator
 
 __all__ = ["RidgePath", "RidgeProbe", "ridge_permutation_scores"]
 
+#: Rows read at a time where the feature Gram streams over the training rows: 16 MB of float64 for
+#: 512-dimensional embeddings, whatever the number of windows.
+CHUNK_ROWS = 4096
+
 
 @dataclass
-class _Decomposition:
-    """One set of training rows: its standardisation and the thin SVD of the standardised rows."""
+class _Basis:
+    """One set of training rows: its standardisation and an eigenbasis of the standardised rows.
 
-    mean: np.ndarray
-    scale: np.ndarray
-    left: np.ndarray  # U, (n, r)
-    singular: np.ndarray  # s, (r,)
-    right: np.ndarray  # V^T, (r, d)
+    ``components`` (r, d) and ``eigenvalues`` (r,) are such that a ridge
+    fit's coefficients in the basis are ``diag(1 / (eigenvalues + alpha))``
+    times the centred targets carried into it: the eigenvectors ``V'`` of
+    ``Z'Z`` (r = d), or ``U'Z`` with ``U`` the eigenvectors of ``ZZ'`` (r = n,
+    the right singular vectors scaled by their singular values). No
+    singular value is ever divided by: a null direction gets a zero
+    coefficient rather than a NaN.
+    """
 
-    @classmethod
-    def of(cls, X: np.ndarray) -> _Decomposition:
-        mean = X.mean(axis=0)
-        scale = X.std(axis=0)
-        scale[scale == 0] = 1.0  # a constant feature carries nothing; left as it is rather than divided by zero
-        left, singular, right = np.linalg.svd((X - mean) / scale, full_matrices=False)
-        return cls(mean, scale, left, singular, right)
+    mean: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,)
+    components: np.ndarray  # (r, d)
+    eigenvalues: np.ndarray  # (r,), at least 0
 
     def project(self, X: np.ndarray) -> np.ndarray:
-        """Rows standardised with the training statistics, in the basis of the right singular vectors."""
-        return ((X - self.mean) / self.scale) @ self.right.T
+        """Rows standardised with the training statistics, in the basis: ``(n_rows, r)``."""
+        return ((X - self.mean) / self.scale) @ self.components.T
 
     def shrink(self, alphas: np.ndarray) -> np.ndarray:
-        """``s / (s^2 + alpha)`` for each penalty: ``(n_alphas, r)``."""
-        s = self.singular
-        return s / (s**2 + np.asarray(alphas, dtype=float)[:, None])
+        """``1 / (e + alpha)`` for each penalty: ``(n_alphas, r)``."""
+        return 1.0 / (self.eigenvalues + np.asarray(alphas, dtype=float)[:, None])
+
+
+def _scale(variance: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
+    """Standard deviations, 1 for a feature constant up to round-off (scikit-learn's ``StandardScaler`` rule).
+
+    A constant feature carries nothing: it is left as it is rather than divided by a deviation that is only
+    the rounding of its mean.
+    """
+    eps = np.finfo(np.float64).eps
+    # A variance from a Gram less its mean correction can round to just below 0 for a constant feature.
+    variance = np.maximum(variance, 0.0)
+    scale = np.sqrt(variance)
+    scale[variance <= n * eps * variance + (n * mean * eps) ** 2] = 1.0
+    return scale
+
+
+def _eigen(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (negative round-off clipped to 0) and eigenvectors (columns) of a symmetric Gram matrix."""
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    return np.maximum(eigenvalues, 0.0), vectors
+
+
+def _rows(X: np.ndarray, index: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``index`` of ``X`` as a fresh float64 array, less ``shift`` (in place: indexing already copied)."""
+    rows = np.asarray(X[index], dtype=np.float64)
+    if shift is not None:
+        rows -= shift
+    return rows
+
+
+def _chunks(index: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(index), CHUNK_ROWS):
+        yield index[start : start + CHUNK_ROWS]
+
+
+def _columns(targets: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each set's targets of windows ``index``, C-contiguous: ``targets[:, :, index]`` is laid out index first,
+    and a sum along a strided axis is added in another order than along a contiguous one, so the bits would
+    depend on the stack's size."""
+    return np.ascontiguousarray(np.take(targets, index, axis=2))
+
+
+def _kernel_basis(rows: np.ndarray) -> tuple[_Basis, np.ndarray]:
+    """Standardise ``rows`` (a fresh float64 array, overwritten) and decompose their kernel ``ZZ'``.
+
+    Returns the basis and the kernel's eigenvectors ``U`` (n, n), which carry targets into it.
+    """
+    n = len(rows)
+    mean = rows.mean(axis=0)
+    rows -= mean
+    scale = _scale(np.einsum("ij,ij->j", rows, rows) / n, mean, n)
+    rows /= scale
+    eigenvalues, left = _eigen(rows @ rows.T)
+    return _Basis(mean, scale, left.T @ rows, eigenvalues), left
+
+
+@dataclass
+class _Block:
+    """One inner test fold's rows and their sums about the partition's mean ``mu``."""
+
+    rows: np.ndarray  # sorted, so that chunks read the embeddings in order
+    deviation: np.ndarray  # sum of (x - mu), (d,)
+    scatter: np.ndarray | None  # sum of (x - mu)(x - mu)', (d, d); dropped once the Grams are made
+
+
+@dataclass
+class _GramSet:
+    """A set of blocks (an inner training fold, or the whole partition) and its standardised feature Gram's basis.
+
+    ``shift`` is the set's mean less the partition's ``mu``: sums about ``mu`` become sums about the set's
+    own mean by ``sum_A (x - m_A)(x - m_A)' = sum_A (x - mu)(x - mu)' - n_A (m_A - mu)(m_A - mu)'``.
+    """
+
+    blocks: list[int]
+    n: int
+    shift: np.ndarray
+    basis: _Basis
+    test: int | None = None  # the block an inner fold tests on
+    test_gram: np.ndarray | None = None  # P'P of the test rows P in the basis, (r, r)
+
+
+def _gram_set(blocks: list[_Block], chosen: list[int], mu: np.ndarray) -> _GramSet:
+    """The standardisation and feature-Gram eigenbasis of the rows of ``chosen`` blocks, from their sums alone."""
+    n = sum(len(blocks[b].rows) for b in chosen)
+    shift = sum(blocks[b].deviation for b in chosen) / n
+    scatter = sum(blocks[b].scatter for b in chosen) - n * np.outer(shift, shift)
+    mean = mu + shift
+    scale = _scale(np.diag(scatter) / n, mean, n)
+    eigenvalues, vectors = _eigen(scatter / scale[:, None] / scale[None, :])
+    return _GramSet(chosen, n, shift, _Basis(mean, scale, np.ascontiguousarray(vectors.T), eigenvalues))
+
+
+def _test_gram(fold: _GramSet, block: _Block) -> np.ndarray:
+    """``P'P`` for the test block's rows standardised with the fold's statistics, in the fold's basis."""
+    deviation, shift, n_test = block.deviation, fold.shift, len(block.rows)
+    about_fold = (
+        block.scatter - np.outer(deviation, shift) - np.outer(shift, deviation) + n_test * np.outer(shift, shift)
+    )
+    standardised = about_fold / fold.basis.scale[:, None] / fold.basis.scale[None, :]
+    components = fold.basis.components
+    return components @ standardised @ components.T
 
 
 class RidgePath:
@@ -72,20 +182,53 @@ class RidgePath:
     gets alone (one wide product over all sets would not promise that: BLAS may
     sum a wide and a narrow product's terms in different orders).
 
+    The decompositions are of whichever Gram matrix is smaller. With ``n >= d``
+    (embeddings: many windows, a few hundred features) each inner test fold's
+    rows are summed once, in chunks of :data:`CHUNK_ROWS`, about the
+    partition's mean (their sum and scatter); every inner training fold's and
+    the partition's centred Gram ``Z'Z`` (d, d) follow from those sums, each
+    with its own standardisation, and each takes one ``eigh``. Solving a stack
+    reads the rows again, in the same chunks, for the per-block products of the
+    targets with the rows; nothing of size ``(n, d)`` or ``(n, r)`` is kept,
+    and the features are held by reference. With ``n < d`` (flattened tokens:
+    fewer windows than features) each set of rows is standardised and its
+    kernel ``ZZ'`` (n, n) takes one ``eigh``: the same fits as a singular value
+    decomposition of ``Z``.
+
     Parameters
     ----------
     X : ndarray, shape (n, d)
-        The training partition's features.
+        The training partition's features (not copied; any float dtype, read
+        in float64).
     inner_splits : int
         Folds of the inner cross-validation that chooses the penalty; fewer
         (``n_windows // 2``, at least 2) for fewer than ``2 * inner_splits``
-        windows.
+        windows, and no more than the number of groups when grouped.
     random_state : int | None
         Seeds the inner folds' shuffle.
+    groups : ndarray, shape (n,), optional
+        Each window's group (subject). With two groups or more, the inner folds
+        are group K-folds (shuffled, seeded by ``random_state``): no group has
+        windows on both sides of an inner split, so the penalty is chosen for
+        unseen groups, as the outer folds test it. Otherwise shuffled K-folds.
+        Either way the folds do not depend on the labels.
+
+    Attributes
+    ----------
+    n_splits : int
+        The inner folds.
+    kernel : bool
+        Whether the decompositions are of the kernel (``n < d``) rather than
+        of the feature Gram.
+    inner : list of tuple
+        Per inner fold, ``(train, test, ...)``: its row indices first.
+    full : _Basis
+        The partition's standardisation (``mean``, ``scale``) and basis
+        (``components``, (r, d)), as a fitted probe holds them.
     """
 
-    def __init__(self, X: np.ndarray, inner_splits: int, random_state: int | None):
-        X = np.asarray(X, dtype=np.float64)
+    def __init__(self, X: np.ndarray, inner_splits: int, random_state: int | None, groups: np.ndarray | None = None):
+        X = np.asarray(X)
         # A small training partition (a learning curve's smallest fraction) gets fewer inner folds, each of two
         # windows at least, rather than a failed fold.
         self.n_splits = min(inner_splits, len(X) // 2)
@@ -94,20 +237,60 @@ class RidgePath:
                 f"The ridge probe's inner cross-validation needs at least 4 training windows (2 folds of 2), got "
                 f"{len(X)}; give it more training windows."
             )
-        self.full = _Decomposition.of(X)
-        folds = KFold(self.n_splits, shuffle=True, random_state=random_state).split(X)
+        n_groups = 0 if groups is None else len(np.unique(groups))
+        if n_groups >= 2:
+            self.n_splits = min(self.n_splits, n_groups)
+            folds = GroupKFold(self.n_splits, shuffle=True, random_state=random_state).split(X, groups=groups)
+        else:  # one group only (a partition of one subject) cannot be split by group
+            folds = KFold(self.n_splits, shuffle=True, random_state=random_state).split(X)
+        folds = list(folds)
+        self.kernel = len(X) < X.shape[1]
+        if self.kernel:
+            self._kernel_init(X, folds)
+        else:
+            self._gram_init(X, folds)
+
+    def _kernel_init(self, X: np.ndarray, folds: list) -> None:
+        self.full, self._left = _kernel_basis(np.array(X, dtype=np.float64))
         self.inner = []
         for train, test in folds:
-            decomposition = _Decomposition.of(X[train])
-            projected = decomposition.project(X[test])
-            self.inner.append((train, test, decomposition, projected, projected.T @ projected))
+            basis, left = _kernel_basis(_rows(X, train))
+            projected = basis.project(_rows(X, test))
+            self.inner.append((train, test, basis, left, projected, projected.T @ projected))
+
+    def _gram_init(self, X: np.ndarray, folds: list) -> None:
+        self._X = X
+        n, d = X.shape
+        total = np.zeros(d)
+        for start in range(0, n, CHUNK_ROWS):
+            total += np.asarray(X[start : start + CHUNK_ROWS], dtype=np.float64).sum(axis=0)
+        self._mu = total / n  # every sum below is about it: rows far from the origin lose no digits
+        self._blocks = []
+        for _, test in folds:
+            block = _Block(np.sort(test), np.zeros(d), np.zeros((d, d)))
+            for index in _chunks(block.rows):
+                rows = _rows(X, index, self._mu)
+                block.deviation += rows.sum(axis=0)
+                block.scatter += rows.T @ rows
+                del rows  # else the next chunk is read while this one is still held: two chunks' memory
+            self._blocks.append(block)
+        everything = list(range(len(folds)))
+        self._full = _gram_set(self._blocks, everything, self._mu)
+        self.full = self._full.basis
+        self.inner = []
+        for b, (train, test) in enumerate(folds):
+            fold = _gram_set(self._blocks, [c for c in everything if c != b], self._mu)
+            fold.test, fold.test_gram = b, _test_gram(fold, self._blocks[b])
+            self.inner.append((train, test, fold))
+        for block in self._blocks:
+            block.scatter = None  # only the Grams above needed it: (d, d) per block is not kept
 
     def solve(self, targets: np.ndarray, alphas: Sequence[float]) -> tuple[float, np.ndarray, np.ndarray]:
         """The penalty the inner folds choose for ``targets`` and the fit with it on the whole partition.
 
         The penalty minimises the squared error summed over the inner test
         folds (on a tie, the larger penalty). Returns ``(alpha, coef, offset)``:
-        predictions are ``project(X) @ coef + offset``. ``targets`` is
+        predictions are ``full.project(X) @ coef + offset``. ``targets`` is
         ``(n,)`` or ``(n, n_outputs)``; this is :meth:`solve_stack` on a stack of one.
         """
         targets = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
@@ -129,63 +312,105 @@ class RidgePath:
         alphas : ndarray, shape (n_sets,)
             Each set's penalty.
         coefs : ndarray, shape (n_sets, r, n_outputs)
-            Each set's fit in the basis of ``full.right`` (C-contiguous per set).
+            Each set's fit in the basis of ``full.components`` (C-contiguous per set).
         offsets : ndarray, shape (n_sets, n_outputs)
             Each set's intercepts.
         """
         alphas = np.asarray(alphas, dtype=float)
-        errors = np.zeros((len(targets), len(alphas)))
-        for train, test, decomposition, projected, gram in self.inner:
-            errors += _inner_errors(decomposition, projected, gram, targets[:, :, train], targets[:, :, test], alphas)
+        if self.kernel:
+            errors, rotated, offsets = self._kernel_stack(targets, alphas)
+        else:
+            errors, rotated, offsets = self._gram_stack(targets, alphas)
         # Larger penalties last in the grid order below: the reversed argmin keeps the largest of equal errors.
         order = np.argsort(alphas, kind="stable")
         best = order[len(order) - 1 - np.argmin(errors[:, order][:, ::-1], axis=1)]
-        coefs, offsets = _fit_stack(self.full, targets, alphas[best])
-        return alphas[best], coefs, offsets
+        coefs = self.full.shrink(alphas[best])[:, None, :] * rotated
+        # C-contiguous (r, k) per set, like a fitted probe's coef_: the output products then read the same layout.
+        return alphas[best], np.ascontiguousarray(coefs.transpose(0, 2, 1)), offsets
+
+    def _kernel_stack(self, targets: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Inner errors ``(n_sets, n_alphas)``, the partition's rotated targets ``(n_sets, k, r)`` and offsets."""
+        errors = np.zeros((len(targets), len(alphas)))
+        for train, test, basis, left, projected, gram in self.inner:
+            offset, rotated = _centred_rotation(left, _columns(targets, train))
+            correlation = (_columns(targets, test) - offset[:, :, None]) @ projected  # one (k, n_test) @ (n_test, r)
+            errors += _inner_errors(basis.shrink(alphas), rotated, correlation, gram)
+        offsets, rotated = _centred_rotation(self._left, targets)
+        return errors, rotated, offsets
+
+    def _gram_stack(self, targets: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_kernel_stack` from per-block sums of the targets and their products with the rows.
+
+        With ``y`` the targets less their partition mean ``m`` (per set), each
+        block's ``sum (x - mu)(y)'`` and ``sum y`` give every fold's
+        ``Z'(y - m_fold)`` and the test rows' ``P'(y - m_fold)`` by the same
+        mean corrections as the Grams; each set's product with the rows is one
+        ``(k, rows) @ (rows, d)`` per chunk.
+        """
+        mean = targets.mean(axis=2)  # along contiguous rows: each set's own, whatever the stack
+        n_sets, k, _ = targets.shape
+        products, sums = [], []
+        for block in self._blocks:
+            product, total = np.zeros((n_sets, k, len(self._mu))), np.zeros((n_sets, k))
+            for index in _chunks(block.rows):
+                centred = _columns(targets, index) - mean[:, :, None]
+                product += centred @ _rows(self._X, index, self._mu)
+                total += centred.sum(axis=2)
+            products.append(product)
+            sums.append(total)
+        errors = np.zeros((n_sets, len(alphas)))
+        for _, _, fold in self.inner:
+            shift, rotated = _gram_rotation(fold, products, sums)
+            block, b = self._blocks[fold.test], fold.test
+            # The test rows' sum of (x - m_fold)(y - mean_fold)' from the block's sums about (mu, m).
+            about_fold = (
+                products[b]
+                - shift[:, :, None] * block.deviation
+                - sums[b][:, :, None] * fold.shift
+                + len(block.rows) * shift[:, :, None] * fold.shift
+            )
+            correlation = (about_fold / fold.basis.scale) @ fold.basis.components.T
+            errors += _inner_errors(fold.basis.shrink(alphas), rotated, correlation, fold.test_gram)
+        shift, rotated = _gram_rotation(self._full, products, sums)
+        return errors, rotated, mean + shift
 
 
-def _centred_rotation(decomposition: _Decomposition, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each set's output means ``(n_sets, k)`` and its centred targets in the left singular basis ``(n_sets, k, r)``.
+def _gram_rotation(fold: _GramSet, products: list, sums: list) -> tuple[np.ndarray, np.ndarray]:
+    """A set of blocks' target mean less the partition's ``(n_sets, k)`` and its ``Z'y`` in its basis ``(n_sets, k, r)``.
+
+    Summed block by block in a fixed order, elementwise: no sum depends on how many sets the stack holds.
+    """
+    shift = sum(sums[b] for b in fold.blocks) / fold.n
+    about_fold = sum(products[b] for b in fold.blocks) - fold.n * shift[:, :, None] * fold.shift
+    return shift, (about_fold / fold.basis.scale) @ fold.basis.components.T
+
+
+def _centred_rotation(left: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each set's output means ``(n_sets, k)`` and its centred targets in the kernel's eigenbasis ``(n_sets, k, r)``.
 
     The means run along contiguous rows and the product is one ``(k, n) @ (n, r)`` per set: neither depends on how
     many sets the stack holds.
     """
     offset = targets.mean(axis=2)
-    return offset, (targets - offset[:, :, None]) @ decomposition.left
+    return offset, (targets - offset[:, :, None]) @ left
 
 
-def _inner_errors(
-    decomposition: _Decomposition,
-    projected: np.ndarray,
-    gram: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    alphas: np.ndarray,
-) -> np.ndarray:
+def _inner_errors(shrink: np.ndarray, rotated: np.ndarray, correlation: np.ndarray, gram: np.ndarray) -> np.ndarray:
     """One inner fold's squared test error for each set (rows) and penalty (columns), less a per-set constant.
 
-    With ``P`` the test rows projected (``projected``, ``gram = P'P``), ``c``
-    a penalty's coefficients and ``e`` the test targets less the training
-    mean, the error is ``|Pc - e|^2 = c'(P'P)c - 2(P'e)'c + |e|^2``. The last
-    term is the same for every penalty and is left out: the products then run
-    over the ``r`` components instead of the test windows, and need no
+    With ``P`` the test rows in the fold's basis (``gram = P'P``), ``c`` a
+    penalty's coefficients (``shrink * rotated``) and ``e`` the test targets
+    less the training mean (``correlation = (P'e)'``), the error is
+    ``|Pc - e|^2 = c'(P'P)c - 2(P'e)'c + |e|^2``. The last term is the same
+    for every penalty and is left out: the products then run over the ``r``
+    components instead of the test windows, and need no
     ``(n_alphas, n_test)`` outputs per set.
     """
-    offset, rotated = _centred_rotation(decomposition, train)
     n_sets, k, r = rotated.shape
-    coefs = decomposition.shrink(alphas)[None, :, None, :] * rotated[:, None]  # (n_sets, n_alphas, k, r)
-    correlation = (test - offset[:, :, None]) @ projected  # (P'e)' per set: one (k, n_test) @ (n_test, r) product
+    coefs = shrink[None, :, None, :] * rotated[:, None]  # (n_sets, n_alphas, k, r)
     # Every penalty's c'(P'P) for one set in one (n_alphas * k, r) @ (r, r) product.
-    spread = (coefs.reshape(n_sets, len(alphas) * k, r) @ gram).reshape(coefs.shape)
-    return (coefs * (spread - 2.0 * correlation[:, None])).reshape(n_sets, len(alphas), -1).sum(axis=2)
-
-
-def _fit_stack(decomposition: _Decomposition, targets: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each set's fit on the whole partition with its own penalty: coefficients ``(n_sets, r, k)`` and offsets."""
-    offset, rotated = _centred_rotation(decomposition, targets)
-    coefs = decomposition.shrink(alphas)[:, None, :] * rotated
-    # C-contiguous (r, k) per set, like a fitted probe's coef_: the output products then read the same layout.
-    return np.ascontiguousarray(coefs.transpose(0, 2, 1)), offset
+    spread = (coefs.reshape(n_sets, len(shrink) * k, r) @ gram).reshape(coefs.shape)
+    return (coefs * (spread - 2.0 * correlation[:, None])).reshape(n_sets, len(shrink), -1).sum(axis=2)
 
 
 def _target_stack(labels: np.ndarray, classes: np.ndarray | None, class_weight: str | None) -> np.ndarray:
@@ -219,7 +444,11 @@ class RidgeProbe(TaskEstimator):
     label's output exceeds 0.5; its outputs are the labels' scores
     (:meth:`decision_function`; there is no ``predict_proba``: the outputs are
     not probabilities). The features are standardised with the training
-    data's statistics. The penalty minimises the squared error of the
+    data's statistics (a feature constant up to round-off is left unscaled,
+    as scikit-learn's ``StandardScaler`` leaves it); the fit is exact ridge,
+    solved from one eigendecomposition of the standardised features' Gram
+    matrix (feature Gram or kernel, whichever is smaller:
+    :class:`RidgePath`). The penalty minimises the squared error of the
     outputs on the inner test folds, summed over them and over the outputs
     (multilabel: the mean over labels of each label's squared error, a Brier
     score of its 0/1 target, gives the same choice).
@@ -232,8 +461,11 @@ class RidgeProbe(TaskEstimator):
         Penalties to choose from (on standardised features).
     inner_splits : int
         Folds of the inner cross-validation inside the training data. They are
-        shuffled K-folds, not stratified, so that they do not depend on the
-        labels: :func:`ridge_permutation_scores` relies on it.
+        shuffled K-folds, or group K-folds when :meth:`fit` gets ``groups``
+        (an experiment with groups, e.g. subject-wise outer folds, passes
+        them: no subject is then on both sides of an inner split). Never
+        stratified, so that they do not depend on the labels:
+        :func:`ridge_permutation_scores` relies on it.
     class_weight : {"balanced"} | None
         Classification only: ``None`` regresses plain one-hot targets. Regression
         and multilabel ignore it.
@@ -249,7 +481,11 @@ class RidgeProbe(TaskEstimator):
     mean_, scale_ : ndarray, shape (d,)
         The training data's standardisation.
     components_ : ndarray, shape (r, d)
-        Right singular vectors of the standardised training data.
+        The basis of the fit: with at least as many training windows as
+        features, the eigenvectors of the standardised features' Gram matrix
+        (r = d); with fewer, the right singular vectors scaled by their
+        singular values (r = n). Predictions are
+        ``((X - mean_) / scale_) @ components_.T @ coef_ + offset_``.
     coef_ : ndarray, shape (r, n_outputs)
         The fit in the basis of ``components_``; ``offset_`` its intercept.
     """
@@ -268,13 +504,27 @@ class RidgeProbe(TaskEstimator):
         self.class_weight = class_weight
         self.random_state = random_state
 
-    def path(self, X) -> RidgePath:
+    def path(self, X, groups=None) -> RidgePath:
         """The label-free part of :meth:`fit` on ``X`` (shared by every target fitted on it)."""
-        return RidgePath(X, self.inner_splits, self.random_state)
+        return RidgePath(X, self.inner_splits, self.random_state, groups=groups)
 
-    def fit(self, X, y) -> RidgeProbe:
-        """Standardise, decompose, choose the penalty by inner CV and fit on all of ``X``."""
-        return self.fit_path(self.path(X), y)
+    def fit(self, X, y, groups=None) -> RidgeProbe:
+        """Standardise, decompose, choose the penalty by inner CV and fit on all of ``X``.
+
+        Parameters
+        ----------
+        X : array-like, shape (n, d)
+        y : array-like, shape (n,) or (n, n_labels)
+        groups : array-like, shape (n,), optional
+            Each window's group: with two groups or more the inner folds keep
+            groups apart (:class:`RidgePath`).
+
+        Returns
+        -------
+        RidgeProbe
+            This probe, fitted.
+        """
+        return self.fit_path(self.path(X, groups), y)
 
     def fit_path(self, path: RidgePath, y) -> RidgeProbe:
         """:meth:`fit` with the decompositions of ``X`` already made (``path = self.path(X)``)."""
@@ -326,7 +576,7 @@ class RidgeProbe(TaskEstimator):
         self.classes_ = classes
         self.alpha_, self.coef_, self.offset_ = float(alpha), coef, offset
         # Plain arrays, so that the fitted probe is written and read back as a linear head (safetensors + JSON).
-        self.mean_, self.scale_, self.components_ = path.full.mean, path.full.scale, path.full.right
+        self.mean_, self.scale_, self.components_ = path.full.mean, path.full.scale, path.full.components
         self.n_features_in_ = self.components_.shape[1]
         return self
 
@@ -339,7 +589,7 @@ class RidgeProbe(TaskEstimator):
 
     def _outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
-        # The operations of _Decomposition.project, in its order: closed-form permutations reproduce them exactly.
+        # The operations of _Basis.project, in its order: closed-form permutations reproduce them exactly.
         projected = ((np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_) @ self.components_.T
         return projected @ self.coef_ + self.offset_
 
@@ -366,6 +616,7 @@ def ridge_permutation_scores(
     permuted: Sequence[np.ndarray],
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     scorer,
+    groups: np.ndarray | None = None,
 ) -> list[dict[str, float]]:
     """Each permutation's mean fold scores, from one set of decompositions per fold.
 
@@ -387,6 +638,9 @@ def ridge_permutation_scores(
     scorer : callable
         ``scorer(fitted_probe, outputs, test, y) -> dict[str, float]``: one
         fold's scores from the fitted probe's outputs on the test windows.
+    groups : ndarray, shape (n,), optional
+        Each window's group, as a refit gets those of its training windows:
+        the inner folds are then grouped alike.
 
     Returns
     -------
@@ -398,7 +652,7 @@ def ridge_permutation_scores(
     per_permutation: list[dict[str, list[float]]] = [{} for _ in permuted]
     labels = np.stack([np.asarray(y) for y in permuted])
     for train, test in splits:
-        path = probe.path(features[train])
+        path = probe.path(features[train], None if groups is None else np.asarray(groups)[train])
         projected = path.full.project(np.asarray(features[test], dtype=np.float64))
         for rows, classes, chosen, coefs, offsets in probe.fit_sets(path, labels[:, train]):
             # One (n_test, r) @ (r, k) product per permutation, as a fitted probe's _outputs makes it.

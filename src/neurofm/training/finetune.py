@@ -36,7 +36,7 @@ from .loop import (
 )
 from .steps import OptimizerSteps, warmup_cosine
 
-__all__ = ["TrainingOutcome", "predict_network", "train_network"]
+__all__ = ["TrainingOutcome", "loss_function", "loss_name", "predict_network", "train_network"]
 
 
 @dataclass
@@ -211,7 +211,7 @@ def train_network(
             accumulation=trainer.grad_accumulation,
             after_update=step_hook,
         )
-        loss_fn = _loss_function(task, class_weights, device_name, trainer)
+        loss_fn = loss_function(task, class_weights, device_name, trainer)
         epochs = _Epochs(net, X_t, y_t, generator, loss_fn, task, trainer.batch_size, device_name, device.precision)
         best = BestCheckpoint(
             checkpoints.monitor,
@@ -315,7 +315,7 @@ def loss_name(task: str, trainer: TrainerConfig) -> str:
     return trainer.loss
 
 
-def _loss_function(task: str, class_weights: np.ndarray | None, device_name: str, trainer: TrainerConfig):
+def loss_function(task: str, class_weights: np.ndarray | None, device_name: str, trainer: TrainerConfig):
     name = loss_name(task, trainer)
     if name == "huber":
         return torch.nn.HuberLoss(delta=trainer.huber_delta)
