@@ -34,7 +34,9 @@ def matrix_table(result: ExperimentResult, metric: str) -> pd.DataFrame:
         }
         for other in ("roc_auc", "ece"):
             if (model, other) in summary.index:
-                row[other] = f"{summary.loc[(model, other), 'mean']:.3f}"
+                value = summary.loc[(model, other), "mean"]
+                # NaN: a calibration metric of a model without probabilities (the ridge probe's decision values)
+                row[other] = "n/a" if pd.isna(value) else f"{value:.3f}"
         rows.append(row)
     table = pd.DataFrame(rows).set_index("model")
     sweeps = result.get_sweep_scores(average=True)
