@@ -396,14 +396,14 @@ class ExperimentRun:
             decisive["head_definition"] = HEAD_DEFINITION
         # A tuned pipeline's inner CV keeps the experiment's groups apart (it mixed them before): records of
         # grouped runs are recomputed; runs without groups split as before and keep theirs.
-        # (A multilabel task's per-label tuned pipelines too, since the second part of issue 25.)
+        # So do a multilabel task's per-label tuned pipelines and the probes' inner CV (ridge) and validation split
+        # (attentive), grouped since the second part of issue 25.
         tuned = model.estimator.estimator if isinstance(model.estimator, PerLabelClassifier) else model.estimator
-        if cfg.cv.group_key and isinstance(tuned, TunedPipeline) and tuned.param_grid:
-            decisive["inner_cv"] = "grouped"
-        # So do the probes' inner CV (ridge) and validation split (attentive), grouped since the second part of
-        # issue 25.
         head = getattr(model.config, "head", None)
-        if cfg.cv.group_key and isinstance(head, (RidgeProbeConfig, AttentiveProbeConfig)):
+        grouped_inside = (isinstance(tuned, TunedPipeline) and tuned.param_grid) or isinstance(
+            head, (RidgeProbeConfig, AttentiveProbeConfig)
+        )
+        if cfg.cv.group_key and grouped_inside:
             decisive["inner_cv"] = "grouped"
         # A ridge probe's outputs were once scored as probabilities where they looked like ones (ece, brier):
         # its records are recomputed, now that they are decision values wherever they are read.

@@ -91,6 +91,8 @@ CALIBRATION_BINS = 15
 #: The prediction table's column prefix of class (label) scores: probabilities, or decision values standing in
 #: for them (a model without ``predict_proba``), so that nothing reads decision values as probabilities.
 SCORE_PREFIXES = {True: "proba", False: "decision"}
+#: The prediction table's class-score column names start with one of these (``proba_left``, ``decision_left``).
+SCORE_COLUMN_STARTS = tuple(f"{prefix}_" for prefix in SCORE_PREFIXES.values())
 
 
 def _roc_auc(y_true, y_pred, proba, classes):

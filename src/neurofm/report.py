@@ -14,7 +14,7 @@ import yaml
 from sklearn.metrics import confusion_matrix, roc_curve
 
 from .group_scores import score_columns
-from .metrics import CALIBRATION_BINS, reliability_bins
+from .metrics import CALIBRATION_BINS, SCORE_COLUMN_STARTS, reliability_bins
 from .policy import load_yaml
 from .results import ExperimentResult, first_seed
 from .utils.files import atomic_write
@@ -99,7 +99,7 @@ def _confusion_figure(result: ExperimentResult) -> str | None:
     import matplotlib.pyplot as plt  # heavy: neurofm --help loads this module, not matplotlib
 
     preds = first_seed(result.predictions)  # one prediction per window and fold, as the captions say
-    if not any(c.startswith(("proba_", "decision_")) for c in preds.columns):
+    if not any(c.startswith(SCORE_COLUMN_STARTS) for c in preds.columns):
         return None
     models = list(dict.fromkeys(preds["Model"]))
     classes = np.unique(preds["y_true"].astype(str))

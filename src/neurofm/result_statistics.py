@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .group_scores import score_columns
-from .metrics import score_all
+from .metrics import SCORE_COLUMN_STARTS, score_all
 
 __all__ = ["Comparison", "chance_table", "label_blind_scores", "score_warnings"]
 
@@ -31,7 +31,7 @@ def label_blind_scores(predictions: pd.DataFrame, metrics: list[str]) -> dict[st
     the targets (R2 0, MAE and RMSE of the spread).
     """
     y_true = predictions["y_true"].to_numpy()
-    proba_columns = [c for c in predictions.columns if c.startswith(("proba_", "decision_"))]
+    proba_columns = [c for c in predictions.columns if c.startswith(SCORE_COLUMN_STARTS)]
     # Regression targets are numbers and have no probability columns; a classifier's may lack them too (no
     # predict_proba), so the labels' type decides, not the columns.
     if not proba_columns and y_true.dtype.kind in "fc":
