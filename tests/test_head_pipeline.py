@@ -107,3 +107,17 @@ def test_records_of_bare_heads_and_ungrouped_inner_splits_are_not_served_for_the
     tuned = ClassicalModelConfig(estimator="bandpower_lr")
     assert "inner_cv" not in _decisive(tuned, _tuned())  # without groups the inner splits are as they were
     assert _decisive(tuned, _tuned(), group_key="Subject")["inner_cv"] == "grouped"
+    # A multilabel task's per-label tuning, and the probes' inner CV and validation split, keep groups apart now.
+    from neurofm.configs import AttentiveProbeConfig
+    from neurofm.estimators.classical import PerLabelClassifier
+
+    assert _decisive(tuned, PerLabelClassifier(_tuned()), group_key="Subject")["inner_cv"] == "grouped"
+    assert "inner_cv" not in _decisive(tuned, PerLabelClassifier(_tuned()))
+    assert _decisive(ridge, None, group_key="Subject")["inner_cv"] == "grouped"
+    assert "inner_cv" not in _decisive(ridge, None)
+    tokens = FoundationEmbeddingModelConfig(model_key="cbramod", weights="random", pooling="flatten")
+    attentive = FrozenBackboneDecoderConfig(backbone=tokens, head=AttentiveProbeConfig())
+    assert _decisive(attentive, None, group_key="Subject")["inner_cv"] == "grouped"
+    # A ridge probe's outputs are decision values now (no ece/brier): its earlier records are not served.
+    assert _decisive(ridge, None)["outputs"] == "decision_values"
+    assert "outputs" not in _decisive(frozen, None)
