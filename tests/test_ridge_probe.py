@@ -237,6 +237,45 @@ def test_the_penalty_is_the_one_scikit_learn_refits_of_the_same_inner_folds_choo
     )
 
 
+@pytest.mark.parametrize("regime", ["gram", "kernel"])
+def test_with_two_classes_the_penalty_is_the_one_refits_choose_on_both_indicator_targets(regime):
+    # The probe lets the first class's indicator alone choose (the second's errors are a constant multiple of the
+    # first's); the reference sums both outputs' errors, as the rule says.
+    X, y = _regime(regime, seed=21)
+    y = np.where(y > np.quantile(y, 0.35), "high", "low")
+    counts = np.array([(y == c).sum() for c in np.unique(y)])
+    targets = (y[:, None] == np.unique(y)[None]).astype(float) * len(y) / (2 * counts)
+    alphas = list(RIDGE_ALPHAS)
+    folds = list(KFold(4, shuffle=True, random_state=5).split(X))
+    expected, margin = _brute_force_alpha(X, targets, alphas, folds)
+    assert margin > 1e-6
+    assert RidgeProbe(alphas=alphas, inner_splits=4, random_state=5).fit(X, y).alpha_ == expected
+
+
+def test_an_inner_errors_magnitude_bounds_its_rounding_and_a_near_tie_is_not_certain():
+    from neurofm.estimators.ridge_probe import _certain, _inner_errors, _tolerance  # lazy: private, tested here only
+
+    if np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps:
+        pytest.skip("numpy's longdouble is float64 on this platform: no wider sums to compare with")
+    rng = np.random.default_rng(22)
+    n_sets, k, r, n_test = 5, 2, 30, 40
+    shrink = 1.0 / (rng.random(r) * 50 + np.logspace(-2, 3, 7)[:, None])
+    rotated, correlation = rng.standard_normal((2, n_sets, k, r)) * 100.0
+    rows = rng.standard_normal((n_test, r))
+    errors, magnitudes = _inner_errors(shrink, rotated, correlation, rows.T @ rows)
+    # The same sums in extended precision (x87's 64-bit mantissa here): float64's rounding is far inside the margin.
+    wide = [np.asarray(a, dtype=np.longdouble) for a in (shrink, rotated, correlation, rows)]
+    coefs = wide[0][None, :, None, :] * wide[1][:, None]
+    exact = (coefs * (coefs @ (wide[3].T @ wide[3]) - 2 * wide[2][:, None])).sum(axis=(2, 3))
+    slack = np.abs(errors - exact.astype(np.float64))
+    assert (slack > 0).any()  # rounding there is, and the bound covers it with room
+    assert (slack <= magnitudes * _tolerance(r, k, 1) / 16).all()
+    # A runner-up within the margins is not certain; one clear of both is.
+    best = np.zeros(2, dtype=int)
+    margins = np.full((2, 3), 1e-9)
+    assert _certain(np.array([[1.0, 1.0 + 1e-9, 2.0], [1.0, 1.0 + 3e-9, 2.0]]), margins, best).tolist() == [False, True]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_fit_reads_the_embeddings_in_chunks_and_never_copies_them_whole(dtype):
     # 40000 x 64: one float64 copy is 20 MB. The rows are read 4096 at a time (a tenth of that), and the inner
@@ -303,33 +342,43 @@ def test_closed_form_permutations_with_groups_equal_refits_with_groups_exactly(r
 )
 def test_label_metrics_counted_without_scikit_learn_are_its_values_to_the_bit(truth, predicted):
     from neurofm.metrics import score  # lazy: the one test that compares against it
-    from neurofm.tasks import _label_metric  # lazy: private, tested here only
+    from neurofm.tasks import _label_metrics  # lazy: private, tested here only
 
     truth, predicted = np.asarray(truth), np.asarray(predicted)
+    classes = np.unique(np.r_[truth, predicted])
+    # A stack of three rows: the fold, its reverse and the fold again, each scored as scikit-learn scores it alone.
+    stack_truth, stack_predicted = (
+        np.stack([truth, truth[::-1], truth]),
+        np.stack([predicted, predicted[::-1], predicted]),
+    )
+    codes = np.searchsorted(classes, stack_truth), np.searchsorted(classes, stack_predicted)
     for metric in ("accuracy", "balanced_accuracy"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scikit-learn's "y_pred contains classes not in y_true"
-            expected = score(metric, truth, predicted)
-        assert _label_metric(metric, truth, predicted) == expected
+            expected = [score(metric, t, p) for t, p in zip(stack_truth, stack_predicted, strict=True)]
+        assert _label_metrics(metric, *codes, len(classes)).tolist() == expected
 
 
 @pytest.mark.parametrize("decimals", [None, 1, 0])  # distinct scores, some ties, mostly ties
 def test_a_binary_roc_auc_computed_without_scikit_learn_is_its_value_to_the_bit(decimals):
     from neurofm.metrics import score  # lazy: the one test that compares against it
-    from neurofm.tasks import _binary_roc_auc  # lazy: private, tested here only
+    from neurofm.tasks import _binary_roc_aucs  # lazy: private, tested here only
 
     rng = np.random.default_rng(11)
     classes = np.asarray(["a", "b"])
     for n in (2, 7, 60, 301):
-        truth = classes[rng.integers(0, 2, n)]
-        outputs = rng.standard_normal((n, 2)) + (truth == "b")[:, None] * [0.0, 0.7]
+        # A stack of folds: random ones, one of a single class, and one whose scores all tie.
+        truth = classes[rng.integers(0, 2, (6, n))]
+        truth[4] = "b"
+        outputs = rng.standard_normal((6, n)) + (truth == "b") * 0.7
+        outputs[5] = 0.25
         if decimals is not None:
             outputs = np.round(outputs, decimals)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a fold of one class: NaN, with scikit-learn's warning
-            expected = score("roc_auc", truth, None, outputs, classes)
-        got = _binary_roc_auc(truth == "b", outputs[:, 1])
-        assert got == expected or (np.isnan(got) and np.isnan(expected))
+            expected = [score("roc_auc", t, None, np.c_[-o, o], classes) for t, o in zip(truth, outputs, strict=True)]
+        got = _binary_roc_aucs(truth == "b", outputs)
+        assert np.array_equal(got, expected, equal_nan=True)
 
 
 def _multilabel(n=180, d=20, seed=8):

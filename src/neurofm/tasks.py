@@ -22,7 +22,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .estimators.classical import takes_groups
-from .estimators.ridge_probe import ridge_permutation_scores
+from .estimators.ridge_probe import output_predictions, ridge_permutation_scores
 from .exceptions import ModelFitError, NeuroFMError
 from .export import save_fine_tuned
 from .metrics import SCORE_PREFIXES, score
@@ -402,76 +402,130 @@ def ridge_permutations(
     refitted probe's (predictions from the outputs, the outputs as decision
     values in the task's class columns, or as each label's score for
     task="multilabel"). ``accuracy``, ``balanced_accuracy`` and a binary
-    task's ``roc_auc`` are computed here, to the bit what
-    :func:`~neurofm.metrics.score` gives (:func:`_label_metric`,
-    :func:`_binary_roc_auc`), without scikit-learn's input checks, which
-    would cost more than the fit; every other metric goes through
-    :func:`~neurofm.metrics.score`. ``groups`` (the run's, all windows) group
-    the inner folds of each fold's training windows, as a refit's ``fit`` gets them.
+    task's ``roc_auc`` are computed here for a whole stack of permutations
+    on class codes, to the bit what :func:`~neurofm.metrics.score` gives
+    (:func:`_label_metrics`, :func:`_binary_roc_aucs`), without
+    scikit-learn's input checks, which would cost more than the fit; every
+    other metric goes through :func:`~neurofm.metrics.score`, one
+    permutation at a time. ``groups`` (the run's, all windows) group the
+    inner folds of each fold's training windows, as a refit's ``fit`` gets them.
     """
+    if not permuted:
+        return []
+    labels = np.stack([np.asarray(y) for y in permuted])
+    classification = probe.task == "classification"
+    # Classification is fitted and scored on codes of the task's classes: the same fits (targets only compare
+    # labels with classes), without sorting strings in every fold.
+    fitted = np.searchsorted(classes, labels) if classification else labels
 
     # A ridge probe's outputs are decision values (it has no predict_proba), as its refit's predictions say.
-    def scorer(fitted, outputs, test, y):
-        truth = y[test]
-        y_pred = fitted.outputs_to_predictions(outputs)
-        if np.ndim(truth) == 2:  # multilabel: each label's output is its score, as label_scores reads it
-            proba = outputs
-        else:
-            proba = None if classes is None else class_columns(outputs, fitted.classes_, classes)
-        if np.ndim(truth) == 2 or classes is None:
-            return {metric: score(metric, truth, y_pred, proba, classes, probabilities=False) for metric in metrics}
-        return {
-            metric: _label_metric(metric, truth, y_pred)
-            if metric in ("accuracy", "balanced_accuracy")
-            else _binary_roc_auc(truth == classes[1], proba[:, 1])
-            if metric == "roc_auc" and len(classes) == 2
-            else score(metric, truth, y_pred, proba, classes, probabilities=False)
-            for metric in metrics
-        }
+    def scorer(rows, fitted_classes, outputs, test):
+        truth = fitted[rows][:, test]
+        if not classification:  # multilabel: each label's output is its score, as label_scores reads it
+            y_pred = output_predictions(probe.task, None, outputs)
+            given = outputs if probe.task == "multilabel" else [None] * len(rows)
+            return {
+                metric: [
+                    score(metric, t, p, g, classes, probabilities=False)
+                    for t, p, g in zip(truth, y_pred, given, strict=True)
+                ]
+                for metric in metrics
+            }
+        columns = np.zeros(outputs.shape[:-1] + (len(classes),))
+        columns[..., fitted_classes] = outputs  # class_columns, on codes
+        predicted = output_predictions(probe.task, fitted_classes, outputs)  # the largest output's class code
+        result = {}
+        for metric in metrics:
+            if metric in ("accuracy", "balanced_accuracy"):
+                result[metric] = _label_metrics(metric, truth, predicted, len(classes))
+            elif metric == "roc_auc" and len(classes) == 2:
+                result[metric] = _binary_roc_aucs(truth == 1, columns[:, :, 1])
+            else:
+                result[metric] = [
+                    score(metric, classes[t], classes[p], column, classes, probabilities=False)
+                    for t, p, column in zip(truth, predicted, columns, strict=True)
+                ]
+        return result
 
-    return ridge_permutation_scores(probe, features, permuted, splits, scorer, groups)
+    return ridge_permutation_scores(probe, features, fitted, splits, scorer, groups)
 
 
-def _label_metric(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """``accuracy`` or ``balanced_accuracy`` of one test fold, as scikit-learn computes them, in numpy alone.
+def _label_metrics(metric: str, truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """``accuracy`` or ``balanced_accuracy`` of each row of a stack of test folds, as scikit-learn computes them.
 
-    The same operations on the same numbers as scikit-learn's: the share of
-    right labels (a count over ``n``), and the mean, over the classes present
-    in ``y_true`` in sorted order, of each one's recall (its count of right
-    labels over its count). Classes only predicted are left out, as
-    scikit-learn leaves them out (with a warning there).
+    ``truth`` and ``predicted`` are class codes, ``(n_sets, n_test)``. The
+    same operations on the same numbers as scikit-learn's: the share of
+    right labels (a count over ``n_test``), and the mean, over the classes
+    present in a row's truth in class order, of each one's recall (its count
+    of right labels over its count). Classes only predicted are left out, as
+    scikit-learn leaves them out (with a warning there). Counts are sums of
+    ones: exact, in any order.
     """
-    right = y_true == y_pred
+    right = truth == predicted
     if metric == "accuracy":
-        return float(np.mean(right))
-    present, codes = np.unique(y_true, return_inverse=True)
-    per_class = np.bincount(codes, weights=right, minlength=len(present)) / np.bincount(codes, minlength=len(present))
-    return float(np.mean(per_class))
+        return right.sum(axis=1) / truth.shape[1]
+    cells = (np.arange(len(truth))[:, None] * n_classes + truth).ravel()
+    counts = np.bincount(cells, minlength=len(truth) * n_classes).reshape(len(truth), n_classes)
+    hits = np.bincount(cells, weights=right.ravel(), minlength=counts.size).reshape(counts.shape)
+    # The mean of each row's present classes on their own (zeros for the absent ones would regroup the additions).
+    return np.asarray([np.mean(h[c > 0] / c[c > 0]) for h, c in zip(hits, counts, strict=True)])
 
 
-def _binary_roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
-    """A binary ROC AUC computed as scikit-learn's ``roc_auc_score`` computes it, without its input checks.
+def _binary_roc_aucs(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each row's binary ROC AUC, ``(n_sets,)``, as scikit-learn's ``roc_auc_score`` computes it, without its checks.
 
-    scikit-learn's steps, on the same numbers: windows sorted by decreasing
-    score; at the last window of each run of equal scores, the counts of true
-    and false positives so far; the points where the curve does not turn
-    dropped; rates from the counts; the trapezoidal area. Counts are sums of
-    ones, exact whatever the order among equal scores. NaN when the fold holds
-    one class only, as :func:`~neurofm.metrics.score` gives.
+    scikit-learn's steps, on the same numbers, for a stack of test folds
+    (``positive`` and ``scores`` of shape ``(n_sets, n_test)``): windows
+    sorted by decreasing score; at the last window of each run of equal
+    scores, the counts of true and false positives so far; the points where
+    the curve does not turn dropped; rates from the counts; the trapezoidal
+    area. Counts are sums of ones, exact whatever the order among equal
+    scores. Every step but the last runs on the whole stack, each row's
+    points packed to its front; the area is each row's own sum of its own
+    points, as ``np.trapezoid`` adds them (padding would regroup numpy's
+    pairwise additions). NaN for a fold of one class, as
+    :func:`~neurofm.metrics.score` gives.
     """
-    if positive.all() or not positive.any():
-        return float("nan")
-    order = np.argsort(-scores, kind="stable")
-    ordered = scores[order]
-    thresholds = np.concatenate([np.nonzero(np.diff(ordered))[0], [len(ordered) - 1]])
-    tps = np.cumsum(positive[order].astype(np.float64))[thresholds]
+    n_sets, n = scores.shape
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ordered = np.take_along_axis(scores, order, axis=1)
+    true_positives = np.cumsum(np.take_along_axis(positive, order, axis=1), axis=1, dtype=np.float64)
+    # The last window of each run of equal scores, packed to the front of its row (the rest point past the end).
+    last = np.ones((n_sets, n), dtype=bool)
+    last[:, :-1] = np.diff(ordered, axis=1) != 0
+    thresholds, counted = _packed(last)
+    tps = np.take_along_axis(true_positives, np.minimum(thresholds, n - 1), axis=1)
     fps = 1 + thresholds.astype(np.float64) - tps
-    if len(fps) > 2:
-        kept = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
-        fps, tps = fps[kept], tps[kept]
-    fpr = np.concatenate([[0.0], fps]) / fps[-1]
-    tpr = np.concatenate([[0.0], tps]) / tps[-1]
-    return float(np.trapezoid(tpr, fpr))
+    # Points where the curve turns (non-zero second differences), and each row's first and last: kept.
+    turns = np.ones_like(last)
+    turns[:, 1:-1] = ((fps[:, 2:] - fps[:, 1:-1]) - (fps[:, 1:-1] - fps[:, :-2]) != 0) | (
+        (tps[:, 2:] - tps[:, 1:-1]) - (tps[:, 1:-1] - tps[:, :-2]) != 0
+    )
+    position = np.arange(n)
+    turns |= position == (counted - 1)[:, None]
+    turns &= position < counted[:, None]
+    kept, n_kept = _packed(turns)
+    fps = np.take_along_axis(fps, np.minimum(kept, n - 1), axis=1)
+    tps = np.take_along_axis(tps, np.minimum(kept, n - 1), axis=1)
+    rows = np.arange(n_sets)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a one-class row divides by 0; it is NaN below
+        fpr = np.concatenate([np.zeros((n_sets, 1)), fps], axis=1) / fps[rows, n_kept - 1][:, None]
+        tpr = np.concatenate([np.zeros((n_sets, 1)), tps], axis=1) / tps[rows, n_kept - 1][:, None]
+        terms = np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2.0
+    one_class = positive.all(axis=1) | ~positive.any(axis=1)
+    return np.asarray(
+        [
+            np.nan if single else float(np.add.reduce(row[:length]))
+            for row, length, single in zip(terms, n_kept, one_class, strict=True)
+        ]
+    )
+
+
+def _packed(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's positions where ``mask`` holds, in order, at the front (``mask.shape[1]`` after), and their count."""
+    n = mask.shape[1]
+    positions = np.sort(np.where(mask, np.arange(n), n), axis=1)
+    return positions, mask.sum(axis=1)
 
 
 def prediction_frame(name, fold, test, y_true, y_pred, proba, classes, probabilities: bool = True) -> pd.DataFrame:

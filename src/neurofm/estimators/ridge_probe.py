@@ -16,15 +16,17 @@ gives each permutation's scores as a refit would, from the very same
 computations.
 
 Permutations are solved in stacks: a fold's permutations' targets go through
-each product together, one matrix product per permutation inside one numpy
-call, so the Python work is per stack rather than per permutation. A fit on
-its own is a stack of one and runs the same code, which is why the bits agree
-(:class:`RidgePath`).
+each product together, so the Python work is per stack rather than per
+permutation. A fit on its own is a stack of one and runs the same code. What
+makes a fit (its rotated targets, coefficients and outputs) is one matrix
+product per permutation inside one numpy call, so the bits agree with a fit
+alone; the inner errors, which only choose the penalty, come from one product
+over the whole stack, and a set whose choice their rounding could change is
+computed again alone (:class:`RidgePath`).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +39,7 @@ from ..configs.models import RIDGE_ALPHAS
 from ..exceptions import ConfigError
 from .task_tags import TaskEstimator
 
-__all__ = ["RidgePath", "RidgeProbe", "ridge_permutation_scores"]
+__all__ = ["RidgePath", "RidgeProbe", "output_predictions", "ridge_permutation_scores"]
 
 #: Rows read at a time where the feature Gram streams over the training rows: 16 MB of float64 for
 #: 512-dimensional embeddings, whatever the number of windows.
@@ -177,10 +179,17 @@ class RidgePath:
 
     Targets come as a stack, ``(n_sets, n_outputs, n)``: one or many target
     sets (a fit, or every label permutation) solved with the same arithmetic.
-    Each set's products are matrix products of their own, of the same shapes
-    whatever the stack holds, so a set solved among many gets the very bits it
-    gets alone (one wide product over all sets would not promise that: BLAS may
-    sum a wide and a narrow product's terms in different orders).
+    The products that make a set's fit are matrix products of their own, of
+    the same shapes whatever the stack holds, so a set solved among many gets
+    the very bits it gets alone (one wide product over all sets would not
+    promise that: BLAS may sum a wide and a narrow product's terms in
+    different orders). The inner errors that choose the penalty are the
+    exception, for speed: one wide product, the stack's largest, gives every
+    set's errors, each with a bound on its rounding in any order of additions
+    (:func:`_inner_errors`); where another penalty's error comes within the
+    bounds of the best one's, the set's errors are computed again as it alone
+    computes them (:func:`_certain`). The choice is then the one the set makes
+    alone, proven rather than hoped for.
 
     The decompositions are of whichever Gram matrix is smaller. With ``n >= d``
     (embeddings: many windows, a few hundred features) each inner test fold's
@@ -297,7 +306,9 @@ class RidgePath:
         chosen, coefs, offsets = self.solve_stack(np.ascontiguousarray(targets.T[None]), alphas)
         return float(chosen[0]), coefs[0], offsets[0]
 
-    def solve_stack(self, targets: np.ndarray, alphas: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def solve_stack(
+        self, targets: np.ndarray, alphas: Sequence[float], decisive: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`solve` for each target set of a stack, each exactly as it would be alone.
 
         Parameters
@@ -306,6 +317,13 @@ class RidgePath:
             Each set's targets, one row per output, C-contiguous.
         alphas : sequence of float
             The penalties to choose from.
+        decisive : int, optional
+            Only the first ``decisive`` outputs' inner errors choose the
+            penalty (all outputs' when ``None``). Two classes' indicator
+            targets are affine in each other (``y_2 = w_2 - (w_2 / w_1) y_1``),
+            so every penalty's error on the second is the first's times the
+            same constant: the first alone makes the same choice, at half
+            the cost.
 
         Returns
         -------
@@ -316,29 +334,40 @@ class RidgePath:
         offsets : ndarray, shape (n_sets, n_outputs)
             Each set's intercepts.
         """
-        alphas = np.asarray(alphas, dtype=float)
-        if self.kernel:
-            errors, rotated, offsets = self._kernel_stack(targets, alphas)
-        else:
-            errors, rotated, offsets = self._gram_stack(targets, alphas)
-        # Larger penalties last in the grid order below: the reversed argmin keeps the largest of equal errors.
-        order = np.argsort(alphas, kind="stable")
-        best = order[len(order) - 1 - np.argmin(errors[:, order][:, ::-1], axis=1)]
+        # Ascending and each penalty once: a penalty listed twice is one choice, whatever its errors' last bits.
+        alphas = np.unique(np.asarray(alphas, dtype=float))
+        errors, magnitudes, rotated, offsets = self._stack(targets, alphas, decisive)
+        best = _choice(errors)
+        if len(targets) > 1:
+            # The stack's errors come from one product over all its sets; a set's own errors may differ from them in
+            # the last bits. Where that could change the choice, the set's errors are computed again as it alone.
+            margins = magnitudes * _tolerance(len(self.full.eigenvalues), rotated.shape[1], self.n_splits)
+            for s in np.flatnonzero(~_certain(errors, margins, best)):
+                best[s] = _choice(self._stack(targets[s : s + 1], alphas, decisive)[0])[0]
         coefs = self.full.shrink(alphas[best])[:, None, :] * rotated
         # C-contiguous (r, k) per set, like a fitted probe's coef_: the output products then read the same layout.
         return alphas[best], np.ascontiguousarray(coefs.transpose(0, 2, 1)), offsets
 
-    def _kernel_stack(self, targets: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Inner errors ``(n_sets, n_alphas)``, the partition's rotated targets ``(n_sets, k, r)`` and offsets."""
-        errors = np.zeros((len(targets), len(alphas)))
-        for train, test, basis, left, projected, gram in self.inner:
-            offset, rotated = _centred_rotation(left, _columns(targets, train))
-            correlation = (_columns(targets, test) - offset[:, :, None]) @ projected  # one (k, n_test) @ (n_test, r)
-            errors += _inner_errors(basis.shrink(alphas), rotated, correlation, gram)
-        offsets, rotated = _centred_rotation(self._left, targets)
-        return errors, rotated, offsets
+    def _stack(self, targets: np.ndarray, alphas: np.ndarray, decisive: int | None) -> tuple[np.ndarray, ...]:
+        """Inner errors and their magnitudes ``(n_sets, n_alphas)``, rotated targets ``(n_sets, k, r)``, offsets."""
+        stack = self._kernel_stack if self.kernel else self._gram_stack
+        return stack(targets, alphas, slice(decisive))
 
-    def _gram_stack(self, targets: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _kernel_stack(self, targets: np.ndarray, alphas: np.ndarray, decisive: slice) -> tuple[np.ndarray, ...]:
+        """:meth:`_stack` in the kernel's eigenbases."""
+        errors, magnitudes = np.zeros((2, len(targets), len(alphas)))
+        for train, test, basis, left, projected, gram in self.inner:
+            offset, rotated = _centred_rotation(left, _columns(targets[:, decisive], train))
+            correlation = (
+                _columns(targets[:, decisive], test) - offset[:, :, None]
+            ) @ projected  # one (k, n_test) @ (n_test, r)
+            fold_errors, fold_magnitudes = _inner_errors(basis.shrink(alphas), rotated, correlation, gram)
+            errors += fold_errors
+            magnitudes += fold_magnitudes
+        offsets, rotated = _centred_rotation(self._left, targets)
+        return errors, magnitudes, rotated, offsets
+
+    def _gram_stack(self, targets: np.ndarray, alphas: np.ndarray, decisive: slice) -> tuple[np.ndarray, ...]:
         """:meth:`_kernel_stack` from per-block sums of the targets and their products with the rows.
 
         With ``y`` the targets less their partition mean ``m`` (per set), each
@@ -358,21 +387,26 @@ class RidgePath:
                 total += centred.sum(axis=2)
             products.append(product)
             sums.append(total)
-        errors = np.zeros((n_sets, len(alphas)))
+        errors, magnitudes = np.zeros((2, n_sets, len(alphas)))
+        decisive_products, decisive_sums = [p[:, decisive] for p in products], [t[:, decisive] for t in sums]
         for _, _, fold in self.inner:
-            shift, rotated = _gram_rotation(fold, products, sums)
+            shift, rotated = _gram_rotation(fold, decisive_products, decisive_sums)
             block, b = self._blocks[fold.test], fold.test
             # The test rows' sum of (x - m_fold)(y - mean_fold)' from the block's sums about (mu, m).
             about_fold = (
-                products[b]
+                decisive_products[b]
                 - shift[:, :, None] * block.deviation
-                - sums[b][:, :, None] * fold.shift
+                - decisive_sums[b][:, :, None] * fold.shift
                 + len(block.rows) * shift[:, :, None] * fold.shift
             )
             correlation = (about_fold / fold.basis.scale) @ fold.basis.components.T
-            errors += _inner_errors(fold.basis.shrink(alphas), rotated, correlation, fold.test_gram)
+            fold_errors, fold_magnitudes = _inner_errors(
+                fold.basis.shrink(alphas), rotated, correlation, fold.test_gram
+            )
+            errors += fold_errors
+            magnitudes += fold_magnitudes
         shift, rotated = _gram_rotation(self._full, products, sums)
-        return errors, rotated, mean + shift
+        return errors, magnitudes, rotated, mean + shift
 
 
 def _gram_rotation(fold: _GramSet, products: list, sums: list) -> tuple[np.ndarray, np.ndarray]:
@@ -395,7 +429,9 @@ def _centred_rotation(left: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray
     return offset, (targets - offset[:, :, None]) @ left
 
 
-def _inner_errors(shrink: np.ndarray, rotated: np.ndarray, correlation: np.ndarray, gram: np.ndarray) -> np.ndarray:
+def _inner_errors(
+    shrink: np.ndarray, rotated: np.ndarray, correlation: np.ndarray, gram: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One inner fold's squared test error for each set (rows) and penalty (columns), less a per-set constant.
 
     With ``P`` the test rows in the fold's basis (``gram = P'P``), ``c`` a
@@ -405,12 +441,57 @@ def _inner_errors(shrink: np.ndarray, rotated: np.ndarray, correlation: np.ndarr
     for every penalty and is left out: the products then run over the ``r``
     components instead of the test windows, and need no
     ``(n_alphas, n_test)`` outputs per set.
+
+    Also returns each error's magnitude: a bound on the sums of absolute
+    terms that any order of the error's additions adds up, so that
+    ``magnitude * r * eps`` bounds its rounding (:func:`_certain`). With
+    ``|c_i (Gc)_i| <= |c_i| |G_i| |c|`` (Cauchy-Schwarz on the rows of
+    ``G``) and again over ``i``, it is ``|c| (|c| |G| + |Gc| + 2 |P'e|)``
+    per output, in Euclidean and Frobenius norms: a few sums of squares,
+    none of the size of the product.
     """
     n_sets, k, r = rotated.shape
     coefs = shrink[None, :, None, :] * rotated[:, None]  # (n_sets, n_alphas, k, r)
-    # Every penalty's c'(P'P) for one set in one (n_alphas * k, r) @ (r, r) product.
-    spread = (coefs.reshape(n_sets, len(shrink) * k, r) @ gram).reshape(coefs.shape)
-    return (coefs * (spread - 2.0 * correlation[:, None])).reshape(n_sets, len(shrink), -1).sum(axis=2)
+    # Every set's and penalty's c'(P'P) in one (n_sets * n_alphas * k, r) @ (r, r) product.
+    spread = (coefs.reshape(-1, r) @ gram).reshape(coefs.shape)
+    quadratic = np.einsum("sakr,sakr->sa", coefs, spread)
+    linear = np.einsum("ar,skr->sa", shrink, rotated * correlation)
+    # |c|^2 per set, penalty and output from the squares: (shrink^2) against (rotated^2), no pass over coefs.
+    size = np.sqrt(np.einsum("ar,skr->sak", shrink**2, rotated**2))
+    spread_size = np.sqrt(np.einsum("sakr,sakr->sak", spread, spread))
+    reach = np.sqrt(np.einsum("skr,skr->sk", correlation, correlation))[:, None, :]
+    magnitudes = (size * (size * np.linalg.norm(gram) + spread_size + 2.0 * reach)).sum(axis=2)
+    return quadratic - 2.0 * linear, magnitudes
+
+
+def _tolerance(r: int, k: int, n_splits: int) -> float:
+    """Relative rounding allowed to an inner error summed over ``n_splits`` folds of ``k`` outputs in ``r`` components.
+
+    Each term of an error is a product of ``r`` terms, then ``k * r`` such
+    terms are summed, then the folds: ``(r + k r + n_splits) u`` bounds the
+    relative rounding of each sum in any order (``u`` the unit round-off, to
+    first order), with a factor 8 to spare for the bounds' own rounding.
+    """
+    return 8.0 * (r * (k + 1) + n_splits + 8) * np.finfo(np.float64).eps
+
+
+def _choice(errors: np.ndarray) -> np.ndarray:
+    """Each set's penalty (its column, penalties ascending): the least error, on a tie the larger penalty."""
+    return errors.shape[1] - 1 - np.argmin(errors[:, ::-1], axis=1)
+
+
+def _certain(errors: np.ndarray, margins: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Whether each set's ``best`` column stays the choice whatever its errors' rounding, ``margins`` at most.
+
+    Two computations of the same errors in other orders of additions (a stack's product and a set's own) differ
+    by at most ``margins``; if every other penalty's error exceeds the best one by more than both margins, both
+    computations choose the same penalty, and no tie can arise.
+    """
+    rows = np.arange(len(errors))
+    gap = errors - errors[rows, best][:, None]
+    clear = gap > margins + margins[rows, best][:, None]
+    clear[rows, best] = True
+    return clear.all(axis=1)
 
 
 def _target_stack(labels: np.ndarray, classes: np.ndarray | None, class_weight: str | None) -> np.ndarray:
@@ -555,8 +636,9 @@ class RidgeProbe(TaskEstimator):
         """
         labels = np.asarray(labels)
         if self.task == "classification":
-            universe, codes = np.unique(labels, return_inverse=True)
-            codes = codes.reshape(labels.shape)
+            # The inverse by a search: np.unique's own return_inverse sorts every label again, at several times the cost.
+            universe = np.unique(labels)
+            codes = np.searchsorted(universe, labels)
             present = np.zeros((len(labels), len(universe)), dtype=bool)
             present[np.arange(len(labels))[:, None], codes] = True
             # A class absent from some rows' training labels changes their outputs: rows are stacked by classes.
@@ -568,7 +650,9 @@ class RidgeProbe(TaskEstimator):
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
                 targets = _target_stack(codes[part], class_codes, self.class_weight)
-                chosen, coefs, offsets = path.solve_stack(targets, self.alphas)
+                # Two classes: the first indicator's errors choose as both would (RidgePath.solve_stack).
+                decisive = 1 if class_codes is not None and len(class_codes) == 2 else None
+                chosen, coefs, offsets = path.solve_stack(targets, self.alphas, decisive)
                 yield part, None if universe is None else universe[class_codes], chosen, coefs, offsets
 
     def _fitted(self, path: RidgePath, classes, alpha, coef, offset) -> RidgeProbe:
@@ -595,11 +679,7 @@ class RidgeProbe(TaskEstimator):
 
     def outputs_to_predictions(self, outputs: np.ndarray) -> np.ndarray:
         """Class labels (the largest output), regression values, or each label's 0/1 (its output over 0.5)."""
-        if self.task == "multilabel":
-            return (outputs > 0.5).astype(np.int64)
-        if self.classes_ is None:
-            return outputs[:, 0]
-        return self.classes_[np.argmax(outputs, axis=1)]
+        return output_predictions(self.task, self.classes_, outputs)
 
     def decision_function(self, X) -> np.ndarray:
         """One output per class (classification) or label (multilabel), or the prediction (regression)."""
@@ -623,21 +703,25 @@ def ridge_permutation_scores(
     What refitting ``probe`` on each permutation's training labels would give,
     computed as that refit computes it: the same decompositions (they do not
     depend on the labels), the same penalty choice and the same outputs. A
-    fold's permutations are fitted in stacks (:meth:`RidgeProbe.fit_sets`);
-    only ``scorer`` runs once per permutation and fold, so it is what to keep
-    cheap.
+    fold's permutations are fitted in stacks (:meth:`RidgeProbe.fit_sets`)
+    and scored a stack at a time, so that the Python work is per stack.
 
     Parameters
     ----------
     probe : RidgeProbe
         Unfitted; its parameters are used.
     features : ndarray, shape (n, d)
-    permuted : sequence of ndarray
-        Each permutation's labels for all ``n`` windows.
+    permuted : ndarray, shape (n_permutations, n) or (n_permutations, n, n_labels), or a sequence of them
+        Each permutation's labels for all ``n`` windows (for classification,
+        class codes are cheapest: the fits' classes are then codes too).
     splits : sequence of (train, test)
     scorer : callable
-        ``scorer(fitted_probe, outputs, test, y) -> dict[str, float]``: one
-        fold's scores from the fitted probe's outputs on the test windows.
+        ``scorer(rows, classes, outputs, test) -> dict[str, sequence of float]``:
+        one fold's scores of the permutations ``rows`` (positions in
+        ``permuted``), one value per row, from the outputs of their fits on the
+        test windows, ``(len(rows), n_test, n_outputs)``, fitted with
+        ``classes`` (the fits' ``classes_``; ``None`` for regression and
+        multilabel).
     groups : ndarray, shape (n,), optional
         Each window's group, as a refit gets those of its training windows:
         the inner folds are then grouped alike.
@@ -647,20 +731,32 @@ def ridge_permutation_scores(
     list of dict
         Per permutation, each metric's mean over folds (NaN folds left out).
     """
-    if not permuted:
+    if len(permuted) == 0:
         return []
     per_permutation: list[dict[str, list[float]]] = [{} for _ in permuted]
-    labels = np.stack([np.asarray(y) for y in permuted])
+    labels = permuted if isinstance(permuted, np.ndarray) else np.stack([np.asarray(y) for y in permuted])
     for train, test in splits:
         path = probe.path(features[train], None if groups is None else np.asarray(groups)[train])
         projected = path.full.project(np.asarray(features[test], dtype=np.float64))
-        for rows, classes, chosen, coefs, offsets in probe.fit_sets(path, labels[:, train]):
+        for rows, classes, _, coefs, offsets in probe.fit_sets(path, labels[:, train]):
             # One (n_test, r) @ (r, k) product per permutation, as a fitted probe's _outputs makes it.
             outputs = projected @ coefs + offsets[:, None, :]
-            for j, row in enumerate(rows):
-                fitted = copy.copy(probe)._fitted(path, classes, chosen[j], coefs[j], offsets[j])
-                for metric, value in scorer(fitted, outputs[j], test, permuted[row]).items():
-                    per_permutation[row].setdefault(metric, []).append(value)
+            for metric, values in scorer(rows, classes, outputs, test).items():
+                for row, value in zip(rows, values, strict=True):
+                    per_permutation[row].setdefault(metric, []).append(float(value))
     return [
         {metric: float(np.nanmean(values)) for metric, values in collected.items()} for collected in per_permutation
     ]
+
+
+def output_predictions(task: str, classes: np.ndarray | None, outputs: np.ndarray) -> np.ndarray:
+    """A ridge probe's predictions from its outputs ``(..., n_outputs)``, for one fit or a stack of them.
+
+    Classification: the entry of ``classes`` of the largest output; regression:
+    the output; multilabel: each label's 0/1, 1 where its output exceeds 0.5.
+    """
+    if task == "multilabel":
+        return (outputs > 0.5).astype(np.int64)
+    if classes is None:
+        return outputs[..., 0]
+    return classes[np.argmax(outputs, axis=-1)]
