@@ -591,3 +591,17 @@ def test_the_subject_warning_says_why_and_what_to_do_and_is_logged(data, caplog)
     )
     assert [str(w.message) for w in caught] == [message]
     assert message in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("n_groups", "fraction", "held"), [(2, 0.6, 1), (2, 0.2, 1), (5, 0.9, 4), (10, 0.25, 3), (4, 0.5, 2)]
+)
+def test_a_grouped_holdout_keeps_whole_groups_and_never_empties_a_side(n_groups, fraction, held):
+    from neurofm.cv import grouped_holdout  # lazy: the one test of it alone
+
+    groups = np.repeat([f"sub-{g}" for g in range(n_groups)], 3)
+    train, held_out = grouped_holdout(groups, fraction, random_state=0)
+    assert len(set(groups[held_out])) == held  # ceil(fraction * groups), inside 1 .. groups - 1
+    assert not set(groups[train]) & set(groups[held_out])
+    assert np.array_equal(np.sort(np.r_[train, held_out]), np.arange(len(groups)))
+    assert grouped_holdout(np.zeros(6), fraction, random_state=0) is None  # one group: nothing to keep apart

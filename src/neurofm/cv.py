@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -235,11 +236,16 @@ def grouped_holdout(groups, fraction: float, random_state: int | None) -> tuple[
     training partition: a subject on both sides would make it judge windows of
     subjects it trains on, and pick a later, more overfitted epoch than the test
     subjects warrant. ``None`` with fewer than two groups (nothing to keep
-    apart); the caller then splits windows.
+    apart); the caller then splits windows. At least one group is held out
+    and at least one trained on, whatever ``fraction`` (0.6 of two groups
+    holds out one, not both).
     """
     groups = np.asarray(groups)
-    if len(np.unique(groups)) < 2:
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
         return None
-    splitter = ms.GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=random_state)
+    # A count of groups, as GroupShuffleSplit rounds a fraction (up), kept inside 1 .. n_groups - 1.
+    held_out = min(max(math.ceil(fraction * n_groups), 1), n_groups - 1)
+    splitter = ms.GroupShuffleSplit(n_splits=1, test_size=held_out, random_state=random_state)
     train, held_out = next(splitter.split(np.arange(len(groups)), groups=groups))
     return np.sort(train), np.sort(held_out)
