@@ -2,11 +2,13 @@
 
 Usage::
 
-    python benchmarks/matrix_table.py RESULTS_DIR [RESULTS_DIR ...] [--metric balanced_accuracy]
+    python benchmarks/matrix_table.py RESULTS_DIR [RESULTS_DIR ...] [--metric balanced_accuracy] [--merge]
 
 Each RESULTS_DIR is the output folder of a run of ``examples/adaptation_matrix_*.yaml`` (or any run with seeds
 and sweeps). One row per model: the metric's mean +- sd over seeds x folds, the sd of the per-seed means, ROC AUC
-and ECE where scored, then the metric at each sweep level (mean over seeds x folds).
+and ECE where scored, then the metric at each sweep level (mean over seeds x folds). ``--merge`` prints one table
+of all the folders' rows (runs of the same data and folds that split the models between them, e.g. the trainable
+rows run apart); a level a folder did not run reads "not run".
 """
 
 from __future__ import annotations
@@ -52,13 +54,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+")
     parser.add_argument("--metric", default="balanced_accuracy")
+    parser.add_argument("--merge", action="store_true", help="one table of all the folders' models")
     args = parser.parse_args()
+    tables = []
     for folder in args.results:
         result = ExperimentResult.load(folder)
         n_folds = result.scores["Fold"].nunique()
         print(f"{Path(folder).name}: {result.meta.get('n_windows')} windows, {n_folds} folds\n")
-        print(matrix_table(result, args.metric).to_markdown(index=False))
-        print()
+        tables.append(matrix_table(result, args.metric))
+        if not args.merge:
+            print(tables[-1].to_markdown(index=False))
+            print()
+    if args.merge:
+        merged = pd.concat(tables, ignore_index=True)
+        if merged["model"].duplicated().any():
+            raise SystemExit(
+                f"--merge: models in more than one folder: {sorted(set(merged['model'][merged['model'].duplicated()]))}"
+            )
+        sweep_columns = [c for c in merged.columns if c.endswith((" of train", " ch)"))]
+        merged[sweep_columns] = merged[sweep_columns].fillna("not run")
+        print(merged.fillna("").to_markdown(index=False))
 
 
 if __name__ == "__main__":

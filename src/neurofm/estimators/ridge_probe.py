@@ -356,11 +356,11 @@ class RidgePath:
     def _kernel_stack(self, targets: np.ndarray, alphas: np.ndarray, decisive: slice) -> tuple[np.ndarray, ...]:
         """:meth:`_stack` in the kernel's eigenbases."""
         errors, magnitudes = np.zeros((2, len(targets), len(alphas)))
+        deciding = targets[:, decisive]
         for train, test, basis, left, projected, gram in self.inner:
-            offset, rotated = _centred_rotation(left, _columns(targets[:, decisive], train))
-            correlation = (
-                _columns(targets[:, decisive], test) - offset[:, :, None]
-            ) @ projected  # one (k, n_test) @ (n_test, r)
+            offset, rotated = _centred_rotation(left, _columns(deciding, train))
+            # One (k, n_test) @ (n_test, r) product per set.
+            correlation = (_columns(deciding, test) - offset[:, :, None]) @ projected
             fold_errors, fold_magnitudes = _inner_errors(basis.shrink(alphas), rotated, correlation, gram)
             errors += fold_errors
             magnitudes += fold_magnitudes
