@@ -474,3 +474,12 @@ def test_the_head_round_trips_through_yaml_and_class_weight_is_refused_for_regre
         )
     regression = ExperimentConfig(task="regression", models={"ridge": _probe_config()}, cv=CVConfig(strategy="kfold"))
     assert regression.models["ridge"].head.class_weight == "balanced"  # the default, unused for regression
+
+
+def test_closed_form_permutations_refuse_labels_outside_the_classes_given():
+    from neurofm.exceptions import NeuroFMError  # lazy: this test only
+
+    X, y = _features(n=60, d=8, seed=23)
+    splits = list(KFold(3, shuffle=True, random_state=0).split(X))
+    with pytest.raises(NeuroFMError, match=r"\['c'\] are not among the classes \['a', 'b'\]"):
+        ridge_permutations(RidgeProbe(inner_splits=3), X, [y], splits, np.asarray(["a", "b"]), ("accuracy",))

@@ -417,6 +417,11 @@ def ridge_permutations(
     # Classification is fitted and scored on codes of the task's classes: the same fits (targets only compare
     # labels with classes), without sorting strings in every fold.
     fitted = np.searchsorted(classes, labels) if classification else labels
+    if classification and not np.array_equal(classes[np.minimum(fitted, len(classes) - 1)], labels):
+        strangers = sorted(set(np.unique(labels).tolist()) - set(classes.tolist()))
+        raise NeuroFMError(
+            f"Permuted labels {strangers[:5]} are not among the classes {classes.tolist()}: pass the task's classes."
+        )
 
     # A ridge probe's outputs are decision values (it has no predict_proba), as its refit's predictions say.
     def scorer(rows, fitted_classes, outputs, test):
