@@ -152,3 +152,26 @@ def test_named_regions_are_drawn_on_their_own_never_averaged_with_draws_of_their
     assert set(named["x"]) == {2.0}
     html = write_report(tmp_path / "out").read_text()
     assert "the right panel holds the named channel regions" in html
+
+
+def test_a_sweep_level_records_folds_alone_and_leaves_the_main_run_its_permutations_and_refit(
+    data, cache_dir, tmp_path
+):
+    X, y, meta, info = data
+    out = tmp_path / "out"
+    cfg = config(cache_dir, SweepsConfig(train_fractions=[0.5]), n_permutations=3, refit=True)
+    cfg = cfg.model_copy(update={"models": {"lda": cfg.models["lda"]}})
+    result = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
+
+    folders = {p.parent for p in (out / "progress").rglob("*.json")}
+    kinds = sorted(sorted({p.name.split("-")[0] for p in folder.glob("*.json")}) for folder in folders)
+    assert kinds == [["fold"], ["fold", "permutation"]]  # the level's folder: folds; the main run's: permutations too
+    permutation = result.get_model_artifacts(artifact_type="permutation_test", model="lda")
+    assert not permutation.empty and "lda" in result.refit_models
+    assert sorted(result.get_sweep_scores()["Fold"].unique()) == [0, 1, 2]
+
+    records = {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")}
+    again = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
+    assert {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")} == records
+    pd.testing.assert_frame_equal(again.get_sweep_scores(), result.get_sweep_scores())
+    pd.testing.assert_frame_equal(again.get_model_artifacts(artifact_type="permutation_test", model="lda"), permutation)

@@ -441,24 +441,23 @@ class ExperimentRun:
 
         ``known``: features already made for these inputs (the main run's), used where they are.
         """
-        main_records, main_refits = self._records, self._refits
-        self._refits, self._in_sweep = None, True  # a sweep scores; nothing of it is refitted or permuted
-        progress = main_records.progress
+        # The same run on the level's records: a copy, so that the main run's records and refits stay as they are
+        # whatever the level does. A sweep scores; nothing of it is refitted or permuted.
+        level_run = copy.copy(self)
+        level_run._refits, level_run._in_sweep = None, True
+        progress = self._records.progress
         if progress is not None:
             folders = {m.key: progress.model_folder(self._decisive(m, self._data_hash, level)) for m in prepared}
-            self._records = RunRecords(progress, folders)
+            level_run._records = RunRecords(progress, folders)
         tag = stable_hash(level)[:12]
-        try:
-            known = {key: value for key, value in (known or {}).items() if value is not None}
-            missing = [model for model in prepared if model.key not in known]
-            features = {**known, **self._features(inputs, splits, missing, {})}
-            tasks = self._fold_tasks(prepared, splits, classes, sweep=tag)
-            shared = SharedInputs(features, inputs.y, groups, self._recordings)
-            paths = [self._records.path(task.features_key, "fold", task.fold) for task in tasks]
-            logger.info("Sweep %s: %d fits", json.dumps(level)[:200], len(tasks))
-            outcomes = self._map_resumable(run_fold, tasks, shared, paths, FoldOutcome.from_record)
-        finally:
-            self._records, self._refits, self._in_sweep = main_records, main_refits, False
+        known = {key: value for key, value in (known or {}).items() if value is not None}
+        missing = [model for model in prepared if model.key not in known]
+        features = {**known, **level_run._features(inputs, splits, missing, {})}
+        tasks = level_run._fold_tasks(prepared, splits, classes, sweep=tag)
+        shared = SharedInputs(features, inputs.y, groups, self._recordings)
+        paths = [level_run._records.path(task.features_key, "fold", task.fold) for task in tasks]
+        logger.info("Sweep %s: %d fits", json.dumps(level)[:200], len(tasks))
+        outcomes = level_run._map_resumable(run_fold, tasks, shared, paths, FoldOutcome.from_record)
         rows = [
             (task.model_name, task.fold, task.seed, metric, value)
             for task, outcome in zip(tasks, outcomes, strict=True)
