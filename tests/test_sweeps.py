@@ -30,6 +30,11 @@ def data():
     return X, y, meta, {"sfreq": 32.0, "ch_names": CHANNELS}
 
 
+def record_times(out):
+    """Each fold and permutation record of an output folder, with when it was last written."""
+    return {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")}
+
+
 def config(cache_dir, sweeps, **kw):
     models = {
         "forest": ClassicalModelConfig(
@@ -108,9 +113,9 @@ def test_sweeps_resume_save_and_draw(data, cache_dir, tmp_path):
     out = tmp_path / "out"
     cfg = config(cache_dir, SweepsConfig(train_fractions=[0.5], channel_counts=[3]), n_seeds=2)
     first = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
-    records = {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")}
+    records = record_times(out)
     again = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
-    assert {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")} == records  # all read back
+    assert record_times(out) == records  # all read back
     pd.testing.assert_frame_equal(first.get_sweep_scores(), again.get_sweep_scores())
     loaded = ExperimentResult.load(out)
     pd.testing.assert_frame_equal(loaded.get_sweep_scores(), first.get_sweep_scores())
@@ -170,8 +175,8 @@ def test_a_sweep_level_records_folds_alone_and_leaves_the_main_run_its_permutati
     assert not permutation.empty and "lda" in result.refit_models
     assert sorted(result.get_sweep_scores()["Fold"].unique()) == [0, 1, 2]
 
-    records = {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")}
+    records = record_times(out)
     again = Experiment(cfg).run(X, y, sample_metadata=meta, output_dir=out, **info)
-    assert {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")} == records
+    assert record_times(out) == records  # all read back
     pd.testing.assert_frame_equal(again.get_sweep_scores(), result.get_sweep_scores())
     pd.testing.assert_frame_equal(again.get_model_artifacts(artifact_type="permutation_test", model="lda"), permutation)
