@@ -358,14 +358,12 @@ def aggregate_scores(
     table = aggregate_predictions(predictions, metadata, splits, by, method, classification)
     rows = []
     for model, part in table.groupby("Model", sort=False):
-        # The classes from every window (a fold may test groups of some classes only); the columns from what the
-        # aggregation wrote: mean probabilities or decision values, or a vote's shares.
-        classes, proba_columns, probabilities = _classes_and_proba(
-            predictions[predictions["Model"] == model], classification
-        )
-        if _labels(part):
-            _, proba_columns, probabilities = _classes_and_proba(part, classification)
-        elif classes is not None:
+        # The columns from what the aggregation wrote: mean probabilities or decision values, or a vote's shares.
+        if _labels(part) or not classification:
+            classes, proba_columns, probabilities = _classes_and_proba(part, classification)
+        else:
+            # The classes from every window: a fold may test groups of some classes only.
+            classes = np.unique(predictions.loc[predictions["Model"] == model, "y_true"].to_numpy())
             proba_columns, probabilities = score_columns(part, len(classes))
         for fold, rows_of_fold in part.groupby("Fold", sort=True):
             truth, predicted, proba = _truth_prediction_scores(rows_of_fold, proba_columns)
