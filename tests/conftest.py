@@ -154,6 +154,17 @@ def write_eeg_recording():
     return _write_eeg_recording
 
 
+def _record_times(out: Path, pattern: str = "*.json") -> dict[Path, int]:
+    """The records of an output folder's ``progress/`` that match ``pattern``, with when each was last written."""
+    return {p: p.stat().st_mtime_ns for p in (Path(out) / "progress").rglob(pattern)}
+
+
+@pytest.fixture()
+def record_times():
+    """``record_times(out, pattern="*.json")``: snapshot a run's records, to check that a rerun read them back."""
+    return _record_times
+
+
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory):
     """A pretraining corpus: four unlabeled recordings, two montages, three sampling rates (two shards of two)."""

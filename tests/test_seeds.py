@@ -143,7 +143,7 @@ def test_a_permutation_is_scored_as_observed_the_mean_over_seeds_and_folds(data,
     assert "mean over 2 seeds x 2 folds" in set(rows["ArtifactValue"].astype(str))
 
 
-def test_seeds_resume_from_their_own_records(data, cache_dir, tmp_path):
+def test_seeds_resume_from_their_own_records(data, cache_dir, tmp_path, record_times):
     out = tmp_path / "out"
     first = run(data, cache_dir, n_seeds=2, out=out)
     folders = sorted(p.name for p in (out / "progress").iterdir() if p.is_dir())
@@ -151,9 +151,9 @@ def test_seeds_resume_from_their_own_records(data, cache_dir, tmp_path):
     again = run(data, cache_dir, n_seeds=2, out=out)
     pd.testing.assert_frame_equal(first.scores, again.scores)
     # A one-seed run into the same folder reads seed 0 back: the same records, nothing new written.
-    before = {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("fold-*.json")}
+    before = record_times(out, "fold-*.json")
     one = run(data, cache_dir, out=out)
-    assert {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("fold-*.json")} == before
+    assert record_times(out, "fold-*.json") == before
     pd.testing.assert_frame_equal(one.scores, first.scores[first.scores["Seed"] == 0].reset_index(drop=True))
 
 

@@ -30,11 +30,6 @@ def data():
     return X, y, meta, {"sfreq": 32.0, "ch_names": CHANNELS}
 
 
-def record_times(out):
-    """Each fold and permutation record of an output folder, with when it was last written."""
-    return {p: p.stat().st_mtime_ns for p in (out / "progress").rglob("*.json")}
-
-
 def config(cache_dir, sweeps, **kw):
     models = {
         "forest": ClassicalModelConfig(
@@ -108,7 +103,7 @@ def test_every_model_is_scored_at_each_level_on_the_same_test_windows(data, cach
     assert averaged.loc[("0.5", "forest"), "n_seeds"] == 2 and np.isnan(averaged.loc[("0.5", "lda"), "seed_std"])
 
 
-def test_sweeps_resume_save_and_draw(data, cache_dir, tmp_path):
+def test_sweeps_resume_save_and_draw(data, cache_dir, tmp_path, record_times):
     X, y, meta, info = data
     out = tmp_path / "out"
     cfg = config(cache_dir, SweepsConfig(train_fractions=[0.5], channel_counts=[3]), n_seeds=2)
@@ -160,7 +155,7 @@ def test_named_regions_are_drawn_on_their_own_never_averaged_with_draws_of_their
 
 
 def test_a_sweep_level_records_folds_alone_and_leaves_the_main_run_its_permutations_and_refit(
-    data, cache_dir, tmp_path
+    data, cache_dir, tmp_path, record_times
 ):
     X, y, meta, info = data
     out = tmp_path / "out"
